@@ -1,0 +1,237 @@
+"""The ``nsdist`` command.
+
+Exit codes: 0 success, 2 usage or config error, 3 bad input data, 75 transient
+infrastructure failure (worth a retry), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+from . import __version__
+from .errors import ConfigError, NsdistError
+
+log = logging.getLogger("nsdist")
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record):
+        return json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
+                           "level": record.levelname.lower(), "logger": record.name,
+                           "message": record.getMessage()})
+
+
+def _setup_logging(fmt: str, verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("nsdist")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # usage errors exit 2 with one line, like ConfigError
+        raise ConfigError(f"{message} (see '{self.prog} --help')")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="nsdist", description="Distributed skip-gram negative-sampling embeddings on Dask.")
+    p.add_argument("--version", action="version", version=f"nsdist {__version__}")
+    p.add_argument("--log-format", choices=("plain", "json"), default=os.environ.get("NSDIST_LOG_FORMAT", "plain"))
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    tr = sub.add_parser("train", help="train embeddings and publish them under --out")
+    tr.add_argument("--corpus", action="append", default=[], metavar="URL", help="file, glob or directory (repeatable)")
+    tr.add_argument("--out", metavar="URL", help="output URL: local path or s3://bucket/prefix")
+    tr.add_argument("--config", metavar="YAML", help="job spec file")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    tr.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler (default: DASK_SCHEDULER_ADDRESS, "
+                    "else an embedded LocalCluster)")
+    tr.add_argument("--workers", type=int, help="LocalCluster worker processes (default: one per core)")
+    tr.add_argument("--threads-per-worker", type=int)
+
+    nb = sub.add_parser("neighbors", help="nearest neighbours of a word in a published model")
+    nb.add_argument("out", metavar="OUT")
+    nb.add_argument("word")
+    nb.add_argument("--topn", type=int, default=10)
+
+    ev = sub.add_parser("evaluate", help="analogy accuracy and word-pair correlation of a published model")
+    ev.add_argument("out", metavar="OUT")
+    ev.add_argument("--analogies", metavar="FILE", help="questions-words.txt format")
+    ev.add_argument("--pairs", metavar="FILE", help="wordsim format: word1 word2 score")
+    ev.add_argument("--clusters", metavar="FILE", help="word<TAB>label: planted-cluster precision@10")
+    ev.add_argument("--restrict-vocab", type=int, default=300_000)
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+
+    sy = sub.add_parser("synth", help="write a synthetic corpus with planted structure and its ground truth")
+    sy.add_argument("out_file", metavar="OUT_FILE")
+    sy.add_argument("--tokens", type=int, default=1_000_000)
+    sy.add_argument("--seed", type=int, default=1)
+
+    de = sub.add_parser("demo", help="synthesise a corpus, train on a LocalCluster, evaluate, show neighbours")
+    de.add_argument("--dir", default="demo", help="working directory (default: ./demo)")
+    de.add_argument("--tokens", type=int, default=2_000_000)
+    de.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    de.add_argument("--workers", type=int, default=2)
+    return p
+
+
+def cmd_train(args) -> int:
+    from .config import load_config, parse_set
+    from .pipeline import connect, train
+
+    cfg = load_config(
+        args.config, parse_set(args.set), corpus=tuple(args.corpus), out=args.out,
+        **{"cluster.scheduler": args.scheduler, "cluster.workers": args.workers,
+           "cluster.threads_per_worker": args.threads_per_worker},
+    )
+    client, cluster = connect(cfg.cluster)
+    try:
+        log.info("dashboard: %s", client.dashboard_link)
+        result = train(cfg, client)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    print(result.run_url)
+    return 0
+
+
+def cmd_neighbors(args) -> int:
+    from .outputs import load
+
+    emb = load(args.out)
+    for word, score in emb.most_similar(args.word, topn=args.topn):
+        print(f"{word}\t{score:.4f}")
+    return 0
+
+
+def evaluate_files(emb, analogies=None, pairs=None, clusters=None, restrict_vocab=300_000) -> dict:
+    """Scores of loaded embeddings on the given ground-truth files (any of them may be None)."""
+    from . import evaluate, storage
+
+    report: dict = {"run_id": emb.manifest.get("run_id"), "vocab_size": len(emb)}
+    if analogies:
+        questions = evaluate.read_analogies(storage.lines(analogies))
+        report["analogies"] = evaluate.analogy_accuracy(emb.vocab, emb.vectors, questions, restrict_vocab=restrict_vocab)
+    if pairs:
+        report["pairs"] = evaluate.pair_spearman(emb.vocab, emb.vectors, evaluate.read_pairs(storage.lines(pairs)),
+                                                 restrict_vocab=restrict_vocab)
+    if clusters:
+        labels = dict(line.rstrip("\n").split("\t")[:2] for line in storage.lines(clusters) if line.strip())
+        report["cluster_precision"] = evaluate.cluster_precision(emb.vocab, emb.vectors, labels)
+    return report
+
+
+def _print_report(report: dict) -> None:
+    print(f"run {report['run_id']}: {report['vocab_size']} words")
+    if "analogies" in report:
+        a = report["analogies"]
+        print(f"analogy accuracy: {a['accuracy']:.4f} ({a['correct']}/{a['total']}, {a['oov']} skipped as unknown)")
+    if "pairs" in report:
+        s = report["pairs"]
+        print(f"word-pair Spearman: {s['spearman']:.4f} ({s['pairs']} pairs, {s['oov']} skipped as unknown)")
+    if "cluster_precision" in report:
+        print(f"cluster precision@10: {report['cluster_precision']:.4f}")
+
+
+def cmd_evaluate(args) -> int:
+    from .outputs import load
+
+    if not (args.analogies or args.pairs or args.clusters):
+        raise ConfigError("nothing to evaluate: pass --analogies FILE, --pairs FILE and/or --clusters FILE")
+    report = evaluate_files(load(args.out), args.analogies, args.pairs, args.clusters, args.restrict_vocab)
+    print(json.dumps(report, indent=2, sort_keys=True) if args.json else "", end="\n" if args.json else "")
+    if not args.json:
+        _print_report(report)
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from .synth import generate
+
+    files = generate(args.out_file, tokens=args.tokens, seed=args.seed)
+    print(f"wrote {files.tokens} tokens to {files.corpus}")
+    print(f"ground truth: {files.analogies} {files.clusters} {files.pairs}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .config import load_config, parse_set
+    from .outputs import load
+    from .pipeline import connect, train
+    from .synth import generate
+
+    os.makedirs(args.dir, exist_ok=True)
+    files = generate(os.path.join(args.dir, "corpus.txt"), tokens=args.tokens, seed=1)
+    log.info("synthetic corpus: %d tokens in %s", files.tokens, files.corpus)
+    cfg = load_config(None, parse_set(args.set), corpus=(files.corpus,), out=os.path.join(args.dir, "out"),
+                      **{"cluster.workers": args.workers})
+    client, cluster = connect(cfg.cluster)
+    try:
+        log.info("dashboard: %s", client.dashboard_link)
+        result = train(cfg, client)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    emb = load(cfg.out)
+    print(f"\npublished {result.run_url}")
+    for e in result.manifest["metrics"]["epochs"]:
+        print(f"epoch {e['epoch']}: loss {e['loss']:.4f}, {e['words_per_second']:,.0f} words/s")
+    _print_report(evaluate_files(emb, files.analogies, files.pairs, files.clusters))
+    for word in _demo_words(files.clusters, emb):
+        neigh = ", ".join(f"{w} {s:.2f}" for w, s in emb.most_similar(word, topn=5))
+        print(f"neighbours of {word}: {neigh}")
+    print(f"\nnext: nsdist neighbors {cfg.out} WORD  |  nsdist evaluate {cfg.out} --analogies {files.analogies}")
+    return 0
+
+
+def _demo_words(clusters_path: str, emb, n: int = 3) -> list[str]:
+    """One word from each of the first n planted clusters."""
+    seen, words = set(), []
+    with open(clusters_path, encoding="utf-8") as f:
+        for line in f:
+            word, label = line.rstrip("\n").split("\t")[:2]
+            if label not in seen and word in emb:
+                seen.add(label)
+                words.append(word)
+    return words[:n]
+
+
+COMMANDS = {"train": cmd_train, "neighbors": cmd_neighbors, "evaluate": cmd_evaluate, "synth": cmd_synth,
+            "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+        _setup_logging(args.log_format, args.verbose)
+        return COMMANDS[args.command](args)
+    except NsdistError as e:
+        print(f"nsdist: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyError as e:  # unknown word in neighbors
+        print(f"nsdist: error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, PermissionError) as e:
+        print(f"nsdist: error: {e}; check the URL and the credentials", file=sys.stderr)
+        return 3 if isinstance(e, FileNotFoundError) else 2
+    except KeyboardInterrupt:
+        print("nsdist: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # one line for users; the traceback with --verbose
+        log.debug("unexpected error", exc_info=True)
+        print(f"nsdist: error: {type(e).__name__}: {e} (rerun with -v for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""Job configuration: frozen dataclasses are the single source of truth.
+
+A job is resolved from, in increasing precedence: the defaults below, a YAML spec file,
+``NSDIST_<KEY>`` environment variables, and ``--set key=value`` overrides. Unknown keys and
+values of the wrong type are rejected with a message that names the key, so a typo in a
+scheduled job fails at submission instead of silently training with a default.
+
+Training keys may be given bare (``dim=300``) or with their section (``train.dim=300``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import yaml
+
+from .errors import ConfigError
+
+MERGES = ("weighted", "touched", "mean")
+KERNELS = ("pair",)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """SGNS hyperparameters (names and defaults follow word2vec/gensim)."""
+
+    dim: int = 100
+    window: int = 5
+    negative: int = 5
+    min_count: int = 5
+    sample: float = 1e-3
+    epochs: int = 5
+    alpha: float = 0.025
+    min_alpha: float = 0.0001
+    ns_exponent: float = 0.75
+    seed: int = 1
+    shards: int | None = None  # partitions of the corpus; None: 2 per worker thread
+    syncs_per_epoch: int = 4  # parameter-averaging rounds per epoch
+    max_vocab: int | None = None
+    max_sentence_length: int = 10000
+    lowercase: bool = False
+    merge: str = "weighted"  # how shard models are averaged, see merge.py
+    kernel: str = "pair"
+
+    def validate(self) -> "TrainConfig":
+        positive = ("dim", "window", "epochs", "syncs_per_epoch", "max_sentence_length")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("negative", "min_count"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.shards is not None and self.shards < 1:
+            raise ConfigError(f"train.shards must be >= 1 or unset, got {self.shards}")
+        if self.max_vocab is not None and self.max_vocab < 1:
+            raise ConfigError(f"train.max_vocab must be >= 1 or unset, got {self.max_vocab}")
+        if not (0 < self.alpha and 0 <= self.min_alpha <= self.alpha):
+            raise ConfigError(
+                f"need 0 < train.min_alpha <= train.alpha, got alpha={self.alpha} "
+                f"min_alpha={self.min_alpha}"
+            )
+        if self.sample < 0:
+            raise ConfigError(f"train.sample must be >= 0 (0 disables subsampling), got {self.sample}")
+        if self.merge not in MERGES:
+            raise ConfigError(f"train.merge must be one of {', '.join(MERGES)}, got {self.merge!r}")
+        if self.kernel not in KERNELS:
+            raise ConfigError(f"train.kernel must be one of {', '.join(KERNELS)}, got {self.kernel!r}")
+        return self
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Where the job runs: a scheduler address, else an embedded LocalCluster."""
+
+    scheduler: str | None = None
+    workers: int | None = None  # LocalCluster processes; None: one per core
+    threads_per_worker: int = 1
+    wait_for_workers: int = 1
+    timeout: float = 120.0  # seconds to wait for workers
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """A whole training job."""
+
+    corpus: tuple[str, ...] = ()
+    out: str | None = None
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+    blocksize: int = 64 * 2**20  # bytes per text partition
+    parquet_column: str = "tokens"  # list<string> column of Parquet corpora
+    train: TrainConfig = field(default_factory=TrainConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+    def to_dict(self, redact: bool = True) -> dict:
+        """Plain dict for manifests; storage options are redacted (they may hold credentials)."""
+        d = dataclasses.asdict(self)
+        d["corpus"] = list(self.corpus)
+        if redact:
+            d["storage_options"] = {k: "***" for k in self.storage_options}
+        return d
+
+
+_SECTIONS = {"train": TrainConfig, "cluster": ClusterConfig}
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Convert a YAML/CLI value to the annotated type, or raise ConfigError naming the key."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner[0])
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+            return value.lower() in ("true", "1", "yes")
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif origin is tuple:
+        if isinstance(value, str):
+            return (value,)
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+    elif origin is Mapping:
+        if isinstance(value, Mapping):
+            return dict(value)
+    name = getattr(hint, "__name__", str(hint))
+    raise ConfigError(f"config key {key!r} must be of type {name}, got {value!r}")
+
+
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _apply(cls, current, values: Mapping[str, Any], prefix: str):
+    hints = _hints(cls)
+    changes = {}
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if key not in hints:
+            raise ConfigError(f"unknown config key {full!r}; known keys: {', '.join(sorted(hints))}")
+        if key in _SECTIONS and prefix == "":
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"config section {full!r} must be a mapping, got {value!r}")
+            changes[key] = _apply(_SECTIONS[key], getattr(current, key), value, f"{key}.")
+        else:
+            changes[key] = _coerce(full, value, hints[key])
+    return dataclasses.replace(current, **changes)
+
+
+def _nest(flat: Mapping[str, Any]) -> dict:
+    """{'dim': 3, 'cluster.workers': 2} -> {'train': {'dim': 3}, 'cluster': {'workers': 2}}."""
+    top = _hints(JobConfig)
+    train = _hints(TrainConfig)
+    nested: dict = {}
+    for key, value in flat.items():
+        if "." in key:
+            section, _, sub = key.partition(".")
+            nested.setdefault(section, {})[sub] = value
+        elif key in top:
+            nested[key] = value
+        elif key in train:
+            nested.setdefault("train", {})[key] = value
+        else:
+            known = sorted(set(top) | set(train))
+            raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(known)}")
+    return nested
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """['dim=50', 'sample=0'] -> {'dim': 50, 'sample': 0} (values parsed as YAML scalars)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    return out
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """NSDIST_DIM=50, NSDIST_CLUSTER__WORKERS=2 -> {'dim': 50, 'cluster.workers': 2}."""
+    out = {}
+    for name, value in environ.items():
+        if name.startswith("NSDIST_") and name not in ("NSDIST_LOG_FORMAT",):
+            key = name[len("NSDIST_"):].lower().replace("__", ".")
+            out[key] = yaml.safe_load(value) if value.strip() else None
+    return out
+
+
+def load_config(
+    spec: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    **explicit: Any,
+) -> JobConfig:
+    """Resolve a job: defaults < spec file < NSDIST_* env < overrides (--set) < explicit args.
+
+    >>> load_config(overrides={"dim": 8}, environ={}).train.dim
+    8
+    """
+    cfg = JobConfig()
+    if spec is not None:
+        try:
+            with open(spec, encoding="utf-8") as f:
+                data = yaml.safe_load(f) or {}
+        except OSError as e:
+            raise ConfigError(f"cannot read job spec {spec!r}: {e.strerror}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"job spec {spec!r} is not valid YAML: {e}") from None
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"job spec {spec!r} must be a YAML mapping of config keys")
+        cfg = _apply(JobConfig, cfg, _nest(data), "")
+    for layer in (env_overrides(os.environ if environ is None else environ), overrides or {}):
+        cfg = _apply(JobConfig, cfg, _nest(layer), "")
+    given = {k: v for k, v in explicit.items() if v is not None and v != () and v != []}
+    if given:
+        cfg = _apply(JobConfig, cfg, _nest(given), "")
+    cfg.train.validate()
+    return cfg

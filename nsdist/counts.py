@@ -1,0 +1,46 @@
+"""Per-partition word counts and their deterministic merge (a tree reduction on the cluster)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+SCHEMA = pa.schema([("word", pa.large_string()), ("count", pa.int64())])
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Word counts of some partitions, plus the raw totals needed for reporting."""
+
+    table: pa.Table  # columns word, count; unordered
+    tokens: int  # raw tokens read
+    sentences: int  # non-empty lines read
+
+
+def count_tokens(tokens: pa.ListArray) -> Counts:
+    """Count the words of one partition.
+
+    >>> import pyarrow as pa
+    >>> c = count_tokens(pa.array([["a", "b", "a"], [], ["b", "a"]]))
+    >>> sorted(zip(*c.table.to_pydict().values())), c.tokens, c.sentences
+    ([('a', 3), ('b', 2)], 5, 2)
+    """
+    flat = pc.cast(pc.list_flatten(tokens), pa.large_string())
+    vc = pc.value_counts(flat)
+    table = pa.Table.from_arrays([vc.field("values"), pc.cast(vc.field("counts"), pa.int64())], schema=SCHEMA)
+    lengths = pc.list_value_length(tokens)
+    sentences = int(pc.sum(pc.greater(lengths, 0)).as_py() or 0)
+    return Counts(table, len(flat), sentences)
+
+
+def merge_counts(*parts: Counts) -> Counts:
+    """Sum counts of several partitions (order-independent, so any reduction tree is fine)."""
+    tables = [p.table for p in parts if p.table.num_rows]
+    if not tables:
+        table = SCHEMA.empty_table()
+    else:
+        grouped = pa.concat_tables(tables).group_by("word").aggregate([("count", "sum")])
+        table = pa.Table.from_arrays([grouped["word"], grouped["count_sum"]], schema=SCHEMA)
+    return Counts(table, sum(p.tokens for p in parts), sum(p.sentences for p in parts))

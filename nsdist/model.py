@@ -1,0 +1,49 @@
+"""The global model (input and output matrices) and the tables every shard needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .noise import noise_table
+from .vocab import keep_probs
+
+
+@dataclass(frozen=True)
+class Model:
+    """SGNS parameters: ``win`` (the word vectors) and ``wout`` (the context/noise vectors)."""
+
+    win: np.ndarray  # float32 (V, dim)
+    wout: np.ndarray  # float32 (V, dim)
+    info: dict = field(default_factory=dict)  # e.g. the merge that produced it (seconds, bytes)
+
+    @property
+    def nbytes(self) -> int:
+        return self.win.nbytes + self.wout.nbytes
+
+
+@dataclass(frozen=True)
+class Tables:
+    """Per-word tables, computed once per job: subsampling and the noise alias table."""
+
+    keep: np.ndarray  # float32 (V,)
+    noise_prob: np.ndarray  # float32 (V,)
+    noise_alias: np.ndarray  # int32 (V,)
+
+
+def make_tables(counts: np.ndarray, sample: float, ns_exponent: float) -> Tables:
+    prob, alias = noise_table(counts, ns_exponent)
+    return Tables(keep_probs(counts, sample), prob, alias)
+
+
+def init_model(vocab_size: int, dim: int, seed: int) -> Model:
+    """word2vec's initialisation: input rows uniform in [-0.5/dim, 0.5/dim), output rows zero.
+
+    >>> m = init_model(3, 4, seed=1)
+    >>> m.win.shape, m.win.dtype.name, float(abs(m.win).max()) < 0.125, float(abs(m.wout).max())
+    ((3, 4), 'float32', True, 0.0)
+    """
+    rng = np.random.default_rng([seed, vocab_size, dim])
+    win = ((rng.random((vocab_size, dim), dtype=np.float32) - np.float32(0.5)) / np.float32(dim))
+    return Model(win, np.zeros((vocab_size, dim), np.float32))

@@ -1,0 +1,293 @@
+"""The coordinator: the only module that talks to ``dask.distributed``.
+
+Read top to bottom, ``train`` is the whole job:
+
+1. plan blocks (byte ranges / row groups) on the client, from metadata only;
+2. count words per block on the workers, merge by a tree reduction, build the vocabulary;
+3. encode blocks into int32 ids, regroup them into ``shards`` equal training shards that
+   stay on the workers for all epochs;
+4. for each epoch and each of ``syncs_per_epoch`` rounds: every shard trains its slice from
+   the current global model and returns a sparse delta; one merge task averages them into the
+   next global model. The learning rate follows global progress, not each shard's;
+5. write the output files from a worker, then the manifest, then LATEST.
+
+Every task is a deterministic function of its inputs (random states derive from the seed,
+epoch, round and shard), so a task retried after a worker dies reproduces its result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+import dask
+import distributed
+import numpy as np
+from distributed import Client, LocalCluster
+
+from . import __version__, storage
+from .config import ClusterConfig, JobConfig
+from .corpus import Block, plan_blocks, read_tokens
+from .counts import Counts, count_tokens, merge_counts
+from .encode import Shard, encode
+from .errors import ConfigError, DataError, TransientError
+from .merge import merge_deltas
+from .model import Model, init_model, make_tables
+from .outputs import new_run_id, publish, run_url, write_run_files
+from .shard import Delta, RoundSpec, round_words, train_shard
+from .vocab import Vocab, build_vocab
+
+log = logging.getLogger("nsdist")
+
+
+# ---------------------------------------------------------------- the cluster
+
+def connect(cfg: ClusterConfig) -> tuple[Client, LocalCluster | None]:
+    """--scheduler ADDRESS, else DASK_SCHEDULER_ADDRESS, else an embedded LocalCluster."""
+    address = cfg.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    cluster = None
+    try:
+        if address:
+            client = Client(address, timeout=cfg.timeout)
+        else:
+            workers = cfg.workers or max(1, (os.cpu_count() or 1) // cfg.threads_per_worker)
+            cluster = LocalCluster(
+                n_workers=workers, threads_per_worker=cfg.threads_per_worker, processes=True,
+                dashboard_address=":0", host="127.0.0.1",
+            )
+            client = Client(cluster)
+    except OSError as e:
+        raise TransientError(f"cannot reach the Dask scheduler at {address!r}: {e}; is it running?") from e
+    try:
+        client.wait_for_workers(cfg.wait_for_workers, timeout=cfg.timeout)
+    except (TimeoutError, distributed.TimeoutError) as e:
+        client.close()
+        raise TransientError(
+            f"no {cfg.wait_for_workers} worker(s) joined {address or 'the local cluster'} within "
+            f"{cfg.timeout:.0f} s; start workers or raise cluster.timeout"
+        ) from e
+    return client, cluster
+
+
+def _threads(client: Client) -> int:
+    return sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
+
+
+# ---------------------------------------------------------------- task functions
+# Module-level, plain inputs and outputs, never mutating their arguments.
+
+def _count_block(block: Block, storage_options, lowercase: bool, column: str) -> Counts:
+    return count_tokens(read_tokens(block, storage_options, lowercase, column))
+
+
+def _encode_block(block: Block, storage_options, lowercase: bool, column: str, vocab: Vocab,
+                  max_len: int) -> Shard:
+    return encode(read_tokens(block, storage_options, lowercase, column), vocab.words, max_len)
+
+
+def _assemble_shard(pieces: list[tuple[int, int]], *blocks: Shard) -> Shard:
+    """Concatenate sentence ranges [lo, hi) of consecutive encoded blocks into one shard."""
+    ids, lengths = [], []
+    for (lo, hi), block in zip(pieces, blocks):
+        ids.append(block.ids[block.offsets[lo]:block.offsets[hi]])
+        lengths.append(np.diff(block.offsets[lo:hi + 1]))
+    lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+    offsets = np.zeros(len(lengths) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return Shard(np.concatenate(ids) if ids else np.zeros(0, np.int32), offsets)
+
+
+def _vocab_summary(vocab: Vocab, counts: Counts) -> dict:
+    return {"vocab_size": len(vocab), "vocab_tokens": vocab.total, "raw_tokens": counts.tokens,
+            "sentences": counts.sentences, "distinct_words": counts.table.num_rows}
+
+
+def _tables(vocab: Vocab, sample: float, ns_exponent: float):
+    return make_tables(vocab.counts, sample, ns_exponent)
+
+
+def _stats(delta: Delta) -> dict:
+    return delta.stats
+
+
+def _model_info(model: Model) -> dict:
+    return model.info
+
+
+def _write_outputs(url: str, vocab: Vocab, model: Model, storage_options) -> dict:
+    return write_run_files(url, vocab.words, vocab.counts, model.win, model.wout, storage_options)
+
+
+# ---------------------------------------------------------------- helpers
+
+def _tree_reduce(client: Client, fn, futures: list, key: str, fan_in: int = 8):
+    """Reduce futures with ``fn(*group)`` in a tree on the workers; returns one future."""
+    level = 0
+    while len(futures) > 1:
+        futures = [
+            client.submit(fn, *futures[i:i + fan_in], key=f"{key}-{level}-{i}")
+            for i in range(0, len(futures), fan_in)
+        ]
+        level += 1
+    return futures[0]
+
+
+def _shard_plan(block_sentences: list[int], shards: int) -> list[list[tuple[int, int, int]]]:
+    """Split the corpus's sentences (in block order) into ``shards`` contiguous, even parts.
+
+    Returns per shard a list of (block, lo, hi) sentence ranges. Depends only on the corpus
+    and the shard count, not on how it was cut into blocks, so results do not either.
+
+    >>> _shard_plan([3, 1, 2], 2)
+    [[(0, 0, 3)], [(1, 0, 1), (2, 0, 2)]]
+    """
+    starts = np.concatenate([[0], np.cumsum(block_sentences)])
+    total = int(starts[-1])
+    plan = []
+    for s in range(shards):
+        lo, hi = total * s // shards, total * (s + 1) // shards
+        pieces = []
+        for b, n in enumerate(block_sentences):
+            a, e = max(lo, starts[b]), min(hi, starts[b] + n)
+            if a < e:
+                pieces.append((b, int(a - starts[b]), int(e - starts[b])))
+        plan.append(pieces)
+    return plan
+
+
+def _schedule(alpha: float, min_alpha: float, done: int, total: int) -> float:
+    """Linear decay from alpha to min_alpha over all words of all epochs."""
+    return alpha - (alpha - min_alpha) * min(done / max(total, 1), 1.0)
+
+
+def _fingerprint(files: list[tuple[str, int]]) -> str:
+    return hashlib.sha256(json.dumps(files).encode()).hexdigest()
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    run_url: str
+    manifest: dict
+
+
+# ---------------------------------------------------------------- the job
+
+def train(cfg: JobConfig, client: Client) -> TrainResult:
+    """Run a whole training job on ``client``'s cluster and publish it under ``cfg.out``."""
+    t = cfg.train
+    opts = dict(cfg.storage_options)
+    if not cfg.corpus:
+        raise ConfigError("no corpus given; pass --corpus URL (or set corpus in the job spec)")
+    if not cfg.out:
+        raise ConfigError("no output given; pass --out URL (or set out in the job spec)")
+    t_start = time.perf_counter()
+    files = storage.expand(cfg.corpus, opts)
+    blocks = plan_blocks(cfg.corpus, opts, cfg.blocksize)
+    run_id = new_run_id()
+    tag = run_id  # task key prefix: readable on the dashboard, unique per job
+    log.info("corpus: %d file(s), %d block(s), %.1f MB", len(files), len(blocks),
+             sum(s for _, s in files) / 1e6)
+
+    # -- counts -> vocabulary -> tables
+    t0 = time.perf_counter()
+    read_args = (opts, t.lowercase, cfg.parquet_column)
+    counted = [client.submit(_count_block, b, *read_args, key=f"count-{tag}-{i}") for i, b in enumerate(blocks)]
+    counts = _tree_reduce(client, merge_counts, counted, key=f"merge-counts-{tag}")
+    vocab = client.submit(build_vocab, counts, t.min_count, t.max_vocab, key=f"vocab-{tag}")
+    summary = client.submit(_vocab_summary, vocab, counts, key=f"summary-{tag}").result()
+    del counted, counts
+    count_seconds = time.perf_counter() - t0
+    if summary["vocab_size"] == 0:
+        raise DataError(
+            f"empty vocabulary: no word occurs min_count={t.min_count} times in "
+            f"{summary['raw_tokens']} tokens; lower min_count or check the corpus"
+        )
+    log.info("vocabulary: %d words (of %d distinct), %d tokens, counted in %.1f s (%.0f tokens/s)",
+             summary["vocab_size"], summary["distinct_words"], summary["raw_tokens"], count_seconds,
+             summary["raw_tokens"] / max(count_seconds, 1e-9))
+    tables = client.submit(_tables, vocab, t.sample, t.ns_exponent, key=f"tables-{tag}")
+
+    # -- encode -> shards kept on the workers
+    t0 = time.perf_counter()
+    encoded = [
+        client.submit(_encode_block, b, *read_args, vocab, t.max_sentence_length, key=f"encode-{tag}-{i}")
+        for i, b in enumerate(blocks)
+    ]
+    sentences = client.gather([client.submit(getattr, e, "sentences", key=f"n-{e.key}") for e in encoded])
+    n_shards = t.shards or _threads(client)
+    shards = [
+        client.submit(_assemble_shard, [(lo, hi) for _, lo, hi in pieces], *[encoded[b] for b, _, _ in pieces],
+                      key=f"shard-{tag}-{s}")
+        for s, pieces in enumerate(_shard_plan(sentences, n_shards))
+    ]
+    rounds = t.syncs_per_epoch
+    words = np.array(client.gather([client.submit(round_words, s, rounds, key=f"rw-{s.key}") for s in shards]))
+    del encoded
+    encode_seconds = time.perf_counter() - t0
+    epoch_words = int(words.sum())
+    log.info("encoded %d words into %d shard(s) in %.1f s", epoch_words, n_shards, encode_seconds)
+
+    # -- training rounds
+    model = client.submit(init_model, summary["vocab_size"], t.dim, t.seed, key=f"model-{tag}-init")
+    total = t.epochs * epoch_words
+    done = 0
+    epochs = []
+    for epoch in range(t.epochs):
+        t0 = time.perf_counter()
+        stats, infos = [], []
+        for r in range(rounds):
+            after = done + int(words[:, r].sum())
+            a0, a1 = _schedule(t.alpha, t.min_alpha, done, total), _schedule(t.alpha, t.min_alpha, after, total)
+            deltas = [
+                client.submit(train_shard, shard, model, tables,
+                              RoundSpec(epoch, r, rounds, s, a0, a1, t.window, t.negative, t.seed),
+                              key=f"train-{tag}-{epoch}-{r}-{s}")
+                for s, shard in enumerate(shards)
+            ]
+            model = client.submit(merge_deltas, model, *deltas, how=t.merge, key=f"model-{tag}-{epoch}-{r}")
+            stats += [client.submit(_stats, d, key=f"stats-{d.key}") for d in deltas]
+            infos.append(client.submit(_model_info, model, key=f"info-{model.key}"))
+            done = after
+        stats, infos = client.gather(stats), client.gather(infos)
+        seconds = time.perf_counter() - t0
+        m = {
+            "epoch": epoch + 1,
+            "loss": sum(s["loss"] for s in stats) / max(sum(s["pairs"] for s in stats), 1),
+            "pairs": sum(s["pairs"] for s in stats),
+            "words": sum(s["words"] for s in stats),
+            "seconds": seconds,
+            "words_per_second": sum(s["words"] for s in stats) / max(seconds, 1e-9),
+            "kernel_seconds": sum(s["seconds"] for s in stats),
+            "merge_seconds": sum(i["merge_seconds"] for i in infos),
+            "merge_bytes": sum(i["merge_bytes"] for i in infos),
+            "alpha_end": _schedule(t.alpha, t.min_alpha, done, total),
+        }
+        epochs.append(m)
+        log.info("epoch %d/%d: loss %.4f, %.0f words/s, %.1f s (merge %.2f s, %.1f MB)", epoch + 1, t.epochs,
+                 m["loss"], m["words_per_second"], seconds, m["merge_seconds"], m["merge_bytes"] / 1e6)
+
+    # -- publish: claim the run id, write data files from a worker, manifest last, then LATEST
+    url = run_url(cfg.out, run_id)
+    claim = {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid()}
+    storage.create_exclusive(storage.join(url, "_claim.json"), storage.dump_json(claim), opts)
+    written = client.submit(_write_outputs, url, vocab, model, opts, key=f"write-{tag}").result()
+    manifest = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config": cfg.to_dict(),
+        "corpus": {"files": [u for u, _ in files], "bytes": sum(s for _, s in files),
+                   "fingerprint": _fingerprint(files), "blocks": len(blocks), "shards": n_shards, **summary},
+        "metrics": {"epochs": epochs, "count_seconds": count_seconds, "encode_seconds": encode_seconds,
+                    "total_seconds": time.perf_counter() - t_start},
+        "files": written,
+        "versions": {"nsdist": __version__, "dask": dask.__version__, "distributed": distributed.__version__,
+                     "numpy": np.__version__},
+    }
+    publish(cfg.out, run_id, manifest, opts)
+    log.info("published %s", url)
+    return TrainResult(run_id, url, {"run_id": run_id, **manifest})

@@ -1,0 +1,112 @@
+"""The SGNS kernels: pure functions of arrays, a learning-rate ramp and an explicit RNG state.
+
+Skip-gram with negative sampling as in word2vec's C tool: for each (context, center) pair
+within a randomly shrunk window, the context word's input vector ``win[ctx]`` is trained to
+score the center word's output vector ``wout[center]`` high and ``negative`` noise words low.
+
+The kernels update ``win``/``wout`` in place (callers pass their own copies), count how often
+each row was updated (the merge weights rows by it) and return the loss in float64 (float32
+saturates after ~1e7 pairs; gensim's loss tally has exactly that bug). No Python runs per
+token and the GIL is released, so several tasks can train in threads of one worker.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from .noise import draw
+from .rng import next_random
+
+MAX_EXP = 6.0  # sigmoid is clipped outside [-6, 6], as in word2vec
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _softplus(x):  # pragma: no cover - compiled
+    # log(1 + exp(x)) without overflow; -log(sigmoid(f)) == softplus(-f).
+    if x > 0:
+        return x + np.log1p(np.exp(-x))
+    return np.log1p(np.exp(x))
+
+
+@numba.njit(cache=True, nogil=True)
+def subsample(ids, begin, end, keep, state, out):  # pragma: no cover - compiled
+    """Copy ids[begin:end] into out, dropping each occurrence with probability 1 - keep[id]."""
+    n = 0
+    for k in range(begin, end):
+        w = ids[k]
+        p = keep[w]
+        if p < 1.0:
+            u, state = next_random(state)
+            if u >= p:
+                continue
+        out[n] = w
+        n += 1
+    return n, state
+
+
+@numba.njit(cache=True, nogil=True)
+def train_pairs(
+    win, wout, ids, offsets, s_begin, s_end, keep, noise_prob, noise_alias,
+    window, negative, alpha_start, alpha_end, state, n_in, n_out,
+):  # pragma: no cover - compiled
+    """Train sentences [s_begin, s_end) of a shard, one (context, center) pair at a time.
+
+    Returns (loss: float64, pairs: int64, words: int64, state: uint64). ``words`` counts the
+    sentences' words before subsampling: it is what the learning-rate schedule follows.
+    """
+    dim = win.shape[1]
+    total = max(offsets[s_end] - offsets[s_begin], 1)
+    longest = 0
+    for s in range(s_begin, s_end):
+        longest = max(longest, offsets[s + 1] - offsets[s])
+    sent = np.empty(longest, np.int32)
+    grad = np.empty(dim, np.float32)  # accumulated gradient for the context row (neu1e)
+    loss = 0.0
+    pairs = 0
+    done = 0
+    for s in range(s_begin, s_end):
+        # The rate falls linearly with progress, per sentence (the C tool: every 10k words).
+        alpha = np.float32(alpha_start + (alpha_end - alpha_start) * (done / total))
+        n, state = subsample(ids, offsets[s], offsets[s + 1], keep, state, sent)
+        done += offsets[s + 1] - offsets[s]
+        for i in range(n):
+            center = sent[i]
+            u, state = next_random(state)
+            span = window - np.int64(u * window)  # effective window in [1, window]
+            lo = max(0, i - span)
+            hi = min(n, i + span + 1)
+            for j in range(lo, hi):
+                if j == i:
+                    continue
+                ctx = sent[j]
+                grad[:] = 0.0
+                for d in range(negative + 1):
+                    if d == 0:
+                        target = center
+                        label = np.float32(1.0)
+                    else:
+                        target, state = draw(noise_prob, noise_alias, state)
+                        if target == center:
+                            continue
+                        label = np.float32(0.0)
+                    f = np.float32(0.0)
+                    for k in range(dim):
+                        f += win[ctx, k] * wout[target, k]
+                    if f > MAX_EXP:
+                        g = (label - np.float32(1.0)) * alpha
+                    elif f < -MAX_EXP:
+                        g = label * alpha
+                    else:
+                        g = (label - np.float32(1.0) / (np.float32(1.0) + np.exp(-f))) * alpha
+                    loss += _softplus(-np.float64(f)) if d == 0 else _softplus(np.float64(f))
+                    for k in range(dim):
+                        grad[k] += g * wout[target, k]
+                    for k in range(dim):
+                        wout[target, k] += g * win[ctx, k]
+                    n_out[target] += 1
+                for k in range(dim):
+                    win[ctx, k] += grad[k]
+                n_in[ctx] += 1
+                pairs += 1
+    return loss, pairs, done, state

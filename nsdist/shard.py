@@ -1,0 +1,91 @@
+"""Train one shard for one round, starting from the global model; return a sparse delta.
+
+No IO and no Dask here: a pure function of its inputs, so a retried task reproduces its
+result exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .encode import Shard
+from .model import Model, Tables
+from .rng import task_state
+from .sgns import train_pairs
+
+
+@dataclass(frozen=True)
+class RoundSpec:
+    """What one shard does in one round: which slice of its sentences, at which rates."""
+
+    epoch: int
+    round: int
+    rounds: int  # rounds per epoch
+    shard: int
+    alpha_start: float
+    alpha_end: float
+    window: int
+    negative: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class Delta:
+    """Rows a shard changed: new - old for each touched row, and how often it updated it."""
+
+    rows_in: np.ndarray  # int32
+    d_in: np.ndarray  # float32 (k, dim)
+    n_in: np.ndarray  # uint32: updates per row
+    rows_out: np.ndarray
+    d_out: np.ndarray
+    n_out: np.ndarray
+    stats: dict  # loss, pairs, words, seconds
+
+    @property
+    def nbytes(self) -> int:
+        arrays = (self.rows_in, self.d_in, self.n_in, self.rows_out, self.d_out, self.n_out)
+        return sum(a.nbytes for a in arrays)
+
+
+def round_slice(sentences: int, round_: int, rounds: int) -> tuple[int, int]:
+    """Sentences a shard trains in a round: contiguous, as even as possible.
+
+    >>> [round_slice(10, r, 3) for r in range(3)]
+    [(0, 3), (3, 6), (6, 10)]
+    """
+    return sentences * round_ // rounds, sentences * (round_ + 1) // rounds
+
+
+def round_words(shard: Shard, rounds: int) -> list[int]:
+    """Words (before subsampling) in each round's slice: the learning-rate schedule needs them."""
+    bounds = [round_slice(shard.sentences, r, rounds) for r in range(rounds)]
+    return [int(shard.offsets[e] - shard.offsets[b]) for b, e in bounds]
+
+
+def _sparse(before: np.ndarray, after: np.ndarray, counts: np.ndarray):
+    rows = np.flatnonzero(counts).astype(np.int32)
+    return rows, after[rows] - before[rows], counts[rows]
+
+
+def train_shard(shard: Shard, model: Model, tables: Tables, spec: RoundSpec) -> Delta:
+    """Train this round's slice of a shard on a private copy of the model."""
+    t0 = time.perf_counter()
+    # Copies: Dask may hand the same model object to several tasks on one worker.
+    win, wout = model.win.copy(), model.wout.copy()
+    n_in = np.zeros(len(win), np.uint32)
+    n_out = np.zeros(len(wout), np.uint32)
+    begin, end = round_slice(shard.sentences, spec.round, spec.rounds)
+    state = task_state(spec.seed, spec.epoch, spec.round, spec.shard)
+    loss, pairs, words, _ = train_pairs(
+        win, wout, shard.ids, shard.offsets, begin, end,
+        tables.keep, tables.noise_prob, tables.noise_alias,
+        spec.window, spec.negative, spec.alpha_start, spec.alpha_end, state, n_in, n_out,
+    )
+    seconds = time.perf_counter() - t0
+    rows_in, d_in, c_in = _sparse(model.win, win, n_in)
+    rows_out, d_out, c_out = _sparse(model.wout, wout, n_out)
+    stats = {"loss": float(loss), "pairs": int(pairs), "words": int(words), "seconds": seconds}
+    return Delta(rows_in, d_in, c_in, rows_out, d_out, c_out, stats)
