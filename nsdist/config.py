@@ -183,6 +183,8 @@ def _nest(flat: Mapping[str, Any]) -> dict:
         if "." in key:
             section, _, sub = key.partition(".")
             nested.setdefault(section, {})[sub] = value
+        elif key in _SECTIONS and isinstance(value, Mapping):
+            nested.setdefault(key, {}).update(value)
         elif key in top:
             nested[key] = value
         elif key in train:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -41,6 +42,11 @@ def merge_counts(*parts: Counts) -> Counts:
     if not tables:
         table = SCHEMA.empty_table()
     else:
-        grouped = pa.concat_tables(tables).group_by("word").aggregate([("count", "sum")])
-        table = pa.Table.from_arrays([grouped["word"], grouped["count_sum"]], schema=SCHEMA)
+        both = pa.concat_tables(tables)
+        # dictionary_encode + bincount: a hash-group-by without Acero (which warns about the
+        # unaligned buffers that unpickled tables have). float64 sums are exact below 2**53.
+        encoded = pc.dictionary_encode(both["word"].combine_chunks())
+        sums = np.bincount(encoded.indices.to_numpy(), weights=both["count"].to_numpy(),
+                           minlength=len(encoded.dictionary))
+        table = pa.Table.from_arrays([encoded.dictionary, pa.array(sums.astype(np.int64))], schema=SCHEMA)
     return Counts(table, sum(p.tokens for p in parts), sum(p.sentences for p in parts))

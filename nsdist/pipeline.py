@@ -176,66 +176,48 @@ class TrainResult:
     manifest: dict
 
 
-# ---------------------------------------------------------------- the job
+# ---------------------------------------------------------------- the stages
 
-def train(cfg: JobConfig, client: Client) -> TrainResult:
-    """Run a whole training job on ``client``'s cluster and publish it under ``cfg.out``."""
+def count_vocab(client: Client, cfg: JobConfig, blocks: list[Block], tag: str):
+    """Count words per block, merge in a tree, build the vocabulary: (vocab future, summary)."""
     t = cfg.train
-    opts = dict(cfg.storage_options)
-    if not cfg.corpus:
-        raise ConfigError("no corpus given; pass --corpus URL (or set corpus in the job spec)")
-    if not cfg.out:
-        raise ConfigError("no output given; pass --out URL (or set out in the job spec)")
-    t_start = time.perf_counter()
-    files = storage.expand(cfg.corpus, opts)
-    blocks = plan_blocks(cfg.corpus, opts, cfg.blocksize)
-    run_id = new_run_id()
-    tag = run_id  # task key prefix: readable on the dashboard, unique per job
-    log.info("corpus: %d file(s), %d block(s), %.1f MB", len(files), len(blocks),
-             sum(s for _, s in files) / 1e6)
-
-    # -- counts -> vocabulary -> tables
-    t0 = time.perf_counter()
-    read_args = (opts, t.lowercase, cfg.parquet_column)
+    read_args = (dict(cfg.storage_options), t.lowercase, cfg.parquet_column)
     counted = [client.submit(_count_block, b, *read_args, key=f"count-{tag}-{i}") for i, b in enumerate(blocks)]
     counts = _tree_reduce(client, merge_counts, counted, key=f"merge-counts-{tag}")
     vocab = client.submit(build_vocab, counts, t.min_count, t.max_vocab, key=f"vocab-{tag}")
     summary = client.submit(_vocab_summary, vocab, counts, key=f"summary-{tag}").result()
-    del counted, counts
-    count_seconds = time.perf_counter() - t0
-    if summary["vocab_size"] == 0:
-        raise DataError(
-            f"empty vocabulary: no word occurs min_count={t.min_count} times in "
-            f"{summary['raw_tokens']} tokens; lower min_count or check the corpus"
-        )
-    log.info("vocabulary: %d words (of %d distinct), %d tokens, counted in %.1f s (%.0f tokens/s)",
-             summary["vocab_size"], summary["distinct_words"], summary["raw_tokens"], count_seconds,
-             summary["raw_tokens"] / max(count_seconds, 1e-9))
-    tables = client.submit(_tables, vocab, t.sample, t.ns_exponent, key=f"tables-{tag}")
+    return vocab, summary
 
-    # -- encode -> shards kept on the workers
-    t0 = time.perf_counter()
+
+def encode_shards(client: Client, cfg: JobConfig, blocks: list[Block], vocab, n_shards: int, tag: str):
+    """Encode blocks and regroup them into training shards: (shard futures, words[shard, round])."""
+    t = cfg.train
+    read_args = (dict(cfg.storage_options), t.lowercase, cfg.parquet_column)
     encoded = [
         client.submit(_encode_block, b, *read_args, vocab, t.max_sentence_length, key=f"encode-{tag}-{i}")
         for i, b in enumerate(blocks)
     ]
     sentences = client.gather([client.submit(getattr, e, "sentences", key=f"n-{e.key}") for e in encoded])
-    n_shards = t.shards or _threads(client)
     shards = [
         client.submit(_assemble_shard, [(lo, hi) for _, lo, hi in pieces], *[encoded[b] for b, _, _ in pieces],
                       key=f"shard-{tag}-{s}")
         for s, pieces in enumerate(_shard_plan(sentences, n_shards))
     ]
     rounds = t.syncs_per_epoch
-    words = np.array(client.gather([client.submit(round_words, s, rounds, key=f"rw-{s.key}") for s in shards]))
-    del encoded
-    encode_seconds = time.perf_counter() - t0
-    epoch_words = int(words.sum())
-    log.info("encoded %d words into %d shard(s) in %.1f s", epoch_words, n_shards, encode_seconds)
+    words = client.gather([client.submit(round_words, s, rounds, key=f"rw-{s.key}") for s in shards])
+    return shards, np.array(words, dtype=np.int64).reshape(n_shards, rounds)
 
-    # -- training rounds
-    model = client.submit(init_model, summary["vocab_size"], t.dim, t.seed, key=f"model-{tag}-init")
-    total = t.epochs * epoch_words
+
+def train_epochs(client: Client, cfg: JobConfig, shards: list, words: np.ndarray, vocab_size: int, tables,
+                 tag: str):
+    """All rounds of all epochs: shards train from the global model, a merge task averages them.
+
+    Returns (model future, per-epoch metrics). The client only ever holds small statistics.
+    """
+    t = cfg.train
+    rounds = t.syncs_per_epoch
+    model = client.submit(init_model, vocab_size, t.dim, t.seed, key=f"model-{tag}-init")
+    total = t.epochs * int(words.sum())
     done = 0
     epochs = []
     for epoch in range(t.epochs):
@@ -271,6 +253,49 @@ def train(cfg: JobConfig, client: Client) -> TrainResult:
         epochs.append(m)
         log.info("epoch %d/%d: loss %.4f, %.0f words/s, %.1f s (merge %.2f s, %.1f MB)", epoch + 1, t.epochs,
                  m["loss"], m["words_per_second"], seconds, m["merge_seconds"], m["merge_bytes"] / 1e6)
+    return model, epochs
+
+
+# ---------------------------------------------------------------- the job
+
+def train(cfg: JobConfig, client: Client) -> TrainResult:
+    """Run a whole training job on ``client``'s cluster and publish it under ``cfg.out``."""
+    t = cfg.train
+    opts = dict(cfg.storage_options)
+    if not cfg.corpus:
+        raise ConfigError("no corpus given; pass --corpus URL (or set corpus in the job spec)")
+    if not cfg.out:
+        raise ConfigError("no output given; pass --out URL (or set out in the job spec)")
+    t_start = time.perf_counter()
+    files = storage.expand(cfg.corpus, opts)
+    blocks = plan_blocks(cfg.corpus, opts, cfg.blocksize)
+    run_id = new_run_id()
+    tag = run_id  # task key prefix: readable on the dashboard, unique per job
+    log.info("corpus: %d file(s), %d block(s), %.1f MB", len(files), len(blocks),
+             sum(s for _, s in files) / 1e6)
+
+    t0 = time.perf_counter()
+    vocab, summary = count_vocab(client, cfg, blocks, tag)
+    count_seconds = time.perf_counter() - t0
+    if summary["vocab_size"] == 0:
+        raise DataError(
+            f"empty vocabulary: no word occurs min_count={t.min_count} times in "
+            f"{summary['raw_tokens']} tokens; lower min_count or check the corpus"
+        )
+    log.info("vocabulary: %d words (of %d distinct), %d tokens, counted in %.1f s (%.0f tokens/s)",
+             summary["vocab_size"], summary["distinct_words"], summary["raw_tokens"], count_seconds,
+             summary["raw_tokens"] / max(count_seconds, 1e-9))
+
+    t0 = time.perf_counter()
+    n_shards = t.shards or _threads(client)
+    shards, words = encode_shards(client, cfg, blocks, vocab, n_shards, tag)
+    encode_seconds = time.perf_counter() - t0
+    log.info("encoded %d words into %d shard(s) in %.1f s", int(words.sum()), n_shards, encode_seconds)
+    if words.sum() == 0:
+        raise DataError("the corpus has no sentences with known words; check the corpus and min_count")
+
+    tables = client.submit(_tables, vocab, t.sample, t.ns_exponent, key=f"tables-{tag}")
+    model, epochs = train_epochs(client, cfg, shards, words, summary["vocab_size"], tables, tag)
 
     # -- publish: claim the run id, write data files from a worker, manifest last, then LATEST
     url = run_url(cfg.out, run_id)

@@ -1,0 +1,61 @@
+"""Config resolution: defaults < spec < NSDIST_* env < --set; unknown keys and bad types rejected."""
+
+from __future__ import annotations
+
+import pytest
+
+from nsdist.config import JobConfig, TrainConfig, load_config, parse_set
+from nsdist.errors import ConfigError
+
+
+def test_defaults_match_word2vec():
+    t = TrainConfig()
+    assert (t.dim, t.window, t.negative, t.min_count, t.sample, t.epochs) == (100, 5, 5, 5, 1e-3, 5)
+    assert (t.alpha, t.min_alpha, t.ns_exponent, t.seed, t.max_sentence_length) == (0.025, 0.0001, 0.75, 1, 10000)
+    assert t.syncs_per_epoch > 1 and t.shards is None and t.max_vocab is None
+
+
+def test_precedence(tmp_path):
+    spec = tmp_path / "job.yaml"
+    spec.write_text("corpus: [a.txt]\nout: o\ndim: 50\nwindow: 3\ntrain:\n  epochs: 2\ncluster:\n  workers: 3\n")
+    env = {"NSDIST_WINDOW": "7", "NSDIST_EPOCHS": "4", "NSDIST_CLUSTER__WORKERS": "5"}
+    cfg = load_config(str(spec), parse_set(["epochs=9", "train.sample=0"]), environ=env)
+    assert cfg.corpus == ("a.txt",) and cfg.out == "o"
+    assert (cfg.train.dim, cfg.train.window, cfg.train.epochs, cfg.train.sample) == (50, 7, 9, 0.0)
+    assert cfg.cluster.workers == 5
+    explicit = load_config(str(spec), environ=env, out="other", **{"cluster.workers": 1})
+    assert explicit.out == "other" and explicit.cluster.workers == 1
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["dimm=5"], "unknown config key 'dimm'"),
+    (["train.dimm=5"], "unknown config key 'train.dimm'"),
+    (["dim=abc"], "'train.dim' must be of type int"),
+    (["sample=yes"], "'train.sample' must be of type float"),
+    (["dim=0"], "train.dim must be >= 1"),
+    (["merge=sum"], "train.merge must be one of"),
+    (["min_alpha=0.5"], "min_alpha"),
+    (["dim"], "--set expects key=value"),
+])
+def test_bad_values_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, parse_set(overrides), environ={})
+
+
+def test_bad_spec_files(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dim: [1\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(str(bad), environ={})
+    with pytest.raises(ConfigError, match="cannot read job spec"):
+        load_config(str(tmp_path / "missing.yaml"), environ={})
+    bad.write_text("- 1\n")
+    with pytest.raises(ConfigError, match="must be a YAML mapping"):
+        load_config(str(bad), environ={})
+
+
+def test_manifest_dict_redacts_storage_options():
+    cfg = JobConfig(storage_options={"key": "AKIA-SECRET", "secret": "s3cr3t"})
+    d = cfg.to_dict()
+    assert "AKIA-SECRET" not in repr(d) and "s3cr3t" not in repr(d)
+    assert set(d["storage_options"]) == {"key", "secret"}

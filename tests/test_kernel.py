@@ -1,0 +1,132 @@
+"""The SGNS kernel against a plain numpy reference; shards and merges by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nsdist.encode import Shard
+from nsdist.merge import merge_deltas
+from nsdist.model import Model, Tables, init_model
+from nsdist.sgns import subsample, train_pairs
+from nsdist.shard import Delta, RoundSpec, round_words, train_shard
+
+
+def sigmoid_grad(f, label, alpha):
+    if f > 6:
+        return (label - 1.0) * alpha
+    if f < -6:
+        return label * alpha
+    return (label - 1.0 / (1.0 + np.exp(-f))) * alpha
+
+
+def reference_sgns(win, wout, sentence, window, neg_word, negative, alpha):
+    """word2vec skip-gram/negative-sampling, written plainly: returns loss and update counts."""
+    loss = 0.0
+    n_in, n_out = np.zeros(len(win), int), np.zeros(len(wout), int)
+    for i, center in enumerate(sentence):
+        for j in range(max(0, i - window), min(len(sentence), i + window + 1)):
+            if j == i:
+                continue
+            ctx = sentence[j]
+            grad = np.zeros(win.shape[1], np.float32)
+            targets = [(center, 1.0)] + [(neg_word, 0.0)] * negative * (neg_word != center)
+            for target, label in targets:
+                f = np.float32(win[ctx] @ wout[target])
+                g = np.float32(sigmoid_grad(f, label, alpha))
+                loss += np.log1p(np.exp(-f)) if label else np.log1p(np.exp(f))
+                grad += g * wout[target]
+                wout[target] += g * win[ctx]
+                n_out[target] += 1
+            win[ctx] += grad
+            n_in[ctx] += 1
+    return loss, n_in, n_out
+
+
+@pytest.mark.parametrize("sentence, window", [([0, 1, 2], 1), ([0, 1, 2, 1, 0, 3, 4], 1), ([2, 2, 4], 1)])
+def test_kernel_equals_numpy_reference(sentence, window):
+    rng = np.random.default_rng(0)
+    V, dim, negative, neg_word, alpha = 6, 8, 3, 5, 0.05
+    win = rng.normal(0, 0.5, (V, dim)).astype(np.float32)
+    wout = rng.normal(0, 0.5, (V, dim)).astype(np.float32)
+    ref_in, ref_out = win.copy(), wout.copy()
+    ref_loss, ref_nin, ref_nout = reference_sgns(ref_in, ref_out, sentence, window, neg_word, negative, alpha)
+    # Noise table that always yields neg_word; keep-probabilities of 1 (no subsampling), and
+    # window=1 cannot shrink: the kernel's path is then deterministic.
+    prob, alias = np.zeros(V, np.float32), np.full(V, neg_word, np.int32)
+    ids, offsets = np.array(sentence, np.int32), np.array([0, len(sentence)], np.int64)
+    n_in, n_out = np.zeros(V, np.uint32), np.zeros(V, np.uint32)
+    loss, pairs, words, _ = train_pairs(win, wout, ids, offsets, 0, 1, np.ones(V, np.float32), prob, alias,
+                                        window, negative, alpha, alpha, np.uint64(7), n_in, n_out)
+    np.testing.assert_allclose(win, ref_in, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(wout, ref_out, rtol=1e-5, atol=1e-6)
+    assert n_in.tolist() == ref_nin.tolist() and n_out.tolist() == ref_nout.tolist()
+    assert loss == pytest.approx(ref_loss, rel=1e-5)
+    assert words == len(sentence)
+    assert pairs == sum(min(len(sentence), i + window + 1) - max(0, i - window) - 1 for i in range(len(sentence)))
+
+
+def test_subsample_keeps_the_expected_fraction():
+    ids = np.zeros(200_000, np.int32)
+    ids[::2] = 1
+    keep = np.array([0.25, 1.0], np.float32)
+    out = np.empty_like(ids)
+    n, _ = subsample(ids, 0, len(ids), keep, np.uint64(5), out)
+    kept = out[:n]
+    assert (kept == 1).sum() == 100_000  # keep 1.0: all
+    assert (kept == 0).sum() / 100_000 == pytest.approx(0.25, abs=0.005)
+
+
+def tiny_shard(n_sent=40, V=20, seed=0):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(2, 12, n_sent)
+    return Shard(rng.integers(0, V, lengths.sum()).astype(np.int32),
+                 np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+
+
+def test_train_shard_is_deterministic_and_leaves_the_model_alone():
+    V, dim = 20, 8
+    shard, model = tiny_shard(V=V), init_model(V, dim, seed=3)
+    model = Model(model.win, np.random.default_rng(1).normal(0, 0.1, (V, dim)).astype(np.float32))
+    before = (model.win.copy(), model.wout.copy())
+    counts = np.arange(V, 0, -1)
+    from nsdist.model import make_tables
+    tables = make_tables(counts, 0.0, 0.75)
+    spec = RoundSpec(epoch=0, round=1, rounds=3, shard=0, alpha_start=0.025, alpha_end=0.02, window=3,
+                     negative=4, seed=9)
+    a, b = train_shard(shard, model, tables, spec), train_shard(shard, model, tables, spec)
+    assert np.array_equal(model.win, before[0]) and np.array_equal(model.wout, before[1])
+    for x, y in [(a.rows_in, b.rows_in), (a.d_in, b.d_in), (a.rows_out, b.rows_out), (a.d_out, b.d_out)]:
+        assert np.array_equal(x, y)
+    assert a.stats["words"] == round_words(shard, 3)[1]
+    assert len(a.rows_in) > 0 and np.all(a.n_in > 0) and np.all(a.n_out > 0)
+    other = train_shard(shard, model, tables, RoundSpec(0, 1, 3, 1, 0.025, 0.02, 3, 4, 9))
+    assert not np.array_equal(other.d_out, a.d_out)  # another shard index draws other numbers
+
+
+def delta(rows_in, d_in, n_in, dim=2):
+    rows = np.array(rows_in, np.int32)
+    d = np.array(d_in, np.float32).reshape(len(rows), dim)
+    empty = np.zeros(0, np.int32)
+    return Delta(rows, d, np.array(n_in, np.uint32), empty, np.zeros((0, dim), np.float32),
+                 np.zeros(0, np.uint32), {})
+
+
+def test_merge_strategies_by_hand():
+    model = Model(np.zeros((3, 2), np.float32), np.ones((3, 2), np.float32))
+    a = delta([0, 1], [[4, 4], [2, 0]], [3, 1])
+    b = delta([0], [[0, 8]], [1])
+    weighted = merge_deltas(model, a, b, how="weighted")
+    np.testing.assert_allclose(weighted.win, [[3, 5], [2, 0], [0, 0]])  # (3*[4,4] + 1*[0,8]) / 4
+    np.testing.assert_allclose(merge_deltas(model, a, b, how="touched").win, [[2, 6], [2, 0], [0, 0]])
+    np.testing.assert_allclose(merge_deltas(model, a, b, how="mean").win, [[2, 6], [1, 0], [0, 0]])
+    assert np.array_equal(weighted.wout, model.wout)
+    assert weighted.info["merge_bytes"] == a.nbytes + b.nbytes
+    assert np.all(model.win == 0)  # inputs untouched
+
+
+@pytest.mark.parametrize("how", ["weighted", "touched", "mean"])
+def test_merge_averages_never_sums(how):
+    model = Model(np.zeros((2, 2), np.float32), np.zeros((2, 2), np.float32))
+    d = delta([0, 1], [[1, 2], [3, 4]], [5, 2])
+    np.testing.assert_allclose(merge_deltas(model, d, d, d, how=how).win, [[1, 2], [3, 4]])

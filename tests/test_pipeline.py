@@ -1,0 +1,89 @@
+"""The distributed job on a real LocalCluster of worker processes."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+
+import numpy as np
+import pytest
+
+from nsdist import storage
+from nsdist.config import load_config
+from nsdist.corpus import plan_blocks
+from nsdist.errors import DataError
+from nsdist.outputs import load
+from nsdist.pipeline import count_vocab, train
+
+
+def corpus_text(lines=3000, seed=0):
+    rng = np.random.default_rng(seed)
+    words = [f"w{i}" for i in range(300)] + ["Über", "ñandú", "東京"]
+    p = 1 / np.arange(1, len(words) + 1)
+    p /= p.sum()
+    return "".join(" ".join(rng.choice(words, size=rng.integers(0, 25), p=p)) + "\n" for _ in range(lines))
+
+
+def config(corpus, out, **train):
+    base = {"dim": 16, "epochs": 2, "min_count": 3, "shards": 3, "syncs_per_epoch": 3}
+    return load_config(None, {**base, **train}, environ={}, corpus=tuple(corpus), out=out)
+
+
+def test_distributed_counts_equal_in_process_count(client, write):
+    text = corpus_text()
+    cut = text.index("\n", len(text) // 3) + 1
+    paths = [write("a.txt", text[:cut]), write("b.txt.gz", text[cut:])]
+    cfg = load_config(None, {"min_count": 1}, environ={}, corpus=tuple(paths), out="unused", blocksize=4096)
+    blocks = plan_blocks(cfg.corpus, blocksize=cfg.blocksize)
+    assert len(blocks) > 5
+    vocab, summary = count_vocab(client, cfg, blocks, "test-count")
+    vocab = vocab.result()
+    expected = collections.Counter(text.split())
+    assert dict(zip(vocab.words.to_pylist(), vocab.counts.tolist())) == dict(expected)
+    assert vocab.words.to_pylist() == sorted(expected, key=lambda w: (-expected[w], w))
+    assert summary["raw_tokens"] == sum(expected.values())
+    assert summary["sentences"] == sum(1 for line in text.splitlines() if line.split())
+
+
+def test_same_seed_and_shards_give_identical_vectors(client, write, tmp_path):
+    path = write("c.txt", corpus_text())
+    runs = []
+    for i, blocksize in enumerate([10**6, 5000]):  # blocks differ; shards and seed do not
+        cfg = config([path], str(tmp_path / f"out{i}"))
+        cfg = type(cfg)(**{**cfg.__dict__, "blocksize": blocksize})
+        runs.append(load(train(cfg, client).run_url))
+    assert runs[0].vocab == runs[1].vocab
+    assert np.array_equal(runs[0].vectors, runs[1].vectors)
+    other = load(train(config([path], str(tmp_path / "out2"), seed=2), client).run_url)
+    assert not np.array_equal(other.vectors, runs[0].vectors)
+
+
+def test_publish_layout_and_manifest(client, write, tmp_path):
+    out = str(tmp_path / "out")
+    result = train(config([write("c.txt", corpus_text())], out), client)
+    latest = json.loads((tmp_path / "out" / "LATEST").read_text())
+    assert latest == {"format": "nsdist-latest", "version": 1, "run": result.run_id}
+    manifest = json.loads(open(os.path.join(result.run_url, "manifest.json")).read())
+    assert manifest["format"] == "nsdist-manifest" and manifest["config"]["train"]["dim"] == 16
+    assert set(manifest["files"]) == {"vectors.txt", "vectors.bin", "vectors.npy", "context.npy",
+                                      "vectors.parquet", "vocab.tsv"}
+    for name, meta in manifest["files"].items():
+        assert os.path.getsize(os.path.join(result.run_url, name)) == meta["size"]
+    epochs = manifest["metrics"]["epochs"]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert all(e["words_per_second"] > 0 and e["merge_bytes"] > 0 for e in epochs)
+    assert epochs[1]["loss"] < epochs[0]["loss"]
+    assert manifest["corpus"]["shards"] == 3
+    emb = load(out, verify=True)
+    assert emb.manifest["run_id"] == result.run_id and emb.vectors.shape == (len(emb.vocab), 16)
+
+
+def test_failed_run_publishes_nothing(client, write, tmp_path):
+    out = str(tmp_path / "out")
+    good = train(config([write("c.txt", corpus_text())], out), client)
+    before = (tmp_path / "out" / "LATEST").read_bytes()
+    with pytest.raises(DataError, match="empty vocabulary"):
+        train(config([write("small.txt", "a b c\n")], out, min_count=100), client)
+    assert (tmp_path / "out" / "LATEST").read_bytes() == before
+    assert storage.listdir(os.path.join(out, "runs")) == [good.run_id]

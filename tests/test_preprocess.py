@@ -1,0 +1,137 @@
+"""Tokenizing, blocks, counting, vocabulary, keep-probabilities, noise table, encoding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from nsdist.corpus import Block, plan_blocks, read_tokens, tokenize
+from nsdist.counts import count_tokens, merge_counts
+from nsdist.encode import encode
+from nsdist.errors import DataError
+from nsdist.noise import noise_table, sample
+from nsdist.vocab import build_vocab, keep_probs
+
+
+def as_dict(counts):
+    return dict(zip(counts.table["word"].to_pylist(), counts.table["count"].to_pylist()))
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("", [[]]),
+    ("one", [["one"]]),
+    ("a b\n", [["a", "b"], []]),
+    ("  a\t b  \r\n\nc\n", [["a", "b"], [], ["c"], []]),
+    ("héllo wörld 東京\n", [["héllo", "wörld", "東京"], []]),
+    ("x " * 50_000 + "\n", [["x"] * 50_000, []]),
+])
+def test_tokenize(text, expected):
+    assert tokenize(text.encode()).to_pylist() == expected
+
+
+def test_tokenize_lowercase_and_bad_utf8():
+    assert tokenize("Ab CD\n".encode(), lowercase=True).to_pylist() == [["ab", "cd"], []]
+    assert tokenize(b"ok \xff\xfe ok").to_pylist() == [["ok", "\ufffd\ufffd", "ok"]]
+
+
+def test_count_tokens_and_empty_partitions():
+    c = count_tokens(tokenize(b"a b a\n\nb c a\n"))
+    assert as_dict(c) == {"a": 3, "b": 2, "c": 1}
+    assert (c.tokens, c.sentences) == (6, 2)
+    empty = count_tokens(tokenize(b""))
+    assert (empty.tokens, empty.sentences, empty.table.num_rows) == (0, 0, 0)
+    merged = merge_counts(c, empty, count_tokens(tokenize(b"c d\n")), empty)
+    assert as_dict(merged) == {"a": 3, "b": 2, "c": 2, "d": 1}
+    assert (merged.tokens, merged.sentences) == (8, 3)
+    assert merge_counts(empty, empty).table.num_rows == 0
+
+
+def test_blocks_split_on_newlines_and_cover_every_line(write):
+    lines = [" ".join(f"w{(i * 7 + j) % 13}" for j in range(i % 9 + 1)) for i in range(500)]
+    path = write("c.txt", "\n".join(lines) + "\n")
+    blocks = plan_blocks([path], blocksize=1000)
+    assert len(blocks) > 5
+    got = [t for b in blocks for t in read_tokens(b).to_pylist() if t]
+    assert got == [line.split() for line in lines]
+
+
+@pytest.mark.parametrize("name", ["c.txt.gz", "c.txt.bz2", "c.txt.zst"])
+def test_compressed_files_are_one_block(write, name):
+    path = write(name, "a b\nc\n" * 1000)
+    blocks = plan_blocks([path], blocksize=100)
+    assert blocks == [Block(path, 0, None)]
+    assert as_dict(count_tokens(read_tokens(blocks[0]))) == {"a": 1000, "b": 1000, "c": 1000}
+
+
+def test_globs_directories_and_missing(write, tmp_path):
+    a = write("d/a.txt", "x\n")
+    b = write("d/b.txt", "y\n")
+    write("d/_SUCCESS", "")
+    assert [bl.url for bl in plan_blocks([str(tmp_path / "d")])] == [a, b]
+    assert [bl.url for bl in plan_blocks([str(tmp_path / "d" / "*.txt")])] == [a, b]
+    with pytest.raises(DataError, match="does not exist"):
+        plan_blocks([str(tmp_path / "nope.txt")])
+    with pytest.raises(DataError, match="matches no files"):
+        plan_blocks([str(tmp_path / "*.csv")])
+
+
+def test_parquet_row_groups(tmp_path):
+    path = str(tmp_path / "s.parquet")
+    table = pa.table({"tokens": [["Buy", "cart"], None, ["cart"], ["view", "buy"]], "user": [1, 2, 3, 4]})
+    pq.write_table(table, path, row_group_size=2)
+    blocks = plan_blocks([path])
+    assert [(b.offset, b.parquet) for b in blocks] == [(0, True), (1, True)]
+    got = [read_tokens(b, lowercase=True).to_pylist() for b in blocks]
+    assert got == [[["buy", "cart"], []], [["cart"], ["view", "buy"]]]
+    with pytest.raises(DataError, match="no column 'items'"):
+        read_tokens(blocks[0], column="items")
+
+
+def test_vocab_order_ties_and_cutoffs():
+    c = count_tokens(tokenize(b"b a c a b d c e e e e\n"))
+    v = build_vocab(c, min_count=2)
+    # count desc, then word asc for ties: e(4), then a/b/c (2 each).
+    assert v.words.to_pylist() == ["e", "a", "b", "c"]
+    assert v.counts.tolist() == [4, 2, 2, 2]
+    assert build_vocab(c, min_count=2, max_vocab=2).words.to_pylist() == ["e", "a"]
+    assert build_vocab(c, min_count=1).words.to_pylist() == ["e", "a", "b", "c", "d"]
+    assert len(build_vocab(c, min_count=5)) == 0
+
+
+def test_keep_probs_hand_computed():
+    counts = np.array([900, 90, 10])  # T = 1000, threshold s*T = 1 for s = 1e-3
+    expected = [(np.sqrt(900) + 1) / 900, (np.sqrt(90) + 1) / 90, (np.sqrt(10) + 1) / 10]
+    np.testing.assert_allclose(keep_probs(counts, 1e-3), expected, rtol=1e-6)
+    assert keep_probs(np.array([10**6, 1]), 1e-3)[1] == 1.0  # rare words are always kept
+    assert keep_probs(counts, 0).tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("counts", [[1], [5, 5], [1000, 300, 20, 7, 1, 1], list(range(1, 2000))])
+def test_noise_sampler_matches_distribution(counts):
+    counts = np.array(counts)
+    prob, alias = noise_table(counts, 0.75)
+    draws = sample(prob, alias, 2_000_000, seed=3)
+    expected = counts**0.75 / (counts**0.75).sum()
+    observed = np.bincount(draws, minlength=len(counts)) / len(draws)
+    # Binomial standard error is at most 0.00036 at 2M draws: 5 sigma.
+    np.testing.assert_allclose(observed, expected, atol=0.0018)
+    if len(counts) == 6:
+        np.testing.assert_allclose(observed, expected, rtol=0.05)
+
+
+def test_noise_table_rejects_empty():
+    with pytest.raises(ValueError):
+        noise_table(np.array([]))
+
+
+def test_encode_drops_unknown_and_splits_long_sentences():
+    tokens = pa.array([["a", "zz", "b", "a", "c", "a", "b"], [], ["zz"], ["c"]])
+    shard = encode(tokens, pa.array(["a", "b", "c"]), max_sentence_length=3)
+    assert shard.ids.dtype == np.int32 and shard.offsets.dtype == np.int64
+    assert shard.ids.tolist() == [0, 1, 0, 2, 0, 1, 2]
+    # [a b a] [c a b] are chunks of one line (never truncated); [c] is the last line.
+    assert shard.offsets.tolist() == [0, 3, 6, 7]
+    empty = encode(pa.array([[], ["zz"]], pa.list_(pa.string())), pa.array(["a"]))
+    assert empty.ids.tolist() == [] and empty.offsets.tolist() == [0]
