@@ -85,13 +85,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_train(args) -> int:
     from .config import load_config, parse_set
-    from .pipeline import connect, train
+    from .pipeline import check_inputs, connect, train
 
     cfg = load_config(
         args.config, parse_set(args.set), corpus=tuple(args.corpus), out=args.out,
         **{"cluster.scheduler": args.scheduler, "cluster.workers": args.workers,
            "cluster.threads_per_worker": args.threads_per_worker},
     )
+    check_inputs(cfg)
     client, cluster = connect(cfg.cluster)
     try:
         log.info("dashboard: %s", client.dashboard_link)

@@ -258,16 +258,21 @@ def train_epochs(client: Client, cfg: JobConfig, shards: list, words: np.ndarray
 
 # ---------------------------------------------------------------- the job
 
-def train(cfg: JobConfig, client: Client) -> TrainResult:
-    """Run a whole training job on ``client``'s cluster and publish it under ``cfg.out``."""
-    t = cfg.train
-    opts = dict(cfg.storage_options)
+def check_inputs(cfg: JobConfig) -> list[tuple[str, int]]:
+    """Fail fast, before any cluster starts: the corpus files (url, size) of a job."""
     if not cfg.corpus:
         raise ConfigError("no corpus given; pass --corpus URL (or set corpus in the job spec)")
     if not cfg.out:
         raise ConfigError("no output given; pass --out URL (or set out in the job spec)")
+    return storage.expand(cfg.corpus, dict(cfg.storage_options))
+
+
+def train(cfg: JobConfig, client: Client) -> TrainResult:
+    """Run a whole training job on ``client``'s cluster and publish it under ``cfg.out``."""
+    t = cfg.train
+    opts = dict(cfg.storage_options)
     t_start = time.perf_counter()
-    files = storage.expand(cfg.corpus, opts)
+    files = check_inputs(cfg)
     blocks = plan_blocks(cfg.corpus, opts, cfg.blocksize)
     run_id = new_run_id()
     tag = run_id  # task key prefix: readable on the dashboard, unique per job

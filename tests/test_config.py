@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from nsdist.config import JobConfig, TrainConfig, load_config, parse_set
@@ -59,3 +61,13 @@ def test_manifest_dict_redacts_storage_options():
     d = cfg.to_dict()
     assert "AKIA-SECRET" not in repr(d) and "s3cr3t" not in repr(d)
     assert set(d["storage_options"]) == {"key", "secret"}
+
+
+def test_example_job_specs_are_valid():
+    import glob
+
+    specs = glob.glob(os.path.join(os.path.dirname(__file__), "..", "jobs", "*.yaml"))
+    assert specs
+    for spec in specs:
+        cfg = load_config(spec, environ={})
+        assert cfg.corpus and cfg.out, spec

@@ -1,0 +1,71 @@
+"""The command line end to end: train on a 2-worker process LocalCluster, publish, read back."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+from gensim.models import KeyedVectors
+
+import nsdist
+from nsdist.cli import main
+from nsdist.synth import generate
+
+
+def run(*argv):
+    """The real console entry point in a fresh process: exit code, stdout, stderr."""
+    p = subprocess.run([sys.executable, "-m", "nsdist", *argv], capture_output=True, text=True, timeout=600)
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_train_publish_and_read_back(tmp_path):
+    files = generate(str(tmp_path / "corpus.txt"), tokens=150_000, seed=4)
+    out = str(tmp_path / "out")
+    spec = tmp_path / "job.yaml"
+    spec.write_text("dim: 32\nepochs: 2\ntrain:\n  syncs_per_epoch: 2\n")
+    code, stdout, stderr = run("train", "--corpus", files.corpus, "--out", out, "--config", str(spec),
+                               "--set", "min_count=3", "--workers", "2")
+    assert code == 0, stderr
+    run_url = stdout.strip().splitlines()[-1]
+    assert "dashboard: http://127.0.0.1:" in stderr and "epoch 2/2" in stderr
+
+    emb = nsdist.load(out)
+    manifest = json.loads(open(os.path.join(run_url, "manifest.json")).read())
+    assert emb.manifest["run_id"] == manifest["run_id"] == os.path.basename(run_url)
+    assert manifest["config"]["train"]["min_count"] == 3 and manifest["corpus"]["shards"] == 2
+    text = KeyedVectors.load_word2vec_format(os.path.join(run_url, "vectors.txt"))
+    binary = KeyedVectors.load_word2vec_format(os.path.join(run_url, "vectors.bin"), binary=True)
+    assert text.index_to_key == binary.index_to_key == emb.vocab
+    assert np.array_equal(text.vectors, emb.vectors) and np.array_equal(binary.vectors, emb.vectors)
+    word = emb.vocab[10]
+    ours = [w for w, _ in emb.most_similar(word, topn=5)]
+    assert ours == [w for w, _ in text.most_similar(word, topn=5)]
+    assert abs(emb.similarity(word, emb.vocab[11]) - float(text.similarity(word, emb.vocab[11]))) < 1e-5
+
+    code, stdout, _ = run("neighbors", out, word, "--topn", "3")
+    assert code == 0 and [line.split("\t")[0] for line in stdout.splitlines()] == ours[:3]
+    code, stdout, _ = run("evaluate", out, "--analogies", files.analogies, "--pairs", files.pairs, "--json")
+    report = json.loads(stdout)
+    assert code == 0 and report["analogies"]["total"] > 0 and report["pairs"]["pairs"] > 0
+
+
+def test_errors_are_one_line_with_exit_codes(tmp_path, capsys):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("a b c\n")
+    cases = [
+        (["train", "--corpus", str(corpus), "--out", str(tmp_path / "o"), "--set", "dimm=3"], 2, "unknown config key 'dimm'"),
+        (["train", "--corpus", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o"), "--workers", "1"], 3,
+         "does not exist"),
+        (["neighbors", str(tmp_path / "nothing"), "w"], 3, "no published model"),
+        (["evaluate", str(tmp_path / "nothing")], 2, "nothing to evaluate"),
+        (["frobnicate"], 2, "invalid choice"),
+    ]
+    for argv, code, message in cases:
+        assert main(argv) == code, argv
+        err = capsys.readouterr().err.strip()
+        errors = [line for line in err.splitlines() if line.startswith("nsdist: error:")]
+        assert len(errors) == 1 and message in errors[0], err
+    assert not (tmp_path / "o").exists()
