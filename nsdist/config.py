@@ -21,7 +21,7 @@ import yaml
 
 from .errors import ConfigError
 
-MERGES = ("weighted", "touched", "mean")
+MERGES = ("mean", "weighted", "touched")
 KERNELS = ("pair",)
 
 
@@ -44,7 +44,8 @@ class TrainConfig:
     max_vocab: int | None = None
     max_sentence_length: int = 10000
     lowercase: bool = False
-    merge: str = "weighted"  # how shard models are averaged, see merge.py
+    merge: str = "mean"  # how shard deltas are averaged, see merge.py
+    alpha_scale: float | None = None  # shards' local rate = alpha * this; None: shard count, capped
     kernel: str = "pair"
 
     def validate(self) -> "TrainConfig":
@@ -66,6 +67,8 @@ class TrainConfig:
             )
         if self.sample < 0:
             raise ConfigError(f"train.sample must be >= 0 (0 disables subsampling), got {self.sample}")
+        if self.alpha_scale is not None and self.alpha_scale <= 0:
+            raise ConfigError(f"train.alpha_scale must be > 0 or unset, got {self.alpha_scale}")
         if self.merge not in MERGES:
             raise ConfigError(f"train.merge must be one of {', '.join(MERGES)}, got {self.merge!r}")
         if self.kernel not in KERNELS:

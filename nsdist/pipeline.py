@@ -36,7 +36,7 @@ from .corpus import Block, plan_blocks, read_tokens
 from .counts import Counts, count_tokens, merge_counts
 from .encode import Shard, encode
 from .errors import ConfigError, DataError, TransientError
-from .merge import merge_deltas
+from .merge import alpha_scale, merge_deltas
 from .model import Model, init_model, make_tables
 from .outputs import new_run_id, publish, run_url, write_run_files
 from .shard import Delta, RoundSpec, round_words, train_shard
@@ -218,6 +218,7 @@ def train_epochs(client: Client, cfg: JobConfig, shards: list, words: np.ndarray
     rounds = t.syncs_per_epoch
     model = client.submit(init_model, vocab_size, t.dim, t.seed, key=f"model-{tag}-init")
     total = t.epochs * int(words.sum())
+    scale = alpha_scale(len(shards), t.alpha, t.merge, t.alpha_scale)
     done = 0
     epochs = []
     for epoch in range(t.epochs):
@@ -226,6 +227,7 @@ def train_epochs(client: Client, cfg: JobConfig, shards: list, words: np.ndarray
         for r in range(rounds):
             after = done + int(words[:, r].sum())
             a0, a1 = _schedule(t.alpha, t.min_alpha, done, total), _schedule(t.alpha, t.min_alpha, after, total)
+            a0, a1 = a0 * scale, a1 * scale
             deltas = [
                 client.submit(train_shard, shard, model, tables,
                               RoundSpec(epoch, r, rounds, s, a0, a1, t.window, t.negative, t.seed),
@@ -249,6 +251,7 @@ def train_epochs(client: Client, cfg: JobConfig, shards: list, words: np.ndarray
             "merge_seconds": sum(i["merge_seconds"] for i in infos),
             "merge_bytes": sum(i["merge_bytes"] for i in infos),
             "alpha_end": _schedule(t.alpha, t.min_alpha, done, total),
+            "alpha_scale": scale,
         }
         epochs.append(m)
         log.info("epoch %d/%d: loss %.4f, %.0f words/s, %.1f s (merge %.2f s, %.1f MB)", epoch + 1, t.epochs,
