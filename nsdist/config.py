@@ -22,7 +22,7 @@ import yaml
 from .errors import ConfigError
 
 MERGES = ("mean", "weighted", "touched")
-KERNELS = ("pair",)
+KERNELS = ("batch", "pair")
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class TrainConfig:
     lowercase: bool = False
     merge: str = "mean"  # how shard deltas are averaged, see merge.py
     alpha_scale: float | None = None  # shards' local rate = alpha * this; None: shard count, capped
-    kernel: str = "pair"
+    kernel: str = "batch"  # "batch": negatives shared per window (HogBatch); "pair": classic
 
     def validate(self) -> "TrainConfig":
         positive = ("dim", "window", "epochs", "syncs_per_epoch", "max_sentence_length")

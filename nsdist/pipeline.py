@@ -230,7 +230,7 @@ def train_epochs(client: Client, cfg: JobConfig, shards: list, words: np.ndarray
             a0, a1 = a0 * scale, a1 * scale
             deltas = [
                 client.submit(train_shard, shard, model, tables,
-                              RoundSpec(epoch, r, rounds, s, a0, a1, t.window, t.negative, t.seed),
+                              RoundSpec(epoch, r, rounds, s, a0, a1, t.window, t.negative, t.seed, t.kernel),
                               key=f"train-{tag}-{epoch}-{r}-{s}")
                 for s, shard in enumerate(shards)
             ]

@@ -110,3 +110,95 @@ def train_pairs(
                 n_in[ctx] += 1
                 pairs += 1
     return loss, pairs, done, state
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def train_batch(
+    win, wout, ids, offsets, s_begin, s_end, keep, noise_prob, noise_alias,
+    window, negative, alpha_start, alpha_end, state, n_in, n_out,
+):  # pragma: no cover - compiled
+    """Train sentences [s_begin, s_end) with negatives shared across each context window.
+
+    HogBatch (Ji et al. 2016): for a center word, its context words C and the targets
+    T = [center, negative draws] form two small matrices; the update becomes
+    F = win[C] @ wout[T].T, G = (labels - sigmoid(F)) * alpha, win[C] += G @ wout[T],
+    wout[T] += G.T @ win[C], all from the same snapshot. The same number of dot products as
+    the per-pair kernel, but each row is read once per window instead of once per pair, and
+    `negative` draws per window instead of per pair. Same signature and returns as train_pairs.
+    """
+    dim = win.shape[1]
+    total = max(offsets[s_end] - offsets[s_begin], 1)
+    longest = 0
+    for s in range(s_begin, s_end):
+        longest = max(longest, offsets[s + 1] - offsets[s])
+    sent = np.empty(longest, np.int32)
+    width = 2 * window
+    ctx = np.empty(width, np.int64)
+    tgt = np.empty(negative + 1, np.int64)
+    lab = np.empty(negative + 1, np.float32)
+    a = np.empty((width, dim), np.float32)  # snapshot of win[C]
+    b = np.empty((negative + 1, dim), np.float32)  # snapshot of wout[T]
+    g = np.empty((width, negative + 1), np.float32)
+    loss = 0.0
+    pairs = 0
+    done = 0
+    for s in range(s_begin, s_end):
+        alpha = np.float32(alpha_start + (alpha_end - alpha_start) * (done / total))
+        n, state = subsample(ids, offsets[s], offsets[s + 1], keep, state, sent)
+        done += offsets[s + 1] - offsets[s]
+        for i in range(n):
+            center = sent[i]
+            u, state = next_random(state)
+            span = window - np.int64(u * window)
+            nc = 0
+            for j in range(max(0, i - span), min(n, i + span + 1)):
+                if j != i:
+                    ctx[nc] = sent[j]
+                    nc += 1
+            if nc == 0:
+                continue
+            # Targets: the center (label 1) and `negative` noise words (label 0); a noise word
+            # equal to the center is dropped, as in word2vec.
+            tgt[0] = center
+            lab[0] = 1.0
+            nt = 1
+            for _ in range(negative):
+                w, state = draw(noise_prob, noise_alias, state)
+                if w != center:
+                    tgt[nt] = w
+                    lab[nt] = 0.0
+                    nt += 1
+            for c in range(nc):
+                for k in range(dim):
+                    a[c, k] = win[ctx[c], k]
+            for t in range(nt):
+                for k in range(dim):
+                    b[t, k] = wout[tgt[t], k]
+            for c in range(nc):
+                for t in range(nt):
+                    f = np.float32(0.0)
+                    for k in range(dim):
+                        f += a[c, k] * b[t, k]
+                    if f > MAX_EXP:
+                        g[c, t] = (lab[t] - np.float32(1.0)) * alpha
+                    elif f < -MAX_EXP:
+                        g[c, t] = lab[t] * alpha
+                    else:
+                        g[c, t] = (lab[t] - np.float32(1.0) / (np.float32(1.0) + np.exp(-f))) * alpha
+                    loss += _softplus(-np.float64(f)) if t == 0 else _softplus(np.float64(f))
+            for c in range(nc):
+                row = ctx[c]
+                for t in range(nt):
+                    gc = g[c, t]
+                    for k in range(dim):
+                        win[row, k] += gc * b[t, k]
+                n_in[row] += 1
+            for t in range(nt):
+                row = tgt[t]
+                for c in range(nc):
+                    gc = g[c, t]
+                    for k in range(dim):
+                        wout[row, k] += gc * a[c, k]
+                n_out[row] += nc
+            pairs += nc
+    return loss, pairs, done, state

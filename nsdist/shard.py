@@ -14,7 +14,9 @@ import numpy as np
 from .encode import Shard
 from .model import Model, Tables
 from .rng import task_state
-from .sgns import train_pairs
+from .sgns import train_batch, train_pairs
+
+KERNELS = {"pair": train_pairs, "batch": train_batch}
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class RoundSpec:
     window: int
     negative: int
     seed: int
+    kernel: str = "pair"
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ def train_shard(shard: Shard, model: Model, tables: Tables, spec: RoundSpec) -> 
     n_out = np.zeros(len(wout), np.uint32)
     begin, end = round_slice(shard.sentences, spec.round, spec.rounds)
     state = task_state(spec.seed, spec.epoch, spec.round, spec.shard)
-    loss, pairs, words, _ = train_pairs(
+    loss, pairs, words, _ = KERNELS[spec.kernel](
         win, wout, shard.ids, shard.offsets, begin, end,
         tables.keep, tables.noise_prob, tables.noise_alias,
         spec.window, spec.negative, spec.alpha_start, spec.alpha_end, state, n_in, n_out,

@@ -8,7 +8,7 @@ import pytest
 from nsdist.encode import Shard
 from nsdist.merge import merge_deltas
 from nsdist.model import Model, Tables, init_model
-from nsdist.sgns import subsample, train_pairs
+from nsdist.sgns import subsample, train_batch, train_pairs
 from nsdist.shard import Delta, RoundSpec, round_words, train_shard
 
 
@@ -64,6 +64,41 @@ def test_kernel_equals_numpy_reference(sentence, window):
     assert loss == pytest.approx(ref_loss, rel=1e-5)
     assert words == len(sentence)
     assert pairs == sum(min(len(sentence), i + window + 1) - max(0, i - window) - 1 for i in range(len(sentence)))
+
+
+def reference_batch(win, wout, sentence, window, neg_word, negative, alpha):
+    """HogBatch written with numpy matrices: one shared set of targets per center word."""
+    loss = 0.0
+    for i, center in enumerate(sentence):
+        ctx = [sentence[j] for j in range(max(0, i - window), min(len(sentence), i + window + 1)) if j != i]
+        targets = [center] + [neg_word] * negative * (neg_word != center)
+        labels = np.array([1.0] + [0.0] * (len(targets) - 1), np.float32)
+        a, b = win[ctx].copy(), wout[targets].copy()
+        f = a @ b.T
+        g = np.where(f > 6, labels - 1, np.where(f < -6, labels, labels - 1 / (1 + np.exp(-f)))) * alpha
+        loss += np.log1p(np.exp(-f[:, 0])).sum() + np.log1p(np.exp(f[:, 1:])).sum()
+        np.add.at(win, ctx, (g @ b).astype(np.float32))
+        np.add.at(wout, targets, (g.T @ a).astype(np.float32))
+    return loss
+
+
+@pytest.mark.parametrize("sentence", [[0, 1, 2], [0, 1, 2, 1, 0, 3, 4], [2, 2, 4, 5]])
+def test_batch_kernel_equals_numpy_reference(sentence):
+    rng = np.random.default_rng(1)
+    V, dim, negative, neg_word, alpha, window = 6, 8, 3, 5, 0.05, 1
+    win = rng.normal(0, 0.5, (V, dim)).astype(np.float32)
+    wout = rng.normal(0, 0.5, (V, dim)).astype(np.float32)
+    ref_in, ref_out = win.copy(), wout.copy()
+    ref_loss = reference_batch(ref_in, ref_out, sentence, window, neg_word, negative, alpha)
+    prob, alias = np.zeros(V, np.float32), np.full(V, neg_word, np.int32)
+    ids, offsets = np.array(sentence, np.int32), np.array([0, len(sentence)], np.int64)
+    n_in, n_out = np.zeros(V, np.uint32), np.zeros(V, np.uint32)
+    loss, pairs, words, _ = train_batch(win, wout, ids, offsets, 0, 1, np.ones(V, np.float32), prob, alias,
+                                        window, negative, alpha, alpha, np.uint64(7), n_in, n_out)
+    np.testing.assert_allclose(win, ref_in, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(wout, ref_out, rtol=1e-5, atol=1e-6)
+    assert loss == pytest.approx(ref_loss, rel=1e-5)
+    assert words == len(sentence) and pairs == 2 * len(sentence) - 2
 
 
 def test_subsample_keeps_the_expected_fraction():
