@@ -56,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
                     "else an embedded LocalCluster)")
     tr.add_argument("--workers", type=int, help="LocalCluster worker processes (default: one per core)")
     tr.add_argument("--threads-per-worker", type=int)
+    start = tr.add_mutually_exclusive_group()
+    start.add_argument("--resume", metavar="RUN_URL", help="continue a failed run from its last checkpoint "
+                       "(its corpus, output and training config are reused)")
+    start.add_argument("--init-from", metavar="OUT", help="warm-start from a published model (<out> or a run URL)")
 
     nb = sub.add_parser("neighbors", help="nearest neighbours of a word in a published model")
     nb.add_argument("out", metavar="OUT")
@@ -69,6 +73,17 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--clusters", metavar="FILE", help="word<TAB>label: planted-cluster precision@10")
     ev.add_argument("--restrict-vocab", type=int, default=300_000)
     ev.add_argument("--json", action="store_true", help="print one JSON object")
+
+    ru = sub.add_parser("runs", help="list the published runs under an output URL, newest first")
+    ru.add_argument("out", metavar="OUT")
+    ru.add_argument("--json", action="store_true", help="print one JSON array")
+
+    gc = sub.add_parser("gc", help="delete old published runs and abandoned unfinished ones (never LATEST's run)")
+    gc.add_argument("out", metavar="OUT")
+    gc.add_argument("--keep", type=int, required=True, metavar="N", help="published runs to keep, newest first")
+    gc.add_argument("--abandoned-after", type=float, default=7.0, metavar="DAYS",
+                    help="delete unpublished runs untouched for this long (default: 7)")
+    gc.add_argument("--dry-run", action="store_true", help="print what would be deleted, delete nothing")
 
     sy = sub.add_parser("synth", help="write a synthetic corpus with planted structure and its ground truth")
     sy.add_argument("out_file", metavar="OUT_FILE")
@@ -85,18 +100,20 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_train(args) -> int:
     from .config import load_config, parse_set
-    from .pipeline import check_inputs, connect, train
+    from .pipeline import check_inputs, connect, resume_config, train
 
     cfg = load_config(
         args.config, parse_set(args.set), corpus=tuple(args.corpus), out=args.out,
         **{"cluster.scheduler": args.scheduler, "cluster.workers": args.workers,
            "cluster.threads_per_worker": args.threads_per_worker},
     )
+    if args.resume:
+        cfg = resume_config(args.resume, cfg)
     check_inputs(cfg)
     client, cluster = connect(cfg.cluster)
     try:
         log.info("dashboard: %s", client.dashboard_link)
-        result = train(cfg, client)
+        result = train(cfg, client, resume=args.resume, init_from=args.init_from)
     finally:
         client.close()
         if cluster is not None:
@@ -155,6 +172,38 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_runs(args) -> int:
+    from .outputs import list_runs
+
+    runs = list_runs(args.out)
+    if args.json:
+        print(json.dumps(runs, indent=2, sort_keys=True))
+        return 0
+    for r in runs:
+        size = f"{r['bytes'] / 1e6:.1f} MB" if r.get("bytes") is not None else "?"
+        note = f"  [{r['error']}]" if r.get("error") else ""
+        print(f"{'*' if r['latest'] else ' '} {r['run_id']}  {r.get('created') or '?'}  "
+              f"{r.get('vocab_size') or '?'} words  dim {r.get('dim') or '?'}  {size}{note}")
+    if not runs:
+        log.info("no published runs under %s", args.out)
+    return 0
+
+
+def cmd_gc(args) -> int:
+    import datetime
+
+    from .outputs import gc
+
+    if args.abandoned_after < 0:
+        raise ConfigError(f"--abandoned-after must be >= 0 days, got {args.abandoned_after}")
+    deleted = gc(args.out, args.keep, abandoned_after=datetime.timedelta(days=args.abandoned_after),
+                 dry_run=args.dry_run)
+    for url in deleted:
+        print(f"{'would delete' if args.dry_run else 'deleted'} {url}")
+    log.info("%s %d run(s) under %s", "would delete" if args.dry_run else "deleted", len(deleted), args.out)
+    return 0
+
+
 def cmd_synth(args) -> int:
     from .synth import generate
 
@@ -208,7 +257,7 @@ def _demo_words(clusters_path: str, emb, n: int = 3) -> list[str]:
 
 
 COMMANDS = {"train": cmd_train, "neighbors": cmd_neighbors, "evaluate": cmd_evaluate, "synth": cmd_synth,
-            "demo": cmd_demo}
+            "demo": cmd_demo, "runs": cmd_runs, "gc": cmd_gc}
 
 
 def main(argv: list[str] | None = None) -> int:

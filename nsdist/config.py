@@ -10,6 +10,7 @@ Training keys may be given bare (``dim=300``) or with their section (``train.dim
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import os
 import types
@@ -96,6 +97,7 @@ class JobConfig:
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     blocksize: int = 64 * 2**20  # bytes per text partition
     parquet_column: str = "tokens"  # list<string> column of Parquet corpora
+    checkpoint_every: int = 1  # epochs between checkpoints (0: none); --resume continues from one
     train: TrainConfig = field(default_factory=TrainConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
@@ -150,9 +152,11 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             return (value,)
         if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
             return tuple(value)
-    elif origin is Mapping:
+    elif origin in (Mapping, collections.abc.Mapping):
         if isinstance(value, Mapping):
             return dict(value)
+        # storage_options may hold credentials: never echo the value.
+        raise ConfigError(f"config key {key!r} must be a mapping (e.g. {{key: value}}), got a {type(value).__name__}")
     name = getattr(hint, "__name__", str(hint))
     raise ConfigError(f"config key {key!r} must be of type {name}, got {value!r}")
 
@@ -217,6 +221,12 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
             key = name[len("NSDIST_"):].lower().replace("__", ".")
             out[key] = yaml.safe_load(value) if value.strip() else None
     return out
+
+
+def config_from_dict(data: Mapping[str, Any], **explicit: Any) -> JobConfig:
+    """A JobConfig from a nested dict (a manifest's or claim's ``config``) plus explicit fields."""
+    cfg = _apply(JobConfig, JobConfig(), _nest(dict(data)), "")
+    return dataclasses.replace(cfg, **explicit) if explicit else cfg
 
 
 def load_config(

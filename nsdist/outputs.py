@@ -15,6 +15,10 @@ Layout of an output URL ``<out>``::
 Readers follow LATEST -> manifest and never list a prefix (S3 listings are not a commit
 point). Every JSON format carries ``format`` and ``version``, checked on load. Nothing read
 here is ever unpickled.
+
+Concurrency: run ids are claimed with an exclusive create, manifests are created
+exclusively, and LATEST is a single small object replaced whole, so two jobs publishing to
+the same ``<out>`` leave both runs intact and LATEST naming one of them.
 """
 
 from __future__ import annotations
@@ -22,19 +26,26 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import io
+import os
+import re
 import secrets
+import socket
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
+import numpy.lib.format as npformat
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import storage
-from .errors import DataError
+from . import __version__, storage
+from .errors import ConfigError, DataError
 
 MANIFEST_FORMAT, MANIFEST_VERSION = "nsdist-manifest", 1
 LATEST_FORMAT, LATEST_VERSION = "nsdist-latest", 1
+
+_RUN_ID = re.compile(r"^(\d{8}T\d{6}Z)-[0-9a-f]+$")
+_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
 def new_run_id() -> str:
@@ -137,55 +148,150 @@ def write_run_files(url: str, words: pa.Array, counts: np.ndarray, win: np.ndarr
     return {name: _write(storage.join(url, name), storage_options, fill) for name, fill in writers.items()}
 
 
+def claim_run(out: str, run_id: str, storage_options=None, **info) -> None:
+    """Claim ``run_id`` under ``out`` exclusively (FileExistsError if another job holds it).
+
+    The claim names the run, host and pid, so a retried create recognises its own write.
+    """
+    check_run_id(run_id)
+    claim = {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(), **info}
+    storage.create_exclusive(storage.join(run_url(out, run_id), "_claim.json"), storage.dump_json(claim),
+                             storage_options)
+
+
 def publish(out: str, run_id: str, manifest: dict, storage_options=None) -> None:
-    """Commit a run: manifest last among the run's files, then repoint LATEST."""
+    """Commit a run: manifest last among the run's files, then repoint LATEST.
+
+    The manifest is created exclusively, so a run is published once and two jobs can never
+    overwrite each other's manifest; LATEST is one small object replaced in one PUT (an
+    atomic rename locally), so concurrent publishers leave it naming one of the runs, whole.
+    """
+    check_run_id(run_id)
     manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "run_id": run_id, **manifest}
-    storage.write_bytes(storage.join(run_url(out, run_id), "manifest.json"), storage.dump_json(manifest),
-                        storage_options)
+    storage.create_exclusive(storage.join(run_url(out, run_id), "manifest.json"), storage.dump_json(manifest),
+                             storage_options)
     latest = {"format": LATEST_FORMAT, "version": LATEST_VERSION, "run": run_id}
     storage.write_bytes(storage.join(out, "LATEST"), storage.dump_json(latest), storage_options)
 
 
-def _check_format(doc: dict, fmt: str, version: int, url: str) -> None:
+def check_run_id(run_id, what: str = "run id") -> str:
+    """A run id (or a file name in a manifest) is one path segment; ``..``, ``a/b`` are refused.
+
+    LATEST and manifests come from shared storage: a crafted one must not send readers or gc
+    outside ``<out>``.
+
+    >>> check_run_id("20261123T235959Z-3f9a1c")
+    '20261123T235959Z-3f9a1c'
+    """
+    if not isinstance(run_id, str) or not _SEGMENT.match(run_id) or set(run_id) == {"."}:
+        raise DataError(f"invalid {what} {run_id!r}: the output may be corrupt")
+    return run_id
+
+
+def _check_format(doc, fmt: str, version: int, url: str) -> None:
     if not isinstance(doc, dict) or doc.get("format") != fmt:
-        raise DataError(f"{url!r} is not an nsdist {fmt} file")
-    if doc.get("version") != version:
+        found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
         raise DataError(
-            f"{url!r} has {fmt} version {doc.get('version')}, this nsdist reads version {version}; "
-            "upgrade nsdist"
+            f"{url!r} is not an {fmt} file (its format is {found!r}); point nsdist at an output URL "
+            "(<out>, which has LATEST) or a run URL (<out>/runs/<run_id>) written by nsdist"
         )
+    if doc.get("version") != version:
+        writer = (doc.get("versions") or {}).get("nsdist") if isinstance(doc.get("versions"), dict) else None
+        by = f" (written by nsdist {writer})" if writer else ""
+        raise DataError(
+            f"{url!r} has {fmt} version {doc.get('version')!r}{by}, but nsdist {__version__} reads version "
+            f"{version}; upgrade nsdist to read it"
+            + (" or use the nsdist release that wrote it" if isinstance(doc.get("version"), int)
+               and doc["version"] < version else "")
+        )
+
+
+def read_latest(out: str, storage_options=None) -> str | None:
+    """The run id ``<out>/LATEST`` names, or None when nothing was published yet."""
+    url = storage.join(out, "LATEST")
+    try:
+        latest = storage.read_json(url, storage_options)
+    except FileNotFoundError:
+        return None
+    _check_format(latest, LATEST_FORMAT, LATEST_VERSION, url)
+    return check_run_id(latest.get("run"))
 
 
 def resolve_run(url: str, storage_options=None) -> str:
     """URL of an output (follows LATEST) or of a run -> the run's URL."""
     if storage.exists(storage.join(url, "manifest.json"), storage_options):
         return url.rstrip("/")
-    latest_url = storage.join(url, "LATEST")
-    if not storage.exists(latest_url, storage_options):
+    run_id = read_latest(url, storage_options)
+    if run_id is None:
         raise DataError(f"no published model at {url!r} (neither LATEST nor manifest.json); train one first")
-    latest = storage.read_json(latest_url, storage_options)
-    _check_format(latest, LATEST_FORMAT, LATEST_VERSION, latest_url)
-    return run_url(url, latest["run"])
+    return run_url(url, run_id)
 
 
 def read_manifest(run: str, storage_options=None, verify: bool = False) -> dict:
     """Read and check a run's manifest; verify sizes (and checksums when verify=True)."""
     murl = storage.join(run, "manifest.json")
-    manifest = storage.read_json(murl, storage_options)
+    try:
+        manifest = storage.read_json(murl, storage_options)
+    except FileNotFoundError:
+        raise DataError(f"{murl!r} does not exist: the run was never published (or was deleted)") from None
     _check_format(manifest, MANIFEST_FORMAT, MANIFEST_VERSION, murl)
-    for name, meta in manifest["files"].items():
-        furl = storage.join(run, name)
-        actual = storage.size(furl, storage_options)
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(isinstance(m, dict) and "size" in m for m in files.values()):
+        raise DataError(f"{murl!r} has no valid 'files' table: the run is corrupt")
+    for name, meta in files.items():
+        furl = storage.join(run, check_run_id(name, "file name"))
+        try:
+            actual = storage.size(furl, storage_options)
+        except FileNotFoundError:
+            raise DataError(f"{furl!r} is listed in the manifest but missing: the run is corrupt") from None
         if actual != meta["size"]:
             raise DataError(f"{furl!r} has {actual} bytes, the manifest says {meta['size']}: the run is corrupt")
-        if verify and hashlib.sha256(storage.read_bytes(furl, storage_options)).hexdigest() != meta["sha256"]:
+        if verify and storage.sha256(furl, storage_options) != meta.get("sha256"):
             raise DataError(f"{furl!r} does not match its sha256 in the manifest: the run is corrupt")
     return manifest
 
 
-@dataclass
+def read_npy(url: str, storage_options=None) -> np.ndarray:
+    """Read a 2-d float ``.npy`` straight into one array: no pickles, no intermediate copy.
+
+    ``np.load`` on a non-file stream reads into an array too, but through s3fs's 50 MiB
+    read-ahead blocks; parsing the header ourselves lets us allocate the array once and
+    stream the payload into it in bounded chunks (local files: directly, no temporary).
+    """
+    with storage.open_read(url, storage_options, cache_type="none") as f:
+        try:
+            version = npformat.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = npformat.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, fortran, dtype = npformat.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"unsupported .npy format version {version}")
+        except ValueError as e:
+            raise DataError(f"{url!r} is not a readable .npy file ({e}): the run is corrupt") from None
+        if dtype.hasobject:
+            # Object arrays are pickles; unpickling a file from shared storage runs its code.
+            raise DataError(f"{url!r} holds Python objects (dtype {dtype}); nsdist never unpickles data: "
+                            "the file was not written by nsdist or is corrupt")
+        if dtype.kind != "f" or len(shape) != 2:
+            raise DataError(f"{url!r} holds {dtype} {shape}, expected a 2-d float32 array: the run is corrupt")
+        array = np.empty(shape, dtype=dtype, order="F" if fortran else "C")
+        target = array.T if fortran else array  # C-contiguous view over the same bytes
+        got = storage.readinto_exact(f, target)
+    if got != array.nbytes:
+        raise DataError(f"{url!r} ends after {got} of {array.nbytes} data bytes: the file is truncated")
+    if not dtype.isnative:
+        array = array.byteswap(inplace=True).view(dtype.newbyteorder("="))
+    return array if dtype == np.float32 else array.astype(np.float32)
+
+
+@dataclass(eq=False, repr=False)
 class Embeddings:
-    """Word vectors read back from a run: ``vocab``, ``counts``, ``vectors`` and queries."""
+    """Word vectors read back from a run: ``vocab``, ``counts``, ``vectors`` and queries.
+
+    Holds one copy of the vectors: queries divide by per-row norms (computed on first use, V
+    floats) instead of keeping a normalised copy, as gensim's ``most_similar`` does.
+    """
 
     vocab: list[str]
     counts: np.ndarray
@@ -194,8 +300,10 @@ class Embeddings:
 
     def __post_init__(self):
         self.index = {w: i for i, w in enumerate(self.vocab)}
-        norms = np.linalg.norm(self.vectors, axis=1, keepdims=True)
-        self._unit = self.vectors / np.where(norms == 0, 1, norms)
+        self._norms: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        return f"Embeddings({len(self.vocab)} words x {self.vectors.shape[1]} dims, run {self.manifest.get('run_id')})"
 
     def __len__(self) -> int:
         return len(self.vocab)
@@ -212,12 +320,28 @@ class Embeddings:
     def __getitem__(self, word: str) -> np.ndarray:
         return self.vectors[self._id(word)]
 
+    @property
+    def norms(self) -> np.ndarray:
+        """L2 norm of every vector (zero rows count as 1, so they score 0), computed once."""
+        if self._norms is None:
+            norms = np.empty(len(self.vectors), dtype=np.float32)
+            for start in range(0, len(self.vectors), 8192):  # bounded temporaries for big models
+                norms[start:start + 8192] = np.linalg.norm(self.vectors[start:start + 8192], axis=1)
+            norms[norms == 0] = 1
+            self._norms = norms
+        return self._norms
+
+    def _unit_row(self, i: int) -> np.ndarray:
+        return self.vectors[i] / self.norms[i]
+
     def similarity(self, a: str, b: str) -> float:
         """Cosine similarity of two words."""
-        return float(self._unit[self._id(a)] @ self._unit[self._id(b)])
+        return float(self._unit_row(self._id(a)) @ self._unit_row(self._id(b)))
 
     def _nearest(self, query: np.ndarray, exclude: Iterable[int], topn: int) -> list[tuple[str, float]]:
-        scores = self._unit @ (query / (np.linalg.norm(query) or 1.0))
+        query = query.astype(np.float32, copy=False)
+        scores = self.vectors @ (query / (np.linalg.norm(query) or 1.0))
+        scores /= self.norms
         scores[list(exclude)] = -np.inf
         top = np.argpartition(-scores, min(topn, len(scores) - 1))[:topn]
         top = top[np.argsort(-scores[top], kind="stable")]
@@ -226,23 +350,23 @@ class Embeddings:
     def most_similar(self, word: str, topn: int = 10) -> list[tuple[str, float]]:
         """The topn words closest to ``word`` by cosine similarity."""
         i = self._id(word)
-        return self._nearest(self._unit[i], [i], topn)
+        return self._nearest(self._unit_row(i), [i], topn)
 
     def analogy(self, a: str, b: str, c: str, topn: int = 1) -> list[tuple[str, float]]:
         """a : b :: c : ? by 3CosAdd (b - a + c), excluding the three query words."""
         ia, ib, ic = self._id(a), self._id(b), self._id(c)
-        return self._nearest(self._unit[ib] - self._unit[ia] + self._unit[ic], [ia, ib, ic], topn)
+        return self._nearest(self._unit_row(ib) - self._unit_row(ia) + self._unit_row(ic), [ia, ib, ic], topn)
 
 
 def load(url: str, storage_options=None, verify: bool = False) -> Embeddings:
     """Load published vectors from ``<out>`` (follows LATEST) or from a run URL.
 
-    ``verify=True`` also checks every file's sha256 against the manifest.
+    Sizes are always checked against the manifest; ``verify=True`` also checks every file's
+    sha256 (reads every file once more). Only the vectors are held in memory, once.
     """
     run = resolve_run(url, storage_options)
     manifest = read_manifest(run, storage_options, verify=verify)
-    with storage.open_read(storage.join(run, "vectors.npy"), storage_options) as f:
-        vectors = np.load(f, allow_pickle=False)
+    vectors = read_npy(storage.join(run, "vectors.npy"), storage_options)
     words, counts = [], []
     for line in storage.lines(storage.join(run, "vocab.tsv"), storage_options):
         word, _, count = line.rstrip("\n").rpartition("\t")
@@ -251,3 +375,116 @@ def load(url: str, storage_options=None, verify: bool = False) -> Embeddings:
     if len(words) != len(vectors):
         raise DataError(f"run {run!r} has {len(words)} words but {len(vectors)} vectors: the run is corrupt")
     return Embeddings(words, np.array(counts, np.int64), vectors, manifest)
+
+
+# ---------------------------------------------------------------- listing and garbage collection
+# These list the runs/ prefix, which readers never do: they are admin commands, run by one
+# operator, and tolerate a listing that lags a concurrent publish.
+
+def _run_time(run_id: str) -> _dt.datetime | None:
+    """Start time encoded in a run id; None for names nsdist did not generate."""
+    m = _RUN_ID.match(run_id)
+    if not m:
+        return None
+    return _dt.datetime.strptime(m.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=_dt.timezone.utc)
+
+
+def _scan(out: str, storage_options=None) -> tuple[str | None, list[dict]]:
+    """(LATEST's run id, one entry per directory under <out>/runs/)."""
+    latest = read_latest(out, storage_options)
+    names = [n for n in storage.listdir(storage.join(out, "runs"), storage_options) if not n.startswith(".")]
+    if not names and latest is None:
+        raise DataError(f"no nsdist output at {out!r} (no runs/ and no LATEST); check the URL")
+    entries = []
+    for name in names:
+        url = run_url(out, name)
+        started = _run_time(name)
+        entry = {"run_id": name, "url": url, "latest": name == latest, "published": False,
+                 "created": started.strftime("%Y-%m-%dT%H:%M:%SZ") if started else None}
+        murl = storage.join(url, "manifest.json")
+        try:
+            manifest = storage.read_json(murl, storage_options)
+        except FileNotFoundError:
+            entries.append(entry)
+            continue
+        except DataError as e:  # a manifest exists but is unreadable: published, and broken
+            entries.append({**entry, "published": True, "error": str(e)})
+            continue
+        entry["published"] = True
+        try:
+            _check_format(manifest, MANIFEST_FORMAT, MANIFEST_VERSION, murl)
+        except DataError as e:  # e.g. a newer nsdist's run: listed (and kept/collected) all the same
+            entry["error"] = str(e)
+        if isinstance(manifest, dict):
+            corpus = manifest.get("corpus") if isinstance(manifest.get("corpus"), dict) else {}
+            config = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
+            files = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
+            entry.update({
+                "created": manifest.get("created") or entry["created"],
+                "vocab_size": corpus.get("vocab_size"),
+                "dim": (config.get("train") or {}).get("dim") if isinstance(config.get("train"), dict) else None,
+                "bytes": sum(int(m.get("size", 0)) for m in files.values() if isinstance(m, dict)),
+                "nsdist": (manifest.get("versions") or {}).get("nsdist")
+                if isinstance(manifest.get("versions"), dict) else None,
+            })
+        entries.append(entry)
+    return latest, entries
+
+
+def _newest_first(entries: list[dict]) -> list[dict]:
+    # ISO-8601 UTC strings sort chronologically; the run id breaks ties (and orders runs
+    # published within the same second by start time).
+    return sorted(entries, key=lambda e: (e.get("created") or "", e["run_id"]), reverse=True)
+
+
+def list_runs(out: str, storage_options=None) -> list[dict]:
+    """Published runs under ``out`` (those with a manifest), newest first.
+
+    Each: ``run_id``, ``url``, ``created``, ``vocab_size``, ``dim``, ``bytes``, ``nsdist``
+    (the version that wrote it), ``latest`` (LATEST names it) and ``error`` when the manifest
+    cannot be read by this nsdist. DataError when ``out`` holds no nsdist output at all.
+    """
+    _, entries = _scan(out, storage_options)
+    return [{k: v for k, v in e.items() if k != "published"} for e in _newest_first(e for e in entries
+                                                                                     if e["published"])]
+
+
+def gc(out: str, keep: int, storage_options=None, *, abandoned_after: _dt.timedelta = _dt.timedelta(days=7),
+       dry_run: bool = False, now: _dt.datetime | None = None) -> list[str]:
+    """Delete all but the newest ``keep`` published runs, and abandoned unpublished runs.
+
+    An unpublished run (no manifest: a crashed or still running job) is abandoned when
+    neither its start time nor any of its files changed for ``abandoned_after``; a running
+    job writes checkpoints, so keep this longer than an epoch. The run LATEST names is never
+    deleted, whatever ``keep`` says; LATEST is re-read before each deletion to narrow the
+    race with a concurrent publish. Directories whose names nsdist did not generate are left
+    alone. Returns the URLs deleted (with ``dry_run``: that would be deleted).
+    """
+    if keep < 0:
+        raise ConfigError(f"--keep must be >= 0, got {keep}")
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    latest, entries = _scan(out, storage_options)
+    published = _newest_first(e for e in entries if e["published"])
+    doomed = [e for e in published[keep:]]
+    for e in entries:
+        if e["published"]:
+            continue
+        started = _run_time(e["run_id"])
+        if started is None:
+            continue
+        times = [started] + [f["modified"] for f in storage.walk(e["url"], storage_options) if f["modified"]]
+        if now - max(times) > abandoned_after:
+            doomed.append(e)
+    deleted = []
+    for e in doomed:
+        if e["run_id"] == latest or (not dry_run and read_latest(out, storage_options) == e["run_id"]):
+            continue
+        if not dry_run:
+            # Manifest first: if the rest fails midway, the run no longer looks published.
+            for url, recursive in ((storage.join(e["url"], "manifest.json"), False), (e["url"], True)):
+                try:
+                    storage.remove(url, storage_options, recursive=recursive)
+                except FileNotFoundError:  # no manifest (unpublished), or an empty S3 "directory"
+                    pass
+        deleted.append(e["url"])
+    return deleted

@@ -20,25 +20,27 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import operator
 import os
-import socket
 import time
 from dataclasses import dataclass
 
 import dask
 import distributed
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from distributed import Client, LocalCluster
 
 from . import __version__, storage
-from .config import ClusterConfig, JobConfig
+from .config import ClusterConfig, JobConfig, config_from_dict
 from .corpus import Block, plan_blocks, read_tokens
 from .counts import Counts, count_tokens, merge_counts
 from .encode import Shard, encode
 from .errors import ConfigError, DataError, TransientError
 from .merge import alpha_scale, merge_deltas
 from .model import Model, init_model, make_tables
-from .outputs import new_run_id, publish, run_url, write_run_files
+from .outputs import claim_run, new_run_id, publish, read_npy, resolve_run, run_url, write_run_files
 from .shard import Delta, RoundSpec, round_words, train_shard
 from .vocab import Vocab, build_vocab
 
@@ -165,6 +167,15 @@ def _schedule(alpha: float, min_alpha: float, done: int, total: int) -> float:
     return alpha - (alpha - min_alpha) * min(done / max(total, 1), 1.0)
 
 
+def _peak_rss() -> int:
+    """This process's peak resident memory in bytes (Linux reports KiB, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
 def _fingerprint(files: list[tuple[str, int]]) -> str:
     return hashlib.sha256(json.dumps(files).encode()).hexdigest()
 
@@ -208,20 +219,20 @@ def encode_shards(client: Client, cfg: JobConfig, blocks: list[Block], vocab, n_
     return shards, np.array(words, dtype=np.int64).reshape(n_shards, rounds)
 
 
-def train_epochs(client: Client, cfg: JobConfig, shards: list, words: np.ndarray, vocab_size: int, tables,
-                 tag: str):
-    """All rounds of all epochs: shards train from the global model, a merge task averages them.
+def train_epochs(client: Client, cfg: JobConfig, shards: list, words: np.ndarray, model, tables, tag: str,
+                 start_epoch: int = 0, on_epoch=None):
+    """Rounds of epochs start_epoch..epochs-1: shards train from the global model, a merge task
+    averages them. ``on_epoch(epoch, model, metrics)`` runs after each epoch (checkpoints).
 
     Returns (model future, per-epoch metrics). The client only ever holds small statistics.
     """
     t = cfg.train
     rounds = t.syncs_per_epoch
-    model = client.submit(init_model, vocab_size, t.dim, t.seed, key=f"model-{tag}-init")
     total = t.epochs * int(words.sum())
     scale = alpha_scale(len(shards), t.alpha, t.merge, t.alpha_scale)
-    done = 0
+    done = start_epoch * int(words.sum())
     epochs = []
-    for epoch in range(t.epochs):
+    for epoch in range(start_epoch, t.epochs):
         t0 = time.perf_counter()
         stats, infos = [], []
         for r in range(rounds):
@@ -250,13 +261,74 @@ def train_epochs(client: Client, cfg: JobConfig, shards: list, words: np.ndarray
             "kernel_seconds": sum(s["seconds"] for s in stats),
             "merge_seconds": sum(i["merge_seconds"] for i in infos),
             "merge_bytes": sum(i["merge_bytes"] for i in infos),
+            "merges": [{"seconds": i["merge_seconds"], "bytes": i["merge_bytes"]} for i in infos],
             "alpha_end": _schedule(t.alpha, t.min_alpha, done, total),
             "alpha_scale": scale,
         }
         epochs.append(m)
         log.info("epoch %d/%d: loss %.4f, %.0f words/s, %.1f s (merge %.2f s, %.1f MB)", epoch + 1, t.epochs,
                  m["loss"], m["words_per_second"], seconds, m["merge_seconds"], m["merge_bytes"] / 1e6)
+        if on_epoch is not None:
+            on_epoch(epoch, model, m)
     return model, epochs
+
+
+# ---------------------------------------------------------------- checkpoints and warm starts
+
+def _checkpoint_url(run: str, epoch: int) -> str:
+    return storage.join(run, "checkpoints", f"epoch-{epoch + 1:04d}")
+
+
+def _save_arrays(model: Model, url: str, storage_options) -> int:
+    for name, array in (("win.npy", model.win), ("wout.npy", model.wout)):
+        with storage.open_write(storage.join(url, name), storage_options) as f:
+            np.save(f, array, allow_pickle=False)
+    return model.nbytes
+
+
+def _load_arrays(url: str, storage_options) -> Model:
+    return Model(read_npy(storage.join(url, "win.npy"), storage_options),
+                 read_npy(storage.join(url, "wout.npy"), storage_options))
+
+
+def _vocab_digest(vocab: Vocab) -> str:
+    """Identity of a vocabulary: a resumed run must recount exactly the same one."""
+    h = hashlib.sha256()
+    for buf in vocab.words.buffers():
+        if buf is not None:
+            h.update(buf)
+    h.update(np.ascontiguousarray(vocab.counts).tobytes())
+    return h.hexdigest()
+
+
+def latest_checkpoint(run: str, storage_options=None) -> dict | None:
+    """The newest complete checkpoint of a run (its state.json is written last), or None."""
+    for name in reversed(storage.listdir(storage.join(run, "checkpoints"), storage_options)):
+        state_url = storage.join(run, "checkpoints", name, "state.json")
+        if storage.exists(state_url, storage_options):
+            return storage.read_json(state_url, storage_options)
+    return None
+
+
+def _warm_model(vocab: Vocab, parent: str, storage_options, dim: int, seed: int) -> tuple[Model, dict]:
+    """Initial model for a new vocabulary from a published run: known words keep both vectors,
+    new words get fresh ones, dropped words disappear."""
+    fresh = init_model(len(vocab), dim, seed)
+    old_win = read_npy(storage.join(parent, "vectors.npy"), storage_options)
+    old_wout = read_npy(storage.join(parent, "context.npy"), storage_options)
+    if old_win.shape[1] != dim:
+        raise DataError(f"--init-from model has dim {old_win.shape[1]}, this job dim {dim}; set dim={old_win.shape[1]}")
+    old_words = pa.array([line.rstrip("\n").rpartition("\t")[0]
+                          for line in storage.lines(storage.join(parent, "vocab.tsv"), storage_options)])
+    old_ids = pc.index_in(vocab.words, value_set=pc.cast(old_words, vocab.words.type))
+    known = pc.is_valid(old_ids).to_numpy(zero_copy_only=False)
+    src = pc.filter(old_ids, known).to_numpy()
+    win, wout = fresh.win, fresh.wout
+    win[known] = old_win[src]
+    wout[known] = old_wout[src]
+    stats = {"known_words": int(known.sum()), "new_words": int((~known).sum()),
+             "dropped_words": int(len(old_words) - known.sum())}
+    return Model(win, wout), stats
 
 
 # ---------------------------------------------------------------- the job
@@ -270,16 +342,45 @@ def check_inputs(cfg: JobConfig) -> list[tuple[str, int]]:
     return storage.expand(cfg.corpus, dict(cfg.storage_options))
 
 
-def train(cfg: JobConfig, client: Client) -> TrainResult:
-    """Run a whole training job on ``client``'s cluster and publish it under ``cfg.out``."""
+def resume_config(run: str, current: JobConfig) -> JobConfig:
+    """The configuration of a run to resume: as it was claimed, with this invocation's storage
+    options and cluster (neither is part of what the run computes)."""
+    claim = storage.read_json(storage.join(run, "_claim.json"), dict(current.storage_options))
+    if "config" not in claim:
+        raise DataError(f"{run!r} was not started by this nsdist version (no config in _claim.json); retrain")
+    saved = claim["config"]
+    return config_from_dict({k: v for k, v in saved.items() if k not in ("storage_options", "cluster")},
+                            storage_options=current.storage_options, cluster=current.cluster)
+
+
+def train(cfg: JobConfig, client: Client, resume: str | None = None, init_from: str | None = None) -> TrainResult:
+    """Run a whole training job on ``client``'s cluster and publish it under ``cfg.out``.
+
+    ``resume``: URL of a run that failed; continue from its last checkpoint (``cfg`` must be
+    ``resume_config(resume, ...)``). ``init_from``: URL of a published model to warm-start from.
+    """
     t = cfg.train
     opts = dict(cfg.storage_options)
     t_start = time.perf_counter()
     files = check_inputs(cfg)
+    fingerprint = _fingerprint(files)
     blocks = plan_blocks(cfg.corpus, opts, cfg.blocksize)
-    run_id = new_run_id()
+    state = None
+    if resume:
+        run = resume.rstrip("/")
+        run_id = run.rsplit("/", 1)[-1]
+        if storage.exists(storage.join(run, "manifest.json"), opts):
+            raise DataError(f"run {run_id} was already published; nothing to resume")
+        state = latest_checkpoint(run, opts)
+        if state and state["corpus_fingerprint"] != fingerprint:
+            raise DataError(f"the corpus changed since run {run_id} started (files or sizes differ); start a new run")
+    else:
+        run_id = new_run_id()
+        run = run_url(cfg.out, run_id)
+        claim_run(cfg.out, run_id, opts, config=cfg.to_dict(), init_from=init_from)
+    parent = resolve_run(init_from, opts) if init_from else None
     tag = run_id  # task key prefix: readable on the dashboard, unique per job
-    log.info("corpus: %d file(s), %d block(s), %.1f MB", len(files), len(blocks),
+    log.info("run %s: corpus %d file(s), %d block(s), %.1f MB", run_id, len(files), len(blocks),
              sum(s for _, s in files) / 1e6)
 
     t0 = time.perf_counter()
@@ -293,9 +394,12 @@ def train(cfg: JobConfig, client: Client) -> TrainResult:
     log.info("vocabulary: %d words (of %d distinct), %d tokens, counted in %.1f s (%.0f tokens/s)",
              summary["vocab_size"], summary["distinct_words"], summary["raw_tokens"], count_seconds,
              summary["raw_tokens"] / max(count_seconds, 1e-9))
+    digest = client.submit(_vocab_digest, vocab, key=f"digest-{tag}").result()
+    if state and state["vocab_sha256"] != digest:
+        raise DataError(f"the vocabulary of run {run_id} cannot be reproduced from the corpus; start a new run")
 
     t0 = time.perf_counter()
-    n_shards = t.shards or _threads(client)
+    n_shards = state["shards"] if state else (t.shards or _threads(client))
     shards, words = encode_shards(client, cfg, blocks, vocab, n_shards, tag)
     encode_seconds = time.perf_counter() - t0
     log.info("encoded %d words into %d shard(s) in %.1f s", int(words.sum()), n_shards, encode_seconds)
@@ -303,24 +407,53 @@ def train(cfg: JobConfig, client: Client) -> TrainResult:
         raise DataError("the corpus has no sentences with known words; check the corpus and min_count")
 
     tables = client.submit(_tables, vocab, t.sample, t.ns_exponent, key=f"tables-{tag}")
-    model, epochs = train_epochs(client, cfg, shards, words, summary["vocab_size"], tables, tag)
+    warm = None
+    if state:
+        model = client.submit(_load_arrays, _checkpoint_url(run, state["epoch"] - 1), opts, key=f"model-{tag}-resumed")
+        log.info("resuming run %s after epoch %d", run_id, state["epoch"])
+    elif parent:
+        pair = client.submit(_warm_model, vocab, parent, opts, t.dim, t.seed, key=f"warm-{tag}")
+        model = client.submit(operator.getitem, pair, 0, key=f"model-{tag}-warm")
+        warm = {"parent_run": parent, **client.submit(operator.getitem, pair, 1, key=f"warm-stats-{tag}").result()}
+        del pair
+        log.info("warm start from %s: %d known, %d new, %d dropped words", parent, warm["known_words"],
+                 warm["new_words"], warm["dropped_words"])
+    else:
+        model = client.submit(init_model, summary["vocab_size"], t.dim, t.seed, key=f"model-{tag}-init")
+    history = list(state["metrics"]) if state else []
 
-    # -- publish: claim the run id, write data files from a worker, manifest last, then LATEST
-    url = run_url(cfg.out, run_id)
-    claim = {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid()}
-    storage.create_exclusive(storage.join(url, "_claim.json"), storage.dump_json(claim), opts)
-    written = client.submit(_write_outputs, url, vocab, model, opts, key=f"write-{tag}").result()
+    def checkpoint(epoch: int, model_future, metrics: dict) -> None:
+        history.append(metrics)
+        if cfg.checkpoint_every <= 0 or (epoch + 1) % cfg.checkpoint_every or epoch + 1 == t.epochs:
+            return
+        url = _checkpoint_url(run, epoch)
+        nbytes = client.submit(_save_arrays, model_future, url, opts, key=f"checkpoint-{tag}-{epoch}").result()
+        done = {"epoch": epoch + 1, "shards": n_shards, "corpus_fingerprint": fingerprint,
+                "vocab_sha256": digest, "metrics": history, "warm_start": warm}
+        storage.write_bytes(storage.join(url, "state.json"), storage.dump_json(done), opts)
+        log.info("checkpoint after epoch %d: %s (%.1f MB)", epoch + 1, url, nbytes / 1e6)
+
+    start = state["epoch"] if state else 0
+    warm = state.get("warm_start") if state else warm
+    model, _ = train_epochs(client, cfg, shards, words, model, tables, tag, start, checkpoint)
+
+    # -- publish: data files from a worker, manifest last, then LATEST
+    written = client.submit(_write_outputs, run, vocab, model, opts, key=f"write-{tag}").result()
     manifest = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": cfg.to_dict(),
         "corpus": {"files": [u for u, _ in files], "bytes": sum(s for _, s in files),
-                   "fingerprint": _fingerprint(files), "blocks": len(blocks), "shards": n_shards, **summary},
-        "metrics": {"epochs": epochs, "count_seconds": count_seconds, "encode_seconds": encode_seconds,
-                    "total_seconds": time.perf_counter() - t_start},
+                   "fingerprint": fingerprint, "blocks": len(blocks), "shards": n_shards, **summary},
+        "metrics": {"epochs": history, "count_seconds": count_seconds, "encode_seconds": encode_seconds,
+                    "total_seconds": time.perf_counter() - t_start, "resumed_after_epoch": start or None,
+                    "client_peak_rss_bytes": _peak_rss()},
+        "parent": warm,
         "files": written,
         "versions": {"nsdist": __version__, "dask": dask.__version__, "distributed": distributed.__version__,
                      "numpy": np.__version__},
     }
     publish(cfg.out, run_id, manifest, opts)
-    log.info("published %s", url)
-    return TrainResult(run_id, url, {"run_id": run_id, **manifest})
+    if storage.exists(storage.join(run, "checkpoints"), opts):
+        storage.remove(storage.join(run, "checkpoints"), opts, recursive=True)
+    log.info("published %s", run)
+    return TrainResult(run_id, run, {"run_id": run_id, **manifest})

@@ -2,15 +2,28 @@
 
 Everything is addressed by URL plus ``storage_options`` (passed to fsspec, never logged).
 Backend errors surface as built-in exceptions (FileNotFoundError, PermissionError,
-FileExistsError); transient ones are retried here, in one place.
+FileExistsError); transient ones are retried here, in one place, and end as TransientError.
+
+Credentials reach S3 either through ``storage_options`` (``key``, ``secret``, ``token``,
+``endpoint_url`` or ``client_kwargs={"endpoint_url": ...}``; they travel inside Dask tasks)
+or through the usual AWS sources of each process (``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``, config files,
+instance roles).
 """
 
 from __future__ import annotations
 
+import datetime as _dt
+import errno
 import functools
+import hashlib
+import inspect
 import io
 import json
+import os
 import posixpath
+import re
+import secrets
 import time
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 
@@ -23,22 +36,151 @@ from .errors import DataError, TransientError
 T = TypeVar("T")
 Options = Mapping[str, Any] | None
 
-_TRANSIENT = (ConnectionError, TimeoutError)
 RETRIES = 4
+BACKOFF = 0.2  # seconds before the first retry; doubles each time
+CHUNK = 16 * 2**20  # bytes per read when streaming big objects (bounds temporary copies)
+
+# OSError errnos that mean "the service is busy or the network hiccuped", not "your request is
+# wrong". s3fs maps SlowDown/503 to EBUSY and InternalError/500 to EREMOTEIO.
+_TRANSIENT_ERRNOS = {
+    errno.EBUSY, errno.EAGAIN, errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED,
+    errno.EPIPE, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN,
+    getattr(errno, "EREMOTEIO", errno.EIO),
+}
+# HTTP statuses worth retrying: throttling, conflicts between concurrent conditional writes
+# (S3 answers 409 ConditionalRequestConflict), server errors.
+_TRANSIENT_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+def _botocore():
+    try:
+        import botocore.exceptions as bexc
+    except ImportError:  # fsspec without the S3 extra: nothing botocore-specific to map
+        return None
+    return bexc
+
+
+def _status_of(e: BaseException) -> int | None:
+    """HTTP status of a botocore ClientError (directly or as the cause s3fs chains)."""
+    for err in (e, e.__cause__):
+        response = getattr(err, "response", None)
+        if isinstance(response, Mapping):
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status is not None:
+                return int(status)
+    return None
+
+
+def _aiohttp_errors() -> tuple:
+    try:
+        import aiohttp
+    except ImportError:
+        return ()
+    return (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)
+
+
+def _is_transient(e: BaseException) -> bool:
+    if isinstance(e, (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
+                      NotADirectoryError)):
+        return False
+    if isinstance(e, (ConnectionError, TimeoutError)):  # includes fsspec's FSTimeoutError
+        return True
+    bexc = _botocore()
+    if bexc is not None and isinstance(e, (bexc.ConnectionError, bexc.HTTPClientError)):
+        return True  # endpoint unreachable, connect/read timeouts, connection closed mid-body
+    if isinstance(e, _aiohttp_errors()):  # server disconnected mid-body after s3fs's own retries
+        return True
+    if isinstance(e, OSError) and e.errno in _TRANSIENT_ERRNOS:
+        return True
+    return _status_of(e) in _TRANSIENT_STATUS
+
+
+def _translate(e: BaseException) -> BaseException | None:
+    """Map backend errors that s3fs leaves untranslated to built-in exceptions (None: keep e)."""
+    bexc = _botocore()
+    if bexc is not None and isinstance(e, (bexc.NoCredentialsError, bexc.PartialCredentialsError,
+                                           bexc.CredentialRetrievalError)):
+        return PermissionError(
+            f"no usable storage credentials ({type(e).__name__}); set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY (or a profile/role) on the client and the workers, or give "
+            "key/secret in storage_options"
+        )
+    if isinstance(e, (FileNotFoundError, PermissionError, FileExistsError)):
+        return None
+    status = _status_of(e)
+    if status in (401, 403):
+        return PermissionError(f"access denied ({_short(e)})")
+    if status == 404:
+        return FileNotFoundError(f"not found ({_short(e)})")
+    return None
+
+
+def _short(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"
+
+
+_SECRET_KEYS = ("secret", "token", "key", "password", "sas", "credential", "session")
+_URL_USERINFO = re.compile(r"(\w+://)[^/@\s]+@")
+
+
+def _secrets(options: Any) -> list[str]:
+    """Every string value under a storage_options key that may hold a credential."""
+    found: list[str] = []
+    if isinstance(options, Mapping):
+        for k, v in options.items():
+            if isinstance(v, str) and any(s in str(k).lower() for s in _SECRET_KEYS) and len(v) >= 4:
+                found.append(v)
+            elif isinstance(v, (Mapping, list, tuple)):
+                found += _secrets(v)
+    elif isinstance(options, (list, tuple)):
+        for v in options:
+            found += _secrets(v)
+    return found
+
+
+def scrub(text: str, storage_options: Options = None) -> str:
+    """Remove credentials from a message: URL user info and secret storage option values.
+
+    >>> scrub("http://user:pw@minio:9000/b failed for KEY123", {"key": "KEY123"})
+    'http://***@minio:9000/b failed for ***'
+    """
+    text = _URL_USERINFO.sub(r"\1***@", text)
+    for value in sorted(_secrets(storage_options), key=len, reverse=True):
+        text = text.replace(value, "***")
+    return text
+
+
+def _on_failure(e: Exception, attempt: int, storage_options: Options) -> None:
+    """Sleep before the next attempt if ``e`` is transient, else raise the mapped error."""
+    if _is_transient(e):
+        if attempt < RETRIES - 1:
+            time.sleep(BACKOFF * 2**attempt)
+            return
+        raise TransientError(
+            scrub(f"storage unavailable after {RETRIES} attempts ({_short(e)}); retry the job", storage_options)
+        ) from e
+    mapped = _translate(e)
+    if mapped is not None:
+        raise type(mapped)(scrub(str(mapped), storage_options)) from e
+    raise e
 
 
 def retry(fn: Callable[..., T]) -> Callable[..., T]:
-    """Retry transient failures with exponential backoff, then raise TransientError."""
+    """The one place where storage calls are retried and backend errors are mapped.
+
+    Transient failures are retried with exponential backoff, then raised as TransientError
+    (exit code 75). Credentials never reach a message: any message built here is scrubbed.
+    Only idempotent calls are wrapped (reads, whole-object writes, deletes).
+    """
+    sig = inspect.signature(fn)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         for attempt in range(RETRIES):
             try:
                 return fn(*args, **kwargs)
-            except _TRANSIENT as e:
-                if attempt == RETRIES - 1:
-                    raise TransientError(f"storage unavailable ({type(e).__name__}: {e}); retry the job") from e
-                time.sleep(0.2 * 2**attempt)
+            except Exception as e:
+                _on_failure(e, attempt, sig.bind_partial(*args, **kwargs).arguments.get("storage_options"))
         raise AssertionError("unreachable")
 
     return wrapper
@@ -49,6 +191,11 @@ def filesystem(url: str, storage_options: Options = None):
     return url_to_fs(url, **dict(storage_options or {}))
 
 
+def is_local(fs) -> bool:
+    protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
+    return protocol in ("file", "local")
+
+
 def join(base: str, *parts: str) -> str:
     """Join URL parts with '/': join('s3://b/out/', 'runs', 'x') -> 's3://b/out/runs/x'."""
     base = base.rstrip("/")
@@ -57,8 +204,19 @@ def join(base: str, *parts: str) -> str:
 
 def _unstrip(fs, path: str) -> str:
     """Turn a filesystem path back into a URL with its protocol (local paths stay plain)."""
-    protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
-    return path if protocol in ("file", "local") else fs.unstrip_protocol(path)
+    return path if is_local(fs) else fs.unstrip_protocol(path)
+
+
+_OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "r2", "memory"}
+
+
+def _makedirs_for(fs, path: str) -> None:
+    # Object stores have no directories. On S3, makedirs would HEAD the bucket (needs
+    # s3:ListBucket, which write-only roles lack) and even *create* a missing bucket.
+    protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+    parent = posixpath.dirname(path)
+    if parent and not _OBJECT_STORES.intersection(protocols):
+        fs.makedirs(parent, exist_ok=True)
 
 
 @retry
@@ -108,39 +266,96 @@ def read_bytes(url: str, storage_options: Options = None) -> bytes:
     return fs.cat_file(path)
 
 
+def _local_atomic_write(fs, path: str, data: bytes) -> None:
+    # Local files are rewritten in place by pipe_file: a concurrent reader could see a torn
+    # LATEST. Write a sibling temp file and rename it over (atomic on POSIX), as S3 PUTs are.
+    tmp = posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 @retry
 def write_bytes(url: str, data: bytes, storage_options: Options = None) -> None:
-    """Write (overwrite) a whole object; parents are created on local filesystems."""
+    """Write (overwrite) a whole small object atomically: readers see the old or the new bytes."""
     fs, path = filesystem(url, storage_options)
-    parent = posixpath.dirname(path)
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    fs.pipe_file(path, data)
+    _makedirs_for(fs, path)
+    if is_local(fs):
+        _local_atomic_write(fs, path, data)
+    else:
+        fs.pipe_file(path, data)  # one PUT: atomic on S3
 
 
-@retry
 def create_exclusive(url: str, data: bytes, storage_options: Options = None) -> None:
-    """Create an object only if it does not exist (FileExistsError otherwise)."""
+    """Create a small object only if it does not exist yet; FileExistsError otherwise.
+
+    ``data`` must identify the writer (e.g. a run id plus host and pid): it is how a retry
+    tells its own earlier write (whose response was lost) from someone else's.
+
+    On S3 this is a conditional PUT (``If-None-Match: *``, s3fs mode "xb"). Some S3-compatible
+    stores ignore that header and overwrite silently; reading the object back catches the
+    loser of such a race in all but the narrowest interleavings.
+    """
     fs, path = filesystem(url, storage_options)
-    parent = posixpath.dirname(path)
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    with fs.open(path, "xb") as f:
-        f.write(data)
+    _makedirs_for(fs, path)
+    for attempt in range(RETRIES):
+        try:
+            with fs.open(path, "xb") as f:
+                f.write(data)
+            break
+        except FileExistsError:
+            if attempt > 0 and _read_or_none(url, storage_options) == data:
+                return  # an earlier attempt landed but its response was lost
+            raise FileExistsError(f"{url} already exists (claimed by another writer)") from None
+        except Exception as e:
+            _on_failure(e, attempt, storage_options)
+    if _read_or_none(url, storage_options) != data:
+        raise FileExistsError(f"{url} was overwritten by another writer (the store ignores If-None-Match)")
+
+
+def _read_or_none(url: str, storage_options: Options) -> bytes | None:
+    try:
+        return read_bytes(url, storage_options)
+    except FileNotFoundError:
+        return None
 
 
 def open_write(url: str, storage_options: Options = None):
-    """A binary writer for a large object (streamed; on S3 a multipart upload)."""
+    """A binary writer for a large object (streamed; on S3 a multipart upload).
+
+    Not retried here (a stream cannot be replayed); s3fs retries each part itself.
+    """
     fs, path = filesystem(url, storage_options)
-    parent = posixpath.dirname(path)
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
+    _makedirs_for(fs, path)
     return fs.open(path, "wb")
 
 
-def open_read(url: str, storage_options: Options = None):
+def open_read(url: str, storage_options: Options = None, **kwargs):
+    """A binary reader; ``kwargs`` go to ``fs.open`` (e.g. ``cache_type="none"``)."""
     fs, path = filesystem(url, storage_options)
-    return fs.open(path, "rb")
+    return fs.open(path, "rb", **kwargs)
+
+
+def readinto_exact(f, buffer, chunk: int = CHUNK) -> int:
+    """Fill ``buffer`` (any writable buffer) from ``f`` in chunks; return the bytes read.
+
+    Chunks bound the temporary copy that file objects without a native readinto (s3fs
+    reads into bytes, then copies) make; local files read straight into the buffer.
+    Returns fewer bytes than the buffer holds only at end of file.
+    """
+    view = memoryview(buffer).cast("B")
+    done = 0
+    while done < len(view):
+        n = f.readinto(view[done:done + chunk])
+        if not n:
+            break
+        done += n
+    return done
 
 
 @retry
@@ -156,9 +371,55 @@ def size(url: str, storage_options: Options = None) -> int:
 
 
 @retry
+def sha256(url: str, storage_options: Options = None) -> str:
+    """Hex sha256 of an object, streamed (never holds the whole object in memory)."""
+    fs, path = filesystem(url, storage_options)
+    h = hashlib.sha256()
+    buf = bytearray(CHUNK)
+    with fs.open(path, "rb", cache_type="none") as f:
+        while n := readinto_exact(f, buf):
+            h.update(memoryview(buf)[:n])
+            if n < len(buf):
+                break
+    return h.hexdigest()
+
+
+def _modified(info: Mapping[str, Any]) -> _dt.datetime | None:
+    """Modification time from an fsspec info dict (local: mtime; S3: LastModified), UTC."""
+    value = info.get("LastModified", info.get("mtime", info.get("last_modified", info.get("updated"))))
+    if isinstance(value, (int, float)):
+        return _dt.datetime.fromtimestamp(value, _dt.timezone.utc)
+    if isinstance(value, _dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=_dt.timezone.utc)
+    if isinstance(value, str) and value:
+        try:
+            parsed = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=_dt.timezone.utc)
+    return None
+
+
+@retry
+def walk(url: str, storage_options: Options = None) -> list[dict]:
+    """Every file under a URL: [{"url", "size", "modified" (UTC datetime or None)}]; [] if none."""
+    fs, path = filesystem(url, storage_options)
+    fs.invalidate_cache(path)  # admin commands run in long-lived processes: never trust a stale listing
+    try:
+        found = fs.find(path, detail=True)
+    except FileNotFoundError:
+        return []
+    return [
+        {"url": _unstrip(fs, p), "size": int(info.get("size") or 0), "modified": _modified(info)}
+        for p, info in sorted(found.items()) if info.get("type", "file") == "file"
+    ]
+
+
+@retry
 def listdir(url: str, storage_options: Options = None) -> list[str]:
     """Names (not paths) directly under a URL; [] if it does not exist."""
     fs, path = filesystem(url, storage_options)
+    fs.invalidate_cache(path)
     try:
         entries = fs.ls(path, detail=False)
     except FileNotFoundError:
@@ -170,6 +431,7 @@ def listdir(url: str, storage_options: Options = None) -> list[str]:
 def remove(url: str, storage_options: Options = None, recursive: bool = False) -> None:
     fs, path = filesystem(url, storage_options)
     fs.rm(path, recursive=recursive)
+    fs.invalidate_cache(path)
 
 
 def read_json(url: str, storage_options: Options = None) -> Any:

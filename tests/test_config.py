@@ -71,3 +71,12 @@ def test_example_job_specs_are_valid():
     for spec in specs:
         cfg = load_config(spec, environ={})
         assert cfg.corpus and cfg.out, spec
+
+
+def test_storage_options_mapping_accepted_and_never_echoed():
+    cfg = load_config(None, {"storage_options": {"key": "K", "client_kwargs": {"endpoint_url": "http://x"}}},
+                      environ={})
+    assert cfg.storage_options["client_kwargs"]["endpoint_url"] == "http://x"
+    with pytest.raises(ConfigError) as err:
+        load_config(None, {"storage_options": "secret-token-123"}, environ={})
+    assert "secret-token-123" not in str(err.value)

@@ -13,7 +13,7 @@ from nsdist import storage
 from nsdist.config import load_config
 from nsdist.corpus import plan_blocks
 from nsdist.errors import DataError
-from nsdist.outputs import load
+from nsdist.outputs import list_runs, load
 from nsdist.pipeline import count_vocab, train
 
 
@@ -86,4 +86,7 @@ def test_failed_run_publishes_nothing(client, write, tmp_path):
     with pytest.raises(DataError, match="empty vocabulary"):
         train(config([write("small.txt", "a b c\n")], out, min_count=100), client)
     assert (tmp_path / "out" / "LATEST").read_bytes() == before
-    assert storage.listdir(os.path.join(out, "runs")) == [good.run_id]
+    # The failed run keeps its claim (a resume needs it) but was never published.
+    assert [r["run_id"] for r in list_runs(out)] == [good.run_id]
+    failed = [r for r in storage.listdir(os.path.join(out, "runs")) if r != good.run_id]
+    assert len(failed) == 1 and not os.path.exists(os.path.join(out, "runs", failed[0], "manifest.json"))

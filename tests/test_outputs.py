@@ -1,0 +1,350 @@
+"""Published outputs: formats other tools read, the manifest/LATEST protocol, list_runs/gc."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import threading
+import tracemalloc
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from gensim.models import KeyedVectors
+
+import nsdist
+from nsdist import outputs, storage
+from nsdist.cli import main
+from nsdist.errors import DataError
+
+WORDS = ["the", "Über", "ñandú", "東京", "emoji🙂", "naïve-café", "x"]
+
+
+def vectors(n=len(WORDS), dim=5, seed=0, extremes=False):
+    rng = np.random.default_rng(seed)
+    v = rng.standard_normal((n, dim)).astype(np.float32)
+    if extremes:  # tiny and huge values must survive the text format too
+        v[0, 0] = np.float32(1e-8)
+        v[1, 1] = np.float32(3.4e38)
+    return v
+
+
+def read(url):
+    return storage.read_bytes(url)
+
+
+def rewrite_json(url, **changes):
+    doc = json.loads(read(url))
+    doc.update(changes)
+    storage.write_bytes(url, json.dumps(doc).encode())
+
+
+# ---------------------------------------------------------------- formats other tools read
+
+def test_word2vec_text_and_binary_round_trip_through_gensim(tmp_path, publish_run):
+    out = str(tmp_path / "out")
+    v = vectors(extremes=True)
+    run = outputs.run_url(out, publish_run(out, WORDS, v))
+    for name, binary in (("vectors.txt", False), ("vectors.bin", True)):
+        kv = KeyedVectors.load_word2vec_format(os.path.join(run, name), binary=binary)
+        assert kv.index_to_key == WORDS
+        assert np.array_equal(kv.vectors, v)  # '%.9g' text round-trips float32 exactly
+    emb = nsdist.load(out)
+    assert emb.vocab == WORDS and np.array_equal(emb.vectors, v)
+
+
+def test_parquet_schema_and_values(tmp_path, publish_run):
+    out = str(tmp_path / "out")
+    v = vectors(dim=4)
+    counts = np.array([10**12, 50, 40, 30, 20, 10, 5])
+    run = outputs.run_url(out, publish_run(out, WORDS, v, counts=counts))
+    table = pq.read_table(os.path.join(run, "vectors.parquet"))
+    assert table.schema.field("word").type == pa.string()
+    assert table.schema.field("count").type == pa.int64()
+    assert table.schema.field("vector").type == pa.list_(pa.float32(), 4)  # fixed_size_list<float>[4]
+    assert table.column("word").to_pylist() == WORDS
+    assert table.column("count").to_pylist() == counts.tolist()
+    flat = table.column("vector").combine_chunks().flatten().to_numpy()
+    assert np.array_equal(flat.reshape(-1, 4), v)
+
+
+# ---------------------------------------------------------------- versions and corruption
+
+@pytest.fixture
+def run(tmp_path, publish_run):
+    """(out, run URL) of one small published run on local disk."""
+    out = str(tmp_path / "out")
+    return out, outputs.run_url(out, publish_run(out, WORDS, vectors()))
+
+
+def test_manifest_and_latest_versions_are_checked(run):
+    out, url = run
+    manifest = storage.join(url, "manifest.json")
+    rewrite_json(manifest, version=2)
+    with pytest.raises(DataError, match=r"nsdist-manifest version 2\b.*upgrade nsdist"):
+        nsdist.load(out)
+    rewrite_json(manifest, version=1, format="something-else")
+    with pytest.raises(DataError, match=r"not an nsdist-manifest file .*'something-else'.*point nsdist at an output URL"):
+        nsdist.load(out)
+    rewrite_json(manifest, format="nsdist-manifest")
+    nsdist.load(out)
+
+    latest = storage.join(out, "LATEST")
+    rewrite_json(latest, version=2)
+    with pytest.raises(DataError, match="nsdist-latest version 2.*upgrade nsdist"):
+        nsdist.load(out)
+    rewrite_json(latest, version=1, run="../../elsewhere")  # LATEST must not lead outside <out>
+    with pytest.raises(DataError, match="invalid run id"):
+        nsdist.load(out)
+
+
+def test_truncated_files_are_data_errors(run):
+    out, url = run
+    npy = storage.join(url, "vectors.npy")
+    data = read(npy)
+    storage.write_bytes(npy, data[:-7])
+    with pytest.raises(DataError, match="vectors.npy.* bytes, the manifest says"):
+        nsdist.load(out)
+    assert main(["neighbors", out, "the"]) == 3  # bad data: exit code 3
+    with pytest.raises(DataError, match="truncated"):  # the reader checks on its own, too
+        outputs.read_npy(npy)
+    os.remove(npy)
+    with pytest.raises(DataError, match="missing"):
+        nsdist.load(out)
+
+
+def test_verify_catches_same_size_corruption(run):
+    out, url = run
+    npy = storage.join(url, "vectors.npy")
+    data = bytearray(read(npy))
+    data[-1] ^= 0x01  # one flipped bit in the last float: sizes still match
+    storage.write_bytes(npy, bytes(data))
+    assert nsdist.load(out).vectors[-1, -1] != vectors()[-1, -1]  # sizes alone cannot tell
+    with pytest.raises(DataError, match="vectors.npy.*sha256"):
+        nsdist.load(out, verify=True)
+
+
+class _Bomb:
+    """Unpickling this creates a file: proof that a loader executed code from the data."""
+
+    path = ""
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_npy_is_never_unpickled(run, tmp_path):
+    out, url = run
+    _Bomb.path = str(tmp_path / "unpickled")
+    arr = np.empty((len(WORDS), 5), dtype=object)
+    arr[:] = 0.0
+    arr[0, 0] = _Bomb()
+    npy = storage.join(url, "vectors.npy")
+    with open(npy, "wb") as f:
+        np.save(f, arr, allow_pickle=True)
+    manifest = json.loads(read(storage.join(url, "manifest.json")))
+    manifest["files"]["vectors.npy"]["size"] = os.path.getsize(npy)
+    storage.write_bytes(storage.join(url, "manifest.json"), json.dumps(manifest).encode())
+    with pytest.raises(DataError, match="nsdist never unpickles"):
+        nsdist.load(out)
+    assert not os.path.exists(_Bomb.path)
+
+
+@pytest.mark.parametrize("layout", ["C", "F", "big-endian"])
+def test_read_npy_layouts(tmp_path, layout):
+    v = vectors(n=50, dim=7)
+    stored = {"C": v, "F": np.asfortranarray(v), "big-endian": v.astype(">f4")}[layout]
+    path = str(tmp_path / "v.npy")
+    np.save(path, stored)
+    got = outputs.read_npy(path)
+    assert got.dtype == np.float32 and got.dtype.isnative and np.array_equal(got, v)
+
+
+def test_load_holds_one_copy_of_the_vectors(tmp_path):
+    # The .npy payload streams into one preallocated array: no bytes copy of the whole file
+    # and no normalised copy until a query needs norms (V floats, not V x dim).
+    v = np.random.default_rng(0).standard_normal((20_000, 300), dtype=np.float32)  # 24 MB
+    path = str(tmp_path / "v.npy")
+    np.save(path, v)
+    tracemalloc.start()
+    try:
+        got = outputs.read_npy(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(got, v) and peak < 1.05 * v.nbytes, peak / v.nbytes
+
+    emb = outputs.Embeddings([f"w{i}" for i in range(len(v))], np.ones(len(v), np.int64), got, {})
+    assert emb._norms is None  # nothing normalised at load
+    emb.most_similar("w1", topn=3)
+    assert emb._norms.shape == (len(v),)
+
+
+_MEASURE = """
+import json, sys
+from nsdist import outputs
+
+def status(field):  # kB from /proc/self/status; VmHWM is this process's peak resident set
+    return int(open("/proc/self/status").read().split(field + ":")[1].split()[0]) * 1024
+
+url, small, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+outputs.read_npy(small, options)  # warm up on a small file: imports, connection pool, s3fs instance
+open("/proc/self/clear_refs", "w").write("5")  # reset VmHWM to the current RSS
+before = status("VmRSS")
+array = outputs.read_npy(url, options)
+print((status("VmHWM") - before) / array.nbytes)
+"""
+
+
+def test_load_from_s3_holds_one_copy_of_the_vectors(s3):
+    # Measured in a separate process: the moto server shares this one and buffers objects.
+    # (Not ru_maxrss: Linux carries it across exec, so a child reports this process's peak.)
+    # The peak must stay well under two copies: the array plus a few 16 MiB chunks in flight.
+    v = np.random.default_rng(0).standard_normal((64 * 2**20 // 1200, 300), dtype=np.float32)  # 64 MiB
+    with storage.open_write(s3.url("v.npy"), s3.storage_options) as f:
+        np.save(f, v)
+    with storage.open_write(s3.url("small.npy"), s3.storage_options) as f:
+        np.save(f, v[:10])
+    p = subprocess.run([sys.executable, "-c", _MEASURE, s3.url("v.npy"), s3.url("small.npy"),
+                        json.dumps(s3.storage_options)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert float(p.stdout) < 1.75, p.stdout  # two copies would be >= 2
+
+
+# ---------------------------------------------------------------- queries
+
+def test_queries_match_gensim_and_reject_unknown_words(run):
+    out, url = run
+    emb = nsdist.load(out)
+    kv = KeyedVectors.load_word2vec_format(storage.join(url, "vectors.bin"), binary=True)
+    for word in WORDS:
+        ours = emb.most_similar(word, topn=3)
+        theirs = kv.most_similar(word, topn=3)
+        assert [w for w, _ in ours] == [w for w, _ in theirs]
+        assert np.allclose([s for _, s in ours], [s for _, s in theirs], atol=1e-6)
+    assert emb.similarity("東京", "x") == pytest.approx(float(kv.similarity("東京", "x")), abs=1e-6)
+    assert [w for w, _ in emb.analogy("the", "Über", "ñandú", topn=2)] == [
+        w for w, _ in kv.most_similar(positive=["Über", "ñandú"], negative=["the"], topn=2)]
+    assert "東京" in emb and "nope" not in emb and np.array_equal(emb["x"], vectors()[-1])
+    with pytest.raises(KeyError, match="nope"):
+        emb.most_similar("nope")
+    with pytest.raises(KeyError):
+        emb["nope"]
+    assert "7 words x 5 dims" in repr(emb)
+
+
+# ---------------------------------------------------------------- concurrent publishers
+
+def _write_run(out, run_id, seed, so=None):
+    v = vectors(seed=seed)
+    outputs.claim_run(out, run_id, so)
+    files = outputs.write_run_files(outputs.run_url(out, run_id), pa.array(WORDS), np.arange(7, 0, -1), v, v, so)
+    return {"created": "2026-01-01T00:00:00Z", "files": files}
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_concurrent_publishers_leave_both_runs_and_a_whole_latest(tmp_path, request, where):
+    so = request.getfixturevalue("s3").storage_options if where == "s3" else None
+    out = request.getfixturevalue("s3").url("out") if where == "s3" else str(tmp_path / "out")
+    # Local: several rounds of four publishers (cheap); S3: one round of two (each PUT is slower).
+    for round_ in range(3 if where == "local" else 1):
+        ids = [f"2026010{round_ + 1}T00000{i}Z-00000{i}" for i in range(4 if where == "local" else 2)]
+        manifests = {rid: _write_run(out, rid, seed=i, so=so) for i, rid in enumerate(ids)}
+        barrier = threading.Barrier(len(ids))
+        errors = []
+
+        def publish(rid):
+            barrier.wait()  # all publishers hit manifest + LATEST at the same moment
+            try:
+                outputs.publish(out, rid, manifests[rid], so)
+            except Exception as e:  # pragma: no cover - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=publish, args=(rid,)) for rid in ids]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        assert not errors
+        latest = json.loads(storage.read_bytes(storage.join(out, "LATEST"), so))
+        assert latest["format"] == "nsdist-latest" and latest["run"] in ids
+        for i, rid in enumerate(ids):
+            manifest = outputs.read_manifest(outputs.run_url(out, rid), so, verify=True)
+            assert manifest["run_id"] == rid
+            assert np.array_equal(nsdist.load(outputs.run_url(out, rid), so).vectors, vectors(seed=i))
+        assert nsdist.load(out, so).manifest["run_id"] == latest["run"]
+    # A run id is claimed once and published once.
+    with pytest.raises(FileExistsError):
+        outputs.claim_run(out, ids[0], so)
+    with pytest.raises(FileExistsError):
+        outputs.publish(out, ids[0], manifests[ids[0]], so)
+
+
+# ---------------------------------------------------------------- list_runs and gc
+
+def _day(n):
+    return dt.datetime(2026, 1, n, tzinfo=dt.timezone.utc)
+
+
+@pytest.fixture
+def history(tmp_path, publish_run):
+    """Four published runs (LATEST names the second oldest), two unpublished ones, a stranger."""
+    out = str(tmp_path / "out")
+    ids = {}
+    for day in (1, 2, 3, 4):
+        ids[day] = publish_run(out, WORDS, vectors(seed=day), run_id=f"2026010{day}T000000Z-00000{day}",
+                               created=f"2026-01-0{day}T01:00:00Z")
+    storage.write_bytes(storage.join(out, "LATEST"), storage.dump_json(
+        {"format": "nsdist-latest", "version": 1, "run": ids[2]}))  # e.g. a rollback
+    # An abandoned run from day 1 and a running one: claims but no manifest.
+    for rid in ("20260101T050000Z-dead01", "20260110T000000Z-live01"):
+        outputs.claim_run(out, rid)
+    old = dt.datetime(2026, 1, 1, 6, tzinfo=dt.timezone.utc).timestamp()
+    os.utime(os.path.join(out, "runs", "20260101T050000Z-dead01", "_claim.json"), (old, old))
+    os.makedirs(os.path.join(out, "runs", "not-a-run"))
+    return out, ids
+
+
+def test_list_runs_newest_first_marks_latest(history):
+    out, ids = history
+    runs = outputs.list_runs(out)
+    assert [r["run_id"] for r in runs] == [ids[4], ids[3], ids[2], ids[1]]  # published only
+    assert [r["latest"] for r in runs] == [False, False, True, False]
+    assert runs[0]["created"] == "2026-01-04T01:00:00Z" and runs[0]["vocab_size"] == len(WORDS)
+    assert runs[0]["dim"] == 5 and runs[0]["bytes"] > 0 and runs[0]["url"].endswith(ids[4])
+
+
+def test_gc_keeps_newest_and_never_latest(history):
+    out, ids = history
+    now = _day(10)
+    dry = outputs.gc(out, keep=1, dry_run=True, now=now)
+    assert sorted(os.path.basename(u) for u in dry) == sorted([ids[3], ids[1], "20260101T050000Z-dead01"])
+    assert len(storage.listdir(storage.join(out, "runs"))) == 7  # dry run deleted nothing
+
+    assert outputs.gc(out, keep=1, now=now) == dry
+    assert storage.listdir(storage.join(out, "runs")) == sorted([ids[2], ids[4], "20260110T000000Z-live01",
+                                                                 "not-a-run"])
+    assert nsdist.load(out).manifest["run_id"] == ids[2]  # LATEST's run survives although old
+
+    # keep=0 deletes every published run but LATEST's; the running job is still too young.
+    assert [os.path.basename(u) for u in outputs.gc(out, keep=0, now=now)] == [ids[4]]
+    assert outputs.gc(out, keep=0, now=now) == []
+    assert [r["run_id"] for r in outputs.list_runs(out)] == [ids[2]]
+
+
+def test_gc_and_runs_on_the_command_line(history, capsys):
+    out, ids = history
+    assert main(["runs", out]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and lines[2].startswith(f"* {ids[2]}")
+    assert main(["gc", out, "--keep", "-1"]) == 2  # usage error
+    assert "--keep must be >= 0" in capsys.readouterr().err
+    assert main(["gc", out]) == 2  # --keep is required
+    assert main(["gc", out, "--keep", "3", "--abandoned-after", "100000"]) == 0
+    assert capsys.readouterr().out.split() == ["deleted", outputs.run_url(out, ids[1])]
+    storage.write_bytes(storage.join(out, "LATEST"), b"{not json")
+    assert main(["gc", out, "--keep", "1"]) == 3  # a corrupt LATEST stops gc: bad data
+    assert len(storage.listdir(storage.join(out, "runs"))) == 6

@@ -1,0 +1,47 @@
+"""Worker loss: a worker process killed mid-training costs time, never a different result."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+from distributed import Client, LocalCluster
+
+from nsdist.config import load_config
+from nsdist.outputs import load
+from nsdist.pipeline import train
+from nsdist.synth import generate
+
+TRAIN = {"dim": 24, "epochs": 3, "min_count": 3, "shards": 2, "syncs_per_epoch": 4, "seed": 5}
+
+
+def test_killing_a_worker_mid_training_gives_identical_vectors(client, tmp_path):
+    files = generate(str(tmp_path / "corpus.txt"), tokens=300_000, seed=6)
+    cfg = load_config(None, TRAIN, environ={}, corpus=(files.corpus,), out=str(tmp_path / "killed"))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                      host="127.0.0.1") as cluster, Client(cluster) as own:
+        own.wait_for_workers(2)
+        result = {}
+        job = threading.Thread(target=lambda: result.setdefault("run", train(cfg, own)))
+        job.start()
+        # Wait until training is under way (a train task has finished), then kill a worker.
+        deadline = time.time() + 300
+        while not any(k.startswith("train-") for k in own.run_on_scheduler(
+                lambda dask_scheduler: [str(t.key) for t in dask_scheduler.tasks.values() if t.state == "memory"])):
+            assert time.time() < deadline and job.is_alive()
+            time.sleep(0.05)
+        pid = next(iter(own.run(os.getpid).values()))
+        assert job.is_alive()  # killed mid-training, not after
+        os.kill(pid, signal.SIGKILL)
+        job.join(timeout=600)
+        assert not job.is_alive() and "run" in result
+        assert pid not in own.run(os.getpid).values()  # the nanny started a new worker process
+
+    reference_cfg = load_config(None, TRAIN, environ={}, corpus=(files.corpus,), out=str(tmp_path / "reference"))
+    reference = load(train(reference_cfg, client).run_url)
+    killed = load(result["run"].run_url)
+    assert killed.vocab == reference.vocab
+    assert np.array_equal(killed.vectors, reference.vectors)
