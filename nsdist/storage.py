@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 import fsspec
 from fsspec.core import url_to_fs
+from fsspec.utils import get_protocol
 from fsspec.utils import infer_compression, read_block as _read_block
 
 from .errors import DataError, TransientError
@@ -187,8 +188,15 @@ def retry(fn: Callable[..., T]) -> Callable[..., T]:
 
 
 def filesystem(url: str, storage_options: Options = None):
-    """URL -> (fsspec filesystem, path inside it)."""
-    return url_to_fs(url, **dict(storage_options or {}))
+    """URL -> (fsspec filesystem, path inside it).
+
+    S3 listings are not cached: a long-lived reader (a service following LATEST, a test) would
+    otherwise be told a just-published manifest does not exist.
+    """
+    options = dict(storage_options or {})
+    if get_protocol(url) in ("s3", "s3a"):
+        options.setdefault("use_listings_cache", False)
+    return url_to_fs(url, **options)
 
 
 def is_local(fs) -> bool:
