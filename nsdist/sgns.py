@@ -48,6 +48,15 @@ def _loss(x):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
+def _longest(offsets, s_begin, s_end):  # pragma: no cover - compiled
+    """Length of the longest sentence in [s_begin, s_end): the subsampling buffer's size."""
+    longest = 0
+    for s in range(s_begin, s_end):
+        longest = max(longest, offsets[s + 1] - offsets[s])
+    return longest
+
+
+@numba.njit(cache=True, nogil=True)
 def subsample(ids, begin, end, keep, state, out):  # pragma: no cover - compiled
     """Copy ids[begin:end] into out, dropping each occurrence with probability 1 - keep[id]."""
     n = 0
@@ -75,10 +84,7 @@ def train_pairs(
     """
     dim = win.shape[1]
     total = max(offsets[s_end] - offsets[s_begin], 1)
-    longest = 0
-    for s in range(s_begin, s_end):
-        longest = max(longest, offsets[s + 1] - offsets[s])
-    sent = np.empty(longest, np.int32)
+    sent = np.empty(_longest(offsets, s_begin, s_end), np.int32)
     grad = np.empty(dim, np.float32)  # accumulated gradient for the context row (neu1e)
     loss = 0.0
     pairs = 0
@@ -146,10 +152,7 @@ def train_batch(
     """
     dim = win.shape[1]
     total = max(offsets[s_end] - offsets[s_begin], 1)
-    longest = 0
-    for s in range(s_begin, s_end):
-        longest = max(longest, offsets[s + 1] - offsets[s])
-    sent = np.empty(longest, np.int32)
+    sent = np.empty(_longest(offsets, s_begin, s_end), np.int32)
     width = 2 * window
     ctx = np.empty(width, np.int64)
     tgt = np.empty(negative + 1, np.int64)
