@@ -20,12 +20,14 @@ from .rng import next_random
 
 MAX_EXP = 6.0  # sigmoid is clipped outside [-6, 6], as in word2vec
 
-# softplus(x) = -log(sigmoid(-x)) tabulated on [-MAX_EXP, MAX_EXP]: the loss is a diagnostic,
-# and two transcendental calls per dot product cost a quarter of the batch kernel's time.
-# Linear interpolation keeps the tally within ~1e-6 of exact.
-_LOSS_STEPS = 4096
-_LOSS_X = np.linspace(-MAX_EXP, MAX_EXP, _LOSS_STEPS + 1)
-LOSS_TABLE = np.log1p(np.exp(_LOSS_X))
+# sigmoid and softplus tabulated on [-MAX_EXP, MAX_EXP] at bucket midpoints, as word2vec and
+# gensim do (they use 1000 buckets): exp() per dot product cost as much as the dot product.
+# The sigmoid is within 8e-4 of exact (the gradient's precision is far coarser than float32's
+# anyway); the loss is a diagnostic, within 3e-3 per term and unbiased on average.
+TABLE_STEPS = 2048
+_MIDPOINTS = (np.arange(TABLE_STEPS) + 0.5) * (2.0 * MAX_EXP / TABLE_STEPS) - MAX_EXP
+SIGMOID_TABLE = (1.0 / (1.0 + np.exp(-_MIDPOINTS))).astype(np.float32)
+SOFTPLUS_TABLE = np.log1p(np.exp(_MIDPOINTS))  # softplus(x) = log(1 + e^x) = -log(sigmoid(-x))
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -37,14 +39,26 @@ def _softplus(x):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _loss(x):  # pragma: no cover - compiled
-    """softplus(x), from LOSS_TABLE inside [-MAX_EXP, MAX_EXP]."""
-    if x <= -MAX_EXP or x >= MAX_EXP:
-        return _softplus(x)
-    pos = (x + MAX_EXP) * (_LOSS_STEPS / (2.0 * MAX_EXP))
-    i = np.int64(pos)
-    frac = pos - i
-    return LOSS_TABLE[i] * (1.0 - frac) + LOSS_TABLE[i + 1] * frac
+def _bucket(f):  # pragma: no cover - compiled
+    """Table index of f in (-MAX_EXP, MAX_EXP)."""
+    return min(np.int64((f + MAX_EXP) * (TABLE_STEPS / (2.0 * MAX_EXP))), TABLE_STEPS - 1)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def gradient(f, label, alpha):  # pragma: no cover - compiled
+    """(label - sigmoid(f)) * alpha and the pair's loss -log P(label | f), from the tables.
+
+    The loss is -log(sigmoid(f)) = softplus(-f) for the positive (label 1) and
+    -log(sigmoid(-f)) = softplus(f) for a negative; the tables are symmetric, so softplus(-f)
+    sits at bucket TABLE_STEPS - 1 - i.
+    """
+    if f >= MAX_EXP or f <= -MAX_EXP:
+        g = (label - np.float32(1.0)) * alpha if f > 0 else label * alpha
+        return g, _softplus(-np.float64(f)) if label > 0 else _softplus(np.float64(f))
+    i = _bucket(f)
+    if label > 0:
+        return (label - SIGMOID_TABLE[i]) * alpha, SOFTPLUS_TABLE[TABLE_STEPS - 1 - i]
+    return -SIGMOID_TABLE[i] * alpha, SOFTPLUS_TABLE[i]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -72,7 +86,52 @@ def subsample(ids, begin, end, keep, state, out):  # pragma: no cover - compiled
     return n, state
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
+def _dots(x, rows, n, out):  # pragma: no cover - compiled
+    """out[t] = x . rows[t] for t < n, three rows per pass over x (x is loaded once per three)."""
+    dim = x.shape[0]
+    t = 0
+    while t + 3 <= n:
+        f0 = np.float32(0.0)
+        f1 = np.float32(0.0)
+        f2 = np.float32(0.0)
+        for k in range(dim):
+            xk = x[k]
+            f0 += xk * rows[t, k]
+            f1 += xk * rows[t + 1, k]
+            f2 += xk * rows[t + 2, k]
+        out[t] = f0
+        out[t + 1] = f1
+        out[t + 2] = f2
+        t += 3
+    while t < n:
+        f0 = np.float32(0.0)
+        for k in range(dim):
+            f0 += x[k] * rows[t, k]
+        out[t] = f0
+        t += 1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _add_combination(y, coef, rows, n):  # pragma: no cover - compiled
+    """y += sum over t < n of coef[t] * rows[t], three rows per pass over y."""
+    dim = y.shape[0]
+    t = 0
+    while t + 3 <= n:
+        c0 = coef[t]
+        c1 = coef[t + 1]
+        c2 = coef[t + 2]
+        for k in range(dim):
+            y[k] += c0 * rows[t, k] + c1 * rows[t + 1, k] + c2 * rows[t + 2, k]
+        t += 3
+    while t < n:
+        c0 = coef[t]
+        for k in range(dim):
+            y[k] += c0 * rows[t, k]
+        t += 1
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
 def train_pairs(
     win, wout, ids, offsets, s_begin, s_end, keep, noise_prob, noise_alias,
     window, negative, alpha_start, alpha_end, state, n_in, n_out,
@@ -117,13 +176,8 @@ def train_pairs(
                     f = np.float32(0.0)
                     for k in range(dim):
                         f += win[ctx, k] * wout[target, k]
-                    if f > MAX_EXP:
-                        g = (label - np.float32(1.0)) * alpha
-                    elif f < -MAX_EXP:
-                        g = label * alpha
-                    else:
-                        g = (label - np.float32(1.0) / (np.float32(1.0) + np.exp(-f))) * alpha
-                    loss += _softplus(-np.float64(f)) if d == 0 else _softplus(np.float64(f))
+                    g, pair_loss = gradient(f, label, alpha)
+                    loss += pair_loss
                     for k in range(dim):
                         grad[k] += g * wout[target, k]
                     for k in range(dim):
@@ -148,7 +202,9 @@ def train_batch(
     F = win[C] @ wout[T].T, G = (labels - sigmoid(F)) * alpha, win[C] += G @ wout[T],
     wout[T] += G.T @ win[C], all from the same snapshot. The same number of dot products as
     the per-pair kernel, but each row is read once per window instead of once per pair, and
-    `negative` draws per window instead of per pair. Same signature and returns as train_pairs.
+    `negative` draws per window instead of per pair. The small products go three rows per
+    pass (register blocking: measured 2.2x over one dot product per pass with the sigmoid
+    computed in the same loop). Same signature and returns as train_pairs.
     """
     dim = win.shape[1]
     total = max(offsets[s_end] - offsets[s_begin], 1)
@@ -160,6 +216,8 @@ def train_batch(
     a = np.empty((width, dim), np.float32)  # snapshot of win[C]
     b = np.empty((negative + 1, dim), np.float32)  # snapshot of wout[T]
     g = np.empty((width, negative + 1), np.float32)
+    g_t = np.empty((negative + 1, width), np.float32)  # g transposed: contiguous per target
+    f = np.empty(negative + 1, np.float32)
     loss = 0.0
     pairs = 0
     done = 0
@@ -190,36 +248,25 @@ def train_batch(
                     lab[nt] = 0.0
                     nt += 1
             for c in range(nc):
-                for k in range(dim):
-                    a[c, k] = win[ctx[c], k]
-            for t in range(nt):
-                for k in range(dim):
-                    b[t, k] = wout[tgt[t], k]
-            for c in range(nc):
-                for t in range(nt):
-                    f = np.float32(0.0)
-                    for k in range(dim):
-                        f += a[c, k] * b[t, k]
-                    if f > MAX_EXP:
-                        g[c, t] = (lab[t] - np.float32(1.0)) * alpha
-                    elif f < -MAX_EXP:
-                        g[c, t] = lab[t] * alpha
-                    else:
-                        g[c, t] = (lab[t] - np.float32(1.0) / (np.float32(1.0) + np.exp(-f))) * alpha
-                    loss += _loss(-np.float64(f)) if t == 0 else _loss(np.float64(f))
-            for c in range(nc):
                 row = ctx[c]
-                for t in range(nt):
-                    gc = g[c, t]
-                    for k in range(dim):
-                        win[row, k] += gc * b[t, k]
-                n_in[row] += 1
+                for k in range(dim):
+                    a[c, k] = win[row, k]
             for t in range(nt):
                 row = tgt[t]
-                for c in range(nc):
-                    gc = g[c, t]
-                    for k in range(dim):
-                        wout[row, k] += gc * a[c, k]
-                n_out[row] += nc
+                for k in range(dim):
+                    b[t, k] = wout[row, k]
+            for c in range(nc):
+                _dots(a[c], b, nt, f)
+                for t in range(nt):
+                    gct, pair_loss = gradient(f[t], lab[t], alpha)
+                    g[c, t] = gct
+                    g_t[t, c] = gct
+                    loss += pair_loss
+            for c in range(nc):
+                _add_combination(win[ctx[c]], g[c], b, nt)
+                n_in[ctx[c]] += 1
+            for t in range(nt):
+                _add_combination(wout[tgt[t]], g_t[t], a, nc)
+                n_out[tgt[t]] += nc
             pairs += nc
     return loss, pairs, done, state

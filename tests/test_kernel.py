@@ -8,16 +8,38 @@ import pytest
 from nsdist.encode import Shard
 from nsdist.merge import merge_deltas
 from nsdist.model import Model, Tables, init_model
-from nsdist.sgns import subsample, train_batch, train_pairs
+from nsdist.sgns import SIGMOID_TABLE, SOFTPLUS_TABLE, TABLE_STEPS, subsample, train_batch, train_pairs
 from nsdist.shard import Delta, RoundSpec, round_words, train_shard
 
 
+def _bucket(x):
+    return min(int((x + 6.0) * TABLE_STEPS / 12.0), TABLE_STEPS - 1)
+
+
+def sigmoid(f):
+    """word2vec's sigmoid: 0 or 1 outside [-6, 6], tabulated inside (as the kernels use it)."""
+    if abs(f) >= 6:
+        return 1.0 if f > 0 else 0.0
+    return float(SIGMOID_TABLE[_bucket(f)])
+
+
+def softplus(x):
+    """log(1 + e^x): tabulated inside [-6, 6] (the kernels' loss), exact outside."""
+    return float(np.log1p(np.exp(x))) if abs(x) >= 6 else float(SOFTPLUS_TABLE[_bucket(x)])
+
+
 def sigmoid_grad(f, label, alpha):
-    if f > 6:
-        return (label - 1.0) * alpha
-    if f < -6:
-        return label * alpha
-    return (label - 1.0 / (1.0 + np.exp(-f))) * alpha
+    return (label - sigmoid(f)) * alpha
+
+
+def test_tables_are_close_to_exact():
+    x = np.linspace(-5.999, 5.999, 100_001)
+    approx_sigmoid = np.array([sigmoid(v) for v in x])
+    approx_softplus = np.array([softplus(v) for v in x])
+    assert np.abs(approx_sigmoid - 1 / (1 + np.exp(-x))).max() < 8e-4
+    assert np.abs(approx_softplus - np.log1p(np.exp(x))).max() < 3e-3
+    # Midpoint buckets: the errors cancel on average, so the loss tally is unbiased.
+    assert abs(np.mean(approx_softplus - np.log1p(np.exp(x)))) < 1e-5
 
 
 def reference_sgns(win, wout, sentence, window, neg_word, negative, alpha):
@@ -34,7 +56,7 @@ def reference_sgns(win, wout, sentence, window, neg_word, negative, alpha):
             for target, label in targets:
                 f = np.float32(win[ctx] @ wout[target])
                 g = np.float32(sigmoid_grad(f, label, alpha))
-                loss += np.log1p(np.exp(-f)) if label else np.log1p(np.exp(f))
+                loss += softplus(-f) if label else softplus(f)
                 grad += g * wout[target]
                 wout[target] += g * win[ctx]
                 n_out[target] += 1
@@ -75,8 +97,8 @@ def reference_batch(win, wout, sentence, window, neg_word, negative, alpha):
         labels = np.array([1.0] + [0.0] * (len(targets) - 1), np.float32)
         a, b = win[ctx].copy(), wout[targets].copy()
         f = a @ b.T
-        g = np.where(f > 6, labels - 1, np.where(f < -6, labels, labels - 1 / (1 + np.exp(-f)))) * alpha
-        loss += np.log1p(np.exp(-f[:, 0])).sum() + np.log1p(np.exp(f[:, 1:])).sum()
+        g = (labels - np.vectorize(sigmoid)(f)) * alpha
+        loss += sum(softplus(-v) for v in f[:, 0]) + sum(softplus(v) for v in f[:, 1:].ravel())
         np.add.at(win, ctx, (g @ b).astype(np.float32))
         np.add.at(wout, targets, (g.T @ a).astype(np.float32))
     return loss
