@@ -129,7 +129,7 @@ def run_one(client, corpus: str, truth: dict, workdir: str, label: str, shards: 
     dim = cfg.train.dim
     row = {
         "merge": label, "merge_key": merge, "shards": corpus_stats["shards"], "syncs": syncs,
-        "alpha_scale": epochs[0]["alpha_scale"], "epochs": len(epochs),
+        "alpha_scale": m.get("rate_multiplier", {}).get("max", 1.0), "epochs": len(epochs),
         "vocab_size": corpus_stats["vocab_size"], "raw_tokens": corpus_stats["raw_tokens"], "dim": dim,
         "model_bytes": 2 * corpus_stats["vocab_size"] * dim * 4,
         "words_trained": sum(e["words"] for e in epochs), "loss_last_epoch": epochs[-1]["loss"],

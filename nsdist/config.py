@@ -41,18 +41,30 @@ class TrainConfig:
     ns_exponent: float = 0.75
     seed: int = 1
     shards: int | None = None  # partitions of the corpus; None: 2 per worker thread
-    syncs_per_epoch: int = 4  # parameter-averaging rounds per epoch
+    syncs_per_epoch: int | None = None  # parameter-averaging rounds per epoch; None: see rounds()
     max_vocab: int | None = None
     max_sentence_length: int = 10000
     lowercase: bool = False
     merge: str = "mean"  # how shard deltas are averaged, see merge.py
-    alpha_scale: float | None = None  # shards' local rate = alpha * this; None: shard count, capped
+    alpha_scale: float | None = None  # uniform local rate multiplier; None: shard count, capped
+    rate_pivot: float | None = None  # per-row local rates (merge.shard_rates); None: uniform
     kernel: str = "batch"  # "batch": negatives shared per window (HogBatch); "pair": classic
+
+    def rounds(self, shards: int) -> int:
+        """Merges per epoch: ``syncs_per_epoch``, else 4, or 2 per shard past 2 shards.
+
+        More shards drift further apart between merges: on real text (11.3M tokens) 8 shards
+        scored analogy accuracy 0.120 at 4 syncs and 0.129 at 16 (1 shard: 0.131).
+
+        >>> TrainConfig().rounds(1), TrainConfig().rounds(8), TrainConfig(syncs_per_epoch=3).rounds(8)
+        (4, 16, 3)
+        """
+        return self.syncs_per_epoch or max(4, 2 * shards)
 
     def validate(self) -> "TrainConfig":
         positive = ("dim", "window", "epochs", "syncs_per_epoch", "max_sentence_length")
         for name in positive:
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("negative", "min_count"):
             if getattr(self, name) < 0:
@@ -68,6 +80,8 @@ class TrainConfig:
             )
         if self.sample < 0:
             raise ConfigError(f"train.sample must be >= 0 (0 disables subsampling), got {self.sample}")
+        if self.rate_pivot is not None and self.rate_pivot <= 0:
+            raise ConfigError(f"train.rate_pivot must be > 0 or unset, got {self.rate_pivot}")
         if self.alpha_scale is not None and self.alpha_scale <= 0:
             raise ConfigError(f"train.alpha_scale must be > 0 or unset, got {self.alpha_scale}")
         if self.merge not in MERGES:

@@ -30,11 +30,12 @@ class Tables:
     keep: np.ndarray  # float32 (V,)
     noise_prob: np.ndarray  # float32 (V,)
     noise_alias: np.ndarray  # int32 (V,)
+    rate: np.ndarray | None = None  # float32 (V,): per-row local rate multiplier (merge.shard_rates)
 
 
-def make_tables(counts: np.ndarray, sample: float, ns_exponent: float) -> Tables:
+def make_tables(counts: np.ndarray, sample: float, ns_exponent: float, rate: np.ndarray | None = None) -> Tables:
     prob, alias = noise_table(counts, ns_exponent)
-    return Tables(keep_probs(counts, sample), prob, alias)
+    return Tables(keep_probs(counts, sample), prob, alias, rate)
 
 
 def init_model(vocab_size: int, dim: int, seed: int) -> Model:

@@ -23,7 +23,7 @@ import logging
 import operator
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import dask
 import distributed
@@ -33,12 +33,12 @@ import pyarrow.compute as pc
 from distributed import Client, LocalCluster
 
 from . import __version__, storage
-from .config import ClusterConfig, JobConfig, config_from_dict
+from .config import ClusterConfig, JobConfig, TrainConfig, config_from_dict
 from .corpus import Block, plan_blocks, read_tokens
 from .counts import Counts, count_tokens, merge_counts
 from .encode import Shard, encode
 from .errors import ConfigError, DataError, TransientError
-from .merge import alpha_scale, merge_deltas
+from .merge import merge_deltas, shard_rates
 from .model import Model, init_model, make_tables
 from .outputs import claim_run, new_run_id, publish, read_npy, resolve_run, run_url, write_run_files
 from .shard import Delta, RoundSpec, round_words, train_shard
@@ -109,8 +109,17 @@ def _vocab_summary(vocab: Vocab, counts: Counts) -> dict:
             "sentences": counts.sentences, "distinct_words": counts.table.num_rows}
 
 
-def _tables(vocab: Vocab, sample: float, ns_exponent: float):
-    return make_tables(vocab.counts, sample, ns_exponent)
+def _tables(vocab: Vocab, t: TrainConfig, shards: int):
+    tables = make_tables(vocab.counts, t.sample, t.ns_exponent)
+    rate = shard_rates(vocab.counts, tables.keep, shards, t.rounds(shards), t.alpha, t.merge,
+                       t.alpha_scale, t.rate_pivot)
+    return replace(tables, rate=rate)
+
+
+def _rate_summary(tables) -> dict:
+    """The shards' per-row rate multipliers (merge.shard_rates), for the manifest."""
+    r = tables.rate
+    return {"min": float(r.min()), "median": float(np.median(r)), "max": float(r.max())} if len(r) else {}
 
 
 def _stats(delta: Delta) -> dict:
@@ -214,7 +223,7 @@ def encode_shards(client: Client, cfg: JobConfig, blocks: list[Block], vocab, n_
                       key=f"shard-{tag}-{s}")
         for s, pieces in enumerate(_shard_plan(sentences, n_shards))
     ]
-    rounds = t.syncs_per_epoch
+    rounds = t.rounds(n_shards)
     words = client.gather([client.submit(round_words, s, rounds, key=f"rw-{s.key}") for s in shards])
     return shards, np.array(words, dtype=np.int64).reshape(n_shards, rounds)
 
@@ -227,9 +236,8 @@ def train_epochs(client: Client, cfg: JobConfig, shards: list, words: np.ndarray
     Returns (model future, per-epoch metrics). The client only ever holds small statistics.
     """
     t = cfg.train
-    rounds = t.syncs_per_epoch
+    rounds = words.shape[1]
     total = t.epochs * int(words.sum())
-    scale = alpha_scale(len(shards), t.alpha, t.merge, t.alpha_scale)
     done = start_epoch * int(words.sum())
     epochs = []
     for epoch in range(start_epoch, t.epochs):
@@ -238,7 +246,6 @@ def train_epochs(client: Client, cfg: JobConfig, shards: list, words: np.ndarray
         for r in range(rounds):
             after = done + int(words[:, r].sum())
             a0, a1 = _schedule(t.alpha, t.min_alpha, done, total), _schedule(t.alpha, t.min_alpha, after, total)
-            a0, a1 = a0 * scale, a1 * scale
             deltas = [
                 client.submit(train_shard, shard, model, tables,
                               RoundSpec(epoch, r, rounds, s, a0, a1, t.window, t.negative, t.seed, t.kernel),
@@ -263,7 +270,6 @@ def train_epochs(client: Client, cfg: JobConfig, shards: list, words: np.ndarray
             "merge_bytes": sum(i["merge_bytes"] for i in infos),
             "merges": [{"seconds": i["merge_seconds"], "bytes": i["merge_bytes"]} for i in infos],
             "alpha_end": _schedule(t.alpha, t.min_alpha, done, total),
-            "alpha_scale": scale,
         }
         epochs.append(m)
         log.info("epoch %d/%d: loss %.4f, %.0f words/s, %.1f s (merge %.2f s, %.1f MB)", epoch + 1, t.epochs,
@@ -406,7 +412,8 @@ def train(cfg: JobConfig, client: Client, resume: str | None = None, init_from: 
     if words.sum() == 0:
         raise DataError("the corpus has no sentences with known words; check the corpus and min_count")
 
-    tables = client.submit(_tables, vocab, t.sample, t.ns_exponent, key=f"tables-{tag}")
+    tables = client.submit(_tables, vocab, t, n_shards, key=f"tables-{tag}")
+    rates = client.submit(_rate_summary, tables, key=f"rates-{tag}").result()
     warm = None
     if state:
         model = client.submit(_load_arrays, _checkpoint_url(run, state["epoch"] - 1), opts, key=f"model-{tag}-resumed")
@@ -446,6 +453,7 @@ def train(cfg: JobConfig, client: Client, resume: str | None = None, init_from: 
                    "fingerprint": fingerprint, "blocks": len(blocks), "shards": n_shards, **summary},
         "metrics": {"epochs": history, "count_seconds": count_seconds, "encode_seconds": encode_seconds,
                     "total_seconds": time.perf_counter() - t_start, "resumed_after_epoch": start or None,
+                    "rounds_per_epoch": int(words.shape[1]), "rate_multiplier": rates,
                     "client_peak_rss_bytes": _peak_rss()},
         "parent": warm,
         "files": written,

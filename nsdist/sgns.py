@@ -4,8 +4,9 @@ Skip-gram with negative sampling as in word2vec's C tool: for each (context, cen
 within a randomly shrunk window, the context word's input vector ``win[ctx]`` is trained to
 score the center word's output vector ``wout[center]`` high and ``negative`` noise words low.
 
-The kernels update ``win``/``wout`` in place (callers pass their own copies), count how often
-each row was updated (the merge weights rows by it) and return the loss in float64 (float32
+The kernels update ``win``/``wout`` in place (callers pass their own copies), scale each row's
+step by its ``rate`` (the shard's per-row rate multiplier, see merge.shard_rates; ones for plain
+SGD), count how often each row was updated (the merge weights rows by it) and return the loss in float64 (float32
 saturates after ~1e7 pairs; gensim's loss tally has exactly that bug). No Python runs per
 token and the GIL is released, so several tasks can train in threads of one worker.
 """
@@ -134,7 +135,7 @@ def _add_combination(y, coef, rows, n):  # pragma: no cover - compiled
 @numba.njit(cache=True, nogil=True, fastmath=True)
 def train_pairs(
     win, wout, ids, offsets, s_begin, s_end, keep, noise_prob, noise_alias,
-    window, negative, alpha_start, alpha_end, state, n_in, n_out,
+    window, negative, alpha_start, alpha_end, state, n_in, n_out, rate,
 ):  # pragma: no cover - compiled
     """Train sentences [s_begin, s_end) of a shard, one (context, center) pair at a time.
 
@@ -180,11 +181,13 @@ def train_pairs(
                     loss += pair_loss
                     for k in range(dim):
                         grad[k] += g * wout[target, k]
+                    g *= rate[target]
                     for k in range(dim):
                         wout[target, k] += g * win[ctx, k]
                     n_out[target] += 1
+                m = rate[ctx]
                 for k in range(dim):
-                    win[ctx, k] += grad[k]
+                    win[ctx, k] += m * grad[k]
                 n_in[ctx] += 1
                 pairs += 1
     return loss, pairs, done, state
@@ -193,7 +196,7 @@ def train_pairs(
 @numba.njit(cache=True, nogil=True, fastmath=True)
 def train_batch(
     win, wout, ids, offsets, s_begin, s_end, keep, noise_prob, noise_alias,
-    window, negative, alpha_start, alpha_end, state, n_in, n_out,
+    window, negative, alpha_start, alpha_end, state, n_in, n_out, rate,
 ):  # pragma: no cover - compiled
     """Train sentences [s_begin, s_end) with negatives shared across each context window.
 
@@ -218,6 +221,7 @@ def train_batch(
     g = np.empty((width, negative + 1), np.float32)
     g_t = np.empty((negative + 1, width), np.float32)  # g transposed: contiguous per target
     f = np.empty(negative + 1, np.float32)
+    coef = np.empty(max(width, negative + 1), np.float32)  # one row of g, times the row's rate
     loss = 0.0
     pairs = 0
     done = 0
@@ -263,10 +267,16 @@ def train_batch(
                     g_t[t, c] = gct
                     loss += pair_loss
             for c in range(nc):
-                _add_combination(win[ctx[c]], g[c], b, nt)
+                m = rate[ctx[c]]
+                for t in range(nt):
+                    coef[t] = g[c, t] * m
+                _add_combination(win[ctx[c]], coef, b, nt)
                 n_in[ctx[c]] += 1
             for t in range(nt):
-                _add_combination(wout[tgt[t]], g_t[t], a, nc)
+                m = rate[tgt[t]]
+                for c in range(nc):
+                    coef[c] = g_t[t, c] * m
+                _add_combination(wout[tgt[t]], coef, a, nc)
                 n_out[tgt[t]] += nc
             pairs += nc
     return loss, pairs, done, state

@@ -85,10 +85,11 @@ def train_shard(shard: Shard, model: Model, tables: Tables, spec: RoundSpec) -> 
     n_out = np.zeros(len(wout), np.uint32)
     begin, end = round_slice(shard.sentences, spec.round, spec.rounds)
     state = task_state(spec.seed, spec.epoch, spec.round, spec.shard)
+    rate = tables.rate if tables.rate is not None else np.ones(len(win), np.float32)
     loss, pairs, words, _ = KERNELS[spec.kernel](
         win, wout, shard.ids, shard.offsets, begin, end,
         tables.keep, tables.noise_prob, tables.noise_alias,
-        spec.window, spec.negative, spec.alpha_start, spec.alpha_end, state, n_in, n_out,
+        spec.window, spec.negative, spec.alpha_start, spec.alpha_end, state, n_in, n_out, rate,
     )
     seconds = time.perf_counter() - t0
     rows_in, d_in, c_in = _sparse(model.win, win, n_in)

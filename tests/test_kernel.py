@@ -7,6 +7,7 @@ import pytest
 
 from nsdist.encode import Shard
 from nsdist.merge import merge_deltas
+from nsdist.noise import noise_table
 from nsdist.model import Model, Tables, init_model
 from nsdist.sgns import SIGMOID_TABLE, SOFTPLUS_TABLE, TABLE_STEPS, subsample, train_batch, train_pairs
 from nsdist.shard import Delta, RoundSpec, round_words, train_shard
@@ -79,7 +80,8 @@ def test_kernel_equals_numpy_reference(sentence, window):
     ids, offsets = np.array(sentence, np.int32), np.array([0, len(sentence)], np.int64)
     n_in, n_out = np.zeros(V, np.uint32), np.zeros(V, np.uint32)
     loss, pairs, words, _ = train_pairs(win, wout, ids, offsets, 0, 1, np.ones(V, np.float32), prob, alias,
-                                        window, negative, alpha, alpha, np.uint64(7), n_in, n_out)
+                                        window, negative, alpha, alpha, np.uint64(7), n_in, n_out,
+                                        np.ones(V, np.float32))
     np.testing.assert_allclose(win, ref_in, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(wout, ref_out, rtol=1e-5, atol=1e-6)
     assert n_in.tolist() == ref_nin.tolist() and n_out.tolist() == ref_nout.tolist()
@@ -116,11 +118,38 @@ def test_batch_kernel_equals_numpy_reference(sentence):
     ids, offsets = np.array(sentence, np.int32), np.array([0, len(sentence)], np.int64)
     n_in, n_out = np.zeros(V, np.uint32), np.zeros(V, np.uint32)
     loss, pairs, words, _ = train_batch(win, wout, ids, offsets, 0, 1, np.ones(V, np.float32), prob, alias,
-                                        window, negative, alpha, alpha, np.uint64(7), n_in, n_out)
+                                        window, negative, alpha, alpha, np.uint64(7), n_in, n_out,
+                                        np.ones(V, np.float32))
     np.testing.assert_allclose(win, ref_in, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(wout, ref_out, rtol=1e-5, atol=1e-6)
     assert loss == pytest.approx(ref_loss, rel=1e-5)
     assert words == len(sentence) and pairs == 2 * len(sentence) - 2
+
+
+@pytest.mark.parametrize("kernel", [train_pairs, train_batch])
+def test_rate_scales_each_rows_step(kernel):
+    """A row's step is multiplied by its rate: rate c everywhere == alpha * c; rate 0 freezes a row."""
+    rng = np.random.default_rng(2)
+    V, dim, alpha = 8, 8, 0.05
+    win0 = rng.normal(0, 0.5, (V, dim)).astype(np.float32)
+    wout0 = rng.normal(0, 0.5, (V, dim)).astype(np.float32)
+    ids, offsets = np.array([0, 1, 2, 3, 1, 4, 5, 6, 2], np.int32), np.array([0, 5, 9], np.int64)
+    prob, alias = noise_table(np.arange(1, V + 1))
+
+    def trained(rate, a):
+        win, wout = win0.copy(), wout0.copy()
+        kernel(win, wout, ids, offsets, 0, 2, np.ones(V, np.float32), prob, alias, 2, 3, a, a, np.uint64(3),
+               np.zeros(V, np.uint32), np.zeros(V, np.uint32), rate)
+        return win, wout
+
+    doubled, fast = trained(np.full(V, 2.0, np.float32), alpha), trained(np.ones(V, np.float32), 2 * alpha)
+    np.testing.assert_allclose(doubled[0], fast[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(doubled[1], fast[1], rtol=1e-5, atol=1e-6)
+    frozen = np.ones(V, np.float32)
+    frozen[1] = 0.0
+    win, wout = trained(frozen, alpha)
+    assert np.array_equal(win[1], win0[1]) and np.array_equal(wout[1], wout0[1])
+    assert not np.array_equal(win[2], win0[2]) and not np.array_equal(wout[2], wout0[2])
 
 
 def test_subsample_keeps_the_expected_fraction():
