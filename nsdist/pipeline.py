@@ -240,8 +240,8 @@ def train_epochs(client: Client, cfg: JobConfig, shards: list, words: np.ndarray
     total = t.epochs * int(words.sum())
     done = start_epoch * int(words.sum())
     epochs = []
-    for epoch in range(start_epoch, t.epochs):
-        t0 = time.perf_counter()
+
+    def submit(epoch: int, model, done: int):
         stats, infos = [], []
         for r in range(rounds):
             after = done + int(words[:, r].sum())
@@ -256,8 +256,11 @@ def train_epochs(client: Client, cfg: JobConfig, shards: list, words: np.ndarray
             stats += [client.submit(_stats, d, key=f"stats-{d.key}") for d in deltas]
             infos.append(client.submit(_model_info, model, key=f"info-{model.key}"))
             done = after
+        return epoch, model, stats, infos, done
+
+    def collect(epoch: int, model, stats, infos, done: int, seconds: float) -> None:
         stats, infos = client.gather(stats), client.gather(infos)
-        seconds = time.perf_counter() - t0
+        seconds = time.perf_counter() - seconds
         m = {
             "epoch": epoch + 1,
             "loss": sum(s["loss"] for s in stats) / max(sum(s["pairs"] for s in stats), 1),
@@ -276,6 +279,19 @@ def train_epochs(client: Client, cfg: JobConfig, shards: list, words: np.ndarray
                  m["loss"], m["words_per_second"], seconds, m["merge_seconds"], m["merge_bytes"] / 1e6)
         if on_epoch is not None:
             on_epoch(epoch, model, m)
+
+    # Epoch e + 1 is submitted before epoch e's results are collected and checkpointed, so the
+    # workers never wait for the client between epochs (the checkpoint task runs alongside).
+    pending, started = None, time.perf_counter()
+    for epoch in range(start_epoch, t.epochs):
+        submitted = submit(epoch, model, done)
+        model, done = submitted[1], submitted[4]
+        if pending is not None:
+            collect(*pending, started)
+            started = time.perf_counter()
+        pending = submitted
+    if pending is not None:
+        collect(*pending, started)
     return model, epochs
 
 
