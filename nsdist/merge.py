@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import time
 
+import numba
 import numpy as np
 
 MAX_SHARD_ALPHA = 0.2  # local learning rate cap (see above)
@@ -48,23 +49,40 @@ from .model import Model
 from .shard import Delta
 
 
+@numba.njit(cache=True, nogil=True)
+def _accumulate(num, den, rows, delta, counts, weighted):  # pragma: no cover - compiled
+    """num[rows] += w * delta, den[rows] += w; w = counts (weighted) or 1. Rows are unique."""
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        w = np.float32(counts[i]) if weighted else np.float32(1.0)
+        for k in range(num.shape[1]):
+            num[r, k] += delta[i, k] * w
+        den[r] += w
+
+
+@numba.njit(cache=True, nogil=True)
+def _apply(out, num, den):  # pragma: no cover - compiled
+    for r in range(out.shape[0]):
+        if den[r] > 0:
+            d = np.float32(den[r])
+            for k in range(out.shape[1]):
+                out[r, k] += num[r, k] / d
+
+
 def _merge_matrix(base: np.ndarray, parts, how: str) -> np.ndarray:
-    """parts: (rows, delta, counts) per shard, in shard order (fixed order: deterministic sums)."""
+    """parts: (rows, delta, counts) per shard, in shard order (fixed order: deterministic sums).
+
+    Compiled loops over the touched rows: numpy's fancy-indexed adds took 0.1 s per matrix and
+    merge at 31k x 100, a tenth of an epoch's time with 2 workers.
+    """
     out = base.copy()
     num = np.zeros_like(base)
     den = np.zeros(len(base), np.float64)
     for rows, delta, counts in parts:
-        if how == "weighted":
-            w = counts.astype(np.float32)
-            num[rows] += delta * w[:, None]
-            den[rows] += w
-        else:
-            num[rows] += delta
-            den[rows] += 1.0
+        _accumulate(num, den, rows, delta, counts, how == "weighted")
     if how == "mean":
         den[:] = len(parts)
-    touched = np.flatnonzero(den)
-    out[touched] += num[touched] / den[touched, None].astype(np.float32)
+    _apply(out, num, den)
     return out
 
 
