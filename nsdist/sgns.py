@@ -114,19 +114,19 @@ def _dots(x, rows, n, out):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _add_combination(y, coef, rows, n):  # pragma: no cover - compiled
-    """y += sum over t < n of coef[t] * rows[t], three rows per pass over y."""
+def _add_combination(y, scale, coef, rows, n):  # pragma: no cover - compiled
+    """y += scale * sum over t < n of coef[t] * rows[t], three rows per pass over y."""
     dim = y.shape[0]
     t = 0
     while t + 3 <= n:
-        c0 = coef[t]
-        c1 = coef[t + 1]
-        c2 = coef[t + 2]
+        c0 = coef[t] * scale
+        c1 = coef[t + 1] * scale
+        c2 = coef[t + 2] * scale
         for k in range(dim):
             y[k] += c0 * rows[t, k] + c1 * rows[t + 1, k] + c2 * rows[t + 2, k]
         t += 3
     while t < n:
-        c0 = coef[t]
+        c0 = coef[t] * scale
         for k in range(dim):
             y[k] += c0 * rows[t, k]
         t += 1
@@ -221,7 +221,6 @@ def train_batch(
     g = np.empty((width, negative + 1), np.float32)
     g_t = np.empty((negative + 1, width), np.float32)  # g transposed: contiguous per target
     f = np.empty(negative + 1, np.float32)
-    coef = np.empty(max(width, negative + 1), np.float32)  # one row of g, times the row's rate
     loss = 0.0
     pairs = 0
     done = 0
@@ -267,16 +266,10 @@ def train_batch(
                     g_t[t, c] = gct
                     loss += pair_loss
             for c in range(nc):
-                m = rate[ctx[c]]
-                for t in range(nt):
-                    coef[t] = g[c, t] * m
-                _add_combination(win[ctx[c]], coef, b, nt)
+                _add_combination(win[ctx[c]], rate[ctx[c]], g[c], b, nt)
                 n_in[ctx[c]] += 1
             for t in range(nt):
-                m = rate[tgt[t]]
-                for c in range(nc):
-                    coef[c] = g_t[t, c] * m
-                _add_combination(wout[tgt[t]], coef, a, nc)
+                _add_combination(wout[tgt[t]], rate[tgt[t]], g_t[t], a, nc)
                 n_out[tgt[t]] += nc
             pairs += nc
     return loss, pairs, done, state
