@@ -33,7 +33,7 @@ def _is_parquet(url: str) -> bool:
     return url.endswith((".parquet", ".parq", ".pq"))
 
 
-def plan_blocks(urls, storage_options=None, blocksize: int = 64 * 2**20) -> list[Block]:
+def plan_blocks(urls, storage_options=None, blocksize: int = 16 * 2**20) -> list[Block]:
     """Expand URLs/globs into blocks of about ``blocksize`` bytes (client side, metadata only)."""
     blocks = []
     for url, size in storage.expand(urls, storage_options):
@@ -54,23 +54,31 @@ def tokenize(data: bytes, lowercase: bool = False) -> pa.ListArray:
     >>> tokenize(b" a b\\n\\nc  d e \\n").to_pylist()
     [['a', 'b'], [], ['c', 'd', 'e'], []]
     """
-    # Invalid UTF-8 is replaced rather than rejected: one bad byte in a 100 GB crawl should
-    # not fail the job, and the replacement character never survives min_count anyway.
-    text = pa.array([data.decode("utf-8", errors="replace")], type=pa.large_string())
+    if data.isascii():
+        # ASCII (most English corpora): the ASCII kernels are 2x faster, same tokens.
+        text = pa.array([data], type=pa.large_binary()).cast(pa.large_string())
+        lower, split = pc.ascii_lower, pc.ascii_split_whitespace
+    else:
+        # Invalid UTF-8 is replaced rather than rejected: one bad byte in a 100 GB crawl should
+        # not fail the job, and the replacement character never survives min_count anyway.
+        text = pa.array([data.decode("utf-8", errors="replace")], type=pa.large_string())
+        lower, split = pc.utf8_lower, pc.utf8_split_whitespace
     if lowercase:
-        text = pc.utf8_lower(text)
+        text = lower(text)
     lines = pc.list_flatten(pc.split_pattern(text, "\n"))
-    return _drop_empty(pc.utf8_split_whitespace(lines))
+    return _drop_empty(split(lines))
 
 
 def _drop_empty(lists: pa.ListArray) -> pa.LargeListArray:
     """Remove the '' tokens that leading/trailing whitespace and empty lines produce."""
     flat = pc.list_flatten(lists)
-    keep = pc.not_equal(flat, "")
-    parents = pc.filter(pc.list_parent_indices(lists), keep).to_numpy()
-    offsets = np.zeros(len(lists) + 1, np.int64)
-    np.cumsum(np.bincount(parents, minlength=len(lists)), out=offsets[1:])
-    return pa.LargeListArray.from_arrays(pa.array(offsets), pc.filter(flat, keep))
+    keep = np.asarray(pc.binary_length(flat)) > 0
+    # A list's new end is the number of kept tokens before its old end.
+    kept_before = np.zeros(len(keep) + 1, np.int64)
+    np.cumsum(keep, out=kept_before[1:])
+    old = np.asarray(lists.offsets, dtype=np.int64)
+    offsets = kept_before[old - old[0]]
+    return pa.LargeListArray.from_arrays(pa.array(offsets), flat.filter(pa.array(keep)))
 
 
 def _lower_lists(tokens: pa.ListArray) -> pa.ListArray:
