@@ -31,6 +31,19 @@ def test_tokenize(text, expected):
     assert tokenize(text.encode()).to_pylist() == expected
 
 
+def test_ascii_and_unicode_paths_agree():
+    """ASCII blocks take Arrow's ASCII kernels; one non-ASCII byte switches to the UTF-8 ones."""
+    rng = np.random.default_rng(0)
+    words = ["The", "cat", "SAT", "", " ", "\t", "\n", "\r\n", "\n\n", "  on", "a\x0bb", "mat\x0c"]
+    ascii_text = "".join(rng.choice(words, 5_000)) + "\n"
+    for lowercase in (False, True):
+        fast = tokenize(ascii_text.encode(), lowercase).to_pylist()
+        slow = tokenize((ascii_text + "\u00e9").encode(), lowercase).to_pylist()
+        expected = [line.lower().split() if lowercase else line.split() for line in ascii_text.split("\n")]
+        assert fast == expected
+        assert slow[:-1] == fast[:-1] and slow[-1] == ["\u00e9"]
+
+
 def test_tokenize_lowercase_and_bad_utf8():
     assert tokenize("Ab CD\n".encode(), lowercase=True).to_pylist() == [["ab", "cd"], []]
     assert tokenize(b"ok \xff\xfe ok").to_pylist() == [["ok", "\ufffd\ufffd", "ok"]]
