@@ -15,17 +15,18 @@ corpus first so numba compilation is not timed) and run one after the other.
 
 Merge strategies (``--merges``, rows labelled as in the table):
 
-* ``mean``: the default; shards train at ``alpha * alpha_scale`` (the shard count, capped
-  so the local rate is <= 0.2) and the merge averages over all shards;
+* ``mean``: the default; shards train at ``alpha`` times the shard count (capped so the local
+  rate is <= 0.2) and the merge averages over all shards;
 * ``mean-plain``: ``mean`` with ``alpha_scale=1`` (plain averaging); added whenever ``mean``
   is listed, unless ``--no-plain``;
+* ``mean-rows``: ``mean`` with per-row local rates (``rate_pivot=10``, see nsdist/merge.py);
 * ``weighted``, ``touched``: per-row merges, trained with scale 1 (their default).
 
 With one shard every strategy computes the same model (a merge of one delta is that delta and
 the scale is 1), so shards=1 is trained once per syncs value and shown in every group as the
 baseline of the ``d ...`` (delta vs 1 shard) columns.
 
-Columns: ``scale`` (alpha_scale used), ``analogy`` (3CosAdd accuracy), ``clus@10`` (planted
+Columns: ``scale`` (largest per-row rate multiplier used), ``analogy`` (3CosAdd accuracy), ``clus@10`` (planted
 cluster precision@10), ``pair rho`` (Spearman), ``d ...`` (minus the 1-shard run with the same
 syncs), ``merges`` (merge tasks over all epochs = epochs x syncs), ``KB/merge`` and
 ``ms/merge`` (mean over merges of the deltas' size fed to one merge task and of its compute
@@ -47,11 +48,12 @@ import sys
 import tempfile
 import time
 
-VARIANTS = {  # label -> (merge, alpha_scale override)
-    "mean": ("mean", None),
-    "mean-plain": ("mean", 1.0),
-    "weighted": ("weighted", None),
-    "touched": ("touched", None),
+VARIANTS = {  # label -> (merge, alpha_scale override, rate_pivot)
+    "mean": ("mean", None, None),
+    "mean-plain": ("mean", 1.0, None),
+    "mean-rows": ("mean", None, 10.0),
+    "weighted": ("weighted", None, None),
+    "touched": ("touched", None, None),
 }
 
 
@@ -105,11 +107,13 @@ def run_one(client, corpus: str, truth: dict, workdir: str, label: str, shards: 
     from nsdist.config import load_config
     from nsdist.pipeline import train
 
-    merge, scale = VARIANTS[label]
+    merge, scale, pivot = VARIANTS[label]
     overrides = {"epochs": a.epochs, "seed": a.train_seed, "dim": a.dim, "shards": shards,
                  "syncs_per_epoch": syncs, "merge": merge, "checkpoint_every": 0, **extra}
     if scale is not None:
         overrides["alpha_scale"] = scale
+    if pivot is not None:
+        overrides.setdefault("rate_pivot", pivot)  # --set rate_pivot=... wins
     out = tempfile.mkdtemp(prefix=f"run-{label}-{shards}-{syncs}-", dir=workdir)
     cfg = load_config(None, overrides, environ={}, corpus=(corpus,), out=out)
     watch = CpuWatch()

@@ -47,14 +47,15 @@ class TrainConfig:
     lowercase: bool = False
     merge: str = "mean"  # how shard deltas are averaged, see merge.py
     alpha_scale: float | None = None  # uniform local rate multiplier; None: shard count, capped
-    rate_pivot: float | None = None  # per-row local rates (merge.shard_rates); None: uniform
+    rate_pivot: float | None = 1000.0  # per-row local rates (merge.shard_rates); None: uniform
     kernel: str = "batch"  # "batch": negatives shared per window (HogBatch); "pair": classic
 
     def rounds(self, shards: int) -> int:
         """Merges per epoch: ``syncs_per_epoch``, else 4, or 2 per shard past 2 shards.
 
-        More shards drift further apart between merges: on real text (11.3M tokens) 8 shards
-        scored analogy accuracy 0.120 at 4 syncs and 0.129 at 16 (1 shard: 0.131).
+        More shards drift further apart between merges: on real text (11.3M tokens, analogy
+        accuracy, 1 shard 0.134) 8 shards scored 0.094 at 4 syncs and 0.117 at 16 with a
+        uniform local rate, 0.120 and 0.129 with per-row rates (rate_pivot 80, see merge.py).
 
         >>> TrainConfig().rounds(1), TrainConfig().rounds(8), TrainConfig(syncs_per_epoch=3).rounds(8)
         (4, 16, 3)

@@ -7,26 +7,25 @@ and 0.04 with 8). Summing the deltas instead diverges (4 shards on the planted c
 on real text): a frequent row converges within a round in every shard, and S such moves
 overshoot.
 
-So shards scale their local steps (``shard_rates``) and the ``mean`` merge divides by S. By
-default every row's rate is S: in the linear regime the mean of the S deltas then equals
-sequential SGD's sum of per-occurrence steps at ``alpha``, and rows that converge within a
-round average to the converged value instead of overshooting. Measured (mean of 3 seeds,
-planted corpus, 300k tokens): analogy accuracy 0.73 / 0.78 / 0.91 / 0.98 at 1 / 2 / 4 / 8
-shards. On real text the uniform rate costs quality, and a per-row rate (``rate_pivot``) does
-better there:
-- a rare row (a shard sees it a few times per round) is in SGD's linear regime: at rate S the
-  mean of the S deltas equals sequential SGD's sum of per-occurrence steps at ``alpha``;
-- a frequent row (hundreds of updates per shard and round) is at its local equilibrium in every
-  shard: at rate 1 the mean is what sequential SGD reaches, with S times less noise, and the
-  high local rate that would overshoot it is avoided.
-With ``rate_pivot`` P the multiplier falls smoothly from S to 1 with the row's expected kept
-occurrences per shard and round, o: rate = 1 + (S - 1) / (1 + o / P). Measured on real text
-(11.3M tokens, questions-words analogy accuracy; 1 shard: 0.134 / 0.128 for seeds 1 / 2), 8
-shards at 4 syncs per epoch: uniform rate 0.094 / 0.095; per-row 0.120 / 0.118 (P = 10),
-0.120 (100), 0.099 (1000), 0.093 (1); at 16 syncs uniform 0.117 / 0.102, per-row (P = 10)
-0.129. It is not the default because on the small planted corpus it under-trains: 2 shards
-lose 0.28 cluster precision at P = 10 and 0.06 at P = 100 against 1 shard. The local rate is
-capped at MAX_SHARD_ALPHA: at 0.8 local training diverged (32 shards, uniform rate).
+So shards scale their local steps (``shard_rates``) and the ``mean`` merge divides by S:
+- a rare row (few occurrences per round) is in SGD's linear regime: at rate S the mean of the
+  S deltas equals sequential SGD's sum of per-occurrence steps at ``alpha``;
+- a frequent row (thousands of updates per round) is at its local equilibrium in every shard:
+  at rate 1 the mean is what sequential SGD reaches, with less noise, and the S-fold local
+  rate that would overshoot it is avoided.
+The multiplier falls smoothly from S to 1 with the row's expected kept occurrences per round
+(over all shards), o: rate = 1 + (S - 1) / (1 + o / P), P = ``rate_pivot`` (default 1000;
+unset: S for every row). It is capped so the local rate stays <= MAX_SHARD_ALPHA: at 0.8
+local training diverged (32 shards, uniform rate).
+
+Measured (analogy accuracy; rounds per epoch 4 at 2 shards, 16 at 8; one run each):
+- real text, 11.3M tokens, questions-words (1 shard: 0.134 / 0.128 for seeds 1 / 2), 8 shards:
+  uniform rate 0.117 / 0.102; P = 1000: 0.127 / 0.120; P = 300: 0.130 / 0.124; P = 80: 0.129
+  / 0.122. At 4 rounds per epoch: uniform 0.094 / 0.095.
+- planted corpus, 300k tokens (1 shard: 0.735, cluster precision 0.89): uniform and P = 1000
+  both gain with shards (8 shards: 0.909 / 0.951 and 0.905 / 0.948), but small pivots under-train:
+  2 shards lose 0.10 cluster precision at P = 80 and 0.02-0.05 at P = 300 (batch / pair kernel),
+  which is why the default is 1000.
 
 Strategies (``train.merge``), for a row r and the shards s that return a delta d_s[r]:
 - ``mean``:     r += sum_s d_s[r] / S            (plain average over all S shards)
@@ -102,14 +101,15 @@ def shard_rates(counts: np.ndarray, keep: np.ndarray, shards: int, rounds: int, 
     ``counts``: corpus counts; ``keep``: subsampling keep-probabilities. ``scale`` forces one
     uniform multiplier. Without ``pivot`` every row gets the shard count (capped); with it the
     multiplier falls from there to 1 as o / pivot grows (o: the row's expected kept occurrences
-    per shard and round). Only the ``mean`` merge divides every row by S; the per-row merges
-    keep the full update of rows one shard touched, so scaling would multiply those: they get 1.
+    per round, counts * keep / rounds). Only the ``mean`` merge divides every row by S; the
+    per-row merges keep the full update of rows one shard touched, so scaling would multiply
+    those: they get 1.
 
     >>> shard_rates(np.array([10**6, 1]), np.ones(2), shards=8, rounds=16, alpha=0.025).tolist()
     [8.0, 8.0]
-    >>> r = shard_rates(np.array([10**6, 1280, 1]), np.ones(3), 8, 16, 0.025, pivot=10)
+    >>> r = shard_rates(np.array([10**6, 160, 1]), np.ones(3), 8, 16, 0.025, pivot=10)
     >>> [round(float(x), 2) for x in r]
-    [1.01, 4.5, 7.99]
+    [1.0, 4.5, 7.96]
     >>> round(float(shard_rates(np.array([1]), np.ones(1), 64, 4, 0.025)[0]), 2)  # capped: 0.2 / 0.025
     8.0
     >>> one = (np.array([5]), np.ones(1), 4, 4, 0.025)
@@ -124,5 +124,5 @@ def shard_rates(counts: np.ndarray, keep: np.ndarray, shards: int, rounds: int, 
         return np.ones(n, np.float32)
     if pivot is None:
         return np.full(n, top, np.float32)
-    occurrences = np.asarray(counts, np.float64) * np.asarray(keep, np.float64) / (shards * rounds)
+    occurrences = np.asarray(counts, np.float64) * np.asarray(keep, np.float64) / rounds
     return (1.0 + (top - 1.0) / (1.0 + occurrences / pivot)).astype(np.float32)

@@ -30,6 +30,11 @@ def test_precedence(tmp_path):
     assert explicit.out == "other" and explicit.cluster.workers == 1
 
 
+def test_rate_pivot_null_means_uniform_rates():
+    assert load_config(None, parse_set(["rate_pivot=null"]), environ={}).train.rate_pivot is None
+    assert load_config(None, {}, environ={}).train.rate_pivot == 1000
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["dimm=5"], "unknown config key 'dimm'"),
     (["train.dimm=5"], "unknown config key 'train.dimm'"),
@@ -37,6 +42,8 @@ def test_precedence(tmp_path):
     (["sample=yes"], "'train.sample' must be of type float"),
     (["dim=0"], "train.dim must be >= 1"),
     (["merge=sum"], "train.merge must be one of"),
+    (["rate_pivot=0"], "train.rate_pivot must be > 0 or unset"),
+    (["syncs_per_epoch=0"], "train.syncs_per_epoch must be >= 1"),
     (["min_alpha=0.5"], "min_alpha"),
     (["dim"], "--set expects key=value"),
 ])
