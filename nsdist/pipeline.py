@@ -258,9 +258,14 @@ def train_epochs(client: Client, cfg: JobConfig, shards: list, words: np.ndarray
             done = after
         return epoch, model, stats, infos, done
 
-    def collect(epoch: int, model, stats, infos, done: int, seconds: float) -> None:
+    last_end = [time.perf_counter()]
+
+    def collect(epoch: int, model, stats, infos, done: int) -> None:
         stats, infos = client.gather(stats), client.gather(infos)
-        seconds = time.perf_counter() - seconds
+        # From the previous epoch's end (not from this collection's start: the next epoch is
+        # already running while the client checkpoints this one).
+        seconds = time.perf_counter() - last_end[0]
+        last_end[0] += seconds
         m = {
             "epoch": epoch + 1,
             "loss": sum(s["loss"] for s in stats) / max(sum(s["pairs"] for s in stats), 1),
@@ -282,16 +287,15 @@ def train_epochs(client: Client, cfg: JobConfig, shards: list, words: np.ndarray
 
     # Epoch e + 1 is submitted before epoch e's results are collected and checkpointed, so the
     # workers never wait for the client between epochs (the checkpoint task runs alongside).
-    pending, started = None, time.perf_counter()
+    pending = None
     for epoch in range(start_epoch, t.epochs):
         submitted = submit(epoch, model, done)
         model, done = submitted[1], submitted[4]
         if pending is not None:
-            collect(*pending, started)
-            started = time.perf_counter()
+            collect(*pending)
         pending = submitted
     if pending is not None:
-        collect(*pending, started)
+        collect(*pending)
     return model, epochs
 
 
@@ -450,7 +454,9 @@ def train(cfg: JobConfig, client: Client, resume: str | None = None, init_from: 
         if cfg.checkpoint_every <= 0 or (epoch + 1) % cfg.checkpoint_every or epoch + 1 == t.epochs:
             return
         url = _checkpoint_url(run, epoch)
-        nbytes = client.submit(_save_arrays, model_future, url, opts, key=f"checkpoint-{tag}-{epoch}").result()
+        # High priority: otherwise it queues behind the next epoch's training tasks.
+        nbytes = client.submit(_save_arrays, model_future, url, opts, key=f"checkpoint-{tag}-{epoch}",
+                               priority=10).result()
         done = {"epoch": epoch + 1, "shards": n_shards, "corpus_fingerprint": fingerprint,
                 "vocab_sha256": digest, "metrics": history, "warm_start": warm}
         storage.write_bytes(storage.join(url, "state.json"), storage.dump_json(done), opts)
