@@ -7,8 +7,9 @@ Read top to bottom, ``train`` is the whole job:
 3. encode blocks into int32 ids, regroup them into ``shards`` equal training shards that
    stay on the workers for all epochs;
 4. for each epoch and each of ``syncs_per_epoch`` rounds: every shard trains its slice from
-   the current global model and returns a sparse delta; one merge task averages them into the
-   next global model. The learning rate follows global progress, not each shard's;
+   the current global model and returns a sparse delta; a fixed tree of merge tasks sums them
+   and one task averages the sum into the next global model. The learning rate follows global
+   progress, not each shard's;
 5. write the output files from a worker, then the manifest, then LATEST.
 
 Every task is a deterministic function of its inputs (random states derive from the seed,
@@ -17,6 +18,7 @@ epoch, round and shard), so a task retried after a worker dies reproduces its re
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -38,7 +40,7 @@ from .corpus import Block, plan_blocks, read_tokens
 from .counts import Counts, count_tokens, merge_counts
 from .encode import Shard, encode
 from .errors import ConfigError, DataError, TransientError
-from .merge import merge_deltas, shard_rates
+from .merge import apply_sum, shard_rates, sum_deltas
 from .model import Model, init_model, make_tables
 from .outputs import claim_run, new_run_id, publish, read_npy, resolve_run, run_url, write_run_files
 from .shard import Delta, RoundSpec, round_words, train_shard
@@ -135,6 +137,9 @@ def _write_outputs(url: str, vocab: Vocab, model: Model, storage_options) -> dic
 
 
 # ---------------------------------------------------------------- helpers
+
+MERGE_FAN_IN = 8  # deltas per merge task: a round with S shards runs about S / 7 merge tasks
+
 
 def _tree_reduce(client: Client, fn, futures: list, key: str, fan_in: int = 8):
     """Reduce futures with ``fn(*group)`` in a tree on the workers; returns one future."""
@@ -252,7 +257,10 @@ def train_epochs(client: Client, cfg: JobConfig, shards: list, words: np.ndarray
                               key=f"train-{tag}-{epoch}-{r}-{s}")
                 for s, shard in enumerate(shards)
             ]
-            model = client.submit(merge_deltas, model, *deltas, how=t.merge, key=f"model-{tag}-{epoch}-{r}")
+            # Sum the deltas in a fixed tree on the workers (fan-in MERGE_FAN_IN), then apply.
+            summed = _tree_reduce(client, functools.partial(sum_deltas, how=t.merge), deltas,
+                                 key=f"merge-{tag}-{epoch}-{r}", fan_in=MERGE_FAN_IN)
+            model = client.submit(apply_sum, model, summed, how=t.merge, key=f"model-{tag}-{epoch}-{r}")
             stats += [client.submit(_stats, d, key=f"stats-{d.key}") for d in deltas]
             infos.append(client.submit(_model_info, model, key=f"info-{model.key}"))
             done = after
@@ -276,7 +284,8 @@ def train_epochs(client: Client, cfg: JobConfig, shards: list, words: np.ndarray
             "kernel_seconds": sum(s["seconds"] for s in stats),
             "merge_seconds": sum(i["merge_seconds"] for i in infos),
             "merge_bytes": sum(i["merge_bytes"] for i in infos),
-            "merges": [{"seconds": i["merge_seconds"], "bytes": i["merge_bytes"]} for i in infos],
+            "merges": [{"seconds": i["merge_seconds"], "bytes": i["merge_bytes"], "tasks": i["merge_tasks"]}
+                       for i in infos],
             "alpha_end": _schedule(t.alpha, t.min_alpha, done, total),
         }
         epochs.append(m)
