@@ -1,7 +1,10 @@
 """Parameter averaging: merge shard deltas into a new global model. Average, never sum.
 
-The merge runs on the workers as a tree: ``sum_deltas`` adds deltas (or partial sums) row by
-row, ``apply_sum`` adds the averaged total to the old model; ``merge_deltas`` is both in one.
+The merge runs on the workers as a tree of fixed shape: ``sum_deltas`` adds up to fan-in
+deltas (or partial sums) row by row into a ``Partial``; the root, ``apply_sum``, sums its own
+inputs the same way and adds the averaged total to the old model. With at most fan-in shards the
+tree is that one task (``merge_deltas``). Every rule below is per row, so a partial carries, for
+the union of its touched rows, the numerator sum_s w_s d_s[r] and the denominator sum_s w_s.
 
 Averaging S shards' deltas divides every shared row's progress by S: at equal epochs the
 model then learns as if trained with alpha / S (planted corpus, 300k tokens, 5 epochs: analogy
@@ -67,9 +70,11 @@ class Partial:
     num_out: np.ndarray
     den_out: np.ndarray
     shards: int  # deltas summed
-    seconds: float  # compute time of this node and the nodes below it
-    moved: int  # bytes fed into this node and the nodes below it
+    seconds: float  # compute time of this node and the nodes below it (summed, not wall time)
+    moved: int  # bytes of the deltas and partials fed into this node and the nodes below it
     tasks: int  # merge tasks in this subtree
+    levels: int  # its depth in merge tasks (1: it summed deltas)
+    delta_bytes: int  # bytes of the shard deltas at its leaves
 
     @property
     def nbytes(self) -> int:
@@ -109,14 +114,8 @@ def _terms(item, matrix: int, weighted: bool):
     return rows, delta, w, w
 
 
-def sum_deltas(*items: Delta | Partial, how: str = "weighted") -> Partial:
-    """One node of the merge tree: sum shard deltas (or partial sums) row by row.
-
-    Float sums are associative only up to rounding, so the tree's shape and the order of its
-    inputs are fixed by the caller (shard order): same seed and shard count, same bits. A flat
-    sum of all deltas gives exactly the single-task merge's result.
-    """
-    t0 = time.perf_counter()
+def _sums(items, how: str) -> list:
+    """[rows, num, den] of win then wout: the inputs added row by row in the order given."""
     sums = []
     for matrix in (0, 1):
         terms = [_terms(x, matrix, how == "weighted") for x in items]
@@ -127,35 +126,62 @@ def sum_deltas(*items: Delta | Partial, how: str = "weighted") -> Partial:
         for part_rows, values, scale, weight in terms:
             _accumulate(num, den, np.searchsorted(rows, part_rows), values, scale, weight)
         sums += [rows, num, den]
+    return sums
+
+
+def _lineage(items) -> dict:
+    """What the tree below a node cost: shards, seconds, bytes moved, tasks, depth, delta bytes."""
     below = [x for x in items if isinstance(x, Partial)]
-    return Partial(
-        *sums,
-        shards=sum(x.shards if isinstance(x, Partial) else 1 for x in items),
-        seconds=time.perf_counter() - t0 + sum(x.seconds for x in below),
-        moved=sum(x.nbytes for x in items) + sum(x.moved for x in below),
-        tasks=1 + sum(x.tasks for x in below),
-    )
+    return {
+        "shards": sum(x.shards for x in below) + len(items) - len(below),
+        "seconds": sum(x.seconds for x in below),
+        "moved": sum(x.nbytes for x in items) + sum(x.moved for x in below),
+        "tasks": sum(x.tasks for x in below),
+        "levels": max((x.levels for x in below), default=0),
+        "delta_bytes": sum(x.delta_bytes if isinstance(x, Partial) else x.nbytes for x in items),
+    }
 
 
-def apply_sum(model: Model, total: Delta | Partial, how: str = "weighted") -> Model:
-    """The new global model: the old one plus the averaged sum (the root of the merge tree)."""
-    if not isinstance(total, Partial):
-        total = sum_deltas(total, how=how)
+def sum_deltas(*items: Delta | Partial, how: str = "weighted") -> Partial:
+    """One inner node of the merge tree: sum shard deltas (or partial sums) row by row.
+
+    Float sums are associative only up to rounding, so the tree's shape and the order of its
+    inputs are fixed by the caller (shard order): same seed and shard count, same bits.
+    """
     t0 = time.perf_counter()
+    sums = _sums(items, how)
+    seconds = time.perf_counter() - t0
+    below = _lineage(items)
+    return Partial(*sums, **{**below, "seconds": below["seconds"] + seconds, "tasks": below["tasks"] + 1,
+                             "levels": below["levels"] + 1})
+
+
+def apply_sum(model: Model, *items: Delta | Partial, how: str = "weighted") -> Model:
+    """The root of the merge tree: the old model plus the averaged sum of ``items`` (deltas or
+    partial sums, at most fan-in of them; inputs unchanged). ``model.info`` records the whole
+    merge: seconds (summed over its tasks), bytes of deltas and partials passed between tasks,
+    tasks, depth and the shards' delta bytes."""
+    t0 = time.perf_counter()
+    if len(items) == 1 and isinstance(items[0], Partial):  # already summed below
+        total = items[0]
+        sums = [total.rows_in, total.num_in, total.den_in, total.rows_out, total.num_out, total.den_out]
+    else:
+        sums = _sums(items, how)
+    below = _lineage(items)
     out = []
-    for base, rows, num, den in ((model.win, total.rows_in, total.num_in, total.den_in),
-                                 (model.wout, total.rows_out, total.num_out, total.den_out)):
+    for base, (rows, num, den) in ((model.win, sums[:3]), (model.wout, sums[3:])):
         new = base.copy()
-        _apply(new, rows, num, np.full(len(rows), float(total.shards)) if how == "mean" else den)
+        _apply(new, rows, num, np.full(len(rows), float(below["shards"])) if how == "mean" else den)
         out.append(new)
-    info = {"merge_seconds": total.seconds + time.perf_counter() - t0, "merge_bytes": total.moved,
-            "merge_tasks": total.tasks + 1}
+    info = {"merge_seconds": below["seconds"] + time.perf_counter() - t0, "merge_bytes": below["moved"],
+            "merge_tasks": below["tasks"] + 1, "merge_depth": below["levels"] + 1,
+            "merge_delta_bytes": below["delta_bytes"]}
     return Model(out[0], out[1], info)
 
 
 def merge_deltas(model: Model, *deltas: Delta, how: str = "weighted") -> Model:
     """New global model from the old one and the shards' deltas, in one task (inputs unchanged)."""
-    return apply_sum(model, sum_deltas(*deltas, how=how), how)
+    return apply_sum(model, *deltas, how=how)
 
 
 def shard_rates(counts: np.ndarray, keep: np.ndarray, shards: int, rounds: int, alpha: float,

@@ -7,9 +7,9 @@ Read top to bottom, ``train`` is the whole job:
 3. encode blocks into int32 ids, regroup them into ``shards`` equal training shards that
    stay on the workers for all epochs;
 4. for each epoch and each of ``syncs_per_epoch`` rounds: every shard trains its slice from
-   the current global model and returns a sparse delta; a fixed tree of merge tasks sums them
-   and one task averages the sum into the next global model. The learning rate follows global
-   progress, not each shard's;
+   the current global model and returns a sparse delta; a fixed tree of merge tasks on the
+   workers sums them (fan-in 8) and its root averages the sum into the next global model. The
+   learning rate follows global progress, not each shard's;
 5. write the output files from a worker, then the manifest, then LATEST.
 
 Every task is a deterministic function of its inputs (random states derive from the seed,
@@ -138,19 +138,27 @@ def _write_outputs(url: str, vocab: Vocab, model: Model, storage_options) -> dic
 
 # ---------------------------------------------------------------- helpers
 
-MERGE_FAN_IN = 8  # deltas per merge task: a round with S shards runs about S / 7 merge tasks
+MERGE_FAN_IN = 8  # inputs per merge task: a round with S shards runs about S / 7 merge tasks
 
 
-def _tree_reduce(client: Client, fn, futures: list, key: str, fan_in: int = 8):
-    """Reduce futures with ``fn(*group)`` in a tree on the workers; returns one future."""
+def _tree_levels(client: Client, fn, futures: list, key: str, fan_in: int = 8) -> tuple[list, int]:
+    """Reduce futures with ``fn(*group)`` level by level on the workers, in order, until at most
+    ``fan_in`` remain (the root's inputs); returns them and the number of levels submitted.
+    The shape depends only on len(futures) and fan_in, so float results are reproducible."""
     level = 0
-    while len(futures) > 1:
+    while len(futures) > fan_in:
         futures = [
             client.submit(fn, *futures[i:i + fan_in], key=f"{key}-{level}-{i}")
             for i in range(0, len(futures), fan_in)
         ]
         level += 1
-    return futures[0]
+    return futures, level
+
+
+def _tree_reduce(client: Client, fn, futures: list, key: str, fan_in: int = 8):
+    """Reduce futures with ``fn(*group)`` in a tree on the workers; returns one future."""
+    futures, level = _tree_levels(client, fn, futures, key, fan_in)
+    return futures[0] if len(futures) == 1 else client.submit(fn, *futures, key=f"{key}-{level}-0")
 
 
 def _shard_plan(block_sentences: list[int], shards: int) -> list[list[tuple[int, int, int]]]:
@@ -235,8 +243,8 @@ def encode_shards(client: Client, cfg: JobConfig, blocks: list[Block], vocab, n_
 
 def train_epochs(client: Client, cfg: JobConfig, shards: list, words: np.ndarray, model, tables, tag: str,
                  start_epoch: int = 0, on_epoch=None):
-    """Rounds of epochs start_epoch..epochs-1: shards train from the global model, a merge task
-    averages them. ``on_epoch(epoch, model, metrics)`` runs after each epoch (checkpoints).
+    """Rounds of epochs start_epoch..epochs-1: shards train from the global model, a tree of merge
+    tasks averages them. ``on_epoch(epoch, model, metrics)`` runs after each epoch (checkpoints).
 
     Returns (model future, per-epoch metrics). The client only ever holds small statistics.
     """
@@ -257,10 +265,11 @@ def train_epochs(client: Client, cfg: JobConfig, shards: list, words: np.ndarray
                               key=f"train-{tag}-{epoch}-{r}-{s}")
                 for s, shard in enumerate(shards)
             ]
-            # Sum the deltas in a fixed tree on the workers (fan-in MERGE_FAN_IN), then apply.
-            summed = _tree_reduce(client, functools.partial(sum_deltas, how=t.merge), deltas,
-                                 key=f"merge-{tag}-{epoch}-{r}", fan_in=MERGE_FAN_IN)
-            model = client.submit(apply_sum, model, summed, how=t.merge, key=f"model-{tag}-{epoch}-{r}")
+            # Sum the deltas in a fixed tree of partial sums on the workers (fan-in MERGE_FAN_IN,
+            # shard order); its root sums the last <= MERGE_FAN_IN inputs and applies the average.
+            parts, _ = _tree_levels(client, functools.partial(sum_deltas, how=t.merge), deltas,
+                                    key=f"merge-{tag}-{epoch}-{r}", fan_in=MERGE_FAN_IN)
+            model = client.submit(apply_sum, model, *parts, how=t.merge, key=f"model-{tag}-{epoch}-{r}")
             stats += [client.submit(_stats, d, key=f"stats-{d.key}") for d in deltas]
             infos.append(client.submit(_model_info, model, key=f"info-{model.key}"))
             done = after
@@ -284,8 +293,8 @@ def train_epochs(client: Client, cfg: JobConfig, shards: list, words: np.ndarray
             "kernel_seconds": sum(s["seconds"] for s in stats),
             "merge_seconds": sum(i["merge_seconds"] for i in infos),
             "merge_bytes": sum(i["merge_bytes"] for i in infos),
-            "merges": [{"seconds": i["merge_seconds"], "bytes": i["merge_bytes"], "tasks": i["merge_tasks"]}
-                       for i in infos],
+            "merges": [{"seconds": i["merge_seconds"], "bytes": i["merge_bytes"], "tasks": i["merge_tasks"],
+                        "depth": i["merge_depth"], "delta_bytes": i["merge_delta_bytes"]} for i in infos],
             "alpha_end": _schedule(t.alpha, t.min_alpha, done, total),
         }
         epochs.append(m)

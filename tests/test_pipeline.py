@@ -14,7 +14,8 @@ from nsdist.config import load_config
 from nsdist.corpus import plan_blocks
 from nsdist.errors import DataError
 from nsdist.outputs import list_runs, load
-from nsdist.pipeline import count_vocab, train
+from nsdist import pipeline
+from nsdist.pipeline import _tree_levels, _tree_reduce, count_vocab, train
 
 
 def corpus_text(lines=3000, seed=0):
@@ -75,6 +76,10 @@ def test_publish_layout_and_manifest(client, write, tmp_path):
     assert all(e["words_per_second"] > 0 and e["merge_bytes"] > 0 for e in epochs)
     assert epochs[1]["loss"] < epochs[0]["loss"]
     assert manifest["corpus"]["shards"] == 3
+    # 3 shards: one merge task per round, fed the three deltas and nothing else.
+    merges = [m for e in epochs for m in e["merges"]]
+    assert merges and all(m["tasks"] == m["depth"] == 1 and m["bytes"] == m["delta_bytes"] > 0 for m in merges)
+    assert manifest["metrics"]["client_peak_rss_bytes"] > 0
     emb = load(out, verify=True)
     assert emb.manifest["run_id"] == result.run_id and emb.vectors.shape == (len(emb.vocab), 16)
 
@@ -90,3 +95,27 @@ def test_failed_run_publishes_nothing(client, write, tmp_path):
     assert [r["run_id"] for r in list_runs(out)] == [good.run_id]
     failed = [r for r in storage.listdir(os.path.join(out, "runs")) if r != good.run_id]
     assert len(failed) == 1 and not os.path.exists(os.path.join(out, "runs", failed[0], "manifest.json"))
+
+
+def test_tree_levels_keep_order_and_keys(client):
+    leaves = [client.submit(str, i, key=f"leaf-{i}") for i in range(17)]
+    # os.path.join is order-sensitive and variadic, like sum_deltas.
+    parts, levels = _tree_levels(client, os.path.join, leaves, key="t", fan_in=3)
+    assert levels == 2 and [f.key for f in parts] == ["t-1-0", "t-1-3"]
+    assert client.gather(parts) == ["0/1/2/3/4/5/6/7/8", "9/10/11/12/13/14/15/16"]
+    assert _tree_levels(client, os.path.join, leaves[:3], key="u", fan_in=3) == (leaves[:3], 0)
+    root = _tree_reduce(client, os.path.join, leaves, key="t", fan_in=3)
+    assert root.key == "t-2-0" and root.result() == "/".join(map(str, range(17)))
+
+
+def test_merge_tree_equals_one_merge_task(client, write, tmp_path, monkeypatch):
+    """9 shards: two partial sums and a root (fan-in 8) against one task that sums all nine."""
+    path = write("c.txt", corpus_text())
+    tree = train(config([path], str(tmp_path / "tree"), shards=9, epochs=1), client)
+    merges = tree.manifest["metrics"]["epochs"][0]["merges"]
+    assert all(m["tasks"] == 3 and m["depth"] == 2 and m["bytes"] > m["delta_bytes"] for m in merges)
+    monkeypatch.setattr(pipeline, "MERGE_FAN_IN", 9)
+    flat = train(config([path], str(tmp_path / "flat"), shards=9, epochs=1), client)
+    assert all(m["tasks"] == 1 for m in flat.manifest["metrics"]["epochs"][0]["merges"])
+    a, b = load(tree.run_url), load(flat.run_url)
+    np.testing.assert_allclose(a.vectors, b.vectors, rtol=1e-4, atol=1e-5)
