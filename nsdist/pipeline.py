@@ -256,13 +256,18 @@ def train_epochs(client: Client, cfg: JobConfig, shards: list, words: np.ndarray
 
     def submit(epoch: int, model, done: int):
         stats, infos = [], []
+        # Train each shard where it is held. Unpinned, the scheduler moved shards to the worker
+        # holding the new model (real text, 8 shards on 2 workers: every shard moved once in
+        # the first epoch). Loose: a lost or overloaded holder does not block the task.
+        holders = client.who_has(shards)
         for r in range(rounds):
             after = done + int(words[:, r].sum())
             a0, a1 = _schedule(t.alpha, t.min_alpha, done, total), _schedule(t.alpha, t.min_alpha, after, total)
             deltas = [
                 client.submit(train_shard, shard, model, tables,
                               RoundSpec(epoch, r, rounds, s, a0, a1, t.window, t.negative, t.seed, t.kernel),
-                              key=f"train-{tag}-{epoch}-{r}-{s}")
+                              key=f"train-{tag}-{epoch}-{r}-{s}", workers=list(holders.get(shard.key, ())) or None,
+                              allow_other_workers=True)
                 for s, shard in enumerate(shards)
             ]
             # Sum the deltas in a fixed tree of partial sums on the workers (fan-in MERGE_FAN_IN,
