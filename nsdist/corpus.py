@@ -48,37 +48,134 @@ def plan_blocks(urls, storage_options=None, blocksize: int = 16 * 2**20) -> list
     return blocks
 
 
-def tokenize(data: bytes, lowercase: bool = False) -> pa.ListArray:
-    """Split text into lines and whitespace tokens.
+CHUNK_BYTES = 2**20  # text is tokenized in pieces of about this size (Arrow needs ~10x it)
+
+
+def tokenize(data: bytes, lowercase: bool = False, chunk_bytes: int = CHUNK_BYTES) -> pa.LargeListArray:
+    """Split text into lines and whitespace tokens (the tokens of ``str.split``).
 
     >>> tokenize(b" a b\\n\\nc  d e \\n").to_pylist()
     [['a', 'b'], [], ['c', 'd', 'e'], []]
     """
-    if data.isascii():
-        # ASCII (most English corpora): the ASCII kernels are 2x faster, same tokens.
-        text = pa.array([data], type=pa.large_binary()).cast(pa.large_string())
-        lower, split = pc.ascii_lower, pc.ascii_split_whitespace
-    else:
+    return pa.concat_arrays(list(iter_tokenize(data, lowercase, chunk_bytes)))
+
+
+def iter_tokenize(data: bytes, lowercase: bool = False, chunk_bytes: int = CHUNK_BYTES):
+    """``tokenize`` piece by piece: token lists of consecutive runs of whole lines.
+
+    Memory stays bounded by the piece size whatever the size of ``data``; concatenated, the
+    pieces are ``tokenize(data)``.
+
+    >>> [t.to_pylist() for t in iter_tokenize(b"a b\\nc\\nd\\n", chunk_bytes=3)]
+    [[['a', 'b']], [['c']], [['d'], []]]
+    """
+    for piece, final in _pieces(data, chunk_bytes):
+        yield _ascii_tokens(piece, lowercase, final) if _ascii(piece) else _ascii_tokens(_utf8(piece, lowercase), False, final)
+
+
+def iter_words(data: bytes, lowercase: bool = False, chunk_bytes: int = CHUNK_BYTES):
+    """What counting needs, piece by piece: (all tokens in order, number of non-empty lines).
+
+    Cheaper than ``iter_tokenize`` on ASCII text: no line structure is built.
+
+    >>> [(w.to_pylist(), n) for w, n in iter_words(b"a b\\n \\nc\\n", chunk_bytes=3)]
+    [(['a', 'b'], 1), ([], 0), (['c'], 1)]
+    """
+    for piece, final in _pieces(data, chunk_bytes):
+        yield _ascii_words(piece, lowercase) if _ascii(piece) else _ascii_words(_utf8(piece, lowercase), False)
+
+
+def flat_words(tokens: pa.ListArray) -> tuple[pa.Array, int]:
+    """Token lists -> (all tokens in order, number of non-empty lists)."""
+    sentences = int(pc.sum(pc.greater(pc.list_value_length(tokens), 0)).as_py() or 0)
+    return pc.list_flatten(tokens), sentences
+
+
+def _pieces(data: bytes, chunk_bytes: int):
+    """Cut ``data`` after a newline every ``chunk_bytes`` or so: (piece, is it the last one)."""
+    lo = 0
+    while True:
+        hi = data.rfind(b"\n", lo, lo + chunk_bytes) + 1 if lo + chunk_bytes < len(data) else len(data)
+        if hi <= lo:  # a line longer than chunk_bytes: take all of it
+            hi = data.find(b"\n", lo + chunk_bytes) + 1 or len(data)
+        yield data[lo:hi], hi == len(data)
+        if hi == len(data):
+            return
+        lo = hi
+
+
+# Whitespace for str.split that is not ASCII whitespace for Arrow's ASCII kernel: \x1c-\x1f and
+# Unicode's (the UTF-8 of U+0085, U+00A0, U+1680, U+2000-U+200A, U+2028-9, U+202F, U+205F, U+3000
+# starts with one of these byte pairs).
+_OTHER_SPACE = (b"\x1c", b"\x1d", b"\x1e", b"\x1f", b"\xc2\x85", b"\xc2\xa0", b"\xe1\x9a", b"\xe2\x80",
+                b"\xe2\x81", b"\xe3\x80")
+_OTHER_SPACE_RE = r"[\x1c-\x1f\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]"
+
+
+def _ascii(piece: bytes) -> bool:
+    return piece.isascii() and not any(c in piece for c in _OTHER_SPACE[:4])
+
+
+def _utf8(piece: bytes, lowercase: bool) -> bytes:
+    """A UTF-8 piece with invalid bytes replaced, lowercased if asked, and every whitespace
+    character of ``str.split`` made a space: the ASCII tokenizer then gives ``str.split``'s tokens
+    (multi-byte characters never contain ASCII bytes). Arrow's own ``utf8_split_whitespace`` is
+    not used: with multi-byte whitespace it sometimes returns it as a token (pyarrow 26)."""
+    text, changed = _string_array(piece), False
+    try:
+        text.validate(full=True)  # checks UTF-8 without a Python str copy
+    except pa.ArrowInvalid:
         # Invalid UTF-8 is replaced rather than rejected: one bad byte in a 100 GB crawl should
         # not fail the job, and the replacement character never survives min_count anyway.
-        text = pa.array([data.decode("utf-8", errors="replace")], type=pa.large_string())
-        lower, split = pc.utf8_lower, pc.utf8_split_whitespace
+        text, changed = pa.array([piece.decode("utf-8", errors="replace")], type=pa.large_string()), True
     if lowercase:
-        text = lower(text)
-    lines = pc.list_flatten(pc.split_pattern(text, "\n"))
-    return _drop_empty(split(lines))
+        text, changed = pc.utf8_lower(text), True
+    if any(c in piece for c in _OTHER_SPACE):
+        text, changed = pc.replace_substring_regex(text, _OTHER_SPACE_RE, " "), True
+    return text[0].as_buffer().to_pybytes() if changed else piece
 
 
-def _drop_empty(lists: pa.ListArray) -> pa.LargeListArray:
-    """Remove the '' tokens that leading/trailing whitespace and empty lines produce."""
-    flat = pc.list_flatten(lists)
-    keep = np.asarray(pc.binary_length(flat)) > 0
-    # A list's new end is the number of kept tokens before its old end.
-    kept_before = np.zeros(len(keep) + 1, np.int64)
-    np.cumsum(keep, out=kept_before[1:])
-    old = np.asarray(lists.offsets, dtype=np.int64)
-    offsets = kept_before[old - old[0]]
-    return pa.LargeListArray.from_arrays(pa.array(offsets), flat.filter(pa.array(keep)))
+def _string_array(data: bytes) -> pa.LargeStringArray:
+    """A one-element large_string array viewing ``data`` (no copy, UTF-8 not checked)."""
+    return pa.LargeStringArray.from_buffers(1, pa.py_buffer(np.array([0, len(data)], np.int64)), pa.py_buffer(data))
+
+
+def _ascii_split(piece: bytes, lowercase: bool) -> tuple[pa.Array, np.ndarray]:
+    """All tokens of an ASCII piece, split at once by Arrow's ASCII kernel (one copy), and the
+    piece's mask of word (non-whitespace) bytes."""
+    text = _string_array(piece)
+    flat = pc.list_flatten(pc.ascii_split_whitespace(pc.ascii_lower(text) if lowercase else text))
+    b = np.frombuffer(piece, np.uint8)
+    word = (b != 32) & ((b - np.uint8(9)) > 4)  # not one of " \t\n\v\f\r" (uint8 wraps around)
+    # The kernel collapses whitespace runs: '' tokens only come from leading/trailing whitespace
+    # (and an empty piece is one '').
+    lo = int(len(b) == 0 or not word[0])
+    hi = len(flat) - int(len(flat) > lo and len(b) > 0 and not word[-1])
+    return flat.slice(lo, hi - lo), word
+
+
+def _ascii_words(piece: bytes, lowercase: bool) -> tuple[pa.Array, int]:
+    flat, word = _ascii_split(piece, lowercase)
+    b = np.frombuffer(piece, np.uint8)
+    line_starts = np.flatnonzero(b[:-1] == 10) + 1  # lines that start inside the piece
+    if len(b) == 0:
+        return flat, 0
+    # A line is a sentence if any of its bytes (its newline included, which is not a word byte)
+    # is a word byte.
+    nonempty = np.logical_or.reduceat(word, np.concatenate(([0], line_starts)))
+    return flat, int(np.count_nonzero(nonempty))
+
+
+def _ascii_tokens(piece: bytes, lowercase: bool, final: bool) -> pa.LargeListArray:
+    # Find each token's line from byte positions with numpy instead of splitting into lines.
+    flat, word = _ascii_split(piece, lowercase)
+    starts = np.flatnonzero(np.diff(word.view(np.int8), prepend=np.int8(0)) == 1)
+    del word
+    assert len(starts) == len(flat)
+    newlines = np.flatnonzero(np.frombuffer(piece, np.uint8) == 10)
+    line = np.searchsorted(newlines, starts)  # newlines before each token = its line
+    offsets = np.searchsorted(line, np.arange(len(newlines) + final + 1))
+    return pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), flat)
 
 
 def _lower_lists(tokens: pa.ListArray) -> pa.ListArray:
@@ -89,8 +186,20 @@ def _lower_lists(tokens: pa.ListArray) -> pa.ListArray:
 
 def read_tokens(block: Block, storage_options=None, lowercase: bool = False, column: str = "tokens") -> pa.ListArray:
     """Read one block and return one token list per sentence."""
+    pieces = list(iter_tokens(block, storage_options, lowercase, column))
+    return pieces[0] if len(pieces) == 1 else pa.concat_arrays(pieces)
+
+
+def iter_tokens(block: Block, storage_options=None, lowercase: bool = False, column: str = "tokens",
+                chunk_bytes: int = CHUNK_BYTES, words: bool = False):
+    """``read_tokens`` in pieces of whole sentences (text: about ``chunk_bytes`` each).
+
+    ``words=True``: pieces as (all tokens, non-empty sentences), see ``iter_words``.
+    """
     if not block.parquet:
-        return tokenize(storage.read_block(block.url, block.offset, block.length, storage_options), lowercase)
+        data = storage.read_block(block.url, block.offset, block.length, storage_options)
+        yield from (iter_words if words else iter_tokenize)(data, lowercase, chunk_bytes)
+        return
     with storage.open_read(block.url, storage_options) as f:
         pf = pq.ParquetFile(f)
         if column not in pf.schema_arrow.names:
@@ -104,4 +213,5 @@ def read_tokens(block: Block, storage_options=None, lowercase: bool = False, col
     ):
         raise DataError(f"Parquet column {column!r} of {block.url!r} must be list<string>, got {arr.type}")
     arr = pc.fill_null(arr, pa.scalar([], arr.type)) if arr.null_count else arr
-    return _lower_lists(arr) if lowercase else arr
+    arr = _lower_lists(arr) if lowercase else arr
+    yield flat_words(arr) if words else arr

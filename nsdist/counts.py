@@ -28,12 +28,32 @@ def count_tokens(tokens: pa.ListArray) -> Counts:
     >>> sorted(zip(*c.table.to_pydict().values())), c.tokens, c.sentences
     ([('a', 3), ('b', 2)], 5, 2)
     """
-    flat = pc.cast(pc.list_flatten(tokens), pa.large_string())
-    vc = pc.value_counts(flat)
-    table = pa.Table.from_arrays([vc.field("values"), pc.cast(vc.field("counts"), pa.int64())], schema=SCHEMA)
     lengths = pc.list_value_length(tokens)
-    sentences = int(pc.sum(pc.greater(lengths, 0)).as_py() or 0)
-    return Counts(table, len(flat), sentences)
+    return count_words(pc.list_flatten(tokens), int(pc.sum(pc.greater(lengths, 0)).as_py() or 0))
+
+
+def count_words(words: pa.Array, sentences: int) -> Counts:
+    """Count a flat array of tokens that came from ``sentences`` non-empty sentences.
+
+    >>> import pyarrow as pa
+    >>> c = count_words(pa.array(["a", "b", "a"]), 2)
+    >>> sorted(zip(*c.table.to_pydict().values())), c.tokens, c.sentences
+    ([('a', 2), ('b', 1)], 3, 2)
+    """
+    vc = pc.value_counts(pc.cast(words, pa.large_string()))
+    table = pa.Table.from_arrays([vc.field("values"), pc.cast(vc.field("counts"), pa.int64())], schema=SCHEMA)
+    return Counts(table, len(words), sentences)
+
+
+def count_pieces(pieces) -> Counts:
+    """Count an iterable of (tokens, sentences) pieces (``corpus.iter_tokens(..., words=True)``).
+
+    >>> import pyarrow as pa
+    >>> c = count_pieces([(pa.array(["a", "b"]), 1), (pa.array(["a"]), 1)])
+    >>> sorted(zip(*c.table.to_pydict().values())), c.tokens, c.sentences
+    ([('a', 2), ('b', 1)], 3, 2)
+    """
+    return merge_counts(*(count_words(words, sentences) for words, sentences in pieces))
 
 
 def merge_counts(*parts: Counts) -> Counts:

@@ -54,3 +54,31 @@ def encode(tokens: pa.ListArray, words: pa.Array, max_sentence_length: int = 100
     pos = np.arange(n) - np.repeat(starts, lengths)
     bounds = np.flatnonzero(pos % max_sentence_length == 0)
     return Shard(ids, np.append(bounds, n).astype(np.int64))
+
+
+def encode_pieces(pieces, words: pa.Array, max_sentence_length: int = 10000) -> Shard:
+    """``encode`` an iterable of token-list pieces one at a time and concatenate the results.
+
+    >>> import pyarrow as pa
+    >>> s = encode_pieces([pa.array([["a", "b"]]), pa.array([["b"], ["x"]])], pa.array(["a", "b"]))
+    >>> s.ids.tolist(), s.offsets.tolist()
+    ([0, 1, 1], [0, 2, 3])
+    """
+    return concat_shards([encode(p, words, max_sentence_length) for p in pieces])
+
+
+def concat_shards(shards: list[Shard]) -> Shard:
+    """Sentences of several shards, in order, as one shard.
+
+    >>> a, b = Shard(np.array([1, 2], np.int32), np.array([0, 2])), Shard(np.array([3], np.int32), np.array([0, 1]))
+    >>> s = concat_shards([a, b])
+    >>> s.ids.tolist(), s.offsets.tolist()
+    ([1, 2, 3], [0, 2, 3])
+    """
+    if len(shards) == 1:
+        return shards[0]
+    ids = np.concatenate([s.ids for s in shards]) if shards else np.zeros(0, np.int32)
+    lengths = np.concatenate([np.diff(s.offsets) for s in shards]) if shards else np.zeros(0, np.int64)
+    offsets = np.zeros(len(lengths) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return Shard(ids, offsets)

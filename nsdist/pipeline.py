@@ -86,12 +86,18 @@ def _threads(client: Client) -> int:
 # Module-level, plain inputs and outputs, never mutating their arguments.
 
 def _count_block(block: Block, storage_options, lowercase: bool, column: str) -> Counts:
-    return count_tokens(read_tokens(block, storage_options, lowercase, column))
+    from .corpus import iter_tokens  # pieces of a few MB: Arrow needs ~10x a piece's size
+    from .counts import count_pieces
+
+    return count_pieces(iter_tokens(block, storage_options, lowercase, column, words=True))
 
 
 def _encode_block(block: Block, storage_options, lowercase: bool, column: str, vocab: Vocab,
                   max_len: int) -> Shard:
-    return encode(read_tokens(block, storage_options, lowercase, column), vocab.words, max_len)
+    from .corpus import iter_tokens
+    from .encode import encode_pieces
+
+    return encode_pieces(iter_tokens(block, storage_options, lowercase, column), vocab.words, max_len)
 
 
 def _assemble_shard(pieces: list[tuple[int, int]], *blocks: Shard) -> Shard:

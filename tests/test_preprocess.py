@@ -7,9 +7,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from nsdist.corpus import Block, plan_blocks, read_tokens, tokenize
-from nsdist.counts import count_tokens, merge_counts
-from nsdist.encode import encode
+from nsdist.corpus import Block, iter_tokenize, iter_tokens, iter_words, plan_blocks, read_tokens, tokenize
+from nsdist.counts import count_pieces, count_tokens, merge_counts
+from nsdist.encode import Shard, concat_shards, encode, encode_pieces
 from nsdist.errors import DataError
 from nsdist.noise import noise_table, sample
 from nsdist.vocab import build_vocab, keep_probs
@@ -42,6 +42,76 @@ def test_ascii_and_unicode_paths_agree():
         expected = [line.lower().split() if lowercase else line.split() for line in ascii_text.split("\n")]
         assert fast == expected
         assert slow[:-1] == fast[:-1] and slow[-1] == ["\u00e9"]
+
+
+def random_text(seed: int, alphabet: str, n: int = 1_500) -> bytes:
+    words = ["The", "cat", "SAT", "", " ", "  ", "\t", "\n", "\r\n", "\n\n", "\n \n", " \t\n", "a\x0bb",
+             "mat\x0c"] + list(alphabet)
+    rng = np.random.default_rng(seed)
+    return "".join(rng.choice(words, n)).encode("utf-8", errors="surrogateescape")  # \udcff -> b"\xff"
+
+
+def reference(text: bytes, lowercase: bool) -> list[list[str]]:
+    s = text.decode("utf-8", errors="replace")
+    return [(line.lower() if lowercase else line).split() for line in s.split("\n")]
+
+
+# ascii; ascii with \x1c-\x1f (str.split whitespace, not Arrow's ASCII one); UTF-8 with Unicode
+# whitespace; invalid UTF-8 bytes.
+ALPHABETS = ["", "\x1c\x1f", "\u00e9\u6771\u00a0\u3000\u00c9", "\udcff"]
+
+
+@pytest.mark.parametrize("alphabet", ALPHABETS)
+@pytest.mark.parametrize("chunk_bytes", [1, 7, 100, 2**20])
+def test_pieces_equal_the_whole_block(alphabet, chunk_bytes):
+    """Tokenizing in pieces cut at newlines gives str.split's tokens, whatever the piece size."""
+    for seed in range(2):
+        text = random_text(seed, alphabet)
+        for text in (text, b"\n" + text.strip() + b" "):
+            for lowercase in (False, True):
+                expected = reference(text, lowercase)
+                pieces = list(iter_tokenize(text, lowercase, chunk_bytes))
+                if chunk_bytes <= 2:
+                    assert len(pieces) > 10
+                assert pa.concat_arrays(pieces).to_pylist() == expected
+                flat = [t for line in expected for t in line]
+                words = list(iter_words(text, lowercase, chunk_bytes))
+                assert [t for w, _ in words for t in w.to_pylist()] == flat
+                assert sum(n for _, n in words) == sum(1 for line in expected if line)
+
+
+@pytest.mark.parametrize("text", [b"", b" ", b"\n", b"\n\n", b" \n ", b"a", b"a\n", b" a ", b"\x1c", b"\xff"])
+@pytest.mark.parametrize("chunk_bytes", [1, 2**20])
+def test_tiny_texts(text, chunk_bytes):
+    expected = reference(text, False)
+    assert tokenize(text, chunk_bytes=chunk_bytes).to_pylist() == expected
+    c = count_pieces(iter_words(text, chunk_bytes=chunk_bytes))
+    assert (c.tokens, c.sentences) == (sum(map(len, expected)), sum(1 for line in expected if line))
+
+
+@pytest.mark.parametrize("alphabet", ALPHABETS[::2])
+def test_counts_and_encoding_of_pieces_equal_the_whole_block(write, alphabet):
+    text = b"".join(random_text(seed, alphabet, 20_000) for seed in range(3))
+    whole = tokenize(text, chunk_bytes=len(text) + 1)
+    path = write("c.txt", text.decode())
+    (block,) = plan_blocks([path])
+    expected = count_tokens(whole)
+    for chunk_bytes in (64, 1000, 2**20):
+        got = count_pieces(iter_tokens(block, chunk_bytes=chunk_bytes, words=True))
+        assert as_dict(got) == as_dict(expected)
+        assert (got.tokens, got.sentences) == (expected.tokens, expected.sentences)
+        words = pa.array(["cat", "The", "\u00e9", "a\x0bb"[:1]])
+        a = encode(whole, words, max_sentence_length=3)
+        b = encode_pieces(iter_tokens(block, chunk_bytes=chunk_bytes), words, max_sentence_length=3)
+        assert a.ids.tolist() == b.ids.tolist() and a.offsets.tolist() == b.offsets.tolist()
+
+
+def test_concat_shards():
+    a = Shard(np.array([1, 2, 3], np.int32), np.array([0, 1, 3]))
+    empty = Shard(np.zeros(0, np.int32), np.zeros(1, np.int64))
+    s = concat_shards([a, empty, a])
+    assert s.ids.tolist() == [1, 2, 3, 1, 2, 3] and s.offsets.tolist() == [0, 1, 3, 4, 6]
+    assert concat_shards([]).offsets.tolist() == [0]
 
 
 def test_tokenize_lowercase_and_bad_utf8():
