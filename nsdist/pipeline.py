@@ -86,7 +86,7 @@ def _threads(client: Client) -> int:
 # Module-level, plain inputs and outputs, never mutating their arguments.
 
 def _count_block(block: Block, storage_options, lowercase: bool, column: str) -> Counts:
-    from .corpus import iter_tokens  # pieces of a few MB: Arrow needs ~10x a piece's size
+    from .corpus import iter_tokens  # 1 MiB pieces: Arrow needs ~10x a piece's size
     from .counts import count_pieces
 
     return count_pieces(iter_tokens(block, storage_options, lowercase, column, words=True))
