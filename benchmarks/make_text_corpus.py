@@ -422,7 +422,7 @@ def main(argv=None) -> int:
     print(f"most frequent: {' '.join(w for w, _ in counts.most_common(20))}")
     print(f"sha256: {sha.hexdigest()}")
     if tokens < 10_000_000 and not a.max_tokens:
-        print(f"note: under 10M tokens; add sources or --python-root DIR", file=sys.stderr)
+        print("note: under 10M tokens; add sources or --python-root DIR", file=sys.stderr)
     return 0
 
 

@@ -36,9 +36,9 @@ from distributed import Client, LocalCluster
 
 from . import __version__, storage
 from .config import ClusterConfig, JobConfig, TrainConfig, config_from_dict
-from .corpus import Block, plan_blocks, read_tokens
-from .counts import Counts, count_tokens, merge_counts
-from .encode import Shard, encode
+from .corpus import Block, iter_tokens, plan_blocks
+from .counts import Counts, count_pieces, merge_counts
+from .encode import Shard, encode_pieces
 from .errors import ConfigError, DataError, TransientError
 from .merge import apply_sum, shard_rates, sum_deltas
 from .model import Model, init_model, make_tables
@@ -86,17 +86,12 @@ def _threads(client: Client) -> int:
 # Module-level, plain inputs and outputs, never mutating their arguments.
 
 def _count_block(block: Block, storage_options, lowercase: bool, column: str) -> Counts:
-    from .corpus import iter_tokens  # 1 MiB pieces: Arrow needs ~10x a piece's size
-    from .counts import count_pieces
-
+    # 1 MiB pieces: Arrow needs about 10x a piece's size, so a whole block at once would not fit.
     return count_pieces(iter_tokens(block, storage_options, lowercase, column, words=True))
 
 
 def _encode_block(block: Block, storage_options, lowercase: bool, column: str, vocab: Vocab,
                   max_len: int) -> Shard:
-    from .corpus import iter_tokens
-    from .encode import encode_pieces
-
     return encode_pieces(iter_tokens(block, storage_options, lowercase, column), vocab.words, max_len)
 
 

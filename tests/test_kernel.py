@@ -8,7 +8,7 @@ import pytest
 from nsdist.encode import Shard
 from nsdist.merge import merge_deltas
 from nsdist.noise import noise_table
-from nsdist.model import Model, Tables, init_model
+from nsdist.model import Model, init_model
 from nsdist.sgns import SIGMOID_TABLE, SOFTPLUS_TABLE, TABLE_STEPS, subsample, train_batch, train_pairs
 from nsdist.shard import Delta, RoundSpec, round_words, train_shard
 
