@@ -51,13 +51,13 @@ def _mb(b: float) -> str:
 
 def _worker_warmup() -> dict:
     """Import and run the preprocessing code once in this worker, then report its idle memory."""
-    from nsdist.corpus import tokenize
-    from nsdist.counts import count_tokens
-    from nsdist.encode import encode
-    from nsdist.pipeline import _count_block  # noqa: F401  the task module and its imports
+    from nsdist.corpus import iter_tokenize
+    from nsdist.counts import scan
+    from nsdist.encode import encode_scanned
+    from nsdist.pipeline import _scan_block  # noqa: F401  the task module and its imports
 
-    tokens = tokenize("a b c\nd\u00e9 e\n".encode() * 1000)
-    encode(tokens, count_tokens(tokens).table["word"])
+    scanned = scan(iter_tokenize("a b c\nd\u00e9 e\n".encode() * 1000))
+    encode_scanned([(scanned, 0, None)], scanned.words)
     return _worker_memory()
 
 
@@ -74,12 +74,13 @@ def run_nsdist(cfg, blocks) -> dict:
         workers = sorted(idle)
         client.run(_worker_reset_peak)
         t0 = time.perf_counter()
-        vocab, summary = count_vocab(client, cfg, blocks, "bench")
+        vocab, summary, scanned, block_tokens = count_vocab(client, cfg, blocks, "bench")
         count_s = time.perf_counter() - t0
         count_mem = client.run(_worker_memory)
         client.run(_worker_reset_peak)
         t0 = time.perf_counter()
-        shards, words = encode_shards(client, cfg, blocks, vocab, len(workers), "bench")
+        shards, words = encode_shards(client, cfg, scanned, block_tokens, vocab, len(workers), "bench")
+        del scanned
         encode_s = time.perf_counter() - t0
         encode_mem = client.run(_worker_memory)
         nbytes = client.gather([client.submit(operator.attrgetter("nbytes"), s, key=f"nb-{s.key}") for s in shards])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -73,24 +74,6 @@ def iter_tokenize(data: bytes, lowercase: bool = False, chunk_bytes: int = CHUNK
         yield _ascii_tokens(piece, lowercase, final) if _ascii(piece) else _ascii_tokens(_utf8(piece, lowercase), False, final)
 
 
-def iter_words(data: bytes, lowercase: bool = False, chunk_bytes: int = CHUNK_BYTES):
-    """What counting needs, piece by piece: (all tokens in order, number of non-empty lines).
-
-    Cheaper than ``iter_tokenize`` on ASCII text: no line structure is built.
-
-    >>> [(w.to_pylist(), n) for w, n in iter_words(b"a b\\n \\nc\\n", chunk_bytes=3)]
-    [(['a', 'b'], 1), ([], 0), (['c'], 1)]
-    """
-    for piece, final in _pieces(data, chunk_bytes):
-        yield _ascii_words(piece, lowercase) if _ascii(piece) else _ascii_words(_utf8(piece, lowercase), False)
-
-
-def flat_words(tokens: pa.ListArray) -> tuple[pa.Array, int]:
-    """Token lists -> (all tokens in order, number of non-empty lists)."""
-    sentences = int(pc.sum(pc.greater(pc.list_value_length(tokens), 0)).as_py() or 0)
-    return pc.list_flatten(tokens), sentences
-
-
 def _pieces(data: bytes, chunk_bytes: int):
     """Cut ``data`` after a newline every ``chunk_bytes`` or so: (piece, is it the last one)."""
     lo = 0
@@ -140,42 +123,60 @@ def _string_array(data: bytes) -> pa.LargeStringArray:
     return pa.LargeStringArray.from_buffers(1, pa.py_buffer(np.array([0, len(data)], np.int64)), pa.py_buffer(data))
 
 
-def _ascii_split(piece: bytes, lowercase: bool) -> tuple[pa.Array, np.ndarray]:
-    """All tokens of an ASCII piece, split at once by Arrow's ASCII kernel (one copy), and the
-    piece's mask of word (non-whitespace) bytes."""
+def _ascii_split(piece: bytes, lowercase: bool) -> pa.Array:
+    """All tokens of an ASCII piece, split at once by Arrow's ASCII kernel (one copy)."""
     text = _string_array(piece)
     flat = pc.list_flatten(pc.ascii_split_whitespace(pc.ascii_lower(text) if lowercase else text))
-    b = np.frombuffer(piece, np.uint8)
-    word = (b != 32) & ((b - np.uint8(9)) > 4)  # not one of " \t\n\v\f\r" (uint8 wraps around)
     # The kernel collapses whitespace runs: '' tokens only come from leading/trailing whitespace
     # (and an empty piece is one '').
-    lo = int(len(b) == 0 or not word[0])
-    hi = len(flat) - int(len(flat) > lo and len(b) > 0 and not word[-1])
-    return flat.slice(lo, hi - lo), word
+    lo = int(not piece or piece[0] in _ASCII_SPACE)
+    hi = len(flat) - int(len(flat) > lo and bool(piece) and piece[-1] in _ASCII_SPACE)
+    return flat.slice(lo, hi - lo)
 
 
-def _ascii_words(piece: bytes, lowercase: bool) -> tuple[pa.Array, int]:
-    flat, word = _ascii_split(piece, lowercase)
-    b = np.frombuffer(piece, np.uint8)
-    line_starts = np.flatnonzero(b[:-1] == 10) + 1  # lines that start inside the piece
-    if len(b) == 0:
-        return flat, 0
-    # A line is a sentence if any of its bytes (its newline included, which is not a word byte)
-    # is a word byte.
-    nonempty = np.logical_or.reduceat(word, np.concatenate(([0], line_starts)))
-    return flat, int(np.count_nonzero(nonempty))
+_ASCII_SPACE = b" \t\n\v\f\r"  # Arrow's ASCII whitespace, str.split's for ASCII text
+
+
+_WORD_BYTE = np.array([c not in _ASCII_SPACE for c in range(256)], np.uint8)
+
+
+@numba.njit(cache=True, nogil=True)
+def _tokens_per_line(b: np.ndarray, lines: int, word_byte: np.ndarray) -> np.ndarray:
+    """Number of whitespace-separated tokens on each line of ASCII bytes (one pass)."""
+    out = np.zeros(lines, np.int64)
+    line, tokens, inside = 0, 0, np.uint8(0)
+    for i in range(len(b)):
+        c = b[i]
+        w = word_byte[c]
+        tokens += w > inside  # a token starts here
+        inside = w
+        if c == 10:
+            out[line] = tokens
+            line += 1
+            tokens = 0
+    if line < lines:
+        out[line] = tokens
+    return out
 
 
 def _ascii_tokens(piece: bytes, lowercase: bool, final: bool) -> pa.LargeListArray:
-    # Find each token's line from byte positions with numpy instead of splitting into lines.
-    flat, word = _ascii_split(piece, lowercase)
-    starts = np.flatnonzero(np.diff(word.view(np.int8), prepend=np.int8(0)) == 1)
-    del word
-    assert len(starts) == len(flat)
-    newlines = np.flatnonzero(np.frombuffer(piece, np.uint8) == 10)
-    line = np.searchsorted(newlines, starts)  # newlines before each token = its line
-    offsets = np.searchsorted(line, np.arange(len(newlines) + final + 1))
-    return pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), flat)
+    flat = _ascii_split(piece, lowercase)
+    b = np.frombuffer(piece, np.uint8)
+    per_line = _tokens_per_line(b, piece.count(b"\n") + final, _WORD_BYTE)
+    offsets = np.zeros(len(per_line) + 1, np.int64)
+    np.cumsum(per_line, out=offsets[1:])
+    assert offsets[-1] == len(flat)
+    return pa.LargeListArray.from_arrays(pa.array(offsets), flat)
+
+
+def _drop_null_tokens(tokens: pa.ListArray) -> pa.LargeListArray:
+    """Token lists without their null tokens (a null is no word)."""
+    flat = pc.list_flatten(tokens)
+    valid = pc.is_valid(flat).to_numpy(zero_copy_only=False)
+    parents = pc.list_parent_indices(tokens).to_numpy()
+    offsets = np.zeros(len(tokens) + 1, np.int64)
+    np.cumsum(np.bincount(parents[valid], minlength=len(tokens)), out=offsets[1:])
+    return pa.LargeListArray.from_arrays(pa.array(offsets), pc.filter(flat, pa.array(valid)))
 
 
 def _lower_lists(tokens: pa.ListArray) -> pa.ListArray:
@@ -191,14 +192,11 @@ def read_tokens(block: Block, storage_options=None, lowercase: bool = False, col
 
 
 def iter_tokens(block: Block, storage_options=None, lowercase: bool = False, column: str = "tokens",
-                chunk_bytes: int = CHUNK_BYTES, words: bool = False):
-    """``read_tokens`` in pieces of whole sentences (text: about ``chunk_bytes`` each).
-
-    ``words=True``: pieces as (all tokens, non-empty sentences), see ``iter_words``.
-    """
+                chunk_bytes: int = CHUNK_BYTES):
+    """``read_tokens`` in pieces of whole sentences (text: about ``chunk_bytes`` each)."""
     if not block.parquet:
         data = storage.read_block(block.url, block.offset, block.length, storage_options)
-        yield from (iter_words if words else iter_tokenize)(data, lowercase, chunk_bytes)
+        yield from iter_tokenize(data, lowercase, chunk_bytes)
         return
     with storage.open_read(block.url, storage_options) as f:
         pf = pq.ParquetFile(f)
@@ -213,5 +211,6 @@ def iter_tokens(block: Block, storage_options=None, lowercase: bool = False, col
     ):
         raise DataError(f"Parquet column {column!r} of {block.url!r} must be list<string>, got {arr.type}")
     arr = pc.fill_null(arr, pa.scalar([], arr.type)) if arr.null_count else arr
+    arr = _drop_null_tokens(arr) if pc.list_flatten(arr).null_count else arr
     arr = _lower_lists(arr) if lowercase else arr
-    yield flat_words(arr) if words else arr
+    yield arr

@@ -20,6 +20,48 @@ class Counts:
     sentences: int  # non-empty lines read
 
 
+@dataclass(frozen=True)
+class Scanned:
+    """One partition read once: its distinct words with their counts, and every token as an
+    index into them, sentence by sentence. Counting reads the counts; encoding later maps the
+    indices to vocabulary ids without reading or hashing the corpus again."""
+
+    words: pa.Array  # large_string, the partition's distinct tokens
+    counts: np.ndarray  # int64, occurrences of each
+    ids: np.ndarray  # int32, each token's index into words, in corpus order
+    offsets: np.ndarray  # int64, non-empty sentence k is ids[offsets[k]:offsets[k+1]]
+
+    @property
+    def sentences(self) -> int:
+        return len(self.offsets) - 1
+
+    def to_counts(self) -> Counts:
+        table = pa.Table.from_arrays([self.words, pa.array(self.counts, pa.int64())], schema=SCHEMA)
+        return Counts(table, len(self.ids), self.sentences)
+
+
+def scan(pieces) -> Scanned:
+    """Scan token lists (an iterable of pieces, e.g. ``corpus.iter_tokens``) in one pass.
+
+    >>> import pyarrow as pa
+    >>> s = scan([pa.array([["b", "a"], []]), pa.array([["a", "c", "a"]])])
+    >>> s.words.to_pylist(), s.counts.tolist(), s.ids.tolist(), s.offsets.tolist()
+    (['b', 'a', 'c'], [1, 3, 1], [0, 1, 1, 2, 1], [0, 2, 5])
+    """
+    encoded, lengths = [], [np.zeros(1, np.int64)]
+    for tokens in pieces:
+        n = pc.list_value_length(tokens).to_numpy(zero_copy_only=False)
+        lengths.append(n[n > 0])
+        flat = pc.list_flatten(tokens)
+        encoded.append(pc.dictionary_encode(flat if flat.type == pa.large_string() else pc.cast(flat, pa.large_string())))
+    # One dictionary for the partition: first-seen order, each piece's indices transposed to it.
+    chunks = pa.chunked_array(encoded, pa.dictionary(pa.int32(), pa.large_string())).unify_dictionaries().chunks
+    words = chunks[0].dictionary if chunks else pa.array([], pa.large_string())
+    ids = np.concatenate([c.indices.to_numpy() for c in chunks] or [np.zeros(0, np.int32)]).astype(np.int32, copy=False)
+    counts = np.bincount(ids, minlength=len(words)).astype(np.int64)
+    return Scanned(words, counts, ids, np.cumsum(np.concatenate(lengths)))
+
+
 def count_tokens(tokens: pa.ListArray) -> Counts:
     """Count the words of one partition.
 
@@ -28,32 +70,7 @@ def count_tokens(tokens: pa.ListArray) -> Counts:
     >>> sorted(zip(*c.table.to_pydict().values())), c.tokens, c.sentences
     ([('a', 3), ('b', 2)], 5, 2)
     """
-    lengths = pc.list_value_length(tokens)
-    return count_words(pc.list_flatten(tokens), int(pc.sum(pc.greater(lengths, 0)).as_py() or 0))
-
-
-def count_words(words: pa.Array, sentences: int) -> Counts:
-    """Count a flat array of tokens that came from ``sentences`` non-empty sentences.
-
-    >>> import pyarrow as pa
-    >>> c = count_words(pa.array(["a", "b", "a"]), 2)
-    >>> sorted(zip(*c.table.to_pydict().values())), c.tokens, c.sentences
-    ([('a', 2), ('b', 1)], 3, 2)
-    """
-    vc = pc.value_counts(pc.cast(words, pa.large_string()))
-    table = pa.Table.from_arrays([vc.field("values"), pc.cast(vc.field("counts"), pa.int64())], schema=SCHEMA)
-    return Counts(table, len(words), sentences)
-
-
-def count_pieces(pieces) -> Counts:
-    """Count an iterable of (tokens, sentences) pieces (``corpus.iter_tokens(..., words=True)``).
-
-    >>> import pyarrow as pa
-    >>> c = count_pieces([(pa.array(["a", "b"]), 1), (pa.array(["a"]), 1)])
-    >>> sorted(zip(*c.table.to_pydict().values())), c.tokens, c.sentences
-    ([('a', 2), ('b', 1)], 3, 2)
-    """
-    return merge_counts(*(count_words(words, sentences) for words, sentences in pieces))
+    return scan([tokens]).to_counts()
 
 
 def merge_counts(*parts: Counts) -> Counts:

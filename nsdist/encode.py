@@ -8,6 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .counts import scan
+
 
 @dataclass(frozen=True)
 class Shard:
@@ -36,49 +38,48 @@ def encode(tokens: pa.ListArray, words: pa.Array, max_sentence_length: int = 100
     >>> s.ids.tolist(), s.offsets.tolist()
     ([0, 1, 1, 1, 0], [0, 2, 4, 5])
     """
-    flat = pc.list_flatten(tokens)
-    if len(flat) == 0 or len(words) == 0:
+    return encode_scanned([(scan([tokens]), 0, None)], words, max_sentence_length)
+
+
+def encode_scanned(parts, words: pa.Array, max_sentence_length: int = 10000) -> Shard:
+    """Encode the sentences of scanned partitions that start in token ranges, in order, as one shard.
+
+    ``parts``: (Scanned, lo, hi) triples; a partition's sentence belongs to the range [lo, hi)
+    (hi None: to the end) that holds its first token, so ranges that tile a partition split its
+    sentences without loss or overlap. Only the partition's distinct words are looked up in the
+    vocabulary; tokens are then mapped with one gather.
+    """
+    ids, lengths = [], []
+    for scanned, lo, hi in parts:
+        starts = scanned.offsets[:-1]
+        k0 = np.searchsorted(starts, lo)
+        k1 = len(starts) if hi is None else np.searchsorted(starts, hi)
+        if k0 == k1 or len(words) == 0:
+            continue
+        value_set = words if words.type == scanned.words.type else pc.cast(words, scanned.words.type)
+        lookup = pc.fill_null(pc.index_in(scanned.words, value_set=value_set), -1).to_numpy().astype(np.int32)
+        mapped = lookup[scanned.ids[scanned.offsets[k0]:scanned.offsets[k1]]]
+        known = mapped >= 0
+        # Known words per sentence: differences of the running count at sentence boundaries.
+        running = np.concatenate(([0], np.cumsum(known)))
+        ids.append(mapped[known])
+        lengths.append(np.diff(running[scanned.offsets[k0:k1 + 1] - scanned.offsets[k0]]))
+    if not ids:
         return Shard(np.zeros(0, np.int32), np.zeros(1, np.int64))
-    value_set = words if words.type == flat.type else pc.cast(words, flat.type)
-    idx = pc.index_in(flat, value_set=value_set)
-    known = pc.is_valid(idx)
-    ids = pc.filter(idx, known).to_numpy().astype(np.int32, copy=False)
-    parents = pc.filter(pc.list_parent_indices(tokens), known).to_numpy()
-    n = len(ids)
-    if n == 0:
-        return Shard(ids, np.zeros(1, np.int64))
-    # Sentence starts are where the parent line changes; chunk starts every max_sentence_length
-    # known words into a sentence.
-    starts = np.flatnonzero(np.diff(parents, prepend=-1) != 0)
-    lengths = np.diff(np.append(starts, n))
-    pos = np.arange(n) - np.repeat(starts, lengths)
-    bounds = np.flatnonzero(pos % max_sentence_length == 0)
-    return Shard(ids, np.append(bounds, n).astype(np.int64))
+    ids, lengths = np.concatenate(ids), np.concatenate(lengths)
+    return Shard(ids, _chunk_offsets(lengths[lengths > 0], max_sentence_length))
 
 
-def encode_pieces(pieces, words: pa.Array, max_sentence_length: int = 10000) -> Shard:
-    """``encode`` an iterable of token-list pieces one at a time and concatenate the results.
+def _chunk_offsets(lengths: np.ndarray, max_len: int) -> np.ndarray:
+    """Offsets of consecutive sentences of ``lengths`` words, each cut into chunks of at most max_len.
 
-    >>> import pyarrow as pa
-    >>> s = encode_pieces([pa.array([["a", "b"]]), pa.array([["b"], ["x"]])], pa.array(["a", "b"]))
-    >>> s.ids.tolist(), s.offsets.tolist()
-    ([0, 1, 1], [0, 2, 3])
+    >>> _chunk_offsets(np.array([2, 5, 1]), 2).tolist()
+    [0, 2, 4, 6, 7, 8]
     """
-    return concat_shards([encode(p, words, max_sentence_length) for p in pieces])
-
-
-def concat_shards(shards: list[Shard]) -> Shard:
-    """Sentences of several shards, in order, as one shard.
-
-    >>> a, b = Shard(np.array([1, 2], np.int32), np.array([0, 2])), Shard(np.array([3], np.int32), np.array([0, 1]))
-    >>> s = concat_shards([a, b])
-    >>> s.ids.tolist(), s.offsets.tolist()
-    ([1, 2, 3], [0, 2, 3])
-    """
-    if len(shards) == 1:
-        return shards[0]
-    ids = np.concatenate([s.ids for s in shards]) if shards else np.zeros(0, np.int32)
-    lengths = np.concatenate([np.diff(s.offsets) for s in shards]) if shards else np.zeros(0, np.int64)
-    offsets = np.zeros(len(lengths) + 1, np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    return Shard(ids, offsets)
+    chunks = -(-lengths // max_len)
+    sizes = np.full(int(chunks.sum()), max_len, np.int64)
+    last = np.cumsum(chunks) - 1
+    sizes[last] = lengths - (chunks - 1) * max_len
+    offsets = np.zeros(len(sizes) + 1, np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    return offsets

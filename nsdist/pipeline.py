@@ -37,8 +37,8 @@ from distributed import Client, LocalCluster
 from . import __version__, storage
 from .config import ClusterConfig, JobConfig, TrainConfig, config_from_dict
 from .corpus import Block, iter_tokens, plan_blocks
-from .counts import Counts, count_pieces, merge_counts
-from .encode import Shard, encode_pieces
+from .counts import Counts, Scanned, merge_counts, scan
+from .encode import Shard, encode_scanned
 from .errors import ConfigError, DataError, TransientError
 from .merge import apply_sum, shard_rates, sum_deltas
 from .model import Model, init_model, make_tables
@@ -85,26 +85,14 @@ def _threads(client: Client) -> int:
 # ---------------------------------------------------------------- task functions
 # Module-level, plain inputs and outputs, never mutating their arguments.
 
-def _count_block(block: Block, storage_options, lowercase: bool, column: str) -> Counts:
+def _scan_block(block: Block, storage_options, lowercase: bool, column: str) -> Scanned:
     # 1 MiB pieces: Arrow needs about 10x a piece's size, so a whole block at once would not fit.
-    return count_pieces(iter_tokens(block, storage_options, lowercase, column, words=True))
+    return scan(iter_tokens(block, storage_options, lowercase, column))
 
 
-def _encode_block(block: Block, storage_options, lowercase: bool, column: str, vocab: Vocab,
-                  max_len: int) -> Shard:
-    return encode_pieces(iter_tokens(block, storage_options, lowercase, column), vocab.words, max_len)
-
-
-def _assemble_shard(pieces: list[tuple[int, int]], *blocks: Shard) -> Shard:
-    """Concatenate sentence ranges [lo, hi) of consecutive encoded blocks into one shard."""
-    ids, lengths = [], []
-    for (lo, hi), block in zip(pieces, blocks):
-        ids.append(block.ids[block.offsets[lo]:block.offsets[hi]])
-        lengths.append(np.diff(block.offsets[lo:hi + 1]))
-    lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
-    offsets = np.zeros(len(lengths) + 1, np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    return Shard(np.concatenate(ids) if ids else np.zeros(0, np.int32), offsets)
+def _assemble_shard(pieces: list[tuple[int, int]], vocab: Vocab, max_len: int, *blocks: Scanned) -> Shard:
+    """Encode the sentences that start in token ranges [lo, hi) of consecutive blocks as one shard."""
+    return encode_scanned([(b, lo, hi) for (lo, hi), b in zip(pieces, blocks)], vocab.words, max_len)
 
 
 def _vocab_summary(vocab: Vocab, counts: Counts) -> dict:
@@ -162,22 +150,23 @@ def _tree_reduce(client: Client, fn, futures: list, key: str, fan_in: int = 8):
     return futures[0] if len(futures) == 1 else client.submit(fn, *futures, key=f"{key}-{level}-0")
 
 
-def _shard_plan(block_sentences: list[int], shards: int) -> list[list[tuple[int, int, int]]]:
-    """Split the corpus's sentences (in block order) into ``shards`` contiguous, even parts.
+def _shard_plan(block_tokens: list[int], shards: int) -> list[list[tuple[int, int, int]]]:
+    """Split the corpus's tokens (in block order) into ``shards`` contiguous, even ranges.
 
-    Returns per shard a list of (block, lo, hi) sentence ranges. Depends only on the corpus
-    and the shard count, not on how it was cut into blocks, so results do not either.
+    Returns per shard a list of (block, lo, hi) token ranges; a sentence goes to the shard whose
+    range holds its first token. Depends only on the corpus and the shard count, not on how it
+    was cut into blocks (blocks end at sentence ends), so results do not either.
 
     >>> _shard_plan([3, 1, 2], 2)
     [[(0, 0, 3)], [(1, 0, 1), (2, 0, 2)]]
     """
-    starts = np.concatenate([[0], np.cumsum(block_sentences)])
+    starts = np.concatenate([[0], np.cumsum(block_tokens)])
     total = int(starts[-1])
     plan = []
     for s in range(shards):
         lo, hi = total * s // shards, total * (s + 1) // shards
         pieces = []
-        for b, n in enumerate(block_sentences):
+        for b, n in enumerate(block_tokens):
             a, e = max(lo, starts[b]), min(hi, starts[b] + n)
             if a < e:
                 pieces.append((b, int(a - starts[b]), int(e - starts[b])))
@@ -213,29 +202,31 @@ class TrainResult:
 # ---------------------------------------------------------------- the stages
 
 def count_vocab(client: Client, cfg: JobConfig, blocks: list[Block], tag: str):
-    """Count words per block, merge in a tree, build the vocabulary: (vocab future, summary)."""
+    """Read each block once, count, merge the counts in a tree, build the vocabulary.
+
+    Returns (vocab future, summary, scanned block futures, tokens per block). The scanned blocks
+    stay on the workers until ``encode_shards`` has turned them into shards.
+    """
     t = cfg.train
     read_args = (dict(cfg.storage_options), t.lowercase, cfg.parquet_column)
-    counted = [client.submit(_count_block, b, *read_args, key=f"count-{tag}-{i}") for i, b in enumerate(blocks)]
+    scanned = [client.submit(_scan_block, b, *read_args, key=f"scan-{tag}-{i}") for i, b in enumerate(blocks)]
+    counted = [client.submit(Scanned.to_counts, s, key=f"count-{s.key}") for s in scanned]
+    block_tokens = client.gather([client.submit(getattr, c, "tokens", key=f"n-{c.key}") for c in counted])
     counts = _tree_reduce(client, merge_counts, counted, key=f"merge-counts-{tag}")
     vocab = client.submit(build_vocab, counts, t.min_count, t.max_vocab, key=f"vocab-{tag}")
     summary = client.submit(_vocab_summary, vocab, counts, key=f"summary-{tag}").result()
-    return vocab, summary
+    return vocab, summary, scanned, block_tokens
 
 
-def encode_shards(client: Client, cfg: JobConfig, blocks: list[Block], vocab, n_shards: int, tag: str):
-    """Encode blocks and regroup them into training shards: (shard futures, words[shard, round])."""
+def encode_shards(client: Client, cfg: JobConfig, scanned: list, block_tokens: list[int], vocab, n_shards: int,
+                  tag: str):
+    """Encode the scanned blocks into ``n_shards`` training shards of about equal token counts:
+    (shard futures, words[shard, round])."""
     t = cfg.train
-    read_args = (dict(cfg.storage_options), t.lowercase, cfg.parquet_column)
-    encoded = [
-        client.submit(_encode_block, b, *read_args, vocab, t.max_sentence_length, key=f"encode-{tag}-{i}")
-        for i, b in enumerate(blocks)
-    ]
-    sentences = client.gather([client.submit(getattr, e, "sentences", key=f"n-{e.key}") for e in encoded])
     shards = [
-        client.submit(_assemble_shard, [(lo, hi) for _, lo, hi in pieces], *[encoded[b] for b, _, _ in pieces],
-                      key=f"shard-{tag}-{s}")
-        for s, pieces in enumerate(_shard_plan(sentences, n_shards))
+        client.submit(_assemble_shard, [(lo, hi) for _, lo, hi in pieces], vocab, t.max_sentence_length,
+                      *[scanned[b] for b, _, _ in pieces], key=f"shard-{tag}-{s}")
+        for s, pieces in enumerate(_shard_plan(block_tokens, n_shards))
     ]
     rounds = t.rounds(n_shards)
     words = client.gather([client.submit(round_words, s, rounds, key=f"rw-{s.key}") for s in shards])
@@ -434,7 +425,7 @@ def train(cfg: JobConfig, client: Client, resume: str | None = None, init_from: 
              sum(s for _, s in files) / 1e6)
 
     t0 = time.perf_counter()
-    vocab, summary = count_vocab(client, cfg, blocks, tag)
+    vocab, summary, scanned, block_tokens = count_vocab(client, cfg, blocks, tag)
     count_seconds = time.perf_counter() - t0
     if summary["vocab_size"] == 0:
         raise DataError(
@@ -450,7 +441,8 @@ def train(cfg: JobConfig, client: Client, resume: str | None = None, init_from: 
 
     t0 = time.perf_counter()
     n_shards = state["shards"] if state else (t.shards or _threads(client))
-    shards, words = encode_shards(client, cfg, blocks, vocab, n_shards, tag)
+    shards, words = encode_shards(client, cfg, scanned, block_tokens, vocab, n_shards, tag)
+    del scanned  # the workers free the scanned blocks once the shards are built
     encode_seconds = time.perf_counter() - t0
     log.info("encoded %d words into %d shard(s) in %.1f s", int(words.sum()), n_shards, encode_seconds)
     if words.sum() == 0:

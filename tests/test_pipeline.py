@@ -38,13 +38,14 @@ def test_distributed_counts_equal_in_process_count(client, write):
     cfg = load_config(None, {"min_count": 1}, environ={}, corpus=tuple(paths), out="unused", blocksize=4096)
     blocks = plan_blocks(cfg.corpus, blocksize=cfg.blocksize)
     assert len(blocks) > 5
-    vocab, summary = count_vocab(client, cfg, blocks, "test-count")
+    vocab, summary, scanned, block_tokens = count_vocab(client, cfg, blocks, "test-count")
     vocab = vocab.result()
     expected = collections.Counter(text.split())
     assert dict(zip(vocab.words.to_pylist(), vocab.counts.tolist())) == dict(expected)
     assert vocab.words.to_pylist() == sorted(expected, key=lambda w: (-expected[w], w))
     assert summary["raw_tokens"] == sum(expected.values())
     assert summary["sentences"] == sum(1 for line in text.splitlines() if line.split())
+    assert sum(block_tokens) == summary["raw_tokens"] and len(scanned) == len(blocks)
 
 
 def test_same_seed_and_shards_give_identical_vectors(client, write, tmp_path):

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import collections
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from nsdist.corpus import Block, iter_tokenize, iter_tokens, iter_words, plan_blocks, read_tokens, tokenize
-from nsdist.counts import count_pieces, count_tokens, merge_counts
-from nsdist.encode import Shard, concat_shards, encode, encode_pieces
+from nsdist.corpus import Block, _drop_null_tokens, iter_tokenize, iter_tokens, plan_blocks, read_tokens, tokenize
+from nsdist.counts import count_tokens, merge_counts, scan
+from nsdist.encode import encode, encode_scanned
 from nsdist.errors import DataError
 from nsdist.noise import noise_table, sample
 from nsdist.vocab import build_vocab, keep_probs
@@ -74,10 +75,10 @@ def test_pieces_equal_the_whole_block(alphabet, chunk_bytes):
                 if chunk_bytes <= 2:
                     assert len(pieces) > 10
                 assert pa.concat_arrays(pieces).to_pylist() == expected
-                flat = [t for line in expected for t in line]
-                words = list(iter_words(text, lowercase, chunk_bytes))
-                assert [t for w, _ in words for t in w.to_pylist()] == flat
-                assert sum(n for _, n in words) == sum(1 for line in expected if line)
+                scanned = scan(pieces)
+                got = [[scanned.words[int(i)].as_py() for i in scanned.ids[a:b]]
+                       for a, b in zip(scanned.offsets[:-1], scanned.offsets[1:])]
+                assert got == [line for line in expected if line]
 
 
 @pytest.mark.parametrize("text", [b"", b" ", b"\n", b"\n\n", b" \n ", b"a", b"a\n", b" a ", b"\x1c", b"\xff"])
@@ -85,7 +86,7 @@ def test_pieces_equal_the_whole_block(alphabet, chunk_bytes):
 def test_tiny_texts(text, chunk_bytes):
     expected = reference(text, False)
     assert tokenize(text, chunk_bytes=chunk_bytes).to_pylist() == expected
-    c = count_pieces(iter_words(text, chunk_bytes=chunk_bytes))
+    c = scan(iter_tokenize(text, chunk_bytes=chunk_bytes)).to_counts()
     assert (c.tokens, c.sentences) == (sum(map(len, expected)), sum(1 for line in expected if line))
 
 
@@ -93,25 +94,43 @@ def test_tiny_texts(text, chunk_bytes):
 def test_counts_and_encoding_of_pieces_equal_the_whole_block(write, alphabet):
     text = b"".join(random_text(seed, alphabet, 20_000) for seed in range(3))
     whole = tokenize(text, chunk_bytes=len(text) + 1)
-    path = write("c.txt", text.decode())
+    path = write("c.txt", text.decode("utf-8", errors="replace"))
     (block,) = plan_blocks([path])
     expected = count_tokens(whole)
+    assert as_dict(expected) == collections.Counter(t for line in reference(text, False) for t in line)
+    words = pa.array(["cat", "The", "\u00e9", "a"])
+    reference_shard = encode(whole, words, max_sentence_length=3)
     for chunk_bytes in (64, 1000, 2**20):
-        got = count_pieces(iter_tokens(block, chunk_bytes=chunk_bytes, words=True))
+        scanned = scan(iter_tokens(block, chunk_bytes=chunk_bytes))
+        got = scanned.to_counts()
         assert as_dict(got) == as_dict(expected)
         assert (got.tokens, got.sentences) == (expected.tokens, expected.sentences)
-        words = pa.array(["cat", "The", "\u00e9", "a\x0bb"[:1]])
-        a = encode(whole, words, max_sentence_length=3)
-        b = encode_pieces(iter_tokens(block, chunk_bytes=chunk_bytes), words, max_sentence_length=3)
-        assert a.ids.tolist() == b.ids.tolist() and a.offsets.tolist() == b.offsets.tolist()
+        b = encode_scanned([(scanned, 0, None)], words, max_sentence_length=3)
+        assert b.ids.tolist() == reference_shard.ids.tolist() and b.offsets.tolist() == reference_shard.offsets.tolist()
 
 
-def test_concat_shards():
-    a = Shard(np.array([1, 2, 3], np.int32), np.array([0, 1, 3]))
-    empty = Shard(np.zeros(0, np.int32), np.zeros(1, np.int64))
-    s = concat_shards([a, empty, a])
-    assert s.ids.tolist() == [1, 2, 3, 1, 2, 3] and s.offsets.tolist() == [0, 1, 3, 4, 6]
-    assert concat_shards([]).offsets.tolist() == [0]
+def test_encoding_token_ranges_splits_sentences_without_loss_or_overlap():
+    lines = [["a", "x", "b"], [], ["c"], ["x", "x"], ["b", "b", "b", "b", "a"], ["a"]]
+    scanned = scan([pa.array(lines)])
+    words = pa.array(["a", "b", "c"])
+    whole = encode_scanned([(scanned, 0, None)], words, max_sentence_length=2)
+    assert whole.ids.tolist() == [0, 1, 2, 1, 1, 1, 1, 0, 0]
+    assert whole.offsets.tolist() == [0, 2, 3, 5, 7, 8, 9]
+    n = len(scanned.ids)
+    for cut in range(n + 1):  # a sentence goes where its first token is
+        left = encode_scanned([(scanned, 0, cut)], words, 2)
+        right = encode_scanned([(scanned, cut, n)], words, 2)
+        assert left.ids.tolist() + right.ids.tolist() == whole.ids.tolist()
+        assert left.sentences + right.sentences == whole.sentences
+    both = encode_scanned([(scanned, 0, 4), (scanned, 4, n)], words, 2)
+    assert both.ids.tolist() == whole.ids.tolist() and both.offsets.tolist() == whole.offsets.tolist()
+    assert encode_scanned([], words).offsets.tolist() == [0]
+    assert encode_scanned([(scanned, 0, None)], pa.array([], pa.string())).ids.tolist() == []
+
+
+def test_null_tokens_are_dropped():
+    tokens = _drop_null_tokens(pa.array([["a", None, "b"], [None], [], ["c"]]))
+    assert tokens.to_pylist() == [["a", "b"], [], [], ["c"]]
 
 
 def test_tokenize_lowercase_and_bad_utf8():
