@@ -53,18 +53,22 @@ class Delta:
         return sum(a.nbytes for a in arrays)
 
 
-def round_slice(sentences: int, round_: int, rounds: int) -> tuple[int, int]:
-    """Sentences a shard trains in a round: contiguous, as even as possible.
+def round_slice(offsets: np.ndarray, round_: int, rounds: int) -> tuple[int, int]:
+    """Sentences [begin, end) a shard trains in a round: contiguous, about equal in words (a
+    sentence goes to the round that holds its first word), so that the shards of a round finish
+    together.
 
-    >>> [round_slice(10, r, 3) for r in range(3)]
-    [(0, 3), (3, 6), (6, 10)]
+    >>> [round_slice(np.array([0, 6, 7, 8, 9, 10, 11, 12]), r, 3) for r in range(3)]
+    [(0, 1), (1, 3), (3, 7)]
     """
-    return sentences * round_ // rounds, sentences * (round_ + 1) // rounds
+    starts, words = offsets[:-1], int(offsets[-1])
+    return (int(np.searchsorted(starts, words * round_ // rounds)),
+            int(np.searchsorted(starts, words * (round_ + 1) // rounds)))
 
 
 def round_words(shard: Shard, rounds: int) -> list[int]:
     """Words (before subsampling) in each round's slice: the learning-rate schedule needs them."""
-    bounds = [round_slice(shard.sentences, r, rounds) for r in range(rounds)]
+    bounds = [round_slice(shard.offsets, r, rounds) for r in range(rounds)]
     return [int(shard.offsets[e] - shard.offsets[b]) for b, e in bounds]
 
 
@@ -83,7 +87,7 @@ def train_shard(shard: Shard, model: Model, tables: Tables, spec: RoundSpec) -> 
     win, wout = model.win.copy(), model.wout.copy()
     n_in = np.zeros(len(win), np.uint32)
     n_out = np.zeros(len(wout), np.uint32)
-    begin, end = round_slice(shard.sentences, spec.round, spec.rounds)
+    begin, end = round_slice(shard.offsets, spec.round, spec.rounds)
     state = task_state(spec.seed, spec.epoch, spec.round, spec.shard)
     rate = tables.rate if tables.rate is not None else np.ones(len(win), np.float32)
     loss, pairs, words, _ = KERNELS[spec.kernel](

@@ -10,7 +10,7 @@ from nsdist.merge import merge_deltas
 from nsdist.noise import noise_table
 from nsdist.model import Model, init_model
 from nsdist.sgns import SIGMOID_TABLE, SOFTPLUS_TABLE, TABLE_STEPS, subsample, train_batch, train_pairs
-from nsdist.shard import Delta, RoundSpec, round_words, train_shard
+from nsdist.shard import Delta, RoundSpec, round_slice, round_words, train_shard
 
 
 def _bucket(x):
@@ -188,6 +188,26 @@ def test_train_shard_is_deterministic_and_leaves_the_model_alone():
     assert len(a.rows_in) > 0 and np.all(a.n_in > 0) and np.all(a.n_out > 0)
     other = train_shard(shard, model, tables, RoundSpec(0, 1, 3, 1, 0.025, 0.02, 3, 4, 9))
     assert not np.array_equal(other.d_out, a.d_out)  # another shard index draws other numbers
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_rounds_split_a_shard_by_words(seed):
+    """Rounds cover every sentence once and hold about equal words, whatever the sentence lengths,
+    so that the shards of one round finish together."""
+    rng = np.random.default_rng(seed)
+    lengths = np.where(rng.random(400) < 0.05, rng.integers(100, 500, 400), rng.integers(1, 10, 400))
+    offsets = np.concatenate(([0], np.cumsum(lengths)))
+    shard = Shard(np.zeros(offsets[-1], np.int32), offsets)
+    for rounds in (1, 3, 16):
+        bounds = [round_slice(offsets, r, rounds) for r in range(rounds)]
+        assert bounds[0][0] == 0 and bounds[-1][1] == len(lengths)
+        assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+        words = round_words(shard, rounds)
+        assert sum(words) == offsets[-1]
+        assert max(words) - min(words) <= 2 * lengths.max()
+        by_sentences = [int(offsets[len(lengths) * (r + 1) // rounds] - offsets[len(lengths) * r // rounds])
+                        for r in range(rounds)]
+        assert max(words) - min(words) <= max(by_sentences) - min(by_sentences)
 
 
 def delta(rows_in, d_in, n_in, dim=2):
