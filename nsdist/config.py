@@ -49,6 +49,7 @@ class TrainConfig:
     alpha_scale: float | None = None  # uniform local rate multiplier; None: shard count, capped
     rate_pivot: float | None = 1000.0  # per-row local rates (merge.shard_rates); None: uniform
     kernel: str = "batch"  # "batch": negatives shared per window (HogBatch); "pair": classic
+    merge_blocks: int | None = None  # row blocks merged in parallel; None: one per worker (same results)
 
     def rounds(self, shards: int) -> int:
         """Merges per epoch: ``syncs_per_epoch``, else 4, or 2 per shard past 2 shards.
@@ -63,7 +64,7 @@ class TrainConfig:
         return self.syncs_per_epoch or max(4, 2 * shards)
 
     def validate(self) -> "TrainConfig":
-        positive = ("dim", "window", "epochs", "syncs_per_epoch", "max_sentence_length")
+        positive = ("dim", "window", "epochs", "syncs_per_epoch", "max_sentence_length", "merge_blocks")
         for name in positive:
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")

@@ -23,6 +23,34 @@ class Model:
         return self.win.nbytes + self.wout.nbytes
 
 
+def model_block(model: Model, block: int, blocks: int) -> Model:
+    """Rows block, block + blocks, block + 2 * blocks, ... of the model (a copy): one of the
+    interleaved row blocks the merge works on in parallel. Interleaved, every block gets its
+    share of the frequent rows, which every shard touches, so the blocks' merges take equal time.
+
+    >>> m = Model(np.arange(10, dtype=np.float32).reshape(5, 2), np.zeros((5, 2), np.float32))
+    >>> model_block(m, 1, 2).win.tolist()
+    [[2.0, 3.0], [6.0, 7.0]]
+    >>> np.array_equal(join_blocks(*(model_block(m, b, 3) for b in range(3))).win, m.win)
+    True
+    """
+    return Model(np.ascontiguousarray(model.win[block::blocks]), np.ascontiguousarray(model.wout[block::blocks]))
+
+
+def join_blocks(*blocks: Model) -> Model:
+    """The whole model from all of its row blocks (``model_block``), in block order."""
+    if len(blocks) == 1:
+        return Model(blocks[0].win, blocks[0].wout)
+    return Model(*(_interleave([getattr(b, name) for b in blocks]) for name in ("win", "wout")))
+
+
+def _interleave(parts: list[np.ndarray]) -> np.ndarray:
+    out = np.empty((sum(len(p) for p in parts), parts[0].shape[1]), parts[0].dtype)
+    for b, p in enumerate(parts):
+        out[b::len(parts)] = p
+    return out
+
+
 @dataclass(frozen=True)
 class Tables:
     """Per-word tables, computed once per job: subsampling and the noise alias table."""

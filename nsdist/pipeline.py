@@ -41,9 +41,9 @@ from .counts import Counts, Scanned, merge_counts, scan
 from .encode import Shard, encode_scanned
 from .errors import ConfigError, DataError, TransientError
 from .merge import apply_sum, shard_rates, sum_deltas
-from .model import Model, init_model, make_tables
+from .model import Model, init_model, join_blocks, make_tables, model_block
 from .outputs import claim_run, new_run_id, publish, read_npy, resolve_run, run_url, write_run_files
-from .shard import Delta, RoundSpec, round_words, train_shard
+from .shard import Delta, RoundSpec, round_words, train_blocks
 from .vocab import Vocab, build_vocab
 
 log = logging.getLogger("nsdist")
@@ -113,8 +113,8 @@ def _rate_summary(tables) -> dict:
     return {"min": float(r.min()), "median": float(np.median(r)), "max": float(r.max())} if len(r) else {}
 
 
-def _stats(delta: Delta) -> dict:
-    return delta.stats
+def _stats(deltas: tuple[Delta, ...]) -> dict:
+    return deltas[0].stats
 
 
 def _model_info(model: Model) -> dict:
@@ -233,10 +233,22 @@ def encode_shards(client: Client, cfg: JobConfig, scanned: list, block_tokens: l
     return shards, np.array(words, dtype=np.int64).reshape(n_shards, rounds)
 
 
+def _owners(client: Client, shards: list, blocks: int) -> list[str | None]:
+    """A worker for each row block's merge, dealt round-robin over the workers holding shards, so
+    the blocks merge in parallel and stay where they are between rounds."""
+    held = sorted({w for ws in client.who_has(shards).values() for w in ws})
+    return [held[b % len(held)] if held else None for b in range(blocks)]
+
+
 def train_epochs(client: Client, cfg: JobConfig, shards: list, words: np.ndarray, model, tables, tag: str,
-                 start_epoch: int = 0, on_epoch=None):
+                 start_epoch: int = 0, on_epoch=None, blocks: int = 1):
     """Rounds of epochs start_epoch..epochs-1: shards train from the global model, a tree of merge
-    tasks averages them. ``on_epoch(epoch, model, metrics)`` runs after each epoch (checkpoints).
+    tasks averages them. ``on_epoch(epoch, blocks, metrics)`` runs after each epoch (checkpoints).
+
+    The global model lives on the workers as ``blocks`` interleaved row blocks (model.model_block):
+    each shard returns one sparse delta per block and each block is merged by its own tree, in
+    parallel, on the worker that owns it. Every merge rule is per row, so the result does not
+    depend on ``blocks`` (tests/test_pipeline.py checks it bit for bit).
 
     Returns (model future, per-epoch metrics). The client only ever holds small statistics.
     """
@@ -245,37 +257,50 @@ def train_epochs(client: Client, cfg: JobConfig, shards: list, words: np.ndarray
     total = t.epochs * int(words.sum())
     done = start_epoch * int(words.sum())
     epochs = []
+    owners = _owners(client, shards, blocks)
+    model = [client.submit(model_block, model, b, blocks, key=f"block-{tag}-{start_epoch}-{b}",
+                           workers=owners[b], allow_other_workers=True) for b in range(blocks)]
 
-    def submit(epoch: int, model, done: int):
+    def submit(epoch: int, model: list, done: int):
         stats, infos = [], []
         # Train each shard where it is held. Unpinned, the scheduler moved shards to the worker
         # holding the new model (real text, 8 shards on 2 workers: every shard moved once in
         # the first epoch). Loose: a lost or overloaded holder does not block the task.
         holders = client.who_has(shards)
+        owners = _owners(client, shards, blocks)
         for r in range(rounds):
             after = done + int(words[:, r].sum())
             a0, a1 = _schedule(t.alpha, t.min_alpha, done, total), _schedule(t.alpha, t.min_alpha, after, total)
-            deltas = [
-                client.submit(train_shard, shard, model, tables,
+            trained = [
+                client.submit(train_blocks, shard, tables,
                               RoundSpec(epoch, r, rounds, s, a0, a1, t.window, t.negative, t.seed, t.kernel),
-                              key=f"train-{tag}-{epoch}-{r}-{s}", workers=list(holders.get(shard.key, ())) or None,
-                              allow_other_workers=True)
+                              *model, key=f"train-{tag}-{epoch}-{r}-{s}",
+                              workers=list(holders.get(shard.key, ())) or None, allow_other_workers=True)
                 for s, shard in enumerate(shards)
             ]
-            # Sum the deltas in a fixed tree of partial sums on the workers (fan-in MERGE_FAN_IN,
-            # shard order); its root sums the last <= MERGE_FAN_IN inputs and applies the average.
-            parts, _ = _tree_levels(client, functools.partial(sum_deltas, how=t.merge), deltas,
-                                    key=f"merge-{tag}-{epoch}-{r}", fan_in=MERGE_FAN_IN)
-            model = client.submit(apply_sum, model, *parts, how=t.merge, key=f"model-{tag}-{epoch}-{r}")
-            stats += [client.submit(_stats, d, key=f"stats-{d.key}") for d in deltas]
-            infos.append(client.submit(_model_info, model, key=f"info-{model.key}"))
+            new = []
+            for b in range(blocks):
+                deltas = [client.submit(operator.getitem, d, b, key=f"delta-{b}-{d.key}") for d in trained]
+                # Sum the block's deltas in a fixed tree of partial sums (fan-in MERGE_FAN_IN, shard
+                # order); its root sums the last <= MERGE_FAN_IN inputs and applies the average.
+                parts, _ = _tree_levels(client, functools.partial(sum_deltas, how=t.merge), deltas,
+                                        key=f"merge-{tag}-{epoch}-{r}-{b}", fan_in=MERGE_FAN_IN)
+                new.append(client.submit(apply_sum, model[b], *parts, how=t.merge, key=f"model-{tag}-{epoch}-{r}-{b}",
+                                         workers=owners[b], allow_other_workers=True))
+            model = new
+            stats += [client.submit(_stats, d, key=f"stats-{d.key}") for d in trained]
+            infos.append([client.submit(_model_info, m, key=f"info-{m.key}") for m in model])
             done = after
         return epoch, model, stats, infos, done
 
     last_end = [time.perf_counter()]
 
-    def collect(epoch: int, model, stats, infos, done: int) -> None:
-        stats, infos = client.gather(stats), client.gather(infos)
+    def collect(epoch: int, model: list, stats, infos, done: int) -> None:
+        stats = client.gather(stats)
+        # One record per merge (round): its row blocks' tasks summed (seconds: compute time).
+        infos = [{"merge_seconds": sum(i["merge_seconds"] for i in blk), "merge_bytes": sum(i["merge_bytes"] for i in blk),
+                  "merge_tasks": sum(i["merge_tasks"] for i in blk), "merge_depth": max(i["merge_depth"] for i in blk),
+                  "merge_delta_bytes": sum(i["merge_delta_bytes"] for i in blk)} for blk in client.gather(infos)]
         # From the previous epoch's end (not from this collection's start: the next epoch is
         # already running while the client checkpoints this one).
         seconds = time.perf_counter() - last_end[0]
@@ -311,7 +336,7 @@ def train_epochs(client: Client, cfg: JobConfig, shards: list, words: np.ndarray
         pending = submitted
     if pending is not None:
         collect(*pending)
-    return model, epochs
+    return client.submit(join_blocks, *model, key=f"model-{tag}-final"), epochs
 
 
 # ---------------------------------------------------------------- checkpoints and warm starts
@@ -320,7 +345,8 @@ def _checkpoint_url(run: str, epoch: int) -> str:
     return storage.join(run, "checkpoints", f"epoch-{epoch + 1:04d}")
 
 
-def _save_arrays(model: Model, url: str, storage_options) -> int:
+def _save_arrays(url: str, storage_options, *blocks: Model) -> int:
+    model = join_blocks(*blocks)
     for name, array in (("win.npy", model.win), ("wout.npy", model.wout)):
         with storage.open_write(storage.join(url, name), storage_options) as f:
             np.save(f, array, allow_pickle=False)
@@ -442,6 +468,8 @@ def train(cfg: JobConfig, client: Client, resume: str | None = None, init_from: 
     t0 = time.perf_counter()
     n_shards = state["shards"] if state else (t.shards or _threads(client))
     shards, words = encode_shards(client, cfg, scanned, block_tokens, vocab, n_shards, tag)
+    # Row blocks merged in parallel: one per worker by default (results do not depend on it).
+    merge_blocks = t.merge_blocks or max(1, min(len(client.scheduler_info()["workers"]), n_shards))
     del scanned  # the workers free the scanned blocks once the shards are built
     encode_seconds = time.perf_counter() - t0
     log.info("encoded %d words into %d shard(s) in %.1f s", int(words.sum()), n_shards, encode_seconds)
@@ -465,13 +493,13 @@ def train(cfg: JobConfig, client: Client, resume: str | None = None, init_from: 
         model = client.submit(init_model, summary["vocab_size"], t.dim, t.seed, key=f"model-{tag}-init")
     history = list(state["metrics"]) if state else []
 
-    def checkpoint(epoch: int, model_future, metrics: dict) -> None:
+    def checkpoint(epoch: int, blocks: list, metrics: dict) -> None:
         history.append(metrics)
         if cfg.checkpoint_every <= 0 or (epoch + 1) % cfg.checkpoint_every or epoch + 1 == t.epochs:
             return
         url = _checkpoint_url(run, epoch)
         # High priority: otherwise it queues behind the next epoch's training tasks.
-        nbytes = client.submit(_save_arrays, model_future, url, opts, key=f"checkpoint-{tag}-{epoch}",
+        nbytes = client.submit(_save_arrays, url, opts, *blocks, key=f"checkpoint-{tag}-{epoch}",
                                priority=10).result()
         done = {"epoch": epoch + 1, "shards": n_shards, "corpus_fingerprint": fingerprint,
                 "vocab_sha256": digest, "metrics": history, "warm_start": warm}
@@ -480,7 +508,7 @@ def train(cfg: JobConfig, client: Client, resume: str | None = None, init_from: 
 
     start = state["epoch"] if state else 0
     warm = state.get("warm_start") if state else warm
-    model, _ = train_epochs(client, cfg, shards, words, model, tables, tag, start, checkpoint)
+    model, _ = train_epochs(client, cfg, shards, words, model, tables, tag, start, checkpoint, merge_blocks)
 
     # -- publish: data files from a worker, manifest last, then LATEST
     written = client.submit(_write_outputs, run, vocab, model, opts, key=f"write-{tag}").result()
@@ -491,7 +519,7 @@ def train(cfg: JobConfig, client: Client, resume: str | None = None, init_from: 
                    "fingerprint": fingerprint, "blocks": len(blocks), "shards": n_shards, **summary},
         "metrics": {"epochs": history, "count_seconds": count_seconds, "encode_seconds": encode_seconds,
                     "total_seconds": time.perf_counter() - t_start, "resumed_after_epoch": start or None,
-                    "rounds_per_epoch": int(words.shape[1]), "rate_multiplier": rates,
+                    "rounds_per_epoch": int(words.shape[1]), "merge_blocks": merge_blocks, "rate_multiplier": rates,
                     "client_peak_rss_bytes": _peak_rss()},
         "parent": warm,
         "files": written,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .encode import Shard
-from .model import Model, Tables
+from .model import Model, Tables, join_blocks
 from .rng import task_state
 from .sgns import train_batch, train_pairs
 
@@ -72,19 +72,28 @@ def round_words(shard: Shard, rounds: int) -> list[int]:
     return [int(shard.offsets[e] - shard.offsets[b]) for b, e in bounds]
 
 
-def _sparse(before: np.ndarray, after: np.ndarray, counts: np.ndarray):
-    """Touched rows, their deltas and counts. ``after`` (the task's private copy) is overwritten:
-    one dense subtraction and one gather beat two gathers and a subtraction by 2-5x."""
-    rows = np.flatnonzero(counts).astype(np.int32)
-    np.subtract(after, before, out=after)
-    return rows, np.take(after, rows, axis=0), counts[rows]
+def _sparse(blocks: list[np.ndarray], after: np.ndarray, counts: np.ndarray) -> list[tuple]:
+    """Per row block (interleaved, see ``model.model_block``): the touched rows (block-local
+    ids), their deltas after - before and their update counts. ``after`` (the task's private
+    copy) is overwritten: one dense subtraction and one gather beat two gathers and a
+    subtraction by 2-5x."""
+    n = len(blocks)
+    out = []
+    for b, before in enumerate(blocks):
+        mine = after[b::n]
+        np.subtract(mine, before, out=mine)
+        rows = np.flatnonzero(counts[b::n]).astype(np.int32)
+        out.append((rows, np.take(mine, rows, axis=0), counts[b::n][rows]))
+    return out
 
 
-def train_shard(shard: Shard, model: Model, tables: Tables, spec: RoundSpec) -> Delta:
-    """Train this round's slice of a shard on a private copy of the model."""
+def train_blocks(shard: Shard, tables: Tables, spec: RoundSpec, *blocks: Model) -> tuple[Delta, ...]:
+    """Train this round's slice of a shard on a private copy of the model given as its row
+    blocks; return one sparse delta per block (``stats`` in the first)."""
     t0 = time.perf_counter()
-    # Copies: Dask may hand the same model object to several tasks on one worker.
-    win, wout = model.win.copy(), model.wout.copy()
+    # The join is the private copy: Dask may hand the same blocks to several tasks on one worker.
+    model = join_blocks(*blocks) if len(blocks) > 1 else Model(blocks[0].win.copy(), blocks[0].wout.copy())
+    win, wout = model.win, model.wout
     n_in = np.zeros(len(win), np.uint32)
     n_out = np.zeros(len(wout), np.uint32)
     begin, end = round_slice(shard.offsets, spec.round, spec.rounds)
@@ -96,7 +105,12 @@ def train_shard(shard: Shard, model: Model, tables: Tables, spec: RoundSpec) -> 
         spec.window, spec.negative, spec.alpha_start, spec.alpha_end, state, n_in, n_out, rate,
     )
     seconds = time.perf_counter() - t0
-    rows_in, d_in, c_in = _sparse(model.win, win, n_in)
-    rows_out, d_out, c_out = _sparse(model.wout, wout, n_out)
+    ins = _sparse([b.win for b in blocks], win, n_in)
+    outs = _sparse([b.wout for b in blocks], wout, n_out)
     stats = {"loss": float(loss), "pairs": int(pairs), "words": int(words), "seconds": seconds}
-    return Delta(rows_in, d_in, c_in, rows_out, d_out, c_out, stats)
+    return tuple(Delta(*i, *o, stats if b == 0 else {}) for b, (i, o) in enumerate(zip(ins, outs)))
+
+
+def train_shard(shard: Shard, model: Model, tables: Tables, spec: RoundSpec) -> Delta:
+    """Train this round's slice of a shard on a private copy of the model (one block)."""
+    return train_blocks(shard, tables, spec, model)[0]

@@ -57,6 +57,9 @@ def test_same_seed_and_shards_give_identical_vectors(client, write, tmp_path):
         runs.append(load(train(cfg, client).run_url))
     assert runs[0].vocab == runs[1].vocab
     assert np.array_equal(runs[0].vectors, runs[1].vectors)
+    # The model merged as 3 interleaved row blocks: every rule is per row, so the same bits.
+    blocked = load(train(config([path], str(tmp_path / "out3"), merge_blocks=3), client).run_url)
+    assert np.array_equal(blocked.vectors, runs[0].vectors)
     other = load(train(config([path], str(tmp_path / "out2"), seed=2), client).run_url)
     assert not np.array_equal(other.vectors, runs[0].vectors)
 
@@ -77,9 +80,11 @@ def test_publish_layout_and_manifest(client, write, tmp_path):
     assert all(e["words_per_second"] > 0 and e["merge_bytes"] > 0 for e in epochs)
     assert epochs[1]["loss"] < epochs[0]["loss"]
     assert manifest["corpus"]["shards"] == 3
-    # 3 shards: one merge task per round, fed the three deltas and nothing else.
+    # 3 shards, one row block per worker (2): per round one merge task per block, each fed the
+    # three shards' deltas of its block and nothing else.
+    assert manifest["metrics"]["merge_blocks"] == 2
     merges = [m for e in epochs for m in e["merges"]]
-    assert merges and all(m["tasks"] == m["depth"] == 1 and m["bytes"] == m["delta_bytes"] > 0 for m in merges)
+    assert merges and all(m["tasks"] == 2 and m["depth"] == 1 and m["bytes"] == m["delta_bytes"] > 0 for m in merges)
     assert manifest["metrics"]["client_peak_rss_bytes"] > 0
     emb = load(out, verify=True)
     assert emb.manifest["run_id"] == result.run_id and emb.vectors.shape == (len(emb.vocab), 16)
@@ -112,11 +117,11 @@ def test_tree_levels_keep_order_and_keys(client):
 def test_merge_tree_equals_one_merge_task(client, write, tmp_path, monkeypatch):
     """9 shards: two partial sums and a root (fan-in 8) against one task that sums all nine."""
     path = write("c.txt", corpus_text())
-    tree = train(config([path], str(tmp_path / "tree"), shards=9, epochs=1), client)
+    tree = train(config([path], str(tmp_path / "tree"), shards=9, epochs=1, merge_blocks=1), client)
     merges = tree.manifest["metrics"]["epochs"][0]["merges"]
     assert all(m["tasks"] == 3 and m["depth"] == 2 and m["bytes"] > m["delta_bytes"] for m in merges)
     monkeypatch.setattr(pipeline, "MERGE_FAN_IN", 9)
-    flat = train(config([path], str(tmp_path / "flat"), shards=9, epochs=1), client)
+    flat = train(config([path], str(tmp_path / "flat"), shards=9, epochs=1, merge_blocks=1), client)
     assert all(m["tasks"] == 1 for m in flat.manifest["metrics"]["epochs"][0]["merges"])
     a, b = load(tree.run_url), load(flat.run_url)
     np.testing.assert_allclose(a.vectors, b.vectors, rtol=1e-4, atol=1e-5)
