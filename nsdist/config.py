@@ -47,7 +47,7 @@ class TrainConfig:
     lowercase: bool = False
     merge: str = "mean"  # how shard deltas are averaged, see merge.py
     alpha_scale: float | None = None  # uniform local rate multiplier; None: shard count, capped
-    rate_pivot: float | None = 1000.0  # per-row local rates (merge.shard_rates); None: uniform
+    rate_pivot: float | None = 5000.0  # per-row local rates (merge.shard_rates); None: uniform
     kernel: str = "batch"  # "batch": negatives shared per window (HogBatch); "pair": classic
     merge_blocks: int | None = None  # row blocks merged in parallel; None: one per worker (same results)
 

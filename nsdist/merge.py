@@ -184,25 +184,25 @@ def merge_deltas(model: Model, *deltas: Delta, how: str = "weighted") -> Model:
     return apply_sum(model, *deltas, how=how)
 
 
-def shard_rates(counts: np.ndarray, keep: np.ndarray, shards: int, rounds: int, alpha: float,
+def shard_rates(counts: np.ndarray, keep: np.ndarray, shards: int, alpha: float,
                 how: str = "mean", scale: float | None = None, pivot: float | None = None) -> np.ndarray:
     """Per-row multiplier of the shards' local learning rate (float32, one per vocabulary word).
 
     ``counts``: corpus counts; ``keep``: subsampling keep-probabilities. ``scale`` forces one
     uniform multiplier. Without ``pivot`` every row gets the shard count (capped); with it the
     multiplier falls from there to 1 as o / pivot grows (o: the row's expected kept occurrences
-    per round, counts * keep / rounds). Only the ``mean`` merge divides every row by S; the
+    per epoch, counts * keep). Only the ``mean`` merge divides every row by S; the
     per-row merges keep the full update of rows one shard touched, so scaling would multiply
     those: they get 1.
 
-    >>> shard_rates(np.array([10**6, 1]), np.ones(2), shards=8, rounds=16, alpha=0.025).tolist()
+    >>> shard_rates(np.array([10**6, 1]), np.ones(2), shards=8, alpha=0.025).tolist()
     [8.0, 8.0]
-    >>> r = shard_rates(np.array([10**6, 160, 1]), np.ones(3), 8, 16, 0.025, pivot=10)
+    >>> r = shard_rates(np.array([10**6, 160, 1]), np.ones(3), 8, 0.025, pivot=160)
     >>> [round(float(x), 2) for x in r]
     [1.0, 4.5, 7.96]
-    >>> round(float(shard_rates(np.array([1]), np.ones(1), 64, 4, 0.025)[0]), 2)  # capped: 0.2 / 0.025
+    >>> round(float(shard_rates(np.array([1]), np.ones(1), 64, 0.025)[0]), 2)  # capped: 0.2 / 0.025
     8.0
-    >>> one = (np.array([5]), np.ones(1), 4, 4, 0.025)
+    >>> one = (np.array([5]), np.ones(1), 4, 0.025)
     >>> shard_rates(*one, "weighted").tolist(), shard_rates(*one, scale=2).tolist()
     ([1.0], [2.0])
     """
@@ -214,5 +214,5 @@ def shard_rates(counts: np.ndarray, keep: np.ndarray, shards: int, rounds: int, 
         return np.ones(n, np.float32)
     if pivot is None:
         return np.full(n, top, np.float32)
-    occurrences = np.asarray(counts, np.float64) * np.asarray(keep, np.float64) / rounds
+    occurrences = np.asarray(counts, np.float64) * np.asarray(keep, np.float64)
     return (1.0 + (top - 1.0) / (1.0 + occurrences / pivot)).astype(np.float32)

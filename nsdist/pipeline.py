@@ -102,8 +102,7 @@ def _vocab_summary(vocab: Vocab, counts: Counts) -> dict:
 
 def _tables(vocab: Vocab, t: TrainConfig, shards: int):
     tables = make_tables(vocab.counts, t.sample, t.ns_exponent)
-    rate = shard_rates(vocab.counts, tables.keep, shards, t.rounds(shards), t.alpha, t.merge,
-                       t.alpha_scale, t.rate_pivot)
+    rate = shard_rates(vocab.counts, tables.keep, shards, t.alpha, t.merge, t.alpha_scale, t.rate_pivot)
     return replace(tables, rate=rate)
 
 

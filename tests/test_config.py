@@ -32,7 +32,7 @@ def test_precedence(tmp_path):
 
 def test_rate_pivot_null_means_uniform_rates():
     assert load_config(None, parse_set(["rate_pivot=null"]), environ={}).train.rate_pivot is None
-    assert load_config(None, {}, environ={}).train.rate_pivot == 1000
+    assert load_config(None, {}, environ={}).train.rate_pivot == 5000
 
 
 @pytest.mark.parametrize("overrides, message", [
