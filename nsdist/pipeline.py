@@ -222,9 +222,13 @@ def encode_shards(client: Client, cfg: JobConfig, scanned: list, block_tokens: l
     """Encode the scanned blocks into ``n_shards`` training shards of about equal token counts:
     (shard futures, words[shard, round])."""
     t = cfg.train
+    # Deal the shards round-robin over the workers (training runs where a shard is held); left to
+    # itself the scheduler may build several next to the same scanned blocks, on one worker.
+    workers = sorted(client.scheduler_info()["workers"])
     shards = [
         client.submit(_assemble_shard, [(lo, hi) for _, lo, hi in pieces], vocab, t.max_sentence_length,
-                      *[scanned[b] for b, _, _ in pieces], key=f"shard-{tag}-{s}")
+                      *[scanned[b] for b, _, _ in pieces], key=f"shard-{tag}-{s}",
+                      workers=[workers[s % len(workers)]] if workers else None, allow_other_workers=True)
         for s, pieces in enumerate(_shard_plan(block_tokens, n_shards))
     ]
     rounds = t.rounds(n_shards)

@@ -15,7 +15,7 @@ from nsdist.corpus import plan_blocks
 from nsdist.errors import DataError
 from nsdist.outputs import list_runs, load
 from nsdist import pipeline
-from nsdist.pipeline import _tree_levels, _tree_reduce, count_vocab, train
+from nsdist.pipeline import _tree_levels, _tree_reduce, count_vocab, encode_shards, train
 
 
 def corpus_text(lines=3000, seed=0):
@@ -46,6 +46,18 @@ def test_distributed_counts_equal_in_process_count(client, write):
     assert summary["raw_tokens"] == sum(expected.values())
     assert summary["sentences"] == sum(1 for line in text.splitlines() if line.split())
     assert sum(block_tokens) == summary["raw_tokens"] and len(scanned) == len(blocks)
+
+
+def test_shards_are_dealt_over_the_workers(client, write):
+    """Training runs where a shard is held, so shards must not pile up on one worker."""
+    path = write("c.txt", corpus_text())
+    cfg = load_config(None, {"min_count": 1}, environ={}, corpus=(path,), out="unused", blocksize=4096)
+    blocks = plan_blocks(cfg.corpus, blocksize=cfg.blocksize)
+    vocab, summary, scanned, block_tokens = count_vocab(client, cfg, blocks, "test-deal")
+    shards, words = encode_shards(client, cfg, scanned, block_tokens, vocab, 4, "test-deal")
+    holders = collections.Counter(w for ws in client.who_has(shards).values() for w in ws)
+    assert sorted(holders.values()) == [2, 2], holders
+    assert words.sum() == summary["vocab_tokens"]
 
 
 def test_same_seed_and_shards_give_identical_vectors(client, write, tmp_path):
