@@ -3,7 +3,7 @@
 Text: one sentence per line, tokens separated by whitespace; plain files are split into byte
 ranges on newlines, compressed files (.gz, .bz2, .zst, ...) are one block each because they
 cannot be split. Parquet: one block per row group, tokens from a list<string> column.
-Tokenizing is vectorised with pyarrow compute; no Python loop ever touches a token.
+Tokenizing is one compiled (numba) pass over the bytes; no Python loop ever touches a token.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def _pieces(data: bytes, chunk_bytes: int):
         lo = hi
 
 
-# Whitespace for str.split that is not ASCII whitespace for Arrow's ASCII kernel: \x1c-\x1f and
+# Whitespace for str.split that is not ASCII whitespace for the ASCII tokenizer: \x1c-\x1f and
 # Unicode's (the UTF-8 of U+0085, U+00A0, U+1680, U+2000-U+200A, U+2028-9, U+202F, U+205F, U+3000
 # starts with one of these byte pairs).
 _OTHER_SPACE = (b"\x1c", b"\x1d", b"\x1e", b"\x1f", b"\xc2\x85", b"\xc2\xa0", b"\xe1\x9a", b"\xe2\x80",
@@ -123,50 +123,46 @@ def _string_array(data: bytes) -> pa.LargeStringArray:
     return pa.LargeStringArray.from_buffers(1, pa.py_buffer(np.array([0, len(data)], np.int64)), pa.py_buffer(data))
 
 
-def _ascii_split(piece: bytes, lowercase: bool) -> pa.Array:
-    """All tokens of an ASCII piece, split at once by Arrow's ASCII kernel (one copy)."""
-    text = _string_array(piece)
-    flat = pc.list_flatten(pc.ascii_split_whitespace(pc.ascii_lower(text) if lowercase else text))
-    # The kernel collapses whitespace runs: '' tokens only come from leading/trailing whitespace
-    # (and an empty piece is one '').
-    lo = int(not piece or piece[0] in _ASCII_SPACE)
-    hi = len(flat) - int(len(flat) > lo and bool(piece) and piece[-1] in _ASCII_SPACE)
-    return flat.slice(lo, hi - lo)
-
-
-_ASCII_SPACE = b" \t\n\v\f\r"  # Arrow's ASCII whitespace, str.split's for ASCII text
-
-
+_ASCII_SPACE = b" \t\n\v\f\r"  # str.split's whitespace in ASCII text (and Arrow's)
 _WORD_BYTE = np.array([c not in _ASCII_SPACE for c in range(256)], np.uint8)
 
 
 @numba.njit(cache=True, nogil=True)
-def _tokens_per_line(b: np.ndarray, lines: int, word_byte: np.ndarray) -> np.ndarray:
-    """Number of whitespace-separated tokens on each line of ASCII bytes (one pass)."""
-    out = np.zeros(lines, np.int64)
-    line, tokens, inside = 0, 0, np.uint8(0)
+def _split_ascii(b: np.ndarray, lines: int, word_byte: np.ndarray, lower: bool):
+    """One pass over ASCII-splittable bytes: the tokens' bytes back to back, their offsets, and
+    the number of tokens on each line (``lines`` of them)."""
+    data = np.empty(len(b), np.uint8)
+    offsets = np.empty((len(b) + 1) // 2 + 1, np.int64)  # tokens are separated: at most n/2 of them
+    per_line = np.zeros(lines, np.int64)
+    tokens, pos, line, inside = 0, 0, 0, False
     for i in range(len(b)):
         c = b[i]
-        w = word_byte[c]
-        tokens += w > inside  # a token starts here
-        inside = w
-        if c == 10:
-            out[line] = tokens
-            line += 1
-            tokens = 0
-    if line < lines:
-        out[line] = tokens
-    return out
+        if word_byte[c]:
+            if not inside:
+                offsets[tokens] = pos
+                tokens += 1
+                per_line[line] += 1
+                inside = True
+            if lower and 65 <= c <= 90:  # A-Z, as Arrow's ascii_lower
+                c += 32
+            data[pos] = c
+            pos += 1
+        else:
+            inside = False
+            if c == 10:
+                line += 1
+    offsets[tokens] = pos
+    return data[:pos], offsets[:tokens + 1], per_line
 
 
 def _ascii_tokens(piece: bytes, lowercase: bool, final: bool) -> pa.LargeListArray:
-    flat = _ascii_split(piece, lowercase)
-    b = np.frombuffer(piece, np.uint8)
-    per_line = _tokens_per_line(b, piece.count(b"\n") + final, _WORD_BYTE)
-    offsets = np.zeros(len(per_line) + 1, np.int64)
-    np.cumsum(per_line, out=offsets[1:])
-    assert offsets[-1] == len(flat)
-    return pa.LargeListArray.from_arrays(pa.array(offsets), flat)
+    """Token lists of a piece of whole lines whose whitespace is ASCII (see ``_utf8``)."""
+    data, offsets, per_line = _split_ascii(np.frombuffer(piece, np.uint8), piece.count(b"\n") + final,
+                                           _WORD_BYTE, lowercase)
+    flat = pa.LargeStringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data))
+    lists = np.zeros(len(per_line) + 1, np.int64)
+    np.cumsum(per_line, out=lists[1:])
+    return pa.LargeListArray.from_arrays(pa.array(lists), flat)
 
 
 def _drop_null_tokens(tokens: pa.ListArray) -> pa.LargeListArray:
