@@ -48,16 +48,25 @@ def scan(pieces) -> Scanned:
     >>> s.words.to_pylist(), s.counts.tolist(), s.ids.tolist(), s.offsets.tolist()
     (['b', 'a', 'c'], [1, 3, 1], [0, 1, 1, 2, 1], [0, 2, 5])
     """
-    encoded, lengths = [], [np.zeros(1, np.int64)]
+    indices, dictionaries, lengths = [], [], [np.zeros(1, np.int64)]
     for tokens in pieces:
         n = pc.list_value_length(tokens).to_numpy(zero_copy_only=False)
         lengths.append(n[n > 0])
         flat = pc.list_flatten(tokens)
-        encoded.append(pc.dictionary_encode(flat if flat.type == pa.large_string() else pc.cast(flat, pa.large_string())))
-    # One dictionary for the partition: first-seen order, each piece's indices transposed to it.
-    chunks = pa.chunked_array(encoded, pa.dictionary(pa.int32(), pa.large_string())).unify_dictionaries().chunks
-    words = chunks[0].dictionary if chunks else pa.array([], pa.large_string())
-    ids = np.concatenate([c.indices.to_numpy() for c in chunks] or [np.zeros(0, np.int32)]).astype(np.int32, copy=False)
+        encoded = pc.dictionary_encode(flat if flat.type == pa.large_string() else pc.cast(flat, pa.large_string()))
+        indices.append(encoded.indices.to_numpy())
+        dictionaries.append(encoded.dictionary)
+    # One dictionary for the partition (first-seen order): encode the pieces' dictionaries, then
+    # write each piece's indices through its part of that encoding straight into one array.
+    both = pc.dictionary_encode(pa.concat_arrays(dictionaries)) if dictionaries else None
+    words = both.dictionary if both is not None else pa.array([], pa.large_string())
+    transpose = both.indices.to_numpy() if both is not None else np.zeros(0, np.int32)
+    ids = np.empty(sum(len(i) for i in indices), np.int32)
+    pos = start = 0
+    for k, d in enumerate(dictionaries):
+        np.take(transpose[start:start + len(d)], indices[k], out=ids[pos:pos + len(indices[k])])
+        pos, start = pos + len(indices[k]), start + len(d)
+        indices[k] = None  # free as we go
     counts = np.bincount(ids, minlength=len(words)).astype(np.int64)
     return Scanned(words, counts, ids, np.cumsum(np.concatenate(lengths)))
 

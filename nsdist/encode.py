@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -47,27 +48,46 @@ def encode_scanned(parts, words: pa.Array, max_sentence_length: int = 10000) -> 
     ``parts``: (Scanned, lo, hi) triples; a partition's sentence belongs to the range [lo, hi)
     (hi None: to the end) that holds its first token, so ranges that tile a partition split its
     sentences without loss or overlap. Only the partition's distinct words are looked up in the
-    vocabulary; tokens are then mapped with one gather.
+    vocabulary; then two compiled passes count and write the known ids straight into the shard.
     """
-    ids, lengths = [], []
+    plan = []
     for scanned, lo, hi in parts:
         starts = scanned.offsets[:-1]
-        k0 = np.searchsorted(starts, lo)
-        k1 = len(starts) if hi is None else np.searchsorted(starts, hi)
-        if k0 == k1 or len(words) == 0:
-            continue
-        value_set = words if words.type == scanned.words.type else pc.cast(words, scanned.words.type)
-        lookup = pc.fill_null(pc.index_in(scanned.words, value_set=value_set), -1).to_numpy().astype(np.int32)
-        mapped = lookup[scanned.ids[scanned.offsets[k0]:scanned.offsets[k1]]]
-        known = mapped >= 0
-        # Known words per sentence: differences of the running count at sentence boundaries.
-        running = np.concatenate(([0], np.cumsum(known)))
-        ids.append(mapped[known])
-        lengths.append(np.diff(running[scanned.offsets[k0:k1 + 1] - scanned.offsets[k0]]))
-    if not ids:
-        return Shard(np.zeros(0, np.int32), np.zeros(1, np.int64))
-    ids, lengths = np.concatenate(ids), np.concatenate(lengths)
+        k0 = int(np.searchsorted(starts, lo))
+        k1 = len(starts) if hi is None else int(np.searchsorted(starts, hi))
+        if k0 < k1 and len(words):
+            value_set = words if words.type == scanned.words.type else pc.cast(words, scanned.words.type)
+            lookup = pc.fill_null(pc.index_in(scanned.words, value_set=value_set), -1).to_numpy().astype(np.int32)
+            plan.append((scanned, k0, k1, lookup, _known(scanned.ids, scanned.offsets[k0], scanned.offsets[k1], lookup)))
+    ids = np.empty(sum(p[4] for p in plan), np.int32)
+    lengths = np.empty(sum(p[2] - p[1] for p in plan), np.int64)
+    pos = sentence = 0
+    for scanned, k0, k1, lookup, _ in plan:
+        pos = _fill(scanned.ids, scanned.offsets, k0, k1, lookup, ids, pos, lengths[sentence:sentence + k1 - k0])
+        sentence += k1 - k0
     return Shard(ids, _chunk_offsets(lengths[lengths > 0], max_sentence_length))
+
+
+@numba.njit(cache=True, nogil=True)
+def _known(ids: np.ndarray, lo: int, hi: int, lookup: np.ndarray) -> int:
+    n = 0
+    for i in range(lo, hi):
+        n += lookup[ids[i]] >= 0
+    return n
+
+
+@numba.njit(cache=True, nogil=True)
+def _fill(ids, offsets, k0, k1, lookup, out, pos, lengths) -> int:
+    """Known ids of sentences k0..k1-1 into out[pos:], their counts into lengths; the new pos."""
+    for k in range(k0, k1):
+        start = pos
+        for i in range(offsets[k], offsets[k + 1]):
+            v = lookup[ids[i]]
+            if v >= 0:
+                out[pos] = v
+                pos += 1
+        lengths[k - k0] = pos - start
+    return pos
 
 
 def _chunk_offsets(lengths: np.ndarray, max_len: int) -> np.ndarray:
