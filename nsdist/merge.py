@@ -19,19 +19,22 @@ So shards scale their local steps (``shard_rates``) and the ``mean`` merge divid
 - a frequent row (thousands of updates per round) is at its local equilibrium in every shard:
   at rate 1 the mean is what sequential SGD reaches, with less noise, and the S-fold local
   rate that would overshoot it is avoided.
-The multiplier falls smoothly from S to 1 with the row's expected kept occurrences per round
-(over all shards), o: rate = 1 + (S - 1) / (1 + o / P), P = ``rate_pivot`` (default 1000;
-unset: S for every row). It is capped so the local rate stays <= MAX_SHARD_ALPHA: at 0.8
-local training diverged (32 shards, uniform rate).
+The multiplier falls smoothly from S to 1 with the row's expected kept occurrences per epoch, o
+(counts * keep): rate = 1 + (S - 1) / (1 + o / P), P = ``rate_pivot`` (default 5000; unset: S
+for every row). It is capped so the local rate stays <= MAX_SHARD_ALPHA: at 0.8 local training
+diverged (32 shards, uniform rate). Until 2026-11-24 o counted occurrences per round, so the
+multipliers grew with the rounds per epoch (2 per shard): 1000 per round at 8 shards x 16 rounds
+was 16000 per epoch.
 
-Measured (analogy accuracy; rounds per epoch 4 at 2 shards, 16 at 8; one run each):
-- real text, 11.3M tokens, questions-words (1 shard: 0.134 / 0.128 for seeds 1 / 2), 8 shards:
-  uniform rate 0.117 / 0.102; P = 1000: 0.127 / 0.120; P = 300: 0.130 / 0.124; P = 80: 0.129
-  / 0.122. At 4 rounds per epoch: uniform 0.094 / 0.095.
-- planted corpus, 300k tokens (1 shard: 0.735, cluster precision 0.89): uniform and P = 1000
-  both gain with shards (8 shards: 0.909 / 0.951 and 0.905 / 0.948), but small pivots under-train:
-  2 shards lose 0.10 cluster precision at P = 80 and 0.02-0.05 at P = 300 (batch / pair kernel),
-  which is why the default is 1000.
+Measured (rounds per epoch 4 at 2 shards, 16 at 8):
+- real text, 11.3M tokens, questions-words / WordSim-353 / SimLex-999, seeds 1-5, 8 shards minus
+  1 shard, mean: P = 5000 per epoch -0.73 analogy points, +0.022 / +0.005 Spearman; the old
+  1000 per round -0.79 points, -0.014 / -0.015; 300 per round -0.32 points, +0.000 / -0.001
+  (these two before rounds were balanced by words).
+  Uniform rate (seed 1): -1.7 points.
+- planted corpus, 300k tokens, seeds 1-3, batch kernel: 8 shards minus 1 shard -3.0 / +7.3 / +4.4
+  analogy points, cluster precision +0.045 / +0.041 / +0.051; small per-round pivots under-train
+  it (2 shards, P = 80 per round: -0.10 cluster precision; 300 per round: -0.02 to -0.035).
 
 Strategies (``train.merge``), for a row r and the shards s that return a delta d_s[r]:
 - ``mean``:     r += sum_s d_s[r] / S            (plain average over all S shards)
