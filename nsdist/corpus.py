@@ -165,8 +165,12 @@ def _ascii_tokens(piece: bytes, lowercase: bool, final: bool) -> pa.LargeListArr
     return pa.LargeListArray.from_arrays(pa.array(lists), flat)
 
 
-def _drop_null_tokens(tokens: pa.ListArray) -> pa.LargeListArray:
-    """Token lists without their null tokens (a null is no word)."""
+def drop_null_tokens(tokens: pa.ListArray) -> pa.ListArray:
+    """Token lists without null lists or null tokens (a null is no word); unchanged if none."""
+    if tokens.null_count:
+        tokens = pc.fill_null(tokens, pa.scalar([], tokens.type))
+    if not pc.list_flatten(tokens).null_count:
+        return tokens
     flat = pc.list_flatten(tokens)
     valid = pc.is_valid(flat).to_numpy(zero_copy_only=False)
     parents = pc.list_parent_indices(tokens).to_numpy()
@@ -206,7 +210,6 @@ def iter_tokens(block: Block, storage_options=None, lowercase: bool = False, col
         pa.types.is_string(arr.type.value_type) or pa.types.is_large_string(arr.type.value_type)
     ):
         raise DataError(f"Parquet column {column!r} of {block.url!r} must be list<string>, got {arr.type}")
-    arr = pc.fill_null(arr, pa.scalar([], arr.type)) if arr.null_count else arr
-    arr = _drop_null_tokens(arr) if pc.list_flatten(arr).null_count else arr
+    arr = drop_null_tokens(arr)
     arr = _lower_lists(arr) if lowercase else arr
     yield arr

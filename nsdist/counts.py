@@ -8,6 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .corpus import drop_null_tokens
+
 SCHEMA = pa.schema([("word", pa.large_string()), ("count", pa.int64())])
 
 
@@ -50,12 +52,13 @@ def scan(pieces) -> Scanned:
     """
     indices, dictionaries, lengths = [], [], [np.zeros(1, np.int64)]
     for tokens in pieces:
+        tokens = drop_null_tokens(tokens)
         n = pc.list_value_length(tokens).to_numpy(zero_copy_only=False)
         lengths.append(n[n > 0])
-        flat = pc.list_flatten(tokens)
-        encoded = pc.dictionary_encode(flat if flat.type == pa.large_string() else pc.cast(flat, pa.large_string()))
+        encoded = pc.dictionary_encode(pc.list_flatten(tokens))
         indices.append(encoded.indices.to_numpy())
-        dictionaries.append(encoded.dictionary)
+        words = encoded.dictionary  # cast the distinct words only, not every token
+        dictionaries.append(words if words.type == pa.large_string() else pc.cast(words, pa.large_string()))
     # One dictionary for the partition (first-seen order): encode the pieces' dictionaries, then
     # write each piece's indices through its part of that encoding straight into one array.
     both = pc.dictionary_encode(pa.concat_arrays(dictionaries)) if dictionaries else None

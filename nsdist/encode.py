@@ -43,63 +43,57 @@ def encode(tokens: pa.ListArray, words: pa.Array, max_sentence_length: int = 100
 
 
 def encode_scanned(parts, words: pa.Array, max_sentence_length: int = 10000) -> Shard:
-    """Encode the sentences of scanned partitions that start in token ranges, in order, as one shard.
+    """Encode token ranges of scanned partitions, in order, as one shard.
 
-    ``parts``: (Scanned, lo, hi) triples; a partition's sentence belongs to the range [lo, hi)
-    (hi None: to the end) that holds its first token, so ranges that tile a partition split its
-    sentences without loss or overlap. Only the partition's distinct words are looked up in the
-    vocabulary; then two compiled passes count and write the known ids straight into the shard.
+    Each sentence is cut into chunks of ``max_sentence_length`` known words; ``parts`` are
+    (Scanned, lo, hi) triples, and a chunk belongs to the range [lo, hi) (hi None: to the end)
+    that holds its first known word. Ranges that tile a partition therefore split it without
+    loss or overlap, even inside one long line (a one-line corpus such as text8 still spreads
+    over all shards). Only the partition's distinct words are looked up in the vocabulary; two
+    compiled passes then count and write the known ids straight into the shard.
     """
     plan = []
     for scanned, lo, hi in parts:
+        hi = len(scanned.ids) if hi is None else hi
         starts = scanned.offsets[:-1]
-        k0 = int(np.searchsorted(starts, lo))
-        k1 = len(starts) if hi is None else int(np.searchsorted(starts, hi))
+        k0 = max(int(np.searchsorted(starts, lo, "right")) - 1, 0)  # the sentence holding lo
+        k1 = int(np.searchsorted(starts, hi))
         if k0 < k1 and len(words):
             value_set = words if words.type == scanned.words.type else pc.cast(words, scanned.words.type)
             lookup = pc.fill_null(pc.index_in(scanned.words, value_set=value_set), -1).to_numpy().astype(np.int32)
-            plan.append((scanned, k0, k1, lookup, _known(scanned.ids, scanned.offsets[k0], scanned.offsets[k1], lookup)))
-    ids = np.empty(sum(p[4] for p in plan), np.int32)
-    lengths = np.empty(sum(p[2] - p[1] for p in plan), np.int64)
-    pos = sentence = 0
-    for scanned, k0, k1, lookup, _ in plan:
-        pos = _fill(scanned.ids, scanned.offsets, k0, k1, lookup, ids, pos, lengths[sentence:sentence + k1 - k0])
-        sentence += k1 - k0
-    return Shard(ids, _chunk_offsets(lengths[lengths > 0], max_sentence_length))
+            plan.append((scanned, k0, k1, lo, hi, lookup))
+    empty_ids, empty_lengths = np.zeros(0, np.int32), np.zeros(0, np.int64)
+    n_ids = n_chunks = 0
+    for scanned, k0, k1, lo, hi, lookup in plan:
+        n_ids, n_chunks = _chunks(scanned.ids, scanned.offsets, k0, k1, lo, hi, lookup, max_sentence_length,
+                                  empty_ids, n_ids, empty_lengths, n_chunks, False)
+    ids, lengths = np.empty(n_ids, np.int32), np.zeros(n_chunks, np.int64)
+    n_ids = n_chunks = 0
+    for scanned, k0, k1, lo, hi, lookup in plan:
+        n_ids, n_chunks = _chunks(scanned.ids, scanned.offsets, k0, k1, lo, hi, lookup, max_sentence_length,
+                                  ids, n_ids, lengths, n_chunks, True)
+    offsets = np.zeros(n_chunks + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return Shard(ids, offsets)
 
 
 @numba.njit(cache=True, nogil=True)
-def _known(ids: np.ndarray, lo: int, hi: int, lookup: np.ndarray) -> int:
-    n = 0
-    for i in range(lo, hi):
-        n += lookup[ids[i]] >= 0
-    return n
-
-
-@numba.njit(cache=True, nogil=True)
-def _fill(ids, offsets, k0, k1, lookup, out, pos, lengths) -> int:
-    """Known ids of sentences k0..k1-1 into out[pos:], their counts into lengths; the new pos."""
+def _chunks(ids, offsets, k0, k1, lo, hi, lookup, max_len, out, pos, lengths, chunk, write):  # pragma: no cover
+    """Known ids of the chunks of sentences k0..k1-1 that start in [lo, hi), from out[pos] and
+    lengths[chunk] on (``write``; else only counted); returns the new (pos, chunk)."""
     for k in range(k0, k1):
-        start = pos
+        known, mine = 0, False
         for i in range(offsets[k], offsets[k + 1]):
             v = lookup[ids[i]]
-            if v >= 0:
-                out[pos] = v
+            if v < 0:
+                continue
+            if known % max_len == 0:  # a chunk starts at raw position i
+                mine = lo <= i < hi
+                chunk += mine
+            known += 1
+            if mine:
+                if write:
+                    out[pos] = v
+                    lengths[chunk - 1] += 1
                 pos += 1
-        lengths[k - k0] = pos - start
-    return pos
-
-
-def _chunk_offsets(lengths: np.ndarray, max_len: int) -> np.ndarray:
-    """Offsets of consecutive sentences of ``lengths`` words, each cut into chunks of at most max_len.
-
-    >>> _chunk_offsets(np.array([2, 5, 1]), 2).tolist()
-    [0, 2, 4, 6, 7, 8]
-    """
-    chunks = -(-lengths // max_len)
-    sizes = np.full(int(chunks.sum()), max_len, np.int64)
-    last = np.cumsum(chunks) - 1
-    sizes[last] = lengths - (chunks - 1) * max_len
-    offsets = np.zeros(len(sizes) + 1, np.int64)
-    np.cumsum(sizes, out=offsets[1:])
-    return offsets
+    return pos, chunk

@@ -126,6 +126,9 @@ def _write_outputs(url: str, vocab: Vocab, model: Model, storage_options) -> dic
 
 # ---------------------------------------------------------------- helpers
 
+# How shards and rounds are cut from the corpus (bump when that changes: a resumed run must
+# train on the same shards). 2: chunks assigned by token ranges, rounds balanced by words.
+SHARD_PLAN = 2
 MERGE_FAN_IN = 8  # inputs per merge task: a round with S shards runs about S / 7 merge tasks
 
 
@@ -210,9 +213,10 @@ def count_vocab(client: Client, cfg: JobConfig, blocks: list[Block], tag: str):
     read_args = (dict(cfg.storage_options), t.lowercase, cfg.parquet_column)
     scanned = [client.submit(_scan_block, b, *read_args, key=f"scan-{tag}-{i}") for i, b in enumerate(blocks)]
     counted = [client.submit(Scanned.to_counts, s, key=f"count-{s.key}") for s in scanned]
-    block_tokens = client.gather([client.submit(getattr, c, "tokens", key=f"n-{c.key}") for c in counted])
+    tokens = [client.submit(getattr, c, "tokens", key=f"n-{c.key}") for c in counted]
     counts = _tree_reduce(client, merge_counts, counted, key=f"merge-counts-{tag}")
     vocab = client.submit(build_vocab, counts, t.min_count, t.max_vocab, key=f"vocab-{tag}")
+    block_tokens = client.gather(tokens)  # after the whole graph is submitted: the merges start early
     summary = client.submit(_vocab_summary, vocab, counts, key=f"summary-{tag}").result()
     return vocab, summary, scanned, block_tokens
 
@@ -442,6 +446,8 @@ def train(cfg: JobConfig, client: Client, resume: str | None = None, init_from: 
         if storage.exists(storage.join(run, "manifest.json"), opts):
             raise DataError(f"run {run_id} was already published; nothing to resume")
         state = latest_checkpoint(run, opts)
+        if state and state.get("shard_plan") != SHARD_PLAN:
+            raise DataError(f"run {run_id} was checkpointed by an nsdist that cut shards differently; start a new run")
         if state and state["corpus_fingerprint"] != fingerprint:
             raise DataError(f"the corpus changed since run {run_id} started (files or sizes differ); start a new run")
     else:
@@ -504,7 +510,7 @@ def train(cfg: JobConfig, client: Client, resume: str | None = None, init_from: 
         # High priority: otherwise it queues behind the next epoch's training tasks.
         nbytes = client.submit(_save_arrays, url, opts, *blocks, key=f"checkpoint-{tag}-{epoch}",
                                priority=10).result()
-        done = {"epoch": epoch + 1, "shards": n_shards, "corpus_fingerprint": fingerprint,
+        done = {"epoch": epoch + 1, "shards": n_shards, "shard_plan": SHARD_PLAN, "corpus_fingerprint": fingerprint,
                 "vocab_sha256": digest, "metrics": history, "warm_start": warm}
         storage.write_bytes(storage.join(url, "state.json"), storage.dump_json(done), opts)
         log.info("checkpoint after epoch %d: %s (%.1f MB)", epoch + 1, url, nbytes / 1e6)

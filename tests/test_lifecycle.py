@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,6 +48,20 @@ def test_killed_job_resumes_to_identical_vectors(client, tmp_path):
     assert not os.path.exists(os.path.join(out, "LATEST"))
     run = os.path.dirname(os.path.dirname(os.path.dirname(
         glob.glob(os.path.join(out, "runs", "*", "checkpoints", "epoch-0001", "state.json"))[0])))
+
+    # A checkpoint from a version that cut the shards differently is refused, not silently mixed.
+    other = run + "-old"
+    shutil.copytree(run, other)
+    for state in glob.glob(os.path.join(other, "checkpoints", "*", "state.json")):
+        with open(state) as f:
+            doc = json.load(f)
+        doc.pop("shard_plan")
+        with open(state, "w") as f:
+            json.dump(doc, f)
+    refused = subprocess.run(nsdist_cmd("train", "--resume", other, "--workers", "1"), capture_output=True,
+                             text=True, timeout=300)
+    assert refused.returncode != 0 and "cut shards differently" in refused.stderr, refused.stderr[-2000:]
+    shutil.rmtree(other)
 
     resumed = subprocess.run(nsdist_cmd("train", "--resume", run, "--workers", "2"), capture_output=True,
                              text=True, timeout=600)

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from nsdist.corpus import Block, _drop_null_tokens, iter_tokenize, iter_tokens, plan_blocks, read_tokens, tokenize
+from nsdist.corpus import Block, drop_null_tokens, iter_tokenize, iter_tokens, plan_blocks, read_tokens, tokenize
 from nsdist.counts import count_tokens, merge_counts, scan
 from nsdist.encode import encode, encode_scanned
 from nsdist.errors import DataError
@@ -128,8 +128,47 @@ def test_encoding_token_ranges_splits_sentences_without_loss_or_overlap():
     assert encode_scanned([(scanned, 0, None)], pa.array([], pa.string())).ids.tolist() == []
 
 
+def reference_chunks(lines, vocab, max_len, lo, hi):
+    """Pure Python: the chunks (max_len known words) whose first known word's raw position is in [lo, hi)."""
+    ids, pos, out = {w: i for i, w in enumerate(vocab)}, 0, []
+    for line in lines:
+        known = [(pos + j, ids[w]) for j, w in enumerate(line) if w in ids]
+        pos += len(line)
+        for c in range(0, len(known), max_len):
+            if lo <= known[c][0] < hi:
+                out.append([v for _, v in known[c:c + max_len]])
+    return out
+
+
+@pytest.mark.parametrize("shards", [1, 3, 4])
+def test_long_lines_spread_over_shards(shards):
+    """A one-line corpus (text8) or very long documents must not land in one shard."""
+    rng = np.random.default_rng(0)
+    vocab = [f"w{i}" for i in range(50)]
+    lines = [list(rng.choice(vocab + ["oov"], 10_000)), ["w1", "w2"], [], list(rng.choice(vocab, 3_001))]
+    scanned = scan([pa.array(lines)])
+    from nsdist.pipeline import _shard_plan
+
+    plan = _shard_plan([len(scanned.ids)], shards)
+    got = [encode_scanned([(scanned, lo, hi) for _, lo, hi in p], pa.array(vocab), 1000) for p in plan]
+    n = len(scanned.ids)
+    for s, shard in enumerate(got):
+        lo, hi = n * s // shards, n * (s + 1) // shards
+        expected = reference_chunks(lines, vocab, 1000, lo, hi)
+        chunks = [shard.ids[a:b].tolist() for a, b in zip(shard.offsets[:-1], shard.offsets[1:])]
+        assert chunks == expected
+        assert abs(len(shard.ids) - sum(map(len, expected))) == 0
+        assert len(shard.ids) <= 1.2 * n / shards + 1000  # balanced up to a chunk
+    assert sum(len(g.ids) for g in got) == sum(1 for line in lines for w in line if w in vocab)
+
+
+def test_scan_tolerates_nulls():
+    s = scan([pa.array([["a", None], None, ["b", "a"]])])
+    assert s.words.to_pylist() == ["a", "b"] and s.ids.tolist() == [0, 1, 0] and s.offsets.tolist() == [0, 1, 3]
+
+
 def test_null_tokens_are_dropped():
-    tokens = _drop_null_tokens(pa.array([["a", None, "b"], [None], [], ["c"]]))
+    tokens = drop_null_tokens(pa.array([["a", None, "b"], [None], [], ["c"]]))
     assert tokens.to_pylist() == [["a", "b"], [], [], ["c"]]
 
 
