@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -15,7 +16,9 @@ from nsdist.outputs import load
 from nsdist.pipeline import train
 from nsdist.synth import generate
 
-TRAIN = {"dim": 24, "epochs": 3, "min_count": 3, "shards": 2, "syncs_per_epoch": 4, "seed": 5}
+# 12 rounds per epoch: the job lasts long enough (seconds) for the kill to land mid-training.
+TRAIN = {"dim": 24, "epochs": 3, "min_count": 3, "shards": 2, "syncs_per_epoch": 12, "seed": 5}
+MERGED_BLOCK = re.compile(r"model-.+-\d+-\d+-\d+$")  # model-{run}-{epoch}-{round}-{block}
 
 
 def test_killing_a_worker_mid_training_gives_identical_vectors(client, tmp_path):
@@ -27,9 +30,10 @@ def test_killing_a_worker_mid_training_gives_identical_vectors(client, tmp_path)
         result = {}
         job = threading.Thread(target=lambda: result.setdefault("run", train(cfg, own)))
         job.start()
-        # Wait until training is under way (a train task has finished), then kill a worker.
+        # Wait until training is under way (a round has been merged), then kill a worker. A merged
+        # block stays in memory for a whole round; a train task's output only until it is split.
         deadline = time.time() + 300
-        while not any(k.startswith("train-") for k in own.run_on_scheduler(
+        while not any(MERGED_BLOCK.match(k) for k in own.run_on_scheduler(
                 lambda dask_scheduler: [str(t.key) for t in dask_scheduler.tasks.values() if t.state == "memory"])):
             assert time.time() < deadline and job.is_alive()
             time.sleep(0.05)
