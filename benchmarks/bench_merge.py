@@ -15,11 +15,12 @@ corpus first so numba compilation is not timed) and run one after the other.
 
 Merge strategies (``--merges``, rows labelled as in the table):
 
-* ``mean``: the default; shards train at ``alpha`` times the shard count (capped so the local
-  rate is <= 0.2) and the merge averages over all shards;
+* ``mean``: every row's shards train at ``alpha`` times the shard count (capped so the local
+  rate is <= 0.2; ``rate_pivot`` unset) and the merge averages over all shards;
 * ``mean-plain``: ``mean`` with ``alpha_scale=1`` (plain averaging); added whenever ``mean``
   is listed, unless ``--no-plain``;
-* ``mean-rows``: ``mean`` with per-row local rates (``rate_pivot=10``, see nsdist/merge.py);
+* ``mean-rows``: the default: ``mean`` with per-row local rates (``rate_pivot=5000`` kept
+  occurrences per epoch, see nsdist/merge.py);
 * ``weighted``, ``touched``: per-row merges, trained with scale 1 (their default).
 
 With one shard every strategy computes the same model (a merge of one delta is that delta and
@@ -53,7 +54,7 @@ import time
 VARIANTS = {  # label -> (merge, alpha_scale override, rate_pivot)
     "mean": ("mean", None, None),
     "mean-plain": ("mean", 1.0, None),
-    "mean-rows": ("mean", None, 10.0),
+    "mean-rows": ("mean", None, 5000.0),
     "weighted": ("weighted", None, None),
     "touched": ("touched", None, None),
 }
