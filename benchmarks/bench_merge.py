@@ -115,8 +115,8 @@ def run_one(client, corpus: str, truth: dict, workdir: str, label: str, shards: 
                  "syncs_per_epoch": syncs, "merge": merge, "checkpoint_every": 0, **extra}
     if scale is not None:
         overrides["alpha_scale"] = scale
-    if pivot is not None:
-        overrides.setdefault("rate_pivot", pivot)  # --set rate_pivot=... wins
+    # Always set: ``mean`` means uniform rates (None), not the config default. --set wins.
+    overrides.setdefault("rate_pivot", pivot)
     out = tempfile.mkdtemp(prefix=f"run-{label}-{shards}-{syncs}-", dir=workdir)
     cfg = load_config(None, overrides, environ={}, corpus=(corpus,), out=out)
     watch = CpuWatch()
