@@ -91,7 +91,7 @@ def _scan_block(block: Block, storage_options, lowercase: bool, column: str) -> 
 
 
 def _assemble_shard(pieces: list[tuple[int, int]], vocab: Vocab, max_len: int, *blocks: Scanned) -> Shard:
-    """Encode the sentences that start in token ranges [lo, hi) of consecutive blocks as one shard."""
+    """Encode the chunks that start in token ranges [lo, hi) of consecutive blocks as one shard."""
     return encode_scanned([(b, lo, hi) for (lo, hi), b in zip(pieces, blocks)], vocab.words, max_len)
 
 
@@ -155,8 +155,8 @@ def _tree_reduce(client: Client, fn, futures: list, key: str, fan_in: int = 8):
 def _shard_plan(block_tokens: list[int], shards: int) -> list[list[tuple[int, int, int]]]:
     """Split the corpus's tokens (in block order) into ``shards`` contiguous, even ranges.
 
-    Returns per shard a list of (block, lo, hi) token ranges; a sentence goes to the shard whose
-    range holds its first token. Depends only on the corpus and the shard count, not on how it
+    Returns per shard a list of (block, lo, hi) token ranges; a chunk of a sentence goes to the
+    shard whose range holds its first known word (``encode.encode_scanned``). Depends only on the corpus and the shard count, not on how it
     was cut into blocks (blocks end at sentence ends), so results do not either.
 
     >>> _shard_plan([3, 1, 2], 2)
@@ -240,10 +240,11 @@ def encode_shards(client: Client, cfg: JobConfig, scanned: list, block_tokens: l
     return shards, np.array(words, dtype=np.int64).reshape(n_shards, rounds)
 
 
-def _owners(client: Client, shards: list, blocks: int) -> list[str | None]:
-    """A worker for each row block's merge, dealt round-robin over the workers holding shards, so
-    the blocks merge in parallel and stay where they are between rounds."""
-    held = sorted({w for ws in client.who_has(shards).values() for w in ws})
+def _owners(holders: dict, blocks: int) -> list[str | None]:
+    """A worker for each row block's merge, dealt round-robin over the workers holding shards
+    (``holders``: ``client.who_has(shards)``), so the blocks merge in parallel and stay where
+    they are between rounds."""
+    held = sorted({w for ws in holders.values() for w in ws})
     return [held[b % len(held)] if held else None for b in range(blocks)]
 
 
@@ -264,7 +265,7 @@ def train_epochs(client: Client, cfg: JobConfig, shards: list, words: np.ndarray
     total = t.epochs * int(words.sum())
     done = start_epoch * int(words.sum())
     epochs = []
-    owners = _owners(client, shards, blocks)
+    owners = _owners(client.who_has(shards), blocks)
     model = [client.submit(model_block, model, b, blocks, key=f"block-{tag}-{start_epoch}-{b}",
                            workers=owners[b], allow_other_workers=True) for b in range(blocks)]
 
@@ -274,7 +275,7 @@ def train_epochs(client: Client, cfg: JobConfig, shards: list, words: np.ndarray
         # holding the new model (real text, 8 shards on 2 workers: every shard moved once in
         # the first epoch). Loose: a lost or overloaded holder does not block the task.
         holders = client.who_has(shards)
-        owners = _owners(client, shards, blocks)
+        owners = _owners(holders, blocks)
         for r in range(rounds):
             after = done + int(words[:, r].sum())
             a0, a1 = _schedule(t.alpha, t.min_alpha, done, total), _schedule(t.alpha, t.min_alpha, after, total)

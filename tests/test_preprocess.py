@@ -100,6 +100,10 @@ def test_counts_and_encoding_of_pieces_equal_the_whole_block(write, alphabet):
     assert as_dict(expected) == collections.Counter(t for line in reference(text, False) for t in line)
     words = pa.array(["cat", "The", "\u00e9", "a"])
     reference_shard = encode(whole, words, max_sentence_length=3)
+    # An independent oracle for encoding: pure Python chunks of str.split's tokens.
+    chunks = [reference_shard.ids[a:b].tolist()
+              for a, b in zip(reference_shard.offsets[:-1], reference_shard.offsets[1:])]
+    assert chunks == reference_chunks(reference(text, False), words.to_pylist(), 3, 0, float("inf"))
     for chunk_bytes in (64, 1000, 2**20):
         scanned = scan(iter_tokens(block, chunk_bytes=chunk_bytes))
         got = scanned.to_counts()
