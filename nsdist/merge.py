@@ -1,10 +1,11 @@
-"""Parameter averaging: merge shard deltas into a new global model. Average, never sum.
+"""Parameter averaging: merge the shards' replicas into the next global model. Average, never sum.
 
-The merge runs on the workers as a tree of fixed shape: ``sum_deltas`` adds up to fan-in
-deltas (or partial sums) row by row into a ``Partial``; the root, ``apply_sum``, sums its own
-inputs the same way and adds the averaged total to the old model. With at most fan-in shards the
-tree is that one task (``merge_deltas``). Every rule below is per row, so a partial carries, for
-the union of its touched rows, the numerator sum_s w_s d_s[r] and the denominator sum_s w_s.
+After a round every shard's replica holds its own version W_s of every row, and its update
+counts n_s; rows a shard did not touch still hold the global row G. Every rule below is per row
+and needs only the W_s and n_s, not G: the old ``G + sum_s w_s (W_s - G) / sum_s w_s`` equals
+``sum_s w_s W_s / sum_s w_s``. So the workers exchange rows, not deltas against a copy of G
+(replica.py), and a row no shard touched keeps its value. ``merge_rows`` sums the shards in
+shard order, so the result does not depend on where the shards ran or how rows were blocked.
 
 Averaging S shards' deltas divides every shared row's progress by S: at equal epochs the
 model then learns as if trained with alpha / S (planted corpus, 300k tokens, 5 epochs: analogy
@@ -36,17 +37,16 @@ Measured (rounds per epoch 4 at 2 shards, 16 at 8):
   analogy points, cluster precision +0.045 / +0.041 / +0.051; small per-round pivots under-train
   it (2 shards, P = 80 per round: -0.10 cluster precision; 300 per round: -0.02 to -0.035).
 
-Strategies (``train.merge``), for a row r and the shards s that return a delta d_s[r]:
-- ``mean``:     r += sum_s d_s[r] / S            (plain average over all S shards)
-- ``touched``:  r += mean of d_s[r] over the shards that touched r   (Spark's fix)
-- ``weighted``: r += sum_s n_s[r] d_s[r] / sum_s n_s[r], n_s = updates of r in shard s.
+Strategies (``train.merge``), for a row r touched by at least one of the S shards:
+- ``mean``:     r = sum_s W_s[r] / S            (the plain average of the replicas)
+- ``touched``:  r = mean of W_s[r] over the shards that touched r   (Spark's fix)
+- ``weighted``: r = sum_s n_s[r] W_s[r] / sum_s n_s[r], n_s = updates of r in shard s.
   A rare word seen by one shard keeps its full update; a frequent word gets the average of
   its updates weighted by how much evidence each shard had for it.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numba
@@ -54,137 +54,79 @@ import numpy as np
 
 MAX_SHARD_ALPHA = 0.2  # local learning rate cap (see above)
 
-from .model import Model
-from .shard import Delta
-
 
 @dataclass(frozen=True)
-class Partial:
-    """Several shards' deltas summed per row: what one node of the merge tree passes up.
+class Part:
+    """One shard's rows of one row block after a round (views of its replica) and how often the
+    round updated each of them."""
 
-    For each matrix: the sorted union of touched rows, sum_s w_s * d_s[row] (float32) and
-    sum_s w_s (float64), with w = the shard's update count of the row (``weighted``) or 1.
-    """
-
-    rows_in: np.ndarray
-    num_in: np.ndarray
-    den_in: np.ndarray
-    rows_out: np.ndarray
-    num_out: np.ndarray
-    den_out: np.ndarray
-    shards: int  # deltas summed
-    seconds: float  # compute time of this node and the nodes below it (summed, not wall time)
-    moved: int  # bytes of the deltas and partials fed into this node and the nodes below it
-    tasks: int  # merge tasks in this subtree
-    levels: int  # its depth in merge tasks (1: it summed deltas)
-    delta_bytes: int  # bytes of the shard deltas at its leaves
+    win: np.ndarray  # float32 (rows, dim)
+    wout: np.ndarray
+    n_in: np.ndarray  # uint32 (rows,)
+    n_out: np.ndarray
+    stats: dict  # the shard's loss, pairs, words, seconds (in block 0's part)
 
     @property
     def nbytes(self) -> int:
-        arrays = (self.rows_in, self.num_in, self.den_in, self.rows_out, self.num_out, self.den_out)
-        return sum(a.nbytes for a in arrays)
+        return self.win.nbytes + self.wout.nbytes + self.n_in.nbytes + self.n_out.nbytes
+
+
+HOW = {"mean": 0, "touched": 1, "weighted": 2}
+CHUNK_ROWS = 4096  # rows merged at a time: the float64 accumulator stays small (3 MB at dim 100)
 
 
 @numba.njit(cache=True, nogil=True)
-def _accumulate(num, den, index, values, scale, weight):  # pragma: no cover - compiled
-    """num[index] += values * scale, den[index] += weight (index unique within one call)."""
-    for i in range(index.shape[0]):
-        r = index[i]
-        s = np.float32(scale[i])
-        for k in range(num.shape[1]):
-            num[r, k] += values[i, k] * s
-        den[r] += weight[i]
-
-
-@numba.njit(cache=True, nogil=True)
-def _apply(out, rows, num, den):  # pragma: no cover - compiled
+def _accumulate(num, den, hits, rows, counts, how):  # pragma: no cover - compiled
+    """num += w * rows, den += w, hits += [counts > 0], w by the rule (see the module docstring)."""
     for i in range(rows.shape[0]):
-        d = np.float32(den[i])
-        r = rows[i]
-        for k in range(out.shape[1]):
-            out[r, k] += num[i, k] / d
+        n = counts[i]
+        w = 1.0
+        if how == 2:
+            w = float(n)
+        elif how == 1 and n == 0:
+            w = 0.0
+        if n > 0:
+            hits[i] += 1
+        den[i] += w
+        if w != 0.0:
+            for k in range(rows.shape[1]):
+                num[i, k] += w * rows[i, k]
 
 
-def _terms(item, matrix: int, weighted: bool):
-    """(rows, values, scale, weight) of one input for win (0) or wout (1)."""
-    if isinstance(item, Partial):  # already weighted: add its sums as they are
-        rows, num, den = (item.rows_in, item.num_in, item.den_in) if matrix == 0 else (
-            item.rows_out, item.num_out, item.den_out)
-        return rows, num, np.ones(len(rows)), den
-    rows, delta, counts = (item.rows_in, item.d_in, item.n_in) if matrix == 0 else (
-        item.rows_out, item.d_out, item.n_out)
-    w = counts.astype(np.float64) if weighted else np.ones(len(rows))
-    return rows, delta, w, w
+@numba.njit(cache=True, nogil=True)
+def _write(out, num, den, hits):  # pragma: no cover - compiled
+    for i in range(out.shape[0]):
+        if hits[i] > 0:
+            for k in range(out.shape[1]):
+                out[i, k] = np.float32(num[i, k] / den[i])
 
 
-def _sums(items, how: str) -> list:
-    """[rows, num, den] of win then wout: the inputs added row by row in the order given."""
-    sums = []
-    for matrix in (0, 1):
-        terms = [_terms(x, matrix, how == "weighted") for x in items]
-        rows = np.unique(np.concatenate([t[0] for t in terms])).astype(np.int32)
-        dim = max((t[1].shape[1] for t in terms if t[1].ndim == 2), default=0)
-        num = np.zeros((len(rows), dim), np.float32)
-        den = np.zeros(len(rows), np.float64)
-        for part_rows, values, scale, weight in terms:
-            _accumulate(num, den, np.searchsorted(rows, part_rows), values, scale, weight)
-        sums += [rows, num, den]
-    return sums
+def merge_rows(targets: list[np.ndarray], rows: list[np.ndarray], counts: list[np.ndarray], how: str) -> None:
+    """Write the merge of ``rows`` (one array per shard, shard order) into every array of
+    ``targets``, in place; rows no shard touched (all counts 0) are left alone. A target may be
+    one of ``rows``: each chunk of rows is read in full before it is written.
 
-
-def _lineage(items) -> dict:
-    """What the tree below a node cost: shards, seconds, bytes moved, tasks, depth, delta bytes."""
-    below = [x for x in items if isinstance(x, Partial)]
-    return {
-        "shards": sum(x.shards for x in below) + len(items) - len(below),
-        "seconds": sum(x.seconds for x in below),
-        "moved": sum(x.nbytes for x in items) + sum(x.moved for x in below),
-        "tasks": sum(x.tasks for x in below),
-        "levels": max((x.levels for x in below), default=0),
-        "delta_bytes": sum(x.delta_bytes if isinstance(x, Partial) else x.nbytes for x in items),
-    }
-
-
-def sum_deltas(*items: Delta | Partial, how: str = "weighted") -> Partial:
-    """One inner node of the merge tree: sum shard deltas (or partial sums) row by row.
-
-    Float sums are associative only up to rounding, so the tree's shape and the order of its
-    inputs are fixed by the caller (shard order): same seed and shard count, same bits.
+    >>> a = np.array([[1.0], [5.0], [7.0]], np.float32); b = np.array([[3.0], [5.0], [9.0]], np.float32)
+    >>> n_a, n_b = np.array([1, 0, 3], np.uint32), np.array([3, 0, 0], np.uint32)
+    >>> out = a.copy(); merge_rows([out], [a, b], [n_a, n_b], "weighted"); out.ravel().tolist()
+    [2.5, 5.0, 7.0]
+    >>> merge_rows([a], [a, b], [n_a, n_b], "mean"); a.ravel().tolist()
+    [2.0, 5.0, 8.0]
     """
-    t0 = time.perf_counter()
-    sums = _sums(items, how)
-    seconds = time.perf_counter() - t0
-    below = _lineage(items)
-    return Partial(*sums, **{**below, "seconds": below["seconds"] + seconds, "tasks": below["tasks"] + 1,
-                             "levels": below["levels"] + 1})
-
-
-def apply_sum(model: Model, *items: Delta | Partial, how: str = "weighted") -> Model:
-    """The root of the merge tree: the old model plus the averaged sum of ``items`` (deltas or
-    partial sums, at most fan-in of them; inputs unchanged). ``model.info`` records the whole
-    merge: seconds (summed over its tasks), bytes of deltas and partials passed between tasks,
-    tasks, depth and the shards' delta bytes."""
-    t0 = time.perf_counter()
-    if len(items) == 1 and isinstance(items[0], Partial):  # already summed below
-        total = items[0]
-        sums = [total.rows_in, total.num_in, total.den_in, total.rows_out, total.num_out, total.den_out]
-    else:
-        sums = _sums(items, how)
-    below = _lineage(items)
-    out = []
-    for base, (rows, num, den) in ((model.win, sums[:3]), (model.wout, sums[3:])):
-        new = base.copy()
-        _apply(new, rows, num, np.full(len(rows), float(below["shards"])) if how == "mean" else den)
-        out.append(new)
-    info = {"merge_seconds": below["seconds"] + time.perf_counter() - t0, "merge_bytes": below["moved"],
-            "merge_tasks": below["tasks"] + 1, "merge_depth": below["levels"] + 1,
-            "merge_delta_bytes": below["delta_bytes"]}
-    return Model(out[0], out[1], info)
-
-
-def merge_deltas(model: Model, *deltas: Delta, how: str = "weighted") -> Model:
-    """New global model from the old one and the shards' deltas, in one task (inputs unchanged)."""
-    return apply_sum(model, *deltas, how=how)
+    how_code = HOW[how]
+    n, dim = rows[0].shape
+    num = np.empty((min(CHUNK_ROWS, n), dim), np.float64)
+    den = np.empty(min(CHUNK_ROWS, n), np.float64)
+    hits = np.empty(min(CHUNK_ROWS, n), np.int64)
+    for lo in range(0, n, CHUNK_ROWS):
+        hi = min(lo + CHUNK_ROWS, n)
+        m = hi - lo
+        num[:m], den[:m], hits[:m] = 0.0, 0.0, 0
+        for r, c in zip(rows, counts):
+            _accumulate(num[:m], den[:m], hits[:m], r[lo:hi], c[lo:hi], how_code)
+        _write(targets[0][lo:hi], num[:m], den[:m], hits[:m])
+        for t in targets[1:]:
+            t[lo:hi] = targets[0][lo:hi]
 
 
 def shard_rates(counts: np.ndarray, keep: np.ndarray, shards: int, alpha: float,

@@ -23,32 +23,15 @@ class Model:
         return self.win.nbytes + self.wout.nbytes
 
 
-def model_block(model: Model, block: int, blocks: int) -> Model:
-    """Rows block, block + blocks, block + 2 * blocks, ... of the model (a copy): one of the
-    interleaved row blocks the merge works on in parallel. Interleaved, every block gets its
-    share of the frequent rows, which every shard touches, so the blocks' merges take equal time.
+def row_blocks(rows: int, blocks: int) -> list[tuple[int, int]]:
+    """Rows [lo, hi) of each of ``blocks`` contiguous row blocks of about equal size: the units
+    the merge works on in parallel (replica.py). Every block is merged densely, so equal rows
+    mean equal work.
 
-    >>> m = Model(np.arange(10, dtype=np.float32).reshape(5, 2), np.zeros((5, 2), np.float32))
-    >>> model_block(m, 1, 2).win.tolist()
-    [[2.0, 3.0], [6.0, 7.0]]
-    >>> np.array_equal(join_blocks(*(model_block(m, b, 3) for b in range(3))).win, m.win)
-    True
+    >>> row_blocks(10, 3)
+    [(0, 3), (3, 6), (6, 10)]
     """
-    return Model(np.ascontiguousarray(model.win[block::blocks]), np.ascontiguousarray(model.wout[block::blocks]))
-
-
-def join_blocks(*blocks: Model) -> Model:
-    """The whole model from all of its row blocks (``model_block``), in block order."""
-    if len(blocks) == 1:
-        return Model(blocks[0].win, blocks[0].wout)
-    return Model(*(_interleave([getattr(b, name) for b in blocks]) for name in ("win", "wout")))
-
-
-def _interleave(parts: list[np.ndarray]) -> np.ndarray:
-    out = np.empty((sum(len(p) for p in parts), parts[0].shape[1]), parts[0].dtype)
-    for b, p in enumerate(parts):
-        out[b::len(parts)] = p
-    return out
+    return [(rows * b // blocks, rows * (b + 1) // blocks) for b in range(blocks)]
 
 
 @dataclass(frozen=True)
@@ -75,5 +58,9 @@ def init_model(vocab_size: int, dim: int, seed: int) -> Model:
     ((3, 4), 'float32', True, 0.0)
     """
     rng = np.random.default_rng([seed, vocab_size, dim])
-    win = ((rng.random((vocab_size, dim), dtype=np.float32) - np.float32(0.5)) * np.float32(2.0) / np.float32(dim))
+    win = rng.random((vocab_size, dim), dtype=np.float32)
+    # In place: each worker builds its replica with this, beside its shards (no temporaries).
+    win -= np.float32(0.5)
+    win *= np.float32(2.0)
+    win /= np.float32(dim)
     return Model(win, np.zeros((vocab_size, dim), np.float32))

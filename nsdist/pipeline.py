@@ -6,19 +6,19 @@ Read top to bottom, ``train`` is the whole job:
 2. count words per block on the workers, merge by a tree reduction, build the vocabulary;
 3. encode blocks into int32 ids, regroup them into ``shards`` equal training shards that
    stay on the workers for all epochs;
-4. for each epoch and each of ``syncs_per_epoch`` rounds: every shard trains its slice from
-   the current global model and returns a sparse delta; a fixed tree of merge tasks on the
-   workers sums them (fan-in 8) and its root averages the sum into the next global model. The
-   learning rate follows global progress, not each shard's;
+4. for each epoch and each of ``syncs_per_epoch`` rounds: every shard trains its slice in place
+   on its replica of the global model, held by its worker (replica.py); each row block is
+   merged by the worker that owns it and copied to the others. The learning rate follows global
+   progress, not each shard's;
 5. write the output files from a worker, then the manifest, then LATEST.
 
-Every task is a deterministic function of its inputs (random states derive from the seed,
-epoch, round and shard), so a task retried after a worker dies reproduces its result.
+Every result is a deterministic function of the model a round starts from (random states derive
+from the seed, epoch, round and shard; merges sum in shard order), so training restarted from a
+checkpoint after a worker dies gives the same vectors.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -32,18 +32,19 @@ import distributed
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from distributed import Client, LocalCluster
+from distributed import Client, KilledWorker, LocalCluster
 
-from . import __version__, storage
+from . import __version__, replica, storage
 from .config import ClusterConfig, JobConfig, TrainConfig, config_from_dict
 from .corpus import Block, iter_tokens, plan_blocks
 from .counts import Counts, Scanned, merge_counts, scan
 from .encode import Shard, encode_scanned
 from .errors import ConfigError, DataError, TransientError
-from .merge import apply_sum, shard_rates, sum_deltas
-from .model import Model, init_model, join_blocks, make_tables, model_block
+from .merge import shard_rates
+from .model import Model, init_model, make_tables, row_blocks
 from .outputs import claim_run, new_run_id, publish, read_npy, resolve_run, run_url, write_run_files
-from .shard import Delta, RoundSpec, round_words, train_blocks
+from .replica import ReplicaLost
+from .shard import RoundSpec, round_words
 from .vocab import Vocab, build_vocab
 
 log = logging.getLogger("nsdist")
@@ -112,15 +113,7 @@ def _rate_summary(tables) -> dict:
     return {"min": float(r.min()), "median": float(np.median(r)), "max": float(r.max())} if len(r) else {}
 
 
-def _stats(deltas: tuple[Delta, ...]) -> dict:
-    return deltas[0].stats
-
-
-def _model_info(model: Model) -> dict:
-    return model.info
-
-
-def _write_outputs(url: str, vocab: Vocab, model: Model, storage_options) -> dict:
+def _write_outputs(url: str, vocab: Vocab, storage_options, model: Model) -> dict:
     return write_run_files(url, vocab.words, vocab.counts, model.win, model.wout, storage_options)
 
 
@@ -129,7 +122,6 @@ def _write_outputs(url: str, vocab: Vocab, model: Model, storage_options) -> dic
 # How shards and rounds are cut from the corpus (bump when that changes: a resumed run must
 # train on the same shards). 2: chunks assigned by token ranges, rounds balanced by words.
 SHARD_PLAN = 2
-MERGE_FAN_IN = 8  # inputs per merge task: a round with S shards runs about S / 7 merge tasks
 
 
 def _tree_levels(client: Client, fn, futures: list, key: str, fan_in: int = 8) -> tuple[list, int]:
@@ -240,75 +232,122 @@ def encode_shards(client: Client, cfg: JobConfig, scanned: list, block_tokens: l
     return shards, np.array(words, dtype=np.int64).reshape(n_shards, rounds)
 
 
-def _owners(holders: dict, blocks: int) -> list[str | None]:
-    """A worker for each row block's merge, dealt round-robin over the workers holding shards
-    (``holders``: ``client.who_has(shards)``), so the blocks merge in parallel and stay where
-    they are between rounds."""
-    held = sorted({w for ws in holders.values() for w in ws})
-    return [held[b % len(held)] if held else None for b in range(blocks)]
+MAX_RECOVERIES = 3  # restarts from a saved model after losing workers, per job
+LOST = (ReplicaLost, KilledWorker)
 
 
-def train_epochs(client: Client, cfg: JobConfig, shards: list, words: np.ndarray, model, tables, tag: str,
-                 start_epoch: int = 0, on_epoch=None, blocks: int = 1):
-    """Rounds of epochs start_epoch..epochs-1: shards train from the global model, a tree of merge
-    tasks averages them. ``on_epoch(epoch, blocks, metrics)`` runs after each epoch (checkpoints).
+def train_epochs(client: Client, cfg: JobConfig, shards: list, words: np.ndarray, tables, rows: int, tag: str,
+                 source: tuple, start_epoch: int = 0, blocks: int = 1, checkpoint=None, on_saved=None,
+                 finish: tuple | None = None):
+    """Epochs start_epoch..epochs-1 on replicas of the model that live where the shards are
+    (replica.py): every round each shard trains its replica in place, and ``blocks`` row
+    blocks are merged in parallel, each by the worker that owns it, and copied to the others.
 
-    The global model lives on the workers as ``blocks`` interleaved row blocks (model.model_block):
-    each shard returns one sparse delta per block and each block is merged by its own tree, in
-    parallel, on the worker that owns it. Every merge rule is per row, so the result does not
-    depend on ``blocks`` (tests/test_pipeline.py checks it bit for bit).
+    ``source``: (build, args): ``build(*args)`` is the model before ``start_epoch`` (built on
+    every worker holding shards). ``checkpoint(epoch)``: a URL to save the model to after
+    ``epoch``, or None; ``on_saved(epoch, nbytes, metrics)`` runs once that save and the
+    epoch's metrics are in. ``finish``: (write, args): ``write(*args, model)`` runs on the final
+    model (the outputs). Returns (finish's result, per-epoch metrics, restarts).
 
-    Returns (model future, per-epoch metrics). The client only ever holds small statistics.
+    When a worker is lost, training restarts from the last saved model (or ``source``), at most
+    MAX_RECOVERIES times: every task is a deterministic function of the model it starts from and
+    the merges sum in shard order, so the vectors are the same as without the loss.
     """
+    opts = dict(cfg.storage_options)
+    metrics: list[dict] = []
+    saved: list[tuple[int, str]] = []  # (epoch, url) of each model saved
+    for attempt in range(MAX_RECOVERIES + 1):
+        submitted: list = []
+        try:
+            result = _attempt(client, cfg, shards, words, tables, rows, tag, source, start_epoch, blocks,
+                              checkpoint, on_saved, finish, attempt, metrics, saved, submitted)
+            client.run(replica.drop, tag, on_error="ignore")  # a worker leaving now has nothing to free
+            return result, metrics, attempt
+        except LOST as e:
+            client.cancel(submitted)
+            client.run(replica.drop, tag, on_error="ignore")
+            if attempt == MAX_RECOVERIES:
+                raise TransientError(f"lost workers {attempt + 1} times while training ({e}); check the "
+                                     "workers' memory and logs, then --resume the run") from e
+            if saved:
+                start_epoch, source = saved[-1][0] + 1, (_load_arrays, (saved[-1][1], opts))
+            metrics[:] = [m for m in metrics if m["epoch"] <= start_epoch]
+            log.warning("lost a worker (%s: %s); training again from epoch %d", type(e).__name__, e, start_epoch + 1)
+    raise AssertionError("unreachable")
+
+
+def _attempt(client: Client, cfg: JobConfig, shards: list, words: np.ndarray, tables, rows: int, tag: str,
+             source: tuple, start_epoch: int, blocks: int, checkpoint, on_saved, finish, attempt: int,
+             metrics: list, saved: list, submitted: list):
     t = cfg.train
+    opts = dict(cfg.storage_options)
     rounds = words.shape[1]
     total = t.epochs * int(words.sum())
     done = start_epoch * int(words.sum())
-    epochs = []
-    owners = _owners(client.who_has(shards), blocks)
-    model = [client.submit(model_block, model, b, blocks, key=f"block-{tag}-{start_epoch}-{b}",
-                           workers=owners[b], allow_other_workers=True) for b in range(blocks)]
+    n = len(shards)
 
-    def submit(epoch: int, model: list, done: int):
-        stats, infos = [], []
-        # Train each shard where it is held. Unpinned, the scheduler moved shards to the worker
-        # holding the new model (real text, 8 shards on 2 workers: every shard moved once in
-        # the first epoch). Loose: a lost or overloaded holder does not block the task.
-        holders = client.who_has(shards)
-        owners = _owners(holders, blocks)
+    def submit(fn, *args, key: str, worker: str, **kw):
+        future = client.submit(fn, *args, key=key, workers=[worker], allow_other_workers=True, **kw)
+        submitted.append(future)
+        return future
+
+    # Each shard's replica lives on the worker holding the shard (lost shards are recomputed
+    # first); the row blocks are dealt round-robin over those workers.
+    distributed.wait(shards)
+    holders = client.who_has(shards)
+    home = [sorted(holders.get(s.key, ()))[0] for s in shards]
+    workers = sorted(set(home))
+    owners = [workers[b % len(workers)] for b in range(blocks)]
+    ranges = row_blocks(rows, blocks)
+    build, args = source
+    ready = {w: submit(replica.create, tag, attempt, start_epoch * rounds, [s for s in range(n) if home[s] == w],
+                       build, *args, key=f"replica-{tag}-{attempt}-{i}", worker=w) for i, w in enumerate(workers)}
+    after = {s: [ready[home[s]]] for s in range(n)}
+
+    def submit_epoch(epoch: int, done: int):
+        rounds_info = []
         for r in range(rounds):
-            after = done + int(words[:, r].sum())
-            a0, a1 = _schedule(t.alpha, t.min_alpha, done, total), _schedule(t.alpha, t.min_alpha, after, total)
+            g = epoch * rounds + r
+            end = done + int(words[:, r].sum())
+            a0, a1 = _schedule(t.alpha, t.min_alpha, done, total), _schedule(t.alpha, t.min_alpha, end, total)
             trained = [
-                client.submit(train_blocks, shard, tables,
-                              RoundSpec(epoch, r, rounds, s, a0, a1, t.window, t.negative, t.seed, t.kernel),
-                              *model, key=f"train-{tag}-{epoch}-{r}-{s}",
-                              workers=list(holders.get(shard.key, ())) or None, allow_other_workers=True)
+                submit(replica.train, tag, attempt, g, ranges, shard, tables,
+                       RoundSpec(epoch, r, rounds, s, a0, a1, t.window, t.negative, t.seed, t.kernel), *after[s],
+                       key=f"train-{tag}-{attempt}-{epoch}-{r}-{s}", worker=home[s])
                 for s, shard in enumerate(shards)
             ]
-            new = []
-            for b in range(blocks):
-                deltas = [client.submit(operator.getitem, d, b, key=f"delta-{b}-{d.key}") for d in trained]
-                # Sum the block's deltas in a fixed tree of partial sums (fan-in MERGE_FAN_IN, shard
-                # order); its root sums the last <= MERGE_FAN_IN inputs and applies the average.
-                parts, _ = _tree_levels(client, functools.partial(sum_deltas, how=t.merge), deltas,
-                                        key=f"merge-{tag}-{epoch}-{r}-{b}", fan_in=MERGE_FAN_IN)
-                new.append(client.submit(apply_sum, model[b], *parts, how=t.merge, key=f"model-{tag}-{epoch}-{r}-{b}",
-                                         workers=owners[b], allow_other_workers=True))
-            model = new
-            stats += [client.submit(_stats, d, key=f"stats-{d.key}") for d in trained]
-            infos.append([client.submit(_model_info, m, key=f"info-{m.key}") for m in model])
-            done = after
-        return epoch, model, stats, infos, done
+            merged = []
+            for b, (lo, hi) in enumerate(ranges):
+                parts = [client.submit(operator.getitem, d, b, key=f"part-{b}-{d.key}") for d in trained]
+                submitted.extend(parts)
+                merged.append(submit(replica.merge, tag, attempt, g, b, blocks, lo, hi, t.merge, *parts,
+                                     key=f"merge-{tag}-{attempt}-{epoch}-{r}-{b}", worker=owners[b]))
+            installs = [submit(replica.install, tag, attempt, g, b, blocks, lo, hi, merged[b],
+                               key=f"install-{tag}-{attempt}-{epoch}-{r}-{b}-{i}", worker=w)
+                        for b, (lo, hi) in enumerate(ranges) for i, w in enumerate(workers) if w != owners[b]]
+            rounds_info.append(([submit(replica.info, m, key=f"info-{m.key}", worker=owners[b])
+                                 for b, m in enumerate(merged)], installs))
+            # The next round waits for every install (they read the owners' replicas) or, on one
+            # worker, for the merges.
+            after.update({s: installs or merged for s in range(n)})
+            done = end
+        url = checkpoint(epoch) if checkpoint else None
+        save = None
+        if url:  # from the first worker's replicas, before its next round changes them
+            save = submit(replica.save, tag, attempt, (epoch + 1) * rounds, _save_arrays, (url, opts), *after[0],
+                          key=f"checkpoint-{tag}-{attempt}-{epoch}", worker=home[0], priority=10)
+            after.update({s: after[s] + [save] for s in range(n) if home[s] == home[0]})
+        return epoch, rounds_info, save, url, done
 
     last_end = [time.perf_counter()]
 
-    def collect(epoch: int, model: list, stats, infos, done: int) -> None:
-        stats = client.gather(stats)
-        # One record per merge (round): its row blocks' tasks summed (seconds: compute time).
-        infos = [{"merge_seconds": sum(i["merge_seconds"] for i in blk), "merge_bytes": sum(i["merge_bytes"] for i in blk),
-                  "merge_tasks": sum(i["merge_tasks"] for i in blk), "merge_depth": max(i["merge_depth"] for i in blk),
-                  "merge_delta_bytes": sum(i["merge_delta_bytes"] for i in blk)} for blk in client.gather(infos)]
+    def collect(epoch: int, rounds_info: list, save, url: str | None, done: int) -> None:
+        infos, installed = client.gather([[i for i, _ in rounds_info], [x for _, x in rounds_info]])
+        stats = [s for blk in infos for s in blk[0]["stats"]]
+        # One record per merge (round): its row blocks' merges summed (seconds: compute time;
+        # bytes: parts into the merges plus merged blocks out to the other workers).
+        merges = [{"seconds": sum(i["seconds"] for i in blk), "bytes": sum(i["bytes"] for i in blk) + sum(inst)}
+                  for blk, inst in zip(infos, installed)]
         # From the previous epoch's end (not from this collection's start: the next epoch is
         # already running while the client checkpoints this one).
         seconds = time.perf_counter() - last_end[0]
@@ -321,30 +360,36 @@ def train_epochs(client: Client, cfg: JobConfig, shards: list, words: np.ndarray
             "seconds": seconds,
             "words_per_second": sum(s["words"] for s in stats) / max(seconds, 1e-9),
             "kernel_seconds": sum(s["seconds"] for s in stats),
-            "merge_seconds": sum(i["merge_seconds"] for i in infos),
-            "merge_bytes": sum(i["merge_bytes"] for i in infos),
-            "merges": [{"seconds": i["merge_seconds"], "bytes": i["merge_bytes"], "tasks": i["merge_tasks"],
-                        "depth": i["merge_depth"], "delta_bytes": i["merge_delta_bytes"]} for i in infos],
+            "merge_seconds": sum(x["seconds"] for x in merges),
+            "merge_bytes": sum(x["bytes"] for x in merges),
+            "merges": merges,
             "alpha_end": _schedule(t.alpha, t.min_alpha, done, total),
         }
-        epochs.append(m)
+        metrics.append(m)
         log.info("epoch %d/%d: loss %.4f, %.0f words/s, %.1f s (merge %.2f s, %.1f MB)", epoch + 1, t.epochs,
                  m["loss"], m["words_per_second"], seconds, m["merge_seconds"], m["merge_bytes"] / 1e6)
-        if on_epoch is not None:
-            on_epoch(epoch, model, m)
+        if save is not None:
+            nbytes = save.result()
+            saved.append((epoch, url))
+            if on_saved is not None:
+                on_saved(epoch, nbytes, metrics)
 
     # Epoch e + 1 is submitted before epoch e's results are collected and checkpointed, so the
-    # workers never wait for the client between epochs (the checkpoint task runs alongside).
+    # workers never wait for the client between epochs.
     pending = None
     for epoch in range(start_epoch, t.epochs):
-        submitted = submit(epoch, model, done)
-        model, done = submitted[1], submitted[4]
+        submitted_epoch = submit_epoch(epoch, done)
+        done = submitted_epoch[-1]
         if pending is not None:
             collect(*pending)
-        pending = submitted
+        pending = submitted_epoch
     if pending is not None:
         collect(*pending)
-    return client.submit(join_blocks, *model, key=f"model-{tag}-final"), epochs
+    if finish is None:
+        return None
+    write, write_args = finish
+    return submit(replica.save, tag, attempt, t.epochs * rounds, write, write_args, *after[0],
+                  key=f"write-{tag}-{attempt}", worker=home[0]).result()
 
 
 # ---------------------------------------------------------------- checkpoints and warm starts
@@ -353,8 +398,7 @@ def _checkpoint_url(run: str, epoch: int) -> str:
     return storage.join(run, "checkpoints", f"epoch-{epoch + 1:04d}")
 
 
-def _save_arrays(url: str, storage_options, *blocks: Model) -> int:
-    model = join_blocks(*blocks)
+def _save_arrays(url: str, storage_options, model: Model) -> int:
     for name, array in (("win.npy", model.win), ("wout.npy", model.wout)):
         with storage.open_write(storage.join(url, name), storage_options) as f:
             np.save(f, array, allow_pickle=False)
@@ -385,25 +429,38 @@ def latest_checkpoint(run: str, storage_options=None) -> dict | None:
     return None
 
 
-def _warm_model(vocab: Vocab, parent: str, storage_options, dim: int, seed: int) -> tuple[Model, dict]:
-    """Initial model for a new vocabulary from a published run: known words keep both vectors,
-    new words get fresh ones, dropped words disappear."""
-    fresh = init_model(len(vocab), dim, seed)
-    old_win = read_npy(storage.join(parent, "vectors.npy"), storage_options)
-    old_wout = read_npy(storage.join(parent, "context.npy"), storage_options)
-    if old_win.shape[1] != dim:
-        raise DataError(f"--init-from model has dim {old_win.shape[1]}, this job dim {dim}; set dim={old_win.shape[1]}")
+def _warm_rows(vocab: Vocab, parent: str, storage_options) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Which of this vocabulary's words the published ``parent`` knows (mask), their rows there,
+    and the counts of known, new and dropped words."""
     old_words = pa.array([line.rstrip("\n").rpartition("\t")[0]
                           for line in storage.lines(storage.join(parent, "vocab.tsv"), storage_options)])
     old_ids = pc.index_in(vocab.words, value_set=pc.cast(old_words, vocab.words.type))
     known = pc.is_valid(old_ids).to_numpy(zero_copy_only=False)
-    src = pc.filter(old_ids, known).to_numpy()
-    win, wout = fresh.win, fresh.wout
-    win[known] = old_win[src]
-    wout[known] = old_wout[src]
     stats = {"known_words": int(known.sum()), "new_words": int((~known).sum()),
              "dropped_words": int(len(old_words) - known.sum())}
-    return Model(win, wout), stats
+    return known, pc.filter(old_ids, known).to_numpy(), stats
+
+
+def _warm_stats(vocab: Vocab, parent: str, storage_options) -> dict:
+    return _warm_rows(vocab, parent, storage_options)[2]
+
+
+def _warm_model(vocab: Vocab, parent: str, storage_options, dim: int, seed: int) -> tuple[Model, dict]:
+    """Initial model for a new vocabulary from a published run: known words keep both vectors,
+    new words get fresh ones, dropped words disappear."""
+    known, src, stats = _warm_rows(vocab, parent, storage_options)
+    fresh = init_model(len(vocab), dim, seed)
+    for name, target in (("vectors.npy", fresh.win), ("context.npy", fresh.wout)):  # one old matrix at a time
+        old = read_npy(storage.join(parent, name), storage_options)
+        if old.shape[1] != dim:
+            raise DataError(f"--init-from model has dim {old.shape[1]}, this job dim {dim}; set dim={old.shape[1]}")
+        target[known] = old[src]
+        del old
+    return fresh, stats
+
+
+def _warm_replica(vocab: Vocab, parent: str, storage_options, dim: int, seed: int) -> Model:
+    return _warm_model(vocab, parent, storage_options, dim, seed)[0]
 
 
 # ---------------------------------------------------------------- the job
@@ -490,38 +547,37 @@ def train(cfg: JobConfig, client: Client, resume: str | None = None, init_from: 
     rates = client.submit(_rate_summary, tables, key=f"rates-{tag}").result()
     warm = None
     if state:
-        model = client.submit(_load_arrays, _checkpoint_url(run, state["epoch"] - 1), opts, key=f"model-{tag}-resumed")
+        source = (_load_arrays, (_checkpoint_url(run, state["epoch"] - 1), opts))
         log.info("resuming run %s after epoch %d", run_id, state["epoch"])
     elif parent:
-        pair = client.submit(_warm_model, vocab, parent, opts, t.dim, t.seed, key=f"warm-{tag}")
-        model = client.submit(operator.getitem, pair, 0, key=f"model-{tag}-warm")
-        warm = {"parent_run": parent, **client.submit(operator.getitem, pair, 1, key=f"warm-stats-{tag}").result()}
-        del pair
+        source = (_warm_replica, (vocab, parent, opts, t.dim, t.seed))
+        warm = {"parent_run": parent, **client.submit(_warm_stats, vocab, parent, opts, key=f"warm-{tag}").result()}
         log.info("warm start from %s: %d known, %d new, %d dropped words", parent, warm["known_words"],
                  warm["new_words"], warm["dropped_words"])
     else:
-        model = client.submit(init_model, summary["vocab_size"], t.dim, t.seed, key=f"model-{tag}-init")
-    history = list(state["metrics"]) if state else []
-
-    def checkpoint(epoch: int, blocks: list, metrics: dict) -> None:
-        history.append(metrics)
-        if cfg.checkpoint_every <= 0 or (epoch + 1) % cfg.checkpoint_every or epoch + 1 == t.epochs:
-            return
-        url = _checkpoint_url(run, epoch)
-        # High priority: otherwise it queues behind the next epoch's training tasks.
-        nbytes = client.submit(_save_arrays, url, opts, *blocks, key=f"checkpoint-{tag}-{epoch}",
-                               priority=10).result()
-        done = {"epoch": epoch + 1, "shards": n_shards, "shard_plan": SHARD_PLAN, "corpus_fingerprint": fingerprint,
-                "vocab_sha256": digest, "metrics": history, "warm_start": warm}
-        storage.write_bytes(storage.join(url, "state.json"), storage.dump_json(done), opts)
-        log.info("checkpoint after epoch %d: %s (%.1f MB)", epoch + 1, url, nbytes / 1e6)
-
+        source = (init_model, (summary["vocab_size"], t.dim, t.seed))
+    prior = list(state["metrics"]) if state else []
     start = state["epoch"] if state else 0
     warm = state.get("warm_start") if state else warm
-    model, _ = train_epochs(client, cfg, shards, words, model, tables, tag, start, checkpoint, merge_blocks)
+
+    def checkpoint(epoch: int) -> str | None:
+        if cfg.checkpoint_every <= 0 or (epoch + 1) % cfg.checkpoint_every or epoch + 1 == t.epochs:
+            return None
+        return _checkpoint_url(run, epoch)
+
+    def on_saved(epoch: int, nbytes: int, metrics: list) -> None:
+        done = {"epoch": epoch + 1, "shards": n_shards, "shard_plan": SHARD_PLAN, "corpus_fingerprint": fingerprint,
+                "vocab_sha256": digest, "metrics": prior + metrics, "warm_start": warm}
+        storage.write_bytes(storage.join(_checkpoint_url(run, epoch), "state.json"), storage.dump_json(done), opts)
+        log.info("checkpoint after epoch %d: %s (%.1f MB)", epoch + 1, _checkpoint_url(run, epoch), nbytes / 1e6)
+
+    # The outputs are written from a replica, by a worker, once the last round is merged.
+    written, metrics, restarts = train_epochs(
+        client, cfg, shards, words, tables, summary["vocab_size"], tag, source, start, merge_blocks, checkpoint,
+        on_saved, finish=(_write_outputs, (run, vocab, opts)))
+    history = prior + metrics
 
     # -- publish: data files from a worker, manifest last, then LATEST
-    written = client.submit(_write_outputs, run, vocab, model, opts, key=f"write-{tag}").result()
     manifest = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": cfg.to_dict(),
@@ -529,6 +585,7 @@ def train(cfg: JobConfig, client: Client, resume: str | None = None, init_from: 
                    "fingerprint": fingerprint, "blocks": len(blocks), "shards": n_shards, **summary},
         "metrics": {"epochs": history, "count_seconds": count_seconds, "encode_seconds": encode_seconds,
                     "total_seconds": time.perf_counter() - t_start, "resumed_after_epoch": start or None,
+                    "restarts_after_worker_loss": restarts,
                     "rounds_per_epoch": int(words.shape[1]), "merge_blocks": merge_blocks, "rate_multiplier": rates,
                     "client_peak_rss_bytes": _peak_rss()},
         "parent": warm,

@@ -1,7 +1,6 @@
-"""Train one shard for one round, starting from the global model; return a sparse delta.
+"""Train one shard for one round, in place on the shard's replica of the global model.
 
-No IO and no Dask here: a pure function of its inputs, so a retried task reproduces its
-result exactly.
+No IO and no Dask here: given the same replica, shard, tables and round, the same result.
 """
 
 from __future__ import annotations
@@ -9,11 +8,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from .encode import Shard
-from .model import Model, Tables, join_blocks
+from .model import Model, Tables
 from .rng import task_state
 from .sgns import train_batch, train_pairs
 
@@ -36,24 +34,6 @@ class RoundSpec:
     kernel: str = "pair"
 
 
-@dataclass(frozen=True)
-class Delta:
-    """Rows a shard changed: new - old for each touched row, and how often it updated it."""
-
-    rows_in: np.ndarray  # int32
-    d_in: np.ndarray  # float32 (k, dim)
-    n_in: np.ndarray  # uint32: updates per row
-    rows_out: np.ndarray
-    d_out: np.ndarray
-    n_out: np.ndarray
-    stats: dict  # loss, pairs, words, seconds
-
-    @property
-    def nbytes(self) -> int:
-        arrays = (self.rows_in, self.d_in, self.n_in, self.rows_out, self.d_out, self.n_out)
-        return sum(a.nbytes for a in arrays)
-
-
 def round_slice(offsets: np.ndarray, round_: int, rounds: int) -> tuple[int, int]:
     """Sentences [begin, end) a shard trains in a round: contiguous, about equal in words (a
     sentence goes to the round that holds its first word), so that the shards of a round finish
@@ -73,35 +53,10 @@ def round_words(shard: Shard, rounds: int) -> list[int]:
     return [int(shard.offsets[e] - shard.offsets[b]) for b, e in bounds]
 
 
-def _sparse(blocks: list[np.ndarray], after: np.ndarray, counts: np.ndarray) -> list[tuple]:
-    """Per row block (interleaved, see ``model.model_block``): the touched rows (block-local
-    ids), their deltas after - before and their update counts, computed for the touched rows
-    only, in one compiled pass."""
-    n = len(blocks)
-    out = []
-    for b, before in enumerate(blocks):
-        rows = np.flatnonzero(counts[b::n]).astype(np.int32)
-        out.append((rows, _row_deltas(after, before, rows, b, n), counts[b::n][rows]))
-    return out
-
-
-@numba.njit(cache=True, nogil=True)
-def _row_deltas(after, before, rows, block, blocks):  # pragma: no cover - compiled
-    """after[rows * blocks + block] - before[rows] (the same float subtraction as numpy's)."""
-    d = np.empty((len(rows), after.shape[1]), np.float32)
-    for i in range(len(rows)):
-        a = rows[i] * blocks + block
-        for k in range(after.shape[1]):
-            d[i, k] = after[a, k] - before[rows[i], k]
-    return d
-
-
-def train_blocks(shard: Shard, tables: Tables, spec: RoundSpec, *blocks: Model) -> tuple[Delta, ...]:
-    """Train this round's slice of a shard on a private copy of the model given as its row
-    blocks; return one sparse delta per block (``stats`` in the first)."""
+def train_round(model: Model, shard: Shard, tables: Tables, spec: RoundSpec) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Train this round's slice of a shard in place on ``model``; returns how often each row of
+    win and of wout was updated (uint32) and the statistics (loss, pairs, words, seconds)."""
     t0 = time.perf_counter()
-    # The join is the private copy: Dask may hand the same blocks to several tasks on one worker.
-    model = join_blocks(*blocks) if len(blocks) > 1 else Model(blocks[0].win.copy(), blocks[0].wout.copy())
     win, wout = model.win, model.wout
     n_in = np.zeros(len(win), np.uint32)
     n_out = np.zeros(len(wout), np.uint32)
@@ -113,13 +68,5 @@ def train_blocks(shard: Shard, tables: Tables, spec: RoundSpec, *blocks: Model) 
         tables.keep, tables.noise_prob, tables.noise_alias,
         spec.window, spec.negative, spec.alpha_start, spec.alpha_end, state, n_in, n_out, rate,
     )
-    seconds = time.perf_counter() - t0
-    ins = _sparse([b.win for b in blocks], win, n_in)
-    outs = _sparse([b.wout for b in blocks], wout, n_out)
-    stats = {"loss": float(loss), "pairs": int(pairs), "words": int(words), "seconds": seconds}
-    return tuple(Delta(*i, *o, stats if b == 0 else {}) for b, (i, o) in enumerate(zip(ins, outs)))
-
-
-def train_shard(shard: Shard, model: Model, tables: Tables, spec: RoundSpec) -> Delta:
-    """Train this round's slice of a shard on a private copy of the model (one block)."""
-    return train_blocks(shard, tables, spec, model)[0]
+    stats = {"loss": float(loss), "pairs": int(pairs), "words": int(words), "seconds": time.perf_counter() - t0}
+    return n_in, n_out, stats

@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 
 from nsdist.encode import Shard
-from nsdist.merge import merge_deltas
 from nsdist.noise import noise_table
 from nsdist.model import Model, init_model
 from nsdist.sgns import SIGMOID_TABLE, SOFTPLUS_TABLE, TABLE_STEPS, subsample, train_batch, train_pairs
-from nsdist.shard import Delta, RoundSpec, round_slice, round_words, train_shard
+from nsdist.shard import RoundSpec, round_slice, round_words, train_round
 
 
 def _bucket(x):
@@ -170,24 +169,25 @@ def tiny_shard(n_sent=40, V=20, seed=0):
                  np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
 
 
-def test_train_shard_is_deterministic_and_leaves_the_model_alone():
+def test_train_round_is_deterministic_and_trains_in_place():
     V, dim = 20, 8
     shard, model = tiny_shard(V=V), init_model(V, dim, seed=3)
     model = Model(model.win, np.random.default_rng(1).normal(0, 0.1, (V, dim)).astype(np.float32))
-    before = (model.win.copy(), model.wout.copy())
-    counts = np.arange(V, 0, -1)
     from nsdist.model import make_tables
-    tables = make_tables(counts, 0.0, 0.75)
+    tables = make_tables(np.arange(V, 0, -1), 0.0, 0.75)
     spec = RoundSpec(epoch=0, round=1, rounds=3, shard=0, alpha_start=0.025, alpha_end=0.02, window=3,
                      negative=4, seed=9)
-    a, b = train_shard(shard, model, tables, spec), train_shard(shard, model, tables, spec)
-    assert np.array_equal(model.win, before[0]) and np.array_equal(model.wout, before[1])
-    for x, y in [(a.rows_in, b.rows_in), (a.d_in, b.d_in), (a.rows_out, b.rows_out), (a.d_out, b.d_out)]:
-        assert np.array_equal(x, y)
-    assert a.stats["words"] == round_words(shard, 3)[1]
-    assert len(a.rows_in) > 0 and np.all(a.n_in > 0) and np.all(a.n_out > 0)
-    other = train_shard(shard, model, tables, RoundSpec(0, 1, 3, 1, 0.025, 0.02, 3, 4, 9))
-    assert not np.array_equal(other.d_out, a.d_out)  # another shard index draws other numbers
+    copies = [Model(model.win.copy(), model.wout.copy()) for _ in range(3)]
+    a, b = train_round(copies[0], shard, tables, spec), train_round(copies[1], shard, tables, spec)
+    assert np.array_equal(copies[0].win, copies[1].win) and np.array_equal(copies[0].wout, copies[1].wout)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert a[2]["words"] == round_words(shard, 3)[1]
+    # Exactly the rows it counted moved.
+    for trained, before, n in ((copies[0].win, model.win, a[0]), (copies[0].wout, model.wout, a[1])):
+        moved = np.any(trained != before, axis=1)
+        assert moved.any() and np.array_equal(moved, n > 0)
+    train_round(copies[2], shard, tables, RoundSpec(0, 1, 3, 1, 0.025, 0.02, 3, 4, 9))
+    assert not np.array_equal(copies[2].wout, copies[0].wout)  # another shard index draws other numbers
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -208,31 +208,3 @@ def test_rounds_split_a_shard_by_words(seed):
         by_sentences = [int(offsets[len(lengths) * (r + 1) // rounds] - offsets[len(lengths) * r // rounds])
                         for r in range(rounds)]
         assert max(words) - min(words) <= max(by_sentences) - min(by_sentences)
-
-
-def delta(rows_in, d_in, n_in, dim=2):
-    rows = np.array(rows_in, np.int32)
-    d = np.array(d_in, np.float32).reshape(len(rows), dim)
-    empty = np.zeros(0, np.int32)
-    return Delta(rows, d, np.array(n_in, np.uint32), empty, np.zeros((0, dim), np.float32),
-                 np.zeros(0, np.uint32), {})
-
-
-def test_merge_strategies_by_hand():
-    model = Model(np.zeros((3, 2), np.float32), np.ones((3, 2), np.float32))
-    a = delta([0, 1], [[4, 4], [2, 0]], [3, 1])
-    b = delta([0], [[0, 8]], [1])
-    weighted = merge_deltas(model, a, b, how="weighted")
-    np.testing.assert_allclose(weighted.win, [[3, 5], [2, 0], [0, 0]])  # (3*[4,4] + 1*[0,8]) / 4
-    np.testing.assert_allclose(merge_deltas(model, a, b, how="touched").win, [[2, 6], [2, 0], [0, 0]])
-    np.testing.assert_allclose(merge_deltas(model, a, b, how="mean").win, [[2, 6], [1, 0], [0, 0]])
-    assert np.array_equal(weighted.wout, model.wout)
-    assert weighted.info["merge_bytes"] == a.nbytes + b.nbytes
-    assert np.all(model.win == 0)  # inputs untouched
-
-
-@pytest.mark.parametrize("how", ["weighted", "touched", "mean"])
-def test_merge_averages_never_sums(how):
-    model = Model(np.zeros((2, 2), np.float32), np.zeros((2, 2), np.float32))
-    d = delta([0, 1], [[1, 2], [3, 4]], [5, 2])
-    np.testing.assert_allclose(merge_deltas(model, d, d, d, how=how).win, [[1, 2], [3, 4]])

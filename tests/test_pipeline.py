@@ -15,7 +15,10 @@ from nsdist.corpus import plan_blocks
 from nsdist.errors import DataError
 from nsdist.outputs import list_runs, load
 from nsdist import pipeline
+from nsdist.merge import merge_rows
+from nsdist.model import Model, init_model
 from nsdist.pipeline import _tree_levels, _tree_reduce, count_vocab, encode_shards, train
+from nsdist.shard import RoundSpec, train_round
 
 
 def corpus_text(lines=3000, seed=0):
@@ -69,7 +72,7 @@ def test_same_seed_and_shards_give_identical_vectors(client, write, tmp_path):
         runs.append(load(train(cfg, client).run_url))
     assert runs[0].vocab == runs[1].vocab
     assert np.array_equal(runs[0].vectors, runs[1].vectors)
-    # The model merged as 3 interleaved row blocks: every rule is per row, so the same bits.
+    # The model merged as 3 row blocks: every rule is per row, so the same bits.
     blocked = load(train(config([path], str(tmp_path / "out3"), merge_blocks=3), client).run_url)
     assert np.array_equal(blocked.vectors, runs[0].vectors)
     other = load(train(config([path], str(tmp_path / "out2"), seed=2), client).run_url)
@@ -92,11 +95,15 @@ def test_publish_layout_and_manifest(client, write, tmp_path):
     assert all(e["words_per_second"] > 0 and e["merge_bytes"] > 0 for e in epochs)
     assert epochs[1]["loss"] < epochs[0]["loss"]
     assert manifest["corpus"]["shards"] == 3
-    # 3 shards, one row block per worker (2): per round one merge task per block, each fed the
-    # three shards' deltas of its block and nothing else.
+    # 3 shards dealt over 2 workers (0 and 2 on the first), one row block per worker: per round
+    # the first worker's block gets shard 1's rows, the second's gets shards 0 and 2's, and each
+    # merged block goes to the other worker once. Nothing else moves.
     assert manifest["metrics"]["merge_blocks"] == 2
+    rows, dim = manifest["corpus"]["vocab_size"], 16
+    first, second = rows // 2, rows - rows // 2
+    part, merged = 2 * dim * 4 + 2 * 4, 2 * dim * 4  # bytes per row: win and wout, counts
     merges = [m for e in epochs for m in e["merges"]]
-    assert merges and all(m["tasks"] == 2 and m["depth"] == 1 and m["bytes"] == m["delta_bytes"] > 0 for m in merges)
+    assert len(merges) == 6 and all(m["bytes"] == (first + 2 * second) * part + rows * merged for m in merges)
     assert manifest["metrics"]["client_peak_rss_bytes"] > 0
     emb = load(out, verify=True)
     assert emb.manifest["run_id"] == result.run_id and emb.vectors.shape == (len(emb.vocab), 16)
@@ -117,7 +124,7 @@ def test_failed_run_publishes_nothing(client, write, tmp_path):
 
 def test_tree_levels_keep_order_and_keys(client):
     leaves = [client.submit(str, i, key=f"leaf-{i}") for i in range(17)]
-    # os.path.join is order-sensitive and variadic, like sum_deltas.
+    # os.path.join is order-sensitive and variadic, like merge_counts.
     parts, levels = _tree_levels(client, os.path.join, leaves, key="t", fan_in=3)
     assert levels == 2 and [f.key for f in parts] == ["t-1-0", "t-1-3"]
     assert client.gather(parts) == ["0/1/2/3/4/5/6/7/8", "9/10/11/12/13/14/15/16"]
@@ -126,14 +133,30 @@ def test_tree_levels_keep_order_and_keys(client):
     assert root.key == "t-2-0" and root.result() == "/".join(map(str, range(17)))
 
 
-def test_merge_tree_equals_one_merge_task(client, write, tmp_path, monkeypatch):
-    """9 shards: two partial sums and a root (fan-in 8) against one task that sums all nine."""
+def test_replicas_equal_an_in_process_reference(client, write, tmp_path):
+    """The distributed rounds (replicas trained in place on 2 workers, row blocks merged by their
+    owners and copied back) against a plain loop: every round, each shard trains a copy of the
+    global model and the copies are merged into it."""
     path = write("c.txt", corpus_text())
-    tree = train(config([path], str(tmp_path / "tree"), shards=9, epochs=1, merge_blocks=1), client)
-    merges = tree.manifest["metrics"]["epochs"][0]["merges"]
-    assert all(m["tasks"] == 3 and m["depth"] == 2 and m["bytes"] > m["delta_bytes"] for m in merges)
-    monkeypatch.setattr(pipeline, "MERGE_FAN_IN", 9)
-    flat = train(config([path], str(tmp_path / "flat"), shards=9, epochs=1, merge_blocks=1), client)
-    assert all(m["tasks"] == 1 for m in flat.manifest["metrics"]["epochs"][0]["merges"])
-    a, b = load(tree.run_url), load(flat.run_url)
-    np.testing.assert_allclose(a.vectors, b.vectors, rtol=1e-4, atol=1e-5)
+    cfg = config([path], str(tmp_path / "out"), merge="weighted")
+    t = cfg.train
+    vocab, summary, scanned, block_tokens = count_vocab(client, cfg, plan_blocks(cfg.corpus, {}, cfg.blocksize), "ref")
+    shards, words = encode_shards(client, cfg, scanned, block_tokens, vocab, 3, "ref")
+    tables = pipeline._tables(vocab.result(), t, 3)
+    shards = client.gather(shards)
+    model = init_model(summary["vocab_size"], t.dim, t.seed)
+    rounds, total, done = words.shape[1], t.epochs * int(words.sum()), 0
+    for epoch in range(t.epochs):
+        for r in range(rounds):
+            a0 = pipeline._schedule(t.alpha, t.min_alpha, done, total)
+            done += int(words[:, r].sum())
+            a1 = pipeline._schedule(t.alpha, t.min_alpha, done, total)
+            copies = [Model(model.win.copy(), model.wout.copy()) for _ in shards]
+            counts = [train_round(c, shard, tables, RoundSpec(epoch, r, rounds, s, a0, a1, t.window, t.negative,
+                                                              t.seed, t.kernel))[:2]
+                      for s, (c, shard) in enumerate(zip(copies, shards))]
+            merge_rows([model.win], [c.win for c in copies], [n[0] for n in counts], t.merge)
+            merge_rows([model.wout], [c.wout for c in copies], [n[1] for n in counts], t.merge)
+    result = train(cfg, client)
+    assert np.array_equal(load(result.run_url).vectors, model.win)
+    assert np.array_equal(np.load(os.path.join(result.run_url, "context.npy")), model.wout)

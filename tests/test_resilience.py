@@ -18,7 +18,7 @@ from nsdist.synth import generate
 
 # 12 rounds per epoch: the job lasts long enough (seconds) for the kill to land mid-training.
 TRAIN = {"dim": 24, "epochs": 3, "min_count": 3, "shards": 2, "syncs_per_epoch": 12, "seed": 5}
-MERGED_BLOCK = re.compile(r"model-.+-\d+-\d+-\d+$")  # model-{run}-{epoch}-{round}-{block}
+MERGED_BLOCK = re.compile(r"merge-.+-\d+-\d+-\d+-\d+$")  # merge-{run}-{attempt}-{epoch}-{round}-{block}
 
 
 def test_killing_a_worker_mid_training_gives_identical_vectors(client, tmp_path):
@@ -47,5 +47,7 @@ def test_killing_a_worker_mid_training_gives_identical_vectors(client, tmp_path)
     reference_cfg = load_config(None, TRAIN, environ={}, corpus=(files.corpus,), out=str(tmp_path / "reference"))
     reference = load(train(reference_cfg, client).run_url)
     killed = load(result["run"].run_url)
+    assert killed.manifest["metrics"]["restarts_after_worker_loss"] == 1
+    assert reference.manifest["metrics"]["restarts_after_worker_loss"] == 0
     assert killed.vocab == reference.vocab
     assert np.array_equal(killed.vectors, reference.vectors)
