@@ -20,6 +20,7 @@ each column means.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import logging
@@ -215,6 +216,25 @@ def _worker_memory() -> dict:
     return memory()
 
 
+def _worker_release() -> None:
+    from nsdist.memory import release_memory
+
+    gc.collect()
+    release_memory()
+
+
+def _worker_warm_writers(workdir: str) -> None:
+    """Load the output writers' libraries (Parquet, zstd) on every worker, as the warm-up run
+    loaded them on the one that wrote its outputs: their code pages are not the job's memory."""
+    import numpy as np
+    import pyarrow as pa
+
+    from nsdist.outputs import write_run_files
+
+    v = np.ones((2, 3), np.float32)
+    write_run_files(os.path.join(workdir, f"warm-writers-{os.getpid()}"), pa.array(["a", "b"]), np.ones(2), v, v)
+
+
 def nsdist_config(corpus: str, out: str, hp: dict, cores: int, kernel: str, extra: dict, epochs=None):
     from nsdist.config import load_config
 
@@ -239,11 +259,14 @@ def run_nsdist(corpus: str, hp: dict, cores: int, kernel: str, extra: dict, trut
         warm_s = None
         if warm_corpus:  # numba JIT / cache load and worker imports, outside the measurement
             t0 = time.perf_counter()
-            train(nsdist_config(warm_corpus, os.path.join(workdir, f"warm-{kernel}-{cores}"), hp, cores, kernel,
-                                extra, epochs=1), client)
+            warm_cfg = nsdist_config(warm_corpus, os.path.join(workdir, f"warm-{kernel}-{cores}"), hp, cores, kernel,
+                                     extra, epochs=1)
+            # Small blocks: every worker scans some, so every worker has loaded the tokenizer.
+            train(dataclasses.replace(warm_cfg, blocksize=64 * 1024), client)
+            client.run(_worker_warm_writers, workdir)
             warm_s = time.perf_counter() - t0
         gc.collect()
-        client.run(gc.collect)
+        client.run(_worker_release)  # the idle baseline: what a worker needs before the job
         base = memory()["rss"]
         worker_base = client.run(_worker_memory)
         reset_peak()
@@ -287,6 +310,9 @@ def run_nsdist(corpus: str, hp: dict, cores: int, kernel: str, extra: dict, trut
         "client_peak_rss": mem["peak"], "client_base_rss": base,
         "worker_peak_rss": [w["peak"] for _, w in sorted(workers_mem.items())],
         "worker_base_rss": [w["rss"] for _, w in sorted(worker_base.items())],
+        # The memory target's yardstick: one model (win + wout) and a worker's share of the shards.
+        "model_bytes": 2 * corpus_stats["vocab_size"] * hp["dim"] * 4,
+        "worker_shard_bytes": corpus_stats["shard_bytes"] / len(workers_mem),
         "run_url": result.run_url, "foreign_cpu": foreign,
     }
     emb = load(result.run_url)
@@ -314,6 +340,12 @@ def _name(r: dict) -> str:
     return "gensim" if r["trainer"] == "gensim" else f"nsdist/{r['kernel']}"
 
 
+def _growth_ratio(r: dict) -> float:
+    """The largest worker's peak growth over its idle RSS, in units of (model + its shards)."""
+    growth = max(p - b for p, b in zip(r["worker_peak_rss"], r["worker_base_rss"]))
+    return growth / (r["model_bytes"] + r["worker_shard_bytes"])
+
+
 def report(rows: list[dict]) -> str:
     has = lambda k: any(k in r for r in rows)
     qual = [(k, h) for k, h in (("analogy", "analogy"), ("cluster_p10", "clus@10"), ("pair_spearman", "pair rho"))
@@ -335,6 +367,14 @@ def report(rows: list[dict]) -> str:
 
     ns = [r for r in rows if r["trainer"] == "nsdist"]
     if ns:
+        out.append("\nnsdist worker memory (growth = peak RSS - idle RSS, per worker; yardstick = model + the "
+                   "worker's shards):")
+        out.append(_table(
+            ["trainer", "cores", "model MB", "shards MB/worker", "idle MB", "peak MB", "growth MB", "growth/yardstick"],
+            [[_name(r), str(r["cores"]), _mb(r["model_bytes"]), _mb(r["worker_shard_bytes"]),
+              " / ".join(_mb(b) for b in r["worker_base_rss"]), " / ".join(_mb(p) for p in r["worker_peak_rss"]),
+              " / ".join(_mb(p - b) for p, b in zip(r["worker_peak_rss"], r["worker_base_rss"])),
+              _f(_growth_ratio(r), "{:.2f}x")] for r in ns]))
         out.append("\nnsdist phases (train s = encode s + epoch s; kernel s summed over shards):")
         out.append(_table(
             ["trainer", "cores", "blocks", "encode s", "epoch s", "kernel s", "kernel w/s/core", "epoch w/s",

@@ -71,7 +71,12 @@ def iter_tokenize(data: bytes, lowercase: bool = False, chunk_bytes: int = CHUNK
     [[['a', 'b']], [['c']], [['d'], []]]
     """
     for piece, final in _pieces(data, chunk_bytes):
-        yield _ascii_tokens(piece, lowercase, final) if _ascii(piece) else _ascii_tokens(_utf8(piece, lowercase), False, final)
+        yield _piece_tokens(piece, lowercase, final)
+
+
+def _piece_tokens(piece: bytes, lowercase: bool, final: bool) -> pa.LargeListArray:
+    """Token lists of a piece of whole lines (``final``: the last piece of a block)."""
+    return _ascii_tokens(piece, lowercase, final) if _ascii(piece) else _ascii_tokens(_utf8(piece, lowercase), False, final)
 
 
 def _pieces(data: bytes, chunk_bytes: int):
@@ -194,9 +199,9 @@ def read_tokens(block: Block, storage_options=None, lowercase: bool = False, col
 def iter_tokens(block: Block, storage_options=None, lowercase: bool = False, column: str = "tokens",
                 chunk_bytes: int = CHUNK_BYTES):
     """``read_tokens`` in pieces of whole sentences (text: about ``chunk_bytes`` each)."""
-    if not block.parquet:
-        data = storage.read_block(block.url, block.offset, block.length, storage_options)
-        yield from iter_tokenize(data, lowercase, chunk_bytes)
+    if not block.parquet:  # streamed: never the whole block (or compressed file) in memory
+        for piece, final in storage.iter_block(block.url, block.offset, block.length, storage_options, chunk_bytes):
+            yield _piece_tokens(piece, lowercase, final)
         return
     with storage.open_read(block.url, storage_options) as f:
         pf = pq.ParquetFile(f)

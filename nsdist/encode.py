@@ -67,13 +67,13 @@ def encode_scanned(parts, words: pa.Array, max_sentence_length: int = 10000) -> 
     for scanned, k0, k1, lo, hi, lookup in plan:
         n_ids, n_chunks = _chunks(scanned.ids, scanned.offsets, k0, k1, lo, hi, lookup, max_sentence_length,
                                   empty_ids, n_ids, empty_lengths, n_chunks, False)
-    ids, lengths = np.empty(n_ids, np.int32), np.zeros(n_chunks, np.int64)
+    # The chunks' lengths are written into offsets[1:] and summed in place.
+    ids, offsets = np.empty(n_ids, np.int32), np.zeros(n_chunks + 1, np.int64)
     n_ids = n_chunks = 0
     for scanned, k0, k1, lo, hi, lookup in plan:
         n_ids, n_chunks = _chunks(scanned.ids, scanned.offsets, k0, k1, lo, hi, lookup, max_sentence_length,
-                                  ids, n_ids, lengths, n_chunks, True)
-    offsets = np.zeros(n_chunks + 1, np.int64)
-    np.cumsum(lengths, out=offsets[1:])
+                                  ids, n_ids, offsets[1:], n_chunks, True)
+    np.cumsum(offsets[1:], out=offsets[1:])
     return Shard(ids, offsets)
 
 

@@ -85,12 +85,12 @@ def _write(url: str, storage_options, fill) -> dict:
 def _word2vec_text(words: Sequence[str], vectors: np.ndarray):
     def fill(w):
         w.write(f"{len(words)} {vectors.shape[1]}\n".encode())
-        for start in range(0, len(words), 4096):
-            block = vectors[start:start + 4096]
+        for start in range(0, len(words), 512):  # 512 rows: a few MB of Python floats and text
+            block = vectors[start:start + 512]
             # repr-precision floats ('%.9g') round-trip float32 exactly.
             text = "\n".join(
                 word + " " + " ".join(f"{x:.9g}" for x in row)
-                for word, row in zip(words[start:start + 4096], block.tolist())
+                for word, row in zip(words[start:start + 512], block.tolist())
             )
             w.write((text + "\n").encode())
     return fill
@@ -111,18 +111,31 @@ def _word2vec_binary(words: Sequence[str], vectors: np.ndarray):
 
 
 def _npy(array: np.ndarray):
-    return lambda w: np.save(w, array, allow_pickle=False)
+    """np.save's bytes, written in slices of rows (np.save copies up to 16 MiB at a time)."""
+    def fill(w):
+        npformat.write_array_header_1_0(w, npformat.header_data_from_array_1_0(array))
+        rows = max(1, 2**20 // max(array[:1].nbytes, 1))
+        for start in range(0, len(array), rows):
+            w.write(memoryview(np.ascontiguousarray(array[start:start + rows])).cast("B"))
+    return fill
 
 
-def _parquet(words: pa.Array, counts: np.ndarray, vectors: np.ndarray):
+def _parquet(words: pa.Array, counts: np.ndarray, vectors: np.ndarray, rows: int = 8192):
+    """One row group per ``rows`` words, each built from slices: the writer never holds a table
+    of the whole model (that cost 2x the vectors' size in Arrow buffers)."""
     dim = vectors.shape[1]
-    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
-    table = pa.table({
-        "word": words.cast(pa.string()),
-        "count": pa.array(counts, pa.int64()),
-        "vector": pa.FixedSizeListArray.from_arrays(flat, dim),
-    })
-    return lambda w: pq.write_table(table, w, compression="zstd")
+    schema = pa.schema([("word", pa.string()), ("count", pa.int64()), ("vector", pa.list_(pa.float32(), dim))])
+
+    def fill(w):
+        with pq.ParquetWriter(w, schema, compression="zstd", use_dictionary=["word"]) as writer:
+            for start in range(0, max(len(words), 1), rows):
+                flat = pa.array(np.ascontiguousarray(vectors[start:start + rows], dtype=np.float32).reshape(-1))
+                writer.write_table(pa.table([
+                    words[start:start + rows].cast(pa.string()),
+                    pa.array(counts[start:start + rows], pa.int64()),
+                    pa.FixedSizeListArray.from_arrays(flat, dim),
+                ], schema=schema))
+    return fill
 
 
 def _vocab_tsv(words: Sequence[str], counts: np.ndarray):

@@ -40,6 +40,7 @@ from .corpus import Block, iter_tokens, plan_blocks
 from .counts import Counts, Scanned, merge_counts, scan
 from .encode import Shard, encode_scanned
 from .errors import ConfigError, DataError, TransientError
+from .memory import release_memory
 from .merge import shard_rates
 from .model import Model, init_model, make_tables, row_blocks
 from .outputs import claim_run, new_run_id, publish, read_npy, resolve_run, run_url, write_run_files
@@ -88,12 +89,17 @@ def _threads(client: Client) -> int:
 
 def _scan_block(block: Block, storage_options, lowercase: bool, column: str) -> Scanned:
     # 1 MiB pieces: Arrow needs about 10x a piece's size, so a whole block at once would not fit.
-    return scan(iter_tokens(block, storage_options, lowercase, column))
+    scanned = scan(iter_tokens(block, storage_options, lowercase, column))
+    release_memory()
+    return scanned
 
 
 def _assemble_shard(pieces: list[tuple[int, int]], vocab: Vocab, max_len: int, *blocks: Scanned) -> Shard:
     """Encode the chunks that start in token ranges [lo, hi) of consecutive blocks as one shard."""
-    return encode_scanned([(b, lo, hi) for (lo, hi), b in zip(pieces, blocks)], vocab.words, max_len)
+    release_memory()  # what the scans freed, before the shard is allocated
+    shard = encode_scanned([(b, lo, hi) for (lo, hi), b in zip(pieces, blocks)], vocab.words, max_len)
+    release_memory()
+    return shard
 
 
 def _vocab_summary(vocab: Vocab, counts: Counts) -> dict:
@@ -114,6 +120,7 @@ def _rate_summary(tables) -> dict:
 
 
 def _write_outputs(url: str, vocab: Vocab, storage_options, model: Model) -> dict:
+    release_memory()
     return write_run_files(url, vocab.words, vocab.counts, model.win, model.wout, storage_options)
 
 
@@ -195,15 +202,35 @@ class TrainResult:
 
 # ---------------------------------------------------------------- the stages
 
-def count_vocab(client: Client, cfg: JobConfig, blocks: list[Block], tag: str):
+def _block_workers(blocks: list[Block], shards: int, workers: list[str], blocksize: int) -> list[str | None]:
+    """Where to scan each block: on the worker that will hold the shard its middle falls in
+    (shards are contiguous token ranges dealt round-robin, see ``encode_shards``; bytes stand
+    in for tokens), so that building the shards moves little data and each worker holds about
+    its share of the scanned corpus. Whole files and row groups count as one ``blocksize``.
+
+    >>> _block_workers([Block("a", 0, 10), Block("a", 10, 10), Block("a", 20, 5)], 2, ["w0", "w1"], 10)
+    ['w0', 'w1', 'w1']
+    """
+    if not workers:
+        return [None] * len(blocks)
+    sizes = np.array([b.length if b.length is not None else blocksize for b in blocks], np.float64)
+    middles = (np.cumsum(sizes) - sizes / 2) / max(sizes.sum(), 1.0)
+    return [workers[min(int(m * shards), shards - 1) % len(workers)] for m in middles]
+
+
+def count_vocab(client: Client, cfg: JobConfig, blocks: list[Block], tag: str, shards: int | None = None):
     """Read each block once, count, merge the counts in a tree, build the vocabulary.
 
     Returns (vocab future, summary, scanned block futures, tokens per block). The scanned blocks
-    stay on the workers until ``encode_shards`` has turned them into shards.
+    stay on the workers until ``encode_shards`` has turned them into ``shards`` shards (placed
+    for that count; default one per worker).
     """
     t = cfg.train
     read_args = (dict(cfg.storage_options), t.lowercase, cfg.parquet_column)
-    scanned = [client.submit(_scan_block, b, *read_args, key=f"scan-{tag}-{i}") for i, b in enumerate(blocks)]
+    workers = sorted(client.scheduler_info()["workers"])
+    places = _block_workers(blocks, shards or len(workers), workers, cfg.blocksize)
+    scanned = [client.submit(_scan_block, b, *read_args, key=f"scan-{tag}-{i}", workers=[w] if w else None,
+                             allow_other_workers=True) for i, (b, w) in enumerate(zip(blocks, places))]
     counted = [client.submit(Scanned.to_counts, s, key=f"count-{s.key}") for s in scanned]
     tokens = [client.submit(getattr, c, "tokens", key=f"n-{c.key}") for c in counted]
     counts = _tree_reduce(client, merge_counts, counted, key=f"merge-counts-{tag}")
@@ -257,14 +284,14 @@ def train_epochs(client: Client, cfg: JobConfig, shards: list, words: np.ndarray
     metrics: list[dict] = []
     saved: list[tuple[int, str]] = []  # (epoch, url) of each model saved
     for attempt in range(MAX_RECOVERIES + 1):
-        submitted: list = []
         try:
             result = _attempt(client, cfg, shards, words, tables, rows, tag, source, start_epoch, blocks,
-                              checkpoint, on_saved, finish, attempt, metrics, saved, submitted)
+                              checkpoint, on_saved, finish, attempt, metrics, saved)
             client.run(replica.drop, tag, on_error="ignore")  # a worker leaving now has nothing to free
             return result, metrics, attempt
         except LOST as e:
-            client.cancel(submitted)
+            # The attempt's futures go with its frames: the scheduler forgets its tasks, and any
+            # that still run find their replicas gone (attempt numbers differ) and fail.
             client.run(replica.drop, tag, on_error="ignore")
             if attempt == MAX_RECOVERIES:
                 raise TransientError(f"lost workers {attempt + 1} times while training ({e}); check the "
@@ -278,7 +305,7 @@ def train_epochs(client: Client, cfg: JobConfig, shards: list, words: np.ndarray
 
 def _attempt(client: Client, cfg: JobConfig, shards: list, words: np.ndarray, tables, rows: int, tag: str,
              source: tuple, start_epoch: int, blocks: int, checkpoint, on_saved, finish, attempt: int,
-             metrics: list, saved: list, submitted: list):
+             metrics: list, saved: list):
     t = cfg.train
     opts = dict(cfg.storage_options)
     rounds = words.shape[1]
@@ -287,9 +314,7 @@ def _attempt(client: Client, cfg: JobConfig, shards: list, words: np.ndarray, ta
     n = len(shards)
 
     def submit(fn, *args, key: str, worker: str, **kw):
-        future = client.submit(fn, *args, key=key, workers=[worker], allow_other_workers=True, **kw)
-        submitted.append(future)
-        return future
+        return client.submit(fn, *args, key=key, workers=[worker], allow_other_workers=True, **kw)
 
     # Each shard's replica lives on the worker holding the shard (lost shards are recomputed
     # first); the row blocks are dealt round-robin over those workers.
@@ -319,10 +344,12 @@ def _attempt(client: Client, cfg: JobConfig, shards: list, words: np.ndarray, ta
             merged = []
             for b, (lo, hi) in enumerate(ranges):
                 parts = [client.submit(operator.getitem, d, b, key=f"part-{b}-{d.key}") for d in trained]
-                submitted.extend(parts)
                 merged.append(submit(replica.merge, tag, attempt, g, b, blocks, lo, hi, t.merge, *parts,
                                      key=f"merge-{tag}-{attempt}-{epoch}-{r}-{b}", worker=owners[b]))
-            installs = [submit(replica.install, tag, attempt, g, b, blocks, lo, hi, merged[b],
+            # A worker installs others' blocks after merging its own: the parts it received are
+            # freed before the merged blocks arrive (Dask fetches a task's inputs once it is ready).
+            own = {w: [m for m, o in zip(merged, owners) if o == w] for w in workers}
+            installs = [submit(replica.install, tag, attempt, g, b, blocks, lo, hi, merged[b], *own[w],
                                key=f"install-{tag}-{attempt}-{epoch}-{r}-{b}-{i}", worker=w)
                         for b, (lo, hi) in enumerate(ranges) for i, w in enumerate(workers) if w != owners[b]]
             rounds_info.append(([submit(replica.info, m, key=f"info-{m.key}", worker=owners[b])
@@ -517,8 +544,9 @@ def train(cfg: JobConfig, client: Client, resume: str | None = None, init_from: 
     log.info("run %s: corpus %d file(s), %d block(s), %.1f MB", run_id, len(files), len(blocks),
              sum(s for _, s in files) / 1e6)
 
+    n_shards = state["shards"] if state else (t.shards or _threads(client))
     t0 = time.perf_counter()
-    vocab, summary, scanned, block_tokens = count_vocab(client, cfg, blocks, tag)
+    vocab, summary, scanned, block_tokens = count_vocab(client, cfg, blocks, tag, n_shards)
     count_seconds = time.perf_counter() - t0
     if summary["vocab_size"] == 0:
         raise DataError(
@@ -533,8 +561,9 @@ def train(cfg: JobConfig, client: Client, resume: str | None = None, init_from: 
         raise DataError(f"the vocabulary of run {run_id} cannot be reproduced from the corpus; start a new run")
 
     t0 = time.perf_counter()
-    n_shards = state["shards"] if state else (t.shards or _threads(client))
     shards, words = encode_shards(client, cfg, scanned, block_tokens, vocab, n_shards, tag)
+    shard_bytes = sum(client.gather([client.submit(operator.attrgetter("nbytes"), s, key=f"nbytes-{s.key}")
+                                     for s in shards]))
     # Row blocks merged in parallel: one per worker by default (results do not depend on it).
     merge_blocks = t.merge_blocks or max(1, min(len(client.scheduler_info()["workers"]), n_shards))
     del scanned  # the workers free the scanned blocks once the shards are built
@@ -582,7 +611,8 @@ def train(cfg: JobConfig, client: Client, resume: str | None = None, init_from: 
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": cfg.to_dict(),
         "corpus": {"files": [u for u, _ in files], "bytes": sum(s for _, s in files),
-                   "fingerprint": fingerprint, "blocks": len(blocks), "shards": n_shards, **summary},
+                   "fingerprint": fingerprint, "blocks": len(blocks), "shards": n_shards, "shard_bytes": shard_bytes,
+                   **summary},
         "metrics": {"epochs": history, "count_seconds": count_seconds, "encode_seconds": encode_seconds,
                     "total_seconds": time.perf_counter() - t_start, "resumed_after_epoch": start or None,
                     "restarts_after_worker_loss": restarts,

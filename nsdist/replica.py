@@ -33,6 +33,7 @@ import numpy as np
 from distributed import get_worker
 
 from .encode import Shard
+from .memory import release_memory
 from .merge import Part, merge_rows
 from .model import Model, Tables
 from .shard import RoundSpec, train_round
@@ -84,6 +85,7 @@ def _replica(tag: str, attempt: int, shard: int) -> _Replica:
 def create(tag: str, attempt: int, start: int, shards: list[int], build, *args) -> int:
     """Give this worker one replica per shard in ``shards``, all equal to ``build(*args)``, ready
     to train round ``start``. Replaces this job's replicas of an earlier attempt. Returns bytes."""
+    release_memory()  # what preprocessing freed, before the replicas take their place
     model = build(*args)
     replicas = {s: _Replica(model if i == 0 else Model(model.win.copy(), model.wout.copy()), start)
                 for i, s in enumerate(shards)}
@@ -108,6 +110,7 @@ def train(tag: str, attempt: int, g: int, blocks: list[tuple[int, int]], shard: 
     replica = _replica(tag, attempt, spec.shard)
     if replica.ready != g:
         raise ReplicaLost(f"shard {spec.shard}'s replica is at round {replica.ready}, not {g}")
+    release_memory()  # the rows received in the last round
     replica.ready = -1  # in training: a second train of any round fails
     n_in, n_out, stats = train_round(replica.model, shard, tables, spec)
     replica.trained, replica.refreshed = g, set()
@@ -160,8 +163,10 @@ def merge(tag: str, attempt: int, g: int, block: int, blocks: int, lo: int, hi: 
     return Merged(first.win[lo:hi], first.wout[lo:hi], info)
 
 
-def install(tag: str, attempt: int, g: int, block: int, blocks: int, lo: int, hi: int, merged: Merged) -> int:
-    """Copy a merged row block into this worker's replicas; returns the bytes received."""
+def install(tag: str, attempt: int, g: int, block: int, blocks: int, lo: int, hi: int, merged: Merged,
+            *after) -> int:
+    """Copy a merged row block into this worker's replicas; returns the bytes received.
+    ``after``: this worker's own merges of the round, only waited for."""
     replicas = _refresh(tag, attempt, g, block)
     for r in replicas:
         r.model.win[lo:hi] = merged.win

@@ -268,6 +268,74 @@ def read_block(url: str, offset: int, length: int | None, storage_options: Optio
         return _read_block(f, offset, length, delimiter=b"\n")
 
 
+def iter_block(url: str, offset: int, length: int | None, storage_options: Options = None,
+               piece_bytes: int = 2**20) -> Iterator[tuple[bytes, bool]]:
+    """``read_block``'s bytes as pieces of whole lines of about ``piece_bytes``: (piece, is it the
+    last). Memory stays bounded by the piece size (plus the longest line) whatever the block
+    size; compressed files are decompressed as a stream. Each range read is retried on its own.
+
+    >>> import tempfile; path = tempfile.mktemp()
+    >>> _ = open(path, "wb").write(b"ab\\ncd\\nef\\ngh")
+    >>> list(iter_block(path, 1, 5, piece_bytes=2)), read_block(path, 1, 5)
+    ([(b'cd\\n', False), (b'ef\\n', True)], b'cd\\nef\\n')
+    """
+    if length is None:
+        with fsspec.open(url, "rb", compression=compression_of(url), **dict(storage_options or {})) as f:
+            yield from _whole_lines(iter(lambda: f.read(piece_bytes), b""), None)
+        return
+    fs, path = filesystem(url, storage_options)
+    end = _size(fs, path)
+    start = 0
+    if offset > 0:  # the first line starting after the first newline at or after offset
+        found = (p + c.find(b"\n") + 1 for p, c in _ranges(fs, path, offset, end, 2**16) if b"\n" in c)
+        start = next(found, None)
+        if start is None or start > offset + length:  # no line starts in the block
+            yield b"", True
+            return
+    # The block ends after the first newline at or after offset + length (or at the end).
+    yield from _whole_lines((c for _, c in _ranges(fs, path, start, end, piece_bytes)), offset + length - start)
+
+
+def _ranges(fs, path: str, pos: int, end: int, n: int) -> Iterator[tuple[int, bytes]]:
+    """(position, bytes) of consecutive reads of up to ``n`` bytes from ``pos`` to ``end``."""
+    while pos < end:
+        data = _read_range(fs, path, pos, min(pos + n, end))
+        if not data:  # the file shrank since its size was read
+            raise DataError(f"{_unstrip(fs, path)!r} changed while it was read; rerun on a stable corpus")
+        yield pos, data
+        pos += len(data)
+
+
+@retry
+def _size(fs, path: str) -> int:
+    return fs.size(path)
+
+
+@retry
+def _read_range(fs, path: str, start: int, end: int) -> bytes:
+    return fs.cat_file(path, start=start, end=end)
+
+
+def _whole_lines(chunks, limit: int | None) -> Iterator[tuple[bytes, bool]]:
+    """Re-cut a stream of byte chunks after their last newline: (piece, is it the last). With
+    ``limit``, the stream ends after its first newline at or after that offset."""
+    parts, pos = [], 0
+    for chunk in chunks:
+        if limit is not None:
+            i = chunk.find(b"\n", max(limit - pos, 0))
+            if i >= 0:
+                yield b"".join(parts + [chunk[:i + 1]]), True
+                return
+        pos += len(chunk)
+        cut = chunk.rfind(b"\n") + 1
+        if cut:
+            yield b"".join(parts + [chunk[:cut]]), False
+            parts = [chunk[cut:]]
+        else:
+            parts.append(chunk)  # a line longer than a chunk: joined once its end arrives
+    yield b"".join(parts), True
+
+
 @retry
 def read_bytes(url: str, storage_options: Options = None) -> bytes:
     fs, path = filesystem(url, storage_options)

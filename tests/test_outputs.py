@@ -72,6 +72,23 @@ def test_parquet_schema_and_values(tmp_path, publish_run):
     assert np.array_equal(flat.reshape(-1, 4), v)
 
 
+def test_files_written_in_slices_equal_whole_writes(tmp_path):
+    """Enough rows for several text chunks, Parquet row groups and .npy slices."""
+    words = [f"w{i}" for i in range(20000)]
+    v = vectors(n=len(words), dim=64, seed=3)
+    files = outputs.write_run_files(str(tmp_path), pa.array(words), np.arange(len(words))[::-1], v, v[::-1])
+    assert set(files) >= {"vectors.npy", "context.npy", "vectors.parquet", "vectors.txt"}
+    for name, array in (("vectors.npy", v), ("context.npy", np.ascontiguousarray(v[::-1]))):
+        expected = tmp_path / f"expected-{name}"
+        np.save(expected, array, allow_pickle=False)
+        assert (tmp_path / name).read_bytes() == expected.read_bytes()
+    pf = pq.ParquetFile(tmp_path / "vectors.parquet")
+    assert pf.metadata.num_row_groups == 3
+    assert np.array_equal(pf.read().column("vector").combine_chunks().flatten().to_numpy().reshape(-1, 64), v)
+    kv = KeyedVectors.load_word2vec_format(str(tmp_path / "vectors.txt"))
+    assert kv.index_to_key == words and np.array_equal(kv.vectors, v)
+
+
 # ---------------------------------------------------------------- versions and corruption
 
 @pytest.fixture

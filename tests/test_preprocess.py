@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from nsdist import storage
 from nsdist.corpus import Block, drop_null_tokens, iter_tokenize, iter_tokens, plan_blocks, read_tokens, tokenize
 from nsdist.counts import count_tokens, merge_counts, scan
 from nsdist.encode import encode, encode_scanned
@@ -208,6 +209,24 @@ def test_compressed_files_are_one_block(write, name):
     blocks = plan_blocks([path], blocksize=100)
     assert blocks == [Block(path, 0, None)]
     assert as_dict(count_tokens(read_tokens(blocks[0]))) == {"a": 1000, "b": 1000, "c": 1000}
+    # Streamed in pieces of whole lines, never decompressed whole.
+    pieces = list(storage.iter_block(path, 0, None, piece_bytes=100))
+    assert len(pieces) > 40 and all(p.endswith(b"\n") for p, _ in pieces[:-1])
+    assert b"".join(p for p, _ in pieces) == storage.read_block(path, 0, None)
+
+
+@pytest.mark.parametrize("piece_bytes", [1, 3, 64, 2**20])
+def test_streamed_blocks_equal_read_block(write, piece_bytes):
+    """Every (offset, length), including offsets on and beside newlines, blank lines, a line
+    longer than the pieces and a last line without a newline."""
+    text = b"ab\n\ncdefghijklmnopqrstuvwxyz 0123456789\ne\nfg h\n\n\nij"
+    path = write("c.txt", text.decode())
+    for offset in range(len(text) + 1):
+        for length in range(1, len(text) + 2 - offset):
+            pieces = list(storage.iter_block(path, offset, length, piece_bytes=piece_bytes))
+            assert b"".join(p for p, _ in pieces) == storage.read_block(path, offset, length), (offset, length)
+            assert [f for _, f in pieces] == [False] * (len(pieces) - 1) + [True]
+            assert all(p.endswith(b"\n") for p, _ in pieces[:-1])
 
 
 def test_globs_directories_and_missing(write, tmp_path):

@@ -80,10 +80,14 @@ def test_read_block_on_s3_equals_local(s3, write):
     size = len(text.encode())
     for offset, length in [(0, 100), (37, 1000), (5000, 4096), (size - 10, 10), (0, size)]:
         assert storage.read_block(url, offset, length, s3.storage_options) == storage.read_block(local, offset, length)
+        streamed = storage.iter_block(url, offset, length, s3.storage_options, piece_bytes=1000)
+        assert b"".join(p for p, _ in streamed) == storage.read_block(local, offset, length)
     blocks = [storage.read_block(url, o, 4999, s3.storage_options) for o in range(0, size, 4999)]
     assert b"".join(blocks) == text.encode()  # byte ranges split on newlines lose and repeat nothing
     storage.write_bytes(s3.url("c.txt.gz"), gzip.compress(text.encode()), s3.storage_options)
     assert storage.read_block(s3.url("c.txt.gz"), 0, None, s3.storage_options) == text.encode()
+    streamed = list(storage.iter_block(s3.url("c.txt.gz"), 0, None, s3.storage_options, piece_bytes=1000))
+    assert len(streamed) > 10 and b"".join(p for p, _ in streamed) == text.encode()
 
 
 def test_write_list_walk_remove(s3):
