@@ -34,7 +34,7 @@ def _is_parquet(url: str) -> bool:
     return url.endswith((".parquet", ".parq", ".pq"))
 
 
-def plan_blocks(urls, storage_options=None, blocksize: int = 16 * 2**20) -> list[Block]:
+def plan_blocks(urls, storage_options=None, blocksize: int = 8 * 2**20) -> list[Block]:
     """Expand URLs/globs into blocks of about ``blocksize`` bytes (client side, metadata only)."""
     blocks = []
     for url, size in storage.expand(urls, storage_options):

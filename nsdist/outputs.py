@@ -120,10 +120,12 @@ def _npy(array: np.ndarray):
     return fill
 
 
-def _parquet(words: pa.Array, counts: np.ndarray, vectors: np.ndarray, rows: int = 8192):
-    """One row group per ``rows`` words, each built from slices: the writer never holds a table
-    of the whole model (that cost 2x the vectors' size in Arrow buffers)."""
+def _parquet(words: pa.Array, counts: np.ndarray, vectors: np.ndarray, rows: int | None = None):
+    """One row group per ``rows`` words (default: about 1 MiB of vectors), each built from
+    slices: the writer holds one row group, not a table of the whole model (that cost 2x the
+    vectors' size in Arrow buffers; row groups of 8192 words at dim 100, 18 MB)."""
     dim = vectors.shape[1]
+    rows = rows or max(64, 2**20 // (4 * max(dim, 1)))
     schema = pa.schema([("word", pa.string()), ("count", pa.int64()), ("vector", pa.list_(pa.float32(), dim))])
 
     def fill(w):

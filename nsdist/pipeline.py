@@ -40,7 +40,7 @@ from .corpus import Block, iter_tokens, plan_blocks
 from .counts import Counts, Scanned, merge_counts, scan
 from .encode import Shard, encode_scanned
 from .errors import ConfigError, DataError, TransientError
-from .memory import release_memory
+from .memory import WorkerMemory, release_memory
 from .merge import shard_rates
 from .model import Model, init_model, make_tables, row_blocks
 from .outputs import claim_run, new_run_id, publish, read_npy, resolve_run, run_url, write_run_files
@@ -522,6 +522,7 @@ def train(cfg: JobConfig, client: Client, resume: str | None = None, init_from: 
     opts = dict(cfg.storage_options)
     t_start = time.perf_counter()
     files = check_inputs(cfg)
+    client.register_plugin(WorkerMemory())
     fingerprint = _fingerprint(files)
     blocks = plan_blocks(cfg.corpus, opts, cfg.blocksize)
     state = None
