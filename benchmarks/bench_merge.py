@@ -23,17 +23,16 @@ Merge strategies (``--merges``, rows labelled as in the table):
   occurrences per epoch, see nsdist/merge.py);
 * ``weighted``, ``touched``: per-row merges, trained with scale 1 (their default).
 
-With one shard every strategy computes the same model (a merge of one delta is that delta and
+With one shard every strategy computes the same model (a merge of one shard is its rows and
 the scale is 1), so shards=1 is trained once per syncs value and shown in every group as the
 baseline of the ``d ...`` (delta vs 1 shard) columns.
 
 Columns: ``scale`` (largest per-row rate multiplier used), ``analogy`` (3CosAdd accuracy), ``clus@10`` (planted
 cluster precision@10), ``pair rho`` (Spearman), ``d ...`` (minus the 1-shard run with the same
-syncs), ``merges`` (merges over all epochs = epochs x rounds per epoch), ``tasks`` (merge
-tasks per merge: a tree of fan-in 8, one task up to 8 shards), ``KB/merge`` and ``ms/merge``
-(mean over merges of the bytes passed into merge tasks, deltas and partial sums, and of the
-merge tasks' summed compute time, transfers not included), ``rows/delta`` (touched rows of both
-matrices per shard-round: delta bytes / (4 dim + 8) / shards), ``merge MB`` and ``merge s``
+syncs), ``merges`` (merges over all epochs = epochs x rounds per epoch), ``KB/merge`` and
+``ms/merge`` (mean over merges of the bytes moved between workers, shards' rows into the row
+blocks' merges and merged blocks out to the other workers, and of the merge tasks' summed
+compute time, transfers not included), ``merge MB`` and ``merge s``
 (totals), ``epoch s`` (mean
 epoch wall time), ``others`` (CPU share other processes took during the run; timings of rows
 over 5% are suspect, quality is unaffected: training is deterministic).
@@ -133,7 +132,6 @@ def run_one(client, corpus: str, truth: dict, workdir: str, label: str, shards: 
     epochs = m["epochs"]
     merges = [x for e in epochs for x in e["merges"]]
     merge_bytes = sum(e["merge_bytes"] for e in epochs)
-    delta_bytes = sum(x.get("delta_bytes", x["bytes"]) for x in merges)
     dim = cfg.train.dim
     row = {
         "merge": label, "merge_key": merge, "shards": corpus_stats["shards"], "syncs": syncs,
@@ -142,12 +140,10 @@ def run_one(client, corpus: str, truth: dict, workdir: str, label: str, shards: 
         "model_bytes": 2 * corpus_stats["vocab_size"] * dim * 4,
         "words_trained": sum(e["words"] for e in epochs), "loss_last_epoch": epochs[-1]["loss"],
         "merge_bytes": merge_bytes, "merge_seconds": sum(e["merge_seconds"] for e in epochs),
-        "merge_count": len(merges), "merge_tasks": max((x.get("tasks", 1) for x in merges), default=0),
+        "merge_count": len(merges),
         "bytes_per_merge": sum(x["bytes"] for x in merges) / max(len(merges), 1),
         "seconds_per_merge": sum(x["seconds"] for x in merges) / max(len(merges), 1),
         "max_seconds_per_merge": max((x["seconds"] for x in merges), default=0.0),
-        # every touched row costs an int32 id, dim float32 and a uint32 count, in either matrix
-        "rows_per_delta": delta_bytes / (4 * dim + 8) / max(len(merges), 1) / corpus_stats["shards"],
         "epoch_seconds": sum(e["seconds"] for e in epochs) / max(len(epochs), 1),
         "kernel_seconds": sum(e["kernel_seconds"] for e in epochs),
         "wall_seconds": wall, "foreign_cpu": foreign,
@@ -193,13 +189,13 @@ def report(rows: list[dict], labels: list[str]) -> str:
                 table.append([
                     label + ("*" if r["shards"] == 1 else ""), str(syncs), str(r["shards"]),
                     _f(r["alpha_scale"], "{:g}")] + [_f(r.get(k)) for k, _ in qual] + deltas + [
-                    str(r["merge_count"]), str(r.get("merge_tasks", 1)), f"{r['bytes_per_merge'] / 1e3:,.0f}",
-                    _f(r["seconds_per_merge"] * 1e3, "{:.1f}"), f"{r['rows_per_delta']:,.0f}",
+                    str(r["merge_count"]), f"{r['bytes_per_merge'] / 1e3:,.0f}",
+                    _f(r["seconds_per_merge"] * 1e3, "{:.1f}"),
                     _f(r["merge_bytes"] / 1e6, "{:.1f}"), _f(r["merge_seconds"], "{:.2f}"),
                     _f(r["epoch_seconds"], "{:.2f}"), _f(r["foreign_cpu"], "{:.0%}"),
                 ])
     headers = (["merge", "syncs", "shards", "scale"] + [h for _, h in qual] + [f"d {h}" for _, h in qual]
-               + ["merges", "tasks", "KB/merge", "ms/merge", "rows/delta", "merge MB", "merge s", "epoch s", "others"])
+               + ["merges", "KB/merge", "ms/merge", "merge MB", "merge s", "epoch s", "others"])
     out = [_table(headers, table)]
     if base:
         out.append("* shards=1: one run per syncs value (every merge computes the same model), repeated in each "
