@@ -261,6 +261,27 @@ def encode_shards(client: Client, cfg: JobConfig, scanned: list, block_tokens: l
 
 MAX_RECOVERIES = 3  # restarts from a saved model after losing workers, per job
 LOST = (ReplicaLost, KilledWorker)
+WATCH_SECONDS = 2.0  # how often the client checks, while it waits, that the replicas' workers are there
+
+
+def _gather(client: Client, futures, workers: list[str]):
+    """``client.gather(futures)``; raises ReplicaLost as soon as one of ``workers`` has left the
+    cluster. Tasks on replicas are pinned to their worker (work stealing must not move them to
+    a worker without the replica), so after a loss they would wait for it forever."""
+    flat = distributed.futures_of(futures)
+    while True:
+        try:
+            distributed.wait(flat, timeout=WATCH_SECONDS)
+            return client.gather(futures)
+        except (TimeoutError, distributed.TimeoutError):
+            present = set(client.run_on_scheduler(_worker_addresses))
+            gone = sorted(set(workers) - present)
+            if gone:
+                raise ReplicaLost(f"worker {', '.join(gone)} left the cluster") from None
+
+
+def _worker_addresses(dask_scheduler=None) -> list[str]:
+    return list(dask_scheduler.workers)
 
 
 def train_epochs(client: Client, cfg: JobConfig, shards: list, words: np.ndarray, tables, rows: int, tag: str,
@@ -313,14 +334,16 @@ def _attempt(client: Client, cfg: JobConfig, shards: list, words: np.ndarray, ta
     done = start_epoch * int(words.sum())
     n = len(shards)
 
-    def submit(fn, *args, key: str, worker: str, **kw):
-        return client.submit(fn, *args, key=key, workers=[worker], allow_other_workers=True, **kw)
+    def submit(fn, *args, key: str, worker: str, **kw):  # strictly where the replicas are: see _gather
+        return client.submit(fn, *args, key=key, workers=[worker], allow_other_workers=False, **kw)
 
     # Each shard's replica lives on the worker holding the shard (lost shards are recomputed
     # first); the row blocks are dealt round-robin over those workers.
     distributed.wait(shards)
     holders = client.who_has(shards)
-    home = [sorted(holders.get(s.key, ()))[0] for s in shards]
+    if not all(holders.get(s.key) for s in shards):
+        raise ReplicaLost("a shard is on no worker")
+    home = [sorted(holders[s.key])[0] for s in shards]
     workers = sorted(set(home))
     owners = [workers[b % len(workers)] for b in range(blocks)]
     ranges = row_blocks(rows, blocks)
@@ -343,7 +366,8 @@ def _attempt(client: Client, cfg: JobConfig, shards: list, words: np.ndarray, ta
             ]
             merged = []
             for b, (lo, hi) in enumerate(ranges):
-                parts = [client.submit(operator.getitem, d, b, key=f"part-{b}-{d.key}") for d in trained]
+                parts = [submit(operator.getitem, d, b, key=f"part-{b}-{d.key}", worker=home[s])
+                         for s, d in enumerate(trained)]
                 merged.append(submit(replica.merge, tag, attempt, g, b, blocks, lo, hi, t.merge, *parts,
                                      key=f"merge-{tag}-{attempt}-{epoch}-{r}-{b}", worker=owners[b]))
             # A worker installs others' blocks after merging its own: the parts it received are
@@ -369,7 +393,7 @@ def _attempt(client: Client, cfg: JobConfig, shards: list, words: np.ndarray, ta
     last_end = [time.perf_counter()]
 
     def collect(epoch: int, rounds_info: list, save, url: str | None, done: int) -> None:
-        infos, installed = client.gather([[i for i, _ in rounds_info], [x for _, x in rounds_info]])
+        infos, installed = _gather(client, [[i for i, _ in rounds_info], [x for _, x in rounds_info]], workers)
         stats = [s for blk in infos for s in blk[0]["stats"]]
         # One record per merge (round): its row blocks' merges summed (seconds: compute time;
         # bytes: parts into the merges plus merged blocks out to the other workers).
@@ -396,7 +420,7 @@ def _attempt(client: Client, cfg: JobConfig, shards: list, words: np.ndarray, ta
         log.info("epoch %d/%d: loss %.4f, %.0f words/s, %.1f s (merge %.2f s, %.1f MB)", epoch + 1, t.epochs,
                  m["loss"], m["words_per_second"], seconds, m["merge_seconds"], m["merge_bytes"] / 1e6)
         if save is not None:
-            nbytes = save.result()
+            nbytes = _gather(client, save, workers)
             saved.append((epoch, url))
             if on_saved is not None:
                 on_saved(epoch, nbytes, metrics)
@@ -415,8 +439,8 @@ def _attempt(client: Client, cfg: JobConfig, shards: list, words: np.ndarray, ta
     if finish is None:
         return None
     write, write_args = finish
-    return submit(replica.save, tag, attempt, t.epochs * rounds, write, write_args, *after[0],
-                  key=f"write-{tag}-{attempt}", worker=home[0]).result()
+    return _gather(client, submit(replica.save, tag, attempt, t.epochs * rounds, write, write_args, *after[0],
+                                  key=f"write-{tag}-{attempt}", worker=home[0]), workers)
 
 
 # ---------------------------------------------------------------- checkpoints and warm starts
