@@ -56,8 +56,12 @@ def _worker_warmup() -> dict:
     from nsdist.encode import encode_scanned
     from nsdist.pipeline import _scan_block  # noqa: F401  the task module and its imports
 
+    from nsdist.memory import release_memory
+
     scanned = scan(iter_tokenize("a b c\nd\u00e9 e\n".encode() * 1000))
     encode_scanned([(scanned, 0, None)], scanned.words)
+    del scanned
+    release_memory()
     return _worker_memory()
 
 
@@ -65,11 +69,13 @@ def run_nsdist(cfg, blocks) -> dict:
     """One measurement on a fresh cluster (so that no memory is left over from a previous run)."""
     import operator
 
+    from nsdist.memory import WorkerMemory
     from nsdist.pipeline import connect, count_vocab, encode_shards
 
     client, cluster = connect(cfg.cluster)
     try:
         client.wait_for_workers(cfg.cluster.workers)
+        client.register_plugin(WorkerMemory())  # as nsdist.pipeline.train does
         idle = client.run(_worker_warmup)
         workers = sorted(idle)
         client.run(_worker_reset_peak)
@@ -83,10 +89,12 @@ def run_nsdist(cfg, blocks) -> dict:
         del scanned
         encode_s = time.perf_counter() - t0
         encode_mem = client.run(_worker_memory)
-        nbytes = client.gather([client.submit(operator.attrgetter("nbytes"), s, key=f"nb-{s.key}") for s in shards])
+        pieces = [p for shard in shards for p in shard]  # a shard is a list of pieces
+        nbytes = client.gather([client.submit(operator.attrgetter("nbytes"), p, key=f"nb-{p.key}") for p in pieces])
         held = dict.fromkeys(workers, 0)
-        for s, n in zip(shards, nbytes):
-            for w in client.who_has([s])[s.key]:
+        who = client.who_has(pieces)
+        for p, n in zip(pieces, nbytes):
+            for w in who[p.key]:
                 held[w] += n
     finally:
         client.close()

@@ -94,12 +94,11 @@ def _scan_block(block: Block, storage_options, lowercase: bool, column: str) -> 
     return scanned
 
 
-def _assemble_shard(pieces: list[tuple[int, int]], vocab: Vocab, max_len: int, *blocks: Scanned) -> Shard:
-    """Encode the chunks that start in token ranges [lo, hi) of consecutive blocks as one shard."""
-    release_memory()  # what the scans freed, before the shard is allocated
-    shard = encode_scanned([(b, lo, hi) for (lo, hi), b in zip(pieces, blocks)], vocab.words, max_len)
-    release_memory()
-    return shard
+def _encode_piece(lo: int, hi: int, vocab: Vocab, max_len: int, block: Scanned) -> Shard:
+    """Encode the chunks that start in token range [lo, hi) of a scanned block: one piece of a
+    shard (each block's scan is freed once its pieces exist; a shard is never concatenated)."""
+    release_memory()  # what earlier scans and pieces freed, before this piece is allocated
+    return encode_scanned([(block, lo, hi)], vocab.words, max_len)
 
 
 def _vocab_summary(vocab: Vocab, counts: Counts) -> dict:
@@ -243,19 +242,24 @@ def count_vocab(client: Client, cfg: JobConfig, blocks: list[Block], tag: str, s
 def encode_shards(client: Client, cfg: JobConfig, scanned: list, block_tokens: list[int], vocab, n_shards: int,
                   tag: str):
     """Encode the scanned blocks into ``n_shards`` training shards of about equal token counts:
-    (shard futures, words[shard, round])."""
+    (shards, words[shard, round]). A shard is a list of piece futures, one per block it draws
+    from (``_encode_piece``), in order; training takes the pieces as one shard
+    (``shard.round_slices``), so no worker ever holds a shard and its scanned blocks twice."""
     t = cfg.train
     # Deal the shards round-robin over the workers (training runs where a shard is held); left to
     # itself the scheduler may build several next to the same scanned blocks, on one worker.
     workers = sorted(client.scheduler_info()["workers"])
-    shards = [
-        client.submit(_assemble_shard, [(lo, hi) for _, lo, hi in pieces], vocab, t.max_sentence_length,
-                      *[scanned[b] for b, _, _ in pieces], key=f"shard-{tag}-{s}",
-                      workers=[workers[s % len(workers)]] if workers else None, allow_other_workers=True)
-        for s, pieces in enumerate(_shard_plan(block_tokens, n_shards))
-    ]
+    shards = []
+    for s, plan in enumerate(_shard_plan(block_tokens, n_shards)):
+        place = {"workers": [workers[s % len(workers)]] if workers else None, "allow_other_workers": True}
+        shards.append([client.submit(_encode_piece, lo, hi, vocab, t.max_sentence_length, scanned[b],
+                                     key=f"shard-{tag}-{s}-{b}", **place) for b, lo, hi in plan]
+                      # more shards than tokens: an empty one
+                      or [client.submit(Shard, np.zeros(0, np.int32), np.zeros(1, np.int64), key=f"shard-{tag}-{s}",
+                                        **place)])
     rounds = t.rounds(n_shards)
-    words = client.gather([client.submit(round_words, s, rounds, key=f"rw-{s.key}") for s in shards])
+    words = client.gather([client.submit(round_words, pieces, rounds, key=f"rw-{tag}-{s}")
+                           for s, pieces in enumerate(shards)])
     return shards, np.array(words, dtype=np.int64).reshape(n_shards, rounds)
 
 
@@ -339,11 +343,11 @@ def _attempt(client: Client, cfg: JobConfig, shards: list, words: np.ndarray, ta
 
     # Each shard's replica lives on the worker holding the shard (lost shards are recomputed
     # first); the row blocks are dealt round-robin over those workers.
-    distributed.wait(shards)
-    holders = client.who_has(shards)
-    if not all(holders.get(s.key) for s in shards):
+    distributed.wait(distributed.futures_of(shards))
+    holders = client.who_has(distributed.futures_of(shards))
+    if not all(holders.get(pieces[0].key) for pieces in shards):
         raise ReplicaLost("a shard is on no worker")
-    home = [sorted(holders[s.key])[0] for s in shards]
+    home = [sorted(holders[pieces[0].key])[0] for pieces in shards]
     workers = sorted(set(home))
     owners = [workers[b % len(workers)] for b in range(blocks)]
     ranges = row_blocks(rows, blocks)
@@ -587,8 +591,8 @@ def train(cfg: JobConfig, client: Client, resume: str | None = None, init_from: 
 
     t0 = time.perf_counter()
     shards, words = encode_shards(client, cfg, scanned, block_tokens, vocab, n_shards, tag)
-    shard_bytes = sum(client.gather([client.submit(operator.attrgetter("nbytes"), s, key=f"nbytes-{s.key}")
-                                     for s in shards]))
+    shard_bytes = sum(client.gather([client.submit(operator.attrgetter("nbytes"), p, key=f"nbytes-{p.key}")
+                                     for p in distributed.futures_of(shards)]))
     # Row blocks merged in parallel: one per worker by default (results do not depend on it).
     merge_blocks = t.merge_blocks or max(1, min(len(client.scheduler_info()["workers"]), n_shards))
     del scanned  # the workers free the scanned blocks once the shards are built

@@ -102,17 +102,18 @@ def drop(tag: str, dask_worker=None) -> int:
     return len(job.replicas) if job else 0
 
 
-def train(tag: str, attempt: int, g: int, blocks: list[tuple[int, int]], shard: Shard, tables: Tables,
+def train(tag: str, attempt: int, g: int, blocks: list[tuple[int, int]], pieces: list[Shard], tables: Tables,
           spec: RoundSpec, *after) -> tuple[Part, ...]:
-    """Train round ``g`` of a shard in place on its replica; one ``Part`` per row block (views of
-    the replica's rows, valid until the block is merged). ``after``: the futures of the previous
-    round's merges and installs, only waited for. The shard's statistics ride on part 0."""
+    """Train round ``g`` of a shard (its ``pieces``) in place on its replica; one ``Part`` per row
+    block (views of the replica's rows, valid until the block is merged). ``after``: the futures
+    of the previous round's merges and installs, only waited for. The shard's statistics ride on
+    part 0."""
     replica = _replica(tag, attempt, spec.shard)
     if replica.ready != g:
         raise ReplicaLost(f"shard {spec.shard}'s replica is at round {replica.ready}, not {g}")
     release_memory()  # the rows received in the last round
     replica.ready = -1  # in training: a second train of any round fails
-    n_in, n_out, stats = train_round(replica.model, shard, tables, spec)
+    n_in, n_out, stats = train_round(replica.model, pieces, tables, spec)
     replica.trained, replica.refreshed = g, set()
     win, wout = replica.model.win, replica.model.wout
     return tuple(Part(win[lo:hi], wout[lo:hi], n_in[lo:hi], n_out[lo:hi], stats if b == 0 else {})

@@ -135,20 +135,22 @@ def _add_combination(y, scale, coef, rows, n):  # pragma: no cover - compiled
 @numba.njit(cache=True, nogil=True, fastmath=True)
 def train_pairs(
     win, wout, ids, offsets, s_begin, s_end, keep, noise_prob, noise_alias,
-    window, negative, alpha_start, alpha_end, state, n_in, n_out, rate,
+    window, negative, alpha_start, alpha_end, state, n_in, n_out, rate, done0=0, total=0,
 ):  # pragma: no cover - compiled
     """Train sentences [s_begin, s_end) of a shard, one (context, center) pair at a time.
 
     Returns (loss: float64, pairs: int64, words: int64, state: uint64). ``words`` counts the
-    sentences' words before subsampling: it is what the learning-rate schedule follows.
+    sentences' words before subsampling: it is what the learning-rate schedule follows. The rate
+    goes from ``alpha_start`` to ``alpha_end`` over ``total`` words (default: these sentences'),
+    ``done0`` of them already trained: a round over several arrays is several calls.
     """
     dim = win.shape[1]
-    total = max(offsets[s_end] - offsets[s_begin], 1)
+    total = max(total if total > 0 else offsets[s_end] - offsets[s_begin], 1)
     sent = np.empty(_longest(offsets, s_begin, s_end), np.int32)
     grad = np.empty(dim, np.float32)  # accumulated gradient for the context row (neu1e)
     loss = 0.0
     pairs = 0
-    done = 0
+    done = done0
     for s in range(s_begin, s_end):
         # The rate falls linearly with progress, per sentence (the C tool: every 10k words).
         alpha = np.float32(alpha_start + (alpha_end - alpha_start) * (done / total))
@@ -190,13 +192,13 @@ def train_pairs(
                     win[ctx, k] += m * grad[k]
                 n_in[ctx] += 1
                 pairs += 1
-    return loss, pairs, done, state
+    return loss, pairs, done - done0, state
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
 def train_batch(
     win, wout, ids, offsets, s_begin, s_end, keep, noise_prob, noise_alias,
-    window, negative, alpha_start, alpha_end, state, n_in, n_out, rate,
+    window, negative, alpha_start, alpha_end, state, n_in, n_out, rate, done0=0, total=0,
 ):  # pragma: no cover - compiled
     """Train sentences [s_begin, s_end) with negatives shared across each context window.
 
@@ -210,7 +212,7 @@ def train_batch(
     computed in the same loop). Same signature and returns as train_pairs.
     """
     dim = win.shape[1]
-    total = max(offsets[s_end] - offsets[s_begin], 1)
+    total = max(total if total > 0 else offsets[s_end] - offsets[s_begin], 1)
     sent = np.empty(_longest(offsets, s_begin, s_end), np.int32)
     width = 2 * window
     ctx = np.empty(width, np.int64)
@@ -223,7 +225,7 @@ def train_batch(
     f = np.empty(negative + 1, np.float32)
     loss = 0.0
     pairs = 0
-    done = 0
+    done = done0
     for s in range(s_begin, s_end):
         alpha = np.float32(alpha_start + (alpha_end - alpha_start) * (done / total))
         n, state = subsample(ids, offsets[s], offsets[s + 1], keep, state, sent)
@@ -272,4 +274,4 @@ def train_batch(
                 _add_combination(wout[tgt[t]], rate[tgt[t]], g_t[t], a, nc)
                 n_out[tgt[t]] += nc
             pairs += nc
-    return loss, pairs, done, state
+    return loss, pairs, done - done0, state

@@ -6,6 +6,7 @@ No IO and no Dask here: given the same replica, shard, tables and round, the sam
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,26 +48,59 @@ def round_slice(offsets: np.ndarray, round_: int, rounds: int) -> tuple[int, int
             int(np.searchsorted(starts, words * (round_ + 1) // rounds)))
 
 
-def round_words(shard: Shard, rounds: int) -> list[int]:
+def round_slices(pieces: Sequence[Shard], round_: int, rounds: int) -> list[tuple[int, int]]:
+    """``round_slice`` of a shard held as pieces (the arrays of consecutive token ranges, see
+    pipeline.encode_shards): each piece's sentences [begin, end) in the round, the same
+    sentences as in the pieces' concatenation.
+
+    >>> offsets = np.array([0, 6, 7, 8, 9, 10, 11, 12])
+    >>> [round_slice(offsets, r, 3) for r in range(3)]
+    [(0, 1), (1, 3), (3, 7)]
+    >>> a, b = Shard(np.zeros(7, np.int32), offsets[:3]), Shard(np.zeros(5, np.int32), offsets[2:] - 7)
+    >>> [round_slices([a, b], r, 3) for r in range(3)]
+    [[(0, 1), (0, 0)], [(1, 2), (0, 1)], [(2, 2), (1, 5)]]
+    """
+    total = sum(int(p.offsets[-1]) for p in pieces)
+    lo, hi = total * round_ // rounds, total * (round_ + 1) // rounds
+    out, start = [], 0
+    for p in pieces:
+        starts = p.offsets[:-1]
+        out.append((int(np.searchsorted(starts, lo - start)), int(np.searchsorted(starts, hi - start))))
+        start += int(p.offsets[-1])
+    return out
+
+
+def round_words(pieces: Sequence[Shard], rounds: int) -> list[int]:
     """Words (before subsampling) in each round's slice: the learning-rate schedule needs them."""
-    bounds = [round_slice(shard.offsets, r, rounds) for r in range(rounds)]
-    return [int(shard.offsets[e] - shard.offsets[b]) for b, e in bounds]
+    return [sum(int(p.offsets[e] - p.offsets[b]) for p, (b, e) in zip(pieces, round_slices(pieces, r, rounds)))
+            for r in range(rounds)]
 
 
-def train_round(model: Model, shard: Shard, tables: Tables, spec: RoundSpec) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Train this round's slice of a shard in place on ``model``; returns how often each row of
-    win and of wout was updated (uint32) and the statistics (loss, pairs, words, seconds)."""
+def train_round(model: Model, pieces: Sequence[Shard], tables: Tables, spec: RoundSpec
+                ) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Train this round's slice of a shard (held as ``pieces``) in place on ``model``; returns
+    how often each row of win and of wout was updated (uint32) and the statistics (loss, pairs,
+    words, seconds). One kernel call per piece, with the round's learning-rate schedule and
+    random state carried across: the same as one call on the pieces' concatenation."""
     t0 = time.perf_counter()
     win, wout = model.win, model.wout
     n_in = np.zeros(len(win), np.uint32)
     n_out = np.zeros(len(wout), np.uint32)
-    begin, end = round_slice(shard.offsets, spec.round, spec.rounds)
+    slices = round_slices(pieces, spec.round, spec.rounds)
+    total = sum(int(p.offsets[e] - p.offsets[b]) for p, (b, e) in zip(pieces, slices))
     state = task_state(spec.seed, spec.epoch, spec.round, spec.shard)
     rate = tables.rate if tables.rate is not None else np.ones(len(win), np.float32)
-    loss, pairs, words, _ = KERNELS[spec.kernel](
-        win, wout, shard.ids, shard.offsets, begin, end,
-        tables.keep, tables.noise_prob, tables.noise_alias,
-        spec.window, spec.negative, spec.alpha_start, spec.alpha_end, state, n_in, n_out, rate,
-    )
+    loss, pairs, words = 0.0, 0, 0
+    for p, (begin, end) in zip(pieces, slices):
+        if begin == end:
+            continue
+        piece_loss, piece_pairs, piece_words, state = KERNELS[spec.kernel](
+            win, wout, p.ids, p.offsets, begin, end,
+            tables.keep, tables.noise_prob, tables.noise_alias,
+            spec.window, spec.negative, spec.alpha_start, spec.alpha_end, state, n_in, n_out, rate,
+            words, total,
+        )
+        loss, pairs, words = loss + piece_loss, pairs + piece_pairs, words + piece_words
+        state = np.uint64(state)  # returned as a Python int; passed on as uint64, as task_state's
     stats = {"loss": float(loss), "pairs": int(pairs), "words": int(words), "seconds": time.perf_counter() - t0}
     return n_in, n_out, stats

@@ -9,7 +9,7 @@ from nsdist.encode import Shard
 from nsdist.noise import noise_table
 from nsdist.model import Model, init_model
 from nsdist.sgns import SIGMOID_TABLE, SOFTPLUS_TABLE, TABLE_STEPS, subsample, train_batch, train_pairs
-from nsdist.shard import RoundSpec, round_slice, round_words, train_round
+from nsdist.shard import RoundSpec, round_slice, round_slices, round_words, train_round
 
 
 def _bucket(x):
@@ -177,17 +177,25 @@ def test_train_round_is_deterministic_and_trains_in_place():
     tables = make_tables(np.arange(V, 0, -1), 0.0, 0.75)
     spec = RoundSpec(epoch=0, round=1, rounds=3, shard=0, alpha_start=0.025, alpha_end=0.02, window=3,
                      negative=4, seed=9)
-    copies = [Model(model.win.copy(), model.wout.copy()) for _ in range(3)]
-    a, b = train_round(copies[0], shard, tables, spec), train_round(copies[1], shard, tables, spec)
+    copies = [Model(model.win.copy(), model.wout.copy()) for _ in range(4)]
+    a, b = train_round(copies[0], [shard], tables, spec), train_round(copies[1], [shard], tables, spec)
     assert np.array_equal(copies[0].win, copies[1].win) and np.array_equal(copies[0].wout, copies[1].wout)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
-    assert a[2]["words"] == round_words(shard, 3)[1]
+    assert a[2]["words"] == round_words([shard], 3)[1]
     # Exactly the rows it counted moved.
     for trained, before, n in ((copies[0].win, model.win, a[0]), (copies[0].wout, model.wout, a[1])):
         moved = np.any(trained != before, axis=1)
         assert moved.any() and np.array_equal(moved, n > 0)
-    train_round(copies[2], shard, tables, RoundSpec(0, 1, 3, 1, 0.025, 0.02, 3, 4, 9))
+    train_round(copies[2], [shard], tables, RoundSpec(0, 1, 3, 1, 0.025, 0.02, 3, 4, 9))
     assert not np.array_equal(copies[2].wout, copies[0].wout)  # another shard index draws other numbers
+    # The same shard cut into pieces (as pipeline.encode_shards holds it): the same bits.
+    cut = [7, 19, 20, 33]
+    pieces = [Shard(shard.ids[shard.offsets[lo]:shard.offsets[hi]], shard.offsets[lo:hi + 1] - shard.offsets[lo])
+              for lo, hi in zip([0] + cut, cut + [shard.sentences])]
+    c = train_round(copies[3], pieces, tables, spec)
+    assert np.array_equal(copies[3].win, copies[0].win) and np.array_equal(copies[3].wout, copies[0].wout)
+    assert np.array_equal(c[0], a[0]) and np.array_equal(c[1], a[1]) and c[2]["words"] == a[2]["words"]
+    assert c[2]["loss"] == pytest.approx(a[2]["loss"], rel=1e-12) and c[2]["pairs"] == a[2]["pairs"]
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -202,9 +210,20 @@ def test_rounds_split_a_shard_by_words(seed):
         bounds = [round_slice(offsets, r, rounds) for r in range(rounds)]
         assert bounds[0][0] == 0 and bounds[-1][1] == len(lengths)
         assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
-        words = round_words(shard, rounds)
+        words = round_words([shard], rounds)
         assert sum(words) == offsets[-1]
         assert max(words) - min(words) <= 2 * lengths.max()
         by_sentences = [int(offsets[len(lengths) * (r + 1) // rounds] - offsets[len(lengths) * r // rounds])
                         for r in range(rounds)]
         assert max(words) - min(words) <= max(by_sentences) - min(by_sentences)
+        # Cut into pieces (empty ones too), the rounds take the same sentences.
+        cuts = np.sort(rng.integers(0, len(lengths) + 1, 6))
+        edges = [0, *cuts, len(lengths)]
+        pieces = [Shard(np.zeros(offsets[b] - offsets[a], np.int32), offsets[a:b + 1] - offsets[a])
+                  for a, b in zip(edges, edges[1:])]
+        assert round_words(pieces, rounds) == words
+        for r in range(rounds):
+            got = [(a + b0, a + e0) for a, (b0, e0) in zip(edges, round_slices(pieces, r, rounds)) if b0 < e0]
+            begin, end = bounds[r]
+            assert (got[0][0], got[-1][1]) == (begin, end) if begin < end else got == []
+            assert all(x[1] == y[0] for x, y in zip(got, got[1:]))

@@ -15,6 +15,7 @@ from nsdist.corpus import plan_blocks
 from nsdist.errors import DataError
 from nsdist.outputs import list_runs, load
 from nsdist import pipeline
+from nsdist.encode import encode_scanned
 from nsdist.merge import merge_rows
 from nsdist.model import Model, init_model
 from nsdist.pipeline import _tree_levels, _tree_reduce, count_vocab, encode_shards, train
@@ -58,9 +59,18 @@ def test_shards_are_dealt_over_the_workers(client, write):
     blocks = plan_blocks(cfg.corpus, blocksize=cfg.blocksize)
     vocab, summary, scanned, block_tokens = count_vocab(client, cfg, blocks, "test-deal")
     shards, words = encode_shards(client, cfg, scanned, block_tokens, vocab, 4, "test-deal")
-    holders = collections.Counter(w for ws in client.who_has(shards).values() for w in ws)
-    assert sorted(holders.values()) == [2, 2], holders
+    who = client.who_has([p for pieces in shards for p in pieces])
+    homes = [{w for p in pieces for w in who[p.key]} for pieces in shards]
+    assert all(len(h) == 1 for h in homes), homes  # a shard's pieces are held together
+    assert sorted(collections.Counter(w for h in homes for w in h).values()) == [2, 2], homes
     assert words.sum() == summary["vocab_tokens"]
+    # The pieces, concatenated, are the shard encode_scanned builds from the same ranges.
+    scans = client.gather(scanned)
+    for pieces, plan in zip(client.gather(shards), pipeline._shard_plan(block_tokens, 4)):
+        whole = encode_scanned([(scans[b], lo, hi) for b, lo, hi in plan], vocab.result().words)
+        assert np.array_equal(np.concatenate([p.ids for p in pieces]), whole.ids)
+        lengths = np.concatenate([np.diff(p.offsets) for p in pieces])
+        assert np.array_equal(np.concatenate([[0], np.cumsum(lengths)]), whole.offsets)
 
 
 def test_same_seed_and_shards_give_identical_vectors(client, write, tmp_path):

@@ -33,12 +33,12 @@ def spec(shard: int, r: int = 0) -> RoundSpec:
 
 def test_a_round_trains_merges_and_installs_in_order(job):
     shard, tables = job
-    parts = [replica.train("t", 0, 4, BLOCKS, shard, tables, spec(s)) for s in (0, 1)]
+    parts = [replica.train("t", 0, 4, BLOCKS, [shard], tables, spec(s)) for s in (0, 1)]
     assert parts[0][0].stats["words"] > 0 and parts[0][1].stats == {}
     with pytest.raises(ReplicaLost, match="at round -1, not 4"):
-        replica.train("t", 0, 4, BLOCKS, shard, tables, spec(0))  # trained once already
+        replica.train("t", 0, 4, BLOCKS, [shard], tables, spec(0))  # trained once already
     with pytest.raises(ReplicaLost, match="not 5"):
-        replica.train("t", 0, 5, BLOCKS, shard, tables, spec(0, 1))  # blocks not merged yet
+        replica.train("t", 0, 5, BLOCKS, [shard], tables, spec(0, 1))  # blocks not merged yet
     (lo0, hi0), (lo1, hi1) = BLOCKS
     merged = replica.merge("t", 0, 4, 0, 2, lo0, hi0, "mean", parts[0][0], parts[1][0])
     assert merged.info["bytes"] == 0 and len(merged.info["stats"]) == 2  # both parts were local
@@ -55,18 +55,18 @@ def test_a_round_trains_merges_and_installs_in_order(job):
         assert np.array_equal(model.win[lo0:hi0], merged.win) and np.array_equal(model.win[lo1:], rows["win"])
         assert np.array_equal(model.wout[lo1:], rows["wout"])
     assert not np.array_equal(merged.win, init_model(V, DIM, 1).win[lo0:hi0])
-    replica.train("t", 0, 5, BLOCKS, shard, tables, spec(0, 1))
+    replica.train("t", 0, 5, BLOCKS, [shard], tables, spec(0, 1))
 
 
 def test_lost_replicas_are_reported_not_recreated(job):
     shard, tables = job
     with pytest.raises(ReplicaLost, match="attempt 1"):
-        replica.train("t", 1, 4, BLOCKS, shard, tables, spec(0))  # a newer attempt owns the job
+        replica.train("t", 1, 4, BLOCKS, [shard], tables, spec(0))  # a newer attempt owns the job
     with pytest.raises(ReplicaLost, match="shard 2"):
-        replica.train("t", 0, 4, BLOCKS, shard, tables, spec(2))  # shard 2 is held elsewhere
+        replica.train("t", 0, 4, BLOCKS, [shard], tables, spec(2))  # shard 2 is held elsewhere
     with pytest.raises(ReplicaLost, match="round 4, not 8"):
         replica.save("t", 0, 8, lambda model: model, ())
     assert replica.save("t", 0, 4, lambda x, model: (x, model.win.shape), (1,)) == (1, (V, DIM))
     assert replica.drop("t") == 2 and replica.drop("t") == 0
     with pytest.raises(ReplicaLost, match="no replicas"):
-        replica.train("t", 0, 4, BLOCKS, shard, tables, spec(0))
+        replica.train("t", 0, 4, BLOCKS, [shard], tables, spec(0))
