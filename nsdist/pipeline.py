@@ -244,7 +244,8 @@ def encode_shards(client: Client, cfg: JobConfig, scanned: list, block_tokens: l
     """Encode the scanned blocks into ``n_shards`` training shards of about equal token counts:
     (shards, words[shard, round]). A shard is a list of piece futures, one per block it draws
     from (``_encode_piece``), in order; training takes the pieces as one shard
-    (``shard.round_slices``), so no worker ever holds a shard and its scanned blocks twice."""
+    (``shard.round_slices``), so no worker ever holds a shard and its scanned blocks twice.
+    Empties ``scanned``: each scanned block is freed as soon as its pieces are built."""
     t = cfg.train
     # Deal the shards round-robin over the workers (training runs where a shard is held); left to
     # itself the scheduler may build several next to the same scanned blocks, on one worker.
@@ -257,6 +258,7 @@ def encode_shards(client: Client, cfg: JobConfig, scanned: list, block_tokens: l
                       # more shards than tokens: an empty one
                       or [client.submit(Shard, np.zeros(0, np.int32), np.zeros(1, np.int64), key=f"shard-{tag}-{s}",
                                         **place)])
+    scanned.clear()
     rounds = t.rounds(n_shards)
     words = client.gather([client.submit(round_words, pieces, rounds, key=f"rw-{tag}-{s}")
                            for s, pieces in enumerate(shards)])
@@ -595,7 +597,6 @@ def train(cfg: JobConfig, client: Client, resume: str | None = None, init_from: 
                                      for p in distributed.futures_of(shards)]))
     # Row blocks merged in parallel: one per worker by default (results do not depend on it).
     merge_blocks = t.merge_blocks or max(1, min(len(client.scheduler_info()["workers"]), n_shards))
-    del scanned  # the workers free the scanned blocks once the shards are built
     encode_seconds = time.perf_counter() - t0
     log.info("encoded %d words into %d shard(s) in %.1f s", int(words.sum()), n_shards, encode_seconds)
     if words.sum() == 0:

@@ -58,14 +58,16 @@ def test_shards_are_dealt_over_the_workers(client, write):
     cfg = load_config(None, {"min_count": 1}, environ={}, corpus=(path,), out="unused", blocksize=4096)
     blocks = plan_blocks(cfg.corpus, blocksize=cfg.blocksize)
     vocab, summary, scanned, block_tokens = count_vocab(client, cfg, blocks, "test-deal")
+    kept = list(scanned)
     shards, words = encode_shards(client, cfg, scanned, block_tokens, vocab, 4, "test-deal")
+    assert scanned == []  # handed over: each block is freed once its pieces exist
     who = client.who_has([p for pieces in shards for p in pieces])
     homes = [{w for p in pieces for w in who[p.key]} for pieces in shards]
     assert all(len(h) == 1 for h in homes), homes  # a shard's pieces are held together
     assert sorted(collections.Counter(w for h in homes for w in h).values()) == [2, 2], homes
     assert words.sum() == summary["vocab_tokens"]
     # The pieces, concatenated, are the shard encode_scanned builds from the same ranges.
-    scans = client.gather(scanned)
+    scans = client.gather(kept)
     for pieces, plan in zip(client.gather(shards), pipeline._shard_plan(block_tokens, 4)):
         whole = encode_scanned([(scans[b], lo, hi) for b, lo, hi in plan], vocab.result().words)
         assert np.array_equal(np.concatenate([p.ids for p in pieces]), whole.ids)
