@@ -40,12 +40,12 @@ class TrainConfig:
     min_alpha: float = 0.0001
     ns_exponent: float = 0.75
     seed: int = 1
-    shards: int | None = None  # partitions of the corpus; None: 2 per worker thread
+    shards: int | None = None  # partitions of the corpus; None: one per worker thread
     syncs_per_epoch: int | None = None  # parameter-averaging rounds per epoch; None: see rounds()
     max_vocab: int | None = None
     max_sentence_length: int = 10000
     lowercase: bool = False
-    merge: str = "mean"  # how shard deltas are averaged, see merge.py
+    merge: str = "mean"  # how the shards' replicas are averaged, see merge.py
     alpha_scale: float | None = None  # uniform local rate multiplier; None: shard count, capped
     rate_pivot: float | None = 5000.0  # per-row local rates (merge.shard_rates); None: uniform
     kernel: str = "batch"  # "batch": negatives shared per window (HogBatch); "pair": classic
