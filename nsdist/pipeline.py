@@ -90,7 +90,7 @@ def _threads(client: Client) -> int:
 def _scan_block(block: Block, storage_options, lowercase: bool, column: str) -> Scanned:
     # 1 MiB pieces: Arrow needs about 10x a piece's size, so a whole block at once would not fit.
     scanned = scan(iter_tokens(block, storage_options, lowercase, column))
-    release_memory()
+    release_memory()  # the scan's transient memory (about 3x the block): ~20% of the scan time
     return scanned
 
 
