@@ -34,7 +34,7 @@ def _is_parquet(url: str) -> bool:
     return url.endswith((".parquet", ".parq", ".pq"))
 
 
-def plan_blocks(urls, storage_options=None, blocksize: int = 8 * 2**20) -> list[Block]:
+def plan_blocks(urls, storage_options=None, blocksize: int = 4 * 2**20) -> list[Block]:
     """Expand URLs/globs into blocks of about ``blocksize`` bytes (client side, metadata only)."""
     blocks = []
     for url, size in storage.expand(urls, storage_options):
@@ -49,7 +49,10 @@ def plan_blocks(urls, storage_options=None, blocksize: int = 8 * 2**20) -> list[
     return blocks
 
 
-CHUNK_BYTES = 2**20  # text is tokenized in pieces of about this size (Arrow needs ~10x it)
+# Text is read and tokenized in pieces of about this size: a piece's tokens, offsets and hash
+# table take ~15x its size for a moment (8 MiB blocks: 30 MB of transient memory per scan with
+# 1 MiB pieces, 22.5 MB with 256 KiB, at the same speed, 41-45 ns per token).
+CHUNK_BYTES = 2**18
 
 
 def tokenize(data: bytes, lowercase: bool = False, chunk_bytes: int = CHUNK_BYTES) -> pa.LargeListArray:

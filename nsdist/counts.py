@@ -59,26 +59,37 @@ def scan(pieces) -> Scanned:
     >>> s.words.to_pylist(), s.counts.tolist(), s.ids.tolist(), s.offsets.tolist()
     (['b', 'a', 'c'], [1, 3, 1], [0, 1, 1, 2, 1], [0, 2, 5])
     """
-    indices, dictionaries, lengths = [], [], [np.zeros(1, np.int64)]
+    # Each piece's indices go straight into one growing buffer (amortised doubling; its untouched
+    # tail is never resident): keeping them as per-piece arrays until the end cost their size
+    # again and fragmented the heap between pieces (8 MiB block: +19 MB RSS for 7.6 MB of data).
+    ids = np.empty(1 << 20, np.int32)
+    sizes, dictionaries, lengths = [], [], [np.zeros(1, np.int64)]
+    pos = 0
     for tokens in pieces:
         tokens = drop_null_tokens(tokens)
         n = pc.list_value_length(tokens).to_numpy(zero_copy_only=False)
         lengths.append(n[n > 0])
         encoded = pc.dictionary_encode(pc.list_flatten(tokens))
-        indices.append(encoded.indices.to_numpy())
+        piece = encoded.indices.to_numpy()
+        if pos + len(piece) > len(ids):
+            grown = np.empty(max(2 * len(ids), pos + len(piece)), np.int32)
+            grown[:pos] = ids[:pos]
+            ids = grown
+        ids[pos:pos + len(piece)] = piece
+        pos += len(piece)
+        sizes.append(len(piece))
         words = encoded.dictionary  # cast the distinct words only, not every token
         dictionaries.append(words if words.type == pa.large_string() else pc.cast(words, pa.large_string()))
+    ids = ids[:pos]
     # One dictionary for the partition (first-seen order): encode the pieces' dictionaries, then
-    # write each piece's indices through its part of that encoding straight into one array.
+    # map each piece's indices through its part of that encoding, in place.
     both = pc.dictionary_encode(pa.concat_arrays(dictionaries)) if dictionaries else None
     words = both.dictionary if both is not None else pa.array([], pa.large_string())
     transpose = both.indices.to_numpy() if both is not None else np.zeros(0, np.int32)
-    ids = np.empty(sum(len(i) for i in indices), np.int32)
     pos = start = 0
-    for k, d in enumerate(dictionaries):
-        np.take(transpose[start:start + len(d)], indices[k], out=ids[pos:pos + len(indices[k])])
-        pos, start = pos + len(indices[k]), start + len(d)
-        indices[k] = None  # free as we go
+    for size, d in zip(sizes, dictionaries):
+        np.take(transpose[start:start + len(d)], ids[pos:pos + size], out=ids[pos:pos + size])  # buffered
+        pos, start = pos + size, start + len(d)
     counts = np.bincount(ids, minlength=len(words)).astype(np.int64)
     return Scanned(words, counts, ids, np.cumsum(np.concatenate(lengths)))
 
