@@ -32,7 +32,7 @@ class Scanned:
     words: pa.Array  # large_string, the partition's distinct tokens
     counts: np.ndarray  # int64, occurrences of each
     ids: np.ndarray  # int32, each token's index into words, in corpus order
-    offsets: np.ndarray  # int64, non-empty sentence k is ids[offsets[k]:offsets[k+1]]
+    offsets: np.ndarray  # int32 (int64 past 2**31 tokens), non-empty sentence k is ids[offsets[k]:offsets[k+1]]
 
     @property
     def sentences(self) -> int:
@@ -91,7 +91,8 @@ def scan(pieces) -> Scanned:
         np.take(transpose[start:start + len(d)], ids[pos:pos + size], out=ids[pos:pos + size])  # buffered
         pos, start = pos + size, start + len(d)
     counts = np.bincount(ids, minlength=len(words)).astype(np.int64)
-    return Scanned(words, counts, ids, np.cumsum(np.concatenate(lengths)))
+    offsets = np.cumsum(np.concatenate(lengths), dtype=np.int32 if len(ids) < 2**31 else np.int64)
+    return Scanned(words, counts, ids, offsets)
 
 
 def count_tokens(tokens: pa.ListArray) -> Counts:

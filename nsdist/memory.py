@@ -45,7 +45,7 @@ class WorkerMemory(WorkerPlugin):
     def setup(self, worker) -> None:
         pa.set_memory_pool(pa.system_memory_pool())
         if _MALLOPT is not None:
-            _MALLOPT(_M_TRIM_THRESHOLD, 32 * 2**20)
+            _MALLOPT(_M_TRIM_THRESHOLD, 128 * 2**10)  # glibc's default
             _MALLOPT(_M_MMAP_THRESHOLD, 4 * 2**20)
 
 
