@@ -299,3 +299,18 @@ def test_encode_drops_unknown_and_splits_long_sentences():
     assert shard.offsets.tolist() == [0, 3, 6, 7]
     empty = encode(pa.array([[], ["zz"]], pa.list_(pa.string())), pa.array(["a"]))
     assert empty.ids.tolist() == [] and empty.offsets.tolist() == [0]
+
+
+@pytest.mark.parametrize("chunk_bytes", [2**20, 2**14])
+def test_scan_past_65536_distinct_words(chunk_bytes):
+    """Token indices are uint16 while they fit; a block with more distinct words (in one piece
+    or only once the pieces are unified) switches to int32 without changing any index."""
+    rng = np.random.default_rng(3)
+    words = [f"w{i}" for i in rng.permutation(70_000)]
+    lines = [" ".join(words[i:i + 50]) for i in range(0, len(words), 50)] + ["w1 w2 w3"]
+    scanned = scan(iter_tokenize("\n".join(lines).encode(), chunk_bytes=chunk_bytes))
+    assert scanned.ids.dtype == np.int32 and len(scanned.words) == 70_000
+    decoded = np.asarray(scanned.words.to_pylist(), dtype=object)[scanned.ids]
+    assert decoded.tolist() == [t for line in lines for t in line.split()]
+    small = scan(iter_tokenize(b"a b a\nc\n"))
+    assert small.ids.dtype == np.uint16 and small.ids.tolist() == [0, 1, 0, 2]
