@@ -110,14 +110,17 @@ def _word2vec_binary(words: Sequence[str], vectors: np.ndarray):
     return fill
 
 
+def write_npy(f, array: np.ndarray) -> None:
+    """np.save's bytes (no pickles), written in slices of rows: np.save copies up to 16 MiB at a
+    time into a bytes object when ``f`` is not a real file (s3fs, a hashing writer)."""
+    npformat.write_array_header_1_0(f, npformat.header_data_from_array_1_0(array))
+    rows = max(1, 2**20 // max(array[:1].nbytes, 1))
+    for start in range(0, len(array), rows):
+        f.write(memoryview(np.ascontiguousarray(array[start:start + rows])).cast("B"))
+
+
 def _npy(array: np.ndarray):
-    """np.save's bytes, written in slices of rows (np.save copies up to 16 MiB at a time)."""
-    def fill(w):
-        npformat.write_array_header_1_0(w, npformat.header_data_from_array_1_0(array))
-        rows = max(1, 2**20 // max(array[:1].nbytes, 1))
-        for start in range(0, len(array), rows):
-            w.write(memoryview(np.ascontiguousarray(array[start:start + rows])).cast("B"))
-    return fill
+    return lambda w: write_npy(w, array)
 
 
 def _parquet(words: pa.Array, counts: np.ndarray, vectors: np.ndarray, rows: int | None = None):

@@ -43,7 +43,7 @@ from .errors import ConfigError, DataError, TransientError
 from .memory import WorkerMemory, release_memory
 from .merge import shard_rates
 from .model import Model, init_model, make_tables, row_blocks
-from .outputs import claim_run, new_run_id, publish, read_npy, resolve_run, run_url, write_run_files
+from .outputs import claim_run, new_run_id, publish, read_npy, resolve_run, run_url, write_npy, write_run_files
 from .replica import ReplicaLost
 from .shard import RoundSpec, round_words
 from .vocab import Vocab, build_vocab
@@ -458,7 +458,7 @@ def _checkpoint_url(run: str, epoch: int) -> str:
 def _save_arrays(url: str, storage_options, model: Model) -> int:
     for name, array in (("win.npy", model.win), ("wout.npy", model.wout)):
         with storage.open_write(storage.join(url, name), storage_options) as f:
-            np.save(f, array, allow_pickle=False)
+            write_npy(f, array)
     return model.nbytes
 
 
