@@ -43,9 +43,7 @@ def round_slice(offsets: np.ndarray, round_: int, rounds: int) -> tuple[int, int
     >>> [round_slice(np.array([0, 6, 7, 8, 9, 10, 11, 12]), r, 3) for r in range(3)]
     [(0, 1), (1, 3), (3, 7)]
     """
-    starts, words = offsets[:-1], int(offsets[-1])
-    return (int(np.searchsorted(starts, words * round_ // rounds)),
-            int(np.searchsorted(starts, words * (round_ + 1) // rounds)))
+    return _slices([offsets], round_, rounds)[0]
 
 
 def round_slices(pieces: Sequence[Shard], round_: int, rounds: int) -> list[tuple[int, int]]:
@@ -60,13 +58,19 @@ def round_slices(pieces: Sequence[Shard], round_: int, rounds: int) -> list[tupl
     >>> [round_slices([a, b], r, 3) for r in range(3)]
     [[(0, 1), (0, 0)], [(1, 2), (0, 1)], [(2, 2), (1, 5)]]
     """
-    total = sum(int(p.offsets[-1]) for p in pieces)
+    return _slices([p.offsets for p in pieces], round_, rounds)
+
+
+def _slices(offsets: list[np.ndarray], round_: int, rounds: int) -> list[tuple[int, int]]:
+    """Per offsets array (consecutive parts of one shard): its sentences starting in the round's
+    word range [total * round / rounds, total * (round + 1) / rounds)."""
+    total = sum(int(o[-1]) for o in offsets)
     lo, hi = total * round_ // rounds, total * (round_ + 1) // rounds
     out, start = [], 0
-    for p in pieces:
-        starts = p.offsets[:-1]
+    for o in offsets:
+        starts = o[:-1]
         out.append((int(np.searchsorted(starts, lo - start)), int(np.searchsorted(starts, hi - start))))
-        start += int(p.offsets[-1])
+        start += int(o[-1])
     return out
 
 
