@@ -235,32 +235,32 @@ def _worker_warm_writers(workdir: str) -> None:
     write_run_files(os.path.join(workdir, f"warm-writers-{os.getpid()}"), pa.array(["a", "b"]), np.ones(2), v, v)
 
 
-def nsdist_config(corpus: str, out: str, hp: dict, cores: int, kernel: str, extra: dict, epochs=None):
+def nsdist_config(corpus: str, out: str, hp: dict, cores: int, kernel: str, extra: dict, epochs=None, threads=1):
     from nsdist.config import load_config
 
     overrides = {"dim": hp["dim"], "window": hp["window"], "negative": hp["negative"],
                  "min_count": hp["min_count"], "sample": hp["sample"], "epochs": epochs or hp["epochs"],
                  "alpha": hp["alpha"], "min_alpha": hp["min_alpha"], "ns_exponent": hp["ns_exponent"],
-                 "seed": hp["seed"], "shards": cores, "kernel": kernel, **extra}
+                 "seed": hp["seed"], "shards": cores * threads, "kernel": kernel, **extra}
     # environ={}: NSDIST_* variables must not silently change a benchmark; use --set.
     return load_config(None, overrides, environ={}, corpus=(corpus,), out=out,
-                       **{"cluster.workers": cores, "cluster.threads_per_worker": 1})
+                       **{"cluster.workers": cores, "cluster.threads_per_worker": threads})
 
 
 def run_nsdist(corpus: str, hp: dict, cores: int, kernel: str, extra: dict, truth: dict, restrict_vocab: int,
-               workdir: str, warm_corpus: str | None) -> dict:
+               workdir: str, warm_corpus: str | None, threads: int = 1) -> dict:
     from nsdist.outputs import load
     from nsdist.pipeline import connect, train
 
     out = os.path.join(workdir, f"nsdist-{kernel}-{cores}")
-    cfg = nsdist_config(corpus, out, hp, cores, kernel, extra)  # ConfigError: caller reports it
+    cfg = nsdist_config(corpus, out, hp, cores, kernel, extra, threads=threads)  # ConfigError: caller reports it
     client, cluster = connect(cfg.cluster)
     try:
         warm_s = None
         if warm_corpus:  # numba JIT / cache load and worker imports, outside the measurement
             t0 = time.perf_counter()
             warm_cfg = nsdist_config(warm_corpus, os.path.join(workdir, f"warm-{kernel}-{cores}"), hp, cores, kernel,
-                                     extra, epochs=1)
+                                     extra, epochs=1, threads=threads)
             # Small blocks: every worker scans some, so every worker has loaded the tokenizer.
             train(dataclasses.replace(warm_cfg, blocksize=64 * 1024), client)
             client.run(_worker_warm_writers, workdir)
@@ -292,7 +292,7 @@ def run_nsdist(corpus: str, hp: dict, cores: int, kernel: str, extra: dict, trut
     raw = int(corpus_stats["raw_tokens"])
     train_s = m["encode_seconds"] + epoch_s
     row = {
-        "trainer": "nsdist", "kernel": kernel, "cores": cores, "shards": n_shards,
+        "trainer": "nsdist", "kernel": kernel, "cores": cores, "threads": threads, "shards": n_shards,
         "raw_tokens": raw, "vocab_size": corpus_stats["vocab_size"], "blocks": corpus_stats["blocks"],
         "vocab_s": m["count_seconds"], "encode_s": m["encode_seconds"], "epoch_s": epoch_s, "train_s": train_s,
         "words_per_s": raw * hp["epochs"] / max(train_s, 1e-9),
@@ -302,6 +302,9 @@ def run_nsdist(corpus: str, hp: dict, cores: int, kernel: str, extra: dict, trut
         "kernel_words_per_s_per_core": raw * hp["epochs"] / max(kernel_s, 1e-9),
         "merge_s": sum(e["merge_seconds"] for e in epochs),
         "merge_bytes": sum(e["merge_bytes"] for e in epochs),
+        # bytes that crossed between worker processes, per worker and epoch, in model sizes
+        "network_models_per_worker_epoch": sum(e["merge_bytes"] for e in epochs) / len(epochs) / cores
+        / (2 * corpus_stats["vocab_size"] * hp["dim"] * 4),
         "overhead": 1.0 - kernel_s / max(n_shards * epoch_s, 1e-9),
         "loss_last_epoch": epochs[-1]["loss"],
         "wall_s": wall_s, "total_s": m["total_seconds"], "warmup_s": warm_s,
@@ -337,7 +340,9 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def _name(r: dict) -> str:
-    return "gensim" if r["trainer"] == "gensim" else f"nsdist/{r['kernel']}"
+    if r["trainer"] == "gensim":
+        return "gensim"
+    return f"nsdist/{r['kernel']}" + (f" {r['threads']}t" if r.get("threads", 1) > 1 else "")
 
 
 def _growth_ratio(r: dict) -> float:
@@ -378,10 +383,11 @@ def report(rows: list[dict]) -> str:
         out.append("\nnsdist phases (train s = encode s + epoch s; kernel s summed over shards):")
         out.append(_table(
             ["trainer", "cores", "blocks", "encode s", "epoch s", "kernel s", "kernel w/s/core", "epoch w/s",
-             "merge s", "merge MB", "overhead", "rest s", "wall s"],
+             "merge s", "merge MB", "net models/worker/epoch", "overhead", "rest s", "wall s"],
             [[_name(r), str(r["cores"]), str(r["blocks"]), _f(r["encode_s"], "{:.1f}"), _f(r["epoch_s"], "{:.1f}"),
               _f(r["kernel_s"], "{:.1f}"), f"{r['kernel_words_per_s_per_core']:,.0f}",
               f"{r['epoch_words_per_s']:,.0f}", _f(r["merge_s"], "{:.2f}"), _mb(r["merge_bytes"]),
+              _f(r["network_models_per_worker_epoch"], "{:.2f}"),
               _f(r["overhead"], "{:.1%}"), _f(r["rest_s"], "{:.1f}"), _f(r["wall_s"], "{:.1f}")] for r in ns]))
 
     gs = {r["cores"]: r for r in rows if r["trainer"] == "gensim"}
@@ -416,6 +422,8 @@ def main(argv=None) -> int:
     p.add_argument("--synth-seed", type=int, default=1)
     p.add_argument("--kernels", default="pair", help="comma list of nsdist kernels (train config key 'kernel')")
     p.add_argument("--cores", default="1,2", help="comma list: gensim workers / nsdist worker processes = shards")
+    p.add_argument("--threads-per-worker", type=int, default=1,
+                   help="nsdist threads per worker process (sharing its model); shards = cores x threads")
     p.add_argument("--dim", type=int, default=100)
     p.add_argument("--window", type=int, default=5)
     p.add_argument("--negative", type=int, default=5)
@@ -526,9 +534,10 @@ def main(argv=None) -> int:
             for kernel in kernels:
                 for c in cores:
                     try:
-                        measure(f"nsdist, kernel={kernel}, {c} worker(s) x 1 thread, shards={c}",
+                        t = a.threads_per_worker
+                        measure(f"nsdist, kernel={kernel}, {c} worker(s) x {t} thread(s), shards={c * t}",
                                 lambda: run_nsdist(corpus, hp, c, kernel, extra, truth, a.restrict_vocab, workdir,
-                                                   warm))
+                                                   warm, threads=t))
                     except ConfigError as e:
                         msg = f"nsdist kernel={kernel!r} cores={c}: configuration rejected: {e}"
                         print(msg, file=sys.stderr)

@@ -42,29 +42,33 @@ class TrainConfig:
     seed: int = 1
     shards: int | None = None  # partitions of the corpus; None: one per worker thread
     syncs_per_epoch: int | None = None  # parameter-averaging rounds per epoch; None: see rounds()
+    # Rows averaged every round: the most frequent sync_rows, twice as many every other round, ...,
+    # all at each epoch's end (plan.sync_rows); None: every row every round.
+    sync_rows: int | None = 1024
     max_vocab: int | None = None
     max_sentence_length: int = 10000
     lowercase: bool = False
-    merge: str = "mean"  # how the shards' replicas are averaged, see merge.py
-    alpha_scale: float | None = None  # uniform local rate multiplier; None: shard count, capped
+    merge: str = "mean"  # how the workers' models are averaged, see merge.py
+    alpha_scale: float | None = None  # uniform local rate multiplier; None: model count, capped
     rate_pivot: float | None = 5000.0  # per-row local rates (merge.shard_rates); None: uniform
     kernel: str = "batch"  # "batch": negatives shared per window (HogBatch); "pair": classic
     merge_blocks: int | None = None  # row blocks merged in parallel; None: one per worker (same results)
 
-    def rounds(self, shards: int) -> int:
-        """Merges per epoch: ``syncs_per_epoch``, else 4, or 2 per shard past 2 shards.
+    def rounds(self, models: int) -> int:
+        """Merges per epoch for ``models`` models (one per worker): ``syncs_per_epoch``, else 4,
+        or 2 per model past 2 models.
 
-        More shards drift further apart between merges: on real text (11.3M tokens, analogy
+        More models drift further apart between merges: on real text (11.3M tokens, analogy
         accuracy, 1 shard 0.134) 8 shards scored 0.094 at 4 syncs and 0.117 at 16 with a
         uniform local rate, 0.120 and 0.129 with per-row rates (rate_pivot 80, see merge.py).
 
         >>> TrainConfig().rounds(1), TrainConfig().rounds(8), TrainConfig(syncs_per_epoch=3).rounds(8)
         (4, 16, 3)
         """
-        return self.syncs_per_epoch or max(4, 2 * shards)
+        return self.syncs_per_epoch or max(4, 2 * models)
 
     def validate(self) -> "TrainConfig":
-        positive = ("dim", "window", "epochs", "syncs_per_epoch", "max_sentence_length", "merge_blocks")
+        positive = ("dim", "window", "epochs", "syncs_per_epoch", "max_sentence_length", "merge_blocks", "sync_rows")
         for name in positive:
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")

@@ -57,18 +57,43 @@ MAX_SHARD_ALPHA = 0.2  # local learning rate cap (see above)
 
 @dataclass(frozen=True)
 class Part:
-    """One shard's rows of one row block after a round (views of its replica) and how often the
-    round updated each of them."""
+    """One model's rows of one row block after a round and how often each was updated since it
+    was last synchronised: every row of the block (``ids_in``/``ids_out`` None: views of the
+    model), or only the rows listed (sorted, relative to the block's first row) when the part
+    crosses to another worker; rows left out equal the receiver's own (see ``changed``)."""
 
     win: np.ndarray  # float32 (rows, dim)
     wout: np.ndarray
     n_in: np.ndarray  # uint32 (rows,)
     n_out: np.ndarray
-    stats: dict  # the shard's loss, pairs, words, seconds (in block 0's part)
+    stats: list  # per shard of the model: loss, pairs, words, seconds (in block 0's part)
+    ids_in: np.ndarray | None = None  # int32 (rows,)
+    ids_out: np.ndarray | None = None
 
     @property
     def nbytes(self) -> int:
-        return self.win.nbytes + self.wout.nbytes + self.n_in.nbytes + self.n_out.nbytes
+        ids = sum(i.nbytes for i in (self.ids_in, self.ids_out) if i is not None)
+        return self.win.nbytes + self.wout.nbytes + self.n_in.nbytes + self.n_out.nbytes + ids
+
+
+def changed(part: Part, mask_in: np.ndarray, mask_out: np.ndarray) -> Part:
+    """The rows of ``part`` that the receiving owner cannot know: those this model updated
+    since they were last synchronised, and those the owner updated itself (``mask_*``: the
+    owner's rows with counts > 0, bit-packed). Every other row still holds the value of the
+    last synchronisation, in this model and in the owner's, so the owner substitutes its own.
+
+    >>> w = np.arange(8, dtype=np.float32).reshape(4, 2); n = np.array([0, 2, 0, 0], np.uint32)
+    >>> p = changed(Part(w, w, n, n, []), np.packbits([0, 0, 0, 1]), np.packbits([0, 0, 0, 0]))
+    >>> p.ids_in.tolist(), p.win.tolist(), p.ids_out.tolist()
+    ([1, 3], [[2.0, 3.0], [6.0, 7.0]], [1])
+    """
+    rows = len(part.n_in)
+    ids_in = np.flatnonzero((part.n_in > 0) | np.unpackbits(mask_in, count=rows).astype(bool)).astype(np.int32)
+    ids_out = np.flatnonzero((part.n_out > 0) | np.unpackbits(mask_out, count=rows).astype(bool)).astype(np.int32)
+    if len(ids_in) == len(ids_out) == rows:  # every row: no ids on the wire
+        return part
+    return Part(part.win[ids_in], part.wout[ids_out], part.n_in[ids_in], part.n_out[ids_out], part.stats,
+                ids_in, ids_out)
 
 
 HOW = {"mean": 0, "touched": 1, "weighted": 2}
@@ -101,32 +126,49 @@ def _write(out, num, den, hits):  # pragma: no cover - compiled
                 out[i, k] = np.float32(num[i, k] / den[i])
 
 
-def merge_rows(targets: list[np.ndarray], rows: list[np.ndarray], counts: list[np.ndarray], how: str) -> None:
-    """Write the merge of ``rows`` (one array per shard, shard order) into every array of
-    ``targets``, in place; rows no shard touched (all counts 0) are left alone. A target may be
-    one of ``rows``: each chunk of rows is read in full before it is written.
+def merge_rows(targets: list[np.ndarray], rows: list[np.ndarray], counts: list[np.ndarray], how: str,
+               ids: list[np.ndarray | None] | None = None) -> np.ndarray:
+    """Write the merge of ``rows`` (one array per model, model order) into every array of
+    ``targets``, in place; rows no model touched (all counts 0) are left alone. Returns which
+    rows were touched. A target may be one of ``rows``: each chunk of rows is read in full
+    before it is written. ``ids[i]``, when given: ``rows[i]`` and ``counts[i]`` hold only those
+    rows (sorted); the others are taken from ``targets[0]`` with count 0 (``changed``), which
+    gives the same bits as the whole array.
 
     >>> a = np.array([[1.0], [5.0], [7.0]], np.float32); b = np.array([[3.0], [5.0], [9.0]], np.float32)
     >>> n_a, n_b = np.array([1, 0, 3], np.uint32), np.array([3, 0, 0], np.uint32)
-    >>> out = a.copy(); merge_rows([out], [a, b], [n_a, n_b], "weighted"); out.ravel().tolist()
-    [2.5, 5.0, 7.0]
-    >>> merge_rows([a], [a, b], [n_a, n_b], "mean"); a.ravel().tolist()
+    >>> out = a.copy(); merge_rows([out], [a, b], [n_a, n_b], "weighted").tolist(), out.ravel().tolist()
+    ([True, False, True], [2.5, 5.0, 7.0])
+    >>> sent = np.array([0, 2])  # rows b updated or a did (changed); row 1 is a's
+    >>> merge_rows([a], [a, b[sent]], [n_a, n_b[sent]], "mean", ids=[None, sent]).tolist()
+    [True, False, True]
+    >>> a.ravel().tolist()
     [2.0, 5.0, 8.0]
     """
     how_code = HOW[how]
-    n, dim = rows[0].shape
-    num = np.empty((min(CHUNK_ROWS, n), dim), np.float64)
-    den = np.empty(min(CHUNK_ROWS, n), np.float64)
-    hits = np.empty(min(CHUNK_ROWS, n), np.int64)
+    ids = ids or [None] * len(rows)
+    n, dim = targets[0].shape
+    size = min(CHUNK_ROWS, n)
+    num, den, hits = np.empty((size, dim), np.float64), np.empty(size, np.float64), np.empty(size, np.int64)
+    buf, cbuf = np.empty((size, dim), np.float32), np.empty(size, np.uint32)
+    touched = np.zeros(n, bool)
     for lo in range(0, n, CHUNK_ROWS):
         hi = min(lo + CHUNK_ROWS, n)
         m = hi - lo
         num[:m], den[:m], hits[:m] = 0.0, 0.0, 0
-        for r, c in zip(rows, counts):
-            _accumulate(num[:m], den[:m], hits[:m], r[lo:hi], c[lo:hi], how_code)
+        for r, c, sel in zip(rows, counts, ids):
+            if sel is None:
+                _accumulate(num[:m], den[:m], hits[:m], r[lo:hi], c[lo:hi], how_code)
+                continue
+            a, b = np.searchsorted(sel, (lo, hi))
+            buf[:m], cbuf[:m] = targets[0][lo:hi], 0
+            buf[sel[a:b] - lo], cbuf[sel[a:b] - lo] = r[a:b], c[a:b]
+            _accumulate(num[:m], den[:m], hits[:m], buf[:m], cbuf[:m], how_code)
         _write(targets[0][lo:hi], num[:m], den[:m], hits[:m])
+        touched[lo:hi] = hits[:m] > 0
         for t in targets[1:]:
             t[lo:hi] = targets[0][lo:hi]
+    return touched
 
 
 def shard_rates(counts: np.ndarray, keep: np.ndarray, shards: int, alpha: float,

@@ -23,17 +23,6 @@ class Model:
         return self.win.nbytes + self.wout.nbytes
 
 
-def row_blocks(rows: int, blocks: int) -> list[tuple[int, int]]:
-    """Rows [lo, hi) of each of ``blocks`` contiguous row blocks of about equal size: the units
-    the merge works on in parallel (replica.py). Every block is merged densely, so equal rows
-    mean equal work.
-
-    >>> row_blocks(10, 3)
-    [(0, 3), (3, 6), (6, 10)]
-    """
-    return [(rows * b // blocks, rows * (b + 1) // blocks) for b in range(blocks)]
-
-
 @dataclass(frozen=True)
 class Tables:
     """Per-word tables, computed once per job: subsampling and the noise alias table."""

@@ -6,15 +6,15 @@ Read top to bottom, ``train`` is the whole job:
 2. count words per block on the workers, merge by a tree reduction, build the vocabulary;
 3. encode blocks into int32 ids, regroup them into ``shards`` equal training shards that
    stay on the workers for all epochs;
-4. for each epoch and each of ``syncs_per_epoch`` rounds: every shard trains its slice in place
-   on its replica of the global model, held by its worker (replica.py); each row block is
-   merged by the worker that owns it and copied to the others. The learning rate follows global
-   progress, not each shard's;
+4. for each epoch and each round: every worker trains its shards in place on its one model
+   (replica.py; its threads share it); the round's synchronised rows (a frequency prefix, all
+   rows at an epoch's end) are merged, per row block, by the worker that owns the block and
+   copied to the others. The learning rate follows global progress, not each model's;
 5. write the output files from a worker, then the manifest, then LATEST.
 
-Every result is a deterministic function of the model a round starts from (random states derive
-from the seed, epoch, round and shard; merges sum in shard order), so training restarted from a
-checkpoint after a worker dies gives the same vectors.
+With one thread per worker every result is a deterministic function of the model a round
+starts from (random states derive from the seed, epoch, round and shard; merges sum in model
+order), so training restarted from a checkpoint after a worker dies gives the same vectors.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from distributed import Client, KilledWorker, LocalCluster
+from distributed.client import FutureCancelledError
 
 from . import __version__, replica, storage
 from .config import ClusterConfig, JobConfig, TrainConfig, config_from_dict
@@ -42,8 +43,9 @@ from .encode import Shard, encode_scanned
 from .errors import ConfigError, DataError, TransientError
 from .memory import WorkerMemory, release_memory
 from .merge import shard_rates
-from .model import Model, init_model, make_tables, row_blocks
+from .model import Model, init_model, make_tables
 from .outputs import claim_run, new_run_id, publish, read_npy, resolve_run, run_url, write_npy, write_run_files
+from .plan import block_workers, model_groups, row_blocks, schedule, shard_plan, sync_rows
 from .replica import ReplicaLost
 from .shard import RoundSpec, round_words
 from .vocab import Vocab, build_vocab
@@ -106,14 +108,14 @@ def _vocab_summary(vocab: Vocab, counts: Counts) -> dict:
             "sentences": counts.sentences, "distinct_words": counts.table.num_rows}
 
 
-def _tables(vocab: Vocab, t: TrainConfig, shards: int):
+def _tables(vocab: Vocab, t: TrainConfig, models: int):
     tables = make_tables(vocab.counts, t.sample, t.ns_exponent)
-    rate = shard_rates(vocab.counts, tables.keep, shards, t.alpha, t.merge, t.alpha_scale, t.rate_pivot)
+    rate = shard_rates(vocab.counts, tables.keep, models, t.alpha, t.merge, t.alpha_scale, t.rate_pivot)
     return replace(tables, rate=rate)
 
 
 def _rate_summary(tables) -> dict:
-    """The shards' per-row rate multipliers (merge.shard_rates), for the manifest."""
+    """The models' per-row rate multipliers (merge.shard_rates), for the manifest."""
     r = tables.rate
     return {"min": float(r.min()), "median": float(np.median(r)), "max": float(r.max())} if len(r) else {}
 
@@ -126,8 +128,8 @@ def _write_outputs(url: str, vocab: Vocab, storage_options, model: Model) -> dic
 # ---------------------------------------------------------------- helpers
 
 # How shards and rounds are cut from the corpus (bump when that changes: a resumed run must
-# train on the same shards). 2: chunks assigned by token ranges, rounds balanced by words.
-SHARD_PLAN = 2
+# train on the same shards). 3: shards grouped into models, rounds planned per model.
+SHARD_PLAN = 3
 
 
 def _tree_levels(client: Client, fn, futures: list, key: str, fan_in: int = 8) -> tuple[list, int]:
@@ -148,35 +150,6 @@ def _tree_reduce(client: Client, fn, futures: list, key: str, fan_in: int = 8):
     """Reduce futures with ``fn(*group)`` in a tree on the workers; returns one future."""
     futures, level = _tree_levels(client, fn, futures, key, fan_in)
     return futures[0] if len(futures) == 1 else client.submit(fn, *futures, key=f"{key}-{level}-0")
-
-
-def _shard_plan(block_tokens: list[int], shards: int) -> list[list[tuple[int, int, int]]]:
-    """Split the corpus's tokens (in block order) into ``shards`` contiguous, even ranges.
-
-    Returns per shard a list of (block, lo, hi) token ranges; a chunk of a sentence goes to the
-    shard whose range holds its first known word (``encode.encode_scanned``). Depends only on the corpus and the shard count, not on how it
-    was cut into blocks (blocks end at sentence ends), so results do not either.
-
-    >>> _shard_plan([3, 1, 2], 2)
-    [[(0, 0, 3)], [(1, 0, 1), (2, 0, 2)]]
-    """
-    starts = np.concatenate([[0], np.cumsum(block_tokens)])
-    total = int(starts[-1])
-    plan = []
-    for s in range(shards):
-        lo, hi = total * s // shards, total * (s + 1) // shards
-        pieces = []
-        for b, n in enumerate(block_tokens):
-            a, e = max(lo, starts[b]), min(hi, starts[b] + n)
-            if a < e:
-                pieces.append((b, int(a - starts[b]), int(e - starts[b])))
-        plan.append(pieces)
-    return plan
-
-
-def _schedule(alpha: float, min_alpha: float, done: int, total: int) -> float:
-    """Linear decay from alpha to min_alpha over all words of all epochs."""
-    return alpha - (alpha - min_alpha) * min(done / max(total, 1), 1.0)
 
 
 def _peak_rss() -> int:
@@ -201,22 +174,6 @@ class TrainResult:
 
 # ---------------------------------------------------------------- the stages
 
-def _block_workers(blocks: list[Block], shards: int, workers: list[str], blocksize: int) -> list[str | None]:
-    """Where to scan each block: on the worker that will hold the shard its middle falls in
-    (shards are contiguous token ranges dealt round-robin, see ``encode_shards``; bytes stand
-    in for tokens), so that building the shards moves little data and each worker holds about
-    its share of the scanned corpus. Whole files and row groups count as one ``blocksize``.
-
-    >>> _block_workers([Block("a", 0, 10), Block("a", 10, 10), Block("a", 20, 5)], 2, ["w0", "w1"], 10)
-    ['w0', 'w1', 'w1']
-    """
-    if not workers:
-        return [None] * len(blocks)
-    sizes = np.array([b.length if b.length is not None else blocksize for b in blocks], np.float64)
-    middles = (np.cumsum(sizes) - sizes / 2) / max(sizes.sum(), 1.0)
-    return [workers[min(int(m * shards), shards - 1) % len(workers)] for m in middles]
-
-
 def count_vocab(client: Client, cfg: JobConfig, blocks: list[Block], tag: str, shards: int | None = None):
     """Read each block once, count, merge the counts in a tree, build the vocabulary.
 
@@ -227,7 +184,7 @@ def count_vocab(client: Client, cfg: JobConfig, blocks: list[Block], tag: str, s
     t = cfg.train
     read_args = (dict(cfg.storage_options), t.lowercase, cfg.parquet_column)
     workers = sorted(client.scheduler_info()["workers"])
-    places = _block_workers(blocks, shards or len(workers), workers, cfg.blocksize)
+    places = block_workers([b.length for b in blocks], shards or len(workers), workers, cfg.blocksize)
     scanned = [client.submit(_scan_block, b, *read_args, key=f"scan-{tag}-{i}", workers=[w] if w else None,
                              allow_other_workers=True) for i, (b, w) in enumerate(zip(blocks, places))]
     counted = [client.submit(Scanned.to_counts, s, key=f"count-{s.key}") for s in scanned]
@@ -240,7 +197,7 @@ def count_vocab(client: Client, cfg: JobConfig, blocks: list[Block], tag: str, s
 
 
 def encode_shards(client: Client, cfg: JobConfig, scanned: list, block_tokens: list[int], vocab, n_shards: int,
-                  tag: str):
+                  rounds: int, tag: str):
     """Encode the scanned blocks into ``n_shards`` training shards of about equal token counts:
     (shards, words[shard, round]). A shard is a list of piece futures, one per block it draws
     from (``_encode_piece``), in order; training takes the pieces as one shard
@@ -251,7 +208,7 @@ def encode_shards(client: Client, cfg: JobConfig, scanned: list, block_tokens: l
     # itself the scheduler may build several next to the same scanned blocks, on one worker.
     workers = sorted(client.scheduler_info()["workers"])
     shards = []
-    for s, plan in enumerate(_shard_plan(block_tokens, n_shards)):
+    for s, plan in enumerate(shard_plan(block_tokens, n_shards)):
         place = {"workers": [workers[s % len(workers)]] if workers else None, "allow_other_workers": True}
         shards.append([client.submit(_encode_piece, lo, hi, vocab, t.max_sentence_length, scanned[b],
                                      key=f"shard-{tag}-{s}-{b}", **place) for b, lo, hi in plan]
@@ -259,21 +216,22 @@ def encode_shards(client: Client, cfg: JobConfig, scanned: list, block_tokens: l
                       or [client.submit(Shard, np.zeros(0, np.int32), np.zeros(1, np.int64), key=f"shard-{tag}-{s}",
                                         **place)])
     scanned.clear()
-    rounds = t.rounds(n_shards)
     words = client.gather([client.submit(round_words, pieces, rounds, key=f"rw-{tag}-{s}")
                            for s, pieces in enumerate(shards)])
     return shards, np.array(words, dtype=np.int64).reshape(n_shards, rounds)
 
 
 MAX_RECOVERIES = 3  # restarts from a saved model after losing workers, per job
-LOST = (ReplicaLost, KilledWorker)
-WATCH_SECONDS = 2.0  # how often the client checks, while it waits, that the replicas' workers are there
+# A lost worker shows as one of these: our own check, Dask giving up on a task, or Dask
+# forgetting a task whose worker died (its future is then cancelled).
+LOST = (ReplicaLost, KilledWorker, FutureCancelledError)
+WATCH_SECONDS = 2.0  # how often the client checks, while it waits, that the models' workers are there
 
 
 def _gather(client: Client, futures, workers: list[str]):
     """``client.gather(futures)``; raises ReplicaLost as soon as one of ``workers`` has left the
-    cluster. Tasks on replicas are pinned to their worker (work stealing must not move them to
-    a worker without the replica), so after a loss they would wait for it forever."""
+    cluster. Tasks on models are pinned to their worker (work stealing must not move them to a
+    worker without the model), so after a loss they would wait for it forever."""
     flat = distributed.futures_of(futures)
     while True:
         try:
@@ -290,125 +248,144 @@ def _worker_addresses(dask_scheduler=None) -> list[str]:
     return list(dask_scheduler.workers)
 
 
-def train_epochs(client: Client, cfg: JobConfig, shards: list, words: np.ndarray, tables, rows: int, tag: str,
-                 source: tuple, start_epoch: int = 0, blocks: int = 1, checkpoint=None, on_saved=None,
-                 finish: tuple | None = None):
-    """Epochs start_epoch..epochs-1 on replicas of the model that live where the shards are
-    (replica.py): every round each shard trains its replica in place, and ``blocks`` row
-    blocks are merged in parallel, each by the worker that owns it, and copied to the others.
+@dataclass(frozen=True)
+class Training:
+    """What the training loop needs, fixed for a job: the shards (piece futures, on the
+    workers), words per shard and round, the tables (a future), the vocabulary size, the number
+    of models the shards are grouped into (``plan.model_groups``), and the row blocks merged in
+    parallel per round."""
 
-    ``source``: (build, args): ``build(*args)`` is the model before ``start_epoch`` (built on
-    every worker holding shards). ``checkpoint(epoch)``: a URL to save the model to after
-    ``epoch``, or None; ``on_saved(epoch, nbytes, metrics)`` runs once that save and the
-    epoch's metrics are in. ``finish``: (write, args): ``write(*args, model)`` runs on the final
-    model (the outputs). Returns (finish's result, per-epoch metrics, restarts).
+    shards: list
+    words: np.ndarray  # words[shard, round]
+    tables: object
+    rows: int
+    models: int
+    blocks: int
+    tag: str
 
-    When a worker is lost, training restarts from the last saved model (or ``source``), at most
-    MAX_RECOVERIES times: every task is a deterministic function of the model it starts from and
-    the merges sum in shard order, so the vectors are the same as without the loss.
-    """
-    opts = dict(cfg.storage_options)
-    metrics: list[dict] = []
-    saved: list[tuple[int, str]] = []  # (epoch, url) of each model saved
-    for attempt in range(MAX_RECOVERIES + 1):
-        try:
-            result = _attempt(client, cfg, shards, words, tables, rows, tag, source, start_epoch, blocks,
-                              checkpoint, on_saved, finish, attempt, metrics, saved)
-            client.run(replica.drop, tag, on_error="ignore")  # a worker leaving now has nothing to free
-            return result, metrics, attempt
-        except LOST as e:
-            # The attempt's futures go with its frames: the scheduler forgets its tasks, and any
-            # that still run find their replicas gone (attempt numbers differ) and fail.
-            client.run(replica.drop, tag, on_error="ignore")
-            if attempt == MAX_RECOVERIES:
-                raise TransientError(f"lost workers {attempt + 1} times while training ({e}); check the "
-                                     "workers' memory and logs, then --resume the run") from e
-            if saved:
-                start_epoch, source = saved[-1][0] + 1, (_load_arrays, (saved[-1][1], opts))
-            metrics[:] = [m for m in metrics if m["epoch"] <= start_epoch]
-            log.warning("lost a worker (%s: %s); training again from epoch %d", type(e).__name__, e, start_epoch + 1)
-    raise AssertionError("unreachable")
+    @property
+    def rounds(self) -> int:
+        return self.words.shape[1]
 
 
-def _attempt(client: Client, cfg: JobConfig, shards: list, words: np.ndarray, tables, rows: int, tag: str,
-             source: tuple, start_epoch: int, blocks: int, checkpoint, on_saved, finish, attempt: int,
-             metrics: list, saved: list):
-    t = cfg.train
-    opts = dict(cfg.storage_options)
-    rounds = words.shape[1]
-    total = t.epochs * int(words.sum())
-    done = start_epoch * int(words.sum())
-    n = len(shards)
+@dataclass
+class _Layout:
+    """Where one attempt's models live: model m trains ``groups[m]`` on worker ``home[m]`` with
+    ``threads[m]`` threads."""
 
-    def submit(fn, *args, key: str, worker: str, **kw):  # strictly where the replicas are: see _gather
-        return client.submit(fn, *args, key=key, workers=[worker], allow_other_workers=False, **kw)
+    groups: list[list[int]]
+    home: list[str]
+    threads: list[int]
 
-    # Each shard's replica lives on the worker holding the shard (lost shards are recomputed
-    # first); the row blocks are dealt round-robin over those workers.
-    distributed.wait(distributed.futures_of(shards))
-    holders = client.who_has(distributed.futures_of(shards))
-    if not all(holders.get(pieces[0].key) for pieces in shards):
+    @property
+    def workers(self) -> list[str]:
+        return sorted(set(self.home))
+
+
+def _place_models(client: Client, run: Training) -> _Layout:
+    """Each model lives on the worker holding its first shard (lost shards are recomputed first);
+    a model trains with as many threads as that worker has, at most one per shard."""
+    distributed.wait(distributed.futures_of(run.shards))
+    holders = client.who_has(distributed.futures_of(run.shards))
+    if not all(holders.get(pieces[0].key) for pieces in run.shards):
         raise ReplicaLost("a shard is on no worker")
-    home = [sorted(holders[pieces[0].key])[0] for pieces in shards]
-    workers = sorted(set(home))
-    owners = [workers[b % len(workers)] for b in range(blocks)]
-    ranges = row_blocks(rows, blocks)
-    build, args = source
-    ready = {w: submit(replica.create, tag, attempt, start_epoch * rounds, [s for s in range(n) if home[s] == w],
-                       build, *args, key=f"replica-{tag}-{attempt}-{i}", worker=w) for i, w in enumerate(workers)}
-    after = {s: [ready[home[s]]] for s in range(n)}
+    nthreads = {w: info["nthreads"] for w, info in client.scheduler_info()["workers"].items()}
+    groups = model_groups(len(run.shards), run.models)
+    home = [sorted(holders[run.shards[g[0]][0].key])[0] for g in groups]
+    return _Layout(groups, home, [max(1, min(nthreads.get(w, 1), len(g))) for w, g in zip(home, groups)])
 
-    def submit_epoch(epoch: int, done: int):
-        rounds_info = []
-        for r in range(rounds):
-            g = epoch * rounds + r
-            end = done + int(words[:, r].sum())
-            a0, a1 = _schedule(t.alpha, t.min_alpha, done, total), _schedule(t.alpha, t.min_alpha, end, total)
-            trained = [
-                submit(replica.train, tag, attempt, g, ranges, shard, tables,
-                       RoundSpec(epoch, r, rounds, s, a0, a1, t.window, t.negative, t.seed, t.kernel), *after[s],
-                       key=f"train-{tag}-{attempt}-{epoch}-{r}-{s}", worker=home[s])
-                for s, shard in enumerate(shards)
-            ]
-            merged = []
-            for b, (lo, hi) in enumerate(ranges):
-                parts = [submit(operator.getitem, d, b, key=f"part-{b}-{d.key}", worker=home[s])
-                         for s, d in enumerate(trained)]
-                merged.append(submit(replica.merge, tag, attempt, g, b, blocks, lo, hi, t.merge, *parts,
-                                     key=f"merge-{tag}-{attempt}-{epoch}-{r}-{b}", worker=owners[b]))
-            # A worker installs others' blocks after merging its own: the parts it received are
-            # freed before the merged blocks arrive (Dask fetches a task's inputs once it is ready).
-            own = {w: [m for m, o in zip(merged, owners) if o == w] for w in workers}
-            installs = [submit(replica.install, tag, attempt, g, b, blocks, lo, hi, merged[b], *own[w],
-                               key=f"install-{tag}-{attempt}-{epoch}-{r}-{b}-{i}", worker=w)
-                        for b, (lo, hi) in enumerate(ranges) for i, w in enumerate(workers) if w != owners[b]]
-            rounds_info.append(([submit(replica.info, m, key=f"info-{m.key}", worker=owners[b])
-                                 for b, m in enumerate(merged)], installs))
-            # The next round waits for every install (they read the owners' replicas) or, on one
-            # worker, for the merges.
-            after.update({s: installs or merged for s in range(n)})
-            done = end
-        url = checkpoint(epoch) if checkpoint else None
+
+class _Attempt:
+    """One attempt at training epochs ``start``.. on models that live on the workers (replica.py):
+    every round each model trains its shards in place; the round's synchronised rows
+    (``plan.sync_rows``) are merged in ``run.blocks`` row blocks, each by the worker that owns
+    it, and copied to the others. Epoch e + 1 is submitted before epoch e is collected, so the
+    workers never wait for the client between epochs."""
+
+    def __init__(self, client: Client, cfg: JobConfig, run: Training, attempt: int, start: int, source: tuple):
+        self.client, self.cfg, self.run, self.attempt = client, cfg, run, attempt
+        self.layout = _place_models(client, run)
+        self.workers = self.layout.workers
+        t = cfg.train
+        self.total = t.epochs * int(run.words.sum())
+        self.done = start * int(run.words.sum())
+        build, args = source
+        ready = {w: self.submit(replica.create, run.tag, attempt, start * run.rounds,
+                                [m for m, h in enumerate(self.layout.home) if h == w], build, *args,
+                                key=f"replica-{run.tag}-{attempt}-{i}", worker=w)
+                 for i, w in enumerate(self.workers)}
+        self.after = [[ready[w]] for w in self.layout.home]  # per model: what its next task waits for
+        self.last_end = time.perf_counter()
+
+    def submit(self, fn, *args, key: str, worker: str, **kw):  # strictly where the models are: see _gather
+        return self.client.submit(fn, *args, key=key, workers=[worker], allow_other_workers=False, **kw)
+
+    def gather(self, futures):
+        return _gather(self.client, futures, self.workers)
+
+    def submit_round(self, epoch: int, r: int):
+        """Train every model, merge the synchronised row blocks, install them everywhere."""
+        run, t, lay, key = self.run, self.cfg.train, self.layout, f"{self.run.tag}-{self.attempt}-{epoch}-{r}"
+        g = epoch * run.rounds + r
+        end = self.done + int(run.words[:, r].sum())
+        a0, a1 = schedule(t.alpha, t.min_alpha, self.done, self.total), schedule(t.alpha, t.min_alpha, end, self.total)
+        self.done = end
+        ranges = row_blocks(sync_rows(r, run.rounds, run.rows, t.sync_rows), run.blocks)
+        specs = {s: RoundSpec(epoch, r, run.rounds, s, a0, a1, t.window, t.negative, t.seed, t.kernel)
+                 for s in range(len(run.shards))}
+        trained = [self.submit(replica.train, run.tag, self.attempt, g, m, ranges, [run.shards[s] for s in group],
+                               run.tables, [specs[s] for s in group], lay.threads[m], *self.after[m],
+                               key=f"train-{key}-{m}", worker=lay.home[m])
+                   for m, group in enumerate(lay.groups)]
+        owners = [self.workers[b % len(self.workers)] for b in range(len(ranges))]
+        merged = []
+        for b, (lo, hi) in enumerate(ranges):
+            # The owner's models' parts are views; the others send only what the owner lacks:
+            # the rows they changed, and the rows the owner's models changed (its mask).
+            local = [m for m, h in enumerate(lay.home) if h == owners[b]]
+            masks = self.submit(replica.mask, run.tag, self.attempt, g, lo, hi, *[trained[m] for m in local],
+                                key=f"mask-{key}-{b}", worker=owners[b])
+            parts = [self.submit(operator.getitem, d, b, key=f"part-{b}-{d.key}", worker=owners[b]) if m in local
+                     else self.submit(replica.send, d, b, masks, key=f"part-{b}-{d.key}", worker=lay.home[m])
+                     for m, d in enumerate(trained)]
+            merged.append(self.submit(replica.merge, run.tag, self.attempt, g, b, len(ranges), lo, hi, t.merge,
+                                      *parts, key=f"merge-{key}-{b}", worker=owners[b]))
+        # A worker installs others' blocks after merging its own: the parts it received are
+        # freed before the merged blocks arrive (Dask fetches a task's inputs once it is ready).
+        own = {w: [m for m, o in zip(merged, owners) if o == w] for w in self.workers}
+        installs = [self.submit(replica.install, run.tag, self.attempt, g, b, len(ranges), lo, hi, merged[b], *own[w],
+                                key=f"install-{key}-{b}-{i}", worker=w)
+                    for b, (lo, hi) in enumerate(ranges) for i, w in enumerate(self.workers) if w != owners[b]]
+        infos = [self.submit(replica.info, m, key=f"info-{m.key}", worker=owners[b]) for b, m in enumerate(merged)]
+        # The next round waits for every install (they read the owners' models) or, on one
+        # worker, for the merges.
+        self.after = [installs or merged for _ in lay.groups]
+        return infos, installs
+
+    def submit_epoch(self, epoch: int, checkpoint_url: str | None):
+        rounds = [self.submit_round(epoch, r) for r in range(self.run.rounds)]
         save = None
-        if url:  # from the first worker's replicas, before its next round changes them
-            save = submit(replica.save, tag, attempt, (epoch + 1) * rounds, _save_arrays, (url, opts), *after[0],
-                          key=f"checkpoint-{tag}-{attempt}-{epoch}", worker=home[0], priority=10)
-            after.update({s: after[s] + [save] for s in range(n) if home[s] == home[0]})
-        return epoch, rounds_info, save, url, done
+        if checkpoint_url:  # from the first worker's model, before its next round changes it
+            w = self.workers[0]
+            save = self.submit(replica.save, self.run.tag, self.attempt, (epoch + 1) * self.run.rounds,
+                               _save_arrays, (checkpoint_url, dict(self.cfg.storage_options)), *self.after[0],
+                               key=f"checkpoint-{self.run.tag}-{self.attempt}-{epoch}", worker=w, priority=10)
+            self.after = [a + [save] if h == w else a for a, h in zip(self.after, self.layout.home)]
+        return epoch, rounds, save, checkpoint_url, self.done
 
-    last_end = [time.perf_counter()]
-
-    def collect(epoch: int, rounds_info: list, save, url: str | None, done: int) -> None:
-        infos, installed = _gather(client, [[i for i, _ in rounds_info], [x for _, x in rounds_info]], workers)
+    def collect(self, epoch: int, rounds: list, save, url: str | None, done: int) -> tuple[dict, int | None]:
+        """The epoch's metrics, and the bytes of its checkpoint once saved (None: no checkpoint)."""
+        t = self.cfg.train
+        infos, installed = self.gather([[i for i, _ in rounds], [x for _, x in rounds]])
         stats = [s for blk in infos for s in blk[0]["stats"]]
         # One record per merge (round): its row blocks' merges summed (seconds: compute time;
-        # bytes: parts into the merges plus merged blocks out to the other workers).
+        # bytes: what crossed between worker processes: parts into the merges, merged blocks out).
         merges = [{"seconds": sum(i["seconds"] for i in blk), "bytes": sum(i["bytes"] for i in blk) + sum(inst)}
                   for blk, inst in zip(infos, installed)]
         # From the previous epoch's end (not from this collection's start: the next epoch is
         # already running while the client checkpoints this one).
-        seconds = time.perf_counter() - last_end[0]
-        last_end[0] += seconds
+        now = time.perf_counter()
+        seconds, self.last_end = now - self.last_end, now
         m = {
             "epoch": epoch + 1,
             "loss": sum(s["loss"] for s in stats) / max(sum(s["pairs"] for s in stats), 1),
@@ -420,33 +397,73 @@ def _attempt(client: Client, cfg: JobConfig, shards: list, words: np.ndarray, ta
             "merge_seconds": sum(x["seconds"] for x in merges),
             "merge_bytes": sum(x["bytes"] for x in merges),
             "merges": merges,
-            "alpha_end": _schedule(t.alpha, t.min_alpha, done, total),
+            "alpha_end": schedule(t.alpha, t.min_alpha, done, self.total),
         }
-        metrics.append(m)
         log.info("epoch %d/%d: loss %.4f, %.0f words/s, %.1f s (merge %.2f s, %.1f MB)", epoch + 1, t.epochs,
                  m["loss"], m["words_per_second"], seconds, m["merge_seconds"], m["merge_bytes"] / 1e6)
-        if save is not None:
-            nbytes = _gather(client, save, workers)
-            saved.append((epoch, url))
-            if on_saved is not None:
-                on_saved(epoch, nbytes, metrics)
+        return m, (self.gather(save) if save is not None else None)
 
-    # Epoch e + 1 is submitted before epoch e's results are collected and checkpointed, so the
-    # workers never wait for the client between epochs.
-    pending = None
-    for epoch in range(start_epoch, t.epochs):
-        submitted_epoch = submit_epoch(epoch, done)
-        done = submitted_epoch[-1]
-        if pending is not None:
-            collect(*pending)
-        pending = submitted_epoch
-    if pending is not None:
-        collect(*pending)
-    if finish is None:
-        return None
-    write, write_args = finish
-    return _gather(client, submit(replica.save, tag, attempt, t.epochs * rounds, write, write_args, *after[0],
-                                  key=f"write-{tag}-{attempt}", worker=home[0]), workers)
+    def finish(self, write, args: tuple):
+        """``write(*args, model)`` on the final model, by the first worker."""
+        run = self.run
+        return self.gather(self.submit(replica.save, run.tag, self.attempt, self.cfg.train.epochs * run.rounds, write,
+                                       args, *self.after[0], key=f"write-{run.tag}-{self.attempt}",
+                                       worker=self.workers[0]))
+
+
+def train_epochs(client: Client, cfg: JobConfig, run: Training, source: tuple, start: int = 0,
+                 checkpoint=None, on_saved=None, finish: tuple | None = None):
+    """Epochs start..epochs-1 on models that live on the workers (``_Attempt``).
+
+    ``source``: (build, args): ``build(*args)`` is the model before epoch ``start`` (built on
+    every worker holding a model). ``checkpoint(epoch)``: a URL to save the model to after
+    ``epoch``, or None; ``on_saved(epoch, nbytes, metrics)`` runs once that save and the
+    epoch's metrics are in. ``finish``: (write, args): ``write(*args, model)`` runs on the final
+    model (the outputs). Returns (finish's result, per-epoch metrics, restarts, threads per model).
+
+    When a worker is lost, training restarts from the last saved model (or ``source``), at most
+    MAX_RECOVERIES times: every task is a deterministic function of the model it starts from
+    (with one thread per model) and the merges sum in model order, so the vectors are the same
+    as without the loss.
+    """
+    metrics: list[dict] = []
+    saved: list[tuple[int, str]] = []  # (epoch, url) of each model saved
+    for attempt in range(MAX_RECOVERIES + 1):
+        try:
+            job = _Attempt(client, cfg, run, attempt, start, source)
+            pending = None
+            for epoch in range(start, cfg.train.epochs):
+                submitted = job.submit_epoch(epoch, checkpoint(epoch) if checkpoint else None)
+                if pending is not None:
+                    _collected(job, pending, metrics, saved, on_saved)
+                pending = submitted
+            if pending is not None:
+                _collected(job, pending, metrics, saved, on_saved)
+            result = job.finish(*finish) if finish else None
+            client.run(replica.drop, run.tag, on_error="ignore")  # a worker leaving now has nothing to free
+            return result, metrics, attempt, job.layout.threads
+        except LOST as e:
+            # The attempt's futures go with it: the scheduler forgets its tasks, and any that
+            # still run find their models gone (attempt numbers differ) and fail.
+            client.run(replica.drop, run.tag, on_error="ignore")
+            if attempt == MAX_RECOVERIES:
+                raise TransientError(f"lost workers {attempt + 1} times while training ({e}); check the "
+                                     "workers' memory and logs, then --resume the run") from e
+            if saved:
+                start, source = saved[-1][0] + 1, (_load_arrays, (saved[-1][1], dict(cfg.storage_options)))
+            metrics[:] = [m for m in metrics if m["epoch"] <= start]
+            log.warning("lost a worker (%s: %s); training again from epoch %d", type(e).__name__, e, start + 1)
+    raise AssertionError("unreachable")
+
+
+def _collected(job: _Attempt, pending: tuple, metrics: list, saved: list, on_saved) -> None:
+    m, nbytes = job.collect(*pending)
+    metrics.append(m)
+    if nbytes is not None:
+        epoch, url = pending[0], pending[3]
+        saved.append((epoch, url))
+        if on_saved is not None:
+            on_saved(epoch, nbytes, metrics)
 
 
 # ---------------------------------------------------------------- checkpoints and warm starts
@@ -576,6 +593,8 @@ def train(cfg: JobConfig, client: Client, resume: str | None = None, init_from: 
              sum(s for _, s in files) / 1e6)
 
     n_shards = state["shards"] if state else (t.shards or _threads(client))
+    # One model per worker (its threads share it); the models are what the rounds average.
+    n_models = state["models"] if state else max(1, min(len(client.scheduler_info()["workers"]), n_shards))
     t0 = time.perf_counter()
     vocab, summary, scanned, block_tokens = count_vocab(client, cfg, blocks, tag, n_shards)
     count_seconds = time.perf_counter() - t0
@@ -592,17 +611,17 @@ def train(cfg: JobConfig, client: Client, resume: str | None = None, init_from: 
         raise DataError(f"the vocabulary of run {run_id} cannot be reproduced from the corpus; start a new run")
 
     t0 = time.perf_counter()
-    shards, words = encode_shards(client, cfg, scanned, block_tokens, vocab, n_shards, tag)
+    shards, words = encode_shards(client, cfg, scanned, block_tokens, vocab, n_shards, t.rounds(n_models), tag)
     shard_bytes = sum(client.gather([client.submit(operator.attrgetter("nbytes"), p, key=f"nbytes-{p.key}")
                                      for p in distributed.futures_of(shards)]))
-    # Row blocks merged in parallel: one per worker by default (results do not depend on it).
-    merge_blocks = t.merge_blocks or max(1, min(len(client.scheduler_info()["workers"]), n_shards))
+    # Row blocks merged in parallel: one per model's worker by default (results do not depend on it).
+    merge_blocks = t.merge_blocks or n_models
     encode_seconds = time.perf_counter() - t0
     log.info("encoded %d words into %d shard(s) in %.1f s", int(words.sum()), n_shards, encode_seconds)
     if words.sum() == 0:
         raise DataError("the corpus has no sentences with known words; check the corpus and min_count")
 
-    tables = client.submit(_tables, vocab, t, n_shards, key=f"tables-{tag}")
+    tables = client.submit(_tables, vocab, t, n_models, key=f"tables-{tag}")
     rates = client.submit(_rate_summary, tables, key=f"rates-{tag}").result()
     warm = None
     if state:
@@ -625,15 +644,15 @@ def train(cfg: JobConfig, client: Client, resume: str | None = None, init_from: 
         return _checkpoint_url(run, epoch)
 
     def on_saved(epoch: int, nbytes: int, metrics: list) -> None:
-        done = {"epoch": epoch + 1, "shards": n_shards, "shard_plan": SHARD_PLAN, "corpus_fingerprint": fingerprint,
+        done = {"epoch": epoch + 1, "shards": n_shards, "models": n_models, "shard_plan": SHARD_PLAN, "corpus_fingerprint": fingerprint,
                 "vocab_sha256": digest, "metrics": prior + metrics, "warm_start": warm}
         storage.write_bytes(storage.join(_checkpoint_url(run, epoch), "state.json"), storage.dump_json(done), opts)
         log.info("checkpoint after epoch %d: %s (%.1f MB)", epoch + 1, _checkpoint_url(run, epoch), nbytes / 1e6)
 
-    # The outputs are written from a replica, by a worker, once the last round is merged.
-    written, metrics, restarts = train_epochs(
-        client, cfg, shards, words, tables, summary["vocab_size"], tag, source, start, merge_blocks, checkpoint,
-        on_saved, finish=(_write_outputs, (run, vocab, opts)))
+    # The outputs are written from a model, by a worker, once the last round is merged.
+    training = Training(shards, words, tables, summary["vocab_size"], n_models, merge_blocks, tag)
+    written, metrics, restarts, threads = train_epochs(client, cfg, training, source, start, checkpoint, on_saved,
+                                                       finish=(_write_outputs, (run, vocab, opts)))
     history = prior + metrics
 
     # -- publish: data files from a worker, manifest last, then LATEST
@@ -647,6 +666,9 @@ def train(cfg: JobConfig, client: Client, resume: str | None = None, init_from: 
                     "total_seconds": time.perf_counter() - t_start, "resumed_after_epoch": start or None,
                     "restarts_after_worker_loss": restarts,
                     "rounds_per_epoch": int(words.shape[1]), "merge_blocks": merge_blocks, "rate_multiplier": rates,
+                    "models": n_models, "threads_per_model": threads,
+                    # Threads sharing a model race (Hogwild): the bits then depend on timing.
+                    "bit_reproducible": max(threads) == 1,
                     "client_peak_rss_bytes": _peak_rss()},
         "parent": warm,
         "files": written,

@@ -1,33 +1,37 @@
-"""Model replicas that live on the workers and are trained in place between merges.
+"""The models that live on the workers: one per worker process, trained in place between merges.
 
-Each shard trains its own replica of the global model, held by the worker that holds the
-shard. A round is:
+The shards are grouped into M models (``plan.model_groups``); a model lives on the worker that
+holds its shards, and that worker's threads train all of them on it. Per round:
 
-1. ``train``: the shard trains its slice in place on its replica; the result is one ``Part`` per
-   row block: views of the replica's rows of that block and the round's update counts (no copy);
-2. ``merge`` (one task per row block, on the worker that owns the block): the block's new rows
-   from every shard's part (``merge.merge_rows``), written into that worker's replicas;
-3. ``install`` (every other worker holding shards): copy the merged rows into its replicas.
+1. ``train``: the model's shards train their slices of the round in place on the model, one
+   after another in shard order (one thread: deterministic), or in ``threads`` threads at once
+   on the same arrays (Hogwild, as word2vec and gensim do: faster, not bit-reproducible). The
+   result is one ``Part`` per row block of the rows this round synchronises: views of the
+   model's rows and of their update counts since they were last synchronised;
+2. ``merge`` (one task per row block, on the worker that owns it): the block's rows averaged
+   over every model's part (``merge.merge_rows``), written into this worker's model;
+3. ``install`` (every other worker): copy the merged rows into its model.
 
-So a worker holds one model per shard and its shards plus, in flight, one row block of another
-worker (half a model with 2 workers). Real text, 15M tokens, 2 workers: peak growth 1.3-1.4x the
-model plus the worker's shards, against 2.8-3.8x when every task trained a private copy of an
-immutable model and returned sparse deltas (benchmarks/README.md). Rows go over the network
-once each way per round: a reduce-scatter, then an all-gather.
+Rows past the round's prefix (``plan.sync_rows``) keep training locally and their counts keep
+growing until a later round synchronises them; the last round of each epoch synchronises every
+row, so all models are equal at epoch boundaries (checkpoints, outputs).
 
-The price is that a replica is state, not a Dask result that lineage can recompute. Every
-operation checks the replica's position (attempt, round, which blocks were refreshed) and raises
-``ReplicaLost`` when it does not match: when the worker died and a task was moved or recomputed
-elsewhere, or when Dask recomputes a task whose replica has moved on. The coordinator then
-restarts from the last checkpoint (pipeline.train_epochs), which reproduces the same vectors.
+A worker therefore holds one model whatever its thread count, its shards and, in flight, the
+rows of one merge. The price is that a model is state, not a Dask result that lineage can
+recompute. Every operation checks the model's position (attempt, round, which blocks were
+refreshed) and raises ``ReplicaLost`` when it does not match: when the worker died and a task
+was moved or recomputed elsewhere, or when Dask recomputes a task whose model has moved on. The
+coordinator then restarts from the last checkpoint (pipeline.train_epochs), which reproduces
+the same vectors when every worker trains with one thread.
 
-The registry is per worker process and per job (``tag``); ``drop`` frees a job's replicas.
+The registry is per worker process and per job (``tag``); ``drop`` frees a job's models.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,22 +39,24 @@ from distributed import get_worker
 
 from .encode import Shard
 from .memory import release_memory
-from .merge import Part, merge_rows
+from .merge import Part, changed, merge_rows
 from .model import Model, Tables
 from .shard import RoundSpec, train_round
 
 _LOCK = threading.Lock()
-_JOBS: dict[tuple[str, str], _Job] = {}  # (worker address, job tag) -> this worker's replicas of the job
+_JOBS: dict[tuple[str, str], _Job] = {}  # (worker address, job tag) -> this worker's models of the job
 
 
 class ReplicaLost(RuntimeError):
-    """A replica is missing or not where the task expects it (its worker died or a task ran out
+    """A model is missing or not where the task expects it (its worker died or a task ran out
     of order): training must restart from a saved model."""
 
 
 @dataclass
 class _Replica:
     model: Model
+    n_in: np.ndarray  # uint32 (V,): updates of each win row since the row was last synchronised
+    n_out: np.ndarray
     ready: int  # the round it trains next (epoch * rounds + round)
     trained: int = -1  # the round it last trained
     refreshed: set = field(default_factory=set)  # row blocks merged or installed since then
@@ -59,7 +65,7 @@ class _Replica:
 @dataclass
 class _Job:
     attempt: int
-    replicas: dict[int, _Replica]  # shard -> replica
+    replicas: dict[int, _Replica]  # model index -> model
 
 
 def _address() -> str:
@@ -72,109 +78,172 @@ def _address() -> str:
 def _job(tag: str, attempt: int) -> _Job:
     job = _JOBS.get((_address(), tag))
     if job is None or job.attempt != attempt:
-        raise ReplicaLost(f"no replicas of job {tag} (attempt {attempt}) on this worker")
+        raise ReplicaLost(f"no models of job {tag} (attempt {attempt}) on this worker")
     return job
 
 
-def _replica(tag: str, attempt: int, shard: int) -> _Replica:
-    replica = _job(tag, attempt).replicas.get(shard)
+def _replica(tag: str, attempt: int, index: int) -> _Replica:
+    replica = _job(tag, attempt).replicas.get(index)
     if replica is None:
-        raise ReplicaLost(f"shard {shard}'s replica of job {tag} is not on this worker")
+        raise ReplicaLost(f"model {index} of job {tag} is not on this worker")
     return replica
 
 
-def create(tag: str, attempt: int, start: int, shards: list[int], build, *args) -> int:
-    """Give this worker one replica per shard in ``shards``, all equal to ``build(*args)``, ready
-    to train round ``start``. Replaces this job's replicas of an earlier attempt. Returns bytes."""
-    release_memory()  # what preprocessing freed, before the replicas take their place
+def create(tag: str, attempt: int, start: int, models: list[int], build, *args) -> int:
+    """Give this worker the models ``models`` (one, unless a lost worker's model moved here), all
+    equal to ``build(*args)``, ready to train round ``start``. Replaces this job's models of an
+    earlier attempt. Returns bytes."""
+    release_memory()  # what preprocessing freed, before the model takes its place
     model = build(*args)
-    replicas = {s: _Replica(model if i == 0 else Model(model.win.copy(), model.wout.copy()), start)
-                for i, s in enumerate(shards)}
+    rows = len(model.win)
+    replicas = {m: _Replica(model if i == 0 else Model(model.win.copy(), model.wout.copy()),
+                            np.zeros(rows, np.uint32), np.zeros(rows, np.uint32), start)
+                for i, m in enumerate(models)}
     with _LOCK:
         _JOBS[(_address(), tag)] = _Job(attempt, replicas)
-    return model.nbytes * len(shards)
+    return model.nbytes * len(models)
 
 
 def drop(tag: str, dask_worker=None) -> int:
-    """Free this worker's replicas of job ``tag`` (``client.run``); returns how many there were."""
+    """Free this worker's models of job ``tag`` (``client.run``); returns how many there were."""
     address = dask_worker.address if dask_worker is not None else _address()
     with _LOCK:
         job = _JOBS.pop((address, tag), None)
     return len(job.replicas) if job else 0
 
 
-def train(tag: str, attempt: int, g: int, blocks: list[tuple[int, int]], pieces: list[Shard], tables: Tables,
-          spec: RoundSpec, *after) -> tuple[Part, ...]:
-    """Train round ``g`` of a shard (its ``pieces``) in place on its replica; one ``Part`` per row
-    block (views of the replica's rows, valid until the block is merged). ``after``: the futures
-    of the previous round's merges and installs, only waited for. The shard's statistics ride on
-    part 0."""
-    replica = _replica(tag, attempt, spec.shard)
+def _train_shards(replica: _Replica, shards: list[list[Shard]], tables: Tables, specs: list[RoundSpec],
+                  threads: int) -> list[dict]:
+    """Train every shard's round slice on the model; returns each shard's statistics."""
+    if threads <= 1 or len(shards) <= 1:
+        return [train_round(replica.model, pieces, tables, spec, replica.n_in, replica.n_out)[2]
+                for pieces, spec in zip(shards, specs)]
+
+    # Hogwild: the threads update the shared rows without locks (the kernels release the GIL).
+    # Each counts its updates apart, so the counts are exact whatever the interleaving.
+    def one(i: int):
+        return train_round(replica.model, shards[i], tables, specs[i])
+
+    with ThreadPoolExecutor(min(threads, len(shards)), thread_name_prefix="nsdist-hogwild") as pool:
+        results = list(pool.map(one, range(len(shards))))
+    for n_in, n_out, _ in results:
+        replica.n_in += n_in
+        replica.n_out += n_out
+    return [stats for _, _, stats in results]
+
+
+def train(tag: str, attempt: int, g: int, index: int, blocks: list[tuple[int, int]], shards: list[list[Shard]],
+          tables: Tables, specs: list[RoundSpec], threads: int, *after) -> tuple[Part, ...]:
+    """Train round ``g`` of model ``index``'s shards (each a list of pieces) in place on it; one
+    ``Part`` per row block to synchronise (views of the model's rows, valid until the block is
+    merged). ``after``: the futures of the previous round's merges and installs, only waited
+    for. The shards' statistics ride on part 0."""
+    replica = _replica(tag, attempt, index)
     if replica.ready != g:
-        raise ReplicaLost(f"shard {spec.shard}'s replica is at round {replica.ready}, not {g}")
+        raise ReplicaLost(f"model {index} is at round {replica.ready}, not {g}")
     release_memory()  # the rows received in the last round
     replica.ready = -1  # in training: a second train of any round fails
-    n_in, n_out, stats = train_round(replica.model, pieces, tables, spec)
+    stats = _train_shards(replica, shards, tables, specs, threads)
     replica.trained, replica.refreshed = g, set()
-    win, wout = replica.model.win, replica.model.wout
-    return tuple(Part(win[lo:hi], wout[lo:hi], n_in[lo:hi], n_out[lo:hi], stats if b == 0 else {})
+    m = replica.model
+    return tuple(Part(m.win[lo:hi], m.wout[lo:hi], replica.n_in[lo:hi], replica.n_out[lo:hi],
+                      stats if b == 0 else [])
                  for b, (lo, hi) in enumerate(blocks))
 
 
 def _refresh(tag: str, attempt: int, g: int, block: int) -> list[_Replica]:
-    """This worker's replicas, all trained in round g and not yet refreshed for ``block``."""
+    """This worker's models, all trained in round g and not yet refreshed for ``block``."""
     replicas = list(_job(tag, attempt).replicas.values())
     for r in replicas:
         if r.trained != g or block in r.refreshed:
-            raise ReplicaLost(f"a replica is not waiting for block {block} of round {g}")
+            raise ReplicaLost(f"a model is not waiting for block {block} of round {g}")
     return replicas
 
 
-def _done(replicas: list[_Replica], g: int, block: int, blocks: int) -> None:
+def _done(replicas: list[_Replica], g: int, block: int, blocks: int, lo: int, hi: int) -> None:
     for r in replicas:
+        r.n_in[lo:hi] = 0  # synchronised: counting starts again
+        r.n_out[lo:hi] = 0
         r.refreshed.add(block)
         if len(r.refreshed) == blocks:
             r.ready = g + 1
 
 
+def mask(tag: str, attempt: int, g: int, lo: int, hi: int, *after) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows of [lo, hi) this worker's models updated since they were last synchronised,
+    bit-packed (win, wout): the other models send the owner these rows along with their own
+    (``merge.changed``). ``after``: this worker's train tasks of round g, only waited for."""
+    replicas = list(_job(tag, attempt).replicas.values())
+    if any(r.trained != g for r in replicas):
+        raise ReplicaLost(f"a model has not trained round {g}")
+    return tuple(np.packbits(np.any([getattr(r, n)[lo:hi] > 0 for r in replicas], axis=0))
+                 for n in ("n_in", "n_out"))
+
+
+def send(parts: tuple[Part, ...], block: int, masks: tuple[np.ndarray, np.ndarray]) -> Part:
+    """The part of ``block`` that crosses to its owner: only the rows it needs (merge.changed)."""
+    return changed(parts[block], *masks)
+
+
 @dataclass(frozen=True)
 class Merged:
-    """A row block of the new global model (views into the owner's replica) and the merge's
-    record: seconds, bytes of parts received, and (block 0) the shards' statistics."""
+    """The rows of a block that the merge changed (``ids_*`` None: all of them; views into the
+    owner's model) and the merge's record: seconds, bytes of parts received from other
+    processes, and (block 0) the shards' statistics."""
 
     win: np.ndarray
     wout: np.ndarray
+    ids_in: np.ndarray | None
+    ids_out: np.ndarray | None
     info: dict
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.win, self.wout, self.ids_in, self.ids_out) if a is not None)
+
+
+def _rows(matrix: np.ndarray, touched: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    if touched.all():
+        return matrix, None
+    ids = np.flatnonzero(touched).astype(np.int32)
+    return matrix[ids], ids
 
 
 def merge(tag: str, attempt: int, g: int, block: int, blocks: int, lo: int, hi: int, how: str,
           *parts: Part) -> Merged:
-    """The owner's task for one row block: merge every shard's part (in shard order) and write
-    the result into this worker's replicas."""
+    """The owner's task for one row block: merge every model's part (in model order) and write
+    the result into this worker's models."""
     t0 = time.perf_counter()
     replicas = _refresh(tag, attempt, g, block)
-    for matrix in ("win", "wout"):
-        counts = "n_in" if matrix == "win" else "n_out"
-        merge_rows([getattr(r.model, matrix)[lo:hi] for r in replicas],
-                   [getattr(p, matrix) for p in parts], [getattr(p, counts) for p in parts], how)
-    _done(replicas, g, block, blocks)
+    touched = {}
+    for matrix, counts, ids in (("win", "n_in", "ids_in"), ("wout", "n_out", "ids_out")):
+        touched[matrix] = merge_rows([getattr(r.model, matrix)[lo:hi] for r in replicas],
+                                     [getattr(p, matrix) for p in parts], [getattr(p, counts) for p in parts], how,
+                                     [getattr(p, ids) for p in parts])
     received = sum(p.nbytes for p in parts if not any(np.may_share_memory(p.win, r.model.win) for r in replicas))
+    _done(replicas, g, block, blocks, lo, hi)
     first = replicas[0].model
+    win, ids_in = _rows(first.win[lo:hi], touched["win"])
+    wout, ids_out = _rows(first.wout[lo:hi], touched["wout"])
     info = {"seconds": time.perf_counter() - t0, "bytes": received,
-            "stats": [p.stats for p in parts] if block == 0 else []}
-    return Merged(first.win[lo:hi], first.wout[lo:hi], info)
+            "stats": [s for p in parts for s in p.stats] if block == 0 else []}
+    return Merged(win, wout, ids_in, ids_out, info)
 
 
 def install(tag: str, attempt: int, g: int, block: int, blocks: int, lo: int, hi: int, merged: Merged,
             *after) -> int:
-    """Copy a merged row block into this worker's replicas; returns the bytes received.
+    """Copy a merged row block into this worker's models; returns the bytes received.
     ``after``: this worker's own merges of the round, only waited for."""
     replicas = _refresh(tag, attempt, g, block)
     for r in replicas:
-        r.model.win[lo:hi] = merged.win
-        r.model.wout[lo:hi] = merged.wout
-    _done(replicas, g, block, blocks)
-    return merged.win.nbytes + merged.wout.nbytes
+        for matrix, ids in (("win", merged.ids_in), ("wout", merged.ids_out)):
+            rows = getattr(r.model, matrix)[lo:hi]
+            if ids is None:
+                rows[:] = getattr(merged, matrix)
+            else:
+                rows[ids] = getattr(merged, matrix)
+    _done(replicas, g, block, blocks, lo, hi)
+    return merged.nbytes
 
 
 def info(merged: Merged) -> dict:
@@ -182,10 +251,11 @@ def info(merged: Merged) -> dict:
 
 
 def _current(tag: str, attempt: int, g: int) -> Model:
-    """The global model after round ``g - 1``: any replica of this worker, once refreshed."""
+    """The global model after round ``g - 1`` (an epoch's last round: every row synchronised):
+    any model of this worker, once refreshed."""
     replica = next(iter(_job(tag, attempt).replicas.values()))
     if replica.ready != g:
-        raise ReplicaLost(f"the replicas are at round {replica.ready}, not {g}")
+        raise ReplicaLost(f"the models are at round {replica.ready}, not {g}")
     return replica.model
 
 

@@ -1,6 +1,6 @@
-"""Train one shard for one round, in place on the shard's replica of the global model.
+"""Train one shard for one round, in place on the model its worker holds.
 
-No IO and no Dask here: given the same replica, shard, tables and round, the same result.
+No IO and no Dask here: given the same model, shard, tables and round, the same result.
 """
 
 from __future__ import annotations
@@ -80,16 +80,18 @@ def round_words(pieces: Sequence[Shard], rounds: int) -> list[int]:
             for r in range(rounds)]
 
 
-def train_round(model: Model, pieces: Sequence[Shard], tables: Tables, spec: RoundSpec
+def train_round(model: Model, pieces: Sequence[Shard], tables: Tables, spec: RoundSpec,
+                n_in: np.ndarray | None = None, n_out: np.ndarray | None = None
                 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Train this round's slice of a shard (held as ``pieces``) in place on ``model``; returns
-    how often each row of win and of wout was updated (uint32) and the statistics (loss, pairs,
-    words, seconds). One kernel call per piece, with the round's learning-rate schedule and
-    random state carried across: the same as one call on the pieces' concatenation."""
+    how often each row of win and of wout was updated (uint32: added to ``n_in``/``n_out`` when
+    given, else counted from zero) and the statistics (loss, pairs, words, seconds). One kernel
+    call per piece, with the round's learning-rate schedule and random state carried across:
+    the same as one call on the pieces' concatenation."""
     t0 = time.perf_counter()
     win, wout = model.win, model.wout
-    n_in = np.zeros(len(win), np.uint32)
-    n_out = np.zeros(len(wout), np.uint32)
+    n_in = np.zeros(len(win), np.uint32) if n_in is None else n_in
+    n_out = np.zeros(len(wout), np.uint32) if n_out is None else n_out
     slices = round_slices(pieces, spec.round, spec.rounds)
     total = sum(int(p.offsets[e] - p.offsets[b]) for p, (b, e) in zip(pieces, slices))
     state = task_state(spec.seed, spec.epoch, spec.round, spec.shard)

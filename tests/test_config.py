@@ -15,7 +15,8 @@ def test_defaults_match_word2vec():
     assert (t.dim, t.window, t.negative, t.min_count, t.sample, t.epochs) == (100, 5, 5, 5, 1e-3, 5)
     assert (t.alpha, t.min_alpha, t.ns_exponent, t.seed, t.max_sentence_length) == (0.025, 0.0001, 0.75, 1, 10000)
     assert t.syncs_per_epoch is None and t.shards is None and t.max_vocab is None
-    assert [t.rounds(s) for s in (1, 2, 4, 8)] == [4, 4, 8, 16]
+    assert [t.rounds(m) for m in (1, 2, 4, 8)] == [4, 4, 8, 16]
+    assert t.sync_rows == 1024
 
 
 def test_precedence(tmp_path):

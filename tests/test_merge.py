@@ -89,3 +89,22 @@ def test_merge_averages_never_sums(g, how):
     out = g.copy()
     merge_rows([out], [moved, moved, moved], [n, n, n], how)
     np.testing.assert_allclose(out, moved, rtol=1e-6)
+
+
+@pytest.mark.parametrize("how", ["mean", "touched", "weighted"])
+def test_changed_rows_give_the_bits_of_whole_blocks(g, how, monkeypatch):
+    """Models other than the owner send only the rows they or the owner changed (merge.changed):
+    the owner fills in the rest from its own rows, which still hold the last synchronised value."""
+    monkeypatch.setattr(merge, "CHUNK_ROWS", 16)  # sparse rows spread over many chunks
+    replicas, counts = _replicas(g, 4)
+    whole = g.copy()
+    merge_rows([whole], replicas, counts, how)
+    owner = 1
+    masks = [np.packbits(counts[owner] > 0)] * 2
+    parts = [merge.Part(w, w, n, n, []) if s == owner else merge.changed(merge.Part(w, w, n, n, []), *masks)
+             for s, (w, n) in enumerate(zip(replicas, counts))]
+    assert all(len(p.ids_in) < V for s, p in enumerate(parts) if s != owner)  # fewer rows cross
+    own = replicas[owner].copy()
+    touched = merge_rows([own], [p.win for p in parts], [p.n_in for p in parts], how, [p.ids_in for p in parts])
+    assert np.array_equal(own, whole)
+    assert np.array_equal(touched, np.any([n > 0 for n in counts], axis=0))

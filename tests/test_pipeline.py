@@ -14,7 +14,7 @@ from nsdist.config import load_config
 from nsdist.corpus import plan_blocks
 from nsdist.errors import DataError
 from nsdist.outputs import list_runs, load
-from nsdist import pipeline
+from nsdist import pipeline, plan
 from nsdist.encode import encode_scanned
 from nsdist.merge import merge_rows
 from nsdist.model import Model, init_model
@@ -59,7 +59,7 @@ def test_shards_are_dealt_over_the_workers(client, write):
     blocks = plan_blocks(cfg.corpus, blocksize=cfg.blocksize)
     vocab, summary, scanned, block_tokens = count_vocab(client, cfg, blocks, "test-deal")
     kept = list(scanned)
-    shards, words = encode_shards(client, cfg, scanned, block_tokens, vocab, 4, "test-deal")
+    shards, words = encode_shards(client, cfg, scanned, block_tokens, vocab, 4, 8, "test-deal")
     assert scanned == []  # handed over: each block is freed once its pieces exist
     who = client.who_has([p for pieces in shards for p in pieces])
     homes = [{w for p in pieces for w in who[p.key]} for pieces in shards]
@@ -68,8 +68,8 @@ def test_shards_are_dealt_over_the_workers(client, write):
     assert words.sum() == summary["vocab_tokens"]
     # The pieces, concatenated, are the shard encode_scanned builds from the same ranges.
     scans = client.gather(kept)
-    for pieces, plan in zip(client.gather(shards), pipeline._shard_plan(block_tokens, 4)):
-        whole = encode_scanned([(scans[b], lo, hi) for b, lo, hi in plan], vocab.result().words)
+    for pieces, ranges in zip(client.gather(shards), plan.shard_plan(block_tokens, 4)):
+        whole = encode_scanned([(scans[b], lo, hi) for b, lo, hi in ranges], vocab.result().words)
         assert np.array_equal(np.concatenate([p.ids for p in pieces]), whole.ids)
         lengths = np.concatenate([np.diff(p.offsets) for p in pieces])
         assert np.array_equal(np.concatenate([[0], np.cumsum(lengths)]), whole.offsets)
@@ -107,15 +107,16 @@ def test_publish_layout_and_manifest(client, write, tmp_path):
     assert all(e["words_per_second"] > 0 and e["merge_bytes"] > 0 for e in epochs)
     assert epochs[1]["loss"] < epochs[0]["loss"]
     assert manifest["corpus"]["shards"] == 3
-    # 3 shards dealt over 2 workers (0 and 2 on the first), one row block per worker: per round
-    # the first worker's block gets shard 1's rows, the second's gets shards 0 and 2's, and each
-    # merged block goes to the other worker once. Nothing else moves.
-    assert manifest["metrics"]["merge_blocks"] == 2
+    # 3 shards dealt over 2 workers (0 and 2 on the first), which train one model each; one row
+    # block per worker: per round each block gets the other model's rows, and each merged block
+    # goes to the other worker once. Nothing else crosses between the worker processes.
+    assert manifest["metrics"]["models"] == 2 and manifest["metrics"]["merge_blocks"] == 2
+    assert manifest["metrics"]["threads_per_model"] == [1, 1] and manifest["metrics"]["bit_reproducible"]
     rows, dim = manifest["corpus"]["vocab_size"], 16
-    first, second = rows // 2, rows - rows // 2
     part, merged = 2 * dim * 4 + 2 * 4, 2 * dim * 4  # bytes per row: win and wout, counts
     merges = [m for e in epochs for m in e["merges"]]
-    assert len(merges) == 6 and all(m["bytes"] == (first + 2 * second) * part + rows * merged for m in merges)
+    assert rows < 1024  # every round syncs every row (sync_rows)
+    assert len(merges) == 6 and all(m["bytes"] == rows * part + rows * merged for m in merges)
     assert manifest["metrics"]["client_peak_rss_bytes"] > 0
     emb = load(out, verify=True)
     assert emb.manifest["run_id"] == result.run_id and emb.vectors.shape == (len(emb.vocab), 16)
@@ -145,30 +146,43 @@ def test_tree_levels_keep_order_and_keys(client):
     assert root.key == "t-2-0" and root.result() == "/".join(map(str, range(17)))
 
 
-def test_replicas_equal_an_in_process_reference(client, write, tmp_path):
-    """The distributed rounds (replicas trained in place on 2 workers, row blocks merged by their
-    owners and copied back) against a plain loop: every round, each shard trains a copy of the
-    global model and the copies are merged into it."""
+def test_models_equal_an_in_process_reference(client, write, tmp_path):
+    """The distributed rounds (one model per worker trained in place, the synchronised rows merged
+    by their owners and copied back) against a plain loop over two models in one process: each
+    trains its shards in shard order, keeps its update counts until a row is synchronised, and
+    every round averages a frequency prefix of the rows, all rows at an epoch's end."""
     path = write("c.txt", corpus_text())
-    cfg = config([path], str(tmp_path / "out"), merge="weighted")
+    cfg = config([path], str(tmp_path / "out"), merge="weighted", sync_rows=8)
     t = cfg.train
     vocab, summary, scanned, block_tokens = count_vocab(client, cfg, plan_blocks(cfg.corpus, {}, cfg.blocksize), "ref")
-    shards, words = encode_shards(client, cfg, scanned, block_tokens, vocab, 3, "ref")
-    tables = pipeline._tables(vocab.result(), t, 3)
+    rounds = t.rounds(2)
+    shards, words = encode_shards(client, cfg, scanned, block_tokens, vocab, 3, rounds, "ref")
+    tables = pipeline._tables(vocab.result(), t, 2)
     shards = client.gather(shards)
-    model = init_model(summary["vocab_size"], t.dim, t.seed)
-    rounds, total, done = words.shape[1], t.epochs * int(words.sum()), 0
+    rows = summary["vocab_size"]
+    start = init_model(rows, t.dim, t.seed)
+    models = [Model(start.win.copy(), start.wout.copy()) for _ in range(2)]
+    counts = [(np.zeros(rows, np.uint32), np.zeros(rows, np.uint32)) for _ in models]
+    total, done, prefixes = t.epochs * int(words.sum()), 0, set()
     for epoch in range(t.epochs):
         for r in range(rounds):
-            a0 = pipeline._schedule(t.alpha, t.min_alpha, done, total)
+            a0 = plan.schedule(t.alpha, t.min_alpha, done, total)
             done += int(words[:, r].sum())
-            a1 = pipeline._schedule(t.alpha, t.min_alpha, done, total)
-            copies = [Model(model.win.copy(), model.wout.copy()) for _ in shards]
-            counts = [train_round(c, shard, tables, RoundSpec(epoch, r, rounds, s, a0, a1, t.window, t.negative,
-                                                              t.seed, t.kernel))[:2]
-                      for s, (c, shard) in enumerate(zip(copies, shards))]
-            merge_rows([model.win], [c.win for c in copies], [n[0] for n in counts], t.merge)
-            merge_rows([model.wout], [c.wout for c in copies], [n[1] for n in counts], t.merge)
+            a1 = plan.schedule(t.alpha, t.min_alpha, done, total)
+            for model, (n_in, n_out), group in zip(models, counts, plan.model_groups(3, 2)):
+                for s in group:
+                    train_round(model, shards[s], tables,
+                                RoundSpec(epoch, r, rounds, s, a0, a1, t.window, t.negative, t.seed, t.kernel),
+                                n_in, n_out)
+            n = plan.sync_rows(r, rounds, rows, t.sync_rows)
+            prefixes.add(n)
+            for matrix, c in (("win", 0), ("wout", 1)):
+                merge_rows([getattr(m, matrix)[:n] for m in models], [getattr(m, matrix)[:n] for m in models],
+                           [k[c][:n] for k in counts], t.merge)
+            for k in counts:
+                k[0][:n], k[1][:n] = 0, 0
+    assert prefixes == {8, 16, rows}  # the tiers were exercised
     result = train(cfg, client)
-    assert np.array_equal(load(result.run_url).vectors, model.win)
-    assert np.array_equal(np.load(os.path.join(result.run_url, "context.npy")), model.wout)
+    assert result.manifest["metrics"]["models"] == 2 and result.manifest["metrics"]["bit_reproducible"]
+    assert np.array_equal(load(result.run_url).vectors, models[0].win)
+    assert np.array_equal(np.load(os.path.join(result.run_url, "context.npy")), models[0].wout)

@@ -152,9 +152,9 @@ def test_long_lines_spread_over_shards(shards):
     vocab = [f"w{i}" for i in range(50)]
     lines = [list(rng.choice(vocab + ["oov"], 10_000)), ["w1", "w2"], [], list(rng.choice(vocab, 3_001))]
     scanned = scan([pa.array(lines)])
-    from nsdist.pipeline import _shard_plan
+    from nsdist.plan import shard_plan
 
-    plan = _shard_plan([len(scanned.ids)], shards)
+    plan = shard_plan([len(scanned.ids)], shards)
     got = [encode_scanned([(scanned, lo, hi) for _, lo, hi in p], pa.array(vocab), 1000) for p in plan]
     n = len(scanned.ids)
     for s, shard in enumerate(got):

@@ -1,0 +1,102 @@
+"""Planning math: pure functions of sizes and counts, no IO and no Dask.
+
+How the corpus is cut into shards, how shards are grouped into the models that are averaged,
+which rows a round synchronises, how rows are split into blocks for the merge, and the
+learning-rate schedule. The coordinator (pipeline.py) calls these; their results decide the
+bits of the vectors, so each one depends only on its arguments.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def shard_plan(block_tokens: list[int], shards: int) -> list[list[tuple[int, int, int]]]:
+    """Split the corpus's tokens (in block order) into ``shards`` contiguous, even ranges.
+
+    Returns per shard a list of (block, lo, hi) token ranges; a chunk of a sentence goes to the
+    shard whose range holds its first known word (``encode.encode_scanned``). Depends only on
+    the corpus and the shard count, not on how it was cut into blocks (blocks end at sentence
+    ends), so results do not either.
+
+    >>> shard_plan([3, 1, 2], 2)
+    [[(0, 0, 3)], [(1, 0, 1), (2, 0, 2)]]
+    """
+    starts = np.concatenate([[0], np.cumsum(block_tokens)])
+    total = int(starts[-1])
+    plan = []
+    for s in range(shards):
+        lo, hi = total * s // shards, total * (s + 1) // shards
+        pieces = []
+        for b, n in enumerate(block_tokens):
+            a, e = max(lo, starts[b]), min(hi, starts[b] + n)
+            if a < e:
+                pieces.append((b, int(a - starts[b]), int(e - starts[b])))
+        plan.append(pieces)
+    return plan
+
+
+def model_groups(shards: int, models: int) -> list[list[int]]:
+    """The shards each model trains: model m gets shards m, m + models, ... (shards are dealt
+    round-robin over the workers the same way, so a model's shards are held where it lives).
+
+    >>> model_groups(5, 2)
+    [[0, 2, 4], [1, 3]]
+    """
+    return [list(range(m, shards, models)) for m in range(models)]
+
+
+def sync_rows(round_: int, rounds: int, vocab_size: int, base: int | None) -> int:
+    """Rows [0, n) that round ``round_`` of an epoch averages across the models.
+
+    The vocabulary is sorted by falling count, so a row prefix is a frequency tier. As in
+    pWord2Vec's MPI trainer, round r syncs ``base * 2**z`` rows, z the number of trailing zero
+    bits of r + 1: the top ``base`` rows every round, twice as many every other round, and so
+    on. The last round of an epoch syncs every row, so that the models agree at every epoch
+    boundary (checkpoints, resume, the outputs). ``base`` None: every row every round.
+
+    >>> [sync_rows(r, 8, 10_000, 1000) for r in range(8)]
+    [1000, 2000, 1000, 4000, 1000, 2000, 1000, 10000]
+    >>> sync_rows(0, 4, 300, 1000), sync_rows(0, 4, 10_000, None)
+    (300, 10000)
+    """
+    if base is None or round_ == rounds - 1:
+        return vocab_size
+    r = round_ + 1
+    zeros = (r & -r).bit_length() - 1
+    return min(vocab_size, base << zeros)
+
+
+def row_blocks(rows: int, blocks: int) -> list[tuple[int, int]]:
+    """Rows [lo, hi) of each of ``blocks`` contiguous row blocks of about equal size: the units
+    the merge works on in parallel, each on its own worker.
+
+    >>> row_blocks(10, 3)
+    [(0, 3), (3, 6), (6, 10)]
+    """
+    return [(rows * b // blocks, rows * (b + 1) // blocks) for b in range(blocks)]
+
+
+def block_workers(sizes: list[int | None], shards: int, workers: list[str], default: int) -> list[str | None]:
+    """Where to scan each corpus block: on the worker that will hold the shard its middle falls
+    in (shards are contiguous token ranges dealt round-robin over the workers; bytes stand in
+    for tokens), so that building the shards moves little data. A block of unknown size (a
+    whole compressed file, a row group) counts as ``default`` bytes.
+
+    >>> block_workers([10, 10, 5], 2, ["w0", "w1"], 10)
+    ['w0', 'w1', 'w1']
+    """
+    if not workers:
+        return [None] * len(sizes)
+    size = np.array([s if s is not None else default for s in sizes], np.float64)
+    middles = (np.cumsum(size) - size / 2) / max(size.sum(), 1.0)
+    return [workers[min(int(m * shards), shards - 1) % len(workers)] for m in middles]
+
+
+def schedule(alpha: float, min_alpha: float, done: int, total: int) -> float:
+    """Linear decay from alpha to min_alpha over all words of all epochs.
+
+    >>> schedule(0.025, 0.0001, 50, 100)
+    0.01255
+    """
+    return alpha - (alpha - min_alpha) * min(done / max(total, 1), 1.0)
