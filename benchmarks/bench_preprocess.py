@@ -8,7 +8,7 @@ Run by hand (never by the test suite):
 
 Each repeat starts a fresh LocalCluster of ``--workers`` single-threaded worker processes, warms
 every worker up (imports, and the preprocessing code run once on a tiny text, so that neither is
-counted), then runs the two preprocessing stages of ``train``: ``nsdist.pipeline.count_vocab``
+counted), then runs the two preprocessing stages of ``train``: ``nsdist.cluster.count_vocab``
 then ``encode_shards`` with shards = workers. It records, per worker, the idle RSS after the
 warm-up (after ``gc.collect``) and the peak RSS during each stage (Linux ``VmHWM``, reset by writing ``5`` to ``/proc/self/clear_refs``), and the
 bytes the worker holds at the end: its encoded shards plus one model copy (vocab x dim x 2
@@ -54,7 +54,7 @@ def _worker_warmup() -> dict:
     from nsdist.corpus import iter_tokenize
     from nsdist.counts import scan
     from nsdist.encode import encode_scanned
-    from nsdist.pipeline import _scan_block  # noqa: F401  the task module and its imports
+    from nsdist.cluster.stages import _scan_block  # noqa: F401  the task module and its imports
 
     from nsdist.memory import release_memory
 
@@ -69,13 +69,12 @@ def run_nsdist(cfg, blocks) -> dict:
     """One measurement on a fresh cluster (so that no memory is left over from a previous run)."""
     import operator
 
-    from nsdist.memory import WorkerMemory
-    from nsdist.pipeline import connect, count_vocab, encode_shards
+    from nsdist.cluster import connect, count_vocab, encode_shards, setup_workers
 
     client, cluster = connect(cfg.cluster)
     try:
         client.wait_for_workers(cfg.cluster.workers)
-        client.register_plugin(WorkerMemory())  # as nsdist.pipeline.train does
+        setup_workers(client)  # as nsdist.pipeline.train does
         idle = client.run(_worker_warmup)
         workers = sorted(idle)
         client.run(_worker_reset_peak)
@@ -85,7 +84,8 @@ def run_nsdist(cfg, blocks) -> dict:
         count_mem = client.run(_worker_memory)
         client.run(_worker_reset_peak)
         t0 = time.perf_counter()
-        shards, words = encode_shards(client, cfg, scanned, block_tokens, vocab, len(workers), "bench")
+        shards, words, _ = encode_shards(client, cfg, scanned, block_tokens, vocab, len(workers),
+                                         cfg.train.rounds(len(workers)), "bench")
         del scanned
         encode_s = time.perf_counter() - t0
         encode_mem = client.run(_worker_memory)

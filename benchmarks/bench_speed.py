@@ -250,7 +250,8 @@ def nsdist_config(corpus: str, out: str, hp: dict, cores: int, kernel: str, extr
 def run_nsdist(corpus: str, hp: dict, cores: int, kernel: str, extra: dict, truth: dict, restrict_vocab: int,
                workdir: str, warm_corpus: str | None, threads: int = 1) -> dict:
     from nsdist.outputs import load
-    from nsdist.pipeline import connect, train
+    from nsdist.cluster import connect
+    from nsdist.pipeline import train
 
     out = os.path.join(workdir, f"nsdist-{kernel}-{cores}")
     cfg = nsdist_config(corpus, out, hp, cores, kernel, extra, threads=threads)  # ConfigError: caller reports it

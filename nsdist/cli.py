@@ -100,7 +100,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_train(args) -> int:
     from .config import load_config, parse_set
-    from .pipeline import check_inputs, connect, resume_config, train
+    from .cluster import connect
+    from .pipeline import check_inputs, resume_config, train
 
     cfg = load_config(
         args.config, parse_set(args.set), corpus=tuple(args.corpus), out=args.out,
@@ -216,7 +217,8 @@ def cmd_synth(args) -> int:
 def cmd_demo(args) -> int:
     from .config import load_config, parse_set
     from .outputs import load
-    from .pipeline import connect, train
+    from .cluster import connect
+    from .pipeline import train
     from .synth import generate
 
     os.makedirs(args.dir, exist_ok=True)

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from dask.sizeof import sizeof
 
 from .corpus import drop_null_tokens
 
@@ -46,9 +45,6 @@ class Scanned:
         table = pa.Table.from_arrays([self.words, pa.array(self.counts, pa.int64())], schema=SCHEMA)
         return Counts(table, len(self.ids), self.sentences)
 
-
-# Dask's memory accounting (dashboard, spilling) would otherwise count a scanned block as a few bytes.
-sizeof.register(Scanned)(lambda s: s.nbytes)
 
 
 _UINT16 = 2**16 - 1  # the largest distinct-word count whose indices fit in uint16 (0..65534)

@@ -8,7 +8,6 @@ import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from dask.sizeof import sizeof
 
 from .counts import scan
 
@@ -28,10 +27,6 @@ class Shard:
     def nbytes(self) -> int:
         return self.ids.nbytes + self.offsets.nbytes
 
-
-# Dask's memory accounting counts shards by their arrays. Not so the replicas' views that train
-# and merge results hold (merge.Part, replica.Merged): they add no memory of their own.
-sizeof.register(Shard)(lambda s: s.nbytes)
 
 
 def encode(tokens: pa.ListArray, words: pa.Array, max_sentence_length: int = 10000) -> Shard:

@@ -1,4 +1,4 @@
-"""Giving a worker's freed memory back to the operating system."""
+"""Giving a process's freed memory back to the operating system, and glibc's allocation thresholds."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import ctypes.util
 import sys
 
 import pyarrow as pa
-from distributed import WorkerPlugin
 
 
 def release_memory() -> None:
@@ -24,31 +23,6 @@ def release_memory() -> None:
         _MALLOC_TRIM(0)
 
 
-class WorkerMemory(WorkerPlugin):
-    """Set up a worker for nsdist's memory use (``client.register_plugin``; workers that join
-    later get it too).
-
-    - Arrow allocates through malloc, whose freed pages ``release_memory`` returns. With Arrow's
-      default pool (mimalloc) scanning a block kept more of its transient memory: real text, 2
-      workers, peak growth 88 MB against 73-75 MB with malloc.
-    - glibc keeps allocations under 4 MiB in its heap and trims the heap only past 32 MiB of
-      free space, instead of what Dask's nanny sets (``MALLOC_TRIM_THRESHOLD_=65536``, which
-      also fixes the mmap threshold at 128 KiB): every array then came from a fresh mmap and
-      every free gave pages back, and page faults made scanning 1.6x slower (8 MiB blocks, in
-      one process: 78 ms against 47 ms each). nsdist returns memory itself between stages
-      (``release_memory``).
-    """
-
-    name = "nsdist-memory"
-    idempotent = True
-
-    def setup(self, worker) -> None:
-        pa.set_memory_pool(pa.system_memory_pool())
-        if _MALLOPT is not None:
-            _MALLOPT(_M_TRIM_THRESHOLD, 128 * 2**10)  # glibc's default
-            _MALLOPT(_M_MMAP_THRESHOLD, 4 * 2**20)
-
-
 def _libc(name: str):
     if not sys.platform.startswith("linux"):
         return None
@@ -61,3 +35,10 @@ def _libc(name: str):
 _MALLOC_TRIM = _libc("malloc_trim")
 _MALLOPT = _libc("mallopt")
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
+
+
+def set_malloc_thresholds(trim: int, mmap: int) -> None:
+    """glibc's trim and mmap thresholds for this process (nothing elsewhere)."""
+    if _MALLOPT is not None:
+        _MALLOPT(_M_TRIM_THRESHOLD, trim)
+        _MALLOPT(_M_MMAP_THRESHOLD, mmap)

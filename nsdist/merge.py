@@ -1,48 +1,34 @@
-"""Parameter averaging: merge the shards' replicas into the next global model. Average, never sum.
+"""Parameter averaging: merge the workers' models into the next global model. Average, never sum.
 
-After a round every shard's replica holds its own version W_s of every row, and its update
-counts n_s; rows a shard did not touch still hold the global row G. Every rule below is per row
-and needs only the W_s and n_s, not G: the old ``G + sum_s w_s (W_s - G) / sum_s w_s`` equals
-``sum_s w_s W_s / sum_s w_s``. So the workers exchange rows, not deltas against a copy of G
-(replica.py), and a row no shard touched keeps its value. ``merge_rows`` sums the shards in
-shard order, so the result does not depend on where the shards ran or how rows were blocked.
+Between two synchronisations of a row every model (one per worker, M in all) holds its own
+version W_m of it, and its update counts n_m; a model that did not touch the row still holds
+the global row G. Every rule below is per row and needs only the W_m and n_m, not G:
+``G + sum_m w_m (W_m - G) / sum_m w_m`` equals ``sum_m w_m W_m / sum_m w_m``. So the workers
+exchange rows, not deltas against a copy of G, and a row no model touched keeps its value.
+``merge_rows`` sums the models in model order, so the result does not depend on where they ran
+or how rows were blocked. A model sends the owner of a block only the rows that it or the owner
+changed (``changed``): every other row equals the owner's, which fills it in.
 
-Averaging S shards' deltas divides every shared row's progress by S: at equal epochs the
-model then learns as if trained with alpha / S (planted corpus, 300k tokens, 5 epochs: analogy
-accuracy 0.73 with 1 shard; plain mean 0.55 with 2 shards; per-row weighted mean 0.47 with 2
-and 0.04 with 8). Summing the deltas instead diverges (4 shards on the planted corpus; 8 shards
-on real text): a frequent row converges within a round in every shard, and S such moves
-overshoot.
-
-So shards scale their local steps (``shard_rates``) and the ``mean`` merge divides by S:
-- a rare row (few occurrences per round) is in SGD's linear regime: at rate S the mean of the
-  S deltas equals sequential SGD's sum of per-occurrence steps at ``alpha``;
-- a frequent row (thousands of updates per round) is at its local equilibrium in every shard:
-  at rate 1 the mean is what sequential SGD reaches, with less noise, and the S-fold local
+Averaging M models' progress divides every shared row's progress by M: at equal epochs the
+model then learns as if trained with alpha / M. Summing instead diverges: a frequent row
+converges within a round in every model, and M such moves overshoot. So models scale their
+local steps (``shard_rates``) and the ``mean`` merge divides by M:
+- a rare row (few occurrences per round) is in SGD's linear regime: at rate M the mean of the
+  M moves equals sequential SGD's sum of per-occurrence steps at ``alpha``;
+- a frequent row (thousands of updates per round) is at its local equilibrium in every model:
+  at rate 1 the mean is what sequential SGD reaches, with less noise, and the M-fold local
   rate that would overshoot it is avoided.
-The multiplier falls smoothly from S to 1 with the row's expected kept occurrences per epoch, o
-(counts * keep): rate = 1 + (S - 1) / (1 + o / P), P = ``rate_pivot`` (default 5000; unset: S
-for every row). It is capped so the local rate stays <= MAX_SHARD_ALPHA: at 0.8 local training
-diverged (32 shards, uniform rate). Until 2026-11-24 o counted occurrences per round, so the
-multipliers grew with the rounds per epoch (2 per shard): 1000 per round at 8 shards x 16 rounds
-was 16000 per epoch.
+The multiplier falls smoothly from M to 1 with the row's expected kept occurrences per epoch, o
+(counts * keep): rate = 1 + (M - 1) / (1 + o / P), P = ``rate_pivot`` (default 5000; unset: M
+for every row). It is capped so the local rate stays <= MAX_SHARD_ALPHA (local training
+diverged at 0.8). The measurements behind these choices are in docs/quality.md.
 
-Measured (rounds per epoch 4 at 2 shards, 16 at 8):
-- real text, 11.3M tokens, questions-words / WordSim-353 / SimLex-999, seeds 1-5, 8 shards minus
-  1 shard, mean: P = 5000 per epoch -0.73 analogy points, +0.022 / +0.005 Spearman; the old
-  1000 per round -0.79 points, -0.014 / -0.015; 300 per round -0.32 points, +0.000 / -0.001
-  (these two before rounds were balanced by words).
-  Uniform rate (seed 1): -1.7 points.
-- planted corpus, 300k tokens, seeds 1-3, batch kernel: 8 shards minus 1 shard -3.0 / +7.3 / +4.4
-  analogy points, cluster precision +0.045 / +0.041 / +0.051; small per-round pivots under-train
-  it (2 shards, P = 80 per round: -0.10 cluster precision; 300 per round: -0.02 to -0.035).
-
-Strategies (``train.merge``), for a row r touched by at least one of the S shards:
-- ``mean``:     r = sum_s W_s[r] / S            (the plain average of the replicas)
-- ``touched``:  r = mean of W_s[r] over the shards that touched r   (Spark's fix)
-- ``weighted``: r = sum_s n_s[r] W_s[r] / sum_s n_s[r], n_s = updates of r in shard s.
-  A rare word seen by one shard keeps its full update; a frequent word gets the average of
-  its updates weighted by how much evidence each shard had for it.
+Strategies (``train.merge``), for a row r touched by at least one of the M models:
+- ``mean``:     r = sum_m W_m[r] / M            (the plain average of the models)
+- ``touched``:  r = mean of W_m[r] over the models that touched r   (Spark's fix)
+- ``weighted``: r = sum_m n_m[r] W_m[r] / sum_m n_m[r], n_m = updates of r in model m.
+  A rare word seen by one model keeps its full update; a frequent word gets the average of
+  its updates weighted by how much evidence each model had for it.
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ def init_model(vocab_size: int, dim: int, seed: int) -> Model:
     """
     rng = np.random.default_rng([seed, vocab_size, dim])
     win = rng.random((vocab_size, dim), dtype=np.float32)
-    # In place: each worker builds its replica with this, beside its shards (no temporaries).
+    # In place: each worker builds its model with this, beside its shards (no temporaries).
     win -= np.float32(0.5)
     win *= np.float32(2.0)
     win /= np.float32(dim)

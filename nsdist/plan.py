@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
+# How shards, models and rounds are cut from the corpus (bump when that changes: a resumed run
+# must train on the same shards). 3: shards grouped into models, rounds planned per model.
+SHARD_PLAN = 3
+
 
 def shard_plan(block_tokens: list[int], shards: int) -> list[list[tuple[int, int, int]]]:
     """Split the corpus's tokens (in block order) into ``shards`` contiguous, even ranges.

@@ -48,7 +48,7 @@ def round_slice(offsets: np.ndarray, round_: int, rounds: int) -> tuple[int, int
 
 def round_slices(pieces: Sequence[Shard], round_: int, rounds: int) -> list[tuple[int, int]]:
     """``round_slice`` of a shard held as pieces (the arrays of consecutive token ranges, see
-    pipeline.encode_shards): each piece's sentences [begin, end) in the round, the same
+    cluster.encode_shards): each piece's sentences [begin, end) in the round, the same
     sentences as in the pieces' concatenation.
 
     >>> offsets = np.array([0, 6, 7, 8, 9, 10, 11, 12])

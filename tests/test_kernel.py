@@ -188,7 +188,7 @@ def test_train_round_is_deterministic_and_trains_in_place():
         assert moved.any() and np.array_equal(moved, n > 0)
     train_round(copies[2], [shard], tables, RoundSpec(0, 1, 3, 1, 0.025, 0.02, 3, 4, 9))
     assert not np.array_equal(copies[2].wout, copies[0].wout)  # another shard index draws other numbers
-    # The same shard cut into pieces (as pipeline.encode_shards holds it): the same bits.
+    # The same shard cut into pieces (as cluster.encode_shards holds it): the same bits.
     cut = [7, 19, 20, 33]
     pieces = [Shard(shard.ids[shard.offsets[lo]:shard.offsets[hi]], shard.offsets[lo:hi + 1] - shard.offsets[lo])
               for lo, hi in zip([0] + cut, cut + [shard.sentences])]

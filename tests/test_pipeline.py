@@ -18,7 +18,9 @@ from nsdist import pipeline, plan
 from nsdist.encode import encode_scanned
 from nsdist.merge import merge_rows
 from nsdist.model import Model, init_model
-from nsdist.pipeline import _tree_levels, _tree_reduce, count_vocab, encode_shards, train
+from nsdist.cluster import count_vocab, encode_shards
+from nsdist.cluster.client import tree_levels, tree_reduce
+from nsdist.pipeline import train
 from nsdist.shard import RoundSpec, train_round
 
 
@@ -59,7 +61,7 @@ def test_shards_are_dealt_over_the_workers(client, write):
     blocks = plan_blocks(cfg.corpus, blocksize=cfg.blocksize)
     vocab, summary, scanned, block_tokens = count_vocab(client, cfg, blocks, "test-deal")
     kept = list(scanned)
-    shards, words = encode_shards(client, cfg, scanned, block_tokens, vocab, 4, 8, "test-deal")
+    shards, words, _ = encode_shards(client, cfg, scanned, block_tokens, vocab, 4, 8, "test-deal")
     assert scanned == []  # handed over: each block is freed once its pieces exist
     who = client.who_has([p for pieces in shards for p in pieces])
     homes = [{w for p in pieces for w in who[p.key]} for pieces in shards]
@@ -138,11 +140,11 @@ def test_failed_run_publishes_nothing(client, write, tmp_path):
 def test_tree_levels_keep_order_and_keys(client):
     leaves = [client.submit(str, i, key=f"leaf-{i}") for i in range(17)]
     # os.path.join is order-sensitive and variadic, like merge_counts.
-    parts, levels = _tree_levels(client, os.path.join, leaves, key="t", fan_in=3)
+    parts, levels = tree_levels(client, os.path.join, leaves, key="t", fan_in=3)
     assert levels == 2 and [f.key for f in parts] == ["t-1-0", "t-1-3"]
     assert client.gather(parts) == ["0/1/2/3/4/5/6/7/8", "9/10/11/12/13/14/15/16"]
-    assert _tree_levels(client, os.path.join, leaves[:3], key="u", fan_in=3) == (leaves[:3], 0)
-    root = _tree_reduce(client, os.path.join, leaves, key="t", fan_in=3)
+    assert tree_levels(client, os.path.join, leaves[:3], key="u", fan_in=3) == (leaves[:3], 0)
+    root = tree_reduce(client, os.path.join, leaves, key="t", fan_in=3)
     assert root.key == "t-2-0" and root.result() == "/".join(map(str, range(17)))
 
 
@@ -156,7 +158,7 @@ def test_models_equal_an_in_process_reference(client, write, tmp_path):
     t = cfg.train
     vocab, summary, scanned, block_tokens = count_vocab(client, cfg, plan_blocks(cfg.corpus, {}, cfg.blocksize), "ref")
     rounds = t.rounds(2)
-    shards, words = encode_shards(client, cfg, scanned, block_tokens, vocab, 3, rounds, "ref")
+    shards, words, _ = encode_shards(client, cfg, scanned, block_tokens, vocab, 3, rounds, "ref")
     tables = pipeline._tables(vocab.result(), t, 2)
     shards = client.gather(shards)
     rows = summary["vocab_size"]

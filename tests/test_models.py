@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nsdist import replica
+from nsdist.cluster import models
 from nsdist.encode import Shard
 from nsdist.merge import merge_rows
 from nsdist.model import Model, init_model, make_tables
 from nsdist.plan import row_blocks
-from nsdist.replica import Merged, ReplicaLost
+from nsdist.cluster.models import Merged, ModelLost
 from nsdist.shard import RoundSpec, train_round
 
 V, DIM = 30, 4
@@ -27,9 +27,9 @@ def make_shard(seed: int) -> list[Shard]:
 @pytest.fixture
 def job():
     tables = make_tables(np.arange(V, 0, -1) * 10, 0.0, 0.75)
-    replica.create("t", 0, 4, [0, 1], init_model, V, DIM, 1)
+    models.create("t", 0, 4, [0, 1], init_model, V, DIM, 1)
     yield make_shard(0), tables
-    replica.drop("t")
+    models.drop("t")
 
 
 def spec(shard: int, r: int = 0) -> RoundSpec:
@@ -38,26 +38,26 @@ def spec(shard: int, r: int = 0) -> RoundSpec:
 
 def test_a_round_trains_merges_and_installs_in_order(job):
     shard, tables = job
-    parts = [replica.train("t", 0, 4, m, BLOCKS, [shard], tables, [spec(m)], 1) for m in (0, 1)]
+    parts = [models.train("t", 0, 4, m, BLOCKS, [shard], tables, [spec(m)], 1) for m in (0, 1)]
     assert parts[0][0].stats[0]["words"] > 0 and parts[0][1].stats == []
-    with pytest.raises(ReplicaLost, match="at round -1, not 4"):
-        replica.train("t", 0, 4, 0, BLOCKS, [shard], tables, [spec(0)], 1)  # trained once already
-    with pytest.raises(ReplicaLost, match="not 5"):
-        replica.train("t", 0, 5, 0, BLOCKS, [shard], tables, [spec(0, 1)], 1)  # blocks not merged yet
+    with pytest.raises(ModelLost, match="at round -1, not 4"):
+        models.train("t", 0, 4, 0, BLOCKS, [shard], tables, [spec(0)], 1)  # trained once already
+    with pytest.raises(ModelLost, match="not 5"):
+        models.train("t", 0, 5, 0, BLOCKS, [shard], tables, [spec(0, 1)], 1)  # blocks not merged yet
     (lo0, hi0), (lo1, hi1) = BLOCKS
-    merged = replica.merge("t", 0, 4, 0, 2, lo0, hi0, "mean", parts[0][0], parts[1][0])
+    merged = models.merge("t", 0, 4, 0, 2, lo0, hi0, "mean", parts[0][0], parts[1][0])
     assert merged.info["bytes"] == 0 and len(merged.info["stats"]) == 2  # both parts were local
-    assert not replica._replica("t", 0, 0).n_in[lo0:hi0].any()  # synchronised rows count from zero again
-    assert replica._replica("t", 0, 0).n_in[lo1:hi1].any()
-    with pytest.raises(ReplicaLost, match="block 0"):
-        replica.install("t", 0, 4, 0, 2, lo0, hi0, merged)  # block 0 is done
+    assert not models._held("t", 0, 0).n_in[lo0:hi0].any()  # synchronised rows count from zero again
+    assert models._held("t", 0, 0).n_in[lo1:hi1].any()
+    with pytest.raises(ModelLost, match="block 0"):
+        models.install("t", 0, 4, 0, 2, lo0, hi0, merged)  # block 0 is done
     # Block 1 is merged by another worker, from these parts; its result is installed here.
     rows = {m: getattr(parts[0][1], m).copy() for m in ("win", "wout")}
     for m, n in (("win", "n_in"), ("wout", "n_out")):
         merge_rows([rows[m]], [getattr(p[1], m) for p in parts], [getattr(p[1], n) for p in parts], "mean")
-    assert replica.install("t", 0, 4, 1, 2, lo1, hi1, Merged(rows["win"], rows["wout"], None, None, {})) == rows["win"].nbytes * 2
+    assert models.install("t", 0, 4, 1, 2, lo1, hi1, Merged(rows["win"], rows["wout"], None, None, {})) == rows["win"].nbytes * 2
     # Both models now hold the merged model and are ready for round 5.
-    a, b = (replica._replica("t", 0, m).model for m in (0, 1))
+    a, b = (models._held("t", 0, m).model for m in (0, 1))
     assert np.array_equal(a.win, b.win) and np.array_equal(a.wout, b.wout)
     assert np.array_equal(a.win[lo1:], rows["win"]) and np.array_equal(a.wout[lo1:], rows["wout"])
     # What block 0's owner sends out: the rows the merge changed, nothing else.
@@ -65,20 +65,20 @@ def test_a_round_trains_merges_and_installs_in_order(job):
     changed = np.flatnonzero((a.win[lo0:hi0] != start).any(axis=1))
     assert merged.ids_in is not None and 0 < len(merged.ids_in) < hi0 - lo0
     assert set(changed) <= set(merged.ids_in) and np.array_equal(a.win[lo0:hi0][merged.ids_in], merged.win)
-    replica.train("t", 0, 5, 0, BLOCKS, [shard], tables, [spec(0, 1)], 1)
+    models.train("t", 0, 5, 0, BLOCKS, [shard], tables, [spec(0, 1)], 1)
 
 
 def test_rows_not_synchronised_keep_training_and_counting(job):
     """A round that syncs a prefix leaves the other rows as each model trained them, with their
     counts still growing; the round still completes."""
     shard, tables = job
-    parts = [replica.train("t", 0, 4, m, [(0, 5)], [shard], tables, [spec(m)], 1) for m in (0, 1)]
-    counts = replica._replica("t", 0, 0).n_in.copy()
-    replica.merge("t", 0, 4, 0, 1, 0, 5, "mean", parts[0][0], parts[1][0])
-    a, b = (replica._replica("t", 0, m) for m in (0, 1))
+    parts = [models.train("t", 0, 4, m, [(0, 5)], [shard], tables, [spec(m)], 1) for m in (0, 1)]
+    counts = models._held("t", 0, 0).n_in.copy()
+    models.merge("t", 0, 4, 0, 1, 0, 5, "mean", parts[0][0], parts[1][0])
+    a, b = (models._held("t", 0, m) for m in (0, 1))
     assert np.array_equal(a.model.win[:5], b.model.win[:5]) and not np.array_equal(a.model.win[5:], b.model.win[5:])
     assert not a.n_in[:5].any() and np.array_equal(a.n_in[5:], counts[5:]) and counts[5:].any()
-    replica.train("t", 0, 5, 0, [(0, V)], [shard], tables, [spec(0, 1)], 1)
+    models.train("t", 0, 5, 0, [(0, V)], [shard], tables, [spec(0, 1)], 1)
     assert (a.n_in[5:] > counts[5:]).any()
 
 
@@ -91,33 +91,33 @@ def test_a_models_shards_train_one_model(job):
     n_in, n_out = np.zeros(V, np.uint32), np.zeros(V, np.uint32)
     for s, pieces in enumerate(shards):
         train_round(reference, pieces, tables, spec(s), n_in, n_out)
-    replica.train("t", 0, 4, 0, BLOCKS, shards, tables, [spec(0), spec(1)], 1)
-    one = replica._replica("t", 0, 0)
+    models.train("t", 0, 4, 0, BLOCKS, shards, tables, [spec(0), spec(1)], 1)
+    one = models._held("t", 0, 0)
     assert np.array_equal(one.model.win, reference.win) and np.array_equal(one.n_in, n_in)
-    replica.train("t", 0, 4, 1, BLOCKS, shards, tables, [spec(0), spec(1)], 2)
-    two = replica._replica("t", 0, 1)
+    models.train("t", 0, 4, 1, BLOCKS, shards, tables, [spec(0), spec(1)], 2)
+    two = models._held("t", 0, 1)
     assert np.array_equal(two.n_in, n_in) and np.array_equal(two.n_out, n_out)
     assert np.allclose(two.model.win, reference.win, atol=0.05)  # the same updates, interleaved
 
 
 def test_lost_models_are_reported_not_recreated(job):
     shard, tables = job
-    with pytest.raises(ReplicaLost, match="attempt 1"):
-        replica.train("t", 1, 4, 0, BLOCKS, [shard], tables, [spec(0)], 1)  # a newer attempt owns the job
-    with pytest.raises(ReplicaLost, match="model 2"):
-        replica.train("t", 0, 4, 2, BLOCKS, [shard], tables, [spec(2)], 1)  # model 2 lives elsewhere
-    with pytest.raises(ReplicaLost, match="round 4, not 8"):
-        replica.save("t", 0, 8, lambda model: model, ())
-    assert replica.save("t", 0, 4, lambda x, model: (x, model.win.shape), (1,)) == (1, (V, DIM))
-    assert replica.drop("t") == 2 and replica.drop("t") == 0
-    with pytest.raises(ReplicaLost, match="no models"):
-        replica.train("t", 0, 4, 0, BLOCKS, [shard], tables, [spec(0)], 1)
+    with pytest.raises(ModelLost, match="attempt 1"):
+        models.train("t", 1, 4, 0, BLOCKS, [shard], tables, [spec(0)], 1)  # a newer attempt owns the job
+    with pytest.raises(ModelLost, match="model 2"):
+        models.train("t", 0, 4, 2, BLOCKS, [shard], tables, [spec(2)], 1)  # model 2 lives elsewhere
+    with pytest.raises(ModelLost, match="round 4, not 8"):
+        models.save("t", 0, 8, lambda model: model, ())
+    assert models.save("t", 0, 4, lambda x, model: (x, model.win.shape), (1,)) == (1, (V, DIM))
+    assert models.drop("t") == 2 and models.drop("t") == 0
+    with pytest.raises(ModelLost, match="no models"):
+        models.train("t", 0, 4, 0, BLOCKS, [shard], tables, [spec(0)], 1)
 
 
 def test_model_copies_are_independent():
-    replica.create("u", 0, 0, [3, 5], init_model, V, DIM, 1)
+    models.create("u", 0, 0, [3, 5], init_model, V, DIM, 1)
     try:
-        a, b = replica._replica("u", 0, 3), replica._replica("u", 0, 5)
+        a, b = models._held("u", 0, 3), models._held("u", 0, 5)
         assert isinstance(a.model, Model) and not np.may_share_memory(a.model.win, b.model.win)
     finally:
-        replica.drop("u")
+        models.drop("u")

@@ -19,9 +19,9 @@ row, so all models are equal at epoch boundaries (checkpoints, outputs).
 A worker therefore holds one model whatever its thread count, its shards and, in flight, the
 rows of one merge. The price is that a model is state, not a Dask result that lineage can
 recompute. Every operation checks the model's position (attempt, round, which blocks were
-refreshed) and raises ``ReplicaLost`` when it does not match: when the worker died and a task
+refreshed) and raises ``ModelLost`` when it does not match: when the worker died and a task
 was moved or recomputed elsewhere, or when Dask recomputes a task whose model has moved on. The
-coordinator then restarts from the last checkpoint (pipeline.train_epochs), which reproduces
+coordinator then restarts from the last checkpoint (training.train_epochs), which reproduces
 the same vectors when every worker trains with one thread.
 
 The registry is per worker process and per job (``tag``); ``drop`` frees a job's models.
@@ -37,23 +37,23 @@ from dataclasses import dataclass, field
 import numpy as np
 from distributed import get_worker
 
-from .encode import Shard
-from .memory import release_memory
-from .merge import Part, changed, merge_rows
-from .model import Model, Tables
-from .shard import RoundSpec, train_round
+from ..encode import Shard
+from ..memory import release_memory
+from ..merge import Part, changed, merge_rows
+from ..model import Model, Tables
+from ..shard import RoundSpec, train_round
 
 _LOCK = threading.Lock()
 _JOBS: dict[tuple[str, str], _Job] = {}  # (worker address, job tag) -> this worker's models of the job
 
 
-class ReplicaLost(RuntimeError):
+class ModelLost(RuntimeError):
     """A model is missing or not where the task expects it (its worker died or a task ran out
     of order): training must restart from a saved model."""
 
 
 @dataclass
-class _Replica:
+class _Held:
     model: Model
     n_in: np.ndarray  # uint32 (V,): updates of each win row since the row was last synchronised
     n_out: np.ndarray
@@ -65,7 +65,7 @@ class _Replica:
 @dataclass
 class _Job:
     attempt: int
-    replicas: dict[int, _Replica]  # model index -> model
+    held: dict[int, _Held]  # model index -> model
 
 
 def _address() -> str:
@@ -78,15 +78,15 @@ def _address() -> str:
 def _job(tag: str, attempt: int) -> _Job:
     job = _JOBS.get((_address(), tag))
     if job is None or job.attempt != attempt:
-        raise ReplicaLost(f"no models of job {tag} (attempt {attempt}) on this worker")
+        raise ModelLost(f"no models of job {tag} (attempt {attempt}) on this worker")
     return job
 
 
-def _replica(tag: str, attempt: int, index: int) -> _Replica:
-    replica = _job(tag, attempt).replicas.get(index)
-    if replica is None:
-        raise ReplicaLost(f"model {index} of job {tag} is not on this worker")
-    return replica
+def _held(tag: str, attempt: int, index: int) -> _Held:
+    held = _job(tag, attempt).held.get(index)
+    if held is None:
+        raise ModelLost(f"model {index} of job {tag} is not on this worker")
+    return held
 
 
 def create(tag: str, attempt: int, start: int, models: list[int], build, *args) -> int:
@@ -96,11 +96,11 @@ def create(tag: str, attempt: int, start: int, models: list[int], build, *args) 
     release_memory()  # what preprocessing freed, before the model takes its place
     model = build(*args)
     rows = len(model.win)
-    replicas = {m: _Replica(model if i == 0 else Model(model.win.copy(), model.wout.copy()),
+    held = {m: _Held(model if i == 0 else Model(model.win.copy(), model.wout.copy()),
                             np.zeros(rows, np.uint32), np.zeros(rows, np.uint32), start)
                 for i, m in enumerate(models)}
     with _LOCK:
-        _JOBS[(_address(), tag)] = _Job(attempt, replicas)
+        _JOBS[(_address(), tag)] = _Job(attempt, held)
     return model.nbytes * len(models)
 
 
@@ -109,26 +109,26 @@ def drop(tag: str, dask_worker=None) -> int:
     address = dask_worker.address if dask_worker is not None else _address()
     with _LOCK:
         job = _JOBS.pop((address, tag), None)
-    return len(job.replicas) if job else 0
+    return len(job.held) if job else 0
 
 
-def _train_shards(replica: _Replica, shards: list[list[Shard]], tables: Tables, specs: list[RoundSpec],
+def _train_shards(held: _Held, shards: list[list[Shard]], tables: Tables, specs: list[RoundSpec],
                   threads: int) -> list[dict]:
     """Train every shard's round slice on the model; returns each shard's statistics."""
     if threads <= 1 or len(shards) <= 1:
-        return [train_round(replica.model, pieces, tables, spec, replica.n_in, replica.n_out)[2]
+        return [train_round(held.model, pieces, tables, spec, held.n_in, held.n_out)[2]
                 for pieces, spec in zip(shards, specs)]
 
     # Hogwild: the threads update the shared rows without locks (the kernels release the GIL).
     # Each counts its updates apart, so the counts are exact whatever the interleaving.
     def one(i: int):
-        return train_round(replica.model, shards[i], tables, specs[i])
+        return train_round(held.model, shards[i], tables, specs[i])
 
     with ThreadPoolExecutor(min(threads, len(shards)), thread_name_prefix="nsdist-hogwild") as pool:
         results = list(pool.map(one, range(len(shards))))
     for n_in, n_out, _ in results:
-        replica.n_in += n_in
-        replica.n_out += n_out
+        held.n_in += n_in
+        held.n_out += n_out
     return [stats for _, _, stats in results]
 
 
@@ -138,30 +138,30 @@ def train(tag: str, attempt: int, g: int, index: int, blocks: list[tuple[int, in
     ``Part`` per row block to synchronise (views of the model's rows, valid until the block is
     merged). ``after``: the futures of the previous round's merges and installs, only waited
     for. The shards' statistics ride on part 0."""
-    replica = _replica(tag, attempt, index)
-    if replica.ready != g:
-        raise ReplicaLost(f"model {index} is at round {replica.ready}, not {g}")
+    held = _held(tag, attempt, index)
+    if held.ready != g:
+        raise ModelLost(f"model {index} is at round {held.ready}, not {g}")
     release_memory()  # the rows received in the last round
-    replica.ready = -1  # in training: a second train of any round fails
-    stats = _train_shards(replica, shards, tables, specs, threads)
-    replica.trained, replica.refreshed = g, set()
-    m = replica.model
-    return tuple(Part(m.win[lo:hi], m.wout[lo:hi], replica.n_in[lo:hi], replica.n_out[lo:hi],
+    held.ready = -1  # in training: a second train of any round fails
+    stats = _train_shards(held, shards, tables, specs, threads)
+    held.trained, held.refreshed = g, set()
+    m = held.model
+    return tuple(Part(m.win[lo:hi], m.wout[lo:hi], held.n_in[lo:hi], held.n_out[lo:hi],
                       stats if b == 0 else [])
                  for b, (lo, hi) in enumerate(blocks))
 
 
-def _refresh(tag: str, attempt: int, g: int, block: int) -> list[_Replica]:
+def _refresh(tag: str, attempt: int, g: int, block: int) -> list[_Held]:
     """This worker's models, all trained in round g and not yet refreshed for ``block``."""
-    replicas = list(_job(tag, attempt).replicas.values())
-    for r in replicas:
+    held = list(_job(tag, attempt).held.values())
+    for r in held:
         if r.trained != g or block in r.refreshed:
-            raise ReplicaLost(f"a model is not waiting for block {block} of round {g}")
-    return replicas
+            raise ModelLost(f"a model is not waiting for block {block} of round {g}")
+    return held
 
 
-def _done(replicas: list[_Replica], g: int, block: int, blocks: int, lo: int, hi: int) -> None:
-    for r in replicas:
+def _done(held: list[_Held], g: int, block: int, blocks: int, lo: int, hi: int) -> None:
+    for r in held:
         r.n_in[lo:hi] = 0  # synchronised: counting starts again
         r.n_out[lo:hi] = 0
         r.refreshed.add(block)
@@ -173,10 +173,10 @@ def mask(tag: str, attempt: int, g: int, lo: int, hi: int, *after) -> tuple[np.n
     """Which rows of [lo, hi) this worker's models updated since they were last synchronised,
     bit-packed (win, wout): the other models send the owner these rows along with their own
     (``merge.changed``). ``after``: this worker's train tasks of round g, only waited for."""
-    replicas = list(_job(tag, attempt).replicas.values())
-    if any(r.trained != g for r in replicas):
-        raise ReplicaLost(f"a model has not trained round {g}")
-    return tuple(np.packbits(np.any([getattr(r, n)[lo:hi] > 0 for r in replicas], axis=0))
+    held = list(_job(tag, attempt).held.values())
+    if any(r.trained != g for r in held):
+        raise ModelLost(f"a model has not trained round {g}")
+    return tuple(np.packbits(np.any([getattr(r, n)[lo:hi] > 0 for r in held], axis=0))
                  for n in ("n_in", "n_out"))
 
 
@@ -214,15 +214,15 @@ def merge(tag: str, attempt: int, g: int, block: int, blocks: int, lo: int, hi: 
     """The owner's task for one row block: merge every model's part (in model order) and write
     the result into this worker's models."""
     t0 = time.perf_counter()
-    replicas = _refresh(tag, attempt, g, block)
+    held = _refresh(tag, attempt, g, block)
     touched = {}
     for matrix, counts, ids in (("win", "n_in", "ids_in"), ("wout", "n_out", "ids_out")):
-        touched[matrix] = merge_rows([getattr(r.model, matrix)[lo:hi] for r in replicas],
+        touched[matrix] = merge_rows([getattr(r.model, matrix)[lo:hi] for r in held],
                                      [getattr(p, matrix) for p in parts], [getattr(p, counts) for p in parts], how,
                                      [getattr(p, ids) for p in parts])
-    received = sum(p.nbytes for p in parts if not any(np.may_share_memory(p.win, r.model.win) for r in replicas))
-    _done(replicas, g, block, blocks, lo, hi)
-    first = replicas[0].model
+    received = sum(p.nbytes for p in parts if not any(np.may_share_memory(p.win, r.model.win) for r in held))
+    _done(held, g, block, blocks, lo, hi)
+    first = held[0].model
     win, ids_in = _rows(first.win[lo:hi], touched["win"])
     wout, ids_out = _rows(first.wout[lo:hi], touched["wout"])
     info = {"seconds": time.perf_counter() - t0, "bytes": received,
@@ -234,15 +234,15 @@ def install(tag: str, attempt: int, g: int, block: int, blocks: int, lo: int, hi
             *after) -> int:
     """Copy a merged row block into this worker's models; returns the bytes received.
     ``after``: this worker's own merges of the round, only waited for."""
-    replicas = _refresh(tag, attempt, g, block)
-    for r in replicas:
+    held = _refresh(tag, attempt, g, block)
+    for r in held:
         for matrix, ids in (("win", merged.ids_in), ("wout", merged.ids_out)):
             rows = getattr(r.model, matrix)[lo:hi]
             if ids is None:
                 rows[:] = getattr(merged, matrix)
             else:
                 rows[ids] = getattr(merged, matrix)
-    _done(replicas, g, block, blocks, lo, hi)
+    _done(held, g, block, blocks, lo, hi)
     return merged.nbytes
 
 
@@ -253,10 +253,10 @@ def info(merged: Merged) -> dict:
 def _current(tag: str, attempt: int, g: int) -> Model:
     """The global model after round ``g - 1`` (an epoch's last round: every row synchronised):
     any model of this worker, once refreshed."""
-    replica = next(iter(_job(tag, attempt).replicas.values()))
-    if replica.ready != g:
-        raise ReplicaLost(f"the models are at round {replica.ready}, not {g}")
-    return replica.model
+    held = next(iter(_job(tag, attempt).held.values()))
+    if held.ready != g:
+        raise ModelLost(f"the models are at round {held.ready}, not {g}")
+    return held.model
 
 
 def save(tag: str, attempt: int, g: int, write, args: tuple, *after) -> object:

@@ -1,0 +1,70 @@
+"""Checkpoints: the model after an epoch and what a resumed run needs to continue it.
+
+Under ``<run>/checkpoints/epoch-NNNN/``: ``win.npy`` and ``wout.npy`` (written by a worker
+once the epoch's last round has synchronised every row, so every worker's model is this one),
+then ``state.json``, written last: a checkpoint without it is incomplete and ignored.
+``state.json`` carries a format name and version, checked on read, and what a resume must
+reproduce exactly (shard and model counts, shard plan, corpus fingerprint, vocabulary digest)
+or continue (metrics so far, warm-start record).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from . import storage
+from .errors import DataError
+from .model import Model
+from .outputs import read_npy, write_npy
+from .vocab import Vocab
+
+FORMAT, VERSION = "nsdist-checkpoint", 1
+
+
+def url(run: str, epoch: int) -> str:
+    """Where the checkpoint after ``epoch`` (0-based) goes."""
+    return storage.join(run, "checkpoints", f"epoch-{epoch + 1:04d}")
+
+
+def save_model(where: str, storage_options, model: Model) -> int:
+    """Write the model's matrices (a task, on the worker holding the model); returns bytes."""
+    for name, array in (("win.npy", model.win), ("wout.npy", model.wout)):
+        with storage.open_write(storage.join(where, name), storage_options) as f:
+            write_npy(f, array)
+    return model.nbytes
+
+
+def load_model(where: str, storage_options) -> Model:
+    return Model(read_npy(storage.join(where, "win.npy"), storage_options),
+                 read_npy(storage.join(where, "wout.npy"), storage_options))
+
+
+def write_state(where: str, state: dict, storage_options) -> None:
+    """Complete a checkpoint: its state, last."""
+    doc = {"format": FORMAT, "version": VERSION, **state}
+    storage.write_bytes(storage.join(where, "state.json"), storage.dump_json(doc), storage_options)
+
+
+def latest(run: str, storage_options=None) -> dict | None:
+    """The state of the newest complete checkpoint of a run, or None."""
+    for name in reversed(storage.listdir(storage.join(run, "checkpoints"), storage_options)):
+        state_url = storage.join(run, "checkpoints", name, "state.json")
+        if storage.exists(state_url, storage_options):
+            state = storage.read_json(state_url, storage_options)
+            if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("version") != VERSION:
+                raise DataError(f"{state_url!r} is not an {FORMAT} version {VERSION} checkpoint (written by another "
+                                "nsdist release); resume it with that release or start a new run")
+            return state
+    return None
+
+
+def vocab_digest(vocab: Vocab) -> str:
+    """Identity of a vocabulary: a resumed run must recount exactly the same one."""
+    h = hashlib.sha256()
+    for buf in vocab.words.buffers():
+        if buf is not None:
+            h.update(buf)
+    h.update(np.ascontiguousarray(vocab.counts).tobytes())
+    return h.hexdigest()

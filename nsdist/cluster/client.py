@@ -1,0 +1,108 @@
+"""The client side of the cluster: connecting, reductions, and waiting while watching workers."""
+
+from __future__ import annotations
+
+import os
+
+import distributed
+from distributed import Client, LocalCluster
+
+from ..config import ClusterConfig
+from ..errors import TransientError
+from .models import ModelLost
+
+WATCH_SECONDS = 2.0  # how often the client checks, while it waits, that the models' workers are there
+
+
+def connect(cfg: ClusterConfig) -> tuple[Client, LocalCluster | None]:
+    """--scheduler ADDRESS, else DASK_SCHEDULER_ADDRESS, else an embedded LocalCluster."""
+    address = cfg.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    cluster = None
+    try:
+        if address:
+            client = Client(address, timeout=cfg.timeout)
+        else:
+            workers = cfg.workers or max(1, (os.cpu_count() or 1) // cfg.threads_per_worker)
+            cluster = LocalCluster(
+                n_workers=workers, threads_per_worker=cfg.threads_per_worker, processes=True,
+                dashboard_address=":0", host="127.0.0.1",
+            )
+            client = Client(cluster)
+    except OSError as e:
+        raise TransientError(f"cannot reach the Dask scheduler at {address!r}: {e}; is it running?") from e
+    try:
+        client.wait_for_workers(cfg.wait_for_workers, timeout=cfg.timeout)
+    except (TimeoutError, distributed.TimeoutError) as e:
+        client.close()
+        raise TransientError(
+            f"no {cfg.wait_for_workers} worker(s) joined {address or 'the local cluster'} within "
+            f"{cfg.timeout:.0f} s; start workers or raise cluster.timeout"
+        ) from e
+    return client, cluster
+
+
+def workers(client: Client) -> list[str]:
+    """The workers' addresses, sorted: the order shards and blocks are dealt in."""
+    return sorted(client.scheduler_info()["workers"])
+
+
+def threads(client: Client) -> dict[str, int]:
+    """Threads per worker."""
+    return {w: info["nthreads"] for w, info in client.scheduler_info()["workers"].items()}
+
+
+def submit(client: Client, fn, *args, key: str):
+    """A future of ``fn(*args)``, computed on a worker (futures among ``args`` resolved there)."""
+    return client.submit(fn, *args, key=key)
+
+
+def setup_workers(client: Client) -> None:
+    """Give every worker, and any that joins later, nsdist's set-up (plugin.WorkerMemory)."""
+    from .plugin import WorkerMemory
+
+    client.register_plugin(WorkerMemory())
+
+
+def compute(client: Client, fn, *args, key: str):
+    """``fn(*args)`` on a worker (futures among ``args`` resolved there); its small result."""
+    return client.submit(fn, *args, key=key).result()
+
+
+def tree_levels(client: Client, fn, futures: list, key: str, fan_in: int = 8) -> tuple[list, int]:
+    """Reduce futures with ``fn(*group)`` level by level on the workers, in order, until at most
+    ``fan_in`` remain (the root's inputs); returns them and the number of levels submitted.
+    The shape depends only on len(futures) and fan_in, so float results are reproducible."""
+    level = 0
+    while len(futures) > fan_in:
+        futures = [
+            client.submit(fn, *futures[i:i + fan_in], key=f"{key}-{level}-{i}")
+            for i in range(0, len(futures), fan_in)
+        ]
+        level += 1
+    return futures, level
+
+
+def tree_reduce(client: Client, fn, futures: list, key: str, fan_in: int = 8):
+    """Reduce futures with ``fn(*group)`` in a tree on the workers; returns one future."""
+    futures, level = tree_levels(client, fn, futures, key, fan_in)
+    return futures[0] if len(futures) == 1 else client.submit(fn, *futures, key=f"{key}-{level}-0")
+
+
+def gather_watching(client: Client, futures, workers: list[str]):
+    """``client.gather(futures)``; raises ModelLost as soon as one of ``workers`` has left the
+    cluster. Tasks on models are pinned to their worker (work stealing must not move them to a
+    worker without the model), so after a loss they would wait for it forever."""
+    flat = distributed.futures_of(futures)
+    while True:
+        try:
+            distributed.wait(flat, timeout=WATCH_SECONDS)
+            return client.gather(futures)
+        except (TimeoutError, distributed.TimeoutError):
+            present = set(client.run_on_scheduler(_worker_addresses))
+            gone = sorted(set(workers) - present)
+            if gone:
+                raise ModelLost(f"worker {', '.join(gone)} left the cluster") from None
+
+
+def _worker_addresses(dask_scheduler=None) -> list[str]:
+    return list(dask_scheduler.workers)

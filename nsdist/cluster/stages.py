@@ -1,0 +1,91 @@
+"""The stages that run on the cluster before training: scan and count, build the vocabulary,
+encode the shards that stay on the workers. The work itself is in counts.py, vocab.py and
+encode.py; this module places it."""
+
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+from distributed import Client
+
+from ..config import JobConfig
+from ..corpus import Block, iter_tokens
+from ..counts import Counts, Scanned, merge_counts, scan
+from ..encode import Shard, encode_scanned
+from ..memory import release_memory
+from ..plan import block_workers, shard_plan
+from ..shard import round_words
+from ..vocab import Vocab, build_vocab
+from .client import tree_reduce
+from .client import workers as client_workers
+
+
+# Task functions: module-level, plain inputs and outputs, never mutating their arguments.
+
+def _scan_block(block: Block, storage_options, lowercase: bool, column: str) -> Scanned:
+    # 1 MiB pieces: Arrow needs about 10x a piece's size, so a whole block at once would not fit.
+    scanned = scan(iter_tokens(block, storage_options, lowercase, column))
+    release_memory()  # the scan's transient memory (about 3x the block): ~20% of the scan time
+    return scanned
+
+
+def _encode_piece(lo: int, hi: int, vocab: Vocab, max_len: int, block: Scanned) -> Shard:
+    """Encode the chunks that start in token range [lo, hi) of a scanned block: one piece of a
+    shard (each block's scan is freed once its pieces exist; a shard is never concatenated)."""
+    release_memory()  # what earlier scans and pieces freed, before this piece is allocated
+    return encode_scanned([(block, lo, hi)], vocab.words, max_len)
+
+
+def _vocab_summary(vocab: Vocab, counts: Counts) -> dict:
+    return {"vocab_size": len(vocab), "vocab_tokens": vocab.total, "raw_tokens": counts.tokens,
+            "sentences": counts.sentences, "distinct_words": counts.table.num_rows}
+
+
+def count_vocab(client: Client, cfg: JobConfig, blocks: list[Block], tag: str, shards: int | None = None):
+    """Read each block once, count, merge the counts in a tree, build the vocabulary.
+
+    Returns (vocab future, summary, scanned block futures, tokens per block). The scanned blocks
+    stay on the workers until ``encode_shards`` has turned them into ``shards`` shards (placed
+    for that count; default one per worker).
+    """
+    t = cfg.train
+    read_args = (dict(cfg.storage_options), t.lowercase, cfg.parquet_column)
+    workers = client_workers(client)
+    places = block_workers([b.length for b in blocks], shards or len(workers), workers, cfg.blocksize)
+    scanned = [client.submit(_scan_block, b, *read_args, key=f"scan-{tag}-{i}", workers=[w] if w else None,
+                             allow_other_workers=True) for i, (b, w) in enumerate(zip(blocks, places))]
+    counted = [client.submit(Scanned.to_counts, s, key=f"count-{s.key}") for s in scanned]
+    tokens = [client.submit(getattr, c, "tokens", key=f"n-{c.key}") for c in counted]
+    counts = tree_reduce(client, merge_counts, counted, key=f"merge-counts-{tag}")
+    vocab = client.submit(build_vocab, counts, t.min_count, t.max_vocab, key=f"vocab-{tag}")
+    block_tokens = client.gather(tokens)  # after the whole graph is submitted: the merges start early
+    summary = client.submit(_vocab_summary, vocab, counts, key=f"summary-{tag}").result()
+    return vocab, summary, scanned, block_tokens
+
+
+def encode_shards(client: Client, cfg: JobConfig, scanned: list, block_tokens: list[int], vocab, n_shards: int,
+                  rounds: int, tag: str):
+    """Encode the scanned blocks into ``n_shards`` training shards of about equal token counts:
+    (shards, words[shard, round]). A shard is a list of piece futures, one per block it draws
+    from (``_encode_piece``), in order; training takes the pieces as one shard
+    (``shard.round_slices``), so no worker ever holds a shard and its scanned blocks twice.
+    Empties ``scanned``: each scanned block is freed as soon as its pieces are built."""
+    t = cfg.train
+    # Deal the shards round-robin over the workers (training runs where a shard is held); left to
+    # itself the scheduler may build several next to the same scanned blocks, on one worker.
+    workers = client_workers(client)
+    shards = []
+    for s, plan in enumerate(shard_plan(block_tokens, n_shards)):
+        place = {"workers": [workers[s % len(workers)]] if workers else None, "allow_other_workers": True}
+        shards.append([client.submit(_encode_piece, lo, hi, vocab, t.max_sentence_length, scanned[b],
+                                     key=f"shard-{tag}-{s}-{b}", **place) for b, lo, hi in plan]
+                      # more shards than tokens: an empty one
+                      or [client.submit(Shard, np.zeros(0, np.int32), np.zeros(1, np.int64), key=f"shard-{tag}-{s}",
+                                        **place)])
+    scanned.clear()
+    words = client.gather([client.submit(round_words, pieces, rounds, key=f"rw-{tag}-{s}")
+                           for s, pieces in enumerate(shards)])
+    nbytes = client.gather([client.submit(operator.attrgetter("nbytes"), p, key=f"nbytes-{p.key}")
+                            for pieces in shards for p in pieces])
+    return shards, np.array(words, dtype=np.int64).reshape(n_shards, rounds), sum(nbytes)

@@ -1,0 +1,251 @@
+"""Training on models that live on the workers: rounds, merges, checkpoints, recovery.
+
+``train_epochs`` runs epochs on one model per worker (models.py): every round each model trains
+its shards in place, then the round's synchronised rows are merged block by block, each block
+by the worker that owns it, and copied to the others. A lost worker restarts training from the
+last checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+import time
+from dataclasses import dataclass
+
+import distributed
+import numpy as np
+from distributed import Client, KilledWorker
+from distributed.client import FutureCancelledError
+
+from .. import checkpoint
+from ..config import JobConfig
+from ..errors import TransientError
+from ..plan import model_groups, row_blocks, schedule, sync_rows
+from ..shard import RoundSpec
+from . import models
+from .client import gather_watching, threads
+from .models import ModelLost
+
+log = logging.getLogger("nsdist")
+
+MAX_RECOVERIES = 3  # restarts from a saved model after losing workers, per job
+# A lost worker shows as one of these: our own check, Dask giving up on a task, or Dask
+# forgetting a task whose worker died (its future is then cancelled).
+LOST = (ModelLost, KilledWorker, FutureCancelledError)
+@dataclass(frozen=True)
+class Training:
+    """What the training loop needs, fixed for a job: the shards (piece futures, on the
+    workers), words per shard and round, the tables (a future), the vocabulary size, the number
+    of models the shards are grouped into (``plan.model_groups``), and the row blocks merged in
+    parallel per round."""
+
+    shards: list
+    words: np.ndarray  # words[shard, round]
+    tables: object
+    rows: int
+    models: int
+    blocks: int
+    tag: str
+
+    @property
+    def rounds(self) -> int:
+        return self.words.shape[1]
+
+
+@dataclass
+class _Layout:
+    """Where one attempt's models live: model m trains ``groups[m]`` on worker ``home[m]`` with
+    ``threads[m]`` threads."""
+
+    groups: list[list[int]]
+    home: list[str]
+    threads: list[int]
+
+    @property
+    def workers(self) -> list[str]:
+        return sorted(set(self.home))
+
+
+def _place_models(client: Client, run: Training) -> _Layout:
+    """Each model lives on the worker holding its first shard (lost shards are recomputed first);
+    a model trains with as many threads as that worker has, at most one per shard."""
+    distributed.wait(distributed.futures_of(run.shards))
+    holders = client.who_has(distributed.futures_of(run.shards))
+    if not all(holders.get(pieces[0].key) for pieces in run.shards):
+        raise ModelLost("a shard is on no worker")
+    nthreads = threads(client)
+    groups = model_groups(len(run.shards), run.models)
+    home = [sorted(holders[run.shards[g[0]][0].key])[0] for g in groups]
+    return _Layout(groups, home, [max(1, min(nthreads.get(w, 1), len(g))) for w, g in zip(home, groups)])
+
+
+class _Attempt:
+    """One attempt at training epochs ``start``.. on models that live on the workers (models.py):
+    every round each model trains its shards in place; the round's synchronised rows
+    (``plan.sync_rows``) are merged in ``run.blocks`` row blocks, each by the worker that owns
+    it, and copied to the others. Epoch e + 1 is submitted before epoch e is collected, so the
+    workers never wait for the client between epochs."""
+
+    def __init__(self, client: Client, cfg: JobConfig, run: Training, attempt: int, start: int, source: tuple):
+        self.client, self.cfg, self.run, self.attempt = client, cfg, run, attempt
+        self.layout = _place_models(client, run)
+        self.workers = self.layout.workers
+        t = cfg.train
+        self.total = t.epochs * int(run.words.sum())
+        self.done = start * int(run.words.sum())
+        build, args = source
+        ready = {w: self.submit(models.create, run.tag, attempt, start * run.rounds,
+                                [m for m, h in enumerate(self.layout.home) if h == w], build, *args,
+                                key=f"model-{run.tag}-{attempt}-{i}", worker=w)
+                 for i, w in enumerate(self.workers)}
+        self.after = [[ready[w]] for w in self.layout.home]  # per model: what its next task waits for
+        self.last_end = time.perf_counter()
+
+    def submit(self, fn, *args, key: str, worker: str, **kw):  # strictly where the models are: see gather_watching
+        return self.client.submit(fn, *args, key=key, workers=[worker], allow_other_workers=False, **kw)
+
+    def gather(self, futures):
+        return gather_watching(self.client, futures, self.workers)
+
+    def submit_round(self, epoch: int, r: int):
+        """Train every model, merge the synchronised row blocks, install them everywhere."""
+        run, t, lay, key = self.run, self.cfg.train, self.layout, f"{self.run.tag}-{self.attempt}-{epoch}-{r}"
+        g = epoch * run.rounds + r
+        end = self.done + int(run.words[:, r].sum())
+        a0, a1 = schedule(t.alpha, t.min_alpha, self.done, self.total), schedule(t.alpha, t.min_alpha, end, self.total)
+        self.done = end
+        ranges = row_blocks(sync_rows(r, run.rounds, run.rows, t.sync_rows), run.blocks)
+        specs = {s: RoundSpec(epoch, r, run.rounds, s, a0, a1, t.window, t.negative, t.seed, t.kernel)
+                 for s in range(len(run.shards))}
+        trained = [self.submit(models.train, run.tag, self.attempt, g, m, ranges, [run.shards[s] for s in group],
+                               run.tables, [specs[s] for s in group], lay.threads[m], *self.after[m],
+                               key=f"train-{key}-{m}", worker=lay.home[m])
+                   for m, group in enumerate(lay.groups)]
+        owners = [self.workers[b % len(self.workers)] for b in range(len(ranges))]
+        merged = []
+        for b, (lo, hi) in enumerate(ranges):
+            # The owner's models' parts are views; the others send only what the owner lacks:
+            # the rows they changed, and the rows the owner's models changed (its mask).
+            local = [m for m, h in enumerate(lay.home) if h == owners[b]]
+            masks = self.submit(models.mask, run.tag, self.attempt, g, lo, hi, *[trained[m] for m in local],
+                                key=f"mask-{key}-{b}", worker=owners[b])
+            parts = [self.submit(operator.getitem, d, b, key=f"part-{b}-{d.key}", worker=owners[b]) if m in local
+                     else self.submit(models.send, d, b, masks, key=f"part-{b}-{d.key}", worker=lay.home[m])
+                     for m, d in enumerate(trained)]
+            merged.append(self.submit(models.merge, run.tag, self.attempt, g, b, len(ranges), lo, hi, t.merge,
+                                      *parts, key=f"merge-{key}-{b}", worker=owners[b]))
+        # A worker installs others' blocks after merging its own: the parts it received are
+        # freed before the merged blocks arrive (Dask fetches a task's inputs once it is ready).
+        own = {w: [m for m, o in zip(merged, owners) if o == w] for w in self.workers}
+        installs = [self.submit(models.install, run.tag, self.attempt, g, b, len(ranges), lo, hi, merged[b], *own[w],
+                                key=f"install-{key}-{b}-{i}", worker=w)
+                    for b, (lo, hi) in enumerate(ranges) for i, w in enumerate(self.workers) if w != owners[b]]
+        infos = [self.submit(models.info, m, key=f"info-{m.key}", worker=owners[b]) for b, m in enumerate(merged)]
+        # The next round waits for every install (they read the owners' models) or, on one
+        # worker, for the merges.
+        self.after = [installs or merged for _ in lay.groups]
+        return infos, installs
+
+    def submit_epoch(self, epoch: int, checkpoint_url: str | None):
+        rounds = [self.submit_round(epoch, r) for r in range(self.run.rounds)]
+        save = None
+        if checkpoint_url:  # from the first worker's model, before its next round changes it
+            w = self.workers[0]
+            save = self.submit(models.save, self.run.tag, self.attempt, (epoch + 1) * self.run.rounds,
+                               checkpoint.save_model, (checkpoint_url, dict(self.cfg.storage_options)), *self.after[0],
+                               key=f"checkpoint-{self.run.tag}-{self.attempt}-{epoch}", worker=w, priority=10)
+            self.after = [a + [save] if h == w else a for a, h in zip(self.after, self.layout.home)]
+        return epoch, rounds, save, checkpoint_url, self.done
+
+    def collect(self, epoch: int, rounds: list, save, url: str | None, done: int) -> tuple[dict, int | None]:
+        """The epoch's metrics, and the bytes of its checkpoint once saved (None: no checkpoint)."""
+        t = self.cfg.train
+        infos, installed = self.gather([[i for i, _ in rounds], [x for _, x in rounds]])
+        stats = [s for blk in infos for s in blk[0]["stats"]]
+        # One record per merge (round): its row blocks' merges summed (seconds: compute time;
+        # bytes: what crossed between worker processes: parts into the merges, merged blocks out).
+        merges = [{"seconds": sum(i["seconds"] for i in blk), "bytes": sum(i["bytes"] for i in blk) + sum(inst)}
+                  for blk, inst in zip(infos, installed)]
+        # From the previous epoch's end (not from this collection's start: the next epoch is
+        # already running while the client checkpoints this one).
+        now = time.perf_counter()
+        seconds, self.last_end = now - self.last_end, now
+        m = {
+            "epoch": epoch + 1,
+            "loss": sum(s["loss"] for s in stats) / max(sum(s["pairs"] for s in stats), 1),
+            "pairs": sum(s["pairs"] for s in stats),
+            "words": sum(s["words"] for s in stats),
+            "seconds": seconds,
+            "words_per_second": sum(s["words"] for s in stats) / max(seconds, 1e-9),
+            "kernel_seconds": sum(s["seconds"] for s in stats),
+            "merge_seconds": sum(x["seconds"] for x in merges),
+            "merge_bytes": sum(x["bytes"] for x in merges),
+            "merges": merges,
+            "alpha_end": schedule(t.alpha, t.min_alpha, done, self.total),
+        }
+        log.info("epoch %d/%d: loss %.4f, %.0f words/s, %.1f s (merge %.2f s, %.1f MB)", epoch + 1, t.epochs,
+                 m["loss"], m["words_per_second"], seconds, m["merge_seconds"], m["merge_bytes"] / 1e6)
+        return m, (self.gather(save) if save is not None else None)
+
+    def finish(self, write, args: tuple):
+        """``write(*args, model)`` on the final model, by the first worker."""
+        run = self.run
+        return self.gather(self.submit(models.save, run.tag, self.attempt, self.cfg.train.epochs * run.rounds, write,
+                                       args, *self.after[0], key=f"write-{run.tag}-{self.attempt}",
+                                       worker=self.workers[0]))
+
+
+def train_epochs(client: Client, cfg: JobConfig, run: Training, source: tuple, start: int = 0,
+                 checkpoint_at=None, on_saved=None, finish: tuple | None = None):
+    """Epochs start..epochs-1 on models that live on the workers (``_Attempt``).
+
+    ``source``: (build, args): ``build(*args)`` is the model before epoch ``start`` (built on
+    every worker holding a model). ``checkpoint_at(epoch)``: a URL to save the model to after
+    ``epoch``, or None; ``on_saved(epoch, nbytes, metrics)`` runs once that save and the
+    epoch's metrics are in. ``finish``: (write, args): ``write(*args, model)`` runs on the final
+    model (the outputs). Returns (finish's result, per-epoch metrics, restarts, threads per model).
+
+    When a worker is lost, training restarts from the last saved model (or ``source``), at most
+    MAX_RECOVERIES times: every task is a deterministic function of the model it starts from
+    (with one thread per model) and the merges sum in model order, so the vectors are the same
+    as without the loss.
+    """
+    metrics: list[dict] = []
+    saved: list[tuple[int, str]] = []  # (epoch, url) of each model saved
+    for attempt in range(MAX_RECOVERIES + 1):
+        try:
+            job = _Attempt(client, cfg, run, attempt, start, source)
+            pending = None
+            for epoch in range(start, cfg.train.epochs):
+                submitted = job.submit_epoch(epoch, checkpoint_at(epoch) if checkpoint_at else None)
+                if pending is not None:
+                    _collected(job, pending, metrics, saved, on_saved)
+                pending = submitted
+            if pending is not None:
+                _collected(job, pending, metrics, saved, on_saved)
+            result = job.finish(*finish) if finish else None
+            client.run(models.drop, run.tag, on_error="ignore")  # a worker leaving now has nothing to free
+            return result, metrics, attempt, job.layout.threads
+        except LOST as e:
+            # The attempt's futures go with it: the scheduler forgets its tasks, and any that
+            # still run find their models gone (attempt numbers differ) and fail.
+            client.run(models.drop, run.tag, on_error="ignore")
+            if attempt == MAX_RECOVERIES:
+                raise TransientError(f"lost workers {attempt + 1} times while training ({e}); check the "
+                                     "workers' memory and logs, then --resume the run") from e
+            if saved:
+                start, source = saved[-1][0] + 1, (checkpoint.load_model, (saved[-1][1], dict(cfg.storage_options)))
+            metrics[:] = [m for m in metrics if m["epoch"] <= start]
+            log.warning("lost a worker (%s: %s); training again from epoch %d", type(e).__name__, e, start + 1)
+    raise AssertionError("unreachable")
+
+
+def _collected(job: _Attempt, pending: tuple, metrics: list, saved: list, on_saved) -> None:
+    m, nbytes = job.collect(*pending)
+    metrics.append(m)
+    if nbytes is not None:
+        epoch, url = pending[0], pending[3]
+        saved.append((epoch, url))
+        if on_saved is not None:
+            on_saved(epoch, nbytes, metrics)
