@@ -73,6 +73,7 @@ def main(argv=None) -> int:
     for name in ("distributed", "tornado", "bokeh"):
         logging.getLogger(name).setLevel(logging.ERROR)
     workdir = a.workdir or tempfile.mkdtemp(prefix="nsdist-scale-")
+    os.makedirs(workdir, exist_ok=True)
     corpus = a.corpus or os.path.join(workdir, "zipf.txt")
     if not os.path.exists(corpus):
         t0 = time.perf_counter()

@@ -15,14 +15,17 @@ The model (one model per worker, M workers, R rounds per epoch, frequency tiers)
   other workers when any model changed it: 1 - (1 - P_i)^M. Models are treated as independent.
 * Bytes per row: a sent row carries ``dim`` float32, a uint32 count and an int32 id; a merged
   row ``dim`` float32 and an id.
-* Memory per worker: the model, its shards (4 B per token, 8 B per sentence), and in flight at
-  the largest round: what an owner receives for one block, (M - 1) senders' rows of a 1/M
-  share of the synchronised rows, plus its own outgoing rows (copies of what it sends).
+* Memory per worker: the model, its shards (4 B per token, 8 B per sentence), per-word tables
+  (update counts 8 B, noise and subsampling tables 16 B, the vocabulary about 24 B), and in
+  flight at the largest round, with B blocks (``nsdist.plan.merge_blocks``) dealt over the M
+  workers: what an owner receives for one block (M - 1 parts), what it sends at once (one part
+  to each of the other owners), and the merged rows of its own blocks, held until installed.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 import numpy as np
@@ -44,6 +47,12 @@ def keep_probs(counts: np.ndarray, sample: float) -> np.ndarray:
     return np.minimum((np.sqrt(counts / t) + 1.0) * t / counts, 1.0)
 
 
+def merge_blocks(rows: int, vocab_size: int, models: int, model_bytes: int) -> int:
+    """nsdist.plan.merge_blocks (copied, like sync_rows)."""
+    share = max(0.125, 4 * 2**20 / max(model_bytes, 1))
+    return max(1, min(math.ceil((models - 1) * rows / (vocab_size * share)), 4 * models, rows))
+
+
 def predict_epoch(counts: np.ndarray, *, models: int, rounds: int, tokens_per_model_round: float, dim: int,
                   negative: int = 5, sample: float = 1e-3, ns_exponent: float = 0.75, base: int | None = 1024,
                   sentence_tokens: float = 20.0) -> dict:
@@ -58,6 +67,7 @@ def predict_epoch(counts: np.ndarray, *, models: int, rounds: int, tokens_per_mo
     rate_in = n * p * k
     rate_out = rate_in + negative * n * float((p * k).sum()) * q
     part_row, merged_row = dim * 4 + 8, dim * 4 + 4
+    model_bytes = 2 * v * dim * 4
     last = np.full(v, -1)
     per_round, peak_flight = [], 0.0
     for r in range(rounds):
@@ -73,15 +83,18 @@ def predict_epoch(counts: np.ndarray, *, models: int, rounds: int, tokens_per_mo
         merged_bytes = (models - 1) * merged * merged_row
         per_round.append({"round": r, "rows": rows, "bytes": part_bytes + merged_bytes,
                           "part_bytes": part_bytes, "merged_bytes": merged_bytes})
-        # One owner's block: (M - 1) parts of 1/M of the rows in, its own rows out.
-        flight = part_bytes / models + sent * part_row / models * (models - 1) / models
+        blocks = merge_blocks(rows, v, models, model_bytes)
+        one_part = sent / blocks * part_row  # one model's rows of one block
+        owners = min(models, blocks)
+        flight = ((models - 1) * one_part + (owners - 1) * one_part
+                  + merged / owners * merged_row)
         peak_flight = max(peak_flight, flight)
     tokens = n * models * rounds
-    model_bytes = 2 * v * dim * 4
     shard_bytes = tokens / models * (4 + 8 / sentence_tokens)
+    tables = 48 * v
     return {"rounds": per_round, "bytes_per_epoch": sum(x["bytes"] for x in per_round),
             "model_bytes": model_bytes, "shard_bytes_per_worker": shard_bytes, "in_flight_bytes": peak_flight,
-            "memory_per_worker": model_bytes + shard_bytes + peak_flight}
+            "tables_bytes": tables, "memory_per_worker": model_bytes + shard_bytes + tables + peak_flight}
 
 
 def zipf_counts(vocab: int, tokens: float, s: float = 1.0) -> np.ndarray:
@@ -108,8 +121,8 @@ def main(argv=None) -> int:
     print(f"{a.workers} workers, V = {a.vocab:,}, dim {a.dim}, {a.tokens:.3g} tokens per epoch, Zipf s = {a.zipf}, "
           f"{rounds} rounds per epoch, sync_rows {a.sync_rows}")
     print(f"model {out['model_bytes'] / gb:.1f} GB; shards per worker {out['shard_bytes_per_worker'] / gb:.1f} GB; "
-          f"in flight at most {out['in_flight_bytes'] / gb:.2f} GB; memory per worker "
-          f"{out['memory_per_worker'] / gb:.1f} GB")
+          f"per-word tables {out['tables_bytes'] / gb:.2f} GB; in flight at most {out['in_flight_bytes'] / gb:.2f} GB; "
+          f"memory per worker {out['memory_per_worker'] / gb:.1f} GB")
     full = out["rounds"][-1]["bytes"]
     print(f"network per epoch {out['bytes_per_epoch'] / gb:.0f} GB in all, "
           f"{out['bytes_per_epoch'] / a.workers / gb:.1f} GB per worker "

@@ -52,7 +52,7 @@ class TrainConfig:
     alpha_scale: float | None = None  # uniform local rate multiplier; None: model count, capped
     rate_pivot: float | None = 5000.0  # per-row local rates (merge.shard_rates); None: uniform
     kernel: str = "batch"  # "batch": negatives shared per window (HogBatch); "pair": classic
-    merge_blocks: int | None = None  # row blocks merged in parallel; None: one per worker (same results)
+    merge_blocks: int | None = None  # row blocks per round; None: plan.merge_blocks (the same results)
 
     def rounds(self, models: int) -> int:
         """Merges per epoch for ``models`` models (one per worker): ``syncs_per_epoch``, else 4,

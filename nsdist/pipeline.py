@@ -246,8 +246,8 @@ def train(cfg: JobConfig, client, resume: str | None = None, init_from: str | No
     rates = cluster.compute(client, _rate_summary, tables, key=f"rates-{run.id}")
     source, warm = _source(client, cfg, run, vocab, summary["vocab_size"])
     prior, start = list(state.get("metrics", [])), state.get("epoch", 0)
-    training = cluster.Training(shards, words, tables, summary["vocab_size"], n_models,
-                                t.merge_blocks or n_models, run.id)
+    training = cluster.Training(shards, words, tables, summary["vocab_size"], t.dim, n_models, t.merge_blocks,
+                                run.id)
 
     def checkpoint_at(epoch: int) -> str | None:
         if cfg.checkpoint_every <= 0 or (epoch + 1) % cfg.checkpoint_every or epoch + 1 == t.epochs:
@@ -275,7 +275,7 @@ def train(cfg: JobConfig, client, resume: str | None = None, init_from: str | No
         "metrics": {"epochs": prior + metrics, "count_seconds": count_seconds, "encode_seconds": encode_seconds,
                     "total_seconds": time.perf_counter() - t_start, "resumed_after_epoch": start or None,
                     "restarts_after_worker_loss": restarts, "rounds_per_epoch": training.rounds,
-                    "merge_blocks": training.blocks, "rate_multiplier": rates,
+                    "rate_multiplier": rates,
                     "models": n_models, "threads_per_model": threads,
                     # Threads sharing a model race (Hogwild): the bits then depend on timing.
                     "bit_reproducible": max(threads) == 1,

@@ -8,6 +8,8 @@ bits of the vectors, so each one depends only on its arguments.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 # How shards, models and rounds are cut from the corpus (bump when that changes: a resumed run
@@ -69,6 +71,34 @@ def sync_rows(round_: int, rounds: int, vocab_size: int, base: int | None) -> in
     r = round_ + 1
     zeros = (r & -r).bit_length() - 1
     return min(vocab_size, base << zeros)
+
+
+# The most an owner receives at once for one block: this share of the model, or MIN_IN_FLIGHT
+# bytes if more (small models need no cutting). The synchronised rows are cut into enough blocks
+# that M - 1 models' rows of one block fit (merge_blocks), and each owner merges its blocks one
+# after another. At most MAX_BLOCKS_PER_MODEL blocks per model: every block costs M tasks.
+IN_FLIGHT = 0.125
+MIN_IN_FLIGHT = 4 * 2**20
+MAX_BLOCKS_PER_MODEL = 4
+
+
+def merge_blocks(rows: int, vocab_size: int, models: int, model_bytes: int) -> int:
+    """Row blocks a round's ``rows`` synchronised rows are merged in: the fewest that keep what
+    an owner receives at once (the other M - 1 models' rows of a block) within ``IN_FLIGHT`` of
+    the model (or ``MIN_IN_FLIGHT`` bytes), at most ``MAX_BLOCKS_PER_MODEL`` per model. The
+    frequent tiers are small: one block, one owner.
+
+    >>> mb = 2**20
+    >>> merge_blocks(300_000, 300_000, 2, 240 * mb), merge_blocks(300_000, 300_000, 8, 240 * mb)
+    (8, 32)
+    >>> merge_blocks(1024, 300_000, 8, 240 * mb), merge_blocks(30_000, 30_000, 8, 2 * mb)
+    (1, 4)
+    >>> merge_blocks(30_000, 30_000, 1, 240 * mb)
+    1
+    """
+    share = max(IN_FLIGHT, MIN_IN_FLIGHT / max(model_bytes, 1))
+    wanted = math.ceil((models - 1) * rows / (vocab_size * share))
+    return max(1, min(wanted, MAX_BLOCKS_PER_MODEL * models, rows))
 
 
 def row_blocks(rows: int, blocks: int) -> list[tuple[int, int]]:

@@ -86,7 +86,7 @@ def test_same_seed_and_shards_give_identical_vectors(client, write, tmp_path):
         runs.append(load(train(cfg, client).run_url))
     assert runs[0].vocab == runs[1].vocab
     assert np.array_equal(runs[0].vectors, runs[1].vectors)
-    # The model merged as 3 row blocks: every rule is per row, so the same bits.
+    # The rows merged as 3 row blocks instead of 1: every rule is per row, so the same bits.
     blocked = load(train(config([path], str(tmp_path / "out3"), merge_blocks=3), client).run_url)
     assert np.array_equal(blocked.vectors, runs[0].vectors)
     other = load(train(config([path], str(tmp_path / "out2"), seed=2), client).run_url)
@@ -109,16 +109,18 @@ def test_publish_layout_and_manifest(client, write, tmp_path):
     assert all(e["words_per_second"] > 0 and e["merge_bytes"] > 0 for e in epochs)
     assert epochs[1]["loss"] < epochs[0]["loss"]
     assert manifest["corpus"]["shards"] == 3
-    # 3 shards dealt over 2 workers (0 and 2 on the first), which train one model each; one row
-    # block per worker: per round each block gets the other model's rows, and each merged block
-    # goes to the other worker once. Nothing else crosses between the worker processes.
-    assert manifest["metrics"]["models"] == 2 and manifest["metrics"]["merge_blocks"] == 2
+    # 3 shards dealt over 2 workers (0 and 2 on the first), which train one model each. The model
+    # is small enough to merge as one block (plan.merge_blocks): its owner gets the other model's
+    # rows, and the merged rows go to the other worker once. Nothing else crosses between the
+    # worker processes.
+    assert manifest["metrics"]["models"] == 2
     assert manifest["metrics"]["threads_per_model"] == [1, 1] and manifest["metrics"]["bit_reproducible"]
     rows, dim = manifest["corpus"]["vocab_size"], 16
     part, merged = 2 * dim * 4 + 2 * 4, 2 * dim * 4  # bytes per row: win and wout, counts
     merges = [m for e in epochs for m in e["merges"]]
     assert rows < 1024  # every round syncs every row (sync_rows)
-    assert len(merges) == 6 and all(m["bytes"] == rows * part + rows * merged for m in merges)
+    assert len(merges) == 6 and all(m["rows"] == rows and m["blocks"] == 1 for m in merges)
+    assert all(m["bytes"] == rows * part + rows * merged for m in merges)
     assert manifest["metrics"]["client_peak_rss_bytes"] > 0
     emb = load(out, verify=True)
     assert emb.manifest["run_id"] == result.run_id and emb.vectors.shape == (len(emb.vocab), 16)

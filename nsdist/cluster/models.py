@@ -180,8 +180,16 @@ def mask(tag: str, attempt: int, g: int, lo: int, hi: int, *after) -> tuple[np.n
                  for n in ("n_in", "n_out"))
 
 
-def send(parts: tuple[Part, ...], block: int, masks: tuple[np.ndarray, np.ndarray]) -> Part:
-    """The part of ``block`` that crosses to its owner: only the rows it needs (merge.changed)."""
+def local(parts: tuple[Part, ...], block: int, *after) -> Part:
+    """The part of ``block`` for an owner on this worker: views, nothing copied. ``after``: the
+    owner's previous merge, only waited for."""
+    return parts[block]
+
+
+def send(parts: tuple[Part, ...], block: int, masks: tuple[np.ndarray, np.ndarray], *after) -> Part:
+    """The part of ``block`` that crosses to its owner: only the rows it needs (merge.changed).
+    ``after``: the owner's previous merge, only waited for, so that a sender holds copies for
+    one block per owner at a time."""
     return changed(parts[block], *masks)
 
 
@@ -215,6 +223,7 @@ def merge(tag: str, attempt: int, g: int, block: int, blocks: int, lo: int, hi: 
     the result into this worker's models."""
     t0 = time.perf_counter()
     held = _refresh(tag, attempt, g, block)
+    release_memory()  # the parts of this owner's previous block
     touched = {}
     for matrix, counts, ids in (("win", "n_in", "ids_in"), ("wout", "n_out", "ids_out")):
         touched[matrix] = merge_rows([getattr(r.model, matrix)[lo:hi] for r in held],
@@ -233,7 +242,8 @@ def merge(tag: str, attempt: int, g: int, block: int, blocks: int, lo: int, hi: 
 def install(tag: str, attempt: int, g: int, block: int, blocks: int, lo: int, hi: int, merged: Merged,
             *after) -> int:
     """Copy a merged row block into this worker's models; returns the bytes received.
-    ``after``: this worker's own merges of the round, only waited for."""
+    ``after``: this worker's previous install of the round, only waited for, so that one merged
+    block at a time is in flight to it."""
     held = _refresh(tag, attempt, g, block)
     for r in held:
         for matrix, ids in (("win", merged.ids_in), ("wout", merged.ids_out)):
@@ -244,6 +254,10 @@ def install(tag: str, attempt: int, g: int, block: int, blocks: int, lo: int, hi
                 rows[ids] = getattr(merged, matrix)
     _done(held, g, block, blocks, lo, hi)
     return merged.nbytes
+
+
+def barrier(*after) -> None:
+    """Nothing: a round is over once this runs (``after``: every install of the round)."""
 
 
 def info(merged: Merged) -> dict:

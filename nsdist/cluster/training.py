@@ -21,7 +21,7 @@ from distributed.client import FutureCancelledError
 from .. import checkpoint
 from ..config import JobConfig
 from ..errors import TransientError
-from ..plan import model_groups, row_blocks, schedule, sync_rows
+from ..plan import merge_blocks, model_groups, row_blocks, schedule, sync_rows
 from ..shard import RoundSpec
 from . import models
 from .client import gather_watching, threads
@@ -37,20 +37,25 @@ LOST = (ModelLost, KilledWorker, FutureCancelledError)
 class Training:
     """What the training loop needs, fixed for a job: the shards (piece futures, on the
     workers), words per shard and round, the tables (a future), the vocabulary size, the number
-    of models the shards are grouped into (``plan.model_groups``), and the row blocks merged in
-    parallel per round."""
+    of models the shards are grouped into (``plan.model_groups``), and the row blocks each round's
+    synchronised rows are merged in."""
 
     shards: list
     words: np.ndarray  # words[shard, round]
     tables: object
     rows: int
+    dim: int
     models: int
-    blocks: int
+    blocks: int | None  # row blocks per round; None: plan.merge_blocks
     tag: str
 
     @property
     def rounds(self) -> int:
         return self.words.shape[1]
+
+    @property
+    def model_bytes(self) -> int:
+        return 2 * self.rows * self.dim * 4
 
 
 @dataclass
@@ -68,16 +73,19 @@ class _Layout:
 
 
 def _place_models(client: Client, run: Training) -> _Layout:
-    """Each model lives on the worker holding its first shard (lost shards are recomputed first);
-    a model trains with as many threads as that worker has, at most one per shard."""
+    """Model m lives on worker m (of the sorted workers, round-robin): where ``encode_shards``
+    dealt its shards, and one model per worker even where Dask built a shard elsewhere (the
+    shard, far smaller than a model, then moves). A model trains with as many threads as its
+    worker has, at most one per shard. Lost shards are recomputed first."""
     distributed.wait(distributed.futures_of(run.shards))
     holders = client.who_has(distributed.futures_of(run.shards))
     if not all(holders.get(pieces[0].key) for pieces in run.shards):
         raise ModelLost("a shard is on no worker")
     nthreads = threads(client)
+    alive = sorted(nthreads)
     groups = model_groups(len(run.shards), run.models)
-    home = [sorted(holders[run.shards[g[0]][0].key])[0] for g in groups]
-    return _Layout(groups, home, [max(1, min(nthreads.get(w, 1), len(g))) for w, g in zip(home, groups)])
+    home = [alive[m % len(alive)] for m in range(run.models)]
+    return _Layout(groups, home, [max(1, min(nthreads[w], len(g))) for w, g in zip(home, groups)])
 
 
 class _Attempt:
@@ -115,7 +123,8 @@ class _Attempt:
         end = self.done + int(run.words[:, r].sum())
         a0, a1 = schedule(t.alpha, t.min_alpha, self.done, self.total), schedule(t.alpha, t.min_alpha, end, self.total)
         self.done = end
-        ranges = row_blocks(sync_rows(r, run.rounds, run.rows, t.sync_rows), run.blocks)
+        rows = sync_rows(r, run.rounds, run.rows, t.sync_rows)
+        ranges = row_blocks(rows, run.blocks or merge_blocks(rows, run.rows, run.models, run.model_bytes))
         specs = {s: RoundSpec(epoch, r, run.rounds, s, a0, a1, t.window, t.negative, t.seed, t.kernel)
                  for s in range(len(run.shards))}
         trained = [self.submit(models.train, run.tag, self.attempt, g, m, ranges, [run.shards[s] for s in group],
@@ -123,29 +132,38 @@ class _Attempt:
                                key=f"train-{key}-{m}", worker=lay.home[m])
                    for m, group in enumerate(lay.groups)]
         owners = [self.workers[b % len(self.workers)] for b in range(len(ranges))]
-        merged = []
+        # An owner merges its blocks one after another, and parts of a block go out only once
+        # the owner's previous merge is done: what a worker holds in flight stays bounded
+        # (plan.IN_FLIGHT) whatever the model size.
+        merged, previous = [], {}
         for b, (lo, hi) in enumerate(ranges):
             # The owner's models' parts are views; the others send only what the owner lacks:
             # the rows they changed, and the rows the owner's models changed (its mask).
-            local = [m for m, h in enumerate(lay.home) if h == owners[b]]
+            owner, chain = owners[b], [previous[owners[b]]] if owners[b] in previous else []
+            local = [m for m, h in enumerate(lay.home) if h == owner]
             masks = self.submit(models.mask, run.tag, self.attempt, g, lo, hi, *[trained[m] for m in local],
-                                key=f"mask-{key}-{b}", worker=owners[b])
-            parts = [self.submit(operator.getitem, d, b, key=f"part-{b}-{d.key}", worker=owners[b]) if m in local
-                     else self.submit(models.send, d, b, masks, key=f"part-{b}-{d.key}", worker=lay.home[m])
+                                key=f"mask-{key}-{b}", worker=owner)
+            parts = [self.submit(models.local, d, b, *chain, key=f"part-{b}-{d.key}", worker=owner) if m in local
+                     else self.submit(models.send, d, b, masks, *chain, key=f"part-{b}-{d.key}", worker=lay.home[m])
                      for m, d in enumerate(trained)]
             merged.append(self.submit(models.merge, run.tag, self.attempt, g, b, len(ranges), lo, hi, t.merge,
-                                      *parts, key=f"merge-{key}-{b}", worker=owners[b]))
-        # A worker installs others' blocks after merging its own: the parts it received are
-        # freed before the merged blocks arrive (Dask fetches a task's inputs once it is ready).
-        own = {w: [m for m, o in zip(merged, owners) if o == w] for w in self.workers}
-        installs = [self.submit(models.install, run.tag, self.attempt, g, b, len(ranges), lo, hi, merged[b], *own[w],
-                                key=f"install-{key}-{b}-{i}", worker=w)
-                    for b, (lo, hi) in enumerate(ranges) for i, w in enumerate(self.workers) if w != owners[b]]
+                                      *parts, key=f"merge-{key}-{b}", worker=owner))
+            previous[owner] = merged[-1]
+        # Each worker installs the other owners' blocks one at a time, in block order.
+        installs, last = [], {}
+        for b, (lo, hi) in enumerate(ranges):
+            for i, w in enumerate(self.workers):
+                if w != owners[b]:
+                    installs.append(self.submit(models.install, run.tag, self.attempt, g, b, len(ranges), lo, hi,
+                                                merged[b], *([last[w]] if w in last else []),
+                                                key=f"install-{key}-{b}-{i}", worker=w))
+                    last[w] = installs[-1]
         infos = [self.submit(models.info, m, key=f"info-{m.key}", worker=owners[b]) for b, m in enumerate(merged)]
         # The next round waits for every install (they read the owners' models) or, on one
-        # worker, for the merges.
-        self.after = [installs or merged for _ in lay.groups]
-        return infos, installs
+        # worker, for the merges: one barrier task instead of every train depending on each.
+        done = self.submit(models.barrier, *(installs or merged), key=f"round-{key}", worker=self.workers[0])
+        self.after = [[done] for _ in lay.groups]
+        return infos, installs, rows
 
     def submit_epoch(self, epoch: int, checkpoint_url: str | None):
         rounds = [self.submit_round(epoch, r) for r in range(self.run.rounds)]
@@ -161,12 +179,13 @@ class _Attempt:
     def collect(self, epoch: int, rounds: list, save, url: str | None, done: int) -> tuple[dict, int | None]:
         """The epoch's metrics, and the bytes of its checkpoint once saved (None: no checkpoint)."""
         t = self.cfg.train
-        infos, installed = self.gather([[i for i, _ in rounds], [x for _, x in rounds]])
+        infos, installed = self.gather([[i for i, _, _ in rounds], [x for _, x, _ in rounds]])
         stats = [s for blk in infos for s in blk[0]["stats"]]
         # One record per merge (round): its row blocks' merges summed (seconds: compute time;
         # bytes: what crossed between worker processes: parts into the merges, merged blocks out).
-        merges = [{"seconds": sum(i["seconds"] for i in blk), "bytes": sum(i["bytes"] for i in blk) + sum(inst)}
-                  for blk, inst in zip(infos, installed)]
+        merges = [{"seconds": sum(i["seconds"] for i in blk), "bytes": sum(i["bytes"] for i in blk) + sum(inst),
+                   "rows": rows, "blocks": len(blk)}
+                  for blk, inst, (_, _, rows) in zip(infos, installed, rounds)]
         # From the previous epoch's end (not from this collection's start: the next epoch is
         # already running while the client checkpoints this one).
         now = time.perf_counter()
