@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 import pytest
+from distributed import Client, LocalCluster
 
 from nsdist import storage
 from nsdist.config import load_config
@@ -150,43 +151,101 @@ def test_tree_levels_keep_order_and_keys(client):
     assert root.key == "t-2-0" and root.result() == "/".join(map(str, range(17)))
 
 
-def test_models_equal_an_in_process_reference(client, write, tmp_path):
-    """The distributed rounds (one model per worker trained in place, the synchronised rows merged
-    by their owners and copied back) against a plain loop over two models in one process: each
-    trains its shards in shard order, keeps its update counts until a row is synchronised, and
-    every round averages a frequency prefix of the rows, all rows at an epoch's end."""
-    path = write("c.txt", corpus_text())
-    cfg = config([path], str(tmp_path / "out"), merge="weighted", sync_rows=8)
+def _part_bytes(n_in, n_out, own_in, own_out, dim):
+    """Bytes of one model's part of a block (merge.changed): dense when every row goes."""
+    sent_in, sent_out = (n_in > 0) | (own_in > 0), (n_out > 0) | (own_out > 0)
+    if sent_in.all() and sent_out.all():
+        return len(n_in) * (2 * dim * 4 + 2 * 4)
+    return int(sent_in.sum() + sent_out.sum()) * (dim * 4 + 4 + 4)
+
+
+def _merged_bytes(touched_in, touched_out, dim):
+    return sum(len(t) * dim * 4 if t.all() else int(t.sum()) * (dim * 4 + 4) for t in (touched_in, touched_out))
+
+
+def reference(client, cfg, n_shards, n_models, tag):
+    """A plain loop over ``n_models`` models in one process: each trains its shards in shard
+    order and keeps its update counts until a row is synchronised; every round averages a
+    frequency prefix of the rows (all rows at an epoch's end). Returns the final model and the
+    bytes each round must move between worker processes (model m on worker m; block b merged by
+    model b % n_models's worker; only the rows a sender or the owner changed go in, only the rows
+    the merge changed go out), and the synchronised row counts seen."""
     t = cfg.train
-    vocab, summary, scanned, block_tokens = count_vocab(client, cfg, plan_blocks(cfg.corpus, {}, cfg.blocksize), "ref")
-    rounds = t.rounds(2)
-    shards, words, _ = encode_shards(client, cfg, scanned, block_tokens, vocab, 3, rounds, "ref")
-    tables = pipeline._tables(vocab.result(), t, 2)
+    vocab, summary, scanned, block_tokens = count_vocab(client, cfg, plan_blocks(cfg.corpus, {}, cfg.blocksize), tag)
+    rounds = t.rounds(n_models)
+    shards, words, _ = encode_shards(client, cfg, scanned, block_tokens, vocab, n_shards, rounds, tag)
+    tables = pipeline._tables(vocab.result(), t, n_models)
     shards = client.gather(shards)
     rows = summary["vocab_size"]
     start = init_model(rows, t.dim, t.seed)
-    models = [Model(start.win.copy(), start.wout.copy()) for _ in range(2)]
+    models = [Model(start.win.copy(), start.wout.copy()) for _ in range(n_models)]
     counts = [(np.zeros(rows, np.uint32), np.zeros(rows, np.uint32)) for _ in models]
-    total, done, prefixes = t.epochs * int(words.sum()), 0, set()
+    total, done, prefixes, moved = t.epochs * int(words.sum()), 0, set(), []
     for epoch in range(t.epochs):
         for r in range(rounds):
             a0 = plan.schedule(t.alpha, t.min_alpha, done, total)
             done += int(words[:, r].sum())
             a1 = plan.schedule(t.alpha, t.min_alpha, done, total)
-            for model, (n_in, n_out), group in zip(models, counts, plan.model_groups(3, 2)):
+            for model, (n_in, n_out), group in zip(models, counts, plan.model_groups(n_shards, n_models)):
                 for s in group:
                     train_round(model, shards[s], tables,
                                 RoundSpec(epoch, r, rounds, s, a0, a1, t.window, t.negative, t.seed, t.kernel),
                                 n_in, n_out)
             n = plan.sync_rows(r, rounds, rows, t.sync_rows)
             prefixes.add(n)
+            blocks = t.merge_blocks or plan.merge_blocks(n, rows, n_models, 2 * rows * t.dim * 4)
+            nbytes = 0
+            for b, (lo, hi) in enumerate(plan.row_blocks(n, blocks)):
+                own = counts[b % n_models]
+                nbytes += sum(_part_bytes(k[0][lo:hi], k[1][lo:hi], own[0][lo:hi], own[1][lo:hi], t.dim)
+                              for m, k in enumerate(counts) if m != b % n_models)
+                touched = [np.any([k[c][lo:hi] > 0 for k in counts], axis=0) for c in (0, 1)]
+                nbytes += (n_models - 1) * _merged_bytes(*touched, t.dim)
+            moved.append(nbytes)
             for matrix, c in (("win", 0), ("wout", 1)):
                 merge_rows([getattr(m, matrix)[:n] for m in models], [getattr(m, matrix)[:n] for m in models],
                            [k[c][:n] for k in counts], t.merge)
             for k in counts:
                 k[0][:n], k[1][:n] = 0, 0
-    assert prefixes == {8, 16, rows}  # the tiers were exercised
+    return models[0], moved, prefixes
+
+
+def check_against_reference(cfg, client, n_shards, n_models, tag):
+    model, moved, prefixes = reference(client, cfg, n_shards, n_models, tag)
     result = train(cfg, client)
-    assert result.manifest["metrics"]["models"] == 2 and result.manifest["metrics"]["bit_reproducible"]
-    assert np.array_equal(load(result.run_url).vectors, models[0].win)
-    assert np.array_equal(np.load(os.path.join(result.run_url, "context.npy")), models[0].wout)
+    metrics = result.manifest["metrics"]
+    assert metrics["models"] == n_models and metrics["bit_reproducible"]
+    assert np.array_equal(load(result.run_url).vectors, model.win)
+    assert np.array_equal(np.load(os.path.join(result.run_url, "context.npy")), model.wout)
+    assert [m["bytes"] for e in metrics["epochs"] for m in e["merges"]] == moved
+    return prefixes, moved
+
+
+def test_models_equal_an_in_process_reference(client, write, tmp_path):
+    """The distributed rounds (one model per worker trained in place, the synchronised rows merged
+    by their owners and copied back) against a plain loop over two models in one process: the
+    same bits, and exactly the bytes that the changed rows make."""
+    path = write("c.txt", corpus_text())
+    cfg = config([path], str(tmp_path / "out"), merge="weighted", sync_rows=8)
+    prefixes, moved = check_against_reference(cfg, client, 3, 2, "ref")
+    rows = max(prefixes)
+    assert prefixes == {8, 16, rows}  # the tiers were exercised
+    assert moved[0] < moved[1] < moved[2]  # 8 rows, 16 rows, every row
+
+
+def test_many_workers_long_tail_small_scale(tmp_path):
+    """A small version of benchmarks/bench_scale.py: 4 single-threaded workers (4 models), a
+    long-tail vocabulary, the rows merged in 3 blocks (one owner merges two, one after the
+    other; the installs come one at a time): the same bits and bytes as the in-process loop."""
+    rng = np.random.default_rng(7)
+    p = 1 / np.arange(1, 5001)
+    ids = rng.choice(5000, size=60_000, p=p / p.sum())
+    path = tmp_path / "zipf.txt"
+    path.write_text("".join(" ".join(f"w{i}" for i in line) + "\n" for line in ids.reshape(-1, 20)))
+    cfg = config([str(path)], str(tmp_path / "out"), min_count=1, shards=4, sync_rows=64, merge_blocks=3, epochs=1)
+    with LocalCluster(n_workers=4, threads_per_worker=1, processes=True, dashboard_address=":0",
+                      host="127.0.0.1") as cluster, Client(cluster) as four:
+        four.wait_for_workers(4)
+        prefixes, moved = check_against_reference(cfg, four, 4, 4, "zipf")
+    assert len(prefixes) >= 3 and max(prefixes) > 2000  # tiers, and a long tail at the end
+    assert moved[0] < moved[-1]

@@ -8,9 +8,11 @@ holds its shards, and that worker's threads train all of them on it. Per round:
    on the same arrays (Hogwild, as word2vec and gensim do: faster, not bit-reproducible). The
    result is one ``Part`` per row block of the rows this round synchronises: views of the
    model's rows and of their update counts since they were last synchronised;
-2. ``merge`` (one task per row block, on the worker that owns it): the block's rows averaged
-   over every model's part (``merge.merge_rows``), written into this worker's model;
-3. ``install`` (every other worker): copy the merged rows into its model.
+2. ``mask``, ``send`` and ``merge`` (per row block, on the worker that owns it): the owner
+   publishes which of the block's rows its model changed, every other model sends the rows it
+   or the owner changed (``merge.changed``), and the owner averages them (``merge.merge_rows``)
+   into its model;
+3. ``install`` (every other worker): copy the rows the merge changed into its model.
 
 Rows past the round's prefix (``plan.sync_rows``) keep training locally and their counts keep
 growing until a later round synchronises them; the last round of each epoch synchronises every

@@ -33,6 +33,8 @@ MAX_RECOVERIES = 3  # restarts from a saved model after losing workers, per job
 # A lost worker shows as one of these: our own check, Dask giving up on a task, or Dask
 # forgetting a task whose worker died (its future is then cancelled).
 LOST = (ModelLost, KilledWorker, FutureCancelledError)
+
+
 @dataclass(frozen=True)
 class Training:
     """What the training loop needs, fixed for a job: the shards (piece futures, on the
@@ -91,8 +93,8 @@ def _place_models(client: Client, run: Training) -> _Layout:
 class _Attempt:
     """One attempt at training epochs ``start``.. on models that live on the workers (models.py):
     every round each model trains its shards in place; the round's synchronised rows
-    (``plan.sync_rows``) are merged in ``run.blocks`` row blocks, each by the worker that owns
-    it, and copied to the others. Epoch e + 1 is submitted before epoch e is collected, so the
+    (``plan.sync_rows``) are merged in row blocks (``plan.merge_blocks``), each by the worker
+    that owns it, and copied to the others. Epoch e + 1 is submitted before epoch e is collected, so the
     workers never wait for the client between epochs."""
 
     def __init__(self, client: Client, cfg: JobConfig, run: Training, attempt: int, start: int, source: tuple):
