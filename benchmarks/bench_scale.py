@@ -110,15 +110,20 @@ def main(argv=None) -> int:
                          sentence_tokens=words / max(c["sentences"], 1))
     merges = m["epochs"][0]["merges"]
     rows = []
-    for got, want in zip(merges, pred["rounds"]):
-        rows.append([str(want["round"]), f"{want['rows']:,}", f"{got['bytes'] / 1e6:.2f}", f"{want['bytes'] / 1e6:.2f}",
-                     f"{got['bytes'] / max(want['bytes'], 1) - 1:+.1%}", f"{got['seconds'] * 1e3:.0f}"])
+    ends = [x["end"] for x in merges]
+    walls = [None] + [e - s for s, e in zip(ends[:-1], ends[1:])]  # from the previous round's end
+    for got, want, wall_s in zip(merges, pred["rounds"], walls):
+        rows.append([str(want["round"]), f"{want['rows']:,}", str(got["blocks"]), f"{got['bytes'] / 1e6:.2f}",
+                     f"{want['bytes'] / 1e6:.2f}", f"{got['bytes'] / max(want['bytes'], 1) - 1:+.1%}",
+                     f"{got['seconds'] * 1e3:.0f}", "-" if wall_s is None else f"{wall_s:.2f}"])
     growth = sorted(peak[w]["peak"] - idle[w]["rss"] for w in peak)
     model_bytes = 2 * c["vocab_size"] * t.dim * 4
     measured_epoch = sum(x["bytes"] for x in merges)
     print(f"\n{a.workers} workers x 1 thread, {c['raw_tokens']:,} tokens, vocabulary {c['vocab_size']:,}, dim {t.dim}, "
           f"{rounds} rounds; model {model_bytes / 1e6:.1f} MB, shards {c['shard_bytes'] / 1e6:.1f} MB in all")
-    print(_table(["round", "rows synced", "MB measured", "MB predicted", "error", "merge ms (compute)"], rows))
+    print(_table(["round", "rows synced", "blocks", "MB measured", "MB predicted", "error", "merge ms (compute)",
+                  "round s"], rows))
+    print("(round s: from the previous round's end to this one's, on a worker's clock)")
     print(f"per epoch: {measured_epoch / 1e6:.1f} MB measured, {pred['bytes_per_epoch'] / 1e6:.1f} MB predicted "
           f"({measured_epoch / pred['bytes_per_epoch'] - 1:+.1%}); "
           f"{measured_epoch / a.workers / model_bytes:.2f} model sizes per worker")

@@ -1,4 +1,4 @@
-"""The merge rules on replicas' rows: the same model as the delta formulas they replace."""
+"""The merge rules on the models' rows: the same as the delta formulas G + sum w (W - G) / sum w."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from nsdist.merge import merge_rows
 V, DIM = 200, 6
 
 
-def _replicas(g: np.ndarray, shards: int):
-    """Each shard touches a share of the rows (its counts > 0) and moves only those."""
+def _models(g: np.ndarray, n: int):
+    """Each model touches a share of the rows (its counts > 0) and moves only those."""
     out, counts = [], []
-    for s in range(shards):
+    for s in range(n):
         rng = np.random.default_rng(s)
         n = np.where(rng.random(V) < 0.05 + 0.9 * (s % 4) / 4, rng.integers(1, 40, V), 0).astype(np.uint32)
         w = g.copy()
@@ -24,10 +24,10 @@ def _replicas(g: np.ndarray, shards: int):
     return out, counts
 
 
-def _reference(g, replicas, counts, how):
+def _reference(g, models, counts, how):
     """G + sum_s w_s (W_s - G) / sum_s w_s per row touched by any shard, in float64."""
     num, den = np.zeros(g.shape), np.zeros(len(g))
-    for w, n in zip(replicas, counts):
+    for w, n in zip(models, counts):
         weight = {"mean": np.ones(len(g)), "touched": (n > 0).astype(float), "weighted": n.astype(float)}[how]
         num += weight[:, None] * (w.astype(np.float64) - g)
         den += weight
@@ -43,27 +43,27 @@ def g():
 
 
 @pytest.mark.parametrize("how", ["mean", "touched", "weighted"])
-@pytest.mark.parametrize("shards", [1, 3, 9])
-def test_merge_equals_the_delta_formula(g, how, shards):
-    replicas, counts = _replicas(g, shards)
+@pytest.mark.parametrize("n_models", [1, 3, 9])
+def test_merge_equals_the_delta_formula(g, how, n_models):
+    models, counts = _models(g, n_models)
     out = g.copy()
-    merge_rows([out], replicas, counts, how)
-    expected, touched = _reference(g, replicas, counts, how)
+    merge_rows([out], models, counts, how)
+    expected, touched = _reference(g, models, counts, how)
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
     assert 0 < touched.sum() < V and np.array_equal(out[~touched], g[~touched])  # untouched: the same bits
 
 
 @pytest.mark.parametrize("how", ["mean", "touched", "weighted"])
 def test_chunks_targets_and_aliasing_do_not_change_the_bits(g, how, monkeypatch):
-    replicas, counts = _replicas(g, 4)
+    models, counts = _models(g, 4)
     whole = g.copy()
-    merge_rows([whole], replicas, counts, how)
+    merge_rows([whole], models, counts, how)
     monkeypatch.setattr(merge, "CHUNK_ROWS", 7)  # 200 rows: 29 chunks, the last one short
     a, b = g.copy(), g.copy()
-    merge_rows([a, b], replicas, counts, how)
+    merge_rows([a, b], models, counts, how)
     assert np.array_equal(a, whole) and np.array_equal(b, whole)
-    # The owner writes into its own replica, which is also one of the inputs.
-    own = [r.copy() for r in replicas]
+    # The owner writes into its own model, which is also one of the inputs.
+    own = [r.copy() for r in models]
     merge_rows([own[2]], own, counts, how)
     assert np.array_equal(own[2], whole)
 
@@ -83,7 +83,7 @@ def test_rules_by_hand():
 
 @pytest.mark.parametrize("how", ["weighted", "touched", "mean"])
 def test_merge_averages_never_sums(g, how):
-    """Three shards that made the same move: the merged row is that move, not three times it."""
+    """Three models that made the same move: the merged row is that move, not three times it."""
     moved = g + np.float32(0.5)
     n = np.full(V, 5, np.uint32)
     out = g.copy()
@@ -96,15 +96,15 @@ def test_changed_rows_give_the_bits_of_whole_blocks(g, how, monkeypatch):
     """Models other than the owner send only the rows they or the owner changed (merge.changed):
     the owner fills in the rest from its own rows, which still hold the last synchronised value."""
     monkeypatch.setattr(merge, "CHUNK_ROWS", 16)  # sparse rows spread over many chunks
-    replicas, counts = _replicas(g, 4)
+    models, counts = _models(g, 4)
     whole = g.copy()
-    merge_rows([whole], replicas, counts, how)
+    merge_rows([whole], models, counts, how)
     owner = 1
     masks = [np.packbits(counts[owner] > 0)] * 2
     parts = [merge.Part(w, w, n, n, []) if s == owner else merge.changed(merge.Part(w, w, n, n, []), *masks)
-             for s, (w, n) in enumerate(zip(replicas, counts))]
+             for s, (w, n) in enumerate(zip(models, counts))]
     assert all(len(p.ids_in) < V for s, p in enumerate(parts) if s != owner)  # fewer rows cross
-    own = replicas[owner].copy()
+    own = models[owner].copy()
     touched = merge_rows([own], [p.win for p in parts], [p.n_in for p in parts], how, [p.ids_in for p in parts])
     assert np.array_equal(own, whole)
     assert np.array_equal(touched, np.any([n > 0 for n in counts], axis=0))

@@ -258,8 +258,9 @@ def install(tag: str, attempt: int, g: int, block: int, blocks: int, lo: int, hi
     return merged.nbytes
 
 
-def barrier(*after) -> None:
-    """Nothing: a round is over once this runs (``after``: every install of the round)."""
+def barrier(*after) -> float:
+    """When the round ended (``after``: every install of the round), as a Unix time."""
+    return time.time()
 
 
 def info(merged: Merged) -> dict:

@@ -165,7 +165,7 @@ class _Attempt:
         # worker, for the merges: one barrier task instead of every train depending on each.
         done = self.submit(models.barrier, *(installs or merged), key=f"round-{key}", worker=self.workers[0])
         self.after = [[done] for _ in lay.groups]
-        return infos, installs, rows
+        return infos, installs, rows, done
 
     def submit_epoch(self, epoch: int, checkpoint_url: str | None):
         rounds = [self.submit_round(epoch, r) for r in range(self.run.rounds)]
@@ -181,13 +181,14 @@ class _Attempt:
     def collect(self, epoch: int, rounds: list, save, url: str | None, done: int) -> tuple[dict, int | None]:
         """The epoch's metrics, and the bytes of its checkpoint once saved (None: no checkpoint)."""
         t = self.cfg.train
-        infos, installed = self.gather([[i for i, _, _ in rounds], [x for _, x, _ in rounds]])
+        infos, installed, ends = self.gather([[r[0] for r in rounds], [r[1] for r in rounds], [r[3] for r in rounds]])
         stats = [s for blk in infos for s in blk[0]["stats"]]
         # One record per merge (round): its row blocks' merges summed (seconds: compute time;
-        # bytes: what crossed between worker processes: parts into the merges, merged blocks out).
+        # bytes: what crossed between worker processes: parts into the merges, merged blocks out),
+        # and when the round ended (a worker's clock, Unix time).
         merges = [{"seconds": sum(i["seconds"] for i in blk), "bytes": sum(i["bytes"] for i in blk) + sum(inst),
-                   "rows": rows, "blocks": len(blk)}
-                  for blk, inst, (_, _, rows) in zip(infos, installed, rounds)]
+                   "rows": r[2], "blocks": len(blk), "end": end}
+                  for blk, inst, r, end in zip(infos, installed, rounds, ends)]
         # From the previous epoch's end (not from this collection's start: the next epoch is
         # already running while the client checkpoints this one).
         now = time.perf_counter()
