@@ -110,7 +110,7 @@ def cmd_train(args) -> int:
     )
     if args.resume:
         cfg = resume_config(args.resume, cfg)
-    check_inputs(cfg)
+    check_inputs(cfg, args.init_from)
     client, cluster = connect(cfg.cluster)
     try:
         log.info("dashboard: %s", client.dashboard_link)
@@ -126,6 +126,8 @@ def cmd_train(args) -> int:
 def cmd_neighbors(args) -> int:
     from .outputs import load
 
+    if args.topn < 1:
+        raise ConfigError(f"--topn must be >= 1, got {args.topn}")
     emb = load(args.out)
     for word, score in emb.most_similar(args.word, topn=args.topn):
         print(f"{word}\t{score:.4f}")

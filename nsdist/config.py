@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -72,9 +73,16 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("negative", "min_count"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("alpha", "min_alpha", "sample", "ns_exponent", "rate_pivot", "alpha_scale"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ConfigError(f"train.{name} must be a finite number, got {value}")
+        if self.negative < 1:
+            # Without noise words every vector is pulled towards its contexts only: they collapse
+            # onto one direction (mean cosine of random pairs 0.995 with negative=0).
+            raise ConfigError(f"train.negative must be >= 1 (noise words per context word), got {self.negative}")
+        if self.min_count < 0:
+            raise ConfigError(f"train.min_count must be >= 0, got {self.min_count}")
         if self.shards is not None and self.shards < 1:
             raise ConfigError(f"train.shards must be >= 1 or unset, got {self.shards}")
         if self.max_vocab is not None and self.max_vocab < 1:
@@ -106,6 +114,16 @@ class ClusterConfig:
     threads_per_worker: int = 1
     wait_for_workers: int = 1
     timeout: float = 120.0  # seconds to wait for workers
+
+    def validate(self) -> "ClusterConfig":
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError(f"cluster.workers (--workers) must be >= 1 or unset (one per core), got {self.workers}")
+        for name in ("threads_per_worker", "wait_for_workers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"cluster.{name} must be >= 1, got {getattr(self, name)}")
+        if not (self.timeout > 0 and math.isfinite(self.timeout)):
+            raise ConfigError(f"cluster.timeout must be a positive number of seconds, got {self.timeout}")
+        return self
 
 
 @dataclass(frozen=True)
@@ -251,7 +269,10 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
 def config_from_dict(data: Mapping[str, Any], **explicit: Any) -> JobConfig:
     """A JobConfig from a nested dict (a manifest's or claim's ``config``) plus explicit fields."""
     cfg = _apply(JobConfig, JobConfig(), _nest(dict(data)), "")
-    return dataclasses.replace(cfg, **explicit) if explicit else cfg
+    cfg = dataclasses.replace(cfg, **explicit) if explicit else cfg
+    cfg.train.validate()
+    cfg.cluster.validate()
+    return cfg
 
 
 def load_config(
@@ -283,4 +304,5 @@ def load_config(
     if given:
         cfg = _apply(JobConfig, cfg, _nest(given), "")
     cfg.train.validate()
+    cfg.cluster.validate()
     return cfg

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import ConfigError
 from .noise import noise_table
 from .vocab import keep_probs
 
@@ -53,3 +54,21 @@ def init_model(vocab_size: int, dim: int, seed: int) -> Model:
     win *= np.float32(2.0)
     win /= np.float32(dim)
     return Model(win, np.zeros((vocab_size, dim), np.float32))
+
+
+def diverged(alpha: float, what: str) -> ConfigError:
+    return ConfigError(f"training diverged ({what}); lower train.alpha (now {alpha}), e.g. --set alpha={alpha / 5:g}")
+
+
+def check_finite(model: Model, alpha: float) -> None:
+    """Refuse to publish a model with NaN or infinite values (a learning rate that diverged).
+
+    >>> check_finite(Model(np.array([[np.nan]], np.float32), np.zeros((1, 1), np.float32)), 0.5)
+    Traceback (most recent call last):
+    ...
+    nsdist.errors.ConfigError: training diverged (the vectors hold NaN or infinite values); lower train.alpha (now 0.5), e.g. --set alpha=0.1
+    """
+    for matrix in (model.win, model.wout):
+        for lo in range(0, len(matrix), 65536):  # a slice at a time: no model-sized temporary
+            if not np.isfinite(matrix[lo:lo + 65536]).all():
+                raise diverged(alpha, "the vectors hold NaN or infinite values")

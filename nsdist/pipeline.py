@@ -37,8 +37,8 @@ from .corpus import plan_blocks
 from .errors import ConfigError, DataError
 from .memory import release_memory
 from .merge import shard_rates
-from .model import Model, init_model, make_tables
-from .outputs import claim_run, new_run_id, publish, read_npy, resolve_run, run_url, write_run_files
+from .model import Model, check_finite, init_model, make_tables
+from .outputs import claim_run, new_run_id, publish, read_manifest, read_npy, resolve_run, run_url, write_run_files
 from .plan import SHARD_PLAN
 from .vocab import Vocab
 
@@ -60,7 +60,8 @@ def _rate_summary(tables) -> dict:
     return {"min": float(r.min()), "median": float(np.median(r)), "max": float(r.max())} if len(r) else {}
 
 
-def _write_outputs(url: str, vocab: Vocab, storage_options, model: Model) -> dict:
+def _write_outputs(url: str, vocab: Vocab, alpha: float, storage_options, model: Model) -> dict:
+    check_finite(model, alpha)
     release_memory()
     return write_run_files(url, vocab.words, vocab.counts, model.win, model.wout, storage_options)
 
@@ -125,13 +126,21 @@ def _warm_start_model(vocab: Vocab, parent: str, storage_options, dim: int, seed
 
 # ---------------------------------------------------------------- the job
 
-def check_inputs(cfg: JobConfig) -> list[tuple[str, int]]:
-    """Fail fast, before any cluster starts: the corpus files (url, size) of a job."""
+def check_inputs(cfg: JobConfig, init_from: str | None = None) -> list[tuple[str, int]]:
+    """Fail fast, before any cluster starts: the corpus files (url, size) of a job, and a warm
+    start's model that this job cannot continue."""
     if not cfg.corpus:
         raise ConfigError("no corpus given; pass --corpus URL (or set corpus in the job spec)")
     if not cfg.out:
         raise ConfigError("no output given; pass --out URL (or set out in the job spec)")
-    return storage.expand(cfg.corpus, dict(cfg.storage_options))
+    opts = dict(cfg.storage_options)
+    if init_from:
+        parent = resolve_run(init_from, opts)
+        dim = ((read_manifest(parent, opts).get("config") or {}).get("train") or {}).get("dim")
+        if dim is not None and dim != cfg.train.dim:
+            raise ConfigError(f"--init-from {init_from} has dim {dim}, this job dim {cfg.train.dim}; "
+                              f"set dim={dim} or train from scratch")
+    return storage.expand(cfg.corpus, opts)
 
 
 def resume_config(run: str, current: JobConfig) -> JobConfig:
@@ -211,7 +220,7 @@ def train(cfg: JobConfig, client, resume: str | None = None, init_from: str | No
     ``resume_config(resume, ...)``). ``init_from``: URL of a published model to warm-start from.
     """
     t, opts, t_start = cfg.train, dict(cfg.storage_options), time.perf_counter()
-    files = check_inputs(cfg)
+    files = check_inputs(cfg, init_from)
     fingerprint = _fingerprint(files)
     run = _open_run(cfg, fingerprint, resume, init_from)
     cluster.setup_workers(client)
@@ -263,7 +272,7 @@ def train(cfg: JobConfig, client, resume: str | None = None, init_from: str | No
 
     written, metrics, restarts, threads = cluster.train_epochs(
         client, cfg, training, source, start, checkpoint_at, on_saved,
-        finish=(_write_outputs, (run.url, vocab, opts)))  # from a worker's model, once the last round is merged
+        finish=(_write_outputs, (run.url, vocab, t.alpha, opts)))  # from a worker's model, once the last round is merged
 
     # -- publish: data files from a worker (above), the manifest last, then LATEST
     manifest = {

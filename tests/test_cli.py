@@ -62,6 +62,11 @@ def test_errors_are_one_line_with_exit_codes(tmp_path, capsys):
         (["neighbors", str(tmp_path / "nothing"), "w"], 3, "no published model"),
         (["evaluate", str(tmp_path / "nothing")], 2, "nothing to evaluate"),
         (["frobnicate"], 2, "invalid choice"),
+        (["train", "--corpus", str(corpus), "--out", str(tmp_path / "o"), "--workers", "0"], 2,
+         "cluster.workers (--workers) must be >= 1"),
+        (["train", "--corpus", str(corpus), "--out", str(tmp_path / "o"), "--threads-per-worker", "0"], 2,
+         "cluster.threads_per_worker must be >= 1"),
+        (["neighbors", str(tmp_path / "nothing"), "w", "--topn", "-3"], 2, "--topn must be >= 1"),
     ]
     for argv, code, message in cases:
         assert main(argv) == code, argv

@@ -47,6 +47,13 @@ def test_rate_pivot_null_means_uniform_rates():
     (["syncs_per_epoch=0"], "train.syncs_per_epoch must be >= 1"),
     (["min_alpha=0.5"], "min_alpha"),
     (["dim"], "--set expects key=value"),
+    (["negative=0"], "train.negative must be >= 1"),
+    (["ns_exponent=.inf"], "train.ns_exponent must be a finite number"),
+    (["alpha=.nan"], "train.alpha must be a finite number"),
+    (["cluster.workers=0"], r"cluster.workers \(--workers\) must be >= 1"),
+    (["cluster.workers=-1"], r"cluster.workers \(--workers\) must be >= 1"),
+    (["cluster.threads_per_worker=0"], "cluster.threads_per_worker must be >= 1"),
+    (["cluster.timeout=0"], "cluster.timeout must be a positive number"),
 ])
 def test_bad_values_name_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message):

@@ -13,7 +13,7 @@ from distributed import Client, LocalCluster
 from nsdist import storage
 from nsdist.config import load_config
 from nsdist.corpus import plan_blocks
-from nsdist.errors import DataError
+from nsdist.errors import ConfigError, DataError
 from nsdist.outputs import list_runs, load
 from nsdist import pipeline, plan
 from nsdist.encode import encode_scanned
@@ -138,6 +138,27 @@ def test_failed_run_publishes_nothing(client, write, tmp_path):
     assert [r["run_id"] for r in list_runs(out)] == [good.run_id]
     failed = [r for r in storage.listdir(os.path.join(out, "runs")) if r != good.run_id]
     assert len(failed) == 1 and not os.path.exists(os.path.join(out, "runs", failed[0], "manifest.json"))
+
+
+def test_a_diverging_run_fails_and_publishes_nothing(client, write, tmp_path):
+    out = str(tmp_path / "out")
+    path = write("c.txt", corpus_text())
+    good = train(config([path], out), client)
+    with pytest.raises(ConfigError, match=r"training diverged \(loss inf in epoch 1\); lower train.alpha \(now 5.0\)"):
+        train(config([path], out, alpha=5.0), client)
+    assert [r["run_id"] for r in list_runs(out)] == [good.run_id]
+    assert json.loads((tmp_path / "out" / "LATEST").read_text())["run"] == good.run_id
+    # The next job on the same cluster is not disturbed by what the failed one left behind.
+    assert train(config([path], str(tmp_path / "again")), client).manifest["metrics"]["restarts_after_worker_loss"] == 0
+
+
+def test_a_warm_start_of_another_dim_is_refused_before_any_work(publish_run, write, tmp_path):
+    parent = str(tmp_path / "parent")
+    publish_run(parent, ["a", "b"], np.ones((2, 4)))
+    cfg = config([write("c.txt", "a b\n")], str(tmp_path / "out"))  # dim 16
+    with pytest.raises(ConfigError, match=r"has dim 4, this job dim 16; set dim=4"):
+        pipeline.check_inputs(cfg, parent)
+    assert not (tmp_path / "out").exists()
 
 
 def test_tree_levels_keep_order_and_keys(client):
