@@ -46,8 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=("plain", "json"), default=os.environ.get("NSDIST_LOG_FORMAT", "plain"))
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    # The global options also work after the command (``nsdist train -v``).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-format", choices=("plain", "json"), default=argparse.SUPPRESS)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
 
-    tr = sub.add_parser("train", help="train embeddings and publish them under --out")
+    tr = sub.add_parser("train", parents=[common], help="train embeddings and publish them under --out")
     tr.add_argument("--corpus", action="append", default=[], metavar="URL", help="file, glob or directory (repeatable)")
     tr.add_argument("--out", metavar="URL", help="output URL: local path or s3://bucket/prefix")
     tr.add_argument("--config", metavar="YAML", help="job spec file")
@@ -61,12 +65,13 @@ def _parser() -> argparse.ArgumentParser:
                        "(its corpus, output and training config are reused)")
     start.add_argument("--init-from", metavar="OUT", help="warm-start from a published model (<out> or a run URL)")
 
-    nb = sub.add_parser("neighbors", help="nearest neighbours of a word in a published model")
+    nb = sub.add_parser("neighbors", parents=[common], help="nearest neighbours of a word in a published model")
     nb.add_argument("out", metavar="OUT")
     nb.add_argument("word")
     nb.add_argument("--topn", type=int, default=10)
 
-    ev = sub.add_parser("evaluate", help="analogy accuracy and word-pair correlation of a published model")
+    ev = sub.add_parser("evaluate", parents=[common],
+                        help="analogy accuracy and word-pair correlation of a published model")
     ev.add_argument("out", metavar="OUT")
     ev.add_argument("--analogies", metavar="FILE", help="questions-words.txt format")
     ev.add_argument("--pairs", metavar="FILE", help="wordsim format: word1 word2 score")
@@ -74,23 +79,26 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--restrict-vocab", type=int, default=300_000)
     ev.add_argument("--json", action="store_true", help="print one JSON object")
 
-    ru = sub.add_parser("runs", help="list the published runs under an output URL, newest first")
+    ru = sub.add_parser("runs", parents=[common], help="list the published runs under an output URL, newest first")
     ru.add_argument("out", metavar="OUT")
     ru.add_argument("--json", action="store_true", help="print one JSON array")
 
-    gc = sub.add_parser("gc", help="delete old published runs and abandoned unfinished ones (never LATEST's run)")
+    gc = sub.add_parser("gc", parents=[common],
+                        help="delete old published runs and abandoned unfinished ones (never LATEST's run)")
     gc.add_argument("out", metavar="OUT")
     gc.add_argument("--keep", type=int, required=True, metavar="N", help="published runs to keep, newest first")
     gc.add_argument("--abandoned-after", type=float, default=7.0, metavar="DAYS",
                     help="delete unpublished runs untouched for this long (default: 7)")
     gc.add_argument("--dry-run", action="store_true", help="print what would be deleted, delete nothing")
 
-    sy = sub.add_parser("synth", help="write a synthetic corpus with planted structure and its ground truth")
+    sy = sub.add_parser("synth", parents=[common],
+                        help="write a synthetic corpus with planted structure and its ground truth")
     sy.add_argument("out_file", metavar="OUT_FILE")
     sy.add_argument("--tokens", type=int, default=1_000_000)
     sy.add_argument("--seed", type=int, default=1)
 
-    de = sub.add_parser("demo", help="synthesise a corpus, train on a LocalCluster, evaluate, show neighbours")
+    de = sub.add_parser("demo", parents=[common],
+                        help="synthesise a corpus, train on a LocalCluster, evaluate, show neighbours")
     de.add_argument("--dir", default="demo", help="working directory (default: ./demo)")
     de.add_argument("--tokens", type=int, default=2_000_000)
     de.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -265,6 +273,10 @@ COMMANDS = {"train": cmd_train, "neighbors": cmd_neighbors, "evaluate": cmd_eval
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        _parser().print_help()
+        return 2
     try:
         args = _parser().parse_args(argv)
         _setup_logging(args.log_format, args.verbose)

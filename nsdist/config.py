@@ -258,11 +258,16 @@ def parse_set(items: list[str]) -> dict[str, Any]:
 
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     """NSDIST_DIM=50, NSDIST_CLUSTER__WORKERS=2 -> {'dim': 50, 'cluster.workers': 2}."""
-    out = {}
-    for name, value in environ.items():
+    return dict(item for _, item in _env_items(environ))
+
+
+def _env_items(environ: Mapping[str, str]) -> list[tuple[str, tuple[str, Any]]]:
+    """(variable name, (config key, value)) for each NSDIST_* variable, sorted by name."""
+    out = []
+    for name, value in sorted(environ.items()):
         if name.startswith("NSDIST_") and name not in ("NSDIST_LOG_FORMAT",):
             key = name[len("NSDIST_"):].lower().replace("__", ".")
-            out[key] = yaml.safe_load(value) if value.strip() else None
+            out.append((name, (key, yaml.safe_load(value) if value.strip() else None)))
     return out
 
 
@@ -298,8 +303,12 @@ def load_config(
         if not isinstance(data, Mapping):
             raise ConfigError(f"job spec {spec!r} must be a YAML mapping of config keys")
         cfg = _apply(JobConfig, cfg, _nest(data), "")
-    for layer in (env_overrides(os.environ if environ is None else environ), overrides or {}):
-        cfg = _apply(JobConfig, cfg, _nest(layer), "")
+    for name, (key, value) in _env_items(os.environ if environ is None else environ):
+        try:
+            cfg = _apply(JobConfig, cfg, _nest({key: value}), "")
+        except ConfigError as e:
+            raise ConfigError(f"{e} (from the environment variable {name}: fix or unset it)") from None
+    cfg = _apply(JobConfig, cfg, _nest(overrides or {}), "")
     given = {k: v for k, v in explicit.items() if v is not None and v != () and v != []}
     if given:
         cfg = _apply(JobConfig, cfg, _nest(given), "")

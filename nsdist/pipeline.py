@@ -270,9 +270,10 @@ def train(cfg: JobConfig, client, resume: str | None = None, init_from: str | No
             "warm_start": warm}, opts)
         log.info("checkpoint after epoch %d: %s (%.1f MB)", epoch + 1, checkpoint.url(run.url, epoch), nbytes / 1e6)
 
+    # The outputs are written from a worker's model, once the last round is merged.
     written, metrics, restarts, threads = cluster.train_epochs(
         client, cfg, training, source, start, checkpoint_at, on_saved,
-        finish=(_write_outputs, (run.url, vocab, t.alpha, opts)))  # from a worker's model, once the last round is merged
+        finish=(_write_outputs, (run.url, vocab, t.alpha, opts)))
 
     # -- publish: data files from a worker (above), the manifest last, then LATEST
     manifest = {

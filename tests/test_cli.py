@@ -31,6 +31,7 @@ def test_train_publish_and_read_back(tmp_path):
     assert code == 0, stderr
     run_url = stdout.strip().splitlines()[-1]
     assert "dashboard: http://127.0.0.1:" in stderr and "epoch 2/2" in stderr
+    assert "starting a local cluster of 2 worker process(es) x 1 thread(s)" in stderr
 
     emb = nsdist.load(out)
     manifest = json.loads(open(os.path.join(run_url, "manifest.json")).read())
@@ -74,3 +75,14 @@ def test_errors_are_one_line_with_exit_codes(tmp_path, capsys):
         errors = [line for line in err.splitlines() if line.startswith("nsdist: error:")]
         assert len(errors) == 1 and message in errors[0], err
     assert not (tmp_path / "o").exists()
+
+
+def test_help_without_arguments_and_global_options_after_the_command(tmp_path, capsys, publish_run):
+    assert main([]) == 2
+    assert "usage: nsdist" in capsys.readouterr().out
+    # -v and --log-format work after the command too: a JSON log line from `gc`.
+    out = str(tmp_path / "out")
+    publish_run(out, ["a", "b"], np.ones((2, 3)))
+    assert main(["gc", out, "--keep", "5", "--dry-run", "-v", "--log-format", "json"]) == 0
+    line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert line["level"] == "info" and line["message"] == f"would delete 0 run(s) under {out}"

@@ -96,3 +96,12 @@ def test_storage_options_mapping_accepted_and_never_echoed():
     with pytest.raises(ConfigError) as err:
         load_config(None, {"storage_options": "secret-token-123"}, environ={})
     assert "secret-token-123" not in str(err.value)
+
+
+def test_a_bad_environment_variable_is_named():
+    with pytest.raises(ConfigError, match=r"unknown config key 'dimm'.*\(from the environment variable NSDIST_DIMM: "
+                                          r"fix or unset it\)"):
+        load_config(None, environ={"NSDIST_DIMM": "5", "NSDIST_EPOCHS": "2"})
+    with pytest.raises(ConfigError, match=r"'train.dim' must be of type int.*from the environment variable NSDIST_DIM"):
+        load_config(None, environ={"NSDIST_DIM": "many"})
+    assert load_config(None, {"epochs": 3}, environ={"NSDIST_EPOCHS": "2", "NSDIST_DIM": "7"}).train.epochs == 3

@@ -17,5 +17,5 @@ from .plugin import WorkerMemory
 from .stages import count_vocab, encode_shards
 from .training import Training, train_epochs
 
-__all__ = ["compute", "connect", "setup_workers", "submit", "threads", "tree_levels", "tree_reduce", "workers", "ModelLost", "WorkerMemory",
-           "count_vocab", "encode_shards", "Training", "train_epochs"]
+__all__ = ["compute", "connect", "setup_workers", "submit", "threads", "tree_levels", "tree_reduce", "workers",
+           "ModelLost", "WorkerMemory", "count_vocab", "encode_shards", "Training", "train_epochs"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import distributed
@@ -10,6 +11,8 @@ from distributed import Client, LocalCluster
 from ..config import ClusterConfig
 from ..errors import TransientError
 from .models import ModelLost
+
+log = logging.getLogger("nsdist")
 
 WATCH_SECONDS = 2.0  # how often the client checks, while it waits, that the models' workers are there
 
@@ -20,9 +23,12 @@ def connect(cfg: ClusterConfig) -> tuple[Client, LocalCluster | None]:
     cluster = None
     try:
         if address:
+            log.info("connecting to the Dask scheduler at %s (giving up after %.0f s)", address, cfg.timeout)
             client = Client(address, timeout=cfg.timeout)
         else:
             workers = cfg.workers or max(1, (os.cpu_count() or 1) // cfg.threads_per_worker)
+            log.info("starting a local cluster of %d worker process(es) x %d thread(s)", workers,
+                     cfg.threads_per_worker)
             cluster = LocalCluster(
                 n_workers=workers, threads_per_worker=cfg.threads_per_worker, processes=True,
                 dashboard_address=":0", host="127.0.0.1",
@@ -31,6 +37,8 @@ def connect(cfg: ClusterConfig) -> tuple[Client, LocalCluster | None]:
     except OSError as e:
         raise TransientError(f"cannot reach the Dask scheduler at {address!r}: {e}; is it running?") from e
     try:
+        if address:
+            log.info("waiting up to %.0f s for %d worker(s)", cfg.timeout, cfg.wait_for_workers)
         client.wait_for_workers(cfg.wait_for_workers, timeout=cfg.timeout)
     except (TimeoutError, distributed.TimeoutError) as e:
         client.close()
