@@ -1,7 +1,8 @@
 """The ``nsdist`` command.
 
 Exit codes: 0 success, 2 usage or config error, 3 bad input data, 75 transient
-infrastructure failure (worth a retry), 1 anything else.
+infrastructure failure (worth a retry), 130 interrupted (SIGINT), 143 terminated (SIGTERM), 1
+anything else.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 
 from . import __version__
-from .errors import ConfigError, NsdistError
+from .errors import ConfigError, Interrupted, NsdistError
 
 log = logging.getLogger("nsdist")
 
@@ -123,6 +126,12 @@ def cmd_train(args) -> int:
     try:
         log.info("dashboard: %s", client.dashboard_link)
         result = train(cfg, client, resume=args.resume, init_from=args.init_from)
+    except Interrupted:
+        # The workers' tasks are cut short as the cluster closes: Dask's complaints about that are
+        # not news (the one line that matters is the resume command).
+        for name in ("distributed", "tornado", "asyncio"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+        raise
     finally:
         client.close()
         if cluster is not None:
@@ -272,8 +281,19 @@ COMMANDS = {"train": cmd_train, "neighbors": cmd_neighbors, "evaluate": cmd_eval
             "demo": cmd_demo, "runs": cmd_runs, "gc": cmd_gc}
 
 
+_TERMINATED = []  # set when SIGTERM (Kubernetes evicting the pod) stopped the job
+
+
+def _on_sigterm(signum, frame):
+    # Stop the way Ctrl-C does: the job cleans up and says how to resume; exit 143, not 130.
+    _TERMINATED.append(signum)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     if not argv:
         _parser().print_help()
         return 2
@@ -281,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         _setup_logging(args.log_format, args.verbose)
         return COMMANDS[args.command](args)
+    except Interrupted as e:
+        print(f"nsdist: {e}", file=sys.stderr)
+        return 143 if _TERMINATED else e.exit_code
     except NsdistError as e:
         print(f"nsdist: error: {e}", file=sys.stderr)
         return e.exit_code
@@ -292,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3 if isinstance(e, FileNotFoundError) else 2
     except KeyboardInterrupt:
         print("nsdist: interrupted", file=sys.stderr)
-        return 130
+        return 143 if _TERMINATED else 130
     except Exception as e:  # one line for users; the traceback with --verbose
         log.debug("unexpected error", exc_info=True)
         print(f"nsdist: error: {type(e).__name__}: {e} (rerun with -v for the traceback)", file=sys.stderr)

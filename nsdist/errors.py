@@ -1,7 +1,7 @@
 """Project errors, each tied to the exit code the CLI returns for it.
 
 0 success, 2 usage or config error, 3 bad input data, 75 transient infrastructure failure
-(worth a retry), 1 anything else.
+(worth a retry), 130 interrupted (SIGINT, Ctrl-C) and 143 terminated (SIGTERM), 1 anything else.
 """
 
 
@@ -27,3 +27,12 @@ class TransientError(NsdistError):
     """Infrastructure failure worth retrying (workers did not come, storage throttled)."""
 
     exit_code = 75
+
+
+class Interrupted(NsdistError):
+    """The job was stopped by SIGINT (exit 130) or SIGTERM (exit 143); the message says how to
+    resume it."""
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code

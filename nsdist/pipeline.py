@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, replace
 
@@ -34,7 +35,7 @@ import pyarrow.compute as pc
 from . import __version__, checkpoint, cluster, storage
 from .config import JobConfig, TrainConfig, config_from_dict
 from .corpus import plan_blocks
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, Interrupted
 from .memory import release_memory
 from .merge import shard_rates
 from .model import Model, check_finite, init_model, make_tables
@@ -218,11 +219,27 @@ def train(cfg: JobConfig, client, resume: str | None = None, init_from: str | No
 
     ``resume``: URL of a run that failed; continue from its last checkpoint (``cfg`` must be
     ``resume_config(resume, ...)``). ``init_from``: URL of a published model to warm-start from.
+    A KeyboardInterrupt (Ctrl-C, or SIGTERM in the CLI) becomes ``Interrupted``, whose message
+    says how to resume.
     """
-    t, opts, t_start = cfg.train, dict(cfg.storage_options), time.perf_counter()
+    t_start = time.perf_counter()
     files = check_inputs(cfg, init_from)
     fingerprint = _fingerprint(files)
     run = _open_run(cfg, fingerprint, resume, init_from)
+    try:
+        return _job(cfg, client, run, files, fingerprint, t_start)
+    except KeyboardInterrupt:
+        opts = dict(cfg.storage_options)
+        saved = checkpoint.latest(run.url, opts)
+        where = f"after epoch {saved['epoch']}" if saved else "before its first checkpoint"
+        url = run.url if "://" in run.url else os.path.abspath(run.url)
+        raise Interrupted(f"interrupted: run {run.id} stopped {where}, nothing published; resume with: "
+                          f"nsdist train --resume {url}") from None
+
+
+def _job(cfg: JobConfig, client, run: _Run, files: list, fingerprint: str, t_start: float) -> TrainResult:
+    """The job, top to bottom: count, encode, train, publish."""
+    t, opts = cfg.train, dict(cfg.storage_options)
     cluster.setup_workers(client)
     blocks = plan_blocks(cfg.corpus, opts, cfg.blocksize)
     log.info("run %s: corpus %d file(s), %d block(s), %.1f MB", run.id, len(files), len(blocks),

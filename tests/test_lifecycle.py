@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from nsdist.config import load_config
 from nsdist.encode import Shard  # noqa: F401  (workers unpickle it)
@@ -29,6 +30,47 @@ TRAIN = ["dim=24", "epochs=4", "min_count=3", "shards=2", "syncs_per_epoch=2", "
 
 def nsdist_cmd(*argv):
     return [sys.executable, "-m", "nsdist", *argv]
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupted_job_says_how_to_resume(tmp_path, sig, code):
+    """Ctrl-C at a terminal (SIGINT to the whole process group) or SIGTERM to the job (a pod
+    evicted): one line with the resume command, the documented exit code, nothing published, no
+    process left behind, and the command resumes the run."""
+    files = generate(str(tmp_path / "corpus.txt"), tokens=400_000, seed=3)
+    out = str(tmp_path / "out")
+    sets = [a for kv in TRAIN for a in ("--set", kv)]
+    job = subprocess.Popen(nsdist_cmd("train", "--corpus", files.corpus, "--out", out, "--workers", "2", *sets),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 300
+    while not glob.glob(os.path.join(out, "runs", "*", "checkpoints", "epoch-0001", "state.json")):
+        assert job.poll() is None, job.communicate()[1][-2000:]
+        assert time.time() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.05)
+    if sig == signal.SIGINT:
+        os.killpg(job.pid, sig)
+    else:
+        job.send_signal(sig)
+    _, stderr = job.communicate(timeout=120)
+    assert job.returncode == code, stderr[-2000:]
+    said = [line for line in stderr.splitlines() if line.startswith("nsdist:")]
+    assert len(said) == 1 and "Traceback" not in stderr, stderr[-3000:]
+    match = re.fullmatch(r"nsdist: interrupted: run (\S+) stopped (after epoch \d|before its first checkpoint), "
+                         r"nothing published; resume with: nsdist train --resume (\S+)", said[0])
+    assert match and os.path.isabs(match[3]), said
+    assert not os.path.exists(os.path.join(out, "LATEST"))
+    deadline = time.time() + 30
+    while True:  # the local cluster's processes go with the job
+        try:
+            os.killpg(job.pid, 0)
+        except ProcessLookupError:
+            break
+        assert time.time() < deadline, "worker processes outlived the interrupted job"
+        time.sleep(0.1)
+    resumed = subprocess.run(nsdist_cmd("train", "--resume", match[3], "--workers", "2"), capture_output=True,
+                             text=True, timeout=600)
+    assert resumed.returncode == 0 and resumed.stdout.strip().splitlines()[-1] == match[3], resumed.stderr[-2000:]
+    assert load(out).manifest["run_id"] == match[1]
 
 
 def test_killed_job_resumes_to_identical_vectors(client, tmp_path):

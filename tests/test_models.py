@@ -110,8 +110,23 @@ def test_lost_models_are_reported_not_recreated(job):
         models.save("t", 0, 8, lambda model: model, ())
     assert models.save("t", 0, 4, lambda x, model: (x, model.win.shape), (1,)) == (1, (V, DIM))
     assert models.drop("t") == 2 and models.drop("t") == 0
-    with pytest.raises(ModelLost, match="no models"):
-        models.train("t", 0, 4, 0, BLOCKS, [shard], tables, [spec(0)], 1)
+    # A worker that never held the job (a replacement for a lost one) reports it: only the
+    # attempt that was stopped here goes quiet.
+    with pytest.raises(ModelLost, match="no models of job t \\(attempt 2\\)"):
+        models.train("t", 2, 4, 0, BLOCKS, [shard], tables, [spec(0)], 1)
+
+
+def test_tasks_of_a_stopped_job_do_nothing(job):
+    """After drop, the job's queued tasks return None instead of failing (a stopped job leaves no
+    errors behind); another attempt's tasks still find no models and say so."""
+    shard, tables = job
+    parts = models.train("t", 0, 4, 0, BLOCKS, [shard], tables, [spec(0)], 1)
+    assert models.drop("t") == 2
+    assert models.train("t", 0, 4, 1, BLOCKS, [shard], tables, [spec(1)], 1) is None
+    assert models.mask("t", 0, 4, 0, 15) is None and models.merge("t", 0, 4, 0, 2, 0, 15, "mean", parts[0]) is None
+    assert models.local(None, 0) is None and models.send(None, 0, None) is None and models.info(None) is None
+    with pytest.raises(ModelLost, match="attempt 1"):
+        models.train("t", 1, 4, 0, BLOCKS, [shard], tables, [spec(0)], 1)
 
 
 def test_model_copies_are_independent():

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import threading
 
 import distributed
 from distributed import Client, LocalCluster
@@ -29,10 +32,11 @@ def connect(cfg: ClusterConfig) -> tuple[Client, LocalCluster | None]:
             workers = cfg.workers or max(1, (os.cpu_count() or 1) // cfg.threads_per_worker)
             log.info("starting a local cluster of %d worker process(es) x %d thread(s)", workers,
                      cfg.threads_per_worker)
-            cluster = LocalCluster(
-                n_workers=workers, threads_per_worker=cfg.threads_per_worker, processes=True,
-                dashboard_address=":0", host="127.0.0.1",
-            )
+            with _workers_ignore_sigint():
+                cluster = LocalCluster(
+                    n_workers=workers, threads_per_worker=cfg.threads_per_worker, processes=True,
+                    dashboard_address=":0", host="127.0.0.1",
+                )
             client = Client(cluster)
     except OSError as e:
         raise TransientError(f"cannot reach the Dask scheduler at {address!r}: {e}; is it running?") from e
@@ -47,6 +51,22 @@ def connect(cfg: ClusterConfig) -> tuple[Client, LocalCluster | None]:
             f"{cfg.timeout:.0f} s; start workers or raise cluster.timeout"
         ) from e
     return client, cluster
+
+
+@contextlib.contextmanager
+def _workers_ignore_sigint():
+    """Start processes that ignore SIGINT: Ctrl-C at a terminal reaches the whole process group,
+    and each worker of a local cluster would print its own KeyboardInterrupt traceback; the job
+    (this process) stops them instead. A process started while SIGINT is ignored keeps ignoring
+    it (Python installs its handler only where SIGINT is not ignored)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def workers(client: Client) -> list[str]:

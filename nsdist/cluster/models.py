@@ -47,6 +47,7 @@ from ..shard import RoundSpec, train_round
 
 _LOCK = threading.Lock()
 _JOBS: dict[tuple[str, str], _Job] = {}  # (worker address, job tag) -> this worker's models of the job
+_DROPPED: set[tuple[str, str, int]] = set()  # (worker address, job tag, attempt) of models freed here
 
 
 class ModelLost(RuntimeError):
@@ -103,15 +104,24 @@ def create(tag: str, attempt: int, start: int, models: list[int], build, *args) 
                 for i, m in enumerate(models)}
     with _LOCK:
         _JOBS[(_address(), tag)] = _Job(attempt, held)
+        _DROPPED.discard((_address(), tag, attempt))
     return model.nbytes * len(models)
 
 
 def drop(tag: str, dask_worker=None) -> int:
-    """Free this worker's models of job ``tag`` (``client.run``); returns how many there were."""
+    """Free this worker's models of job ``tag`` (``client.run``); returns how many there were.
+    The job's tasks that run here later do nothing and return None (``_stopped``): a job that
+    stopped (a lost worker, an error, an interrupt) leaves no failing tasks behind."""
     address = dask_worker.address if dask_worker is not None else _address()
     with _LOCK:
         job = _JOBS.pop((address, tag), None)
+        if job is not None:
+            _DROPPED.add((address, tag, job.attempt))
     return len(job.held) if job else 0
+
+
+def _stopped(tag: str, attempt: int) -> bool:
+    return (_address(), tag, attempt) in _DROPPED
 
 
 def _train_shards(held: _Held, shards: list[list[Shard]], tables: Tables, specs: list[RoundSpec],
@@ -140,6 +150,8 @@ def train(tag: str, attempt: int, g: int, index: int, blocks: list[tuple[int, in
     ``Part`` per row block to synchronise (views of the model's rows, valid until the block is
     merged). ``after``: the futures of the previous round's merges and installs, only waited
     for. The shards' statistics ride on part 0."""
+    if _stopped(tag, attempt):
+        return None
     held = _held(tag, attempt, index)
     if held.ready != g:
         raise ModelLost(f"model {index} is at round {held.ready}, not {g}")
@@ -175,6 +187,8 @@ def mask(tag: str, attempt: int, g: int, lo: int, hi: int, *after) -> tuple[np.n
     """Which rows of [lo, hi) this worker's models updated since they were last synchronised,
     bit-packed (win, wout): the other models send the owner these rows along with their own
     (``merge.changed``). ``after``: this worker's train tasks of round g, only waited for."""
+    if _stopped(tag, attempt):
+        return None
     held = list(_job(tag, attempt).held.values())
     if any(r.trained != g for r in held):
         raise ModelLost(f"a model has not trained round {g}")
@@ -182,17 +196,17 @@ def mask(tag: str, attempt: int, g: int, lo: int, hi: int, *after) -> tuple[np.n
                  for n in ("n_in", "n_out"))
 
 
-def local(parts: tuple[Part, ...], block: int, *after) -> Part:
+def local(parts: tuple[Part, ...] | None, block: int, *after) -> Part | None:
     """The part of ``block`` for an owner on this worker: views, nothing copied. ``after``: the
-    owner's previous merge, only waited for."""
-    return parts[block]
+    owner's previous merge, only waited for. None: the job stopped."""
+    return None if parts is None else parts[block]
 
 
 def send(parts: tuple[Part, ...], block: int, masks: tuple[np.ndarray, np.ndarray], *after) -> Part:
     """The part of ``block`` that crosses to its owner: only the rows it needs (merge.changed).
     ``after``: the owner's previous merge, only waited for, so that a sender holds copies for
-    one block per owner at a time."""
-    return changed(parts[block], *masks)
+    one block per owner at a time. None: the job stopped."""
+    return None if parts is None or masks is None else changed(parts[block], *masks)
 
 
 @dataclass(frozen=True)
@@ -223,6 +237,8 @@ def merge(tag: str, attempt: int, g: int, block: int, blocks: int, lo: int, hi: 
           *parts: Part) -> Merged:
     """The owner's task for one row block: merge every model's part (in model order) and write
     the result into this worker's models."""
+    if _stopped(tag, attempt):
+        return None
     t0 = time.perf_counter()
     held = _refresh(tag, attempt, g, block)
     release_memory()  # the parts of this owner's previous block
@@ -246,6 +262,8 @@ def install(tag: str, attempt: int, g: int, block: int, blocks: int, lo: int, hi
     """Copy a merged row block into this worker's models; returns the bytes received.
     ``after``: this worker's previous install of the round, only waited for, so that one merged
     block at a time is in flight to it."""
+    if _stopped(tag, attempt):
+        return None
     held = _refresh(tag, attempt, g, block)
     for r in held:
         for matrix, ids in (("win", merged.ids_in), ("wout", merged.ids_out)):
@@ -263,8 +281,8 @@ def barrier(*after) -> float:
     return time.time()
 
 
-def info(merged: Merged) -> dict:
-    return merged.info
+def info(merged: Merged | None) -> dict | None:
+    return None if merged is None else merged.info
 
 
 def _current(tag: str, attempt: int, g: int) -> Model:
@@ -279,4 +297,6 @@ def _current(tag: str, attempt: int, g: int) -> Model:
 def save(tag: str, attempt: int, g: int, write, args: tuple, *after) -> object:
     """``write(*args, model)`` with the global model before round ``g`` (a checkpoint, the
     outputs). ``after``: the futures of round g - 1's merges and installs, only waited for."""
+    if _stopped(tag, attempt):
+        return None
     return write(*args, _current(tag, attempt, g))

@@ -114,7 +114,6 @@ class _Attempt:
                  for i, w in enumerate(self.workers)}
         self.after = [[ready[w]] for w in self.layout.home]  # per model: what its next task waits for
         self.last_end = time.perf_counter()
-        self.live: list = []  # what was submitted and not yet collected, to cancel if the job stops
 
     def submit(self, fn, *args, key: str, worker: str, **kw):  # strictly where the models are: see gather_watching
         return self.client.submit(fn, *args, key=key, workers=[worker], allow_other_workers=False, **kw)
@@ -180,14 +179,12 @@ class _Attempt:
                                checkpoint.save_model, (checkpoint_url, dict(self.cfg.storage_options)), *self.after[0],
                                key=f"checkpoint-{self.run.tag}-{self.attempt}-{epoch}", worker=w, priority=10)
             self.after = [a + [save] if h == w else a for a, h in zip(self.after, self.layout.home)]
-        self.live.append((rounds, save, self.after))
         return epoch, rounds, save, checkpoint_url, self.done
 
     def collect(self, epoch: int, rounds: list, save, url: str | None, done: int) -> tuple[dict, int | None]:
         """The epoch's metrics, and the bytes of its checkpoint once saved (None: no checkpoint)."""
         t = self.cfg.train
         infos, installed, ends = self.gather([[r[0] for r in rounds], [r[1] for r in rounds], [r[3] for r in rounds]])
-        self.live.pop(0)
         stats = [s for blk in infos for s in blk[0]["stats"]]
         # One record per merge (round): its row blocks' merges summed (seconds: compute time;
         # bytes: what crossed between worker processes: parts into the merges, merged blocks out),
@@ -218,15 +215,10 @@ class _Attempt:
             raise diverged(t.alpha, f"loss {m['loss']} in epoch {epoch + 1}")
         return m, (self.gather(save) if save is not None else None)
 
-    def stop(self, cancel: bool = True) -> None:
-        """Free the models (a worker that left has none), after cancelling what is still queued
-        when the job ends here. After a lost worker the queued tasks are left to fail on their
-        own: cancelling them while the scheduler was still removing the worker hung the next
-        attempt once in test_resilience (the scheduler logged an AssertionError in
-        register-client)."""
+    def stop(self) -> None:
+        """Free the models (a worker that left has none). Tasks of this attempt still queued
+        find them gone and do nothing (models.drop)."""
         with contextlib.suppress(Exception):  # a client that lost its scheduler has nothing to stop
-            if cancel:
-                self.client.cancel(distributed.futures_of(self.live))
             self.client.run(models.drop, self.run.tag, on_error="ignore")
 
     def finish(self, write, args: tuple):
@@ -270,10 +262,9 @@ def train_epochs(client: Client, cfg: JobConfig, run: Training, source: tuple, s
             job.stop()
             return result, metrics, attempt, job.layout.threads
         except LOST as e:
-            # The attempt's queued tasks are cancelled; any that still run find their models gone
-            # (attempt numbers differ) and fail.
+            # The attempt's tasks that still run or wait find their models gone and do nothing.
             if job is not None:
-                job.stop(cancel=False)
+                job.stop()
             if attempt == MAX_RECOVERIES:
                 raise TransientError(f"lost workers {attempt + 1} times while training ({e}); check the "
                                      "workers' memory and logs, then --resume the run") from e
