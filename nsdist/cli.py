@@ -17,7 +17,7 @@ import threading
 import time
 
 from . import __version__
-from .errors import ConfigError, Interrupted, NsdistError
+from .errors import STOP, ConfigError, Interrupted, NsdistError
 
 log = logging.getLogger("nsdist")
 
@@ -121,7 +121,7 @@ def cmd_train(args) -> int:
     )
     if args.resume:
         cfg = resume_config(args.resume, cfg)
-    check_inputs(cfg, args.init_from)
+    check_inputs(cfg, args.init_from, args.resume)
     client, cluster = connect(cfg.cluster)
     try:
         log.info("dashboard: %s", client.dashboard_link)
@@ -284,19 +284,32 @@ COMMANDS = {"train": cmd_train, "neighbors": cmd_neighbors, "evaluate": cmd_eval
 _TERMINATED = []  # set when SIGTERM (Kubernetes evicting the pod) stopped the job
 
 
-def _on_sigterm(signum, frame):
-    # Stop the way Ctrl-C does: the job cleans up and says how to resume; exit 143, not 130.
-    _TERMINATED.append(signum)
+def _on_signal(signum, frame):
+    # SIGTERM stops the way Ctrl-C does: the job cleans up and says how to resume (exit 143).
+    if signum == signal.SIGTERM:
+        _TERMINATED.append(signum)
+    STOP.set()
     raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
     if not argv:
         _parser().print_help()
         return 2
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = [signal.signal(s, _on_signal) for s in signals] if in_main_thread else []
+    try:
+        return _run(argv)
+    finally:
+        for sig, handler in zip(signals, previous):  # main() from Python leaves the caller's handlers
+            signal.signal(sig, handler)
+        _TERMINATED.clear()
+        STOP.clear()
+
+
+def _run(argv: list[str]) -> int:
     try:
         args = _parser().parse_args(argv)
         _setup_logging(args.log_format, args.verbose)

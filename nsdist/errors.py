@@ -1,8 +1,16 @@
-"""Project errors, each tied to the exit code the CLI returns for it.
+"""Project errors, each tied to the exit code the CLI returns for it, and the stop request.
 
 0 success, 2 usage or config error, 3 bad input data, 75 transient infrastructure failure
 (worth a retry), 130 interrupted (SIGINT, Ctrl-C) and 143 terminated (SIGTERM), 1 anything else.
 """
+
+
+import threading
+
+# Set by the CLI's SIGINT/SIGTERM handler. Its KeyboardInterrupt can be swallowed (Python ignores
+# exceptions raised while a __del__ runs, and Dask's futures release themselves in one), so the
+# loops that wait on the cluster check this too (cluster.client.gather_watching).
+STOP = threading.Event()
 
 
 class NsdistError(Exception):

@@ -384,6 +384,9 @@ def load(url: str, storage_options=None, verify: bool = False) -> Embeddings:
     """
     run = resolve_run(url, storage_options)
     manifest = read_manifest(run, storage_options, verify=verify)
+    missing = sorted({"vectors.npy", "vocab.tsv"} - set(manifest["files"]))
+    if missing:  # a file the manifest does not vouch for is neither size- nor checksum-checked
+        raise DataError(f"run {run!r}: its manifest lists no {' or '.join(missing)}: the run is corrupt")
     vectors = read_npy(storage.join(run, "vectors.npy"), storage_options)
     words, counts = [], []
     for line in storage.lines(storage.join(run, "vocab.tsv"), storage_options):

@@ -127,9 +127,10 @@ def _warm_start_model(vocab: Vocab, parent: str, storage_options, dim: int, seed
 
 # ---------------------------------------------------------------- the job
 
-def check_inputs(cfg: JobConfig, init_from: str | None = None) -> list[tuple[str, int]]:
-    """Fail fast, before any cluster starts: the corpus files (url, size) of a job, and a warm
-    start's model that this job cannot continue."""
+def check_inputs(cfg: JobConfig, init_from: str | None = None, resume: str | None = None) -> list[tuple[str, int]]:
+    """Fail fast, before any cluster starts: the corpus files (url, size) of a job; a warm start's
+    model this job cannot continue; a run to resume that is published or was started on another
+    corpus."""
     if not cfg.corpus:
         raise ConfigError("no corpus given; pass --corpus URL (or set corpus in the job spec)")
     if not cfg.out:
@@ -141,19 +142,36 @@ def check_inputs(cfg: JobConfig, init_from: str | None = None) -> list[tuple[str
         if dim is not None and dim != cfg.train.dim:
             raise ConfigError(f"--init-from {init_from} has dim {dim}, this job dim {cfg.train.dim}; "
                               f"set dim={dim} or train from scratch")
-    return storage.expand(cfg.corpus, opts)
+    files = storage.expand(cfg.corpus, opts)
+    if resume:
+        run = resume.rstrip("/")
+        run_id = run.rsplit("/", 1)[-1]
+        if storage.exists(storage.join(run, "manifest.json"), opts):
+            raise DataError(f"run {run_id} was already published; nothing to resume")
+        claimed = storage.read_json(storage.join(run, "_claim.json"), opts).get("corpus_fingerprint")
+        if claimed is not None and claimed != _fingerprint(files):
+            raise DataError(f"the corpus changed since run {run_id} started (files or sizes differ); start a new run")
+    return files
 
 
 def resume_config(run: str, current: JobConfig) -> JobConfig:
     """The configuration of a run to resume: as it was claimed, with this invocation's storage
-    options and cluster (neither is part of what the run computes)."""
-    claim = storage.read_json(storage.join(run, "_claim.json"), dict(current.storage_options))
+    options and cluster (neither is part of what the run computes). The output is where the run
+    is (``<out>/runs/<run_id>``), whatever directory the job that claimed it ran in."""
+    run = run.rstrip("/")
+    opts = dict(current.storage_options)
+    if not storage.exists(storage.join(run, "_claim.json"), opts):
+        if storage.exists(storage.join(run, "runs"), opts) or storage.exists(storage.join(run, "LATEST"), opts):
+            raise ConfigError(f"--resume {run} is an output, not a run; pass one of its runs, "
+                              f"{storage.join(run, 'runs', '<run_id>')} (the folder without a manifest.json)")
+        raise DataError(f"--resume {run}: no run there (no _claim.json); check the URL")
+    claim = storage.read_json(storage.join(run, "_claim.json"), opts)
     if "config" not in claim:
         raise DataError(f"{run!r} was not started by this nsdist version (no config in _claim.json); retrain")
     saved = claim["config"]
-    return config_from_dict({k: v for k, v in saved.items() if k not in ("storage_options", "cluster")},
-                            storage_options=current.storage_options, cluster=current.cluster)
-
+    out = run.rsplit("/", 2)[0] if run.count("/") >= 2 else "."
+    return config_from_dict({k: v for k, v in saved.items() if k not in ("storage_options", "cluster", "out")},
+                            out=out, storage_options=current.storage_options, cluster=current.cluster)
 
 
 @dataclass
@@ -172,12 +190,10 @@ def _open_run(cfg: JobConfig, fingerprint: str, resume: str | None, init_from: s
     parent = resolve_run(init_from, opts) if init_from else None
     if not resume:
         run_id = new_run_id()
-        claim_run(cfg.out, run_id, opts, config=cfg.to_dict(), init_from=init_from)
+        claim_run(cfg.out, run_id, opts, config=cfg.to_dict(), init_from=init_from, corpus_fingerprint=fingerprint)
         return _Run(run_id, run_url(cfg.out, run_id), None, parent)
     url = resume.rstrip("/")
     run_id = url.rsplit("/", 1)[-1]
-    if storage.exists(storage.join(url, "manifest.json"), opts):
-        raise DataError(f"run {run_id} was already published; nothing to resume")
     state = checkpoint.latest(url, opts)
     if state and state.get("shard_plan") != SHARD_PLAN:
         raise DataError(f"run {run_id} was checkpointed by an nsdist that cut shards differently; start a new run")
@@ -223,7 +239,7 @@ def train(cfg: JobConfig, client, resume: str | None = None, init_from: str | No
     says how to resume.
     """
     t_start = time.perf_counter()
-    files = check_inputs(cfg, init_from)
+    files = check_inputs(cfg, init_from, resume)
     fingerprint = _fingerprint(files)
     run = _open_run(cfg, fingerprint, resume, init_from)
     try:

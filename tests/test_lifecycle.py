@@ -170,3 +170,36 @@ def test_warm_start_keeps_old_neighbourhoods_and_learns_new_words(client, tmp_pa
     # New words, seen in one epoch only, already cluster with each other.
     labels = {w: w.split("_")[0] for w in new.vocab if w.startswith(("new_", "c05_", "c10_", "c20_"))}
     assert cluster_precision(new.vocab, new.vectors, labels) >= 0.6
+
+
+def test_resume_is_checked_before_any_cluster_starts(tmp_path, monkeypatch, publish_run):
+    """What --resume is given is checked from storage alone: an output instead of a run, a run
+    that is published, a corpus that changed since the run was claimed (even before its first
+    checkpoint); and the output is where the run is, whatever directory its job ran in."""
+    from nsdist import outputs, pipeline
+    from nsdist.errors import ConfigError, DataError
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("a b c\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, {"dim": 8}, environ={}, corpus=(str(corpus),), out="rel-out")
+    outputs.claim_run("rel-out", "20260101T000000Z-aaaaaa", None, config=cfg.to_dict(),
+                      corpus_fingerprint=pipeline._fingerprint(pipeline.storage.expand(cfg.corpus, {})))
+    run = os.path.join(str(tmp_path), "rel-out", "runs", "20260101T000000Z-aaaaaa")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    resumed = pipeline.resume_config(run, load_config(None, environ={}))
+    assert resumed.out == os.path.join(str(tmp_path), "rel-out") and resumed.train.dim == 8
+    assert pipeline.check_inputs(resumed, resume=run)  # same corpus: fine
+
+    corpus.write_text("a b c d\n")  # changed before the first checkpoint
+    with pytest.raises(DataError, match="the corpus changed since run 20260101T000000Z-aaaaaa started"):
+        pipeline.check_inputs(resumed, resume=run)
+    with pytest.raises(ConfigError, match=r"is an output, not a run; pass one of its runs, .*/runs/<run_id>"):
+        pipeline.resume_config(str(tmp_path / "rel-out"), load_config(None, environ={}))
+    with pytest.raises(DataError, match="no run there"):
+        pipeline.resume_config(str(tmp_path / "nothing"), load_config(None, environ={}))
+    published = publish_run(str(tmp_path / "pub"), ["a"], np.ones((1, 8)))
+    with pytest.raises(DataError, match=f"run {published} was already published"):
+        pipeline.check_inputs(resumed, resume=str(tmp_path / "pub" / "runs" / published))

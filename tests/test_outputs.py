@@ -145,6 +145,17 @@ def test_verify_catches_same_size_corruption(run):
         nsdist.load(out, verify=True)
 
 
+def test_files_the_manifest_does_not_list_are_refused(run):
+    out, url = run
+    murl = storage.join(url, "manifest.json")
+    manifest = json.loads(read(murl))
+    del manifest["files"]["vocab.tsv"]
+    storage.write_bytes(murl, json.dumps(manifest).encode())
+    for verify in (False, True):
+        with pytest.raises(DataError, match="its manifest lists no vocab.tsv: the run is corrupt"):
+            nsdist.load(out, verify=verify)
+
+
 class _Bomb:
     """Unpickling this creates a file: proof that a loader executed code from the data."""
 

@@ -12,7 +12,7 @@ import distributed
 from distributed import Client, LocalCluster
 
 from ..config import ClusterConfig
-from ..errors import TransientError
+from ..errors import STOP, TransientError
 from .models import ModelLost
 
 log = logging.getLogger("nsdist")
@@ -122,6 +122,8 @@ def gather_watching(client: Client, futures, workers: list[str]):
     worker without the model), so after a loss they would wait for it forever."""
     flat = distributed.futures_of(futures)
     while True:
+        if STOP.is_set():
+            raise KeyboardInterrupt
         try:
             distributed.wait(flat, timeout=WATCH_SECONDS)
             return client.gather(futures)
