@@ -126,18 +126,22 @@ def cmd_train(args) -> int:
     try:
         log.info("dashboard: %s", client.dashboard_link)
         result = train(cfg, client, resume=args.resume, init_from=args.init_from)
-    except Interrupted:
-        # The workers' tasks are cut short as the cluster closes: Dask's complaints about that are
-        # not news (the one line that matters is the resume command).
-        for name in ("distributed", "tornado", "asyncio"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
-        raise
     finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        _close(client, cluster, args)
     print(result.run_url)
     return 0
+
+
+def _close(client, cluster, args) -> None:
+    """Close the client and a local cluster. What Dask logs while its workers go down (heartbeats
+    that miss a closing scheduler, tasks cut short by an interrupt) is not news once the job has
+    ended one way or the other: it is shown with -v only."""
+    if not getattr(args, "verbose", False):
+        for name in ("distributed", "tornado", "asyncio"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    client.close()
+    if cluster is not None:
+        cluster.close()
 
 
 def cmd_neighbors(args) -> int:
@@ -250,9 +254,7 @@ def cmd_demo(args) -> int:
         log.info("dashboard: %s", client.dashboard_link)
         result = train(cfg, client)
     finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        _close(client, cluster, args)
     emb = load(cfg.out)
     print(f"\npublished {result.run_url}")
     for e in result.manifest["metrics"]["epochs"]:

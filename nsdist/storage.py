@@ -20,6 +20,7 @@ import hashlib
 import inspect
 import io
 import json
+import logging
 import os
 import posixpath
 import re
@@ -34,6 +35,7 @@ from fsspec.utils import infer_compression, read_block as _read_block
 
 from .errors import DataError, TransientError
 
+log = logging.getLogger("nsdist")
 T = TypeVar("T")
 Options = Mapping[str, Any] | None
 
@@ -151,11 +153,15 @@ def scrub(text: str, storage_options: Options = None) -> str:
     return text
 
 
-def _on_failure(e: Exception, attempt: int, storage_options: Options) -> None:
-    """Sleep before the next attempt if ``e`` is transient, else raise the mapped error."""
+def _on_failure(e: Exception, attempt: int, storage_options: Options, what: str = "storage call") -> None:
+    """Sleep before the next attempt if ``e`` is transient (saying so in one log line), else
+    raise the mapped error."""
     if _is_transient(e):
         if attempt < RETRIES - 1:
-            time.sleep(BACKOFF * 2**attempt)
+            wait = BACKOFF * 2**attempt
+            log.warning("%s", scrub(f"storage: {what} failed ({_short(e)}); attempt {attempt + 1} of {RETRIES}, "
+                                    f"retrying in {wait:.1f} s", storage_options))
+            time.sleep(wait)
             return
         raise TransientError(
             scrub(f"storage unavailable after {RETRIES} attempts ({_short(e)}); retry the job", storage_options)
@@ -181,7 +187,9 @@ def retry(fn: Callable[..., T]) -> Callable[..., T]:
             try:
                 return fn(*args, **kwargs)
             except Exception as e:
-                _on_failure(e, attempt, sig.bind_partial(*args, **kwargs).arguments.get("storage_options"))
+                bound = sig.bind_partial(*args, **kwargs).arguments
+                url = next((v for v in bound.values() if isinstance(v, str)), "")
+                _on_failure(e, attempt, bound.get("storage_options"), f"{fn.__name__.lstrip('_')} {url}".strip())
         raise AssertionError("unreachable")
 
     return wrapper

@@ -839,3 +839,18 @@ def test_local_scripts_start_a_cluster_with_s3_and_stop_everything(tmp_path):
         time.sleep(0.05)
     assert procs and _gone(procs)
     assert not list((tmp_path / "local").glob("*.pid"))
+
+
+def test_start_s3_without_moto_fails_at_once_and_so_does_eval(tmp_path):
+    """An interpreter without moto's server: one line naming the fix, within seconds, and the
+    documented `eval "$(start-s3.sh)"` fails too (the script prints `false` on stdout)."""
+    bare = tmp_path / "bare-python"
+    bare.write_text(f"#!/bin/sh\nexec {sys.executable} -S -I \"$@\"\n")  # no site-packages: no moto
+    bare.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(bare), "LOCAL_CLUSTER_DIR": str(tmp_path / "local")}
+    t0 = time.monotonic()
+    done = subprocess.run(["bash", "-c", f'eval "$({DEPLOY / "local" / "start-s3.sh"})"'], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and time.monotonic() - t0 < 10
+    assert "moto's server is not installed" in done.stderr and "pip install 'moto[server]'" in done.stderr
+    assert not (tmp_path / "local" / "moto.pid").exists()

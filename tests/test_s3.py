@@ -255,7 +255,7 @@ def test_transient_errors_are_retried_in_one_place(monkeypatch):
                                                                             FileNotFoundError)
 
 
-def test_unreachable_endpoint_is_transient_and_secret_free(s3, dead_endpoint, monkeypatch):
+def test_unreachable_endpoint_is_transient_and_secret_free(s3, dead_endpoint, monkeypatch, caplog):
     # Keep the layers of retries short: ours, s3fs's and botocore's.
     monkeypatch.setattr(storage, "RETRIES", 2)
     monkeypatch.setattr(storage, "BACKOFF", 0)
@@ -267,6 +267,10 @@ def test_unreachable_endpoint_is_transient_and_secret_free(s3, dead_endpoint, mo
         storage.read_bytes(s3.url("x"), options)
     assert info.value.exit_code == 75 and "retry" in str(info.value)
     assert S3_SECRET not in str(info.value) and time.perf_counter() - t0 < 20
+    # Each retry says so, in one line, without the secret.
+    retries = [r.getMessage() for r in caplog.records if "attempt 1 of 2" in r.getMessage()]
+    assert len(retries) == 1 and retries[0].startswith(f"storage: read_bytes {s3.url('x')} failed (")
+    assert retries[0].endswith("attempt 1 of 2, retrying in 0.0 s") and S3_SECRET not in caplog.text
 
 
 # ---------------------------------------------------------------- whole jobs on S3

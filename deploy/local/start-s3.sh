@@ -26,12 +26,17 @@ while getopts "p:b:d:h" opt; do
   esac
 done
 
+# On failure stdout says `false`, so that `eval "$(deploy/local/start-s3.sh)"` fails too.
+fail() { echo "start-s3: $*" >&2; echo false; exit 1; }
+
+"$PYTHON" -c 'import moto.server' 2>/dev/null \
+  || fail "moto's server is not installed for $PYTHON; install it with: $PYTHON -m pip install 'moto[server]' (it comes with nsdist's test extra: pip install -e '.[test]')"
+
 mkdir -p "$DIR"
 DIR=$(cd "$DIR" && pwd)
 [ -e "$DIR/.gitignore" ] || echo "*" >"$DIR/.gitignore"   # logs and pids never get committed
 if [ -f "$DIR/moto.pid" ] && kill -0 "$(cat "$DIR/moto.pid")" 2>/dev/null; then
-  echo "start-s3: a server from $DIR/moto.pid is running; run deploy/local/stop-s3.sh -d $DIR first" >&2
-  exit 1
+  fail "a server from $DIR/moto.pid is running; run deploy/local/stop-s3.sh -d $DIR first"
 fi
 if [ -z "$PORT" ]; then
   PORT=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -47,7 +52,7 @@ export FSSPEC_S3_ENDPOINT_URL=$ENDPOINT     # s3fs through fsspec's config, for 
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1
 
 # Ready when it answers HTTP, then create the buckets through s3fs (an nsdist dependency).
-"$PYTHON" - "$ENDPOINT" "${BUCKETS[@]}" <<'PY' || { tail -n 20 "$DIR/moto.log" >&2; "$(dirname "$0")/stop-s3.sh" -d "$DIR" >/dev/null 2>&1; exit 1; }
+"$PYTHON" - "$ENDPOINT" "${BUCKETS[@]}" <<'PY' || { tail -n 20 "$DIR/moto.log" >&2; "$(dirname "$0")/stop-s3.sh" -d "$DIR" >/dev/null 2>&1; fail "the server did not start (its log is above)"; }
 import sys, time, urllib.error, urllib.request
 endpoint, buckets = sys.argv[1], sys.argv[2:]
 deadline = time.monotonic() + 30
