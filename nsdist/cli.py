@@ -124,12 +124,22 @@ def cmd_train(args) -> int:
     check_inputs(cfg, args.init_from, args.resume)
     client, cluster = connect(cfg.cluster)
     try:
-        log.info("dashboard: %s", client.dashboard_link)
+        _log_dashboard(client)
         result = train(cfg, client, resume=args.resume, init_from=args.init_from)
     finally:
         _close(client, cluster, args)
     print(result.run_url)
     return 0
+
+
+def _log_dashboard(client) -> None:
+    """The dashboard link, where the dashboard can be served: Dask serves it only with bokeh."""
+    import importlib.util
+
+    if importlib.util.find_spec("bokeh") is None:
+        log.info("dashboard: not served without bokeh; pip install 'nsdist[dashboard]' to watch the cluster")
+    else:
+        log.info("dashboard: %s", client.dashboard_link)
 
 
 def _close(client, cluster, args) -> None:
@@ -251,7 +261,7 @@ def cmd_demo(args) -> int:
                       **{"cluster.workers": args.workers})
     client, cluster = connect(cfg.cluster)
     try:
-        log.info("dashboard: %s", client.dashboard_link)
+        _log_dashboard(client)
         result = train(cfg, client)
     finally:
         _close(client, cluster, args)
