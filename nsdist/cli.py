@@ -84,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
 
     ru = sub.add_parser("runs", parents=[common], help="list the published runs under an output URL, newest first")
     ru.add_argument("out", metavar="OUT")
+    ru.add_argument("--all", action="store_true",
+                    help="also the runs never published (failed, interrupted, running), with their last "
+                         "checkpoint and the command that resumes them")
     ru.add_argument("--json", action="store_true", help="print one JSON array")
 
     gc = sub.add_parser("gc", parents=[common],
@@ -207,13 +210,24 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_runs(args) -> int:
+    from . import checkpoint
     from .outputs import list_runs
 
-    runs = list_runs(args.out)
+    runs = list_runs(args.out, unpublished=args.all)
+    for r in runs:
+        if not r.get("published", True):
+            state = checkpoint.latest(r["url"])
+            r["checkpoint_epoch"] = state["epoch"] if state else None
+            url = r["url"] if "://" in r["url"] else os.path.abspath(r["url"])
+            r["resume"] = f"nsdist train --resume {url}"
     if args.json:
         print(json.dumps(runs, indent=2, sort_keys=True))
         return 0
     for r in runs:
+        if not r.get("published", True):
+            where = f"checkpoint after epoch {r['checkpoint_epoch']}" if r["checkpoint_epoch"] else "no checkpoint"
+            print(f"  {r['run_id']}  {r.get('created') or '?'}  unpublished, {where}; resume: {r['resume']}")
+            continue
         size = f"{r['bytes'] / 1e6:.1f} MB" if r.get("bytes") is not None else "?"
         note = f"  [{r['error']}]" if r.get("error") else ""
         print(f"{'*' if r['latest'] else ' '} {r['run_id']}  {r.get('created') or '?'}  "

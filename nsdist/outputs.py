@@ -458,14 +458,18 @@ def _newest_first(entries: list[dict]) -> list[dict]:
     return sorted(entries, key=lambda e: (e.get("created") or "", e["run_id"]), reverse=True)
 
 
-def list_runs(out: str, storage_options=None) -> list[dict]:
-    """Published runs under ``out`` (those with a manifest), newest first.
+def list_runs(out: str, storage_options=None, unpublished: bool = False) -> list[dict]:
+    """Published runs under ``out`` (those with a manifest), newest first; with ``unpublished``,
+    also the runs that were claimed and never published (running, failed or interrupted), each
+    marked ``published`` true or false.
 
     Each: ``run_id``, ``url``, ``created``, ``vocab_size``, ``dim``, ``bytes``, ``nsdist``
     (the version that wrote it), ``latest`` (LATEST names it) and ``error`` when the manifest
     cannot be read by this nsdist. DataError when ``out`` holds no nsdist output at all.
     """
     _, entries = _scan(out, storage_options)
+    if unpublished:
+        return _newest_first(entries)
     return [{k: v for k, v in e.items() if k != "published"} for e in _newest_first(e for e in entries
                                                                                      if e["published"])]
 

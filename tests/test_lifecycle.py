@@ -67,6 +67,11 @@ def test_interrupted_job_says_how_to_resume(tmp_path, sig, code):
             break
         assert time.time() < deadline, "worker processes outlived the interrupted job"
         time.sleep(0.1)
+    # `runs --all` finds it too: unpublished, its last checkpoint, the same command.
+    listed = subprocess.run(nsdist_cmd("runs", out, "--all"), capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0 and listed.stdout.splitlines() == [
+        f"  {match[1]}  {listed.stdout.split()[1]}  unpublished, checkpoint {match[2]}; resume: "
+        f"nsdist train --resume {match[3]}"], listed.stdout
     resumed = subprocess.run(nsdist_cmd("train", "--resume", match[3], "--workers", "2"), capture_output=True,
                              text=True, timeout=600)
     assert resumed.returncode == 0 and resumed.stdout.strip().splitlines()[-1] == match[3], resumed.stderr[-2000:]
