@@ -130,7 +130,7 @@ def cmd_train(args) -> int:
         _log_dashboard(client)
         result = train(cfg, client, resume=args.resume, init_from=args.init_from)
     finally:
-        _close(client, cluster, args)
+        _close(client, cluster)
     print(result.run_url)
     return 0
 
@@ -145,13 +145,9 @@ def _log_dashboard(client) -> None:
         log.info("dashboard: %s", client.dashboard_link)
 
 
-def _close(client, cluster, args) -> None:
-    """Close the client and a local cluster. What Dask logs while its workers go down (heartbeats
-    that miss a closing scheduler, tasks cut short by an interrupt) is not news once the job has
-    ended one way or the other: it is shown with -v only."""
-    if not getattr(args, "verbose", False):
-        for name in ("distributed", "tornado", "asyncio"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
+def _close(client, cluster) -> None:
+    """Close the client and a local cluster, quietly unless -v (``_quiet_dask``)."""
+    _quiet_dask()
     client.close()
     if cluster is not None:
         cluster.close()
@@ -278,7 +274,7 @@ def cmd_demo(args) -> int:
         _log_dashboard(client)
         result = train(cfg, client)
     finally:
-        _close(client, cluster, args)
+        _close(client, cluster)
     emb = load(cfg.out)
     print(f"\npublished {result.run_url}")
     for e in result.manifest["metrics"]["epochs"]:
@@ -310,11 +306,23 @@ COMMANDS = {"train": cmd_train, "neighbors": cmd_neighbors, "evaluate": cmd_eval
 _TERMINATED = []  # set when SIGTERM (Kubernetes evicting the pod) stopped the job
 
 
+_VERBOSE = []  # set by -v: Dask's own logs stay on while a job stops
+
+
+def _quiet_dask() -> None:
+    """Dask's complaints while a job stops or its cluster closes (tasks cut short, heartbeats that
+    miss a closing scheduler, a cancelled wait) are not news once the job has ended."""
+    if not _VERBOSE:
+        for name in ("distributed", "tornado", "asyncio"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def _on_signal(signum, frame):
     # SIGTERM stops the way Ctrl-C does: the job cleans up and says how to resume (exit 143).
     if signum == signal.SIGTERM:
         _TERMINATED.append(signum)
     STOP.set()
+    _quiet_dask()  # at once: the wait this interrupts logs its own traceback as it unwinds
     raise KeyboardInterrupt
 
 
@@ -332,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         for sig, handler in zip(signals, previous):  # main() from Python leaves the caller's handlers
             signal.signal(sig, handler)
         _TERMINATED.clear()
+        _VERBOSE.clear()
         STOP.clear()
 
 
@@ -339,6 +348,8 @@ def _run(argv: list[str]) -> int:
     try:
         args = _parser().parse_args(argv)
         _setup_logging(args.log_format, args.verbose)
+        if args.verbose:
+            _VERBOSE.append(True)
         return COMMANDS[args.command](args)
     except Interrupted as e:
         print(f"nsdist: {e}", file=sys.stderr)
