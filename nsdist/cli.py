@@ -8,6 +8,7 @@ anything else.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -146,8 +147,12 @@ def _log_dashboard(client) -> None:
 
 
 def _close(client, cluster) -> None:
-    """Close the client and a local cluster, quietly unless -v (``_quiet_dask``)."""
+    """Close the client and a local cluster, quietly unless -v (``_quiet_dask``): a local
+    cluster's workers outlive its scheduler for a moment and would log failed heartbeats."""
     _quiet_dask()
+    if cluster is not None and not _VERBOSE:
+        with contextlib.suppress(Exception):
+            client.run(_quiet_dask, on_error="ignore")
     client.close()
     if cluster is not None:
         cluster.close()
@@ -313,7 +318,8 @@ def _quiet_dask() -> None:
     """Dask's complaints while a job stops or its cluster closes (tasks cut short, heartbeats that
     miss a closing scheduler, a cancelled wait) are not news once the job has ended."""
     if not _VERBOSE:
-        for name in ("distributed", "tornado", "asyncio"):
+        # distributed's logging config gives tornado.application a level of its own.
+        for name in ("distributed", "tornado", "tornado.application", "asyncio"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
@@ -326,6 +332,15 @@ def _on_signal(signum, frame):
     raise KeyboardInterrupt
 
 
+def _unraisable(unraisable) -> None:
+    """Python prints an exception raised where it cannot propagate (in a ``__del__``) with its
+    traceback. The stop request's KeyboardInterrupt can land there: the stop is not lost
+    (``STOP``), and the traceback is not news."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and STOP.is_set():
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
@@ -334,9 +349,12 @@ def main(argv: list[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     signals = (signal.SIGINT, signal.SIGTERM)
     previous = [signal.signal(s, _on_signal) for s in signals] if in_main_thread else []
+    hook = sys.unraisablehook
+    sys.unraisablehook = _unraisable
     try:
         return _run(argv)
     finally:
+        sys.unraisablehook = hook
         for sig, handler in zip(signals, previous):  # main() from Python leaves the caller's handlers
             signal.signal(sig, handler)
         _TERMINATED.clear()
