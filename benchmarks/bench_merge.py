@@ -11,12 +11,14 @@ Every run trains the same corpus for the same number of epochs (equal epochs, eq
 data); only the shard count (``shards``), the rounds of averaging per epoch
 (``syncs_per_epoch``) and the merge strategy (``merge``, see nsdist/merge.py) change. All runs
 share one LocalCluster (``--workers`` processes x 1 thread, created once, warmed up on a small
-corpus first so numba compilation is not timed) and run one after the other.
+corpus first so numba compilation is not timed) and run one after the other. A worker holds one
+model that its shards share, so min(workers, shards) models are averaged: to compare model
+counts, pass ``--workers`` at least the largest shard count.
 
 Merge strategies (``--merges``, rows labelled as in the table):
 
-* ``mean``: every row's shards train at ``alpha`` times the shard count (capped so the local
-  rate is <= 0.2; ``rate_pivot`` unset) and the merge averages over all shards;
+* ``mean``: every row trains at ``alpha`` times the model count (capped so the local rate is
+  <= 0.2; ``rate_pivot`` unset) and the merge averages over all models;
 * ``mean-plain``: ``mean`` with ``alpha_scale=1`` (plain averaging); added whenever ``mean``
   is listed, unless ``--no-plain``;
 * ``mean-rows``: the default: ``mean`` with per-row local rates (``rate_pivot=5000`` kept
