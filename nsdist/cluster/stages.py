@@ -67,13 +67,14 @@ def count_vocab(client: Client, cfg: JobConfig, blocks: list[Block], tag: str, s
 def encode_shards(client: Client, cfg: JobConfig, scanned: list, block_tokens: list[int], vocab, n_shards: int,
                   rounds: int, tag: str):
     """Encode the scanned blocks into ``n_shards`` training shards of about equal token counts:
-    (shards, words[shard, round]). A shard is a list of piece futures, one per block it draws
+    (shards, words[shard, round], bytes of all shards). A shard is a list of piece futures, one per block it draws
     from (``_encode_piece``), in order; training takes the pieces as one shard
     (``shard.round_slices``), so no worker ever holds a shard and its scanned blocks twice.
     Empties ``scanned``: each scanned block is freed as soon as its pieces are built."""
     t = cfg.train
-    # Deal the shards round-robin over the workers (training runs where a shard is held); left to
-    # itself the scheduler may build several next to the same scanned blocks, on one worker.
+    # Deal the shards round-robin over the workers: model m trains shards m, m + M, ... on worker
+    # m (training.py), so each shard is built where it trains; left to itself the scheduler may
+    # build several next to the same scanned blocks, on one worker.
     workers = client_workers(client)
     shards = []
     for s, plan in enumerate(shard_plan(block_tokens, n_shards)):

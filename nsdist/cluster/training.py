@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import operator
 import time
 from dataclasses import dataclass
 
