@@ -10,6 +10,7 @@ Layout of an output URL ``<out>``::
     <out>/runs/<run_id>/context.npy   float32 (V, dim) output (context) vectors, for warm starts
     <out>/runs/<run_id>/vectors.parquet  word: string, count: int64, vector: fixed_size_list<float>
     <out>/runs/<run_id>/vocab.tsv     word<TAB>count, in id order
+    <out>/runs/<run_id>/report.html   a page of plots and tables (report.py), no script
     <out>/runs/<run_id>/manifest.json written last: files with sizes and sha256, config, metrics
 
 Readers follow LATEST -> manifest and never list a prefix (S3 listings are not a commit
@@ -164,6 +165,11 @@ def write_run_files(url: str, words: pa.Array, counts: np.ndarray, win: np.ndarr
         "vocab.tsv": _vocab_tsv(pylist, counts),
     }
     return {name: _write(storage.join(url, name), storage_options, fill) for name, fill in writers.items()}
+
+
+def write_file(url: str, data: bytes, storage_options=None) -> dict:
+    """Write one small file of a run (the report); return its {size, sha256} for the manifest."""
+    return _write(url, storage_options, lambda w: w.write(data))
 
 
 def claim_run(out: str, run_id: str, storage_options=None, **info) -> None:

@@ -8,7 +8,8 @@
    (its threads share it); the round's synchronised rows (a frequency prefix, all rows at an
    epoch's end) are merged, per row block, by the worker that owns the block and copied to the
    others; a checkpoint after each epoch. The learning rate follows global progress;
-5. write the output files from a worker, then the manifest, then LATEST.
+5. write the output files from a worker (and take there the small sample of the vocabulary and
+   the vectors that ``report.html`` shows), then the report, then the manifest, then LATEST.
 
 Everything that talks to Dask is in the ``cluster`` package. With one thread per worker every
 result is a deterministic function of the model a round starts from (random states derive from
@@ -32,14 +33,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import __version__, checkpoint, cluster, storage
+from . import __version__, checkpoint, cluster, report, storage
 from .config import JobConfig, TrainConfig, config_from_dict
 from .corpus import plan_blocks
 from .errors import ConfigError, DataError, Interrupted
 from .memory import release_memory
 from .merge import shard_rates
 from .model import Model, check_finite, init_model, make_tables
-from .outputs import claim_run, new_run_id, publish, read_manifest, read_npy, resolve_run, run_url, write_run_files
+from .outputs import (claim_run, new_run_id, publish, read_manifest, read_npy, resolve_run, run_url, write_file,
+                      write_run_files)
 from .plan import SHARD_PLAN
 from .vocab import Vocab
 
@@ -62,9 +64,12 @@ def _rate_summary(tables) -> dict:
 
 
 def _write_outputs(url: str, vocab: Vocab, alpha: float, storage_options, model: Model) -> dict:
+    """The run's data files ({name: {size, sha256}}) and the report's sample of the model (a few
+    hundred numbers and words: the client never holds the vectors)."""
     check_finite(model, alpha)
     release_memory()
-    return write_run_files(url, vocab.words, vocab.counts, model.win, model.wout, storage_options)
+    files = write_run_files(url, vocab.words, vocab.counts, model.win, model.wout, storage_options)
+    return {"files": files, "sample": report.sample(vocab.words, vocab.counts, model.win)}
 
 
 # ---------------------------------------------------------------- helpers
@@ -76,6 +81,12 @@ def _peak_rss() -> int:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def _write_report(run: str, run_id: str, manifest: dict, sample: dict, storage_options) -> dict:
+    """Render ``report.html`` from the manifest about to be published; write it into the run."""
+    page = report.render({"run_id": run_id, **manifest}, sample)
+    return write_file(storage.join(run, "report.html"), page.encode(), storage_options)
 
 
 def _fingerprint(files: list[tuple[str, int]]) -> str:
@@ -308,7 +319,7 @@ def _job(cfg: JobConfig, client, run: _Run, files: list, fingerprint: str, t_sta
         client, cfg, training, source, start, checkpoint_at, on_saved,
         finish=(_write_outputs, (run.url, vocab, t.alpha, opts)))
 
-    # -- publish: data files from a worker (above), the manifest last, then LATEST
+    # -- publish: data files from a worker (above), the report, the manifest last, then LATEST
     manifest = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": cfg.to_dict(),
@@ -324,10 +335,13 @@ def _job(cfg: JobConfig, client, run: _Run, files: list, fingerprint: str, t_sta
                     "bit_reproducible": max(threads) == 1,
                     "client_peak_rss_bytes": _peak_rss()},
         "parent": warm,
-        "files": written,
+        "files": written["files"],
         "versions": {"nsdist": __version__, "dask": dask.__version__, "distributed": version("distributed"),
                      "numpy": np.__version__},
     }
+    # The report before the manifest, which lists it with the data files.
+    manifest["files"] = {**written["files"], "report.html": _write_report(run.url, run.id, manifest,
+                                                                          written["sample"], opts)}
     publish(cfg.out, run.id, manifest, opts)
     if storage.exists(storage.join(run.url, "checkpoints"), opts):
         storage.remove(storage.join(run.url, "checkpoints"), opts, recursive=True)

@@ -119,7 +119,7 @@ def test_publish_layout_and_manifest(client, write, tmp_path):
     manifest = json.loads(open(os.path.join(result.run_url, "manifest.json")).read())
     assert manifest["format"] == "nsdist-manifest" and manifest["config"]["train"]["dim"] == 16
     assert set(manifest["files"]) == {"vectors.txt", "vectors.bin", "vectors.npy", "context.npy",
-                                      "vectors.parquet", "vocab.tsv"}
+                                      "vectors.parquet", "vocab.tsv", "report.html"}
     for name, meta in manifest["files"].items():
         assert os.path.getsize(os.path.join(result.run_url, name)) == meta["size"]
     epochs = manifest["metrics"]["epochs"]

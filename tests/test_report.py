@@ -1,17 +1,46 @@
-"""report.html: the page rendered from plain inputs, and the sample a worker takes of a model."""
+"""report.html: rendered from plain inputs, published with a run, drawn by a real headless chromium."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import shutil
+import struct
+import subprocess
+import zlib
 
 import numpy as np
 import pyarrow as pa
+import pytest
+from conftest import S3_SECRET
 
-from nsdist import report
+from nsdist import report, storage
 from nsdist.config import load_config
-from nsdist.outputs import Embeddings
+from nsdist.outputs import Embeddings, load
+from nsdist.pipeline import train
 
 EVIL = "<script>alert(1)</script>"  # a word of the corpus: the page must show it, never run it
+
+
+def _corpus(lines: int = 3000, seed: int = 0) -> str:
+    rng = np.random.default_rng(seed)
+    words = [EVIL, "a&b", '"quoted"'] + [f"w{i}" for i in range(200)]
+    p = 1 / np.arange(1, len(words) + 1)
+    return "".join(" ".join(rng.choice(words, size=rng.integers(2, 20), p=p / p.sum())) + "\n"
+                   for _ in range(lines))
+
+
+@pytest.fixture(scope="module")
+def published(client, tmp_path_factory):
+    """A tiny real run trained on the session's cluster and published: (out, TrainResult)."""
+    tmp = tmp_path_factory.mktemp("report")
+    corpus = tmp / "c.txt"
+    corpus.write_text(_corpus())
+    out = str(tmp / "out")
+    cfg = load_config(None, {"dim": 16, "epochs": 3, "min_count": 3, "shards": 2, "syncs_per_epoch": 2},
+                      environ={}, corpus=(str(corpus),), out=out)
+    return out, train(cfg, client)
 
 
 # ---------------------------------------------------------------- the page, from plain inputs
@@ -79,3 +108,97 @@ def test_the_sample_is_small_whatever_the_vocabulary():
     assert report.query_ids(0) == [] and report.query_ids(1) == [0] and len(report.query_ids(10**6)) == 8
     one = report.sample(pa.array(["solo"]), np.array([4]), np.ones((1, 3), np.float32))
     assert one["neighbours"] == [{"word": "solo", "rank": 1, "count": 4, "nearest": []}]
+
+
+# ---------------------------------------------------------------- a published run, in a real browser
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+    if path is None:
+        pytest.fail("chromium not found: apt-get install chromium (Debian; .ci/run installs it)", pytrace=False)
+    return path
+
+
+def _unfilter(kind: int, row: np.ndarray, prev: np.ndarray, bpp: int) -> np.ndarray:
+    """Undo one PNG scanline filter (RFC 2083, 6)."""
+    if kind == 0:
+        return row
+    if kind == 1:  # Sub: a running sum of each channel along the row
+        return (np.cumsum(row.reshape(-1, bpp).astype(np.uint32), axis=0) & 255).astype(np.uint8).reshape(-1)
+    if kind == 2:
+        return ((row.astype(np.uint16) + prev) & 255).astype(np.uint8)
+    out, up = bytearray(row.tobytes()), prev.tolist()
+    for i in range(len(out)):  # Average and Paeth depend on the byte to the left: byte by byte
+        a, b, c = (out[i - bpp] if i >= bpp else 0), up[i], (up[i - bpp] if i >= bpp else 0)
+        if kind == 3:
+            out[i] = (out[i] + (a + b) // 2) & 255
+        else:
+            p = a + b - c
+            pa_, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+            out[i] = (out[i] + (a if pa_ <= pb and pa_ <= pc else b if pb <= pc else c)) & 255
+    return np.frombuffer(bytes(out), np.uint8)
+
+
+def _png_rgb(path: str) -> np.ndarray:
+    """An 8-bit RGB or RGBA, non-interlaced PNG (what chromium writes) as a (height, width, 3) array."""
+    with open(path, "rb") as f:
+        data = f.read()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, header = 8, [], None
+    while pos < len(data):
+        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        chunk = data[pos + 8:pos + 8 + n]
+        header = struct.unpack(">IIBBBBB", chunk) if kind == b"IHDR" else header
+        idat += [chunk] if kind == b"IDAT" else []
+        pos += 12 + n
+    width, height, depth, colour, _, _, interlace = header
+    assert depth == 8 and colour in (2, 6) and interlace == 0, header
+    bpp = 3 if colour == 2 else 4
+    raw = np.frombuffer(zlib.decompress(b"".join(idat)), np.uint8).reshape(height, width * bpp + 1)
+    rows, prev = [], np.zeros(width * bpp, np.uint8)
+    for line in raw:
+        prev = _unfilter(int(line[0]), line[1:], prev, bpp)
+        rows.append(prev)
+    return np.stack(rows).reshape(height, width, bpp)[:, :, :3]
+
+
+def test_published_report_is_listed_verified_and_drawn_by_chromium(published, tmp_path):
+    out, result = published
+    page_path = os.path.join(result.run_url, "report.html")
+    with open(page_path, encoding="utf-8") as f:
+        page = f.read()
+    meta = result.manifest["files"]["report.html"]
+    assert meta == {"size": os.path.getsize(page_path), "sha256": hashlib.sha256(page.encode()).hexdigest()}
+    assert load(out, verify=True).manifest["files"]["report.html"] == meta
+    # The corpus's most frequent word is EVIL: first among the neighbour queries, escaped.
+    assert "<script" not in page.lower() and "<td>&lt;script&gt;alert(1)&lt;/script&gt;</td><td class=n>1</td>" in page
+    assert f"<td>vocab_size</td><td class=n>{result.manifest['corpus']['vocab_size']:,}</td>" in page
+    assert [svg.count('<path class="series"') for svg in _svgs(page)] == [1, 1, 1, 2, 1]
+
+    shot = tmp_path / "shot.png"
+    done = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                           "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                           "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
+                           "--window-size=1200,1600", "file://" + os.path.abspath(page_path)],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0 and shot.exists(), done.stderr[-2000:]
+    pixels = _png_rgb(str(shot))
+    assert pixels.shape == (1600, 1200, 3)
+    plots = pixels[100:800].astype(int)  # the training plots, under the heading
+    assert (plots.min(axis=2) < 235).mean() > 0.02  # ink, not a blank page
+    assert len(np.unique(plots.reshape(-1, 3), axis=0)) > 50  # lines, dots, text: antialiased colours
+    for colour in report.COLOURS[:2]:  # every series drawn in its colour
+        rgb = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
+        assert (np.abs(plots - rgb).max(axis=2) < 12).sum() > 100, colour
+
+
+def test_report_is_written_to_s3_without_the_credentials(s3, client, tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(_corpus(lines=500))
+    cfg = load_config(None, {"dim": 8, "epochs": 1, "min_count": 3, "shards": 2}, environ={}, corpus=(str(corpus),),
+                      out=s3.url("out"), storage_options=s3.storage_options)
+    result = train(cfg, client)
+    emb = load(s3.url("out"), storage_options=s3.storage_options, verify=True)  # checks report.html's sha256
+    assert "report.html" in emb.manifest["files"]
+    page = storage.read_bytes(storage.join(result.run_url, "report.html"), s3.storage_options).decode()
+    assert result.run_id in page and S3_SECRET not in page and "storage_options.secret" in page
