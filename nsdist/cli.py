@@ -90,6 +90,12 @@ def _parser() -> argparse.ArgumentParser:
                          "checkpoint and the command that resumes them")
     ru.add_argument("--json", action="store_true", help="print one JSON array")
 
+    inf = sub.add_parser("info", parents=[common],
+                         help="a run's config, corpus statistics, per-epoch metrics and files "
+                              "(OUT: the run LATEST names; an unpublished run: its last checkpoint)")
+    inf.add_argument("run", metavar="OUT|RUN")
+    inf.add_argument("--json", action="store_true", help="print one JSON object")
+
     gc = sub.add_parser("gc", parents=[common],
                         help="delete old published runs and abandoned unfinished ones (never LATEST's run)")
     gc.add_argument("out", metavar="OUT")
@@ -210,6 +216,10 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _absolute(url: str) -> str:
+    return url if "://" in url else os.path.abspath(url)
+
+
 def cmd_runs(args) -> int:
     from . import checkpoint
     from .outputs import list_runs
@@ -219,8 +229,7 @@ def cmd_runs(args) -> int:
         if not r.get("published", True):
             state = checkpoint.latest(r["url"])
             r["checkpoint_epoch"] = state["epoch"] if state else None
-            url = r["url"] if "://" in r["url"] else os.path.abspath(r["url"])
-            r["resume"] = f"nsdist train --resume {url}"
+            r["resume"] = f"nsdist train --resume {_absolute(r['url'])}"
     if args.json:
         print(json.dumps(runs, indent=2, sort_keys=True))
         return 0
@@ -235,6 +244,100 @@ def cmd_runs(args) -> int:
               f"{r.get('vocab_size') or '?'} words  dim {r.get('dim') or '?'}  {size}{note}")
     if not runs:
         log.info("no published runs under %s", args.out)
+    return 0
+
+
+def run_info(url: str) -> dict:
+    """What ``nsdist info`` shows of a run.
+
+    Parameters
+    ----------
+    url : str
+        A run (``<out>/runs/<run_id>``, published or not) or an output (``<out>``: the run LATEST
+        names).
+
+    Returns
+    -------
+    dict
+        ``report.summary`` of a published run; ``report.unpublished_summary`` of a run that was
+        claimed and never published (its config, last checkpoint and resume command).
+
+    Raises
+    ------
+    DataError
+        Nothing there, or nothing published yet under an output (the message says how to list
+        its unfinished runs).
+    """
+    from . import checkpoint, storage
+    from .errors import DataError
+    from .outputs import read_latest, read_manifest, resolve_run
+    from .report import summary, unpublished_summary
+
+    url = url.rstrip("/") or url
+    published = storage.exists(storage.join(url, "manifest.json"))
+    if not published and storage.exists(storage.join(url, "_claim.json")):
+        claim = storage.read_json(storage.join(url, "_claim.json"))
+        if not isinstance(claim, dict):
+            raise DataError(f"{storage.join(url, '_claim.json')!r} is not a run claim: the run is corrupt")
+        return unpublished_summary({"run_id": url.rsplit("/", 1)[-1], **claim}, checkpoint.latest(url),
+                                   _absolute(url), f"nsdist train --resume {_absolute(url)}")
+    if not published and storage.exists(storage.join(url, "runs")) and read_latest(url) is None:
+        raise DataError(f"nothing published under {url!r} yet; list its unfinished runs with: nsdist runs {url} --all")
+    run = resolve_run(url)
+    return summary(read_manifest(run), _absolute(run))
+
+
+def _print_epochs(epochs: list[dict]) -> None:
+    if not epochs:
+        return
+    print(f"{'epoch':>5}  {'loss':>8}  {'words/s':>12}  {'seconds':>8}  {'merge MB':>9}  {'merge s':>8}")
+    for e in epochs:
+        mb = None if e["merge_bytes"] is None else e["merge_bytes"] / 1e6
+        cells = [(e["loss"], ".4f"), (e["words_per_second"], ",.0f"), (e["seconds"], ".2f"), (mb, ".2f"),
+                 (e["merge_seconds"], ".3f")]
+        print(f"{e['epoch']:>5}  " + "  ".join(f"{'-' if v is None else format(v, f):>{w}}"
+                                              for (v, f), w in zip(cells, (8, 12, 8, 9, 8))))
+
+
+def _print_corpus(c: dict) -> None:
+    def n(key):
+        return f"{c[key]:,}" if isinstance(c.get(key), int) else "?"
+
+    print(f"corpus: {n('files')} file(s), {n('bytes')} bytes, {n('sentences')} sentences, {n('raw_tokens')} tokens; "
+          f"vocabulary {n('vocab_size')} words (of {n('distinct_words')} distinct) covering {n('vocab_tokens')} "
+          f"tokens; {n('shards')} shard(s)")
+
+
+def _print_info(info: dict) -> None:
+    from .report import flatten
+
+    if info["published"]:
+        print(f"run {info['run_id']}, published {info.get('created') or '?'}: {info['url']}")
+        _print_corpus(info["corpus"])
+    else:
+        where = f"checkpoint after epoch {info['checkpoint_epoch']}" if info["checkpoint_epoch"] else "no checkpoint"
+        print(f"run {info['run_id']}, unpublished ({where}): {info['url']}")
+    _print_epochs(info["epochs"])
+    if info.get("timings"):
+        print("timings: " + ", ".join(f"{k[:-8]} {v:.2f} s" if k.endswith("_seconds") and isinstance(v, (int, float))
+                                      else f"{k.replace('_', ' ')} {v}" for k, v in info["timings"].items()))
+    print("config:")
+    for key, value in flatten(info["config"]):
+        print(f"  {key} = {value}")
+    if info["published"]:
+        print("files:")
+        for f in info["files"]:
+            print(f"  {f['name']:<16} {f['size']:>14,}" if isinstance(f["size"], int) else f"  {f['name']}")
+    else:
+        print(f"resume: {info['resume']}")
+
+
+def cmd_info(args) -> int:
+    info = run_info(args.run)
+    if args.json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+    else:
+        _print_info(info)
     return 0
 
 
@@ -305,7 +408,7 @@ def _demo_words(clusters_path: str, emb, n: int = 3) -> list[str]:
 
 
 COMMANDS = {"train": cmd_train, "neighbors": cmd_neighbors, "evaluate": cmd_evaluate, "synth": cmd_synth,
-            "demo": cmd_demo, "runs": cmd_runs, "gc": cmd_gc}
+            "demo": cmd_demo, "runs": cmd_runs, "info": cmd_info, "gc": cmd_gc}
 
 
 _TERMINATED = []  # set when SIGTERM (Kubernetes evicting the pod) stopped the job

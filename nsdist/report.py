@@ -134,6 +134,46 @@ def epoch_rows(manifest: dict) -> list[dict]:
     return [{k: e.get(k) for k in keys} for e in epochs if isinstance(e, dict)]
 
 
+def summary(manifest: dict, url: str | None = None) -> dict:
+    """A published run as ``nsdist info`` shows it.
+
+    Parameters
+    ----------
+    manifest : dict
+        The run's manifest (``outputs.read_manifest``).
+    url : str, optional
+        Where the run is, echoed in the result.
+
+    Returns
+    -------
+    dict
+        ``run_id``, ``url``, ``published`` (True), ``created``, ``config`` (as saved: redacted),
+        ``corpus`` (statistics; ``files`` is the number of corpus files), ``epochs``
+        (``epoch_rows``), ``timings``, ``parent`` (a warm start's record), ``files`` ([{name,
+        size}]) and ``versions``.
+    """
+    corpus = dict(manifest.get("corpus") or {})
+    corpus["files"] = len(corpus.get("files") or [])
+    metrics = manifest.get("metrics") or {}
+    timings = {k: metrics.get(k) for k in ("count_seconds", "encode_seconds", "total_seconds", "models",
+                                            "threads_per_model", "restarts_after_worker_loss", "resumed_after_epoch")
+               if metrics.get(k) is not None}
+    files = [{"name": name, "size": meta.get("size")} for name, meta in (manifest.get("files") or {}).items()]
+    return {"run_id": manifest.get("run_id"), "url": url, "published": True, "created": manifest.get("created"),
+            "config": manifest.get("config") or {}, "corpus": corpus, "epochs": epoch_rows(manifest),
+            "timings": timings, "parent": manifest.get("parent"), "files": files,
+            "versions": manifest.get("versions") or {}}
+
+
+def unpublished_summary(claim: dict, state: dict | None, url: str, resume: str) -> dict:
+    """What is known of a run that was claimed and never published: the config it was started
+    with (``_claim.json``), the epochs its last checkpoint (``state``) completed, and the
+    command that resumes it."""
+    return {"run_id": claim.get("run_id"), "url": url, "published": False, "config": claim.get("config") or {},
+            "init_from": claim.get("init_from"), "checkpoint_epoch": state.get("epoch") if state else None,
+            "epochs": epoch_rows({"metrics": {"epochs": (state or {}).get("metrics")}}), "resume": resume}
+
+
 def flatten(d, prefix: str = "") -> list[tuple[str, str]]:
     """Nested config -> (dotted key, value text) rows.
 

@@ -1,13 +1,15 @@
-"""report.html: rendered from plain inputs, published with a run, drawn by a real headless chromium."""
+"""report.html (rendered, published with the run, drawn by a real headless chromium) and `nsdist info`."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
 import struct
 import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -15,9 +17,11 @@ import pyarrow as pa
 import pytest
 from conftest import S3_SECRET
 
-from nsdist import report, storage
+from nsdist import checkpoint, report, storage
+from nsdist.cli import main
 from nsdist.config import load_config
-from nsdist.outputs import Embeddings, load
+from nsdist.model import init_model
+from nsdist.outputs import Embeddings, claim_run, load, new_run_id, run_url
 from nsdist.pipeline import train
 
 EVIL = "<script>alert(1)</script>"  # a word of the corpus: the page must show it, never run it
@@ -202,3 +206,63 @@ def test_report_is_written_to_s3_without_the_credentials(s3, client, tmp_path):
     assert "report.html" in emb.manifest["files"]
     page = storage.read_bytes(storage.join(result.run_url, "report.html"), s3.storage_options).decode()
     assert result.run_id in page and S3_SECRET not in page and "storage_options.secret" in page
+
+
+# ---------------------------------------------------------------- nsdist info
+
+def test_info_of_a_published_run_text_and_json(published, capsys):
+    out, result = published
+    m = result.manifest
+    assert main(["info", out]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"run {result.run_id}, published {m['created']}: {os.path.abspath(result.run_url)}\n")
+    assert f"vocabulary {m['corpus']['vocab_size']:,} words" in text
+    epochs = [line.split() for line in text.splitlines() if re.match(r"\s+\d+\s+\d+\.\d{4}\s", line)]
+    assert [int(e[0]) for e in epochs] == [1, 2, 3]
+    assert [float(e[1]) for e in epochs] == [round(e["loss"], 4) for e in m["metrics"]["epochs"]]
+    assert "  train.dim = 16" in text
+    assert re.search(rf"^  report\.html +{m['files']['report.html']['size']:,}$", text, flags=re.MULTILINE), text
+    # The JSON form, from the console entry point, on the run's own URL.
+    p = subprocess.run([sys.executable, "-m", "nsdist", "info", result.run_url, "--json"], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    info = json.loads(p.stdout)
+    assert info["run_id"] == result.run_id and info["published"] is True
+    assert info["corpus"]["files"] == 1 and info["corpus"]["vocab_size"] == m["corpus"]["vocab_size"]
+    assert [e["words_per_second"] for e in info["epochs"]] == [e["words_per_second"] for e in m["metrics"]["epochs"]]
+    assert [e["merge_bytes"] for e in info["epochs"]] == [e["merge_bytes"] for e in m["metrics"]["epochs"]]
+    assert {f["name"]: f["size"] for f in info["files"]} == {k: v["size"] for k, v in m["files"].items()}
+    assert info["config"] == m["config"]
+
+
+def test_info_of_an_unpublished_run_says_how_to_resume(tmp_path, capsys):
+    out = str(tmp_path / "out")
+    cfg = load_config(None, {"dim": 3}, environ={}, corpus=("c.txt",), out=out, storage_options={"key": "AKIA-x"})
+    run_id = new_run_id()
+    claim_run(out, run_id, config=cfg.to_dict())
+    run = run_url(out, run_id)
+    assert main(["info", out]) == 3  # nothing published: the error names the command that lists it
+    err = capsys.readouterr().err.strip()
+    assert err == f"nsdist: error: nothing published under {out!r} yet; list its unfinished runs with: " \
+                  f"nsdist runs {out} --all"
+    epoch = {"epoch": 1, "loss": 2.5, "words_per_second": 1000.0, "seconds": 2.0, "merge_bytes": 300,
+             "merge_seconds": 0.01}
+    checkpoint.save_model(checkpoint.url(run, 0), None, init_model(4, 3, seed=1))
+    checkpoint.write_state(checkpoint.url(run, 0), {"epoch": 1, "metrics": [epoch]}, None)
+    assert main(["info", run]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"run {run_id}, unpublished (checkpoint after epoch 1): {os.path.abspath(run)}\n")
+    assert text.rstrip().endswith(f"resume: nsdist train --resume {os.path.abspath(run)}")
+    assert "  train.dim = 3" in text and "AKIA-x" not in text and "  storage_options.key = ***" in text
+    assert main(["info", run, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["published"] is False and info["checkpoint_epoch"] == 1 and info["epochs"] == [epoch]
+    assert info["resume"] == f"nsdist train --resume {os.path.abspath(run)}"
+
+
+def test_info_errors_are_one_line_with_exit_codes(tmp_path, capsys):
+    assert main(["info", str(tmp_path / "nothing")]) == 3
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("nsdist: error: no published model at") and "train one" in err
+    assert main(["info"]) == 2
+    assert "the following arguments are required: OUT|RUN" in capsys.readouterr().err
