@@ -113,7 +113,9 @@ class ClusterConfig:
     workers: int | None = None  # LocalCluster processes; None: one per core
     threads_per_worker: int = 1
     wait_for_workers: int = 1
-    timeout: float = 120.0  # seconds to wait for workers
+    # Seconds to reach the scheduler and see wait_for_workers workers, in all: a scheduled job on a
+    # dead cluster fails (exit 75) in about a minute. Clusters that scale up on demand need more.
+    timeout: float = 60.0
 
     def validate(self) -> "ClusterConfig":
         if self.workers is not None and self.workers < 1:

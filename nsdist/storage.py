@@ -39,8 +39,18 @@ log = logging.getLogger("nsdist")
 T = TypeVar("T")
 Options = Mapping[str, Any] | None
 
-RETRIES = 4
-BACKOFF = 0.2  # seconds before the first retry; doubles each time
+RETRIES = 5
+BACKOFF = 0.5  # seconds before the first retry; doubles each time
+# No retry starts this long after the first attempt: a dead store fails the job in about a minute
+# (exit 75, for the scheduler's own retry) instead of hanging it.
+RETRY_SECONDS = 60.0
+# Under that loop, s3fs retries each request (5 times by default, each up to its 15 s read
+# timeout) and botocore each of those (5 attempts): a silent endpoint would hold one call for
+# minutes, unseen. Unless storage_options or AWS_MAX_ATTEMPTS / AWS_RETRY_MODE configure botocore's
+# retries, each request gets 2 tries from s3fs (a failed multipart part is retried alone) and 1
+# from botocore, so the retries that take time are the ones logged here.
+S3FS_RETRIES = 2
+S3_RETRIES = {"total_max_attempts": 1}
 CHUNK = 16 * 2**20  # bytes per read when streaming big objects (bounds temporary copies)
 
 # OSError errnos that mean "the service is busy or the network hiccuped", not "your request is
@@ -153,19 +163,20 @@ def scrub(text: str, storage_options: Options = None) -> str:
     return text
 
 
-def _on_failure(e: Exception, attempt: int, storage_options: Options, what: str = "storage call") -> None:
-    """Sleep before the next attempt if ``e`` is transient (saying so in one log line), else
-    raise the mapped error."""
+def _on_failure(e: Exception, attempt: int, storage_options: Options, started: float,
+                what: str = "storage call") -> None:
+    """Sleep before the next attempt if ``e`` is transient and the budget allows (saying so in one
+    log line), else raise the mapped error. ``started``: time.monotonic() of the first attempt."""
     if _is_transient(e):
-        if attempt < RETRIES - 1:
-            wait = BACKOFF * 2**attempt
+        wait = BACKOFF * 2**attempt
+        if attempt < RETRIES - 1 and time.monotonic() - started + wait < RETRY_SECONDS:
             log.warning("%s", scrub(f"storage: {what} failed ({_short(e)}); attempt {attempt + 1} of {RETRIES}, "
                                     f"retrying in {wait:.1f} s", storage_options))
             time.sleep(wait)
             return
-        raise TransientError(
-            scrub(f"storage unavailable after {RETRIES} attempts ({_short(e)}); retry the job", storage_options)
-        ) from e
+        raise TransientError(scrub(
+            f"storage unavailable after {attempt + 1} attempt(s) in {time.monotonic() - started:.0f} s ({_short(e)}); "
+            "retry the job", storage_options)) from e
     mapped = _translate(e)
     if mapped is not None:
         raise type(mapped)(scrub(str(mapped), storage_options)) from e
@@ -183,13 +194,15 @@ def retry(fn: Callable[..., T]) -> Callable[..., T]:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        started = time.monotonic()
         for attempt in range(RETRIES):
             try:
                 return fn(*args, **kwargs)
             except Exception as e:
                 bound = sig.bind_partial(*args, **kwargs).arguments
                 url = next((v for v in bound.values() if isinstance(v, str)), "")
-                _on_failure(e, attempt, bound.get("storage_options"), f"{fn.__name__.lstrip('_')} {url}".strip())
+                what = f"{fn.__name__.lstrip('_')} {url}".strip()
+                _on_failure(e, attempt, bound.get("storage_options"), started, what)
         raise AssertionError("unreachable")
 
     return wrapper
@@ -204,7 +217,28 @@ def filesystem(url: str, storage_options: Options = None):
     options = dict(storage_options or {})
     if get_protocol(url) in ("s3", "s3a"):
         options.setdefault("use_listings_cache", False)
+        bounded = _bound_s3_retries(options)
+        fs, path = url_to_fs(url, **options)
+        if bounded:
+            fs.retries = S3FS_RETRIES  # s3fs reads its retry count from the instance
+        return fs, path
     return url_to_fs(url, **options)
+
+
+def _bound_s3_retries(options: dict) -> bool:
+    """Set botocore's retries in ``options`` to S3_RETRIES unless the user configured them;
+    whether it did.
+
+    >>> o = {}; _bound_s3_retries(o), o["config_kwargs"]["retries"] == S3_RETRIES
+    (True, True)
+    >>> _bound_s3_retries({"config_kwargs": {"retries": {"mode": "adaptive"}}})
+    False
+    """
+    config = dict(options.get("config_kwargs") or {})
+    if "retries" in config or {"AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE"} & set(os.environ):
+        return False
+    options["config_kwargs"] = {**config, "retries": dict(S3_RETRIES)}
+    return True
 
 
 def is_local(fs) -> bool:
@@ -387,6 +421,7 @@ def create_exclusive(url: str, data: bytes, storage_options: Options = None) -> 
     """
     fs, path = filesystem(url, storage_options)
     _makedirs_for(fs, path)
+    started = time.monotonic()
     for attempt in range(RETRIES):
         try:
             with fs.open(path, "xb") as f:
@@ -397,7 +432,7 @@ def create_exclusive(url: str, data: bytes, storage_options: Options = None) -> 
                 return  # an earlier attempt landed but its response was lost
             raise FileExistsError(f"{url} already exists (claimed by another writer)") from None
         except Exception as e:
-            _on_failure(e, attempt, storage_options)
+            _on_failure(e, attempt, storage_options, started, f"create {url}")
     if _read_or_none(url, storage_options) != data:
         raise FileExistsError(f"{url} was overwritten by another writer (the store ignores If-None-Match)")
 

@@ -6,10 +6,12 @@ travel inside Dask tasks) and environment variables (which each process reads it
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import gzip
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -271,6 +273,47 @@ def test_unreachable_endpoint_is_transient_and_secret_free(s3, dead_endpoint, mo
     retries = [r.getMessage() for r in caplog.records if "attempt 1 of 2" in r.getMessage()]
     assert len(retries) == 1 and retries[0].startswith(f"storage: read_bytes {s3.url('x')} failed (")
     assert retries[0].endswith("attempt 1 of 2, retrying in 0.0 s") and S3_SECRET not in caplog.text
+
+
+@pytest.fixture
+def silent_endpoint():
+    """An http URL on 127.0.0.1 that accepts connections and never answers; counts them."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    accepted: list = []
+
+    def serve():
+        with contextlib.suppress(OSError):
+            while True:
+                accepted.append(server.accept()[0])
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}", accepted
+    server.close()
+    for conn in accepted:
+        conn.close()
+
+
+def test_a_silent_endpoint_fails_within_the_retry_budget(s3, silent_endpoint, monkeypatch, caplog):
+    """With default settings, a store that never answers costs each call at most RETRY_SECONDS
+    (60 s; 3 s here), not botocore's and s3fs's hidden retries of 60 s reads."""
+    url, accepted = silent_endpoint
+    monkeypatch.setattr(storage, "RETRY_SECONDS", 3.0)
+    # A short read timeout keeps the test short; the retries are left to nsdist's defaults.
+    options = {"client_kwargs": {"endpoint_url": url}, "config_kwargs": {"read_timeout": 1}}
+    t0 = time.perf_counter()
+    with pytest.raises(TransientError, match=r"storage unavailable after \d attempt\(s\) in \d s") as info:
+        storage.read_bytes(s3.url("x"), options)
+    elapsed = time.perf_counter() - t0
+    retries = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+    attempts = len(retries) + 1
+    assert str(info.value).startswith(f"storage unavailable after {attempts} attempt(s)")
+    # A GET is one s3fs retry loop inside another, each of S3FS_RETRIES tries; botocore adds none.
+    per_attempt = storage.S3FS_RETRIES ** 2
+    assert 1 <= len(accepted) <= attempts * per_attempt
+    # No retry starts once the budget is spent: at most one attempt (of 1 s reads) runs past it.
+    assert elapsed < storage.RETRY_SECONDS + per_attempt + 1, elapsed
 
 
 # ---------------------------------------------------------------- whole jobs on S3

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import threading
+import time
 
 import distributed
 from distributed import Client, LocalCluster
@@ -24,9 +25,11 @@ def connect(cfg: ClusterConfig) -> tuple[Client, LocalCluster | None]:
     """--scheduler ADDRESS, else DASK_SCHEDULER_ADDRESS, else an embedded LocalCluster."""
     address = cfg.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
     cluster = None
+    deadline = time.monotonic() + cfg.timeout  # one budget for reaching the scheduler and its workers
     try:
         if address:
-            log.info("connecting to the Dask scheduler at %s (giving up after %.0f s)", address, cfg.timeout)
+            log.info("connecting to the Dask scheduler at %s (giving up at %s, in %.0f s; cluster.timeout)", address,
+                     _clock(deadline), cfg.timeout)
             client = Client(address, timeout=cfg.timeout)
         else:
             workers = cfg.workers or max(1, (os.cpu_count() or 1) // cfg.threads_per_worker)
@@ -39,11 +42,12 @@ def connect(cfg: ClusterConfig) -> tuple[Client, LocalCluster | None]:
                 )
             client = Client(cluster)
     except OSError as e:
-        raise TransientError(f"cannot reach the Dask scheduler at {address!r}: {e}; is it running?") from e
+        raise TransientError(f"cannot reach the Dask scheduler at {address!r} within {cfg.timeout:.0f} s: {e}; "
+                             "is it running? (cluster.timeout sets the wait)") from None
     try:
         if address:
-            log.info("waiting up to %.0f s for %d worker(s)", cfg.timeout, cfg.wait_for_workers)
-        client.wait_for_workers(cfg.wait_for_workers, timeout=cfg.timeout)
+            log.info("waiting for %d worker(s) at %s until %s", cfg.wait_for_workers, address, _clock(deadline))
+        client.wait_for_workers(cfg.wait_for_workers, timeout=max(1.0, deadline - time.monotonic()))
     except (TimeoutError, distributed.TimeoutError) as e:
         client.close()
         raise TransientError(
@@ -51,6 +55,11 @@ def connect(cfg: ClusterConfig) -> tuple[Client, LocalCluster | None]:
             f"{cfg.timeout:.0f} s; start workers or raise cluster.timeout"
         ) from e
     return client, cluster
+
+
+def _clock(deadline: float) -> str:
+    """A time.monotonic() deadline as wall-clock time, HH:MM:SS."""
+    return time.strftime("%H:%M:%S", time.localtime(time.time() + deadline - time.monotonic()))
 
 
 @contextlib.contextmanager
