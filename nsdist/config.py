@@ -126,6 +126,40 @@ class ClusterConfig:
         return self
 
 
+class StorageOptions(collections.abc.Mapping):
+    """``storage_options`` whose repr shows the keys only: ``StorageOptions({'secret': '***'})``.
+
+    They travel to the workers as arguments of Dask tasks, and whatever shows a task's arguments
+    (Dask's task repr in "Compute Failed" logs, a debugger, a scheduler inspection) would show
+    credentials in a plain dict. The values are still there for the workers: it pickles (and
+    compares) like the dict it wraps, and ``dict(options)`` is the plain mapping fsspec takes.
+
+    >>> options = StorageOptions({"key": "AKIA", "secret": "s3cr3t"})
+    >>> options, options["secret"], options == {"key": "AKIA", "secret": "s3cr3t"}
+    (StorageOptions({'key': '***', 'secret': '***'}), 's3cr3t', True)
+    """
+
+    __slots__ = ("_options",)
+
+    def __init__(self, options: Mapping[str, Any] | None = None):
+        self._options = dict(options or {})
+
+    def __getitem__(self, key: str) -> Any:
+        return self._options[key]
+
+    def __iter__(self):
+        return iter(self._options)
+
+    def __len__(self) -> int:
+        return len(self._options)
+
+    def __repr__(self) -> str:
+        return f"StorageOptions({ {k: '***' for k in self._options} })"
+
+    def __reduce__(self):
+        return (StorageOptions, (self._options,))
+
+
 @dataclass(frozen=True)
 class JobConfig:
     """A whole training job."""
@@ -144,12 +178,17 @@ class JobConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
+    def __post_init__(self):
+        # Every path to a job (YAML, env, --set, Python, dataclasses.replace) ends here: the
+        # options are redacted wherever they are shown from now on (StorageOptions).
+        if not isinstance(self.storage_options, StorageOptions):
+            object.__setattr__(self, "storage_options", StorageOptions(self.storage_options))
+
     def to_dict(self, redact: bool = True) -> dict:
         """Plain dict for manifests; storage options are redacted (they may hold credentials)."""
         d = dataclasses.asdict(self)
         d["corpus"] = list(self.corpus)
-        if redact:
-            d["storage_options"] = {k: "***" for k in self.storage_options}
+        d["storage_options"] = {k: "***" if redact else v for k, v in self.storage_options.items()}
         return d
 
 
