@@ -14,6 +14,7 @@ import collections.abc
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -284,14 +285,36 @@ def _nest(flat: Mapping[str, Any]) -> dict:
     return nested
 
 
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """What PyYAML found wrong and where, without the text it quotes (it may be a credential).
+
+    >>> try: yaml.safe_load("{secret: abc: d}")
+    ... except yaml.YAMLError as e: print(_yaml_problem(e))
+    expected ',' or '}', but got ':' at line 1, column 13
+    """
+    problem = getattr(e, "problem", None) or "syntax error"
+    mark = getattr(e, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
+
+
+def _yaml_value(value: str, where: str) -> Any:
+    """A --set or NSDIST_* value parsed as YAML; an error names ``where``, never the value."""
+    try:
+        return yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as e:  # the cause would quote the value: dropped
+        raise ConfigError(f"{where} is not valid YAML ({_yaml_problem(e)}); quote the value or fix it") from None
+
+
 def parse_set(items: list[str]) -> dict[str, Any]:
     """['dim=50', 'sample=0'] -> {'dim': 50, 'sample': 0} (values parsed as YAML scalars)."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+            # Echo only the key-like start: the rest may be a credential (storage_options.secret:...).
+            name = re.match(r"[\w.]*", item.strip()).group()
+            raise ConfigError(f"--set expects key=value, got {name + ('' if name == item.strip() else '...')!r}")
+        out[key.strip()] = _yaml_value(value, f"--set {key.strip()}")
     return out
 
 
@@ -306,7 +329,7 @@ def _env_items(environ: Mapping[str, str]) -> list[tuple[str, tuple[str, Any]]]:
     for name, value in sorted(environ.items()):
         if name.startswith("NSDIST_") and name not in ("NSDIST_LOG_FORMAT",):
             key = name[len("NSDIST_"):].lower().replace("__", ".")
-            out.append((name, (key, yaml.safe_load(value) if value.strip() else None)))
+            out.append((name, (key, _yaml_value(value, f"the environment variable {name}"))))
     return out
 
 
@@ -338,7 +361,7 @@ def load_config(
         except OSError as e:
             raise ConfigError(f"cannot read job spec {spec!r}: {e.strerror}") from None
         except yaml.YAMLError as e:
-            raise ConfigError(f"job spec {spec!r} is not valid YAML: {e}") from None
+            raise ConfigError(f"job spec {spec!r} is not valid YAML ({_yaml_problem(e)}); fix it") from None
         if not isinstance(data, Mapping):
             raise ConfigError(f"job spec {spec!r} must be a YAML mapping of config keys")
         cfg = _apply(JobConfig, cfg, _nest(data), "")

@@ -11,19 +11,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import signal
+import traceback
 import sys
 
 import cloudpickle
 import pytest
+import s3fs
 from dask._task_spec import Task
 from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 
-from nsdist import checkpoint
+import nsdist
+from nsdist import checkpoint, storage
 from nsdist.cli import main
 from nsdist.config import JobConfig, load_config
+from nsdist.errors import TransientError
 from nsdist.synth import generate
 
-from conftest import S3_REGION
+from conftest import S3_KEY, S3_REGION, S3_SECRET, _post
 
 SECRET = "NSDIST-FAKE-SECRET-7f3a"
 KEY_ID = "NSDIST-FAKE-KEYID-7f3a"
@@ -188,3 +192,104 @@ def test_storage_options_show_no_values_and_reach_workers_whole(client):
     for again in (dataclasses.replace(cfg), JobConfig(storage_options=options)):
         assert type(again.storage_options) is type(wrapped) and again.storage_options == options
     assert cfg.to_dict()["storage_options"] == {"key": "***", "secret": "***", "client_kwargs": "***"}
+
+
+def test_credentials_from_the_environment_never_leak(s3_env, corpus, monkeypatch, capfd, caplog):
+    """The AWS_* variables of the job and of the workers it starts (an embedded LocalCluster)."""
+    caplog.set_level("DEBUG")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    s3fs.S3FileSystem.clear_instance_cache()
+    out = s3_env.url("env", "w2v")
+    assert main(["train", "--corpus", corpus, "--out", out, "--workers", "1", "-v", *_sets()]) == 0
+    assert nsdist.load(out).manifest["config"]["storage_options"] == {}
+    for name, data in _objects(s3_env).items():
+        assert SECRET.encode() not in data and KEY_ID.encode() not in data, name
+    said = capfd.readouterr()  # the job's logs and its workers' (they write to this stderr)
+    assert "published" in said.err
+    for text in (said.out, said.err):
+        assert SECRET not in text and KEY_ID not in text
+    assert SECRET not in caplog.text
+
+
+def _whole(e: BaseException) -> str:
+    """An exception as a traceback prints it: with its causes and contexts."""
+    return "".join(traceback.format_exception(e))
+
+
+@pytest.mark.parametrize("userinfo", [False, True], ids=["refused", "credentials-in-url"])
+def test_an_unreachable_endpoint_fails_without_the_secret(s3, corpus, dead_endpoint, monkeypatch, capfd, userinfo):
+    # Short layers of retries: ours, s3fs's and botocore's.
+    monkeypatch.setattr(storage, "RETRIES", 2)
+    monkeypatch.setattr(storage, "BACKOFF", 0)
+    monkeypatch.setattr(s3fs.S3FileSystem, "retries", 1)
+    endpoint = dead_endpoint.replace("http://", f"http://{KEY_ID}:{SECRET}@") if userinfo else dead_endpoint
+    options = {**_options(endpoint), "config_kwargs": {"retries": {"max_attempts": 1}}}
+    with pytest.raises(TransientError) as info:
+        storage.expand([corpus], options)
+    assert "retry" in str(info.value) and SECRET not in _whole(info.value) and KEY_ID not in _whole(info.value)
+
+    code = main(["train", "--corpus", corpus, "--out", s3.url("out"), "-v", *_sets(),
+                 "--set", f"storage_options={json.dumps(options)}"])
+    said = capfd.readouterr()
+    assert code == 75 and said.err.strip().splitlines()[-1].startswith("nsdist: error: storage unavailable")
+    assert SECRET not in said.err + said.out and KEY_ID not in said.err + said.out
+
+
+@pytest.fixture
+def denied_writes(s3):
+    """Storage options of an IAM user who may read and list the bucket and claim runs, but write
+    nothing else: a job gets past the client's checks and fails on a worker, writing its first
+    checkpoint. Its secret is moto's (moto checks signatures once IAM checks are on)."""
+    import boto3
+
+    iam = boto3.client("iam", endpoint_url=s3.endpoint, aws_access_key_id=S3_KEY, aws_secret_access_key=S3_SECRET,
+                       region_name=S3_REGION)
+    iam.create_user(UserName="reader")
+    bucket = f"arn:aws:s3:::{s3.bucket}"
+    policy = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"], "Resource": [bucket, f"{bucket}/*"]},
+        {"Effect": "Allow", "Action": ["s3:PutObject"], "Resource": [f"{bucket}/out/runs/*/_claim.json"]}]}
+    iam.put_user_policy(UserName="reader", PolicyName="read-and-claim", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName="reader")["AccessKey"]
+    _post(f"{s3.endpoint}/moto-api/reset-auth", b"0")  # moto checks IAM from now on
+    try:
+        yield _options(s3.endpoint, key["SecretAccessKey"], key["AccessKeyId"])
+    finally:
+        _post(f"{s3.endpoint}/moto-api/reset-auth", b"inf")
+
+
+def test_access_denied_on_a_worker_fails_without_the_secret(s3, corpus, denied_writes, client, capfd):
+    secret = denied_writes["secret"]
+    code = main(["train", "--corpus", corpus, "--out", s3.url("out"), "--scheduler", client.scheduler.address, "-v",
+                 *_sets(), "--set", f"storage_options={json.dumps(denied_writes)}"])
+    said = capfd.readouterr()
+    assert code == 2 and said.err.strip().splitlines()[-1].lower().startswith("nsdist: error: access denied"), said.err
+    written = [w["url"] for w in storage.walk(s3.url("out"), denied_writes)]
+    assert len(written) == 1 and written[0].endswith("_claim.json")  # the client's write was allowed
+    logs = _dask_logs(client)
+    assert "Compute Failed" in logs and "checkpoint-" in logs  # the worker logged the failed task
+    for text in (said.out, said.err, logs):
+        assert secret not in text
+
+
+@pytest.mark.parametrize("where", ["--set", "--set without =", "environment", "job spec"])
+def test_config_errors_never_echo_a_secret(where, monkeypatch, tmp_path, capfd):
+    broken = f"{{key: {KEY_ID}, secret: {SECRET}: oops}}"  # not YAML: a colon inside a plain value
+    argv = ["train", "--corpus", "c.txt", "--out", str(tmp_path / "out")]
+    if where == "--set":
+        argv += ["--set", f"storage_options={broken}"]
+    elif where == "--set without =":
+        argv += ["--set", f"storage_options.secret:{SECRET}"]
+    elif where == "environment":
+        monkeypatch.setenv("NSDIST_STORAGE_OPTIONS", broken)
+    else:
+        (tmp_path / "job.yaml").write_text(f"storage_options: {broken}\n")
+        argv += ["--config", str(tmp_path / "job.yaml")]
+    assert main(argv) == 2
+    said = capfd.readouterr().err
+    assert said.startswith("nsdist: error: ") and len(said.strip().splitlines()) == 1, said
+    assert SECRET not in said and KEY_ID not in said, said
+    named = {"--set": "storage_options", "--set without =": "storage_options.secret",
+             "environment": "NSDIST_STORAGE_OPTIONS", "job spec": "job.yaml"}[where]
+    assert named in said, said
