@@ -8,24 +8,34 @@ messages, and the task graph as the scheduler and the workers hold it.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
+import os
+import pickle
 import signal
-import traceback
 import sys
+import textwrap
+import traceback
 
 import cloudpickle
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import s3fs
 from dask._task_spec import Task
 from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 
 import nsdist
-from nsdist import checkpoint, storage
+from nsdist import checkpoint, evaluate, outputs, pipeline, storage
 from nsdist.cli import main
 from nsdist.config import JobConfig, load_config
-from nsdist.errors import TransientError
+from nsdist.corpus import plan_blocks, read_tokens
+from nsdist.errors import DataError, TransientError
+from nsdist.model import init_model
 from nsdist.synth import generate
+from nsdist.vocab import Vocab
 
 from conftest import S3_KEY, S3_REGION, S3_SECRET, _post
 
@@ -293,3 +303,209 @@ def test_config_errors_never_echo_a_secret(where, monkeypatch, tmp_path, capfd):
     named = {"--set": "storage_options", "--set without =": "storage_options.secret",
              "environment": "NSDIST_STORAGE_OPTIONS", "job spec": "job.yaml"}[where]
     assert named in said, said
+
+
+# ---------------------------------------------------------------- nothing read is unpickled
+
+class _Bomb:
+    """Unpickling this creates a file: proof that a reader ran code from the data."""
+
+    path = ""
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _numba_cache() -> bool:
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_code.co_filename.endswith(os.path.join("numba", "core", "caching.py")):
+            return True
+        frame = frame.f_back
+    return False
+
+
+@pytest.fixture
+def unpickling_fails(monkeypatch):
+    """Unpickling (pickle's loaders, np.load with pickles allowed) fails the test when called from
+    this test's thread (or fsspec's IO thread, which runs its reads). Not storage, so let through:
+    Dask's own threads in this process (messages between processes) and numba loading the
+    kernels it compiled from its cache; marshal is left to the source check (imports read .pyc
+    files with it)."""
+    import threading
+
+    import numpy
+
+    calls = []
+    ours = {threading.get_ident()}
+
+    def guard(name, original):
+        def guarded(*args, **kwargs):
+            thread = threading.current_thread()
+            if name == "numpy.load" and not kwargs.get("allow_pickle"):
+                return original(*args, **kwargs)
+            if (thread.ident in ours or thread.name == "fsspecIO") and not _numba_cache():
+                calls.append(name)
+                raise AssertionError(f"{name} called on data read from storage")
+            return original(*args, **kwargs)
+        return guarded
+
+    for module, name in [(pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"), (numpy, "load")]:
+        monkeypatch.setattr(module, name, guard(f"{module.__name__}.{name}", getattr(module, name)))
+    yield calls
+    assert calls == []
+
+
+def _write_npy(url: str, array, options) -> None:
+    with storage.open_write(url, options) as f:
+        np.save(f, array, allow_pickle=True)
+
+
+@dataclasses.dataclass
+class _Stored:
+    out: str  # with a published run
+    run: str  # an unfinished run with a checkpoint
+    cfg: JobConfig  # the unfinished run's
+    text: str  # corpora
+    parquet: str
+    analogies: str
+
+
+def _published_and_unfinished(s3, publish_run) -> _Stored:
+    """A published run and an unfinished one with a checkpoint, both written by nsdist's writers,
+    and the files a job or an evaluation reads."""
+    so = s3.storage_options
+    rng = np.random.default_rng(0)
+    words = ["ünïcode", "東京"] + [f"w{i}" for i in range(30)]
+    out = s3.url("out")
+    publish_run(out, words, rng.standard_normal((len(words), 4)), storage_options=so)
+    text, parquet = s3.url("c.txt"), s3.url("c.parquet")
+    storage.write_bytes(text, "w1 w2 東京\nw3 w1\n".encode(), so)
+    storage.write_bytes(s3.url("q.txt"), b": family\nw1 w2 w3 w4\n", so)
+    table = pa.table({"tokens": [["w1", "w2"], ["東京"]]})
+    with storage.open_write(parquet, so) as f:
+        pq.write_table(table, f)
+    cfg = load_config(None, {"dim": 4}, environ={}, corpus=(text,), out=out)
+    cfg = dataclasses.replace(cfg, storage_options=so)
+    run_id = outputs.new_run_id()
+    outputs.claim_run(out, run_id, so, config=cfg.to_dict(),
+                      corpus_fingerprint=pipeline._fingerprint(storage.expand([text], so)))
+    run = outputs.run_url(out, run_id)
+    checkpoint.save_model(checkpoint.url(run, 0), so, init_model(len(words), 4, 1))
+    checkpoint.write_state(checkpoint.url(run, 0), {"epoch": 1}, so)
+    return _Stored(out, run, cfg, text, parquet, s3.url("q.txt"))
+
+
+def _read_everything(stored: _Stored) -> None:
+    """Every reader of stored data, in this process: outputs, checkpoints, --resume, --init-from,
+    corpora, evaluation files."""
+    out, run, cfg, so = stored.out, stored.run, stored.cfg, stored.cfg.storage_options
+    emb = outputs.load(out, so, verify=True)  # LATEST, manifest, .npy, vocab.tsv, checksums
+    outputs.read_npy(storage.join(outputs.resolve_run(out, so), "context.npy"), so)
+    assert len(outputs.list_runs(out, so, unpublished=True)) == 2
+    assert checkpoint.latest(run, so)["epoch"] == 1
+    checkpoint.load_model(checkpoint.url(run, 0), so)
+    resumed = pipeline.resume_config(run, cfg)
+    pipeline.check_inputs(resumed, resume=run)
+    vocab = Vocab(pa.array(emb.vocab[:5] + ["new"], pa.large_string()), np.arange(6, 0, -1))
+    pipeline._warm_model(vocab, outputs.resolve_run(out, so), so, 4, 1)
+    for block in plan_blocks([stored.text, stored.parquet], so):
+        assert len(read_tokens(block, so))
+    assert evaluate.read_analogies(storage.lines(stored.analogies, so))
+
+
+def test_no_reader_unpickles(s3, publish_run, unpickling_fails):
+    _read_everything(_published_and_unfinished(s3, publish_run))
+
+
+def test_pickles_in_storage_are_refused_not_run(s3, publish_run, tmp_path, unpickling_fails):
+    """Each stored file replaced by a pickle (JSON files) or an object array (.npy)."""
+    stored = _published_and_unfinished(s3, publish_run)
+    out, run, cfg, so = stored.out, stored.run, stored.cfg, stored.cfg.storage_options
+    _Bomb.path = str(tmp_path / "unpickled")
+    bomb = pickle.dumps(_Bomb())
+    objects = np.empty((32, 4), dtype=object)
+    objects[:] = 0.0
+    objects[0, 0] = _Bomb()
+    published = outputs.resolve_run(out, so)
+    cases = [
+        (storage.join(out, "LATEST"), lambda: outputs.load(out, so)),
+        (storage.join(published, "manifest.json"), lambda: outputs.read_manifest(published, so)),
+        (storage.join(run, "_claim.json"), lambda: pipeline.resume_config(run, cfg)),
+        (storage.join(checkpoint.url(run, 0), "state.json"), lambda: checkpoint.latest(run, so)),
+        (storage.join(checkpoint.url(run, 0), "win.npy"), lambda: checkpoint.load_model(checkpoint.url(run, 0), so)),
+        (storage.join(published, "context.npy"), lambda: pipeline._warm_model(
+            Vocab(pa.array(["w1"], pa.large_string()), np.ones(1, np.int64)), published, so, 4, 1)),
+    ]
+    for url, read in cases:
+        original = storage.read_bytes(url, so)
+        if url.endswith(".npy"):
+            _write_npy(url, objects, so)
+        else:
+            storage.write_bytes(url, bomb, so)
+        with pytest.raises(DataError):
+            read()
+        storage.write_bytes(url, original, so)
+    assert not os.path.exists(_Bomb.path)
+
+
+_UNPICKLERS = {"pickle", "_pickle", "cPickle", "cloudpickle", "dill", "marshal", "shelve", "jsonpickle", "joblib"}
+_YAML_UNSAFE = {"load", "load_all", "full_load", "full_load_all", "unsafe_load", "unsafe_load_all", "Loader",
+                "FullLoader", "UnsafeLoader", "CLoader", "CFullLoader", "CUnsafeLoader"}
+
+
+def _unsafe(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, what) of every way source can run code from data: an unpickler imported, eval/exec,
+    np.load without allow_pickle=False, allow_pickle not False, yaml's loaders other than safe."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+            found += [(node.lineno, f"import {n}") for n in names if n.split(".")[0] in _UNPICKLERS]
+            if isinstance(node, ast.ImportFrom) and node.module == "yaml":
+                found += [(node.lineno, f"yaml.{a.name}") for a in node.names if a.name in _YAML_UNSAFE]
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            if node.value.id == "yaml" and node.attr in _YAML_UNSAFE:
+                found.append((node.lineno, f"yaml.{node.attr}"))
+        elif isinstance(node, ast.Call):
+            func, kwargs = node.func, {k.arg: k.value for k in node.keywords}
+            if isinstance(func, ast.Name) and func.id in ("eval", "exec"):
+                found.append((node.lineno, f"{func.id}()"))
+            if "allow_pickle" in kwargs and not (isinstance(kwargs["allow_pickle"], ast.Constant)
+                                                 and kwargs["allow_pickle"].value is False):
+                found.append((node.lineno, "allow_pickle not False"))
+            elif (isinstance(func, ast.Attribute) and func.attr == "load" and isinstance(func.value, ast.Name)
+                  and func.value.id in ("np", "numpy") and "allow_pickle" not in kwargs):
+                found.append((node.lineno, "np.load without allow_pickle=False"))
+    return sorted(found)
+
+
+def test_the_unsafe_source_check_finds_each_pattern():
+    bad = textwrap.dedent("""\
+        import pickle
+        from cloudpickle import loads
+        import marshal as m
+        x = yaml.load(s)
+        y = yaml.unsafe_load(s)
+        z = yaml.load(s, Loader=Loader)
+        from yaml import FullLoader
+        eval(s)
+        exec(s)
+        np.load(f)
+        numpy.load(f, allow_pickle=True)
+        a.read_array(f, allow_pickle=flag)
+        """)
+    lines = [line for line, _ in _unsafe(ast.parse(bad))]
+    assert sorted(set(lines)) == list(range(1, 13)), _unsafe(ast.parse(bad))
+    good = "yaml.safe_load(s)\nyaml.safe_load_all(s)\nnp.load(f, allow_pickle=False)\njson.loads(s)\nre.compile(s)\n"
+    assert _unsafe(ast.parse(good)) == []
+
+
+def test_no_source_can_unpickle_or_eval():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    files = [os.path.join(d, f) for top in ("nsdist", "deploy") for d, _, fs in os.walk(os.path.join(root, top))
+             for f in fs if f.endswith(".py")]
+    assert len(files) > 20
+    found = [f"{os.path.relpath(path, root)}:{line}: {what}" for path in files
+             for line, what in _unsafe(ast.parse(open(path, encoding="utf-8").read(), path))]
+    assert found == []
