@@ -25,6 +25,7 @@ import yaml
 from .errors import ConfigError
 
 MERGES = ("mean", "weighted", "touched")
+_TLS_KEYS = ("tls_ca_file", "tls_cert", "tls_key")
 KERNELS = ("batch", "pair")
 
 
@@ -115,6 +116,11 @@ class ClusterConfig:
     threads_per_worker: int = 1
     wait_for_workers: int = 1
     timeout: float = 120.0  # seconds to wait for workers
+    # TLS (PEM files, all three or none): to a tls:// scheduler, or within the local cluster. One
+    # certificate signed by the cluster's CA serves the client, and a local cluster's scheduler and workers.
+    tls_ca_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     def validate(self) -> "ClusterConfig":
         if self.workers is not None and self.workers < 1:
@@ -124,6 +130,18 @@ class ClusterConfig:
                 raise ConfigError(f"cluster.{name} must be >= 1, got {getattr(self, name)}")
         if not (self.timeout > 0 and math.isfinite(self.timeout)):
             raise ConfigError(f"cluster.timeout must be a positive number of seconds, got {self.timeout}")
+        return self._validate_tls()
+
+    def _validate_tls(self) -> "ClusterConfig":
+        given = [name for name in _TLS_KEYS if getattr(self, name)]
+        if given and len(given) < len(_TLS_KEYS):
+            missing = ", ".join(f"cluster.{n}" for n in _TLS_KEYS if n not in given)
+            raise ConfigError(f"TLS needs cluster.tls_ca_file, cluster.tls_cert and cluster.tls_key together "
+                              f"(PEM files); set {missing} too, or unset the others")
+        for name in given:
+            if not os.path.isfile(getattr(self, name)):
+                raise ConfigError(f"cluster.{name} {getattr(self, name)!r} is not a file; point it at the PEM file "
+                                  "(on Kubernetes: where the TLS Secret is mounted)")
         return self
 
 

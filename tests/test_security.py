@@ -9,13 +9,16 @@ messages, and the task graph as the scheduler and the workers hold it.
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import json
 import os
 import pickle
 import signal
+import subprocess
 import sys
 import textwrap
+import time
 import traceback
 
 import cloudpickle
@@ -30,9 +33,10 @@ from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 import nsdist
 from nsdist import checkpoint, evaluate, outputs, pipeline, storage
 from nsdist.cli import main
-from nsdist.config import JobConfig, load_config
+from nsdist.cluster import connect
+from nsdist.config import JobConfig, load_config, parse_set
 from nsdist.corpus import plan_blocks, read_tokens
-from nsdist.errors import DataError, TransientError
+from nsdist.errors import ConfigError, DataError, TransientError
 from nsdist.model import init_model
 from nsdist.synth import generate
 from nsdist.vocab import Vocab
@@ -44,8 +48,12 @@ KEY_ID = "NSDIST-FAKE-KEYID-7f3a"
 SETS = ["dim=8", "epochs=2", "min_count=1", "shards=2", "syncs_per_epoch=1", "seed=5"]
 
 
+def _set(items: list[str]) -> list[str]:
+    return [a for kv in items for a in ("--set", kv)]
+
+
 def _sets(*extra: str) -> list[str]:
-    return [a for kv in [*SETS, *extra] for a in ("--set", kv)]
+    return _set([*SETS, *extra])
 
 
 def _options(endpoint: str, secret: str = SECRET, key: str = KEY_ID) -> dict:
@@ -509,3 +517,149 @@ def test_no_source_can_unpickle_or_eval():
     found = [f"{os.path.relpath(path, root)}:{line}: {what}" for path in files
              for line, what in _unsafe(ast.parse(open(path, encoding="utf-8").read(), path))]
     assert found == []
+
+
+# ---------------------------------------------------------------- TLS to the scheduler
+
+def _pem_files(directory, name: str = "cluster") -> dict[str, str]:
+    """A CA and a certificate it signed for 127.0.0.1, with its key: {ca, cert, key} PEM paths."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def cert(subject, issuer, public_key, signing_key, ca: bool):
+        now = dt.datetime.now(dt.timezone.utc)
+        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public_key)
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+                   .not_valid_after(now + dt.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if not ca:
+            builder = builder.add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]), critical=False)
+        return builder.sign(signing_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} test CA")])
+    files = {
+        "ca": cert(ca_name, ca_name, ca_key.public_key(), ca_key, ca=True),
+        "cert": cert(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]), ca_name, key.public_key(),
+                     ca_key, ca=False),
+        "key": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption()),
+    }
+    paths = {}
+    for kind, data in files.items():
+        paths[kind] = str(directory / f"{name}-{kind}.pem")
+        with open(paths[kind], "wb") as f:
+            f.write(data)
+    return paths
+
+
+def _tls(pem: dict[str, str]) -> list[str]:
+    return [f"cluster.tls_ca_file={pem['ca']}", f"cluster.tls_cert={pem['cert']}", f"cluster.tls_key={pem['key']}"]
+
+
+@pytest.fixture
+def tls_cluster(tmp_path):
+    """`dask scheduler` and one `dask worker` processes on 127.0.0.1 speaking TLS only:
+    (scheduler address, PEM files)."""
+    pem = _pem_files(tmp_path)
+    tls = ["--tls-ca-file", pem["ca"], "--tls-cert", pem["cert"], "--tls-key", pem["key"]]
+    started = []
+
+    def spawn(name: str, *args: str) -> subprocess.Popen:
+        with open(tmp_path / f"{name}.log", "wb") as log:
+            started.append(subprocess.Popen([sys.executable, "-m", *args], stdin=subprocess.DEVNULL, stdout=log,
+                                            stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True))
+        return started[-1]
+
+    try:
+        scheduler_file = tmp_path / "scheduler.json"
+        spawn("scheduler", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--protocol", "tls", "--port", "0",
+              "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(scheduler_file), *tls)
+        deadline = time.monotonic() + 60
+        while not (scheduler_file.exists() and scheduler_file.read_text().strip().endswith("}")):
+            assert started[0].poll() is None and time.monotonic() < deadline, (tmp_path / "scheduler.log").read_text()
+            time.sleep(0.05)
+        address = json.loads(scheduler_file.read_text())["address"]
+        assert address.startswith("tls://127.0.0.1:")
+        spawn("worker", "distributed.cli.dask_worker", address, "--host", "127.0.0.1", "--nthreads", "1",
+              "--no-dashboard", "--death-timeout", "30", "--local-directory", str(tmp_path / "worker"), *tls)
+        yield address, pem
+    finally:
+        for proc in started:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in started:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+
+def test_train_on_a_tls_scheduler(tls_cluster, tmp_path, capfd):
+    address, pem = tls_cluster
+    corpus = generate(str(tmp_path / "corpus.txt"), tokens=20_000, seed=1).corpus
+    out = str(tmp_path / "out")
+    train = ["train", "--corpus", corpus, "--out", out, *_sets("cluster.timeout=60")]
+    assert main([*train, "--scheduler", address, *_set(_tls(pem))]) == 0, capfd.readouterr().err
+    assert nsdist.load(out).manifest["config"]["cluster"]["tls_cert"] == pem["cert"]
+    capfd.readouterr()
+
+    # A certificate the cluster's CA did not sign is refused (TLS authenticates the client too).
+    t0 = time.monotonic()
+    stranger = _set(_tls(_pem_files(tmp_path, "stranger")))
+    assert main([*train, "--scheduler", address, *stranger, "--set", "cluster.timeout=3"]) == 75
+    said = capfd.readouterr().err.strip().splitlines()[-1]
+    assert said.startswith(f"nsdist: error: cannot reach the Dask scheduler at '{address}'"), said
+
+    # Without the TLS keys: refused at once, saying what to set.
+    assert main([*train, "--scheduler", address]) == 2
+    said = capfd.readouterr().err
+    assert said.startswith("nsdist: error: the scheduler tls://") and len(said.strip().splitlines()) == 1, said
+    assert "cluster.tls_ca_file, cluster.tls_cert and cluster.tls_key" in said
+    # Plain TCP to the TLS port: no hang, a transient error within cluster.timeout that names TLS.
+    tcp = address.replace("tls://", "tcp://")
+    assert main([*train, "--scheduler", tcp, "--set", "cluster.timeout=3"]) == 75
+    said = capfd.readouterr().err.strip().splitlines()[-1]
+    assert said.startswith(f"nsdist: error: cannot reach the Dask scheduler at '{tcp}'"), said
+    assert said.endswith("is it running (one that uses TLS needs a tls:// address and cluster.tls_*)?"), said
+    assert time.monotonic() - t0 < 30
+
+
+def test_a_local_cluster_with_tls_files_speaks_tls(tmp_path):
+    pem = _pem_files(tmp_path)
+    corpus = generate(str(tmp_path / "corpus.txt"), tokens=20_000, seed=1).corpus
+    cfg = load_config(None, parse_set([*SETS, *_tls(pem), "cluster.workers=1"]), environ={},
+                      corpus=(corpus,), out=str(tmp_path / "out"))
+    client, cluster = connect(cfg.cluster)
+    try:
+        addresses = [client.scheduler.address, *client.scheduler_info()["workers"]]
+        assert len(addresses) == 2 and all(a.startswith("tls://127.0.0.1:") for a in addresses), addresses
+        assert pipeline.train(cfg, client).manifest["corpus"]["vocab_size"] > 100
+    finally:
+        client.close()
+        cluster.close()
+
+
+def test_tls_settings_are_checked_before_anything_starts(tmp_path, monkeypatch):
+    pem = _pem_files(tmp_path)
+    keys = {"cluster.tls_ca_file": pem["ca"], "cluster.tls_cert": pem["cert"], "cluster.tls_key": pem["key"]}
+    with pytest.raises(ConfigError, match=r"set cluster.tls_key too, or unset the others"):
+        load_config(None, {k: v for k, v in keys.items() if k != "cluster.tls_key"}, environ={})
+    with pytest.raises(ConfigError, match=r"cluster.tls_cert '/no/cert.pem' is not a file; point it at the PEM"):
+        load_config(None, {**keys, "cluster.tls_cert": "/no/cert.pem"}, environ={})
+    tls = load_config(None, keys, environ={}).cluster
+    with pytest.raises(ConfigError, match=r"address tcp://10.0.0.1:8786 is not tls://; use tls://10.0.0.1:8786"):
+        connect(dataclasses.replace(tls, scheduler="tcp://10.0.0.1:8786"))
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "10.0.0.1:8786")  # no scheme: TCP
+    with pytest.raises(ConfigError, match=r"use tls://10.0.0.1:8786"):
+        connect(tls)
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tls://10.0.0.1:8786")
+    with pytest.raises(ConfigError, match=r"the scheduler tls://10.0.0.1:8786 uses TLS: set cluster.tls_ca_file"):
+        connect(load_config(None, environ={}).cluster)
