@@ -20,6 +20,7 @@ import sys
 import textwrap
 import time
 import traceback
+from pathlib import Path
 
 import cloudpickle
 import numpy as np
@@ -515,7 +516,7 @@ def test_no_source_can_unpickle_or_eval():
              for f in fs if f.endswith(".py")]
     assert len(files) > 20
     found = [f"{os.path.relpath(path, root)}:{line}: {what}" for path in files
-             for line, what in _unsafe(ast.parse(open(path, encoding="utf-8").read(), path))]
+             for line, what in _unsafe(ast.parse(Path(path).read_text(encoding="utf-8"), path))]
     assert found == []
 
 
