@@ -25,8 +25,8 @@ import yaml
 from .errors import ConfigError
 
 MERGES = ("mean", "weighted", "touched")
-_TLS_KEYS = ("tls_ca_file", "tls_cert", "tls_key")
 KERNELS = ("batch", "pair")
+_TLS_KEYS = ("tls_ca_file", "tls_cert", "tls_key")
 
 
 @dataclass(frozen=True)

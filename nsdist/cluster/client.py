@@ -21,7 +21,7 @@ log = logging.getLogger("nsdist")
 WATCH_SECONDS = 2.0  # how often the client checks, while it waits, that the models' workers are there
 
 
-def security(cfg: ClusterConfig, address: str | None) -> Security | None:
+def _security(cfg: ClusterConfig, address: str | None) -> Security | None:
     """The TLS set-up of a job's connection (None: plain TCP); ConfigError, before anything starts,
     when the address and the TLS keys disagree. One certificate serves every role: the client's,
     and a local cluster's scheduler and workers."""
@@ -46,7 +46,7 @@ def connect(cfg: ClusterConfig) -> tuple[Client, LocalCluster | None]:
     """--scheduler ADDRESS, else DASK_SCHEDULER_ADDRESS, else an embedded LocalCluster; over TLS
     with cluster.tls_*."""
     address = cfg.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
-    sec = security(cfg, address)
+    sec = _security(cfg, address)
     cluster = None
     try:
         if address:
