@@ -14,6 +14,7 @@ import collections.abc
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from .errors import ConfigError
 
 MERGES = ("mean", "weighted", "touched")
 KERNELS = ("batch", "pair")
+_TLS_KEYS = ("tls_ca_file", "tls_cert", "tls_key")
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,11 @@ class ClusterConfig:
     # Seconds to reach the scheduler and see wait_for_workers workers, in all: a scheduled job on a
     # dead cluster fails (exit 75) in about a minute. Clusters that scale up on demand need more.
     timeout: float = 60.0
+    # TLS (PEM files, all three or none): to a tls:// scheduler, or within the local cluster. One
+    # certificate signed by the cluster's CA serves the client, and a local cluster's scheduler and workers.
+    tls_ca_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     def validate(self) -> "ClusterConfig":
         if self.workers is not None and self.workers < 1:
@@ -125,7 +132,53 @@ class ClusterConfig:
                 raise ConfigError(f"cluster.{name} must be >= 1, got {getattr(self, name)}")
         if not (self.timeout > 0 and math.isfinite(self.timeout)):
             raise ConfigError(f"cluster.timeout must be a positive number of seconds, got {self.timeout}")
+        return self._validate_tls()
+
+    def _validate_tls(self) -> "ClusterConfig":
+        given = [name for name in _TLS_KEYS if getattr(self, name)]
+        if given and len(given) < len(_TLS_KEYS):
+            missing = ", ".join(f"cluster.{n}" for n in _TLS_KEYS if n not in given)
+            raise ConfigError(f"TLS needs cluster.tls_ca_file, cluster.tls_cert and cluster.tls_key together "
+                              f"(PEM files); set {missing} too, or unset the others")
+        for name in given:
+            if not os.path.isfile(getattr(self, name)):
+                raise ConfigError(f"cluster.{name} {getattr(self, name)!r} is not a file; point it at the PEM file "
+                                  "(on Kubernetes: where the TLS Secret is mounted)")
         return self
+
+
+class StorageOptions(collections.abc.Mapping):
+    """``storage_options`` whose repr shows the keys only: ``StorageOptions({'secret': '***'})``.
+
+    They travel to the workers as arguments of Dask tasks, and whatever shows a task's arguments
+    (Dask's task repr in "Compute Failed" logs, a debugger, a scheduler inspection) would show
+    credentials in a plain dict. The values are still there for the workers: it pickles (and
+    compares) like the dict it wraps, and ``dict(options)`` is the plain mapping fsspec takes.
+
+    >>> options = StorageOptions({"key": "AKIA", "secret": "s3cr3t"})
+    >>> options, options["secret"], options == {"key": "AKIA", "secret": "s3cr3t"}
+    (StorageOptions({'key': '***', 'secret': '***'}), 's3cr3t', True)
+    """
+
+    __slots__ = ("_options",)
+
+    def __init__(self, options: Mapping[str, Any] | None = None):
+        self._options = dict(options or {})
+
+    def __getitem__(self, key: str) -> Any:
+        return self._options[key]
+
+    def __iter__(self):
+        return iter(self._options)
+
+    def __len__(self) -> int:
+        return len(self._options)
+
+    def __repr__(self) -> str:
+        return f"StorageOptions({ {k: '***' for k in self._options} })"
+
+    def __reduce__(self):
+        return (StorageOptions, (self._options,))
 
 
 @dataclass(frozen=True)
@@ -146,12 +199,17 @@ class JobConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
+    def __post_init__(self):
+        # Every path to a job (YAML, env, --set, Python, dataclasses.replace) ends here: the
+        # options are redacted wherever they are shown from now on (StorageOptions).
+        if not isinstance(self.storage_options, StorageOptions):
+            object.__setattr__(self, "storage_options", StorageOptions(self.storage_options))
+
     def to_dict(self, redact: bool = True) -> dict:
         """Plain dict for manifests; storage options are redacted (they may hold credentials)."""
         d = dataclasses.asdict(self)
         d["corpus"] = list(self.corpus)
-        if redact:
-            d["storage_options"] = {k: "***" for k in self.storage_options}
+        d["storage_options"] = {k: "***" if redact else v for k, v in self.storage_options.items()}
         return d
 
 
@@ -247,14 +305,36 @@ def _nest(flat: Mapping[str, Any]) -> dict:
     return nested
 
 
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """What PyYAML found wrong and where, without the text it quotes (it may be a credential).
+
+    >>> try: yaml.safe_load("{secret: abc: d}")
+    ... except yaml.YAMLError as e: print(_yaml_problem(e))
+    expected ',' or '}', but got ':' at line 1, column 13
+    """
+    problem = getattr(e, "problem", None) or "syntax error"
+    mark = getattr(e, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
+
+
+def _yaml_value(value: str, where: str) -> Any:
+    """A --set or NSDIST_* value parsed as YAML; an error names ``where``, never the value."""
+    try:
+        return yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as e:  # the cause would quote the value: dropped
+        raise ConfigError(f"{where} is not valid YAML ({_yaml_problem(e)}); quote the value or fix it") from None
+
+
 def parse_set(items: list[str]) -> dict[str, Any]:
     """['dim=50', 'sample=0'] -> {'dim': 50, 'sample': 0} (values parsed as YAML scalars)."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+            # Echo only the key-like start: the rest may be a credential (storage_options.secret:...).
+            name = re.match(r"[\w.]*", item.strip()).group()
+            raise ConfigError(f"--set expects key=value, got {name + ('' if name == item.strip() else '...')!r}")
+        out[key.strip()] = _yaml_value(value, f"--set {key.strip()}")
     return out
 
 
@@ -269,7 +349,7 @@ def _env_items(environ: Mapping[str, str]) -> list[tuple[str, tuple[str, Any]]]:
     for name, value in sorted(environ.items()):
         if name.startswith("NSDIST_") and name not in ("NSDIST_LOG_FORMAT",):
             key = name[len("NSDIST_"):].lower().replace("__", ".")
-            out.append((name, (key, yaml.safe_load(value) if value.strip() else None)))
+            out.append((name, (key, _yaml_value(value, f"the environment variable {name}"))))
     return out
 
 
@@ -301,7 +381,7 @@ def load_config(
         except OSError as e:
             raise ConfigError(f"cannot read job spec {spec!r}: {e.strerror}") from None
         except yaml.YAMLError as e:
-            raise ConfigError(f"job spec {spec!r} is not valid YAML: {e}") from None
+            raise ConfigError(f"job spec {spec!r} is not valid YAML ({_yaml_problem(e)}); fix it") from None
         if not isinstance(data, Mapping):
             raise ConfigError(f"job spec {spec!r} must be a YAML mapping of config keys")
         cfg = _apply(JobConfig, cfg, _nest(data), "")

@@ -146,7 +146,7 @@ def check_inputs(cfg: JobConfig, init_from: str | None = None, resume: str | Non
         raise ConfigError("no corpus given; pass --corpus URL (or set corpus in the job spec)")
     if not cfg.out:
         raise ConfigError("no output given; pass --out URL (or set out in the job spec)")
-    opts = dict(cfg.storage_options)
+    opts = cfg.storage_options
     if init_from:
         parent = resolve_run(init_from, opts)
         dim = ((read_manifest(parent, opts).get("config") or {}).get("train") or {}).get("dim")
@@ -170,7 +170,7 @@ def resume_config(run: str, current: JobConfig) -> JobConfig:
     options and cluster (neither is part of what the run computes). The output is where the run
     is (``<out>/runs/<run_id>``), whatever directory the job that claimed it ran in."""
     run = run.rstrip("/")
-    opts = dict(current.storage_options)
+    opts = current.storage_options
     if not storage.exists(storage.join(run, "_claim.json"), opts):
         if storage.exists(storage.join(run, "runs"), opts) or storage.exists(storage.join(run, "LATEST"), opts):
             raise ConfigError(f"--resume {run} is an output, not a run; pass one of its runs, "
@@ -197,7 +197,7 @@ class _Run:
 
 def _open_run(cfg: JobConfig, fingerprint: str, resume: str | None, init_from: str | None) -> _Run:
     """Claim a new run, or check that a failed one can be resumed on this corpus."""
-    opts = dict(cfg.storage_options)
+    opts = cfg.storage_options
     parent = resolve_run(init_from, opts) if init_from else None
     if not resume:
         run_id = new_run_id()
@@ -227,7 +227,7 @@ def _check_vocab(summary: dict, t: TrainConfig, seconds: float) -> None:
 def _source(client, cfg: JobConfig, run: _Run, vocab, vocab_size: int) -> tuple[tuple, dict | None]:
     """How each worker builds the model training starts from: the last checkpoint, a warm start
     from a published run, or a fresh model; and the warm-start record for the manifest."""
-    t, opts = cfg.train, dict(cfg.storage_options)
+    t, opts = cfg.train, cfg.storage_options
     if run.state:
         log.info("resuming run %s after epoch %d", run.id, run.state["epoch"])
         return (checkpoint.load_model, (checkpoint.url(run.url, run.state["epoch"] - 1), opts)), run.state.get(
@@ -256,7 +256,7 @@ def train(cfg: JobConfig, client, resume: str | None = None, init_from: str | No
     try:
         return _job(cfg, client, run, files, fingerprint, t_start)
     except KeyboardInterrupt:
-        opts = dict(cfg.storage_options)
+        opts = cfg.storage_options
         saved = checkpoint.latest(run.url, opts)
         where = f"after epoch {saved['epoch']}" if saved else "before its first checkpoint"
         url = run.url if "://" in run.url else os.path.abspath(run.url)
@@ -266,7 +266,7 @@ def train(cfg: JobConfig, client, resume: str | None = None, init_from: str | No
 
 def _job(cfg: JobConfig, client, run: _Run, files: list, fingerprint: str, t_start: float) -> TrainResult:
     """The job, top to bottom: count, encode, train, publish."""
-    t, opts = cfg.train, dict(cfg.storage_options)
+    t, opts = cfg.train, cfg.storage_options
     cluster.setup_workers(client)
     blocks = plan_blocks(cfg.corpus, opts, cfg.blocksize)
     log.info("run %s: corpus %d file(s), %d block(s), %.1f MB", run.id, len(files), len(blocks),

@@ -1,6 +1,6 @@
 """The only package that talks to ``dask.distributed``.
 
-- ``client``: connecting (``--scheduler``, ``DASK_SCHEDULER_ADDRESS`` or a LocalCluster),
+- ``client``: connecting (``--scheduler``, ``DASK_SCHEDULER_ADDRESS`` or a LocalCluster; TLS),
   tree reductions, waiting while watching that workers stay;
 - ``stages``: placing the scan, count, vocabulary and encoding tasks;
 - ``models``: the one model each worker process holds and trains in place (worker state);

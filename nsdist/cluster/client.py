@@ -11,9 +11,10 @@ import time
 
 import distributed
 from distributed import Client, LocalCluster
+from distributed.security import Security
 
 from ..config import ClusterConfig
-from ..errors import STOP, TransientError
+from ..errors import STOP, ConfigError, TransientError
 from .models import ModelLost
 
 log = logging.getLogger("nsdist")
@@ -21,29 +22,54 @@ log = logging.getLogger("nsdist")
 WATCH_SECONDS = 2.0  # how often the client checks, while it waits, that the models' workers are there
 
 
+def _security(cfg: ClusterConfig, address: str | None) -> Security | None:
+    """The TLS set-up of a job's connection (None: plain TCP); ConfigError, before anything starts,
+    when the address and the TLS keys disagree. One certificate serves every role: the client's,
+    and a local cluster's scheduler and workers."""
+    scheme = address.partition("://")[0] if address and "://" in address else "tcp"
+    if not cfg.tls_ca_file:
+        # Dask's own configuration (distributed.comm.tls.*) may hold the files instead.
+        if scheme == "tls" and Security().get_connection_args("client").get("ssl_context") is None:
+            raise ConfigError(f"the scheduler {address} uses TLS: set cluster.tls_ca_file, cluster.tls_cert and "
+                              "cluster.tls_key (PEM files signed by the cluster's CA)")
+        return None
+    if address and scheme != "tls":
+        raise ConfigError(f"cluster.tls_* are set but the scheduler address {address} is not tls://; "
+                          f"use tls://{address.partition('://')[2] or address} or unset the TLS keys")
+    files = {"tls_ca_file": cfg.tls_ca_file, "tls_client_cert": cfg.tls_cert, "tls_client_key": cfg.tls_key}
+    if not address:
+        files |= {f"tls_{role}_{kind}": getattr(cfg, f"tls_{kind}")
+                  for role in ("scheduler", "worker") for kind in ("cert", "key")}
+    return Security(require_encryption=True, **files)
+
+
 def connect(cfg: ClusterConfig) -> tuple[Client, LocalCluster | None]:
-    """--scheduler ADDRESS, else DASK_SCHEDULER_ADDRESS, else an embedded LocalCluster."""
+    """--scheduler ADDRESS, else DASK_SCHEDULER_ADDRESS, else an embedded LocalCluster; over TLS
+    with cluster.tls_*."""
     address = cfg.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    sec = _security(cfg, address)
     cluster = None
     deadline = time.monotonic() + cfg.timeout  # one budget for reaching the scheduler and its workers
     try:
         if address:
             log.info("connecting to the Dask scheduler at %s (giving up at %s, in %.0f s; cluster.timeout)", address,
                      _clock(deadline), cfg.timeout)
-            client = Client(address, timeout=cfg.timeout)
+            client = Client(address, timeout=cfg.timeout, security=sec)
         else:
             workers = cfg.workers or max(1, (os.cpu_count() or 1) // cfg.threads_per_worker)
-            log.info("starting a local cluster of %d worker process(es) x %d thread(s)", workers,
-                     cfg.threads_per_worker)
+            log.info("starting a local cluster of %d worker process(es) x %d thread(s)%s", workers,
+                     cfg.threads_per_worker, " over TLS" if sec else "")
             with _workers_ignore_sigint():
                 cluster = LocalCluster(
                     n_workers=workers, threads_per_worker=cfg.threads_per_worker, processes=True,
-                    dashboard_address=":0", host="127.0.0.1",
+                    dashboard_address=":0", host="127.0.0.1", security=sec, protocol="tls://" if sec else None,
                 )
             client = Client(cluster)
     except OSError as e:
+        # A TLS scheduler resets a plain TCP connection: the same error as a scheduler not running.
+        hint = "" if sec else " (one that uses TLS needs a tls:// address and cluster.tls_*)"
         raise TransientError(f"cannot reach the Dask scheduler at {address!r} within {cfg.timeout:.0f} s: {e}; "
-                             "is it running? (cluster.timeout sets the wait)") from None
+                             f"is it running{hint}? (cluster.timeout sets the wait)") from None
     try:
         if address:
             log.info("waiting for %d worker(s) at %s until %s", cfg.wait_for_workers, address, _clock(deadline))

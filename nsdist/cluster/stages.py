@@ -50,7 +50,7 @@ def count_vocab(client: Client, cfg: JobConfig, blocks: list[Block], tag: str, s
     for that count; default one per worker).
     """
     t = cfg.train
-    read_args = (dict(cfg.storage_options), t.lowercase, cfg.parquet_column)
+    read_args = (cfg.storage_options, t.lowercase, cfg.parquet_column)
     workers = client_workers(client)
     places = block_workers([b.length for b in blocks], shards or len(workers), workers, cfg.blocksize)
     scanned = [client.submit(_scan_block, b, *read_args, key=f"scan-{tag}-{i}", workers=[w] if w else None,

@@ -175,7 +175,7 @@ class _Attempt:
         if checkpoint_url:  # from the first worker's model, before its next round changes it
             w = self.workers[0]
             save = self.submit(models.save, self.run.tag, self.attempt, (epoch + 1) * self.run.rounds,
-                               checkpoint.save_model, (checkpoint_url, dict(self.cfg.storage_options)), *self.after[0],
+                               checkpoint.save_model, (checkpoint_url, self.cfg.storage_options), *self.after[0],
                                key=f"checkpoint-{self.run.tag}-{self.attempt}-{epoch}", worker=w, priority=10)
             self.after = [a + [save] if h == w else a for a, h in zip(self.after, self.layout.home)]
         return epoch, rounds, save, checkpoint_url, self.done
@@ -268,7 +268,7 @@ def train_epochs(client: Client, cfg: JobConfig, run: Training, source: tuple, s
                 raise TransientError(f"lost workers {attempt + 1} times while training ({e}); check the "
                                      "workers' memory and logs, then --resume the run") from e
             if saved:
-                start, source = saved[-1][0] + 1, (checkpoint.load_model, (saved[-1][1], dict(cfg.storage_options)))
+                start, source = saved[-1][0] + 1, (checkpoint.load_model, (saved[-1][1], cfg.storage_options))
             metrics[:] = [m for m in metrics if m["epoch"] <= start]
             log.warning("lost a worker (%s: %s); training again from epoch %d", type(e).__name__, e, start + 1)
         except BaseException:
