@@ -17,21 +17,41 @@ import sys
 import threading
 import time
 
-from . import __version__
+from . import __version__, progress
 from .errors import STOP, ConfigError, Interrupted, NsdistError
 
 log = logging.getLogger("nsdist")
 
 
+# What every LogRecord has; anything else on a record came as ``extra=`` fields.
+_RECORD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
 class _JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and the record's fields (``extra=``:
+    epoch, loss, words_per_second, ...), so a log pipeline can chart a job without parsing text."""
+
     def format(self, record):
+        fields = {k: v for k, v in vars(record).items() if k not in _RECORD_ATTRS and not k.startswith("_")}
         return json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
                            "level": record.levelname.lower(), "logger": record.name,
-                           "message": record.getMessage()})
+                           "message": record.getMessage(), **fields}, default=str)
+
+
+class _TerminalHandler(logging.StreamHandler):
+    """Log lines that do not cut into a progress bar: the bar is erased, the line written, the bar
+    drawn again below it."""
+
+    def emit(self, record):
+        progress.clear_line()
+        super().emit(record)
+        progress.redraw()
 
 
 def _setup_logging(fmt: str, verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    tty = fmt == "plain" and sys.stderr.isatty()
+    progress.enable(tty)
+    handler = _TerminalHandler(sys.stderr) if tty else logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
     root = logging.getLogger("nsdist")
     root.handlers[:] = [handler]
@@ -462,6 +482,7 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(sig, handler)
         _TERMINATED.clear()
         _VERBOSE.clear()
+        progress.enable(False)
         STOP.clear()
 
 

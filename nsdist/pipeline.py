@@ -221,7 +221,7 @@ def _check_vocab(summary: dict, t: TrainConfig, seconds: float) -> None:
         )
     log.info("vocabulary: %d words (of %d distinct), %d tokens, counted in %.1f s (%.0f tokens/s)",
              summary["vocab_size"], summary["distinct_words"], summary["raw_tokens"], seconds,
-             summary["raw_tokens"] / max(seconds, 1e-9))
+             summary["raw_tokens"] / max(seconds, 1e-9), extra={"stage": "count", "seconds": seconds, **summary})
 
 
 def _source(client, cfg: JobConfig, run: _Run, vocab, vocab_size: int) -> tuple[tuple, dict | None]:
@@ -270,7 +270,8 @@ def _job(cfg: JobConfig, client, run: _Run, files: list, fingerprint: str, t_sta
     cluster.setup_workers(client)
     blocks = plan_blocks(cfg.corpus, opts, cfg.blocksize)
     log.info("run %s: corpus %d file(s), %d block(s), %.1f MB", run.id, len(files), len(blocks),
-             sum(s for _, s in files) / 1e6)
+             sum(s for _, s in files) / 1e6, extra={"run_id": run.id, "files": len(files), "blocks": len(blocks),
+                                                    "bytes": sum(s for _, s in files)})
     state = run.state or {}
     n_shards = state.get("shards") or t.shards or sum(cluster.threads(client).values())
     # One model per worker (its threads share it); the models are what the rounds average.
@@ -290,7 +291,8 @@ def _job(cfg: JobConfig, client, run: _Run, files: list, fingerprint: str, t_sta
     shards, words, shard_bytes = cluster.encode_shards(client, cfg, scanned, block_tokens, vocab, n_shards,
                                                        t.rounds(n_models), run.id)
     encode_seconds = time.perf_counter() - t0
-    log.info("encoded %d words into %d shard(s) in %.1f s", int(words.sum()), n_shards, encode_seconds)
+    log.info("encoded %d words into %d shard(s) in %.1f s", int(words.sum()), n_shards, encode_seconds,
+             extra={"stage": "encode", "words": int(words.sum()), "shards": n_shards, "seconds": encode_seconds})
     if words.sum() == 0:
         raise DataError("the corpus has no sentences with known words; check the corpus and min_count")
 
@@ -312,7 +314,9 @@ def _job(cfg: JobConfig, client, run: _Run, files: list, fingerprint: str, t_sta
             "epoch": epoch + 1, "shards": n_shards, "models": n_models, "shard_plan": SHARD_PLAN,
             "corpus_fingerprint": fingerprint, "vocab_sha256": digest, "metrics": prior + metrics,
             "warm_start": warm}, opts)
-        log.info("checkpoint after epoch %d: %s (%.1f MB)", epoch + 1, checkpoint.url(run.url, epoch), nbytes / 1e6)
+        log.info("checkpoint after epoch %d: %s (%.1f MB)", epoch + 1, checkpoint.url(run.url, epoch), nbytes / 1e6,
+                 extra={"stage": "checkpoint", "epoch": epoch + 1, "url": checkpoint.url(run.url, epoch),
+                        "bytes": nbytes})
 
     # The outputs are written from a worker's model, once the last round is merged.
     written, metrics, restarts, threads = cluster.train_epochs(
@@ -345,5 +349,5 @@ def _job(cfg: JobConfig, client, run: _Run, files: list, fingerprint: str, t_sta
     publish(cfg.out, run.id, manifest, opts)
     if storage.exists(storage.join(run.url, "checkpoints"), opts):
         storage.remove(storage.join(run.url, "checkpoints"), opts, recursive=True)
-    log.info("published %s", run.url)
+    log.info("published %s", run.url, extra={"stage": "publish", "run_id": run.id, "url": run.url})
     return TrainResult(run.id, run.url, {"run_id": run.id, **manifest})

@@ -171,7 +171,9 @@ def _on_failure(e: Exception, attempt: int, storage_options: Options, started: f
         wait = BACKOFF * 2**attempt
         if attempt < RETRIES - 1 and time.monotonic() - started + wait < RETRY_SECONDS:
             log.warning("%s", scrub(f"storage: {what} failed ({_short(e)}); attempt {attempt + 1} of {RETRIES}, "
-                                    f"retrying in {wait:.1f} s", storage_options))
+                                    f"retrying in {wait:.1f} s", storage_options),
+                        extra={"stage": "storage_retry", "attempt": attempt + 1, "attempts": RETRIES,
+                               "wait_seconds": wait, "error": type(e).__name__})
             time.sleep(wait)
             return
         raise TransientError(scrub(

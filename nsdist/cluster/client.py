@@ -53,7 +53,7 @@ def connect(cfg: ClusterConfig) -> tuple[Client, LocalCluster | None]:
     try:
         if address:
             log.info("connecting to the Dask scheduler at %s (giving up at %s, in %.0f s; cluster.timeout)", address,
-                     _clock(deadline), cfg.timeout)
+                     _clock(deadline), cfg.timeout, extra={"scheduler": address, "timeout_seconds": cfg.timeout})
             client = Client(address, timeout=cfg.timeout, security=sec)
         else:
             workers = cfg.workers or max(1, (os.cpu_count() or 1) // cfg.threads_per_worker)
@@ -72,7 +72,8 @@ def connect(cfg: ClusterConfig) -> tuple[Client, LocalCluster | None]:
                              f"is it running{hint}? (cluster.timeout sets the wait)") from None
     try:
         if address:
-            log.info("waiting for %d worker(s) at %s until %s", cfg.wait_for_workers, address, _clock(deadline))
+            log.info("waiting for %d worker(s) at %s until %s", cfg.wait_for_workers, address, _clock(deadline),
+                     extra={"scheduler": address, "workers": cfg.wait_for_workers})
         client.wait_for_workers(cfg.wait_for_workers, timeout=max(1.0, deadline - time.monotonic()))
     except (TimeoutError, distributed.TimeoutError) as e:
         client.close()

@@ -9,6 +9,7 @@ import operator
 import numpy as np
 from distributed import Client
 
+from .. import progress
 from ..config import JobConfig
 from ..corpus import Block, iter_tokens
 from ..counts import Counts, Scanned, merge_counts, scan
@@ -59,8 +60,10 @@ def count_vocab(client: Client, cfg: JobConfig, blocks: list[Block], tag: str, s
     tokens = [client.submit(getattr, c, "tokens", key=f"n-{c.key}") for c in counted]
     counts = tree_reduce(client, merge_counts, counted, key=f"merge-counts-{tag}")
     vocab = client.submit(build_vocab, counts, t.min_count, t.max_vocab, key=f"vocab-{tag}")
-    block_tokens = client.gather(tokens)  # after the whole graph is submitted: the merges start early
-    summary = client.submit(_vocab_summary, vocab, counts, key=f"summary-{tag}").result()
+    with progress.stage("counting", len(blocks), unit=" blocks") as bar:
+        bar.follow(counted)
+        block_tokens = client.gather(tokens)  # after the whole graph is submitted: the merges start early
+        summary = client.submit(_vocab_summary, vocab, counts, key=f"summary-{tag}").result()
     return vocab, summary, scanned, block_tokens
 
 
@@ -85,8 +88,10 @@ def encode_shards(client: Client, cfg: JobConfig, scanned: list, block_tokens: l
                       or [client.submit(Shard, np.zeros(0, np.int32), np.zeros(1, np.int64), key=f"shard-{tag}-{s}",
                                         **place)])
     scanned.clear()
-    words = client.gather([client.submit(round_words, pieces, rounds, key=f"rw-{tag}-{s}")
-                           for s, pieces in enumerate(shards)])
-    nbytes = client.gather([client.submit(operator.attrgetter("nbytes"), p, key=f"nbytes-{p.key}")
-                            for pieces in shards for p in pieces])
+    with progress.stage("encoding", sum(len(p) for p in shards), unit=" pieces") as bar:
+        bar.follow([p for pieces in shards for p in pieces])
+        words = client.gather([client.submit(round_words, pieces, rounds, key=f"rw-{tag}-{s}")
+                               for s, pieces in enumerate(shards)])
+        nbytes = client.gather([client.submit(operator.attrgetter("nbytes"), p, key=f"nbytes-{p.key}")
+                                for pieces in shards for p in pieces])
     return shards, np.array(words, dtype=np.int64).reshape(n_shards, rounds), sum(nbytes)

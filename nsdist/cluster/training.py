@@ -9,6 +9,7 @@ last checkpoint.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -19,7 +20,7 @@ import numpy as np
 from distributed import Client, KilledWorker
 from distributed.client import FutureCancelledError
 
-from .. import checkpoint
+from .. import checkpoint, progress
 from ..config import JobConfig
 from ..errors import TransientError
 from ..model import diverged
@@ -113,6 +114,14 @@ class _Attempt:
                  for i, w in enumerate(self.workers)}
         self.after = [[ready[w]] for w in self.layout.home]  # per model: what its next task waits for
         self.last_end = time.perf_counter()
+        self.bar, self.bar_words, self.last_loss = progress.off(), 0, None  # train_epochs sets the bar
+
+    def _round_ended(self, epoch: int, words: int, future) -> None:
+        """A round's barrier finished (the bar's thread): the bar's words/s and last loss."""
+        self.bar_words += words
+        rate = self.bar_words / max(time.perf_counter() - self.bar.started, 1e-9)
+        loss = f"  loss {self.last_loss:.4f}" if self.last_loss is not None else ""
+        self.bar.advance(1, f"epoch {epoch + 1}/{self.cfg.train.epochs}  {rate:,.0f} words/s{loss}")
 
     def submit(self, fn, *args, key: str, worker: str, **kw):  # strictly where the models are: see gather_watching
         return self.client.submit(fn, *args, key=key, workers=[worker], allow_other_workers=False, **kw)
@@ -166,6 +175,7 @@ class _Attempt:
         # The next round waits for every install (they read the owners' models) or, on one
         # worker, for the merges: one barrier task instead of every train depending on each.
         done = self.submit(models.barrier, *(installs or merged), key=f"round-{key}", worker=self.workers[0])
+        self.bar.follow([done], functools.partial(self._round_ended, epoch, int(run.words[:, r].sum())))
         self.after = [[done] for _ in lay.groups]
         return infos, installs, rows, done
 
@@ -209,7 +219,9 @@ class _Attempt:
             "alpha_end": schedule(t.alpha, t.min_alpha, done, self.total),
         }
         log.info("epoch %d/%d: loss %.4f, %.0f words/s, %.1f s (merge %.2f s, %.1f MB)", epoch + 1, t.epochs,
-                 m["loss"], m["words_per_second"], seconds, m["merge_seconds"], m["merge_bytes"] / 1e6)
+                 m["loss"], m["words_per_second"], seconds, m["merge_seconds"], m["merge_bytes"] / 1e6,
+                 extra={"stage": "epoch", "epochs": t.epochs, **{k: v for k, v in m.items() if k != "merges"}})
+        self.last_loss = m["loss"]
         if not math.isfinite(m["loss"]):
             raise diverged(t.alpha, f"loss {m['loss']} in epoch {epoch + 1}")
         return m, (self.gather(save) if save is not None else None)
@@ -217,6 +229,7 @@ class _Attempt:
     def stop(self) -> None:
         """Free the models (a worker that left has none). Tasks of this attempt still queued
         find them gone and do nothing (models.drop)."""
+        self.bar = progress.off()  # their rounds still end: they must not move the bar
         with contextlib.suppress(Exception):  # a client that lost its scheduler has nothing to stop
             self.client.run(models.drop, self.run.tag, on_error="ignore")
 
@@ -245,36 +258,39 @@ def train_epochs(client: Client, cfg: JobConfig, run: Training, source: tuple, s
     """
     metrics: list[dict] = []
     saved: list[tuple[int, str]] = []  # (epoch, url) of each model saved
-    for attempt in range(MAX_RECOVERIES + 1):
-        job = None
-        try:
-            job = _Attempt(client, cfg, run, attempt, start, source)
-            pending = None
-            for epoch in range(start, cfg.train.epochs):
-                submitted = job.submit_epoch(epoch, checkpoint_at(epoch) if checkpoint_at else None)
+    with progress.stage("training", (cfg.train.epochs - start) * run.rounds, unit=" rounds") as bar:
+        first = start
+        for attempt in range(MAX_RECOVERIES + 1):
+            job = None
+            try:
+                job = _Attempt(client, cfg, run, attempt, start, source)
+                job.bar, bar.done = bar, (start - first) * run.rounds
+                pending = None
+                for epoch in range(start, cfg.train.epochs):
+                    submitted = job.submit_epoch(epoch, checkpoint_at(epoch) if checkpoint_at else None)
+                    if pending is not None:
+                        _collected(job, pending, metrics, saved, on_saved)
+                    pending = submitted
                 if pending is not None:
                     _collected(job, pending, metrics, saved, on_saved)
-                pending = submitted
-            if pending is not None:
-                _collected(job, pending, metrics, saved, on_saved)
-            result = job.finish(*finish) if finish else None
-            job.stop()
-            return result, metrics, attempt, job.layout.threads
-        except LOST as e:
-            # The attempt's tasks that still run or wait find their models gone and do nothing.
-            if job is not None:
+                result = job.finish(*finish) if finish else None
                 job.stop()
-            if attempt == MAX_RECOVERIES:
-                raise TransientError(f"lost workers {attempt + 1} times while training ({e}); check the "
-                                     "workers' memory and logs, then --resume the run") from e
-            if saved:
-                start, source = saved[-1][0] + 1, (checkpoint.load_model, (saved[-1][1], cfg.storage_options))
-            metrics[:] = [m for m in metrics if m["epoch"] <= start]
-            log.warning("lost a worker (%s: %s); training again from epoch %d", type(e).__name__, e, start + 1)
-        except BaseException:
-            if job is not None:  # the models must not outlive the job
-                job.stop()
-            raise
+                return result, metrics, attempt, job.layout.threads
+            except LOST as e:
+                # The attempt's tasks that still run or wait find their models gone and do nothing.
+                if job is not None:
+                    job.stop()
+                if attempt == MAX_RECOVERIES:
+                    raise TransientError(f"lost workers {attempt + 1} times while training ({e}); check the "
+                                         "workers' memory and logs, then --resume the run") from e
+                if saved:
+                    start, source = saved[-1][0] + 1, (checkpoint.load_model, (saved[-1][1], cfg.storage_options))
+                metrics[:] = [m for m in metrics if m["epoch"] <= start]
+                log.warning("lost a worker (%s: %s); training again from epoch %d", type(e).__name__, e, start + 1)
+            except BaseException:
+                if job is not None:  # the models must not outlive the job
+                    job.stop()
+                raise
     raise AssertionError("unreachable")
 
 
