@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -64,18 +65,60 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"{message} (see '{self.prog} --help')")
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Help with each option's default (where it has one worth showing) and the examples as written."""
+
+    def _get_help_string(self, action):
+        shown = action.default not in (None, False, [], (), argparse.SUPPRESS) and action.option_strings
+        return f"{action.help} (default: %(default)s)" if shown and action.help else action.help
+
+
+EXAMPLES = {
+    "train": """examples:
+  nsdist train --corpus 'data/*.txt.gz' --out runs/wiki --set dim=300 --set epochs=5
+  nsdist train --config jobs/s3.yaml --scheduler tcp://scheduler:8786
+  nsdist train --corpus s3://bucket/today/ --out s3://bucket/emb --init-from s3://bucket/emb
+  nsdist train --resume runs/wiki/runs/20261130T080322Z-0fdfd8""",
+    "neighbors": "example:\n  nsdist neighbors runs/wiki king --topn 5",
+    "evaluate": "example:\n  nsdist evaluate runs/wiki --analogies questions-words.txt --pairs wordsim353.tsv --json",
+    "runs": "examples:\n  nsdist runs runs/wiki\n  nsdist runs s3://bucket/emb --all",
+    "info": "example:\n  nsdist info runs/wiki          (the run LATEST names)",
+    "gc": "example:\n  nsdist gc s3://bucket/emb --keep 7 --dry-run",
+    "synth": "example:\n  nsdist synth corpus.txt --tokens 5000000 --seed 1",
+    "demo": "example:\n  nsdist demo --dir /tmp/nsdist-demo --tokens 500000",
+}
+
+
+def _config_keys() -> str:
+    """The config keys for ``train --help``: key, default and meaning, one per line."""
+    from .config import keys
+
+    rows = keys()
+    width = max(len(k) for k, _, _ in rows)
+    lines = [f"  {k:<{width}}  {d:<9} {h}" for k, d, h in rows]
+    return ("config keys (--set KEY=VALUE, a YAML --config, or NSDIST_KEY variables; training keys also "
+            "without 'train.'):\n" + "\n".join(lines))
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="nsdist", description="Distributed skip-gram negative-sampling embeddings on Dask.")
+    p = _Parser(prog="nsdist", description="Distributed skip-gram negative-sampling embeddings on Dask.",
+                formatter_class=_Formatter,
+                epilog="Run 'nsdist COMMAND --help' for a command's options and examples; 'nsdist demo' for a first run.")
     p.add_argument("--version", action="version", version=f"nsdist {__version__}")
-    p.add_argument("--log-format", choices=("plain", "json"), default=os.environ.get("NSDIST_LOG_FORMAT", "plain"))
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--log-format", choices=("plain", "json"), default=os.environ.get("NSDIST_LOG_FORMAT", "plain"),
+                   help="log lines as text, or one JSON object each (also NSDIST_LOG_FORMAT)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logs, Dask's own, and tracebacks")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser = functools.partial(sub.add_parser, formatter_class=_Formatter)  # defaults in every --help
     # The global options also work after the command (``nsdist train -v``).
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--log-format", choices=("plain", "json"), default=argparse.SUPPRESS)
-    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
+    common.add_argument("--log-format", choices=("plain", "json"), default=argparse.SUPPRESS,
+                        help="log lines as text (default), or one JSON object each")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="debug logs, Dask's own, and tracebacks")
 
-    tr = sub.add_parser("train", parents=[common], help="train embeddings and publish them under --out")
+    tr = sub.add_parser("train", parents=[common], help="train embeddings and publish them under --out",
+                        epilog=EXAMPLES["train"] + "\n\n" + _config_keys())
     tr.add_argument("--corpus", action="append", default=[], metavar="URL", help="file, glob or directory (repeatable)")
     tr.add_argument("--out", metavar="URL", help="output URL: local path or s3://bucket/prefix")
     tr.add_argument("--config", metavar="YAML", help="job spec file")
@@ -83,59 +126,61 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler (default: DASK_SCHEDULER_ADDRESS, "
                     "else an embedded LocalCluster)")
     tr.add_argument("--workers", type=int, help="LocalCluster worker processes (default: one per core)")
-    tr.add_argument("--threads-per-worker", type=int)
+    tr.add_argument("--threads-per-worker", type=int, help="threads per LocalCluster worker (default: 1; more "
+                    "share one model, faster but not bit-reproducible)")
     start = tr.add_mutually_exclusive_group()
     start.add_argument("--resume", metavar="RUN_URL", help="continue a failed run from its last checkpoint "
                        "(its corpus, output and training config are reused)")
     start.add_argument("--init-from", metavar="OUT", help="warm-start from a published model (<out> or a run URL)")
 
-    nb = sub.add_parser("neighbors", parents=[common], help="nearest neighbours of a word in a published model")
-    nb.add_argument("out", metavar="OUT")
+    nb = sub.add_parser("neighbors", parents=[common], epilog=EXAMPLES["neighbors"], help="nearest neighbours of a word in a published model")
+    nb.add_argument("out", metavar="OUT", help="an output (its LATEST run) or a run URL")
     nb.add_argument("word")
-    nb.add_argument("--topn", type=int, default=10)
+    nb.add_argument("--topn", type=int, default=10, help="neighbours to print")
 
-    ev = sub.add_parser("evaluate", parents=[common],
+    ev = sub.add_parser("evaluate", parents=[common], epilog=EXAMPLES["evaluate"],
                         help="analogy accuracy and word-pair correlation of a published model")
-    ev.add_argument("out", metavar="OUT")
+    ev.add_argument("out", metavar="OUT", help="an output (its LATEST run) or a run URL")
     ev.add_argument("--analogies", metavar="FILE", help="questions-words.txt format")
     ev.add_argument("--pairs", metavar="FILE", help="wordsim format: word1 word2 score")
     ev.add_argument("--clusters", metavar="FILE", help="word<TAB>label: planted-cluster precision@10")
-    ev.add_argument("--restrict-vocab", type=int, default=300_000)
+    ev.add_argument("--restrict-vocab", type=int, default=300_000, help="answer among the most frequent words only")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
 
-    ru = sub.add_parser("runs", parents=[common], help="list the published runs under an output URL, newest first")
+    ru = sub.add_parser("runs", parents=[common], epilog=EXAMPLES["runs"], help="list the published runs under an output URL, newest first")
     ru.add_argument("out", metavar="OUT")
     ru.add_argument("--all", action="store_true",
                     help="also the runs never published (failed, interrupted, running), with their last "
                          "checkpoint and the command that resumes them")
     ru.add_argument("--json", action="store_true", help="print one JSON array")
 
-    inf = sub.add_parser("info", parents=[common],
+    inf = sub.add_parser("info", parents=[common], epilog=EXAMPLES["info"],
                          help="a run's config, corpus statistics, per-epoch metrics and files "
                               "(OUT: the run LATEST names; an unpublished run: its last checkpoint)")
     inf.add_argument("run", metavar="OUT|RUN")
     inf.add_argument("--json", action="store_true", help="print one JSON object")
 
-    gc = sub.add_parser("gc", parents=[common],
+    gc = sub.add_parser("gc", parents=[common], epilog=EXAMPLES["gc"],
                         help="delete old published runs and abandoned unfinished ones (never LATEST's run)")
     gc.add_argument("out", metavar="OUT")
     gc.add_argument("--keep", type=int, required=True, metavar="N", help="published runs to keep, newest first")
     gc.add_argument("--abandoned-after", type=float, default=7.0, metavar="DAYS",
-                    help="delete unpublished runs untouched for this long (default: 7)")
+                    help="delete unpublished runs untouched for this long")
     gc.add_argument("--dry-run", action="store_true", help="print what would be deleted, delete nothing")
 
-    sy = sub.add_parser("synth", parents=[common],
+    sy = sub.add_parser("synth", parents=[common], epilog=EXAMPLES["synth"],
                         help="write a synthetic corpus with planted structure and its ground truth")
     sy.add_argument("out_file", metavar="OUT_FILE")
-    sy.add_argument("--tokens", type=int, default=1_000_000)
-    sy.add_argument("--seed", type=int, default=1)
+    sy.add_argument("--tokens", type=int, default=1_000_000, help="corpus size")
+    sy.add_argument("--seed", type=int, default=1, help="same seed, same corpus")
 
-    de = sub.add_parser("demo", parents=[common],
+    de = sub.add_parser("demo", parents=[common], epilog=EXAMPLES["demo"],
                         help="synthesise a corpus, train on a LocalCluster, evaluate, show neighbours")
-    de.add_argument("--dir", default="demo", help="working directory (default: ./demo)")
-    de.add_argument("--tokens", type=int, default=2_000_000)
-    de.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    de.add_argument("--workers", type=int, default=2)
+    de.add_argument("--dir", default="demo", help="working directory")
+    de.add_argument("--tokens", type=int, default=2_000_000, help="size of the synthetic corpus")
+    de.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key (see 'nsdist train --help')")
+    de.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes")
     return p
 
 

@@ -215,6 +215,69 @@ class JobConfig:
 
 _SECTIONS = {"train": TrainConfig, "cluster": ClusterConfig}
 
+# One line per key: `nsdist train --help` and the README's configuration table are made from these
+# (tests/test_config.py checks that every field has one and that the README's table is current).
+HELP = {
+    "corpus": "corpus URLs: files, globs or directories (text, .gz/.bz2/.zst, or .parquet)",
+    "out": "output URL: a local path or s3://bucket/prefix",
+    "storage_options": "fsspec options, e.g. S3 endpoint and credentials; never written to manifests or logs",
+    "blocksize": "bytes per text partition; scanning one needs about 3x its size for a moment",
+    "parquet_column": "the list<string> column of Parquet corpora",
+    "checkpoint_every": "epochs between checkpoints (0: none); --resume continues from the last",
+    "train.dim": "vector size",
+    "train.window": "maximum context distance (each center word uses a random window of 1..window)",
+    "train.negative": "noise words per (context, center) pair",
+    "train.min_count": "drop words seen fewer times",
+    "train.sample": "subsampling threshold of frequent words (0 disables)",
+    "train.epochs": "passes over the corpus",
+    "train.alpha": "initial learning rate, decayed linearly to min_alpha by global progress",
+    "train.min_alpha": "final learning rate",
+    "train.ns_exponent": "noise distribution: count ** ns_exponent",
+    "train.seed": "random seed: same seed, shards and workers give bit-identical vectors (one thread per worker)",
+    "train.shards": "training shards (units of parallel training); unset: one per worker thread",
+    "train.syncs_per_epoch": "parameter-averaging rounds per epoch; unset: 4, or 2 x workers past 2 workers",
+    "train.sync_rows": "rows averaged every round: the most frequent sync_rows, twice as many every other round, "
+                       "..., all at each epoch's end; null: all rows every round",
+    "train.max_vocab": "keep only the most frequent words; unset: all",
+    "train.max_sentence_length": "longer sentences are split into chunks of this many words",
+    "train.lowercase": "lowercase tokens",
+    "train.merge": "how the workers' models are averaged: mean, weighted (by update counts), touched",
+    "train.alpha_scale": "one local rate multiplier for every row; unset: per-row multipliers (rate_pivot)",
+    "train.rate_pivot": "per-row local rates fall from M (models) to 1 around this many occurrences per epoch; "
+                        "null: M for every row",
+    "train.kernel": "batch: negatives shared per context window (HogBatch); pair: word2vec's per-pair updates",
+    "train.merge_blocks": "row blocks merged per round; unset: automatic (results do not depend on it)",
+    "cluster.scheduler": "Dask scheduler address (also DASK_SCHEDULER_ADDRESS); unset: a local cluster",
+    "cluster.workers": "local cluster worker processes; unset: one per core",
+    "cluster.threads_per_worker": "threads per local worker (more than 1: not bit-reproducible)",
+    "cluster.wait_for_workers": "workers to wait for before starting",
+    "cluster.timeout": "seconds to reach the scheduler and see wait_for_workers workers",
+    "cluster.tls_ca_file": "TLS: the CA certificate (PEM); all three tls_* keys or none",
+    "cluster.tls_cert": "TLS: this process's certificate (PEM)",
+    "cluster.tls_key": "TLS: its private key (PEM)",
+}
+
+
+def keys() -> list[tuple[str, str, str]]:
+    """(key, default, help) for every config key, in declaration order.
+
+    >>> keys()[0]
+    ('corpus', '()', 'corpus URLs: files, globs or directories (text, .gz/.bz2/.zst, or .parquet)')
+    """
+    rows = []
+    for f in dataclasses.fields(JobConfig):
+        if f.name in _SECTIONS:
+            for g in dataclasses.fields(_SECTIONS[f.name]):
+                rows.append((f"{f.name}.{g.name}", _default(g), HELP[f"{f.name}.{g.name}"]))
+        else:
+            rows.append((f.name, _default(f), HELP[f.name]))
+    return rows
+
+
+def _default(f: dataclasses.Field) -> str:
+    value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    return "unset" if value is None else str(value)
+
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:
     """Convert a YAML/CLI value to the annotated type, or raise ConfigError naming the key."""

@@ -90,3 +90,26 @@ def test_help_without_arguments_and_global_options_after_the_command(tmp_path, c
     assert main(["gc", out, "--keep", "5", "--dry-run", "-v", "--log-format", "json"]) == 0
     line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert line["level"] == "info" and line["message"] == f"would delete 0 run(s) under {out}"
+
+
+def test_help_shows_defaults_examples_and_every_config_key(capsys):
+    import pytest
+
+    from nsdist.cli import EXAMPLES
+    from nsdist.config import HELP, keys
+
+    assert {k for k, _, _ in keys()} == set(HELP)  # every field has its line, and nothing else
+    for command in EXAMPLES:
+        with pytest.raises(SystemExit) as exit_:
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        assert exit_.value.code == 0 and text.startswith(f"usage: nsdist {command}")
+        assert EXAMPLES[command] in text and "(default: None)" not in text
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for key, default, meaning in keys():
+        assert any(line.split()[:2] == [key, default] and line.endswith(meaning) for line in text.splitlines()), key
+    with pytest.raises(SystemExit):
+        main(["neighbors", "--help"])
+    assert "neighbours to print (default: 10)" in capsys.readouterr().out
