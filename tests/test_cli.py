@@ -113,3 +113,17 @@ def test_help_shows_defaults_examples_and_every_config_key(capsys):
     with pytest.raises(SystemExit):
         main(["neighbors", "--help"])
     assert "neighbours to print (default: 10)" in capsys.readouterr().out
+
+
+def test_a_fresh_install_says_once_that_it_compiles_kernels(tmp_path):
+    """A fresh install is one whose numba cache is empty: an empty NUMBA_CACHE_DIR here."""
+    corpus = generate(str(tmp_path / "c.txt"), tokens=20_000, seed=2).corpus
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
+    said = []
+    for i in range(2):
+        p = subprocess.run([sys.executable, "-m", "nsdist", "train", "--corpus", corpus, "--out", str(tmp_path / "o"),
+                            "--workers", "1", "--set", "dim=8", "--set", "epochs=1"],
+                           capture_output=True, text=True, timeout=600, env=env)
+        assert p.returncode == 0, p.stderr
+        said.append(p.stderr.count("compiling nsdist's kernels"))
+    assert said == [1, 0]
