@@ -128,6 +128,9 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--workers", type=int, help="LocalCluster worker processes (default: one per core)")
     tr.add_argument("--threads-per-worker", type=int, help="threads per LocalCluster worker (default: 1; more "
                     "share one model, faster but not bit-reproducible)")
+    tr.add_argument("--dry-run", action="store_true",
+                    help="print the plan (corpus, estimated vocabulary, shards, memory per worker, rounds) and "
+                         "exit without training or writing anything")
     start = tr.add_mutually_exclusive_group()
     start.add_argument("--resume", metavar="RUN_URL", help="continue a failed run from its last checkpoint "
                        "(its corpus, output and training config are reused)")
@@ -199,12 +202,41 @@ def cmd_train(args) -> int:
     check_inputs(cfg, args.init_from, args.resume)
     client, cluster = connect(cfg.cluster)
     try:
+        if args.dry_run:
+            from .pipeline import dry_run
+
+            _print_plan(dry_run(cfg, client, resume=args.resume, init_from=args.init_from))
+            return 0
         _log_dashboard(client)
         result = train(cfg, client, resume=args.resume, init_from=args.init_from)
     finally:
         _close(client, cluster)
     print(result.run_url)
     return 0
+
+
+PEAK = 2.0  # a worker's peak over its model and shards (measured 1.4x-2x, docs/scaling.md)
+
+
+def _print_plan(plan: dict) -> None:
+    c, s = plan["corpus"], plan["sample"]
+    print("dry run: nothing trained, nothing written")
+    print(f"corpus: {c['files']} file(s), {c['bytes'] / 1e6:,.1f} MB in {c['blocks']} block(s)")
+    exact = s["fraction"] >= 1
+    print(f"{'counted' if exact else 'estimated from'} {s['blocks']} block(s) ({s['fraction']:.0%} of the corpus): "
+          f"{'' if exact else 'about '}{s['tokens']:,} tokens, vocabulary {'' if exact else 'about '}"
+          f"{s['vocab_size']:,} words")
+    print(f"model: {s['vocab_size']:,} words x dim {plan['dim']} x 2 (input, output) float32 = "
+          f"{plan['model_bytes'] / 1e6:,.1f} MB; {plan['models']} model(s), one per worker")
+    print(f"rounds: {plan['rounds_per_epoch']} per epoch x {plan['epochs']} epoch(s); each averages the "
+          f"{plan['sync_rows'] or 'all'} most frequent rows or more, all rows at each epoch's end")
+    print(f"{plan['shards']} shard(s) over {len(plan['workers'])} worker(s):")
+    for w in plan["workers"]:
+        need, limit = w["bytes"], w["memory_limit"]
+        verdict = ("no memory limit" if not limit else
+                   f"of {limit / 1e9:,.1f} GB: {'fits' if PEAK * need <= limit else 'DOES NOT FIT'}")
+        print(f"  {w['address']}: shards {', '.join(map(str, w['shards'])) or 'none'}; about {need / 1e6:,.1f} MB "
+              f"for its model and shards, up to {PEAK * need / 1e6:,.1f} MB at peaks, {verdict}")
 
 
 def _log_dashboard(client) -> None:

@@ -19,6 +19,7 @@ checkpoint after a worker dies gives the same vectors.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import logging
@@ -42,7 +43,7 @@ from .merge import shard_rates
 from .model import Model, check_finite, init_model, make_tables
 from .outputs import (claim_run, new_run_id, publish, read_manifest, read_npy, resolve_run, run_url, write_file,
                       write_run_files)
-from .plan import SHARD_PLAN
+from .plan import SHARD_PLAN, sample_blocks
 from .vocab import Vocab
 
 log = logging.getLogger("nsdist")
@@ -134,6 +135,40 @@ def _warm_model(vocab: Vocab, parent: str, storage_options, dim: int, seed: int)
 
 def _warm_start_model(vocab: Vocab, parent: str, storage_options, dim: int, seed: int) -> Model:
     return _warm_model(vocab, parent, storage_options, dim, seed)[0]
+
+
+# ---------------------------------------------------------------- a dry run
+
+def _block_weights(blocks: list, files: list[tuple[str, int]]) -> list[float]:
+    """Each block's share of the corpus in bytes (a whole compressed file or Parquet row group:
+    its file's size over its file's blocks)."""
+    size, per_file = dict(files), collections.Counter(b.url for b in blocks)
+    return [b.length if b.length is not None else size[b.url] / per_file[b.url] for b in blocks]
+
+
+def dry_run(cfg: JobConfig, client, resume: str | None = None, init_from: str | None = None) -> dict:
+    """The plan of a job, without training or writing anything: the corpus and its blocks, an
+    estimate of its tokens and vocabulary from a sample of blocks counted on the workers, the
+    shards and where they go, the model and the memory per worker against the workers' limits,
+    and the rounds."""
+    t, files = cfg.train, check_inputs(cfg, init_from, resume)
+    blocks = plan_blocks(cfg.corpus, cfg.storage_options, cfg.blocksize)
+    workers, limits = cluster.workers(client), cluster.memory_limits(client)
+    n_shards = t.shards or sum(cluster.threads(client).values())
+    n_models = max(1, min(len(workers), n_shards))
+    weights, picks = _block_weights(blocks, files), sample_blocks(len(blocks))
+    fraction = sum(weights[i] for i in picks) / max(sum(weights), 1)
+    estimate = cluster.sample_vocab(client, cfg, blocks, picks, fraction, f"dry-{new_run_id()}")
+    model_bytes = 2 * estimate["vocab_size"] * t.dim * 4  # input and output vectors, float32
+    shards = {w: [s for s in range(n_shards) if s % len(workers) == i] for i, w in enumerate(workers)}
+    # Shards hold every token as an int32 id; a worker holds one model and its shards.
+    need = {w: model_bytes + 4 * estimate["tokens"] * len(mine) // n_shards for w, mine in shards.items()}
+    return {"corpus": {"files": len(files), "bytes": sum(s for _, s in files), "blocks": len(blocks)},
+            "sample": {"blocks": len(picks), "fraction": fraction, **estimate},
+            "shards": n_shards, "models": n_models, "dim": t.dim, "model_bytes": model_bytes,
+            "workers": [{"address": w, "shards": shards[w], "bytes": need[w], "memory_limit": limits.get(w, 0)}
+                        for w in workers],
+            "rounds_per_epoch": t.rounds(n_models), "epochs": t.epochs, "sync_rows": t.sync_rows}
 
 
 # ---------------------------------------------------------------- the job

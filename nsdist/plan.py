@@ -134,3 +134,23 @@ def schedule(alpha: float, min_alpha: float, done: int, total: int) -> float:
     0.01255
     """
     return alpha - (alpha - min_alpha) * min(done / max(total, 1), 1.0)
+
+
+def sample_blocks(blocks: int, most: int = 8) -> list[int]:
+    """Up to ``most`` evenly spaced block indices: the sample a dry run counts.
+
+    >>> sample_blocks(3), sample_blocks(100, 4)
+    ([0, 1, 2], [0, 33, 66, 99])
+    """
+    return sorted({round(i * (blocks - 1) / max(most - 1, 1)) for i in range(min(blocks, most))})
+
+
+def estimate_vocab(counts: np.ndarray, fraction: float, min_count: int, max_vocab: int | None) -> int:
+    """Words whose count in a sample that is ``fraction`` of the corpus, scaled up, reaches
+    ``min_count`` (exact when the sample is the corpus).
+
+    >>> estimate_vocab(np.array([1, 2, 10]), 0.5, 4, None), estimate_vocab(np.array([1, 2, 10]), 1.0, 2, 1)
+    (2, 1)
+    """
+    kept = int((np.asarray(counts) >= min_count * fraction).sum())
+    return min(kept, max_vocab) if max_vocab else kept

@@ -127,3 +127,32 @@ def test_a_fresh_install_says_once_that_it_compiles_kernels(tmp_path):
         assert p.returncode == 0, p.stderr
         said.append(p.stderr.count("compiling nsdist's kernels"))
     assert said == [1, 0]
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, client, capsys):
+    from nsdist.config import load_config
+    from nsdist.counts import count_tokens
+    from nsdist.corpus import tokenize
+    from nsdist.pipeline import dry_run
+    from nsdist.vocab import build_vocab
+
+    corpus = generate(str(tmp_path / "c.txt"), tokens=300_000, seed=5).corpus
+    truth = build_vocab(count_tokens(tokenize(open(corpus, "rb").read())), min_count=5)
+    out = tmp_path / "out"
+    argv = ["train", "--corpus", corpus, "--out", str(out), "--scheduler", client.scheduler.address, "--dry-run"]
+    assert main([*argv, "--set", "dim=50"]) == 0
+    text = capsys.readouterr().out
+    assert not out.exists()
+    assert "counted 1 block(s) (100% of the corpus): 300,000 tokens" in text
+    assert f"vocabulary {len(truth):,} words" in text
+    assert f"= {2 * len(truth) * 50 * 4 / 1e6:,.1f} MB" in text and "4 per epoch x 5 epoch(s)" in text
+    workers = sorted(client.scheduler_info()["workers"])
+    assert f"  {workers[0]}: shards 0;" in text and f"  {workers[1]}: shards 1;" in text
+    assert text.count(": fits") == 2
+    # Many blocks: the sample's estimate of the vocabulary and tokens.
+    cfg = load_config(None, {"blocksize": 2**16, "shards": 4}, environ={}, corpus=(corpus,), out=str(out))
+    plan = dry_run(cfg, client)
+    assert plan["corpus"]["blocks"] > 20 and plan["sample"]["blocks"] == 8 and plan["sample"]["fraction"] < 0.5
+    assert abs(plan["sample"]["vocab_size"] / len(truth) - 1) < 0.1, plan["sample"]
+    assert abs(plan["sample"]["tokens"] / 300_000 - 1) < 0.1, plan["sample"]
+    assert [w["shards"] for w in plan["workers"]] == [[0, 2], [1, 3]] and not out.exists()

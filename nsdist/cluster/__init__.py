@@ -11,11 +11,13 @@ The stages (counts.py, vocab.py, encode.py), the kernels (sgns.py) and the plann
 (plan.py) know nothing of Dask; pipeline.py reads top to bottom and calls into here.
 """
 
-from .client import compute, connect, setup_workers, submit, threads, tree_levels, tree_reduce, workers
+from .client import (compute, connect, memory_limits, setup_workers, submit, threads, tree_levels, tree_reduce,
+                     workers)
 from .models import ModelLost
 from .plugin import WorkerMemory
-from .stages import count_vocab, encode_shards
+from .stages import count_vocab, encode_shards, sample_vocab
 from .training import Training, train_epochs
 
-__all__ = ["compute", "connect", "setup_workers", "submit", "threads", "tree_levels", "tree_reduce", "workers",
-           "ModelLost", "WorkerMemory", "count_vocab", "encode_shards", "Training", "train_epochs"]
+__all__ = ["compute", "connect", "memory_limits", "setup_workers", "submit", "threads", "tree_levels", "tree_reduce",
+           "workers", "ModelLost", "WorkerMemory", "count_vocab", "encode_shards", "sample_vocab", "Training",
+           "train_epochs"]

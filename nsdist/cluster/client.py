@@ -110,6 +110,11 @@ def workers(client: Client) -> list[str]:
     return sorted(client.scheduler_info()["workers"])
 
 
+def memory_limits(client: Client) -> dict[str, int]:
+    """Each worker's memory limit in bytes (0: none set)."""
+    return {w: info.get("memory_limit") or 0 for w, info in client.scheduler_info()["workers"].items()}
+
+
 def threads(client: Client) -> dict[str, int]:
     """Threads per worker."""
     return {w: info["nthreads"] for w, info in client.scheduler_info()["workers"].items()}

@@ -15,7 +15,7 @@ from ..corpus import Block, iter_tokens
 from ..counts import Counts, Scanned, merge_counts, scan
 from ..encode import Shard, encode_scanned
 from ..memory import release_memory
-from ..plan import block_workers, shard_plan
+from ..plan import block_workers, estimate_vocab, shard_plan
 from ..shard import round_words
 from ..vocab import Vocab, build_vocab
 from .client import tree_reduce
@@ -36,6 +36,28 @@ def _encode_piece(lo: int, hi: int, vocab: Vocab, max_len: int, block: Scanned) 
     shard (each block's scan is freed once its pieces exist; a shard is never concatenated)."""
     release_memory()  # what earlier scans and pieces freed, before this piece is allocated
     return encode_scanned([(block, lo, hi)], vocab.words, max_len)
+
+
+def _count_block(block: Block, storage_options, lowercase: bool, column: str) -> Counts:
+    return _scan_block(block, storage_options, lowercase, column).to_counts()
+
+
+def _sample_summary(fraction: float, min_count: int, max_vocab: int | None, *parts: Counts) -> dict:
+    counts = merge_counts(*parts)
+    return {"sample_tokens": counts.tokens, "sample_distinct_words": counts.table.num_rows,
+            "tokens": round(counts.tokens / fraction),
+            "vocab_size": estimate_vocab(counts.table["count"].to_numpy(), fraction, min_count, max_vocab)}
+
+
+def sample_vocab(client: Client, cfg: JobConfig, blocks: list[Block], picks: list[int], fraction: float,
+                 tag: str) -> dict:
+    """Count the blocks ``picks`` (``fraction`` of the corpus) on the workers; the corpus's
+    tokens and vocabulary size estimated from them (plan.estimate_vocab)."""
+    t = cfg.train
+    read_args = (cfg.storage_options, t.lowercase, cfg.parquet_column)
+    counted = [client.submit(_count_block, blocks[i], *read_args, key=f"sample-{tag}-{i}") for i in picks]
+    return client.submit(_sample_summary, fraction, t.min_count, t.max_vocab, *counted,
+                         key=f"sample-summary-{tag}").result()
 
 
 def _vocab_summary(vocab: Vocab, counts: Counts) -> dict:
