@@ -142,7 +142,8 @@ def sample_blocks(blocks: int, most: int = 8) -> list[int]:
     >>> sample_blocks(3), sample_blocks(100, 4)
     ([0, 1, 2], [0, 33, 66, 99])
     """
-    return sorted({round(i * (blocks - 1) / max(most - 1, 1)) for i in range(min(blocks, most))})
+    k = min(blocks, most)
+    return sorted({round(i * (blocks - 1) / max(k - 1, 1)) for i in range(k)})
 
 
 def estimate_vocab(counts: np.ndarray, fraction: float, min_count: int, max_vocab: int | None) -> int:
