@@ -854,3 +854,40 @@ def test_start_s3_without_moto_fails_at_once_and_so_does_eval(tmp_path):
     assert done.returncode != 0 and time.monotonic() - t0 < 10
     assert "moto's server is not installed" in done.stderr and "pip install 'moto[server]'" in done.stderr
     assert not (tmp_path / "local" / "moto.pid").exists()
+
+
+def test_pod_eviction_sigterm_reaches_the_job_through_tini(tmp_path):
+    """What Kubernetes does to an evicted or deleted pod: SIGTERM to the container's PID 1 (the
+    image's ENTRYPOINT, tini), SIGKILL after the grace period (30 s by default). Emulated with
+    the same tini as PID 1 of a new PID namespace, running the job as the pod's container does:
+    the job must stop within the grace period with exit 143 and its resume command."""
+    import glob as _glob
+    import json as _json
+
+    from nsdist.synth import generate
+
+    entrypoint = _json.loads(dict(_dockerfile())["ENTRYPOINT"])
+    assert os.path.exists(entrypoint[0]), f"{entrypoint[0]} not found: apt-get install tini (.ci/run installs it)"
+    corpus = generate(str(tmp_path / "corpus.txt"), tokens=400_000, seed=3).corpus
+    out = str(tmp_path / "out")
+    job = [sys.executable, "-m", "nsdist", "train", "--corpus", corpus, "--out", out, "--workers", "2",
+           "--set", "dim=32", "--set", "epochs=30", "--set", "min_count=2"]
+    pod = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", *entrypoint, *job],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not _glob.glob(os.path.join(out, "runs", "*", "checkpoints", "epoch-0001", "state.json")):
+        assert pod.poll() is None, pod.communicate()[1][-2000:]
+        assert time.time() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.05)
+    init = psutil.Process(pod.pid).children()  # unshare's child: PID 1 of the namespace
+    assert len(init) == 1 and init[0].name() == os.path.basename(entrypoint[0])
+    evicted = time.time()
+    init[0].send_signal(signal.SIGTERM)
+    _, stderr = pod.communicate(timeout=120)
+    assert time.time() - evicted < 30, "the job outlived the default grace period: it would be SIGKILLed"
+    assert pod.returncode == 143, stderr[-2000:]
+    said = [line for line in stderr.splitlines() if line.startswith("nsdist:")]
+    assert len(said) == 1 and "Traceback" not in stderr, stderr[-3000:]
+    assert re.fullmatch(r"nsdist: interrupted: run \S+ stopped after epoch \d+, nothing published; resume with: "
+                        r"nsdist train --resume \S+", said[0]), said
+    assert not os.path.exists(os.path.join(out, "LATEST"))
