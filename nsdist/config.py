@@ -90,10 +90,8 @@ class TrainConfig:
         if self.max_vocab is not None and self.max_vocab < 1:
             raise ConfigError(f"train.max_vocab must be >= 1 or unset, got {self.max_vocab}")
         if not (0 < self.alpha and 0 <= self.min_alpha <= self.alpha):
-            raise ConfigError(
-                f"need 0 < train.min_alpha <= train.alpha, got alpha={self.alpha} "
-                f"min_alpha={self.min_alpha}"
-            )
+            raise ConfigError(f"the learning rate must fall from train.alpha > 0 to 0 <= train.min_alpha <= alpha, "
+                              f"got alpha={self.alpha} min_alpha={self.min_alpha}; set them so")
         if self.sample < 0:
             raise ConfigError(f"train.sample must be >= 0 (0 disables subsampling), got {self.sample}")
         if self.rate_pivot is not None and self.rate_pivot <= 0:

@@ -182,6 +182,13 @@ def check_inputs(cfg: JobConfig, init_from: str | None = None, resume: str | Non
     if not cfg.out:
         raise ConfigError("no output given; pass --out URL (or set out in the job spec)")
     opts = cfg.storage_options
+    try:
+        storage.check_writable(cfg.out, opts)
+    except (NotADirectoryError, PermissionError) as e:
+        if not storage.is_local(storage.filesystem(cfg.out, opts)[0]):
+            raise  # the store's own message (credentials, access) says what to fix
+        raise ConfigError(f"cannot write the outputs under {cfg.out!r}: {e}; pass a writable directory or "
+                          "prefix as --out") from None
     if init_from:
         parent = resolve_run(init_from, opts)
         dim = ((read_manifest(parent, opts).get("config") or {}).get("train") or {}).get("dim")
@@ -236,7 +243,12 @@ def _open_run(cfg: JobConfig, fingerprint: str, resume: str | None, init_from: s
     parent = resolve_run(init_from, opts) if init_from else None
     if not resume:
         run_id = new_run_id()
-        claim_run(cfg.out, run_id, opts, config=cfg.to_dict(), init_from=init_from, corpus_fingerprint=fingerprint)
+        try:
+            claim_run(cfg.out, run_id, opts, config=cfg.to_dict(), init_from=init_from,
+                      corpus_fingerprint=fingerprint)
+        except (FileNotFoundError, PermissionError, NotADirectoryError) as e:  # the first write under out
+            raise ConfigError(f"cannot write the run under {cfg.out!r} ({e}); pass a writable directory, or an "
+                              "s3:// prefix in an existing bucket, as --out (and check the credentials)") from None
         return _Run(run_id, run_url(cfg.out, run_id), None, parent)
     url = resume.rstrip("/")
     run_id = url.rsplit("/", 1)[-1]

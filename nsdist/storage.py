@@ -479,6 +479,25 @@ def readinto_exact(f, buffer, chunk: int = CHUNK) -> int:
     return done
 
 
+def check_writable(url: str, storage_options: Options = None) -> None:
+    """Fail before any work where ``url`` cannot hold outputs, without writing anything: a local
+    path that is a file or lies under one (NotADirectoryError), or a directory this process may
+    not write or on a read-only filesystem (PermissionError); on an object store, a read of
+    ``url`` tries the endpoint and the credentials (a write permission shows only at the first
+    write)."""
+    fs, path = filesystem(url, storage_options)
+    if not is_local(fs):
+        exists(url, storage_options)
+        return
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise NotADirectoryError(f"{probe} is a file, not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK) or os.statvfs(probe).f_flag & os.ST_RDONLY:
+        raise PermissionError(f"{probe} is not writable")
+
+
 @retry
 def exists(url: str, storage_options: Options = None) -> bool:
     fs, path = filesystem(url, storage_options)
