@@ -295,7 +295,10 @@ def iter_block(url: str, offset: int, length: int | None, storage_options: Optio
     end = _size(fs, path)
     start = 0
     if offset > 0:  # the first line starting after the first newline at or after offset
-        found = (p + c.find(b"\n") + 1 for p, c in _ranges(fs, path, offset, end, 2**16) if b"\n" in c)
+        # Only inside the block: a newline past it would start no line of this block, and a
+        # search to the end of the file would read a one-line file once per block.
+        within = _ranges(fs, path, offset, min(end, offset + length), 2**16)
+        found = (p + c.find(b"\n") + 1 for p, c in within if b"\n" in c)
         start = next(found, None)
         if start is None or start > offset + length:  # no line starts in the block
             yield b"", True
