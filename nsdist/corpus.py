@@ -78,7 +78,8 @@ def iter_tokenize(data: bytes, lowercase: bool = False, chunk_bytes: int = CHUNK
 
 
 def _piece_tokens(piece: bytes, lowercase: bool, final: bool) -> pa.LargeListArray:
-    """Token lists of a piece of whole lines (``final``: the last piece of a block)."""
+    """Token lists of a piece of whole lines (``final``: its last line has no newline, at the
+    end of a block or where a long line goes on in the next piece)."""
     return _ascii_tokens(piece, lowercase, final) if _ascii(piece) else _ascii_tokens(_utf8(piece, lowercase), False, final)
 
 
@@ -196,15 +197,20 @@ def _lower_lists(tokens: pa.ListArray) -> pa.ListArray:
 def read_tokens(block: Block, storage_options=None, lowercase: bool = False, column: str = "tokens") -> pa.ListArray:
     """Read one block and return one token list per sentence."""
     pieces = list(iter_tokens(block, storage_options, lowercase, column))
-    return pieces[0] if len(pieces) == 1 else pa.concat_arrays(pieces)
+    return pieces[0][0] if len(pieces) == 1 else join_pieces(pieces)
 
 
 def iter_tokens(block: Block, storage_options=None, lowercase: bool = False, column: str = "tokens",
                 chunk_bytes: int = CHUNK_BYTES):
-    """``read_tokens`` in pieces of whole sentences (text: about ``chunk_bytes`` each)."""
+    """``read_tokens`` in pieces (text: about ``chunk_bytes`` each): (token lists, open), where
+    ``open`` says that the last list goes on in the next piece. A line longer than a piece
+    comes in several, cut between words, so no line is ever held whole: one sentence, however
+    long, costs a worker its token ids, not a copy of its text (``counts.scan`` joins them)."""
     if not block.parquet:  # streamed: never the whole block (or compressed file) in memory
-        for piece, final in storage.iter_block(block.url, block.offset, block.length, storage_options, chunk_bytes):
-            yield _piece_tokens(piece, lowercase, final)
+        for piece, final in storage.iter_block(block.url, block.offset, block.length, storage_options, chunk_bytes,
+                                               max_line=chunk_bytes):
+            open_line = not final and not piece.endswith(b"\n")
+            yield _piece_tokens(piece, lowercase, final or open_line), open_line
         return
     with storage.open_read(block.url, storage_options) as f:
         pf = pq.ParquetFile(f)
@@ -220,4 +226,23 @@ def iter_tokens(block: Block, storage_options=None, lowercase: bool = False, col
         raise DataError(f"Parquet column {column!r} of {block.url!r} must be list<string>, got {arr.type}")
     arr = drop_null_tokens(arr)
     arr = _lower_lists(arr) if lowercase else arr
-    yield arr
+    yield arr, False
+
+
+def join_pieces(pieces) -> pa.ListArray:
+    """One token list per sentence from ``iter_tokens``' pieces (an open piece's last list and
+    the next piece's first list are one sentence).
+
+    >>> join_pieces([(pa.array([["a"], ["b"]]), True), (pa.array([["c"], []]), False)]).to_pylist()
+    [['a'], ['b', 'c'], []]
+    """
+    tokens, lengths, carry = [], [], 0
+    for piece, open_line in pieces:
+        n = pc.list_value_length(piece).to_numpy(zero_copy_only=False).astype(np.int64)
+        n[:1] += carry
+        carry = n[-1] if open_line else 0
+        lengths.append(n[:-1] if open_line else n)
+        tokens.append(pc.cast(pc.list_flatten(piece), pa.large_string()))
+    offsets = np.zeros(sum(map(len, lengths)) + 1, np.int64)
+    np.cumsum(np.concatenate(lengths), out=offsets[1:])
+    return pa.LargeListArray.from_arrays(pa.array(offsets), pa.concat_arrays(tokens))

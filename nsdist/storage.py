@@ -277,10 +277,15 @@ def read_block(url: str, offset: int, length: int | None, storage_options: Optio
 
 
 def iter_block(url: str, offset: int, length: int | None, storage_options: Options = None,
-               piece_bytes: int = 2**20) -> Iterator[tuple[bytes, bool]]:
+               piece_bytes: int = 2**20, max_line: int | None = None) -> Iterator[tuple[bytes, bool]]:
     """``read_block``'s bytes as pieces of whole lines of about ``piece_bytes``: (piece, is it the
     last). Memory stays bounded by the piece size (plus the longest line) whatever the block
     size; compressed files are decompressed as a stream. Each range read is retried on its own.
+
+    With ``max_line``, a line longer than that comes in pieces instead, each cut after a space,
+    tab, CR, VT or FF byte (never inside a word, nor inside a UTF-8 character): a piece that is
+    not the last and does not end with a newline ends inside a line that the next piece
+    continues. Memory is then bounded by ``max_line`` plus the longest word.
 
     >>> import tempfile; path = tempfile.mktemp()
     >>> _ = open(path, "wb").write(b"ab\\ncd\\nef\\ngh")
@@ -289,7 +294,7 @@ def iter_block(url: str, offset: int, length: int | None, storage_options: Optio
     """
     if length is None:
         with fsspec.open(url, "rb", compression=compression_of(url), **dict(storage_options or {})) as f:
-            yield from _whole_lines(iter(lambda: f.read(piece_bytes), b""), None)
+            yield from _whole_lines(iter(lambda: f.read(piece_bytes), b""), None, max_line)
         return
     fs, path = filesystem(url, storage_options)
     end = _size(fs, path)
@@ -304,7 +309,8 @@ def iter_block(url: str, offset: int, length: int | None, storage_options: Optio
             yield b"", True
             return
     # The block ends after the first newline at or after offset + length (or at the end).
-    yield from _whole_lines((c for _, c in _ranges(fs, path, start, end, piece_bytes)), offset + length - start)
+    yield from _whole_lines((c for _, c in _ranges(fs, path, start, end, piece_bytes)), offset + length - start,
+                            max_line)
 
 
 def _ranges(fs, path: str, pos: int, end: int, n: int) -> Iterator[tuple[int, bytes]]:
@@ -327,10 +333,11 @@ def _read_range(fs, path: str, start: int, end: int) -> bytes:
     return fs.cat_file(path, start=start, end=end)
 
 
-def _whole_lines(chunks, limit: int | None) -> Iterator[tuple[bytes, bool]]:
+def _whole_lines(chunks, limit: int | None, max_line: int | None = None) -> Iterator[tuple[bytes, bool]]:
     """Re-cut a stream of byte chunks after their last newline: (piece, is it the last). With
-    ``limit``, the stream ends after its first newline at or after that offset."""
-    parts, pos = [], 0
+    ``limit``, the stream ends after its first newline at or after that offset; with
+    ``max_line``, a longer line is cut after its last whitespace byte (``iter_block``)."""
+    parts, held, pos = [], 0, 0
     for chunk in chunks:
         if limit is not None:
             i = chunk.find(b"\n", max(limit - pos, 0))
@@ -339,12 +346,30 @@ def _whole_lines(chunks, limit: int | None) -> Iterator[tuple[bytes, bool]]:
                 return
         pos += len(chunk)
         cut = chunk.rfind(b"\n") + 1
+        if not cut and max_line is not None and held + len(chunk) > max_line:
+            cut = _last_space(chunk) + 1  # 0 inside a word longer than a chunk: held on to
         if cut:
             yield b"".join(parts + [chunk[:cut]]), False
-            parts = [chunk[cut:]]
+            parts, held = [chunk[cut:]], len(chunk) - cut
         else:
             parts.append(chunk)  # a line longer than a chunk: joined once its end arrives
+            held += len(chunk)
     yield b"".join(parts), True
+
+
+_CUT_SPACE = b" \t\r\v\f"  # whitespace to the tokenizer, never part of a UTF-8 character
+
+
+def _last_space(chunk: bytes) -> int:
+    """Index of the last space, tab, CR, VT or FF byte of ``chunk``; -1 if none.
+
+    >>> _last_space(b"ab c\\td"), _last_space(b"abc")
+    (4, -1)
+    """
+    i = chunk.rfind(b" ")
+    for c in _CUT_SPACE[1:]:
+        i = max(i, chunk.rfind(bytes([c]), i + 1))
+    return i
 
 
 @retry
