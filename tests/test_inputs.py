@@ -92,3 +92,69 @@ def test_a_50_mb_line_is_scanned_without_a_copy_of_it(tmp_path):
     grown, tokens, sentences = map(int, p.stdout.split())
     assert (tokens, sentences) == ((size - 1) // 9, 1)
     assert grown < size, f"scanning a {size / 2**20:.0f} MiB line grew the process by {grown / 2**20:.0f} MiB"
+
+
+# ---------------------------------------------------------------- the workers' log
+
+
+def compute_failed(client, key_part: str = "") -> list[str]:
+    """The workers' "Compute Failed" records (of tasks whose key holds ``key_part``)."""
+    return [msg for logs in client.get_worker_logs().values() for _, msg in logs
+            if "Compute Failed" in msg and key_part in msg]
+
+
+def test_workers_log_no_compute_failed_block_for_nsdist_errors(client, tmp_path):
+    """A task that raises an nsdist error in nsdist's code fails with one line on the client and
+    nothing in the workers' log; any other exception keeps Dask's record and traceback."""
+    import operator
+    import uuid
+
+    import pyarrow.parquet as pq
+
+    from nsdist.cluster import setup_workers
+    from nsdist.errors import DataError
+    from nsdist.noise import noise_table
+
+    setup_workers(client)
+    path = str(tmp_path / "s.parquet")
+    pq.write_table(pa.table({"items": [["a"]]}), path)
+    tag = uuid.uuid4().hex
+    tasks = {"expected": (read_tokens, Block(path, 0, None, parquet=True)),  # DataError: no column 'tokens'
+             "nsdist-bug": (noise_table, np.zeros(0)),  # ValueError, raised in nsdist's code
+             "zero": (operator.truediv, 1, 0)}
+    futures = {name: client.submit(*task, key=f"{name}-{tag}") for name, task in tasks.items()}
+    for name, exc in (("expected", DataError), ("nsdist-bug", ValueError), ("zero", ZeroDivisionError)):
+        with pytest.raises(exc):
+            futures[name].result()
+    assert not compute_failed(client, f"expected-{tag}")
+    (bug,) = compute_failed(client, f"nsdist-bug-{tag}")
+    (zero,) = compute_failed(client, f"zero-{tag}")
+    assert "ValueError" in bug and "Traceback" in bug and "ZeroDivisionError" in zero
+
+
+def test_an_nsdist_error_raised_outside_nsdist_keeps_its_record():
+    """The filter reads the record's text: the exception's class and its traceback's last frame."""
+    import logging
+
+    from distributed.core import error_message
+
+    from nsdist.cluster.plugin import QuietExpectedErrors
+    from nsdist.errors import DataError
+
+    def record(exc_text: str, traceback: str) -> logging.LogRecord:
+        return logging.LogRecord("distributed.worker", logging.ERROR, __file__, 1,
+                                 "Compute Failed\nKey: %s\nState: %s\nTask: %s\nException: %r\nTraceback: %r\n",
+                                 ("k", "executing", "task", exc_text, traceback), None)
+
+    try:
+        raise DataError("raised by a test, not by nsdist")
+    except DataError as e:
+        here = error_message(e)
+    quiet = QuietExpectedErrors()
+    assert quiet.filter(record(here["exception_text"], here["traceback_text"]))
+    import nsdist.corpus
+
+    nsdist_frame = f'  File "{nsdist.corpus.__file__}", line 9, in iter_tokens\n    raise DataError(...)\n'
+    assert not quiet.filter(record(here["exception_text"], nsdist_frame))
+    assert quiet.filter(record("ValueError('x')", nsdist_frame))
+    assert quiet.filter(logging.LogRecord("distributed.worker", logging.INFO, __file__, 1, "other", (), None))

@@ -85,10 +85,12 @@ def submit(client: Client, fn, *args, key: str):
 
 
 def setup_workers(client: Client) -> None:
-    """Give every worker, and any that joins later, nsdist's set-up (plugin.WorkerMemory)."""
-    from .plugin import WorkerMemory
+    """Give every worker, and any that joins later, nsdist's set-up (plugin.WorkerMemory,
+    plugin.ExpectedErrors)."""
+    from .plugin import ExpectedErrors, WorkerMemory
 
     client.register_plugin(WorkerMemory())
+    client.register_plugin(ExpectedErrors())
 
 
 def compute(client: Client, fn, *args, key: str):
