@@ -34,19 +34,64 @@ def _is_parquet(url: str) -> bool:
     return url.endswith((".parquet", ".parq", ".pq"))
 
 
-def plan_blocks(urls, storage_options=None, blocksize: int = 4 * 2**20) -> list[Block]:
-    """Expand URLs/globs into blocks of about ``blocksize`` bytes (client side, metadata only)."""
+def plan_blocks(urls, storage_options=None, blocksize: int = 4 * 2**20, column: str | None = None) -> list[Block]:
+    """Expand URLs/globs into blocks of about ``blocksize`` bytes (client side, metadata only).
+    With ``column``, each Parquet file's schema is checked for it (``check_column``)."""
     blocks = []
     for url, size in storage.expand(urls, storage_options):
         if _is_parquet(url):
-            with storage.open_read(url, storage_options) as f:
-                groups = pq.ParquetFile(f).metadata.num_row_groups
+            groups = _row_groups(url, storage_options, column)
             blocks += [Block(url, i, None, parquet=True) for i in range(groups)]
         elif storage.compression_of(url) is not None or size <= blocksize:
             blocks.append(Block(url, 0, None))
         else:
             blocks += [Block(url, off, min(blocksize, size - off)) for off in range(0, size, blocksize)]
     return blocks
+
+
+def _row_groups(url: str, storage_options, column: str | None) -> int:
+    """A Parquet file's row groups, read from its footer; DataError if it is no Parquet file or
+    has no usable ``column``."""
+    with storage.open_read(url, storage_options) as f:
+        pf = _parquet_file(f, url, storage_options)
+        if column is not None:
+            check_column(pf.schema_arrow, column, storage.scrub(url, storage_options))
+        return pf.metadata.num_row_groups
+
+
+def _parquet_file(f, url: str, storage_options) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(f)
+    except pa.ArrowInvalid as e:
+        raise DataError(storage.scrub(
+            f"corpus file {url!r} is not a readable Parquet file ({e}); re-upload it or remove it from --corpus "
+            "(a text corpus must not be named .parquet, .parq or .pq)", storage_options)) from None
+
+
+def _token_lists(t: pa.DataType) -> bool:
+    return (pa.types.is_list(t) or pa.types.is_large_list(t)) and (
+        pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type))
+
+
+def check_column(schema: pa.Schema, column: str, url: str) -> None:
+    """DataError unless ``column`` of a Parquet corpus holds lists of strings; the message
+    suggests a column of this file that does.
+
+    >>> check_column(pa.schema([("items", pa.list_(pa.string()))]), "tokens", "s.parquet")
+    Traceback (most recent call last):
+    ...
+    nsdist.errors.DataError: Parquet corpus 's.parquet' has no column 'tokens' (its columns: items); set parquet_column=items
+    """
+    usable = [f.name for f in schema if _token_lists(f.type)]
+    if column in schema.names and _token_lists(schema.field(column).type):
+        return
+    if column not in schema.names:
+        problem = f"Parquet corpus {url!r} has no column {column!r} (its columns: {', '.join(schema.names)})"
+    else:
+        problem = f"Parquet column {column!r} of {url!r} is {schema.field(column).type}, not list<string>"
+    fix = (f"set parquet_column={usable[0]}" if usable and usable[0] != column
+           else "write the tokens as a list<string> column (e.g. item ids cast to strings) and set parquet_column")
+    raise DataError(f"{problem}; {fix}")
 
 
 # Text is read and tokenized in pieces of about this size: a piece's tokens, offsets and hash
@@ -207,26 +252,35 @@ def iter_tokens(block: Block, storage_options=None, lowercase: bool = False, col
     comes in several, cut between words, so no line is ever held whole: one sentence, however
     long, costs a worker its token ids, not a copy of its text (``counts.scan`` joins them)."""
     if not block.parquet:  # streamed: never the whole block (or compressed file) in memory
+        seen = 0 if block.offset == 0 else _BINARY_PROBE
         for piece, final in storage.iter_block(block.url, block.offset, block.length, storage_options, chunk_bytes,
                                                max_line=chunk_bytes):
+            if seen < _BINARY_PROBE:
+                _check_text(piece[:_BINARY_PROBE - seen], block.url, storage_options)
+                seen += len(piece)
             open_line = not final and not piece.endswith(b"\n")
             yield _piece_tokens(piece, lowercase, final or open_line), open_line
         return
+    url = storage.scrub(block.url, storage_options)
     with storage.open_read(block.url, storage_options) as f:
-        pf = pq.ParquetFile(f)
-        if column not in pf.schema_arrow.names:
-            raise DataError(
-                f"Parquet corpus {block.url!r} has no column {column!r} (columns: "
-                f"{', '.join(pf.schema_arrow.names)}); set parquet_column"
-            )
+        pf = _parquet_file(f, block.url, storage_options)
+        check_column(pf.schema_arrow, column, url)  # planning checked it too, unless the file changed since
         arr = pf.read_row_group(block.offset, columns=[column]).column(0).combine_chunks()
-    if not (pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type)) or not (
-        pa.types.is_string(arr.type.value_type) or pa.types.is_large_string(arr.type.value_type)
-    ):
-        raise DataError(f"Parquet column {column!r} of {block.url!r} must be list<string>, got {arr.type}")
     arr = drop_null_tokens(arr)
     arr = _lower_lists(arr) if lowercase else arr
     yield arr, False
+
+
+# A NUL byte in a file's first 8000 bytes makes it binary, as git and grep decide: text never
+# has one. Invalid UTF-8 alone does not (it is replaced; see ``_utf8``).
+_BINARY_PROBE = 8000
+
+
+def _check_text(start: bytes, url: str, storage_options) -> None:
+    if b"\0" in start:
+        raise DataError(storage.scrub(
+            f"corpus file {url!r} is not text: it has a NUL byte in its first {_BINARY_PROBE} bytes (binary "
+            "data, or UTF-16 text); convert it to UTF-8 text or remove it from --corpus", storage_options))
 
 
 def join_pieces(pieces) -> pa.ListArray:

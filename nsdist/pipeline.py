@@ -154,6 +154,9 @@ def check_inputs(cfg: JobConfig, init_from: str | None = None, resume: str | Non
             raise ConfigError(f"--init-from {init_from} has dim {dim}, this job dim {cfg.train.dim}; "
                               f"set dim={dim} or train from scratch")
     files = storage.expand(cfg.corpus, opts)
+    if all(size == 0 for _, size in files):
+        raise DataError(f"the corpus is empty: {_some(files, opts)} {'has' if len(files) == 1 else 'have'} 0 bytes; "
+                        "check that the files were written completely, or pass another --corpus")
     if resume:
         run = resume.rstrip("/")
         run_id = run.rsplit("/", 1)[-1]
@@ -213,6 +216,19 @@ def _open_run(cfg: JobConfig, fingerprint: str, resume: str | None, init_from: s
     return _Run(run_id, url, state, parent)
 
 
+def _some(files: list[tuple[str, int]], storage_options, n: int = 3) -> str:
+    """"'a', 'b', 'c' and 2 more": the first files of a list, for a message."""
+    shown = ", ".join(repr(storage.scrub(url, storage_options)) for url, _ in files[:n])
+    return shown + (f" and {len(files) - n} more" if len(files) > n else "")
+
+
+def _check_words(summary: dict, files: list[tuple[str, int]], storage_options) -> None:
+    if summary["raw_tokens"] == 0:
+        raise DataError(f"the corpus has no words: {_some(files, storage_options)} "
+                        f"{'holds' if len(files) == 1 else 'hold'} only blank lines or whitespace; "
+                        "check that --corpus names the right files")
+
+
 def _check_vocab(summary: dict, t: TrainConfig, seconds: float) -> None:
     if summary["vocab_size"] == 0:
         raise DataError(
@@ -252,9 +268,15 @@ def train(cfg: JobConfig, client, resume: str | None = None, init_from: str | No
     t_start = time.perf_counter()
     files = check_inputs(cfg, init_from, resume)
     fingerprint = _fingerprint(files)
+    # Planned before a run is claimed: a corpus that fails its checks here leaves nothing under out.
+    blocks = plan_blocks(cfg.corpus, dict(cfg.storage_options), cfg.blocksize, cfg.parquet_column)
+    if not blocks:
+        raise DataError(f"the corpus has no rows: {_some(files, dict(cfg.storage_options))} "
+                        f"{'has' if len(files) == 1 else 'have'} no Parquet row groups; "
+                        "check that --corpus names the right files")
     run = _open_run(cfg, fingerprint, resume, init_from)
     try:
-        return _job(cfg, client, run, files, fingerprint, t_start)
+        return _job(cfg, client, run, files, blocks, fingerprint, t_start)
     except KeyboardInterrupt:
         opts = dict(cfg.storage_options)
         saved = checkpoint.latest(run.url, opts)
@@ -264,11 +286,11 @@ def train(cfg: JobConfig, client, resume: str | None = None, init_from: str | No
                           f"nsdist train --resume {url}") from None
 
 
-def _job(cfg: JobConfig, client, run: _Run, files: list, fingerprint: str, t_start: float) -> TrainResult:
+def _job(cfg: JobConfig, client, run: _Run, files: list, blocks: list, fingerprint: str, t_start: float
+         ) -> TrainResult:
     """The job, top to bottom: count, encode, train, publish."""
     t, opts = cfg.train, dict(cfg.storage_options)
     cluster.setup_workers(client)
-    blocks = plan_blocks(cfg.corpus, opts, cfg.blocksize)
     log.info("run %s: corpus %d file(s), %d block(s), %.1f MB", run.id, len(files), len(blocks),
              sum(s for _, s in files) / 1e6)
     state = run.state or {}
@@ -280,6 +302,7 @@ def _job(cfg: JobConfig, client, run: _Run, files: list, fingerprint: str, t_sta
     t0 = time.perf_counter()
     vocab, summary, scanned, block_tokens = cluster.count_vocab(client, cfg, blocks, run.id, n_shards)
     count_seconds = time.perf_counter() - t0
+    _check_words(summary, files, opts)
     _check_vocab(summary, t, count_seconds)
     digest = cluster.compute(client, checkpoint.vocab_digest, vocab, key=f"digest-{run.id}")
     if run.state and run.state["vocab_sha256"] != digest:

@@ -29,6 +29,7 @@ import time
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 import fsspec
+import fsspec.compression
 from fsspec.core import url_to_fs
 from fsspec.utils import get_protocol
 from fsspec.utils import infer_compression, read_block as _read_block
@@ -248,9 +249,9 @@ def expand(urls: list[str] | tuple[str, ...], storage_options: Options = None) -
         elif fs.exists(path):
             paths = [path]
         else:
-            raise DataError(f"corpus {url!r} does not exist; check the path or URL")
+            raise DataError(scrub(f"corpus {url!r} does not exist; check the path or URL", storage_options))
         if not paths:
-            raise DataError(f"corpus {url!r} matches no files; check the glob")
+            raise DataError(scrub(f"corpus {url!r} matches no files; check the glob", storage_options))
         for p in sorted(paths):
             info = fs.info(p)
             if info.get("type") == "file":
@@ -293,8 +294,7 @@ def iter_block(url: str, offset: int, length: int | None, storage_options: Optio
     ([(b'cd\\n', False), (b'ef\\n', True)], b'cd\\nef\\n')
     """
     if length is None:
-        with fsspec.open(url, "rb", compression=compression_of(url), **dict(storage_options or {})) as f:
-            yield from _whole_lines(iter(lambda: f.read(piece_bytes), b""), None, max_line)
+        yield from _whole_file(url, storage_options, piece_bytes, max_line)
         return
     fs, path = filesystem(url, storage_options)
     end = _size(fs, path)
@@ -311,6 +311,46 @@ def iter_block(url: str, offset: int, length: int | None, storage_options: Optio
     # The block ends after the first newline at or after offset + length (or at the end).
     yield from _whole_lines((c for _, c in _ranges(fs, path, start, end, piece_bytes)), offset + length - start,
                             max_line)
+
+
+class _Source:
+    """A raw stream that remembers whether a read of its own failed: a decompressor's error is
+    then told apart from the storage's (which keeps its type: missing, denied, unreachable)."""
+
+    def __init__(self, f):
+        self.f, self.failed = f, False
+
+    def read(self, n=-1):
+        try:
+            return self.f.read(n)
+        except BaseException:
+            self.failed = True
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def _whole_file(url: str, storage_options: Options, piece_bytes: int, max_line: int | None):
+    """``iter_block`` of a whole file, decompressed as a stream if its name says so. Data the
+    decompressor cannot read is a DataError naming the file: retrying cannot help."""
+    compression = compression_of(url)
+    fs, path = filesystem(url, storage_options)
+    with fs.open(path, "rb") as raw:
+        if compression is None:
+            yield from _whole_lines(iter(lambda: raw.read(piece_bytes), b""), None, max_line)
+            return
+        source = _Source(raw)
+        try:
+            with fsspec.compression.compr[compression](source, mode="rb") as f:
+                yield from _whole_lines(iter(lambda: f.read(piece_bytes), b""), None, max_line)
+        except MemoryError:
+            raise
+        except Exception as e:
+            if source.failed:
+                raise
+            raise DataError(scrub(f"corpus file {url!r} is truncated or corrupt ({compression}: {_short(e)}); "
+                                  "re-upload it or remove it from --corpus", storage_options)) from None
 
 
 def _ranges(fs, path: str, pos: int, end: int, n: int) -> Iterator[tuple[int, bytes]]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -63,16 +64,24 @@ def test_iter_block_cuts_long_lines_after_whitespace(write, max_line):
                 assert len(piece) <= max_line + 4 + 42
 
 
+def one_line(path, mib: int = 50) -> int:
+    """Write a corpus of one line of ``mib`` MiB: 1000 words of 8 letters, over and over, each
+    block written from the same bytes. Returns its number of tokens."""
+    words = " ".join(f"word{i:04d}" for i in range(1000)).encode() + b" "
+    repeats = mib * 2**20 // len(words) + 1
+    with open(path, "wb") as f:
+        for _ in range(repeats):
+            f.write(words)
+        f.write(b"\n")
+    return repeats * 1000
+
+
 def test_a_50_mb_line_is_scanned_without_a_copy_of_it(tmp_path):
     """A one-line corpus (text8 is 100 MB on one line) costs a worker its token ids (2 bytes
     each here, for 9 bytes of text), not copies of the line: the scan's peak memory stays below
     one copy of the line (tokenizing the line whole took 5-6 times its size)."""
     path = tmp_path / "line.txt"
-    words = " ".join(f"word{i:04d}" for i in range(1000)).encode() + b" "
-    with open(path, "wb") as f:
-        for _ in range(50 * 2**20 // len(words) + 1):
-            f.write(words)
-        f.write(b"\n")
+    one_line(path)
     size = path.stat().st_size
     code = textwrap.dedent(f"""
         import resource, pyarrow as pa
@@ -87,7 +96,7 @@ def test_a_50_mb_line_is_scanned_without_a_copy_of_it(tmp_path):
         print(grown * 1024, len(s.ids), s.sentences)
     """)
     (tmp_path / "warm.txt").write_text("a b\nc\n")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    p = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     grown, tokens, sentences = map(int, p.stdout.split())
     assert (tokens, sentences) == ((size - 1) // 9, 1)
@@ -158,3 +167,150 @@ def test_an_nsdist_error_raised_outside_nsdist_keeps_its_record():
     assert not quiet.filter(record(here["exception_text"], nsdist_frame))
     assert quiet.filter(record("ValueError('x')", nsdist_frame))
     assert quiet.filter(logging.LogRecord("distributed.worker", logging.INFO, __file__, 1, "other", (), None))
+
+
+# ---------------------------------------------------------------- bad input, through the command line
+
+TEXT = "the cat sat on the mat\nthe dog sat on the log\n" * 50
+
+
+def train(client, out, *corpus: str, settings=()) -> int:
+    """``nsdist train`` on the shared cluster (``main``, in this process)."""
+    from nsdist.cli import main
+
+    argv = ["train", *(a for c in corpus for a in ("--corpus", c)), "--out", str(out),
+            "--scheduler", client.scheduler.address, "--set", "min_count=1", "--set", "dim=8",
+            "--set", "epochs=1"]
+    for s in settings:
+        argv += ["--set", s]
+    return main(argv)
+
+
+def the_error(capfd) -> str:
+    """The one error line of what the job printed; nothing else may look like an error."""
+    out, err = capfd.readouterr()
+    errors = [line for line in err.splitlines() if line.startswith("nsdist: error:")]
+    assert len(errors) == 1, err
+    for noise in ("Traceback", "Compute Failed", "Exception:", "distributed.worker"):
+        assert noise not in out + err, err
+    return errors[0]
+
+
+def published(out) -> list:
+    """What a reader could find under ``out``: LATEST and the manifests."""
+    return sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.name in ("LATEST", "manifest.json"))
+
+
+def parquet(path, **columns) -> str:
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table(columns), path)
+    return str(path)
+
+
+def damaged(data: bytes) -> bytes:
+    """``data`` with 64 bytes in its middle zeroed."""
+    mid = len(data) // 2
+    return data[:mid] + bytes(64) + data[mid + 64:]
+
+
+def _gz(text: str) -> bytes:
+    import gzip
+
+    return gzip.compress(text.encode())
+
+
+def _bz2(text: str) -> bytes:
+    import bz2
+
+    return bz2.compress(text.encode())
+
+
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + np.random.default_rng(0).bytes(4000)
+
+# name: (corpus under tmp_path, parts of the error line: the file, the problem, the fix)
+BAD = {
+    "missing-path": (lambda d: str(d / "nope.txt"), ["'{d}/nope.txt'", "does not exist", "check the path"]),
+    "empty-glob": (lambda d: str(d / "*.txt"), ["'{d}/*.txt'", "matches no files", "check the glob"]),
+    "empty-file": (lambda d: write_file(d / "empty.txt", b""), ["'{d}/empty.txt'", "0 bytes", "pass another --corpus"]),
+    "blank-lines": (lambda d: write_file(d / "blank.txt", b"\n \n\t\n\r\n\n" * 100),
+                    ["'{d}/blank.txt'", "only blank lines", "--corpus names the right files"]),
+    "binary": (lambda d: write_file(d / "image.txt", PNG),
+               ["'{d}/image.txt'", "is not text", "convert it to UTF-8 text or remove it from --corpus"]),
+    "truncated-gz": (lambda d: write_file(d / "c.txt.gz", _gz(TEXT * 20)[:len(_gz(TEXT * 20)) // 2]),
+                     ["'{d}/c.txt.gz'", "truncated or corrupt (gzip", "re-upload it or remove it from --corpus"]),
+    "corrupt-bz2": (lambda d: write_file(d / "c.txt.bz2", damaged(_bz2(TEXT * 20))),
+                    ["'{d}/c.txt.bz2'", "truncated or corrupt (bz2", "re-upload it or remove it from --corpus"]),
+    "not-parquet": (lambda d: write_file(d / "c.parquet", TEXT.encode()),
+                    ["'{d}/c.parquet'", "not a readable Parquet file", "re-upload it or remove it from --corpus"]),
+    "parquet-no-column": (lambda d: parquet(d / "s.parquet", items=[["a", "b"], ["c"]], user=[1, 2]),
+                          ["'{d}/s.parquet'", "no column 'tokens' (its columns: items, user)",
+                           "set parquet_column=items"]),
+    "parquet-int-column": (lambda d: parquet(d / "s.parquet", tokens=[1, 2, 3]),
+                           ["'{d}/s.parquet'", "is int64, not list<string>", "list<string> column"]),
+    "parquet-string-column": (lambda d: parquet(d / "s.parquet", tokens=["a b", "c"], items=[["a", "b"], ["c"]]),
+                              ["'{d}/s.parquet'", "is string, not list<string>", "set parquet_column=items"]),
+    "parquet-list-of-ints": (lambda d: parquet(d / "s.parquet", tokens=[[1, 2], [3]]),
+                             ["'{d}/s.parquet'", ": int64>, not list<string>", "cast to strings"]),
+}
+
+
+def write_file(path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_corpus_fails_in_one_line_naming_the_file_and_the_fix(client, tmp_path, capfd, case):
+    make, parts = BAD[case]
+    failed_before = len(compute_failed(client))
+    out = tmp_path / "out"
+    assert train(client, out, make(tmp_path)) == 3
+    line = the_error(capfd)
+    for part in parts:
+        assert part.format(d=tmp_path) in line, line
+    assert published(out) == []
+    assert len(compute_failed(client)) == failed_before  # nor on the workers' stderr
+
+
+@pytest.mark.parametrize("case", ["blank-lines", "truncated-gz", "parquet-no-column"])
+def test_a_failed_job_leaves_the_published_model_as_it_was(client, tmp_path, capfd, publish_run, case):
+    out = tmp_path / "out"
+    publish_run(str(out), ["a", "b"], np.ones((2, 8)))
+    before, latest = published(out), (out / "LATEST").read_bytes()
+    make, parts = BAD[case]
+    assert train(client, out, make(tmp_path)) == 3
+    assert parts[1] in the_error(capfd)
+    assert published(out) == before and (out / "LATEST").read_bytes() == latest
+
+
+# ---------------------------------------------------------------- unusual input that trains
+
+
+def test_invalid_utf8_bytes_become_replacement_characters(client, tmp_path, capfd):
+    """One bad byte in a 100 GB crawl must not fail a job: invalid UTF-8 is replaced by U+FFFD
+    (as Python's errors="replace" does), the words around it are kept."""
+    import nsdist
+
+    corpus = write_file(tmp_path / "c.txt", b"caf\xe9 ok \xff\xfe ok\n" * 20 + b"ok fine\n")
+    out = tmp_path / "out"
+    assert train(client, out, corpus) == 0
+    _, err = capfd.readouterr()
+    assert "error" not in err
+    emb = nsdist.load(str(out))
+    assert dict(zip(emb.vocab, emb.counts.tolist())) == {"ok": 41, "caf\ufffd": 20, "\ufffd\ufffd": 20, "fine": 1}
+
+
+def test_a_50_mb_line_trains(client, tmp_path, capfd):
+    """One sentence of 5.8 million words: read in pieces by the one block where it starts (the
+    file's other 12 blocks find no line start and read only themselves), trained in chunks of
+    max_sentence_length words."""
+    import json
+
+    path = tmp_path / "line.txt"
+    tokens = one_line(path)
+    out = tmp_path / "out"
+    assert train(client, out, str(path), settings=["sample=1e-5", "window=2", "negative=2"]) == 0
+    run = capfd.readouterr().out.strip().splitlines()[-1]
+    corpus = json.loads((Path(run) / "manifest.json").read_text())["corpus"]
+    assert (corpus["blocks"], corpus["sentences"], corpus["raw_tokens"], corpus["vocab_size"]) == (13, 1, tokens, 1000)
