@@ -40,8 +40,8 @@ from .errors import ConfigError, DataError, Interrupted
 from .memory import release_memory
 from .merge import shard_rates
 from .model import Model, check_finite, init_model, make_tables
-from .outputs import (claim_run, new_run_id, publish, read_manifest, read_npy, resolve_run, run_url, write_file,
-                      write_run_files)
+from .outputs import (claim_run, new_run_id, publish, read_manifest, read_npy, read_vocab, resolve_run, run_url,
+                      write_file, write_run_files)
 from .plan import SHARD_PLAN
 from .vocab import Vocab
 
@@ -105,8 +105,7 @@ class TrainResult:
 def _warm_rows(vocab: Vocab, parent: str, storage_options) -> tuple[np.ndarray, np.ndarray, dict]:
     """Which of this vocabulary's words the published ``parent`` knows (mask), their rows there,
     and the counts of known, new and dropped words."""
-    old_words = pa.array([line.rstrip("\n").rpartition("\t")[0]
-                          for line in storage.lines(storage.join(parent, "vocab.tsv"), storage_options)])
+    old_words = pa.array(read_vocab(parent, storage_options)[0], pa.string())
     old_ids = pc.index_in(vocab.words, value_set=pc.cast(old_words, vocab.words.type))
     known = pc.is_valid(old_ids).to_numpy(zero_copy_only=False)
     stats = {"known_words": int(known.sum()), "new_words": int((~known).sum()),

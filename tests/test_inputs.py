@@ -174,13 +174,13 @@ def test_an_nsdist_error_raised_outside_nsdist_keeps_its_record():
 TEXT = "the cat sat on the mat\nthe dog sat on the log\n" * 50
 
 
-def train(client, out, *corpus: str, settings=()) -> int:
+def train(client, out, *corpus: str, settings=(), args=()) -> int:
     """``nsdist train`` on the shared cluster (``main``, in this process)."""
     from nsdist.cli import main
 
     argv = ["train", *(a for c in corpus for a in ("--corpus", c)), "--out", str(out),
             "--scheduler", client.scheduler.address, "--set", "min_count=1", "--set", "dim=8",
-            "--set", "epochs=1"]
+            "--set", "epochs=1", *args]
     for s in settings:
         argv += ["--set", s]
     return main(argv)
@@ -314,3 +314,65 @@ def test_a_50_mb_line_trains(client, tmp_path, capfd):
     run = capfd.readouterr().out.strip().splitlines()[-1]
     corpus = json.loads((Path(run) / "manifest.json").read_text())["corpus"]
     assert (corpus["blocks"], corpus["sentences"], corpus["raw_tokens"], corpus["vocab_size"]) == (13, 1, tokens, 1000)
+
+
+# Parquet tokens are data: item ids, phrases, anything but null.
+ODD_WORDS = ["new york", "tab\there", "line\nbreak", "cr\rlf", " lead", "trail ", "nb\u00a0sp", "\u3000",
+             "%d", "%", "50%", "a%20b", "\u00e9t\u00e9", "plain"]
+
+
+def test_parquet_words_with_whitespace_are_escaped_in_the_text_formats_and_read_back(client, tmp_path, capfd):
+    import json
+
+    import pyarrow.parquet as pq
+    from gensim.models import KeyedVectors
+
+    import nsdist
+    from nsdist.outputs import escape_word, unescape_word
+
+    sessions = [ODD_WORDS[i:] + ODD_WORDS[:i] for i in range(len(ODD_WORDS))] * 3
+    corpus = parquet(tmp_path / "sessions.parquet", tokens=sessions)
+    out = tmp_path / "out"
+    assert train(client, out, corpus) == 0
+    run = Path(capfd.readouterr().out.strip().splitlines()[-1])
+    emb = nsdist.load(str(out))
+    assert sorted(emb.vocab) == sorted(ODD_WORDS) and emb.counts.tolist() == [3 * len(ODD_WORDS)] * len(ODD_WORDS)
+    assert json.loads((run / "manifest.json").read_text())["word_escape"] == "percent"
+    assert pq.read_table(run / "vectors.parquet", columns=["word"])["word"].to_pylist() == emb.vocab  # as they are
+
+    written = [escape_word(w) for w in emb.vocab]
+    assert not any(c.isspace() for w in written for c in w) and "50%" in written and "%25d" in written
+    assert (run / "vocab.tsv").read_text(encoding="utf-8").splitlines() == [f"{w}\t{c}" for w, c in
+                                                                            zip(written, emb.counts)]
+    text = KeyedVectors.load_word2vec_format(str(run / "vectors.txt"))
+    binary = KeyedVectors.load_word2vec_format(str(run / "vectors.bin"), binary=True)
+    assert text.index_to_key == binary.index_to_key == written
+    assert [unescape_word(w) for w in text.index_to_key] == emb.vocab
+    assert np.array_equal(binary.vectors, emb.vectors) and np.array_equal(text.vectors, emb.vectors)
+
+    # A warm start reads the words back from vocab.tsv: all of them are known.
+    assert train(client, out, corpus, args=["--init-from", str(out)]) == 0
+    warm = nsdist.load(str(out))
+    assert warm.manifest["parent"]["known_words"] == len(ODD_WORDS) and warm.manifest["parent"]["new_words"] == 0
+    assert warm.vocab == emb.vocab and warm.manifest["run_id"] != emb.manifest["run_id"]
+
+
+def test_runs_published_before_word_escape_read_their_words_as_they_are(tmp_path, publish_run):
+    import json
+
+    import nsdist
+    from nsdist.errors import DataError
+
+    out = tmp_path / "out"
+    run_id = publish_run(str(out), ["%d", "%61b", "x"], np.ones((3, 2)))
+    manifest_path = out / "runs" / run_id / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert nsdist.load(str(out)).vocab == ["%d", "%61b", "x"]  # written escaped, read back
+    raw = b"%d\t3\n%61b\t2\nx\t1\n"  # the words as they are, as nsdist wrote them before word_escape
+    (out / "runs" / run_id / "vocab.tsv").write_bytes(raw)
+    manifest["files"]["vocab.tsv"]["size"] = len(raw)
+    manifest_path.write_text(json.dumps({k: v for k, v in manifest.items() if k != "word_escape"}))
+    assert nsdist.load(str(out)).vocab == ["%d", "%61b", "x"]
+    manifest_path.write_text(json.dumps({**manifest, "word_escape": "base64"}))
+    with pytest.raises(DataError, match="escapes its words as 'base64'.*upgrade nsdist"):
+        nsdist.load(str(out))
