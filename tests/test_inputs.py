@@ -4,18 +4,35 @@ whitespace train."""
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import json
+import logging
+import operator
 import subprocess
 import sys
 import textwrap
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from distributed.core import error_message
+from gensim.models import KeyedVectors
 
+import nsdist
+import nsdist.corpus
 from nsdist import storage
-from nsdist.corpus import Block, iter_tokens, read_tokens
+from nsdist.cli import main
+from nsdist.cluster import setup_workers
+from nsdist.cluster.plugin import QuietExpectedErrors
+from nsdist.corpus import Block, iter_tokens, join_pieces, read_tokens
 from nsdist.counts import scan
+from nsdist.errors import DataError
+from nsdist.noise import noise_table
+from nsdist.outputs import escape_word, unescape_word
 
 # ---------------------------------------------------------------- long lines
 
@@ -38,8 +55,6 @@ def test_long_lines_come_in_pieces_and_stay_one_sentence(write, chunk_bytes):
     if chunk_bytes == 64:
         assert sum(open_line for _, open_line in pieces) > 10
     assert read_tokens(Block(path)).to_pylist() == expected
-    from nsdist.corpus import join_pieces
-
     assert join_pieces(pieces).to_pylist() == expected
     scanned = scan(pieces)
     got = [[scanned.words[int(i)].as_py() for i in scanned.ids[a:b]]
@@ -115,15 +130,6 @@ def compute_failed(client, key_part: str = "") -> list[str]:
 def test_workers_log_no_compute_failed_block_for_nsdist_errors(client, tmp_path):
     """A task that raises an nsdist error in nsdist's code fails with one line on the client and
     nothing in the workers' log; any other exception keeps Dask's record and traceback."""
-    import operator
-    import uuid
-
-    import pyarrow.parquet as pq
-
-    from nsdist.cluster import setup_workers
-    from nsdist.errors import DataError
-    from nsdist.noise import noise_table
-
     setup_workers(client)
     path = str(tmp_path / "s.parquet")
     pq.write_table(pa.table({"items": [["a"]]}), path)
@@ -143,12 +149,6 @@ def test_workers_log_no_compute_failed_block_for_nsdist_errors(client, tmp_path)
 
 def test_an_nsdist_error_raised_outside_nsdist_keeps_its_record():
     """The filter reads the record's text: the exception's class and its traceback's last frame."""
-    import logging
-
-    from distributed.core import error_message
-
-    from nsdist.cluster.plugin import QuietExpectedErrors
-    from nsdist.errors import DataError
 
     def record(exc_text: str, traceback: str) -> logging.LogRecord:
         return logging.LogRecord("distributed.worker", logging.ERROR, __file__, 1,
@@ -161,8 +161,6 @@ def test_an_nsdist_error_raised_outside_nsdist_keeps_its_record():
         here = error_message(e)
     quiet = QuietExpectedErrors()
     assert quiet.filter(record(here["exception_text"], here["traceback_text"]))
-    import nsdist.corpus
-
     nsdist_frame = f'  File "{nsdist.corpus.__file__}", line 9, in iter_tokens\n    raise DataError(...)\n'
     assert not quiet.filter(record(here["exception_text"], nsdist_frame))
     assert quiet.filter(record("ValueError('x')", nsdist_frame))
@@ -176,8 +174,6 @@ TEXT = "the cat sat on the mat\nthe dog sat on the log\n" * 50
 
 def train(client, out, *corpus: str, settings=(), args=()) -> int:
     """``nsdist train`` on the shared cluster (``main``, in this process)."""
-    from nsdist.cli import main
-
     argv = ["train", *(a for c in corpus for a in ("--corpus", c)), "--out", str(out),
             "--scheduler", client.scheduler.address, "--set", "min_count=1", "--set", "dim=8",
             "--set", "epochs=1", *args]
@@ -202,8 +198,6 @@ def published(out) -> list:
 
 
 def parquet(path, **columns) -> str:
-    import pyarrow.parquet as pq
-
     pq.write_table(pa.table(columns), path)
     return str(path)
 
@@ -214,18 +208,12 @@ def damaged(data: bytes) -> bytes:
     return data[:mid] + bytes(64) + data[mid + 64:]
 
 
-def _gz(text: str) -> bytes:
-    import gzip
-
-    return gzip.compress(text.encode())
-
-
-def _bz2(text: str) -> bytes:
-    import bz2
-
-    return bz2.compress(text.encode())
+def write_file(path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
 
 
+GZ = gzip.compress(TEXT.encode() * 20)
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + np.random.default_rng(0).bytes(4000)
 
 # name: (corpus under tmp_path, parts of the error line: the file, the problem, the fix)
@@ -237,9 +225,9 @@ BAD = {
                     ["'{d}/blank.txt'", "only blank lines", "--corpus names the right files"]),
     "binary": (lambda d: write_file(d / "image.txt", PNG),
                ["'{d}/image.txt'", "is not text", "convert it to UTF-8 text or remove it from --corpus"]),
-    "truncated-gz": (lambda d: write_file(d / "c.txt.gz", _gz(TEXT * 20)[:len(_gz(TEXT * 20)) // 2]),
+    "truncated-gz": (lambda d: write_file(d / "c.txt.gz", GZ[:len(GZ) // 2]),
                      ["'{d}/c.txt.gz'", "truncated or corrupt (gzip", "re-upload it or remove it from --corpus"]),
-    "corrupt-bz2": (lambda d: write_file(d / "c.txt.bz2", damaged(_bz2(TEXT * 20))),
+    "corrupt-bz2": (lambda d: write_file(d / "c.txt.bz2", damaged(bz2.compress(TEXT.encode() * 20))),
                     ["'{d}/c.txt.bz2'", "truncated or corrupt (bz2", "re-upload it or remove it from --corpus"]),
     "not-parquet": (lambda d: write_file(d / "c.parquet", TEXT.encode()),
                     ["'{d}/c.parquet'", "not a readable Parquet file", "re-upload it or remove it from --corpus"]),
@@ -253,11 +241,6 @@ BAD = {
     "parquet-list-of-ints": (lambda d: parquet(d / "s.parquet", tokens=[[1, 2], [3]]),
                              ["'{d}/s.parquet'", ": int64>, not list<string>", "cast to strings"]),
 }
-
-
-def write_file(path, data: bytes) -> str:
-    path.write_bytes(data)
-    return str(path)
 
 
 @pytest.mark.parametrize("case", BAD)
@@ -290,8 +273,6 @@ def test_a_failed_job_leaves_the_published_model_as_it_was(client, tmp_path, cap
 def test_invalid_utf8_bytes_become_replacement_characters(client, tmp_path, capfd):
     """One bad byte in a 100 GB crawl must not fail a job: invalid UTF-8 is replaced by U+FFFD
     (as Python's errors="replace" does), the words around it are kept."""
-    import nsdist
-
     corpus = write_file(tmp_path / "c.txt", b"caf\xe9 ok \xff\xfe ok\n" * 20 + b"ok fine\n")
     out = tmp_path / "out"
     assert train(client, out, corpus) == 0
@@ -305,8 +286,6 @@ def test_a_50_mb_line_trains(client, tmp_path, capfd):
     """One sentence of 5.8 million words: read in pieces by the one block where it starts (the
     file's other 12 blocks find no line start and read only themselves), trained in chunks of
     max_sentence_length words."""
-    import json
-
     path = tmp_path / "line.txt"
     tokens = one_line(path)
     out = tmp_path / "out"
@@ -322,14 +301,8 @@ ODD_WORDS = ["new york", "tab\there", "line\nbreak", "cr\rlf", " lead", "trail "
 
 
 def test_parquet_words_with_whitespace_are_escaped_in_the_text_formats_and_read_back(client, tmp_path, capfd):
-    import json
-
-    import pyarrow.parquet as pq
-    from gensim.models import KeyedVectors
-
-    import nsdist
-    from nsdist.outputs import escape_word, unescape_word
-
+    """vectors.txt, vectors.bin and vocab.tsv split on whitespace: such words are escaped there
+    (README, Outputs) and read back exactly by load and warm starts; gensim reads both formats."""
     sessions = [ODD_WORDS[i:] + ODD_WORDS[:i] for i in range(len(ODD_WORDS))] * 3
     corpus = parquet(tmp_path / "sessions.parquet", tokens=sessions)
     out = tmp_path / "out"
@@ -353,16 +326,12 @@ def test_parquet_words_with_whitespace_are_escaped_in_the_text_formats_and_read_
     # A warm start reads the words back from vocab.tsv: all of them are known.
     assert train(client, out, corpus, args=["--init-from", str(out)]) == 0
     warm = nsdist.load(str(out))
-    assert warm.manifest["parent"]["known_words"] == len(ODD_WORDS) and warm.manifest["parent"]["new_words"] == 0
+    parent = warm.manifest["parent"]
+    assert (parent["known_words"], parent["new_words"], parent["dropped_words"]) == (len(ODD_WORDS), 0, 0)
     assert warm.vocab == emb.vocab and warm.manifest["run_id"] != emb.manifest["run_id"]
 
 
 def test_runs_published_before_word_escape_read_their_words_as_they_are(tmp_path, publish_run):
-    import json
-
-    import nsdist
-    from nsdist.errors import DataError
-
     out = tmp_path / "out"
     run_id = publish_run(str(out), ["%d", "%61b", "x"], np.ones((3, 2)))
     manifest_path = out / "runs" / run_id / "manifest.json"
