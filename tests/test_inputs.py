@@ -267,6 +267,27 @@ def test_a_failed_job_leaves_the_published_model_as_it_was(client, tmp_path, cap
     assert published(out) == before and (out / "LATEST").read_bytes() == latest
 
 
+def test_a_corrupt_compressed_file_on_s3_is_named_by_its_url(s3):
+    url = s3.url("crawl", "c.txt.gz")
+    storage.write_bytes(url, GZ[:len(GZ) // 2], s3.storage_options)
+    with pytest.raises(DataError, match=r"^corpus file 's3://nsdist-test/crawl/c.txt.gz' is truncated or corrupt"):
+        read_tokens(Block(url), s3.storage_options)
+
+
+def test_a_failing_read_under_a_decompressor_keeps_its_own_error(s3):
+    """Only what the decompressor rejects is corrupt data: an error of the storage itself (the
+    object deleted while it is read, in 64 KiB reads) stays the storage's error."""
+    url = s3.url("c.txt.gz")
+    text = " ".join(f"w{i}" for i in np.random.default_rng(0).integers(0, 10**6, 200_000)) + "\n"
+    storage.write_bytes(url, gzip.compress(text.encode()), s3.storage_options)
+    options = {**s3.storage_options, "default_block_size": 2**16}
+    pieces = iter_tokens(Block(url), options)
+    next(pieces)
+    s3.boto().delete_object(Bucket=s3.bucket, Key="c.txt.gz")
+    with pytest.raises(FileNotFoundError):
+        list(pieces)
+
+
 # ---------------------------------------------------------------- unusual input that trains
 
 
