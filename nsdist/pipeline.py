@@ -224,7 +224,8 @@ def _some(files: list[tuple[str, int]], storage_options, n: int = 3) -> str:
 def _check_words(summary: dict, files: list[tuple[str, int]], storage_options) -> None:
     if summary["raw_tokens"] == 0:
         raise DataError(f"the corpus has no words: {_some(files, storage_options)} "
-                        f"{'holds' if len(files) == 1 else 'hold'} only blank lines or whitespace; "
+                        f"{'holds' if len(files) == 1 else 'hold'} only blank lines or whitespace (Parquet: empty "
+                        "or null token lists); "
                         "check that --corpus names the right files")
 
 

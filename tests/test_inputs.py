@@ -238,6 +238,8 @@ BAD = {
                            ["'{d}/s.parquet'", "is int64, not list<string>", "list<string> column"]),
     "parquet-string-column": (lambda d: parquet(d / "s.parquet", tokens=["a b", "c"], items=[["a", "b"], ["c"]]),
                               ["'{d}/s.parquet'", "is string, not list<string>", "set parquet_column=items"]),
+    "parquet-no-tokens": (lambda d: parquet(d / "s.parquet", tokens=pa.array([[], None, [None]], pa.list_(pa.string()))),
+                          ["'{d}/s.parquet'", "empty or null token lists", "--corpus names the right files"]),
     "parquet-list-of-ints": (lambda d: parquet(d / "s.parquet", tokens=[[1, 2], [3]]),
                              ["'{d}/s.parquet'", ": int64>, not list<string>", "cast to strings"]),
 }
