@@ -34,19 +34,64 @@ def _is_parquet(url: str) -> bool:
     return url.endswith((".parquet", ".parq", ".pq"))
 
 
-def plan_blocks(urls, storage_options=None, blocksize: int = 4 * 2**20) -> list[Block]:
-    """Expand URLs/globs into blocks of about ``blocksize`` bytes (client side, metadata only)."""
+def plan_blocks(urls, storage_options=None, blocksize: int = 4 * 2**20, column: str | None = None) -> list[Block]:
+    """Expand URLs/globs into blocks of about ``blocksize`` bytes (client side, metadata only).
+    With ``column``, each Parquet file's schema is checked for it (``check_column``)."""
     blocks = []
     for url, size in storage.expand(urls, storage_options):
         if _is_parquet(url):
-            with storage.open_read(url, storage_options) as f:
-                groups = pq.ParquetFile(f).metadata.num_row_groups
+            groups = _row_groups(url, storage_options, column)
             blocks += [Block(url, i, None, parquet=True) for i in range(groups)]
         elif storage.compression_of(url) is not None or size <= blocksize:
             blocks.append(Block(url, 0, None))
         else:
             blocks += [Block(url, off, min(blocksize, size - off)) for off in range(0, size, blocksize)]
     return blocks
+
+
+def _row_groups(url: str, storage_options, column: str | None) -> int:
+    """A Parquet file's row groups, read from its footer; DataError if it is no Parquet file or
+    has no usable ``column``."""
+    with storage.open_read(url, storage_options) as f:
+        pf = _parquet_file(f, url, storage_options)
+        if column is not None:
+            check_column(pf.schema_arrow, column, storage.scrub(url, storage_options))
+        return pf.metadata.num_row_groups
+
+
+def _parquet_file(f, url: str, storage_options) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(f)
+    except pa.ArrowInvalid as e:
+        raise DataError(storage.scrub(
+            f"corpus file {url!r} is not a readable Parquet file ({e}); re-upload it or remove it from --corpus "
+            "(a text corpus must not be named .parquet, .parq or .pq)", storage_options)) from None
+
+
+def _token_lists(t: pa.DataType) -> bool:
+    return (pa.types.is_list(t) or pa.types.is_large_list(t)) and (
+        pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type))
+
+
+def check_column(schema: pa.Schema, column: str, url: str) -> None:
+    """DataError unless ``column`` of a Parquet corpus holds lists of strings; the message
+    suggests a column of this file that does.
+
+    >>> check_column(pa.schema([("items", pa.list_(pa.string()))]), "tokens", "s.parquet")
+    Traceback (most recent call last):
+    ...
+    nsdist.errors.DataError: Parquet corpus 's.parquet' has no column 'tokens' (its columns: items); set parquet_column=items
+    """
+    usable = [f.name for f in schema if _token_lists(f.type)]
+    if column in schema.names and _token_lists(schema.field(column).type):
+        return
+    if column not in schema.names:
+        problem = f"Parquet corpus {url!r} has no column {column!r} (its columns: {', '.join(schema.names)})"
+    else:
+        problem = f"Parquet column {column!r} of {url!r} is {schema.field(column).type}, not list<string>"
+    fix = (f"set parquet_column={usable[0]}" if usable and usable[0] != column
+           else "write the tokens as a list<string> column (e.g. item ids cast to strings) and set parquet_column")
+    raise DataError(f"{problem}; {fix}")
 
 
 # Text is read and tokenized in pieces of about this size: a piece's tokens, offsets and hash
@@ -78,7 +123,8 @@ def iter_tokenize(data: bytes, lowercase: bool = False, chunk_bytes: int = CHUNK
 
 
 def _piece_tokens(piece: bytes, lowercase: bool, final: bool) -> pa.LargeListArray:
-    """Token lists of a piece of whole lines (``final``: the last piece of a block)."""
+    """Token lists of a piece of whole lines (``final``: its last line has no newline, at the
+    end of a block or where a long line goes on in the next piece)."""
     return _ascii_tokens(piece, lowercase, final) if _ascii(piece) else _ascii_tokens(_utf8(piece, lowercase), False, final)
 
 
@@ -196,28 +242,61 @@ def _lower_lists(tokens: pa.ListArray) -> pa.ListArray:
 def read_tokens(block: Block, storage_options=None, lowercase: bool = False, column: str = "tokens") -> pa.ListArray:
     """Read one block and return one token list per sentence."""
     pieces = list(iter_tokens(block, storage_options, lowercase, column))
-    return pieces[0] if len(pieces) == 1 else pa.concat_arrays(pieces)
+    return pieces[0][0] if len(pieces) == 1 else join_pieces(pieces)
 
 
 def iter_tokens(block: Block, storage_options=None, lowercase: bool = False, column: str = "tokens",
                 chunk_bytes: int = CHUNK_BYTES):
-    """``read_tokens`` in pieces of whole sentences (text: about ``chunk_bytes`` each)."""
+    """``read_tokens`` in pieces (text: about ``chunk_bytes`` each): (token lists, open), where
+    ``open`` says that the last list goes on in the next piece. A line longer than a piece
+    comes in several, cut between words, so no line is ever held whole: one sentence, however
+    long, costs a worker its token ids, not a copy of its text (``counts.scan`` joins them)."""
     if not block.parquet:  # streamed: never the whole block (or compressed file) in memory
-        for piece, final in storage.iter_block(block.url, block.offset, block.length, storage_options, chunk_bytes):
-            yield _piece_tokens(piece, lowercase, final)
+        seen = 0 if block.offset == 0 else _BINARY_PROBE
+        for piece, final in storage.iter_block(block.url, block.offset, block.length, storage_options, chunk_bytes,
+                                               max_line=chunk_bytes):
+            if seen < _BINARY_PROBE:
+                _check_text(piece[:_BINARY_PROBE - seen], block.url, storage_options)
+                seen += len(piece)
+            open_line = not final and not piece.endswith(b"\n")
+            yield _piece_tokens(piece, lowercase, final or open_line), open_line
         return
+    url = storage.scrub(block.url, storage_options)
     with storage.open_read(block.url, storage_options) as f:
-        pf = pq.ParquetFile(f)
-        if column not in pf.schema_arrow.names:
-            raise DataError(
-                f"Parquet corpus {block.url!r} has no column {column!r} (columns: "
-                f"{', '.join(pf.schema_arrow.names)}); set parquet_column"
-            )
+        pf = _parquet_file(f, block.url, storage_options)
+        check_column(pf.schema_arrow, column, url)  # planning checked it too, unless the file changed since
         arr = pf.read_row_group(block.offset, columns=[column]).column(0).combine_chunks()
-    if not (pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type)) or not (
-        pa.types.is_string(arr.type.value_type) or pa.types.is_large_string(arr.type.value_type)
-    ):
-        raise DataError(f"Parquet column {column!r} of {block.url!r} must be list<string>, got {arr.type}")
     arr = drop_null_tokens(arr)
     arr = _lower_lists(arr) if lowercase else arr
-    yield arr
+    yield arr, False
+
+
+# A NUL byte in a file's first 8000 bytes makes it binary, as git and grep decide: text never
+# has one. Invalid UTF-8 alone does not (it is replaced; see ``_utf8``).
+_BINARY_PROBE = 8000
+
+
+def _check_text(start: bytes, url: str, storage_options) -> None:
+    if b"\0" in start:
+        raise DataError(storage.scrub(
+            f"corpus file {url!r} is not text: it has a NUL byte in its first {_BINARY_PROBE} bytes (binary "
+            "data, or UTF-16 text); convert it to UTF-8 text or remove it from --corpus", storage_options))
+
+
+def join_pieces(pieces) -> pa.ListArray:
+    """One token list per sentence from ``iter_tokens``' pieces (an open piece's last list and
+    the next piece's first list are one sentence).
+
+    >>> join_pieces([(pa.array([["a"], ["b"]]), True), (pa.array([["c"], []]), False)]).to_pylist()
+    [['a'], ['b', 'c'], []]
+    """
+    tokens, lengths, carry = [], [], 0
+    for piece, open_line in pieces:
+        n = pc.list_value_length(piece).to_numpy(zero_copy_only=False).astype(np.int64)
+        n[:1] += carry
+        carry = n[-1] if open_line else 0
+        lengths.append(n[:-1] if open_line else n)
+        tokens.append(pc.cast(pc.list_flatten(piece), pa.large_string()))
+    offsets = np.zeros(sum(map(len, lengths)) + 1, np.int64)
+    np.cumsum(np.concatenate(lengths), out=offsets[1:])
+    return pa.LargeListArray.from_arrays(pa.array(offsets), pa.concat_arrays(tokens))

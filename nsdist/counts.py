@@ -51,12 +51,16 @@ _UINT16 = 2**16 - 1  # the largest distinct-word count whose indices fit in uint
 
 
 def scan(pieces) -> Scanned:
-    """Scan token lists (an iterable of pieces, e.g. ``corpus.iter_tokens``) in one pass.
+    """Scan token lists in one pass: an iterable of pieces, each token lists or, as
+    ``corpus.iter_tokens`` gives them, (token lists, open) pairs where ``open`` says that the
+    last list goes on in the next piece (one sentence cut between words).
 
     >>> import pyarrow as pa
     >>> s = scan([pa.array([["b", "a"], []]), pa.array([["a", "c", "a"]])])
     >>> s.words.to_pylist(), s.counts.tolist(), s.ids.tolist(), s.offsets.tolist()
     (['b', 'a', 'c'], [1, 3, 1], [0, 1, 1, 2, 1], [0, 2, 5])
+    >>> scan([(pa.array([["b"], ["a"]]), True), (pa.array([["c"]]), False)]).offsets.tolist()
+    [0, 1, 3]
     """
     # Each piece's indices go straight into one growing buffer (amortised doubling; its untouched
     # tail is never resident): keeping them as per-piece arrays until the end cost their size
@@ -65,10 +69,14 @@ def scan(pieces) -> Scanned:
     # wait for the vocabulary, and their ids are most of what a worker holds until then.
     ids = np.empty(1 << 20, np.uint16)
     sizes, dictionaries, lengths = [], [], [np.zeros(1, np.int64)]
-    pos = 0
-    for tokens in pieces:
+    pos = carry = 0  # carry: tokens of an open sentence in the pieces before
+    for item in pieces:
+        tokens, open_line = item if isinstance(item, tuple) else (item, False)
         tokens = drop_null_tokens(tokens)
-        n = pc.list_value_length(tokens).to_numpy(zero_copy_only=False)
+        n = pc.list_value_length(tokens).to_numpy(zero_copy_only=False).astype(np.int64)
+        n[:1] += carry
+        carry = n[-1] if open_line else 0
+        n = n[:-1] if open_line else n
         lengths.append(n[n > 0])
         encoded = pc.dictionary_encode(pc.list_flatten(tokens))
         piece = encoded.indices.to_numpy()
@@ -95,7 +103,9 @@ def scan(pieces) -> Scanned:
     for size, d in zip(sizes, dictionaries):
         np.take(transpose[start:start + len(d)], ids[pos:pos + size], out=ids[pos:pos + size])  # buffered
         pos, start = pos + size, start + len(d)
-    counts = np.bincount(ids, minlength=len(words)).astype(np.int64)
+    counts = np.zeros(len(words), np.int64)
+    for start in range(0, len(ids), 1 << 20):  # bincount copies its input as intp: a piece at a time
+        counts += np.bincount(ids[start:start + (1 << 20)], minlength=len(words))
     offsets = np.cumsum(np.concatenate(lengths), dtype=np.int32 if len(ids) < 2**31 else np.int64)
     return Scanned(words, counts, ids, offsets)
 

@@ -13,6 +13,10 @@ Layout of an output URL ``<out>``::
     <out>/runs/<run_id>/report.html   a page of plots and tables (report.py), no script
     <out>/runs/<run_id>/manifest.json written last: files with sizes and sha256, config, metrics
 
+Words are data (Parquet tokens may be item ids or phrases with spaces): vectors.parquet holds
+them as they are; vectors.txt, vectors.bin and vocab.tsv, which split on whitespace, hold them
+escaped (``escape_word``), as the manifest's ``word_escape`` says.
+
 Readers follow LATEST -> manifest and never list a prefix (S3 listings are not a commit
 point). Every JSON format carries ``format`` and ``version``, checked on load. Nothing read
 here is ever unpickled.
@@ -31,6 +35,7 @@ import os
 import re
 import secrets
 import socket
+import urllib.parse
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -44,6 +49,7 @@ from .errors import ConfigError, DataError
 
 MANIFEST_FORMAT, MANIFEST_VERSION = "nsdist-manifest", 1
 LATEST_FORMAT, LATEST_VERSION = "nsdist-latest", 1
+WORD_ESCAPE = "percent"  # the manifest's name for escape_word's scheme
 
 _RUN_ID = re.compile(r"^(\d{8}T\d{6}Z)-[0-9a-f]+$")
 _SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -81,6 +87,39 @@ def _write(url: str, storage_options, fill) -> dict:
         w = _HashingWriter(f)
         fill(w)
     return {"size": w.size, "sha256": w.sha.hexdigest()}
+
+
+_NEEDS_ESCAPE = re.compile(r"\s|\A%")
+_ESCAPED_CHAR = re.compile(r"[%\s]")
+
+
+def escape_word(word: str) -> str:
+    """A word as vectors.txt, vectors.bin and vocab.tsv write it. Those formats split on
+    whitespace, which Parquet tokens may hold: a word with whitespace, or one that starts with
+    '%', is written with its first character, every '%' and every whitespace character
+    percent-encoded (their UTF-8 bytes), so a written word is escaped exactly when it starts
+    with '%'. Every other word (every word of a text corpus, whose tokenizer splits on
+    whitespace) is written as it is.
+
+    >>> escape_word("new york"), escape_word("a\\tb"), escape_word("%d"), escape_word("50%")
+    ('%6Eew%20york', '%61%09b', '%25d', '50%')
+    """
+    if not _NEEDS_ESCAPE.search(word):
+        return word
+    return _percent(word[0]) + _ESCAPED_CHAR.sub(lambda m: _percent(m.group()), word[1:])
+
+
+def _percent(chars: str) -> str:
+    return "".join(f"%{b:02X}" for b in chars.encode())
+
+
+def unescape_word(written: str) -> str:
+    """The word that ``escape_word`` wrote.
+
+    >>> [unescape_word(escape_word(w)) for w in ["new york", "%d", "50%", "a%20b", " ", "\\u00a0"]]
+    ['new york', '%d', '50%', 'a%20b', ' ', '\\xa0']
+    """
+    return urllib.parse.unquote(written) if written.startswith("%") else written
 
 
 def _word2vec_text(words: Sequence[str], vectors: np.ndarray):
@@ -155,14 +194,14 @@ def _vocab_tsv(words: Sequence[str], counts: np.ndarray):
 def write_run_files(url: str, words: pa.Array, counts: np.ndarray, win: np.ndarray, wout: np.ndarray,
                     storage_options=None) -> dict:
     """Write every data file of a run (runs on a worker); return {name: {size, sha256}}."""
-    pylist = words.to_pylist()
+    written = [escape_word(w) for w in words.to_pylist()]  # the words themselves where unchanged
     writers = {
-        "vectors.txt": _word2vec_text(pylist, win),
-        "vectors.bin": _word2vec_binary(pylist, win),
+        "vectors.txt": _word2vec_text(written, win),
+        "vectors.bin": _word2vec_binary(written, win),
         "vectors.npy": _npy(win),
         "context.npy": _npy(wout),
         "vectors.parquet": _parquet(words, counts, win),
-        "vocab.tsv": _vocab_tsv(pylist, counts),
+        "vocab.tsv": _vocab_tsv(written, counts),
     }
     return {name: _write(storage.join(url, name), storage_options, fill) for name, fill in writers.items()}
 
@@ -191,7 +230,8 @@ def publish(out: str, run_id: str, manifest: dict, storage_options=None) -> None
     atomic rename locally), so concurrent publishers leave it naming one of the runs, whole.
     """
     check_run_id(run_id)
-    manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "run_id": run_id, **manifest}
+    manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "run_id": run_id, "word_escape": WORD_ESCAPE,
+                **manifest}
     storage.create_exclusive(storage.join(run_url(out, run_id), "manifest.json"), storage.dump_json(manifest),
                              storage_options)
     latest = {"format": LATEST_FORMAT, "version": LATEST_VERSION, "run": run_id}
@@ -394,14 +434,26 @@ def load(url: str, storage_options=None, verify: bool = False) -> Embeddings:
     if missing:  # a file the manifest does not vouch for is neither size- nor checksum-checked
         raise DataError(f"run {run!r}: its manifest lists no {' or '.join(missing)}: the run is corrupt")
     vectors = read_npy(storage.join(run, "vectors.npy"), storage_options)
+    words, counts = read_vocab(run, storage_options, manifest)
+    if len(words) != len(vectors):
+        raise DataError(f"run {run!r} has {len(words)} words but {len(vectors)} vectors: the run is corrupt")
+    return Embeddings(words, counts, vectors, manifest)
+
+
+def read_vocab(run: str, storage_options=None, manifest: dict | None = None) -> tuple[list[str], np.ndarray]:
+    """A published run's words, in id order, and their counts (``vocab.tsv``, unescaped as the
+    manifest's ``word_escape`` says; runs written before it hold their words as they are)."""
+    manifest = read_manifest(run, storage_options) if manifest is None else manifest
+    escape = manifest.get("word_escape")
+    if escape not in (None, WORD_ESCAPE):
+        raise DataError(f"run {run!r} escapes its words as {escape!r}, which nsdist {__version__} cannot read; "
+                        "upgrade nsdist to read it")
     words, counts = [], []
     for line in storage.lines(storage.join(run, "vocab.tsv"), storage_options):
         word, _, count = line.rstrip("\n").rpartition("\t")
-        words.append(word)
+        words.append(unescape_word(word) if escape else word)
         counts.append(int(count))
-    if len(words) != len(vectors):
-        raise DataError(f"run {run!r} has {len(words)} words but {len(vectors)} vectors: the run is corrupt")
-    return Embeddings(words, np.array(counts, np.int64), vectors, manifest)
+    return words, np.array(counts, np.int64)
 
 
 # ---------------------------------------------------------------- listing and garbage collection

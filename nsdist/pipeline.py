@@ -41,8 +41,8 @@ from .errors import ConfigError, DataError, Interrupted
 from .memory import release_memory
 from .merge import shard_rates
 from .model import Model, check_finite, init_model, make_tables
-from .outputs import (claim_run, new_run_id, publish, read_manifest, read_npy, resolve_run, run_url, write_file,
-                      write_run_files)
+from .outputs import (claim_run, new_run_id, publish, read_manifest, read_npy, read_vocab, resolve_run, run_url,
+                      write_file, write_run_files)
 from .plan import SHARD_PLAN, sample_blocks
 from .vocab import Vocab
 
@@ -106,8 +106,7 @@ class TrainResult:
 def _warm_rows(vocab: Vocab, parent: str, storage_options) -> tuple[np.ndarray, np.ndarray, dict]:
     """Which of this vocabulary's words the published ``parent`` knows (mask), their rows there,
     and the counts of known, new and dropped words."""
-    old_words = pa.array([line.rstrip("\n").rpartition("\t")[0]
-                          for line in storage.lines(storage.join(parent, "vocab.tsv"), storage_options)])
+    old_words = pa.array(read_vocab(parent, storage_options)[0], pa.string())
     old_ids = pc.index_in(vocab.words, value_set=pc.cast(old_words, vocab.words.type))
     known = pc.is_valid(old_ids).to_numpy(zero_copy_only=False)
     stats = {"known_words": int(known.sum()), "new_words": int((~known).sum()),
@@ -152,7 +151,7 @@ def dry_run(cfg: JobConfig, client, resume: str | None = None, init_from: str | 
     shards and where they go, the model and the memory per worker against the workers' limits,
     and the rounds."""
     t, files = cfg.train, check_inputs(cfg, init_from, resume)
-    blocks = plan_blocks(cfg.corpus, cfg.storage_options, cfg.blocksize)
+    blocks = plan_blocks(cfg.corpus, cfg.storage_options, cfg.blocksize, cfg.parquet_column)
     workers, limits = cluster.workers(client), cluster.memory_limits(client)
     n_shards = t.shards or sum(cluster.threads(client).values())
     n_models = max(1, min(len(workers), n_shards))
@@ -196,6 +195,9 @@ def check_inputs(cfg: JobConfig, init_from: str | None = None, resume: str | Non
             raise ConfigError(f"--init-from {init_from} has dim {dim}, this job dim {cfg.train.dim}; "
                               f"set dim={dim} or train from scratch")
     files = storage.expand(cfg.corpus, opts)
+    if all(size == 0 for _, size in files):
+        raise DataError(f"the corpus is empty: {_some(files, opts)} {'has' if len(files) == 1 else 'have'} 0 bytes; "
+                        "check that the files were written completely, or pass another --corpus")
     if resume:
         run = resume.rstrip("/")
         run_id = run.rsplit("/", 1)[-1]
@@ -260,6 +262,20 @@ def _open_run(cfg: JobConfig, fingerprint: str, resume: str | None, init_from: s
     return _Run(run_id, url, state, parent)
 
 
+def _some(files: list[tuple[str, int]], storage_options, n: int = 3) -> str:
+    """"'a', 'b', 'c' and 2 more": the first files of a list, for a message."""
+    shown = ", ".join(repr(storage.scrub(url, storage_options)) for url, _ in files[:n])
+    return shown + (f" and {len(files) - n} more" if len(files) > n else "")
+
+
+def _check_words(summary: dict, files: list[tuple[str, int]], storage_options) -> None:
+    if summary["raw_tokens"] == 0:
+        raise DataError(f"the corpus has no words: {_some(files, storage_options)} "
+                        f"{'holds' if len(files) == 1 else 'hold'} only blank lines or whitespace (Parquet: empty "
+                        "or null token lists); "
+                        "check that --corpus names the right files")
+
+
 def _check_vocab(summary: dict, t: TrainConfig, seconds: float) -> None:
     if summary["vocab_size"] == 0:
         raise DataError(
@@ -299,9 +315,15 @@ def train(cfg: JobConfig, client, resume: str | None = None, init_from: str | No
     t_start = time.perf_counter()
     files = check_inputs(cfg, init_from, resume)
     fingerprint = _fingerprint(files)
+    # Planned before a run is claimed: a corpus that fails its checks here leaves nothing under out.
+    blocks = plan_blocks(cfg.corpus, cfg.storage_options, cfg.blocksize, cfg.parquet_column)
+    if not blocks:
+        raise DataError(f"the corpus has no rows: {_some(files, cfg.storage_options)} "
+                        f"{'has' if len(files) == 1 else 'have'} no Parquet row groups; "
+                        "check that --corpus names the right files")
     run = _open_run(cfg, fingerprint, resume, init_from)
     try:
-        return _job(cfg, client, run, files, fingerprint, t_start)
+        return _job(cfg, client, run, files, blocks, fingerprint, t_start)
     except KeyboardInterrupt:
         opts = cfg.storage_options
         saved = checkpoint.latest(run.url, opts)
@@ -311,11 +333,11 @@ def train(cfg: JobConfig, client, resume: str | None = None, init_from: str | No
                           f"nsdist train --resume {url}") from None
 
 
-def _job(cfg: JobConfig, client, run: _Run, files: list, fingerprint: str, t_start: float) -> TrainResult:
+def _job(cfg: JobConfig, client, run: _Run, files: list, blocks: list, fingerprint: str, t_start: float
+         ) -> TrainResult:
     """The job, top to bottom: count, encode, train, publish."""
     t, opts = cfg.train, cfg.storage_options
     cluster.setup_workers(client)
-    blocks = plan_blocks(cfg.corpus, opts, cfg.blocksize)
     log.info("run %s: corpus %d file(s), %d block(s), %.1f MB", run.id, len(files), len(blocks),
              sum(s for _, s in files) / 1e6, extra={"run_id": run.id, "files": len(files), "blocks": len(blocks),
                                                     "bytes": sum(s for _, s in files)})
@@ -328,6 +350,7 @@ def _job(cfg: JobConfig, client, run: _Run, files: list, fingerprint: str, t_sta
     t0 = time.perf_counter()
     vocab, summary, scanned, block_tokens = cluster.count_vocab(client, cfg, blocks, run.id, n_shards)
     count_seconds = time.perf_counter() - t0
+    _check_words(summary, files, opts)
     _check_vocab(summary, t, count_seconds)
     digest = cluster.compute(client, checkpoint.vocab_digest, vocab, key=f"digest-{run.id}")
     if run.state and run.state["vocab_sha256"] != digest:

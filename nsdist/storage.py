@@ -29,6 +29,7 @@ import time
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 import fsspec
+import fsspec.compression
 from fsspec.core import url_to_fs
 from fsspec.utils import get_protocol
 from fsspec.utils import infer_compression, read_block as _read_block
@@ -284,9 +285,9 @@ def expand(urls: list[str] | tuple[str, ...], storage_options: Options = None) -
         elif fs.exists(path):
             paths = [path]
         else:
-            raise DataError(f"corpus {url!r} does not exist; check the path or URL")
+            raise DataError(scrub(f"corpus {url!r} does not exist; check the path or URL", storage_options))
         if not paths:
-            raise DataError(f"corpus {url!r} matches no files; check the glob")
+            raise DataError(scrub(f"corpus {url!r} matches no files; check the glob", storage_options))
         for p in sorted(paths):
             info = fs.info(p)
             if info.get("type") == "file":
@@ -313,10 +314,15 @@ def read_block(url: str, offset: int, length: int | None, storage_options: Optio
 
 
 def iter_block(url: str, offset: int, length: int | None, storage_options: Options = None,
-               piece_bytes: int = 2**20) -> Iterator[tuple[bytes, bool]]:
+               piece_bytes: int = 2**20, max_line: int | None = None) -> Iterator[tuple[bytes, bool]]:
     """``read_block``'s bytes as pieces of whole lines of about ``piece_bytes``: (piece, is it the
     last). Memory stays bounded by the piece size (plus the longest line) whatever the block
     size; compressed files are decompressed as a stream. Each range read is retried on its own.
+
+    With ``max_line``, a line longer than that comes in pieces instead, each cut after a space,
+    tab, CR, VT or FF byte (never inside a word, nor inside a UTF-8 character): a piece that is
+    not the last and does not end with a newline ends inside a line that the next piece
+    continues. Memory is then bounded by ``max_line`` plus the longest word.
 
     >>> import tempfile; path = tempfile.mktemp()
     >>> _ = open(path, "wb").write(b"ab\\ncd\\nef\\ngh")
@@ -324,20 +330,63 @@ def iter_block(url: str, offset: int, length: int | None, storage_options: Optio
     ([(b'cd\\n', False), (b'ef\\n', True)], b'cd\\nef\\n')
     """
     if length is None:
-        with fsspec.open(url, "rb", compression=compression_of(url), **dict(storage_options or {})) as f:
-            yield from _whole_lines(iter(lambda: f.read(piece_bytes), b""), None)
+        yield from _whole_file(url, storage_options, piece_bytes, max_line)
         return
     fs, path = filesystem(url, storage_options)
     end = _size(fs, path)
     start = 0
     if offset > 0:  # the first line starting after the first newline at or after offset
-        found = (p + c.find(b"\n") + 1 for p, c in _ranges(fs, path, offset, end, 2**16) if b"\n" in c)
+        # Only inside the block: a newline past it would start no line of this block, and a
+        # search to the end of the file would read a one-line file once per block.
+        within = _ranges(fs, path, offset, min(end, offset + length), 2**16)
+        found = (p + c.find(b"\n") + 1 for p, c in within if b"\n" in c)
         start = next(found, None)
         if start is None or start > offset + length:  # no line starts in the block
             yield b"", True
             return
     # The block ends after the first newline at or after offset + length (or at the end).
-    yield from _whole_lines((c for _, c in _ranges(fs, path, start, end, piece_bytes)), offset + length - start)
+    yield from _whole_lines((c for _, c in _ranges(fs, path, start, end, piece_bytes)), offset + length - start,
+                            max_line)
+
+
+class _Source:
+    """A raw stream that remembers whether a read of its own failed: a decompressor's error is
+    then told apart from the storage's (which keeps its type: missing, denied, unreachable)."""
+
+    def __init__(self, f):
+        self.f, self.failed = f, False
+
+    def read(self, n=-1):
+        try:
+            return self.f.read(n)
+        except BaseException:
+            self.failed = True
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def _whole_file(url: str, storage_options: Options, piece_bytes: int, max_line: int | None):
+    """``iter_block`` of a whole file, decompressed as a stream if its name says so. Data the
+    decompressor cannot read is a DataError naming the file: retrying cannot help."""
+    compression = compression_of(url)
+    fs, path = filesystem(url, storage_options)
+    with fs.open(path, "rb") as raw:
+        if compression is None:
+            yield from _whole_lines(iter(lambda: raw.read(piece_bytes), b""), None, max_line)
+            return
+        source = _Source(raw)
+        try:
+            with fsspec.compression.compr[compression](source, mode="rb") as f:
+                yield from _whole_lines(iter(lambda: f.read(piece_bytes), b""), None, max_line)
+        except MemoryError:
+            raise
+        except Exception as e:
+            if source.failed:
+                raise
+            raise DataError(scrub(f"corpus file {url!r} is truncated or corrupt ({compression}: {_short(e)}); "
+                                  "re-upload it or remove it from --corpus", storage_options)) from None
 
 
 def _ranges(fs, path: str, pos: int, end: int, n: int) -> Iterator[tuple[int, bytes]]:
@@ -360,10 +409,11 @@ def _read_range(fs, path: str, start: int, end: int) -> bytes:
     return fs.cat_file(path, start=start, end=end)
 
 
-def _whole_lines(chunks, limit: int | None) -> Iterator[tuple[bytes, bool]]:
+def _whole_lines(chunks, limit: int | None, max_line: int | None = None) -> Iterator[tuple[bytes, bool]]:
     """Re-cut a stream of byte chunks after their last newline: (piece, is it the last). With
-    ``limit``, the stream ends after its first newline at or after that offset."""
-    parts, pos = [], 0
+    ``limit``, the stream ends after its first newline at or after that offset; with
+    ``max_line``, a longer line is cut after its last whitespace byte (``iter_block``)."""
+    parts, held, pos = [], 0, 0
     for chunk in chunks:
         if limit is not None:
             i = chunk.find(b"\n", max(limit - pos, 0))
@@ -372,12 +422,30 @@ def _whole_lines(chunks, limit: int | None) -> Iterator[tuple[bytes, bool]]:
                 return
         pos += len(chunk)
         cut = chunk.rfind(b"\n") + 1
+        if not cut and max_line is not None and held + len(chunk) > max_line:
+            cut = _last_space(chunk) + 1  # 0 inside a word longer than a chunk: held on to
         if cut:
             yield b"".join(parts + [chunk[:cut]]), False
-            parts = [chunk[cut:]]
+            parts, held = [chunk[cut:]], len(chunk) - cut
         else:
             parts.append(chunk)  # a line longer than a chunk: joined once its end arrives
+            held += len(chunk)
     yield b"".join(parts), True
+
+
+_CUT_SPACE = b" \t\r\v\f"  # whitespace to the tokenizer, never part of a UTF-8 character
+
+
+def _last_space(chunk: bytes) -> int:
+    """Index of the last space, tab, CR, VT or FF byte of ``chunk``; -1 if none.
+
+    >>> _last_space(b"ab c\\td"), _last_space(b"abc")
+    (4, -1)
+    """
+    i = chunk.rfind(b" ")
+    for c in _CUT_SPACE[1:]:
+        i = max(i, chunk.rfind(bytes([c]), i + 1))
+    return i
 
 
 @retry

@@ -5,7 +5,8 @@
 - ``stages``: placing the scan, count, vocabulary and encoding tasks;
 - ``models``: the one model each worker process holds and trains in place (worker state);
 - ``training``: rounds, merges, checkpoints and recovery from a lost worker;
-- ``plugin``: what every worker gets set up with (allocator, Dask's sizes of nsdist objects).
+- ``plugin``: what every worker gets set up with (allocator, a log without nsdist's expected
+  errors, Dask's sizes of nsdist objects).
 
 The stages (counts.py, vocab.py, encode.py), the kernels (sgns.py) and the planning math
 (plan.py) know nothing of Dask; pipeline.py reads top to bottom and calls into here.
@@ -14,10 +15,10 @@ The stages (counts.py, vocab.py, encode.py), the kernels (sgns.py) and the plann
 from .client import (compute, connect, memory_limits, setup_workers, submit, threads, tree_levels, tree_reduce,
                      workers)
 from .models import ModelLost
-from .plugin import WorkerMemory
+from .plugin import ExpectedErrors, WorkerMemory
 from .stages import count_vocab, encode_shards, sample_vocab
 from .training import Training, train_epochs
 
 __all__ = ["compute", "connect", "memory_limits", "setup_workers", "submit", "threads", "tree_levels", "tree_reduce",
-           "workers", "ModelLost", "WorkerMemory", "count_vocab", "encode_shards", "sample_vocab", "Training",
-           "train_epochs"]
+           "workers", "ModelLost", "ExpectedErrors", "WorkerMemory", "count_vocab", "encode_shards", "sample_vocab",
+           "Training", "train_epochs"]

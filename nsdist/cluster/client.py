@@ -126,12 +126,13 @@ def submit(client: Client, fn, *args, key: str):
 
 
 def setup_workers(client: Client) -> None:
-    """Give every worker, and any that joins later, nsdist's set-up (plugin.WorkerMemory); say
-    when the workers will compile the kernels first (a fresh install)."""
+    """Give every worker, and any that joins later, nsdist's set-up (plugin.WorkerMemory,
+    plugin.ExpectedErrors); say when the workers will compile the kernels first (a fresh install)."""
     from .. import compiled
-    from .plugin import WorkerMemory
+    from .plugin import ExpectedErrors, WorkerMemory
 
     client.register_plugin(WorkerMemory())
+    client.register_plugin(ExpectedErrors())
     fresh = [w for w, yes in client.run(compiled.fresh, on_error="ignore").items() if yes is True]
     if fresh:
         log.info("compiling nsdist's kernels on %d worker(s): a fresh install's first job takes a few seconds "

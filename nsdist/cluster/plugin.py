@@ -1,11 +1,17 @@
-"""What nsdist sets up on every worker: its allocator settings, and Dask's view of its objects."""
+"""What nsdist sets up on every worker: its allocator settings, a log that keeps nsdist's
+expected errors to their one line on the client, and Dask's view of its objects."""
 
 from __future__ import annotations
+
+import logging
+import os
+import re
 
 import pyarrow as pa
 from dask.sizeof import sizeof
 from distributed import WorkerPlugin
 
+from .. import errors
 from ..counts import Scanned
 from ..encode import Shard
 from ..memory import set_malloc_thresholds
@@ -34,6 +40,57 @@ class WorkerMemory(WorkerPlugin):
     def setup(self, worker) -> None:
         pa.set_memory_pool(pa.system_memory_pool())
         set_malloc_thresholds(trim=128 * 2**10, mmap=4 * 2**20)  # trim: glibc's default
+
+
+class ExpectedErrors(WorkerPlugin):
+    """Keep the worker's log free of nsdist's own errors (``QuietExpectedErrors`` on the
+    ``distributed.worker`` logger): a task that raises one (a corrupt corpus file: DataError)
+    fails the job with one line on the client, which says what to fix, and Dask's "Compute
+    Failed" record would repeat it on every worker's stderr with a traceback. Unexpected
+    exceptions keep that record."""
+
+    name = "nsdist-expected-errors"
+    idempotent = True
+
+    def setup(self, worker) -> None:
+        self.teardown(worker)  # one filter, however often the plugin is set up
+        logging.getLogger("distributed.worker").addFilter(QuietExpectedErrors())
+
+    def teardown(self, worker) -> None:
+        logger = logging.getLogger("distributed.worker")
+        for f in [f for f in logger.filters if isinstance(f, QuietExpectedErrors)]:
+            logger.removeFilter(f)
+
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.realpath(__file__))) + os.sep
+_FRAME_FILE = re.compile(r'File "([^"]+)", line \d+')
+
+
+class QuietExpectedErrors(logging.Filter):
+    """Drops the worker's "Compute Failed" record of a task whose exception is an nsdist error
+    (``errors.NsdistError``) raised in nsdist's code. The record holds only text (its args are
+    key, state, task, ``repr(exception)``, traceback), so both are read from there: the
+    exception's class name and the file of the traceback's last frame."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not (isinstance(record.msg, str) and record.msg.startswith("Compute Failed")
+                and isinstance(record.args, tuple) and len(record.args) == 5):
+            return True
+        exception, traceback = record.args[3], record.args[4]
+        frames = _FRAME_FILE.findall(traceback) if isinstance(traceback, str) else []
+        expected = (isinstance(exception, str) and exception.partition("(")[0] in _nsdist_errors()
+                    and bool(frames) and os.path.realpath(frames[-1]).startswith(_PACKAGE))
+        return not expected
+
+
+def _nsdist_errors() -> set[str]:
+    """Names of NsdistError and its subclasses."""
+    found, todo = set(), [errors.NsdistError]
+    while todo:
+        cls = todo.pop()
+        found.add(cls.__name__)
+        todo += cls.__subclasses__()
+    return found
 
 
 # Dask's memory accounting (dashboard, spilling) would otherwise count these as a few bytes. Parts
