@@ -273,12 +273,21 @@ def _check_format(doc, fmt: str, version: int, url: str) -> None:
 def read_latest(out: str, storage_options=None) -> str | None:
     """The run id ``<out>/LATEST`` names, or None when nothing was published yet."""
     url = storage.join(out, "LATEST")
+    fix = "pass a run URL (<out>/runs/<run_id>) instead, or publish a new run, which rewrites LATEST"
     try:
         latest = storage.read_json(url, storage_options)
     except FileNotFoundError:
         return None
+    except DataError:
+        raise DataError(f"{url!r} is not valid JSON; {fix}") from None
+    if not isinstance(latest, dict) or latest.get("format") != LATEST_FORMAT:
+        found = latest.get("format") if isinstance(latest, dict) else type(latest).__name__
+        raise DataError(f"{url!r} is not an {LATEST_FORMAT} file (its format is {found!r}); {fix}")
     _check_format(latest, LATEST_FORMAT, LATEST_VERSION, url)
-    return check_run_id(latest.get("run"))
+    try:
+        return check_run_id(latest.get("run"))
+    except DataError:  # a crafted LATEST must not send readers outside <out>/runs/
+        raise DataError(f"{url!r} names an invalid run id {latest.get('run')!r}; {fix}") from None
 
 
 def resolve_run(url: str, storage_options=None) -> str:
@@ -315,12 +324,14 @@ def read_manifest(run: str, storage_options=None, verify: bool = False) -> dict:
     return manifest
 
 
-def read_npy(url: str, storage_options=None) -> np.ndarray:
+def read_npy(url: str, storage_options=None, sha256: str | None = None) -> np.ndarray:
     """Read a 2-d float ``.npy`` straight into one array: no pickles, no intermediate copy.
 
     ``np.load`` on a non-file stream reads into an array too, but through s3fs's 50 MiB
     read-ahead blocks; parsing the header ourselves lets us allocate the array once and
     stream the payload into it in bounded chunks (local files: directly, no temporary).
+    ``sha256``: the file's checksum in its manifest, checked on the bytes as read (a file altered
+    in place keeps its size, which is all a reader checks otherwise).
     """
     with storage.open_read(url, storage_options, cache_type="none") as f:
         try:
@@ -341,7 +352,14 @@ def read_npy(url: str, storage_options=None) -> np.ndarray:
             raise DataError(f"{url!r} holds {dtype} {shape}, expected a 2-d float32 array: the run is corrupt")
         array = np.empty(shape, dtype=dtype, order="F" if fortran else "C")
         target = array.T if fortran else array  # C-contiguous view over the same bytes
+        header = f.tell()
         got = storage.readinto_exact(f, target)
+        if sha256 is not None:
+            f.seek(0)
+            digest = hashlib.sha256(f.read(header))
+            digest.update(memoryview(target).cast("B"))  # the payload as read, before any byte swap
+            if digest.hexdigest() != sha256:
+                raise DataError(f"{url!r} does not match its sha256 in the manifest: the run is corrupt")
     if got != array.nbytes:
         raise DataError(f"{url!r} ends after {got} of {array.nbytes} data bytes: the file is truncated")
     if not dtype.isnative:
@@ -433,7 +451,7 @@ def load(url: str, storage_options=None, verify: bool = False) -> Embeddings:
     missing = sorted({"vectors.npy", "vocab.tsv"} - set(manifest["files"]))
     if missing:  # a file the manifest does not vouch for is neither size- nor checksum-checked
         raise DataError(f"run {run!r}: its manifest lists no {' or '.join(missing)}: the run is corrupt")
-    vectors = read_npy(storage.join(run, "vectors.npy"), storage_options)
+    vectors = read_npy(storage.join(run, "vectors.npy"), storage_options, manifest["files"]["vectors.npy"].get("sha256"))
     words, counts = read_vocab(run, storage_options, manifest)
     if len(words) != len(vectors):
         raise DataError(f"run {run!r} has {len(words)} words but {len(vectors)} vectors: the run is corrupt")

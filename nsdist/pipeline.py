@@ -122,9 +122,10 @@ def _warm_model(vocab: Vocab, parent: str, storage_options, dim: int, seed: int)
     """Initial model for a new vocabulary from a published run: known words keep both vectors,
     new words get fresh ones, dropped words disappear."""
     known, src, stats = _warm_rows(vocab, parent, storage_options)
+    files = read_manifest(parent, storage_options)["files"]
     fresh = init_model(len(vocab), dim, seed)
     for name, target in (("vectors.npy", fresh.win), ("context.npy", fresh.wout)):  # one old matrix at a time
-        old = read_npy(storage.join(parent, name), storage_options)
+        old = read_npy(storage.join(parent, name), storage_options, (files.get(name) or {}).get("sha256"))
         if old.shape[1] != dim:
             raise DataError(f"--init-from model has dim {old.shape[1]}, this job dim {dim}; set dim={old.shape[1]}")
         target[known] = old[src]
@@ -220,6 +221,8 @@ def resume_config(run: str, current: JobConfig) -> JobConfig:
             raise ConfigError(f"--resume {run} is an output, not a run; pass one of its runs, "
                               f"{storage.join(run, 'runs', '<run_id>')} (the folder without a manifest.json)")
         raise DataError(f"--resume {run}: no run there (no _claim.json); check the URL")
+    if storage.exists(storage.join(run, "manifest.json"), opts):
+        raise DataError(f"run {run.rsplit('/', 1)[-1]} was already published; nothing to resume")
     claim = storage.read_json(storage.join(run, "_claim.json"), opts)
     if "config" not in claim:
         raise DataError(f"{run!r} was not started by this nsdist version (no config in _claim.json); retrain")

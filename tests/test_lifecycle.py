@@ -20,7 +20,7 @@ from nsdist.config import load_config
 from nsdist.encode import Shard  # noqa: F401  (workers unpickle it)
 from nsdist.evaluate import cluster_precision
 from nsdist.model import init_model
-from nsdist.outputs import load, write_run_files
+from nsdist.outputs import claim_run, load, new_run_id, publish, run_url, write_run_files
 from nsdist.pipeline import _warm_model, train
 from nsdist.synth import generate
 from nsdist.vocab import Vocab
@@ -130,8 +130,11 @@ def test_warm_model_keeps_known_rows_and_initialises_new_ones(tmp_path):
     dim = 4
     old = init_model(3, dim, seed=5)
     old_words = pa.array(["a", "b", "c"], pa.large_string())
-    parent = str(tmp_path / "parent")
-    write_run_files(parent, old_words, np.array([9, 8, 7]), old.win, old.wout + 1)
+    out, run_id = str(tmp_path / "out"), new_run_id()
+    claim_run(out, run_id)
+    parent = run_url(out, run_id)
+    files = write_run_files(parent, old_words, np.array([9, 8, 7]), old.win, old.wout + 1)
+    publish(out, run_id, {"files": files})
     vocab = Vocab(pa.array(["c", "new", "a"], pa.large_string()), np.array([9, 6, 5]))
     model, stats = _warm_model(vocab, parent, None, dim, seed=11)
     assert stats == {"known_words": 2, "new_words": 1, "dropped_words": 1}

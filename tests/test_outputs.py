@@ -137,11 +137,20 @@ def test_truncated_files_are_data_errors(run):
 def test_verify_catches_same_size_corruption(run):
     out, url = run
     npy = storage.join(url, "vectors.npy")
-    data = bytearray(read(npy))
+    original = read(npy)
+    data = bytearray(original)
     data[-1] ^= 0x01  # one flipped bit in the last float: sizes still match
     storage.write_bytes(npy, bytes(data))
-    assert nsdist.load(out).vectors[-1, -1] != vectors()[-1, -1]  # sizes alone cannot tell
-    with pytest.raises(DataError, match="vectors.npy.*sha256"):
+    # The vectors load checks as it reads them; verify=True checks every other file too.
+    for verify in (False, True):
+        with pytest.raises(DataError, match="vectors.npy.*sha256"):
+            nsdist.load(out, verify=verify)
+    storage.write_bytes(npy, original)
+    assert np.array_equal(nsdist.load(out).vectors, vectors())
+    txt = storage.join(url, "vectors.txt")
+    storage.write_bytes(txt, read(txt).replace(b" ", b"\t", 1))
+    assert np.array_equal(nsdist.load(out).vectors, vectors())  # sizes alone cannot tell
+    with pytest.raises(DataError, match="vectors.txt.*sha256"):
         nsdist.load(out, verify=True)
 
 
