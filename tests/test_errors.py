@@ -201,3 +201,35 @@ def test_damaged_vectors_are_refused(damage, message, site, capfd):
         assert err[-1].startswith("nsdist: error: ") and message in err[-1], err
         assert not any(line.startswith("nsdist: error") for line in err[:-1]) and "Traceback" not in "".join(err)
     assert not (tmp / "new" / "LATEST").exists()
+
+
+# ---------------------------------------------------------------- storage
+
+def test_storage_without_credentials_or_endpoint(s3, dead_endpoint, tmp_path, monkeypatch, capfd):
+    """S3 outputs are tried before any cluster starts: missing credentials are a configuration
+    error (2), an endpoint that refuses is transient (75, after the retries)."""
+    import s3fs
+
+    from nsdist import storage
+
+    (tmp_path / "c.txt").write_text("a b c\n")
+    out = s3.url("out")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    s3fs.S3FileSystem.clear_instance_cache()
+    endpoint = json.dumps({"client_kwargs": {"endpoint_url": s3.endpoint}})
+    assert main(["train", "--corpus", str(tmp_path / "c.txt"), "--out", out, "--set",
+                 f"storage_options={endpoint}", *NOWHERE]) == 2
+    err = capfd.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no usable storage credentials" in err and "AWS_ACCESS_KEY_ID" in err, err
+
+    monkeypatch.setattr(storage, "BACKOFF", 0.01)
+    refused = json.dumps({"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": dead_endpoint}})
+    assert main(["train", "--corpus", str(tmp_path / "c.txt"), "--out", out, "--set",
+                 f"storage_options={refused}", *NOWHERE]) == 75
+    err = capfd.readouterr().err.strip().splitlines()
+    retries = [line for line in err if "retrying in" in line]
+    assert len(retries) == storage.RETRIES - 1 and all(f"of {storage.RETRIES}" in line for line in retries), err
+    assert err[-1].startswith(f"nsdist: error: storage unavailable after {storage.RETRIES} attempt(s)"), err
+    assert err[-1].endswith("retry the job") and len(err) == storage.RETRIES, err
+    assert not list(s3.boto().list_objects_v2(Bucket=s3.bucket).get("Contents", []))
