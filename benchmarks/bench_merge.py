@@ -107,7 +107,7 @@ class CpuWatch:
 def run_one(client, corpus: str, truth: dict, workdir: str, label: str, shards: int, syncs: int, a,
             extra: dict) -> dict:
     import nsdist
-    from nsdist.cli import evaluate_files
+    from nsdist.evaluate import evaluate_files
     from nsdist.config import load_config
     from nsdist.pipeline import train
 

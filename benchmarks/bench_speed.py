@@ -141,7 +141,7 @@ def wait_idle(timeout: float, threshold: float = 15.0) -> float | None:
 # ---------------------------------------------------------------- quality
 
 class _Vectors:
-    """The slice of nsdist.Embeddings that nsdist.cli.evaluate_files reads."""
+    """The slice of nsdist.Embeddings that nsdist.evaluate.evaluate_files reads."""
 
     def __init__(self, words, vectors):
         self.vocab, self.vectors, self.manifest = list(words), vectors, {}
@@ -151,8 +151,8 @@ class _Vectors:
 
 
 def quality(words, vectors, truth: dict, restrict_vocab: int) -> dict:
-    """Scores with exactly the code of ``nsdist evaluate`` (nsdist.cli.evaluate_files)."""
-    from nsdist.cli import evaluate_files
+    """Scores with exactly the code of ``nsdist evaluate`` (nsdist.evaluate.evaluate_files)."""
+    from nsdist.evaluate import evaluate_files
 
     if not any(truth.values()):
         return {}

@@ -272,23 +272,6 @@ def cmd_neighbors(args) -> int:
     return 0
 
 
-def evaluate_files(emb, analogies=None, pairs=None, clusters=None, restrict_vocab=300_000) -> dict:
-    """Scores of loaded embeddings on the given ground-truth files (any of them may be None)."""
-    from . import evaluate, storage
-
-    report: dict = {"run_id": emb.manifest.get("run_id"), "vocab_size": len(emb)}
-    if analogies:
-        questions = evaluate.read_analogies(storage.lines(analogies))
-        report["analogies"] = evaluate.analogy_accuracy(emb.vocab, emb.vectors, questions, restrict_vocab=restrict_vocab)
-    if pairs:
-        report["pairs"] = evaluate.pair_spearman(emb.vocab, emb.vectors, evaluate.read_pairs(storage.lines(pairs)),
-                                                 restrict_vocab=restrict_vocab)
-    if clusters:
-        labels = dict(line.rstrip("\n").split("\t")[:2] for line in storage.lines(clusters) if line.strip())
-        report["cluster_precision"] = evaluate.cluster_precision(emb.vocab, emb.vectors, labels)
-    return report
-
-
 def _print_report(report: dict) -> None:
     print(f"run {report['run_id']}: {report['vocab_size']} words")
     if "analogies" in report:
@@ -306,6 +289,8 @@ def cmd_evaluate(args) -> int:
 
     if not (args.analogies or args.pairs or args.clusters):
         raise ConfigError("nothing to evaluate: pass --analogies FILE, --pairs FILE and/or --clusters FILE")
+    from .evaluate import evaluate_files
+
     report = evaluate_files(load(args.out), args.analogies, args.pairs, args.clusters, args.restrict_vocab)
     print(json.dumps(report, indent=2, sort_keys=True) if args.json else "", end="\n" if args.json else "")
     if not args.json:
@@ -463,6 +448,7 @@ def cmd_synth(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    from . import evaluate
     from .config import load_config, parse_set
     from .outputs import load
     from .cluster import connect
@@ -484,7 +470,7 @@ def cmd_demo(args) -> int:
     print(f"\npublished {result.run_url}")
     for e in result.manifest["metrics"]["epochs"]:
         print(f"epoch {e['epoch']}: loss {e['loss']:.4f}, {e['words_per_second']:,.0f} words/s")
-    _print_report(evaluate_files(emb, files.analogies, files.pairs, files.clusters))
+    _print_report(evaluate.evaluate_files(emb, files.analogies, files.pairs, files.clusters))
     for word in _demo_words(files.clusters, emb):
         neigh = ", ".join(f"{w} {s:.2f}" for w, s in emb.most_similar(word, topn=5))
         print(f"neighbours of {word}: {neigh}")
@@ -492,15 +478,16 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def _demo_words(clusters_path: str, emb, n: int = 3) -> list[str]:
+def _demo_words(clusters_url: str, emb, n: int = 3) -> list[str]:
     """One word from each of the first n planted clusters."""
+    from . import storage
+    from .evaluate import read_clusters
+
     seen, words = set(), []
-    with open(clusters_path, encoding="utf-8") as f:
-        for line in f:
-            word, label = line.rstrip("\n").split("\t")[:2]
-            if label not in seen and word in emb:
-                seen.add(label)
-                words.append(word)
+    for word, label in read_clusters(storage.lines(clusters_url)).items():
+        if label not in seen and word in emb:
+            seen.add(label)
+            words.append(word)
     return words[:n]
 
 

@@ -578,6 +578,23 @@ def pair_spearman(
 # ---------------------------------------------------------------------------
 
 
+def read_clusters(lines: Iterable[str]) -> dict[str, str]:
+    """Parse ``word<TAB>label`` lines (blank lines skipped) into {word: label}.
+
+    >>> read_clusters(["a\\tx\\n", "\\n", "b\\tx\\textra\\n"])
+    {'a': 'x', 'b': 'x'}
+    """
+    labels = {}
+    for line_no, line in _text_lines(lines):
+        if not line.strip():
+            continue
+        fields = line.rstrip("\n").split("\t")
+        if len(fields) < 2 or not fields[0] or not fields[1]:
+            raise ValueError(f"line {line_no}: expected 'word<TAB>label', got {line.strip()[:80]!r}")
+        labels[fields[0]] = fields[1]
+    return labels
+
+
 def cluster_precision(
     words: Sequence[str],
     vectors: np.ndarray,
@@ -664,3 +681,35 @@ def cluster_precision(
         same = lab[start:stop, None] == lab[None, :]
         hits += int(np.count_nonzero(chosen & same))
     return hits / (n * k)
+
+
+# ---------------------------------------------------------------------------
+# Ground-truth files
+# ---------------------------------------------------------------------------
+
+
+def _read(url: str, parse):
+    """``parse`` of the lines of the file at ``url``; a malformed file is a DataError naming it."""
+    from . import storage
+    from .errors import DataError
+
+    try:
+        return parse(storage.lines(url))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"{url}: {e}; fix the file or pass another") from None
+
+
+def evaluate_files(emb, analogies: str | None = None, pairs: str | None = None, clusters: str | None = None,
+                   restrict_vocab: int = 300_000) -> dict:
+    """Scores of loaded embeddings (``vocab``, ``vectors``, ``manifest``) on the given
+    ground-truth files, any of them None; the files are URLs (local or ``s3://``)."""
+    report: dict = {"run_id": emb.manifest.get("run_id"), "vocab_size": len(emb)}
+    if analogies:
+        report["analogies"] = analogy_accuracy(emb.vocab, emb.vectors, _read(analogies, read_analogies),
+                                               restrict_vocab=restrict_vocab)
+    if pairs:
+        report["pairs"] = pair_spearman(emb.vocab, emb.vectors, _read(pairs, read_pairs),
+                                        restrict_vocab=restrict_vocab)
+    if clusters:
+        report["cluster_precision"] = cluster_precision(emb.vocab, emb.vectors, _read(clusters, read_clusters))
+    return report

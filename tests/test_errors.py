@@ -42,6 +42,7 @@ def _fails(argv, code, message, capfd, site):
     assert len(lines) == 1 and lines[0].startswith("nsdist: error: "), err
     assert message in lines[0], lines[0]
     assert (out / "LATEST").read_bytes() == latest and sorted(os.listdir(out / "runs")) == runs
+    return lines[0]
 
 
 CONFIG_CASES = [
@@ -233,3 +234,17 @@ def test_storage_without_credentials_or_endpoint(s3, dead_endpoint, tmp_path, mo
     assert err[-1].startswith(f"nsdist: error: storage unavailable after {storage.RETRIES} attempt(s)"), err
     assert err[-1].endswith("retry the job") and len(err) == storage.RETRIES, err
     assert not list(s3.boto().list_objects_v2(Bucket=s3.bucket).get("Contents", []))
+
+
+@pytest.mark.parametrize("flag, text, message", [
+    ("--analogies", "a b c\n", "line 1: expected an analogy 'a b c d'"),
+    ("--pairs", "a\tb\tmany\n", "line 1: score 'many' is not a finite number"),
+    ("--clusters", "a\n", "line 1: expected 'word<TAB>label', got 'a'"),
+    ("--analogies", b"\xff\xfe a b c d\n", "'utf-8' codec can't decode byte 0xff"),
+])
+def test_malformed_evaluation_files(flag, text, message, site, capfd):
+    tmp, out, _ = site
+    path = tmp / "truth.txt"
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    said = _fails(["evaluate", str(out), flag, str(path)], 3, f"{path}: {message}", capfd, site)
+    assert said.endswith("; fix the file or pass another"), said

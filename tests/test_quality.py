@@ -33,7 +33,7 @@ from __future__ import annotations
 import pytest
 from distributed import Client, LocalCluster
 
-from nsdist.cli import evaluate_files
+from nsdist.evaluate import evaluate_files
 from nsdist.config import load_config
 from nsdist.outputs import load
 from nsdist.pipeline import train
