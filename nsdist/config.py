@@ -70,6 +70,10 @@ class TrainConfig:
         """
         return self.syncs_per_epoch or max(4, 2 * models)
 
+    def __post_init__(self):
+        _coerce_fields(self, "train.")
+        self.validate()
+
     def validate(self) -> "TrainConfig":
         positive = ("dim", "window", "epochs", "syncs_per_epoch", "max_sentence_length", "merge_blocks", "sync_rows")
         for name in positive:
@@ -121,6 +125,10 @@ class ClusterConfig:
     tls_ca_file: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
+
+    def __post_init__(self):
+        _coerce_fields(self, "cluster.")
+        self.validate()
 
     def validate(self) -> "ClusterConfig":
         if self.workers is not None and self.workers < 1:
@@ -198,10 +206,20 @@ class JobConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def __post_init__(self):
-        # Every path to a job (YAML, env, --set, Python, dataclasses.replace) ends here: the
-        # options are redacted wherever they are shown from now on (StorageOptions).
-        if not isinstance(self.storage_options, StorageOptions):
-            object.__setattr__(self, "storage_options", StorageOptions(self.storage_options))
+        # Every path to a job (YAML, env, --set, Python, dataclasses.replace) ends here: values are
+        # checked as the command line checks them, and the storage options are redacted wherever
+        # they are shown from now on (StorageOptions).
+        for name, cls in _SECTIONS.items():
+            if not isinstance(getattr(self, name), cls):
+                raise ConfigError(f"config section {name!r} must be a {cls.__name__}, got {getattr(self, name)!r}")
+        _coerce_fields(self, "", skip=set(_SECTIONS))
+        object.__setattr__(self, "storage_options", StorageOptions(self.storage_options))
+        if self.blocksize < 1:
+            raise ConfigError(f"blocksize must be >= 1 byte, got {self.blocksize}")
+        if self.checkpoint_every < 0:
+            raise ConfigError(f"checkpoint_every must be >= 0 epochs (0: no checkpoints), got {self.checkpoint_every}")
+        if not self.parquet_column:
+            raise ConfigError("parquet_column must name the list<string> column of Parquet corpora")
 
     def to_dict(self, redact: bool = True) -> dict:
         """Plain dict for manifests; storage options are redacted (they may hold credentials)."""
@@ -329,9 +347,24 @@ def _hints(cls) -> dict:
     return typing.get_type_hints(cls)
 
 
-def _apply(cls, current, values: Mapping[str, Any], prefix: str):
+def _coerce_fields(obj, prefix: str, skip: set = frozenset()) -> None:
+    """Convert a config object's values to their annotated types in place (frozen: through
+    object.__setattr__), or raise ConfigError naming the key."""
+    hints = _hints(type(obj))
+    for f in dataclasses.fields(obj):
+        if f.name not in skip:
+            value = getattr(obj, f.name)
+            coerced = _coerce(f"{prefix}{f.name}", value, hints[f.name])
+            if coerced is not value:
+                object.__setattr__(obj, f.name, coerced)
+
+
+def _collect(cls, values: Mapping[str, Any], prefix: str) -> dict:
+    """One layer of configuration (a spec, a variable, overrides) as a nested dict of values of
+    the right types; unknown keys and bad types raise ConfigError naming the key. Ranges are
+    checked once, when the layers are merged (a layer may hold half of a pair: alpha, min_alpha)."""
     hints = _hints(cls)
-    changes = {}
+    out: dict = {}
     for key, value in values.items():
         full = f"{prefix}{key}"
         if key not in hints:
@@ -339,10 +372,25 @@ def _apply(cls, current, values: Mapping[str, Any], prefix: str):
         if key in _SECTIONS and prefix == "":
             if not isinstance(value, Mapping):
                 raise ConfigError(f"config section {full!r} must be a mapping, got {value!r}")
-            changes[key] = _apply(_SECTIONS[key], getattr(current, key), value, f"{key}.")
+            out[key] = _collect(_SECTIONS[key], value, f"{key}.")
         else:
-            changes[key] = _coerce(full, value, hints[key])
-    return dataclasses.replace(current, **changes)
+            out[key] = _coerce(full, value, hints[key])
+    return out
+
+
+def _merge(base: dict, layer: dict) -> dict:
+    """``layer`` over ``base``: sections key by key, any other value (storage_options too) whole."""
+    merged = {**base, **layer}
+    for name in _SECTIONS:
+        if name in base and name in layer:
+            merged[name] = {**base[name], **layer[name]}
+    return merged
+
+
+def _build(values: dict) -> JobConfig:
+    """The JobConfig of merged layers: constructed (and so validated) once."""
+    sections = {name: cls(**values.get(name, {})) for name, cls in _SECTIONS.items()}
+    return JobConfig(**{k: v for k, v in values.items() if k not in _SECTIONS}, **sections)
 
 
 def _nest(flat: Mapping[str, Any]) -> dict:
@@ -416,11 +464,8 @@ def _env_items(environ: Mapping[str, str]) -> list[tuple[str, tuple[str, Any]]]:
 
 def config_from_dict(data: Mapping[str, Any], **explicit: Any) -> JobConfig:
     """A JobConfig from a nested dict (a manifest's or claim's ``config``) plus explicit fields."""
-    cfg = _apply(JobConfig, JobConfig(), _nest(dict(data)), "")
-    cfg = dataclasses.replace(cfg, **explicit) if explicit else cfg
-    cfg.train.validate()
-    cfg.cluster.validate()
-    return cfg
+    cfg = _build(_collect(JobConfig, _nest(dict(data)), ""))
+    return dataclasses.replace(cfg, **explicit) if explicit else cfg
 
 
 def load_config(
@@ -434,7 +479,7 @@ def load_config(
     >>> load_config(overrides={"dim": 8}, environ={}).train.dim
     8
     """
-    cfg = JobConfig()
+    values: dict = {}
     if spec is not None:
         try:
             with open(spec, encoding="utf-8") as f:
@@ -445,16 +490,12 @@ def load_config(
             raise ConfigError(f"job spec {spec!r} is not valid YAML ({_yaml_problem(e)}); fix it") from None
         if not isinstance(data, Mapping):
             raise ConfigError(f"job spec {spec!r} must be a YAML mapping of config keys")
-        cfg = _apply(JobConfig, cfg, _nest(data), "")
+        values = _collect(JobConfig, _nest(data), "")
     for name, (key, value) in _env_items(os.environ if environ is None else environ):
         try:
-            cfg = _apply(JobConfig, cfg, _nest({key: value}), "")
+            values = _merge(values, _collect(JobConfig, _nest({key: value}), ""))
         except ConfigError as e:
             raise ConfigError(f"{e} (from the environment variable {name}: fix or unset it)") from None
-    cfg = _apply(JobConfig, cfg, _nest(overrides or {}), "")
+    values = _merge(values, _collect(JobConfig, _nest(overrides or {}), ""))
     given = {k: v for k, v in explicit.items() if v is not None and v != () and v != []}
-    if given:
-        cfg = _apply(JobConfig, cfg, _nest(given), "")
-    cfg.train.validate()
-    cfg.cluster.validate()
-    return cfg
+    return _build(_merge(values, _collect(JobConfig, _nest(given), "")))

@@ -105,3 +105,28 @@ def test_a_bad_environment_variable_is_named():
     with pytest.raises(ConfigError, match=r"'train.dim' must be of type int.*from the environment variable NSDIST_DIM"):
         load_config(None, environ={"NSDIST_DIM": "many"})
     assert load_config(None, {"epochs": 3}, environ={"NSDIST_EPOCHS": "2", "NSDIST_DIM": "7"}).train.epochs == 3
+
+
+def test_every_path_to_a_config_validates_it(tmp_path):
+    """Python constructs the dataclasses directly: they check what the command line checks."""
+    from nsdist.config import ClusterConfig, JobConfig, TrainConfig
+
+    with pytest.raises(ConfigError, match="train.merge must be one of mean, weighted, touched, got 'avg'"):
+        JobConfig(train=TrainConfig(merge="avg"))
+    with pytest.raises(ConfigError, match="'train.dim' must be of type int, got 'abc'"):
+        TrainConfig(dim="abc")
+    assert TrainConfig(dim="300").dim == 300 and TrainConfig(alpha=1).alpha == 1.0  # as --set reads them
+    with pytest.raises(ConfigError, match="cluster.workers"):
+        ClusterConfig(workers=0)
+    with pytest.raises(ConfigError, match="config section 'train' must be a TrainConfig"):
+        JobConfig(train={"dim": 3})
+    with pytest.raises(ConfigError, match="checkpoint_every must be >= 0"):
+        JobConfig(checkpoint_every=-1)
+    with pytest.raises(ConfigError, match="'corpus' must be of type tuple"):
+        JobConfig(corpus=[1, 2])
+    # Layers are checked once merged: a spec may lower alpha below the default min_alpha when
+    # --set lowers min_alpha too.
+    spec = tmp_path / "job.yaml"
+    spec.write_text("alpha: 0.00005\n")
+    cfg = load_config(str(spec), parse_set(["min_alpha=0.00001"]), environ={})
+    assert (cfg.train.alpha, cfg.train.min_alpha) == (0.00005, 0.00001)
