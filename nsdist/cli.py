@@ -8,7 +8,6 @@ anything else.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import json
 import logging
@@ -189,7 +188,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_train(args) -> int:
     from .config import load_config, parse_set
-    from .cluster import connect
+    from .cluster import session
     from .pipeline import check_inputs, resume_config, train
 
     cfg = load_config(
@@ -200,8 +199,7 @@ def cmd_train(args) -> int:
     if args.resume:
         cfg = resume_config(args.resume, cfg)
     check_inputs(cfg, args.init_from, args.resume)
-    client, cluster = connect(cfg.cluster)
-    try:
+    with session(cfg.cluster, quiet=not _VERBOSE) as client:
         if args.dry_run:
             from .pipeline import dry_run
 
@@ -209,8 +207,6 @@ def cmd_train(args) -> int:
             return 0
         _log_dashboard(client)
         result = train(cfg, client, resume=args.resume, init_from=args.init_from)
-    finally:
-        _close(client, cluster)
     print(result.run_url)
     return 0
 
@@ -248,17 +244,6 @@ def _log_dashboard(client) -> None:
     else:
         log.info("dashboard: %s", client.dashboard_link)
 
-
-def _close(client, cluster) -> None:
-    """Close the client and a local cluster, quietly unless -v (``_quiet_dask``): a local
-    cluster's workers outlive its scheduler for a moment and would log failed heartbeats."""
-    _quiet_dask()
-    if cluster is not None and not _VERBOSE:
-        with contextlib.suppress(Exception):
-            client.run(_quiet_dask, on_error="ignore")
-    client.close()
-    if cluster is not None:
-        cluster.close()
 
 
 def cmd_neighbors(args) -> int:
@@ -451,7 +436,7 @@ def cmd_demo(args) -> int:
     from . import evaluate
     from .config import load_config, parse_set
     from .outputs import load
-    from .cluster import connect
+    from .cluster import session
     from .pipeline import train
     from .synth import generate
 
@@ -460,12 +445,9 @@ def cmd_demo(args) -> int:
     log.info("synthetic corpus: %d tokens in %s", files.tokens, files.corpus)
     cfg = load_config(None, parse_set(args.set), corpus=(files.corpus,), out=os.path.join(args.dir, "out"),
                       **{"cluster.workers": args.workers})
-    client, cluster = connect(cfg.cluster)
-    try:
+    with session(cfg.cluster, quiet=not _VERBOSE) as client:
         _log_dashboard(client)
         result = train(cfg, client)
-    finally:
-        _close(client, cluster)
     emb = load(cfg.out)
     print(f"\npublished {result.run_url}")
     for e in result.manifest["metrics"]["epochs"]:
@@ -505,8 +487,9 @@ def _quiet_dask() -> None:
     """Dask's complaints while a job stops or its cluster closes (tasks cut short, heartbeats that
     miss a closing scheduler, a cancelled wait) are not news once the job has ended."""
     if not _VERBOSE:
-        # distributed's logging config gives tornado.application a level of its own.
-        for name in ("distributed", "tornado", "tornado.application", "asyncio"):
+        from .cluster.client import DASK_LOGGERS
+
+        for name in DASK_LOGGERS:
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
 

@@ -468,29 +468,39 @@ def config_from_dict(data: Mapping[str, Any], **explicit: Any) -> JobConfig:
     return dataclasses.replace(cfg, **explicit) if explicit else cfg
 
 
+def _spec_data(spec) -> Mapping[str, Any]:
+    """A job spec's keys: the mapping itself, or a YAML file's."""
+    if isinstance(spec, Mapping):
+        return spec
+    spec = os.fspath(spec)
+    try:
+        with open(spec, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except OSError as e:
+        raise ConfigError(f"cannot read job spec {spec!r}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"job spec {spec!r} is not valid YAML ({_yaml_problem(e)}); fix it") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"job spec {spec!r} must be a YAML mapping of config keys")
+    return data
+
+
 def load_config(
-    spec: str | None = None,
+    spec: "str | os.PathLike | Mapping[str, Any] | JobConfig | None" = None,
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
     **explicit: Any,
 ) -> JobConfig:
-    """Resolve a job: defaults < spec file < NSDIST_* env < overrides (--set) < explicit args.
+    """Resolve a job: defaults < spec < NSDIST_* env < overrides (--set) < explicit args.
+
+    ``spec``: a YAML file, or the same keys as a mapping, or a JobConfig.
 
     >>> load_config(overrides={"dim": 8}, environ={}).train.dim
     8
     """
-    values: dict = {}
-    if spec is not None:
-        try:
-            with open(spec, encoding="utf-8") as f:
-                data = yaml.safe_load(f) or {}
-        except OSError as e:
-            raise ConfigError(f"cannot read job spec {spec!r}: {e.strerror}") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"job spec {spec!r} is not valid YAML ({_yaml_problem(e)}); fix it") from None
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"job spec {spec!r} must be a YAML mapping of config keys")
-        values = _collect(JobConfig, _nest(data), "")
+    if isinstance(spec, JobConfig):
+        spec = spec.to_dict(redact=False)
+    values = _collect(JobConfig, _nest(_spec_data(spec)), "") if spec is not None else {}
     for name, (key, value) in _env_items(os.environ if environ is None else environ):
         try:
             values = _merge(values, _collect(JobConfig, _nest({key: value}), ""))

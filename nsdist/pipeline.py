@@ -26,6 +26,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, replace
+from typing import Any, Mapping
 
 from importlib.metadata import version
 
@@ -96,9 +97,23 @@ def _fingerprint(files: list[tuple[str, int]]) -> str:
 
 @dataclass
 class TrainResult:
+    """A published run: its id, URL and manifest (config, corpus statistics, metrics, files)."""
+
     run_id: str
     run_url: str
     manifest: dict
+    storage_options: Mapping[str, Any] | None = None
+
+    @property
+    def metrics(self) -> dict:
+        """Per-epoch loss, words/s and merge cost, and the stages' timings."""
+        return self.manifest["metrics"]
+
+    def load(self, verify: bool = False):
+        """The run's vectors (``nsdist.load`` of this run)."""
+        from .outputs import load
+
+        return load(self.run_url, self.storage_options, verify=verify)
 
 
 # ---------------------------------------------------------------- warm starts
@@ -423,4 +438,4 @@ def _job(cfg: JobConfig, client, run: _Run, files: list, blocks: list, fingerpri
     if storage.exists(storage.join(run.url, "checkpoints"), opts):
         storage.remove(storage.join(run.url, "checkpoints"), opts, recursive=True)
     log.info("published %s", run.url, extra={"stage": "publish", "run_id": run.id, "url": run.url})
-    return TrainResult(run.id, run.url, {"run_id": run.id, **manifest})
+    return TrainResult(run.id, run.url, {"run_id": run.id, **manifest}, opts)

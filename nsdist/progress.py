@@ -101,12 +101,16 @@ class Bar:
 
     def _poll(self) -> None:
         while not self.closed:
-            with _LOCK:
-                finished = [(f, step) for f, step in self.pending if f.done()]
-                self.pending = [(f, step) for f, step in self.pending if not any(f is g for g, _ in finished)]
-            for f, step in finished:
-                step(f) if step else self.advance()
+            self.check()
             time.sleep(POLL_SECONDS)
+
+    def check(self) -> None:
+        """Advance for the followed futures that finished since the last check."""
+        with _LOCK:
+            finished = [(f, step) for f, step in self.pending if f.done()]
+            self.pending = [(f, step) for f, step in self.pending if not any(f is g for g, _ in finished)]
+        for f, step in finished:
+            step(f) if step else self.advance()
 
     def advance(self, n: int = 1, fields: str | None = None) -> None:
         with _LOCK:
@@ -125,10 +129,11 @@ class Bar:
         self.stream.flush()
 
     def close(self) -> None:
-        """Erase the bar: the stage's log line that follows is its record."""
+        """Draw the bar's last state, then erase it: the stage's log line that follows is its record."""
         self.closed = True
         if not self.enabled:
             return
+        self.check()  # what finished since the last poll: a fast stage still shows its end
         with _LOCK:
             if self in _ACTIVE:
                 _ACTIVE.remove(self)

@@ -12,13 +12,13 @@ The stages (counts.py, vocab.py, encode.py), the kernels (sgns.py) and the plann
 (plan.py) know nothing of Dask; pipeline.py reads top to bottom and calls into here.
 """
 
-from .client import (compute, connect, memory_limits, setup_workers, submit, threads, tree_levels, tree_reduce,
-                     workers)
+from .client import (close, compute, connect, memory_limits, session, setup_workers, submit, threads, tree_levels,
+                     tree_reduce, workers)
 from .models import ModelLost
 from .plugin import ExpectedErrors, WorkerMemory
 from .stages import count_vocab, encode_shards, sample_vocab
 from .training import Training, train_epochs
 
-__all__ = ["compute", "connect", "memory_limits", "setup_workers", "submit", "threads", "tree_levels", "tree_reduce",
+__all__ = ["close", "compute", "connect", "session", "memory_limits", "setup_workers", "submit", "threads", "tree_levels", "tree_reduce",
            "workers", "ModelLost", "ExpectedErrors", "WorkerMemory", "count_vocab", "encode_shards", "sample_vocab",
            "Training", "train_epochs"]

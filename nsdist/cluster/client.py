@@ -89,6 +89,56 @@ def _clock(deadline: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(time.time() + deadline - time.monotonic()))
 
 
+# Dask's loggers that complain while a cluster closes (distributed's logging config gives
+# tornado.application a level of its own).
+DASK_LOGGERS = ("distributed", "tornado", "tornado.application", "asyncio")
+
+
+@contextlib.contextmanager
+def session(cfg: ClusterConfig, client: Client | None = None, quiet: bool = True):
+    """The client a job runs on: ``client`` if given; else, without a configured scheduler, the
+    client already active in this process (``distributed.get_client``); else a new connection
+    (``connect``), closed on exit together with the local cluster it may have started. A client
+    nsdist did not make is left open."""
+    if client is None and not (cfg.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")):
+        with contextlib.suppress(ValueError):
+            client = distributed.get_client()
+            log.info("using the active Dask client (scheduler %s)", client.scheduler.address)
+    if client is not None:
+        yield client
+        return
+    client, cluster = connect(cfg)
+    try:
+        yield client
+    finally:
+        close(client, cluster, quiet)
+
+
+def close(client: Client, cluster: LocalCluster | None, quiet: bool = True) -> None:
+    """Close a client and the local cluster nsdist started for it. Its workers outlive its
+    scheduler for a moment and would log failed heartbeats with tracebacks after a job that
+    succeeded: with ``quiet``, they and this process's Dask loggers are silenced while it closes
+    (this process's levels are restored after)."""
+    levels = {name: logging.getLogger(name).level for name in DASK_LOGGERS}
+    if quiet:
+        _silence()
+        if cluster is not None:
+            with contextlib.suppress(Exception):
+                client.run(_silence, on_error="ignore")
+    try:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def _silence() -> None:
+    for name in DASK_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 @contextlib.contextmanager
 def _workers_ignore_sigint():
     """Start processes that ignore SIGINT: Ctrl-C at a terminal reaches the whole process group,

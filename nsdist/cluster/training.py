@@ -229,7 +229,8 @@ class _Attempt:
     def stop(self) -> None:
         """Free the models (a worker that left has none). Tasks of this attempt still queued
         find them gone and do nothing (models.drop)."""
-        self.bar = progress.off()  # their rounds still end: they must not move the bar
+        self.bar.check()  # the rounds that ended: the bar shows them (all of them, after finish)
+        self.bar = progress.off()  # the rounds still queued end too: they must not move the bar
         with contextlib.suppress(Exception):  # a client that lost its scheduler has nothing to stop
             self.client.run(models.drop, self.run.tag, on_error="ignore")
 
