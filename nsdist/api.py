@@ -76,5 +76,5 @@ def train(corpus: str | os.PathLike | list | tuple | None, out: str | os.PathLik
     if resume:
         cfg = resume_config(resume, cfg)
     check_inputs(cfg, init_from, resume)
-    with session(cfg.cluster, client) as c:
+    with session(cfg.cluster, client, active=True) as c:
         return run_job(cfg, c, resume=resume, init_from=init_from)

@@ -95,12 +95,12 @@ DASK_LOGGERS = ("distributed", "tornado", "tornado.application", "asyncio")
 
 
 @contextlib.contextmanager
-def session(cfg: ClusterConfig, client: Client | None = None, quiet: bool = True):
-    """The client a job runs on: ``client`` if given; else, without a configured scheduler, the
-    client already active in this process (``distributed.get_client``); else a new connection
-    (``connect``), closed on exit together with the local cluster it may have started. A client
-    nsdist did not make is left open."""
-    if client is None and not (cfg.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")):
+def session(cfg: ClusterConfig, client: Client | None = None, quiet: bool = True, active: bool = False):
+    """The client a job runs on: ``client`` if given; else, with ``active`` and no configured
+    scheduler, the client already active in this process (``distributed.get_client``); else a
+    new connection (``connect``), closed on exit together with the local cluster it may have
+    started. A client nsdist did not make is left open."""
+    if client is None and active and not (cfg.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")):
         with contextlib.suppress(ValueError):
             client = distributed.get_client()
             log.info("using the active Dask client (scheduler %s)", client.scheduler.address)
