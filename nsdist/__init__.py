@@ -7,6 +7,7 @@ True
 
 __version__ = "0.1.0"
 
-from .outputs import Embeddings, load  # noqa: E402
+from .embeddings import Embeddings  # noqa: E402
+from .outputs import load  # noqa: E402
 
 __all__ = ["Embeddings", "load", "__version__"]
