@@ -17,7 +17,8 @@ Unknown words raise :class:`~nsdist.errors.UnknownWord`, a ``KeyError``. As in g
 int that is not a word is a row index (``emb[0]`` is the most frequent word's vector).
 
 Memory: the vectors are held once. Queries divide scores by per-row norms (V floats, computed
-on first use) instead of keeping a normalised copy, as gensim's ``most_similar`` does.
+on first use) instead of keeping a normalised copy, as gensim's ``most_similar`` does;
+``to_keyedvectors`` gives gensim its own copy, since gensim may change its vectors in place.
 """
 
 from __future__ import annotations
@@ -444,3 +445,25 @@ class Embeddings:
         rows = [self.get_index(w) for w in known]
         unit = self.vectors[rows] / self.norms[rows, None]
         return min(zip((unit @ _unit(unit.mean(axis=0))).tolist(), known))[1]
+
+    # ------------------------------------------------------------ gensim
+
+    def to_keyedvectors(self):
+        """A ``gensim.models.KeyedVectors`` with these words, vectors (its own copy: gensim may
+        change them in place) and counts (``get_vecattr(word, "count")``).
+
+        Raises
+        ------
+        ConfigError
+            gensim is not installed: ``pip install 'nsdist[gensim]'``.
+        """
+        try:
+            from gensim.models import KeyedVectors
+        except ImportError as e:
+            raise ConfigError(f"to_keyedvectors needs gensim ({e}): pip install 'nsdist[gensim]'") from None
+        kv = KeyedVectors(self.vector_size, count=len(self.vocab), dtype=self.vectors.dtype)
+        kv.vectors[:] = self.vectors
+        kv.index_to_key, kv.key_to_index, kv.next_index = list(self.vocab), dict(self.key_to_index), len(self.vocab)
+        kv.allocate_vecattrs(["count"], [np.int64])
+        kv.expandos["count"][:] = self.counts  # what set_vecattr does, for every word at once
+        return kv

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import pickle
+import subprocess
+import sys
 import tracemalloc
 
 import numpy as np
@@ -11,6 +14,7 @@ import pytest
 from gensim.models import KeyedVectors
 
 import nsdist
+from nsdist import outputs
 from nsdist.embeddings import Embeddings
 from nsdist.errors import ConfigError, DataError, NsdistError, UnknownWord
 
@@ -213,8 +217,6 @@ def test_distances_match_gensim(emb, kv, query, others):
 # ---------------------------------------------------------------- lookup
 
 def test_embeddings_is_importable_where_it_was():
-    from nsdist import outputs
-
     assert nsdist.Embeddings is outputs.Embeddings is Embeddings
 
 
@@ -349,3 +351,34 @@ def test_queries_hold_no_normalised_copy_of_the_vectors():
         tracemalloc.stop()
     assert peak < 0.1 * v.nbytes, peak / v.nbytes  # a few V-float score arrays, never V x dim
     assert emb.vectors is v and [a for a in vars(emb).values() if isinstance(a, np.ndarray) and a.ndim == 2] == [v]
+
+
+# ---------------------------------------------------------------- gensim KeyedVectors
+
+def test_to_keyedvectors_round_trip(emb):
+    converted = emb.to_keyedvectors()
+    assert type(converted) is KeyedVectors
+    assert converted.index_to_key == WORDS and converted.key_to_index == emb.key_to_index
+    assert converted.vectors.dtype == np.float32 and np.array_equal(converted.vectors, VECTORS)
+    assert not np.shares_memory(converted.vectors, VECTORS)
+    assert [converted.get_vecattr(w, "count") for w in WORDS] == COUNTS.tolist()
+    for query in ({"positive": ["w010", "w020"], "negative": ["w030"]}, {"positive": [Q], "restrict_vocab": 40}):
+        same(emb.most_similar(**query), converted.most_similar(**query))
+    converted.unit_normalize_all()  # gensim changes its own copy in place...
+    assert np.array_equal(emb.vectors, VECTORS)  # ...not ours
+    converted.add_vectors(["new"], R[None])  # a KeyedVectors that grows as gensim's own do
+    assert converted.get_index("new") == V and np.array_equal(converted["new"], R) and len(converted) == V + 1
+    assert len(emb) == V and "new" not in emb
+
+
+def test_to_keyedvectors_without_gensim_says_how_to_install_it():
+    code = ("import sys; sys.modules['gensim'] = None  # what an environment without gensim imports\n"
+            "import numpy as np, nsdist\n"
+            "from nsdist.errors import ConfigError\n"
+            "emb = nsdist.Embeddings(['a'], [1], np.ones((1, 2), np.float32))\n"
+            "assert [w for w, _ in emb.most_similar(np.ones(2))] == ['a']  # the queries need no gensim\n"
+            "try:\n    emb.to_keyedvectors()\nexcept ConfigError as e:\n    print(e)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(nsdist.__file__))})
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("to_keyedvectors needs gensim") and "pip install 'nsdist[gensim]'" in p.stdout
