@@ -15,6 +15,7 @@ from gensim.models import KeyedVectors
 
 import nsdist
 from nsdist import outputs
+from nsdist.cli import main
 from nsdist.embeddings import Embeddings
 from nsdist.errors import ConfigError, DataError, NsdistError, UnknownWord
 
@@ -382,3 +383,29 @@ def test_to_keyedvectors_without_gensim_says_how_to_install_it():
                        env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(nsdist.__file__))})
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith("to_keyedvectors needs gensim") and "pip install 'nsdist[gensim]'" in p.stdout
+
+
+# ---------------------------------------------------------------- a published run
+
+def test_a_published_run_answers_as_gensim_reading_its_files(tmp_path, publish_run, capfd):
+    out = str(tmp_path / "out")
+    run = outputs.run_url(out, publish_run(out, WORDS, VECTORS, counts=COUNTS))
+    emb = nsdist.load(out)
+    assert type(emb) is nsdist.Embeddings is outputs.Embeddings
+    read = KeyedVectors.load_word2vec_format(os.path.join(run, "vectors.bin"), binary=True)
+    assert read.index_to_key == [outputs.escape_word(w) for w in WORDS]  # "naïve café" is written escaped
+    read.index_to_key, read.key_to_index = list(WORDS), dict(emb.key_to_index)
+    for args, kwargs in MOST_SIMILAR.values():
+        same(emb.most_similar(*args, **kwargs), read.most_similar(*args, **kwargs))
+    same(emb.most_similar_cosmul(["w010", "東京"], ["w030"]), read.most_similar_cosmul(["w010", "東京"], ["w030"]))
+    assert emb.doesnt_match(["w001", "w002", "w003"]) == read.doesnt_match(["w001", "w002", "w003"])
+    converted = emb.to_keyedvectors()
+    assert np.array_equal(converted.vectors, read.vectors) and converted.index_to_key == WORDS
+    assert [converted.get_vecattr(w, "count") for w in WORDS] == COUNTS.tolist()
+
+    assert main(["neighbors", out, "nope"]) == 2  # a usage error, in one line
+    err = capfd.readouterr().err
+    assert err == f"nsdist: error: word 'nope' not in vocabulary ({V} words)\n", err
+    assert main(["neighbors", out, "東京", "--topn", "3"]) == 0
+    printed = [line.split("\t") for line in capfd.readouterr().out.splitlines()]
+    same([(w, float(s)) for w, s in printed], read.most_similar("東京", topn=3), atol=5e-5)  # printed to 4 places
