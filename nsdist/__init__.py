@@ -1,13 +1,17 @@
 """nsdist: distributed skip-gram negative-sampling (word2vec) training on Dask.
 
+``nsdist.train`` runs a job and publishes it; ``nsdist.load`` reads published vectors as
+``Embeddings``, which answer gensim's ``KeyedVectors`` queries.
+
 >>> import nsdist
->>> callable(nsdist.load)
+>>> callable(nsdist.train) and callable(nsdist.load)
 True
 """
 
 __version__ = "0.1.0"
 
 from .api import train  # noqa: E402
-from .outputs import Embeddings, load  # noqa: E402
+from .embeddings import Embeddings  # noqa: E402
+from .outputs import load  # noqa: E402
 
 __all__ = ["Embeddings", "load", "train", "__version__"]

@@ -546,9 +546,6 @@ def _run(argv: list[str]) -> int:
     except NsdistError as e:
         print(f"nsdist: error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyError as e:  # unknown word in neighbors
-        print(f"nsdist: error: {e.args[0] if e.args else e}", file=sys.stderr)
-        return 2
     except (FileNotFoundError, PermissionError) as e:
         print(f"nsdist: error: {e}; check the URL and the credentials", file=sys.stderr)
         return 3 if isinstance(e, FileNotFoundError) else 2

@@ -25,6 +25,23 @@ class ConfigError(NsdistError, ValueError):
     exit_code = 2
 
 
+class UnknownWord(NsdistError, KeyError):
+    """A word (or index) the vocabulary does not hold: a usage error, and a ``KeyError`` so that
+    gensim-style code (``try: emb[w] except KeyError``) works unchanged."""
+
+    exit_code = 2
+
+    def __init__(self, word, vocab_size: int):
+        super().__init__(f"word {word!r} not in vocabulary ({vocab_size} words)")
+        self.word, self.vocab_size = word, vocab_size
+
+    def __str__(self) -> str:  # KeyError's own quotes its message
+        return self.args[0]
+
+    def __reduce__(self):  # pickles (Dask ships exceptions) rebuild from the word, not the message
+        return type(self), (self.word, self.vocab_size)
+
+
 class DataError(NsdistError, ValueError):
     """Bad input data (missing corpus, empty vocabulary, corrupt output files)."""
 

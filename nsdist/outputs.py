@@ -36,8 +36,7 @@ import re
 import secrets
 import socket
 import urllib.parse
-from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import numpy.lib.format as npformat
@@ -45,6 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import __version__, storage
+from .embeddings import Embeddings  # re-exported: nsdist.outputs.Embeddings
 from .errors import ConfigError, DataError
 
 MANIFEST_FORMAT, MANIFEST_VERSION = "nsdist-manifest", 1
@@ -365,79 +365,6 @@ def read_npy(url: str, storage_options=None, sha256: str | None = None) -> np.nd
     if not dtype.isnative:
         array = array.byteswap(inplace=True).view(dtype.newbyteorder("="))
     return array if dtype == np.float32 else array.astype(np.float32)
-
-
-@dataclass(eq=False, repr=False)
-class Embeddings:
-    """Word vectors read back from a run: ``vocab``, ``counts``, ``vectors`` and queries.
-
-    Holds one copy of the vectors: queries divide by per-row norms (computed on first use, V
-    floats) instead of keeping a normalised copy, as gensim's ``most_similar`` does.
-    """
-
-    vocab: list[str]
-    counts: np.ndarray
-    vectors: np.ndarray
-    manifest: dict
-
-    def __post_init__(self):
-        self.index = {w: i for i, w in enumerate(self.vocab)}
-        self._norms: np.ndarray | None = None
-
-    def __repr__(self) -> str:
-        return f"Embeddings({len(self.vocab)} words x {self.vectors.shape[1]} dims, run {self.manifest.get('run_id')})"
-
-    def __len__(self) -> int:
-        return len(self.vocab)
-
-    def __contains__(self, word: str) -> bool:
-        return word in self.index
-
-    def _id(self, word: str) -> int:
-        try:
-            return self.index[word]
-        except KeyError:
-            raise KeyError(f"word {word!r} not in vocabulary ({len(self.vocab)} words)") from None
-
-    def __getitem__(self, word: str) -> np.ndarray:
-        return self.vectors[self._id(word)]
-
-    @property
-    def norms(self) -> np.ndarray:
-        """L2 norm of every vector (zero rows count as 1, so they score 0), computed once."""
-        if self._norms is None:
-            norms = np.empty(len(self.vectors), dtype=np.float32)
-            for start in range(0, len(self.vectors), 8192):  # bounded temporaries for big models
-                norms[start:start + 8192] = np.linalg.norm(self.vectors[start:start + 8192], axis=1)
-            norms[norms == 0] = 1
-            self._norms = norms
-        return self._norms
-
-    def _unit_row(self, i: int) -> np.ndarray:
-        return self.vectors[i] / self.norms[i]
-
-    def similarity(self, a: str, b: str) -> float:
-        """Cosine similarity of two words."""
-        return float(self._unit_row(self._id(a)) @ self._unit_row(self._id(b)))
-
-    def _nearest(self, query: np.ndarray, exclude: Iterable[int], topn: int) -> list[tuple[str, float]]:
-        query = query.astype(np.float32, copy=False)
-        scores = self.vectors @ (query / (np.linalg.norm(query) or 1.0))
-        scores /= self.norms
-        scores[list(exclude)] = -np.inf
-        top = np.argpartition(-scores, min(topn, len(scores) - 1))[:topn]
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return [(self.vocab[i], float(scores[i])) for i in top if np.isfinite(scores[i])]
-
-    def most_similar(self, word: str, topn: int = 10) -> list[tuple[str, float]]:
-        """The topn words closest to ``word`` by cosine similarity."""
-        i = self._id(word)
-        return self._nearest(self._unit_row(i), [i], topn)
-
-    def analogy(self, a: str, b: str, c: str, topn: int = 1) -> list[tuple[str, float]]:
-        """a : b :: c : ? by 3CosAdd (b - a + c), excluding the three query words."""
-        ia, ib, ic = self._id(a), self._id(b), self._id(c)
-        return self._nearest(self._unit_row(ib) - self._unit_row(ia) + self._unit_row(ic), [ia, ib, ic], topn)
 
 
 def load(url: str, storage_options=None, verify: bool = False) -> Embeddings:

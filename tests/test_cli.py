@@ -81,6 +81,19 @@ def test_errors_are_one_line_with_exit_codes(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_only_unknown_words_are_key_errors_that_exit_2(tmp_path, capsys):
+    """An unknown word is a usage error (UnknownWord, exit 2, tested in test_embeddings.py); any
+    other KeyError is unexpected (exit 1), like every other unexpected error. Here: a checkpoint
+    state without its epoch, under a run that was never published."""
+    from nsdist import checkpoint, storage
+
+    state = tmp_path / "out" / "runs" / "20260101T000000Z-abcdef" / "checkpoints" / "0001" / "state.json"
+    storage.write_bytes(str(state), storage.dump_json({"format": checkpoint.FORMAT, "version": checkpoint.VERSION}))
+    assert main(["runs", str(tmp_path / "out"), "--all"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == ["nsdist: error: KeyError: 'epoch' (rerun with -v for the traceback)"], err
+
+
 def test_help_without_arguments_and_global_options_after_the_command(tmp_path, capsys, publish_run):
     assert main([]) == 2
     assert "usage: nsdist" in capsys.readouterr().out

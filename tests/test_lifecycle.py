@@ -172,8 +172,8 @@ def test_warm_start_keeps_old_neighbourhoods_and_learns_new_words(client, tmp_pa
     # overlap 0.62 warm, 0.20 cold; a cluster has 19 equally good neighbours, hence not 1).
     stable = [w for w in old.vocab if w.startswith(("c05_", "c10_", "c20_"))]
     cosine = np.mean([old[w] @ new[w] / np.linalg.norm(old[w]) / np.linalg.norm(new[w]) for w in stable])
-    overlap = np.mean([len({w for w, _ in old.most_similar(x, 10)} & {w for w, _ in new.most_similar(x, 10)}) / 10
-                       for x in stable])
+    overlap = np.mean([len({w for w, _ in old.most_similar(x, topn=10)}
+                           & {w for w, _ in new.most_similar(x, topn=10)}) / 10 for x in stable])
     assert cosine >= 0.9 and overlap >= 0.45, (cosine, overlap)
     # New words, seen in one epoch only, already cluster with each other.
     labels = {w: w.split("_")[0] for w in new.vocab if w.startswith(("new_", "c05_", "c10_", "c20_"))}
