@@ -47,6 +47,10 @@ def write_state(where: str, state: dict, storage_options) -> None:
     storage.write_bytes(storage.join(where, "state.json"), storage.dump_json(doc), storage_options)
 
 
+# What resuming reads from a checkpoint's state (pipeline._open_run, _job).
+STATE_KEYS = ("epoch", "shards", "models", "shard_plan", "corpus_fingerprint", "vocab_sha256")
+
+
 def latest(run: str, storage_options=None) -> dict | None:
     """The state of the newest complete checkpoint of a run, or None."""
     for name in reversed(storage.listdir(storage.join(run, "checkpoints"), storage_options)):
@@ -56,6 +60,11 @@ def latest(run: str, storage_options=None) -> dict | None:
             if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("version") != VERSION:
                 raise DataError(f"{state_url!r} is not an {FORMAT} version {VERSION} checkpoint (written by another "
                                 "nsdist release); resume it with that release or start a new run")
+            missing = [k for k in STATE_KEYS if k not in state]
+            if missing or not isinstance(state["epoch"], int) or state["epoch"] < 1:
+                raise DataError(f"{state_url!r} is incomplete (no {', '.join(missing) or 'valid epoch'}): the "
+                                "checkpoint is corrupt; delete its folder to resume from the one before, or start "
+                                "a new run")
             return state
     return None
 

@@ -81,17 +81,25 @@ def test_errors_are_one_line_with_exit_codes(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_only_unknown_words_are_key_errors_that_exit_2(tmp_path, capsys):
-    """An unknown word is a usage error (UnknownWord, exit 2, tested in test_embeddings.py); any
-    other KeyError is unexpected (exit 1), like every other unexpected error. Here: a checkpoint
-    state without its epoch, under a run that was never published."""
+def test_a_corrupt_checkpoint_state_and_unexpected_errors(tmp_path, capsys):
+    """A checkpoint state without its epoch is bad data (exit 3, naming the file and the fix). An
+    error nsdist has no class for (here: writing under a file) is exit 1 in one line; -v adds
+    the traceback. (Unknown words, UnknownWord, exit 2: test_embeddings.py.)"""
     from nsdist import checkpoint, storage
 
     state = tmp_path / "out" / "runs" / "20260101T000000Z-abcdef" / "checkpoints" / "0001" / "state.json"
     storage.write_bytes(str(state), storage.dump_json({"format": checkpoint.FORMAT, "version": checkpoint.VERSION}))
-    assert main(["runs", str(tmp_path / "out"), "--all"]) == 1
+    assert main(["runs", str(tmp_path / "out"), "--all"]) == 3
     err = capsys.readouterr().err.strip()
-    assert err.splitlines() == ["nsdist: error: KeyError: 'epoch' (rerun with -v for the traceback)"], err
+    assert err == (f"nsdist: error: {str(state)!r} is incomplete (no {', '.join(checkpoint.STATE_KEYS)}): the "
+                   "checkpoint is corrupt; delete its folder to resume from the one before, or start a new run"), err
+    (tmp_path / "afile").write_text("")
+    assert main(["synth", str(tmp_path / "afile" / "c.txt"), "--tokens", "100"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("nsdist: error: NotADirectoryError: ") and err.endswith("(rerun with -v for the traceback)")
+    assert len(err.splitlines()) == 1
+    assert main(["synth", str(tmp_path / "afile" / "c.txt"), "--tokens", "100", "-v"]) == 1
+    assert "Traceback (most recent call last)" in capsys.readouterr().err
 
 
 def test_help_without_arguments_and_global_options_after_the_command(tmp_path, capsys, publish_run):
