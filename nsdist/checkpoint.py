@@ -48,7 +48,7 @@ def write_state(where: str, state: dict, storage_options) -> None:
 
 
 # What resuming reads from a checkpoint's state (pipeline._open_run, _job).
-STATE_KEYS = ("epoch", "shards", "models", "shard_plan", "corpus_fingerprint", "vocab_sha256")
+STATE_KEYS = ("epoch", "corpus_fingerprint", "vocab_sha256")
 
 
 def latest(run: str, storage_options=None) -> dict | None:
