@@ -75,6 +75,6 @@ def train(corpus: str | os.PathLike | list | tuple | None, out: str | os.PathLik
                       storage_options=dict(storage_options) if storage_options else None)
     if resume:
         cfg = resume_config(resume, cfg)
-    check_inputs(cfg, init_from, resume)
+    files = check_inputs(cfg, init_from, resume)  # before any cluster starts
     with session(cfg.cluster, client, active=True) as c:
-        return run_job(cfg, c, resume=resume, init_from=init_from)
+        return run_job(cfg, c, resume=resume, init_from=init_from, files=files)

@@ -198,15 +198,15 @@ def cmd_train(args) -> int:
     )
     if args.resume:
         cfg = resume_config(args.resume, cfg)
-    check_inputs(cfg, args.init_from, args.resume)
+    files = check_inputs(cfg, args.init_from, args.resume)
     with session(cfg.cluster, quiet=not _VERBOSE) as client:
         if args.dry_run:
             from .pipeline import dry_run
 
-            _print_plan(dry_run(cfg, client, resume=args.resume, init_from=args.init_from))
+            _print_plan(dry_run(cfg, client, resume=args.resume, init_from=args.init_from, files=files))
             return 0
         _log_dashboard(client)
-        result = train(cfg, client, resume=args.resume, init_from=args.init_from)
+        result = train(cfg, client, resume=args.resume, init_from=args.init_from, files=files)
     print(result.run_url)
     return 0
 

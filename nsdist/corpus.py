@@ -34,11 +34,14 @@ def _is_parquet(url: str) -> bool:
     return url.endswith((".parquet", ".parq", ".pq"))
 
 
-def plan_blocks(urls, storage_options=None, blocksize: int = 4 * 2**20, column: str | None = None) -> list[Block]:
+def plan_blocks(urls, storage_options=None, blocksize: int = 4 * 2**20, column: str | None = None,
+                files: list[tuple[str, int]] | None = None) -> list[Block]:
     """Expand URLs/globs into blocks of about ``blocksize`` bytes (client side, metadata only).
-    With ``column``, each Parquet file's schema is checked for it (``check_column``)."""
+    With ``column``, each Parquet file's schema is checked for it (``check_column``). ``files``:
+    the (url, size) the URLs expand to, when the job listed them already (a listing of a large
+    S3 prefix takes seconds, and a second one could see other files)."""
     blocks = []
-    for url, size in storage.expand(urls, storage_options):
+    for url, size in files if files is not None else storage.expand(urls, storage_options):
         if _is_parquet(url):
             groups = _row_groups(url, storage_options, column)
             blocks += [Block(url, i, None, parquet=True) for i in range(groups)]

@@ -161,13 +161,14 @@ def _block_weights(blocks: list, files: list[tuple[str, int]]) -> list[float]:
     return [b.length if b.length is not None else size[b.url] / per_file[b.url] for b in blocks]
 
 
-def dry_run(cfg: JobConfig, client, resume: str | None = None, init_from: str | None = None) -> dict:
+def dry_run(cfg: JobConfig, client, resume: str | None = None, init_from: str | None = None,
+            files: list[tuple[str, int]] | None = None) -> dict:
     """The plan of a job, without training or writing anything: the corpus and its blocks, an
     estimate of its tokens and vocabulary from a sample of blocks counted on the workers, the
     shards and where they go, the model and the memory per worker against the workers' limits,
     and the rounds."""
-    t, files = cfg.train, check_inputs(cfg, init_from, resume)
-    blocks = plan_blocks(cfg.corpus, cfg.storage_options, cfg.blocksize, cfg.parquet_column)
+    t, files = cfg.train, files if files is not None else check_inputs(cfg, init_from, resume)
+    blocks = plan_blocks(cfg.corpus, cfg.storage_options, cfg.blocksize, cfg.parquet_column, files)
     workers, limits = cluster.workers(client), cluster.memory_limits(client)
     n_shards = t.shards or sum(cluster.threads(client).values())
     n_models = max(1, min(len(workers), n_shards))
@@ -322,19 +323,21 @@ def _source(client, cfg: JobConfig, run: _Run, vocab, vocab_size: int) -> tuple[
     return (init_model, (vocab_size, t.dim, t.seed)), None
 
 
-def train(cfg: JobConfig, client, resume: str | None = None, init_from: str | None = None) -> TrainResult:
+def train(cfg: JobConfig, client, resume: str | None = None, init_from: str | None = None,
+          files: list[tuple[str, int]] | None = None) -> TrainResult:
     """Run a whole training job on ``client``'s cluster and publish it under ``cfg.out``.
 
     ``resume``: URL of a run that failed; continue from its last checkpoint (``cfg`` must be
     ``resume_config(resume, ...)``). ``init_from``: URL of a published model to warm-start from.
     A KeyboardInterrupt (Ctrl-C, or SIGTERM in the CLI) becomes ``Interrupted``, whose message
-    says how to resume.
+    says how to resume. ``files``: what ``check_inputs`` returned, when the caller checked the
+    job before connecting (the corpus is listed once).
     """
     t_start = time.perf_counter()
-    files = check_inputs(cfg, init_from, resume)
+    files = files if files is not None else check_inputs(cfg, init_from, resume)
     fingerprint = _fingerprint(files)
     # Planned before a run is claimed: a corpus that fails its checks here leaves nothing under out.
-    blocks = plan_blocks(cfg.corpus, cfg.storage_options, cfg.blocksize, cfg.parquet_column)
+    blocks = plan_blocks(cfg.corpus, cfg.storage_options, cfg.blocksize, cfg.parquet_column, files)
     if not blocks:
         raise DataError(f"the corpus has no rows: {_some(files, cfg.storage_options)} "
                         f"{'has' if len(files) == 1 else 'have'} no Parquet row groups; "

@@ -13,15 +13,18 @@ from nsdist.errors import DataError
 from nsdist.model import init_model
 
 
+STATE = {"corpus_fingerprint": "f" * 64, "vocab_sha256": "v" * 64}  # what resuming needs beside the epoch
+
+
 def test_the_newest_complete_checkpoint_is_read_back(tmp_path):
     run = str(tmp_path / "run")
     model = init_model(7, 3, seed=1)
     for epoch in (0, 1):
         assert checkpoint.save_model(checkpoint.url(run, epoch), None, model) == model.nbytes
-        checkpoint.write_state(checkpoint.url(run, epoch), {"epoch": epoch + 1}, None)
+        checkpoint.write_state(checkpoint.url(run, epoch), {"epoch": epoch + 1, **STATE}, None)
     checkpoint.save_model(checkpoint.url(run, 2), None, model)  # no state.json: incomplete, ignored
     state = checkpoint.latest(run)
-    assert state == {"format": "nsdist-checkpoint", "version": 1, "epoch": 2}
+    assert state == {"format": "nsdist-checkpoint", "version": 1, "epoch": 2, **STATE}
     back = checkpoint.load_model(checkpoint.url(run, 1), None)
     assert np.array_equal(back.win, model.win) and np.array_equal(back.wout, model.wout)
     assert checkpoint.latest(str(tmp_path / "none")) is None

@@ -177,3 +177,23 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, client, capsys):
     assert abs(plan["sample"]["vocab_size"] / len(truth) - 1) < 0.1, plan["sample"]
     assert abs(plan["sample"]["tokens"] / 300_000 - 1) < 0.1, plan["sample"]
     assert [w["shards"] for w in plan["workers"]] == [[0, 2], [1, 3]] and not out.exists()
+
+
+def test_a_job_lists_its_corpus_once(tmp_path, client, monkeypatch):
+    """A listing of a large S3 prefix takes seconds, and a second one could see other files."""
+    from nsdist import storage
+
+    corpus = generate(str(tmp_path / "c.txt"), tokens=20_000, seed=2).corpus
+    listed = []
+    real = storage.expand
+
+    def counting(urls, storage_options=None):
+        listed.append(tuple(urls))
+        return real(urls, storage_options)
+
+    monkeypatch.setattr(storage, "expand", counting)
+    for extra in ([], ["--dry-run"]):
+        listed.clear()
+        assert main(["train", "--corpus", corpus, "--out", str(tmp_path / "out"), "--scheduler",
+                     client.scheduler.address, "--set", "dim=8", "--set", "epochs=1", *extra]) == 0
+        assert listed == [(corpus,)], extra

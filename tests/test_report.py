@@ -248,7 +248,8 @@ def test_info_of_an_unpublished_run_says_how_to_resume(tmp_path, capsys):
     epoch = {"epoch": 1, "loss": 2.5, "words_per_second": 1000.0, "seconds": 2.0, "merge_bytes": 300,
              "merge_seconds": 0.01}
     checkpoint.save_model(checkpoint.url(run, 0), None, init_model(4, 3, seed=1))
-    checkpoint.write_state(checkpoint.url(run, 0), {"epoch": 1, "metrics": [epoch]}, None)
+    checkpoint.write_state(checkpoint.url(run, 0), {"epoch": 1, "metrics": [epoch], "corpus_fingerprint": "f" * 64,
+                                                    "vocab_sha256": "v" * 64}, None)
     assert main(["info", run]) == 0
     text = capsys.readouterr().out
     assert text.startswith(f"run {run_id}, unpublished (checkpoint after epoch 1): {os.path.abspath(run)}\n")

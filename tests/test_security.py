@@ -401,7 +401,8 @@ def _published_and_unfinished(s3, publish_run) -> _Stored:
                       corpus_fingerprint=pipeline._fingerprint(storage.expand([text], so)))
     run = outputs.run_url(out, run_id)
     checkpoint.save_model(checkpoint.url(run, 0), so, init_model(len(words), 4, 1))
-    checkpoint.write_state(checkpoint.url(run, 0), {"epoch": 1}, so)
+    checkpoint.write_state(checkpoint.url(run, 0), {"epoch": 1, "corpus_fingerprint": "f" * 64,
+                                                    "vocab_sha256": "v" * 64}, so)
     return _Stored(out, run, cfg, text, parquet, s3.url("q.txt"))
 
 
