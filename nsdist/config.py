@@ -297,6 +297,24 @@ def keys() -> list[tuple[str, str, str]]:
     return rows
 
 
+def markdown_table() -> str:
+    """The README's configuration table: one row per key of ``keys()``. ``<`` and ``|`` in a
+    meaning are escaped, or Markdown would read ``list<string>`` as an HTML tag.
+
+    >>> print("\\n".join(markdown_table().splitlines()[:4]))
+    | key | default | meaning |
+    | --- | --- | --- |
+    | `corpus` | `()` | corpus URLs: files, globs or directories (text, .gz/.bz2/.zst, or .parquet) |
+    | `out` | unset | output URL: a local path or s3://bucket/prefix |
+    """
+    rows = ["| key | default | meaning |", "| --- | --- | --- |"]
+    for key, default, meaning in keys():
+        shown = default if default == "unset" else f"`{default}`"
+        escaped = re.sub(r"([<|])", r"\\\1", meaning)
+        rows.append(f"| `{key}` | {shown} | {escaped} |")
+    return "\n".join(rows)
+
+
 def _default(f: dataclasses.Field) -> str:
     value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
     return "unset" if value is None else str(value)
