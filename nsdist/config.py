@@ -231,13 +231,15 @@ class JobConfig:
 
 _SECTIONS = {"train": TrainConfig, "cluster": ClusterConfig}
 
-# One line per key: `nsdist train --help` and the README's configuration table are made from these
-# (tests/test_config.py checks that every field has one and that the README's table is current).
+# One line per key: `nsdist train --help` and the README's configuration table (markdown_table) are
+# made from these. tests/test_cli.py checks that every field has one; tests/test_docs.py that the
+# README's table is current.
 HELP = {
     "corpus": "corpus URLs: files, globs or directories (text, .gz/.bz2/.zst, or .parquet)",
     "out": "output URL: a local path or s3://bucket/prefix",
     "storage_options": "fsspec options, e.g. S3 endpoint and credentials; never written to manifests or logs",
-    "blocksize": "bytes per text partition; scanning one needs about 3x its size for a moment",
+    "blocksize": "bytes per text partition (4 MiB); scanning one needs about 3x its size for a moment, and each "
+                 "costs three tasks: very large corpora may want larger ones",
     "parquet_column": "the list<string> column of Parquet corpora",
     "checkpoint_every": "epochs between checkpoints (0: none); --resume continues from the last",
     "train.dim": "vector size",
@@ -251,23 +253,28 @@ HELP = {
     "train.ns_exponent": "noise distribution: count ** ns_exponent",
     "train.seed": "random seed: same seed, shards and workers give bit-identical vectors (one thread per worker)",
     "train.shards": "training shards (units of parallel training); unset: one per worker thread",
-    "train.syncs_per_epoch": "parameter-averaging rounds per epoch; unset: 4, or 2 x workers past 2 workers",
-    "train.sync_rows": "rows averaged every round: the most frequent sync_rows, twice as many every other round, "
-                       "..., all at each epoch's end; null: all rows every round",
+    "train.syncs_per_epoch": "parameter-averaging rounds per epoch; unset: 4, or 2 per model past 2 models "
+                             "(one model per worker)",
+    "train.sync_rows": "the sync_rows most frequent words' rows are averaged every round, twice as many every "
+                       "other round, 4x every fourth, ..., all rows in each epoch's last round; unset: all, every round",
     "train.max_vocab": "keep only the most frequent words; unset: all",
-    "train.max_sentence_length": "longer sentences are split into chunks of this many words",
+    "train.max_sentence_length": "sentences longer than this many known words are split into chunks, never cut",
     "train.lowercase": "lowercase tokens",
-    "train.merge": "how the workers' models are averaged: mean, weighted (by update counts), touched",
-    "train.alpha_scale": "one local rate multiplier for every row; unset: per-row multipliers (rate_pivot)",
-    "train.rate_pivot": "per-row local rates fall from M (models) to 1 around this many occurrences per epoch; "
-                        "null: M for every row",
+    "train.merge": "how a row is averaged over the models: mean (over all), weighted (by each model's updates "
+                   "of the row), touched (over the models that updated it)",
+    "train.alpha_scale": "one local learning-rate multiplier for every row and any merge (not capped), in place "
+                         "of rate_pivot's; unset: rate_pivot's with merge=mean, 1 with the others",
+    "train.rate_pivot": "merge=mean: a row's local learning-rate multiplier falls from M (the models; at most "
+                        "0.2 / alpha) to 1, halfway at this many occurrences kept per epoch; unset: M for every row",
     "train.kernel": "batch: negatives shared per context window (HogBatch); pair: word2vec's per-pair updates",
-    "train.merge_blocks": "row blocks merged per round; unset: automatic (results do not depend on it)",
+    "train.merge_blocks": "row blocks a round's averaged rows are cut into, each merged by one worker; unset: "
+                          "enough that a worker receives at most 1/8 of the model at once; results do not depend on it",
     "cluster.scheduler": "Dask scheduler address (also DASK_SCHEDULER_ADDRESS); unset: a local cluster",
     "cluster.workers": "local cluster worker processes; unset: one per core",
     "cluster.threads_per_worker": "threads per local worker (more than 1: not bit-reproducible)",
     "cluster.wait_for_workers": "workers to wait for before starting",
-    "cluster.timeout": "seconds to reach the scheduler and see wait_for_workers workers",
+    "cluster.timeout": "seconds to reach the scheduler and see wait_for_workers workers; more for clusters that "
+                       "scale up on demand",
     "cluster.tls_ca_file": "TLS: the CA certificate (PEM); all three tls_* keys or none",
     "cluster.tls_cert": "TLS: this process's certificate (PEM)",
     "cluster.tls_key": "TLS: its private key (PEM)",
@@ -288,6 +295,24 @@ def keys() -> list[tuple[str, str, str]]:
         else:
             rows.append((f.name, _default(f), HELP[f.name]))
     return rows
+
+
+def markdown_table() -> str:
+    """The README's configuration table: one row per key of ``keys()``. ``<`` and ``|`` in a
+    meaning are escaped, or Markdown would read ``list<string>`` as an HTML tag.
+
+    >>> print("\\n".join(markdown_table().splitlines()[:4]))
+    | key | default | meaning |
+    | --- | --- | --- |
+    | `corpus` | `()` | corpus URLs: files, globs or directories (text, .gz/.bz2/.zst, or .parquet) |
+    | `out` | unset | output URL: a local path or s3://bucket/prefix |
+    """
+    rows = ["| key | default | meaning |", "| --- | --- | --- |"]
+    for key, default, meaning in keys():
+        shown = default if default == "unset" else f"`{default}`"
+        escaped = re.sub(r"([<|])", r"\\\1", meaning)
+        rows.append(f"| `{key}` | {shown} | {escaped} |")
+    return "\n".join(rows)
 
 
 def _default(f: dataclasses.Field) -> str:
