@@ -59,11 +59,8 @@ class TrainConfig:
 
     def rounds(self, models: int) -> int:
         """Merges per epoch for ``models`` models (one per worker): ``syncs_per_epoch``, else 4,
-        or 2 per model past 2 models.
-
-        More models drift further apart between merges: on real text (11.3M tokens, analogy
-        accuracy, 1 shard 0.134) 8 shards scored 0.094 at 4 syncs and 0.117 at 16 with a
-        uniform local rate, 0.120 and 0.129 with per-row rates (rate_pivot 80, see merge.py).
+        or 2 per model past 2 models: more models drift further apart between merges
+        (measurements: docs/quality.md, "Per-row rates and rounds").
 
         >>> TrainConfig().rounds(1), TrainConfig().rounds(8), TrainConfig(syncs_per_epoch=3).rounds(8)
         (4, 16, 3)
@@ -194,11 +191,8 @@ class JobConfig:
     corpus: tuple[str, ...] = ()
     out: str | None = None
     storage_options: Mapping[str, Any] = field(default_factory=dict)
-    # Bytes per text partition. Scanning one needs about 3x its size for a moment, and a scanned
-    # partition stays until its shard pieces are built: 4 MiB keeps a worker's preprocessing peak
-    # under its training peak (real text, 2 workers: 16 MiB peaked at 1.7x the model + shards,
-    # 8 MiB at up to 1.56x; 4 MiB transient per scan 13 MB). Larger corpora may want larger
-    # blocks for fewer tasks (three per block), at that memory cost.
+    # Bytes per text partition: 4 MiB keeps a worker's preprocessing peak under its training peak
+    # (a scan needs about 3x its block for a moment; measurements: docs/design.md, "Memory").
     blocksize: int = 4 * 2**20
     parquet_column: str = "tokens"  # list<string> column of Parquet corpora
     checkpoint_every: int = 1  # epochs between checkpoints (0: none); --resume continues from one
