@@ -55,6 +55,9 @@ class TrainConfig:
     alpha_scale: float | None = None  # uniform local rate multiplier; None: model count, capped
     rate_pivot: float | None = 5000.0  # per-row local rates (merge.shard_rates); None: uniform
     kernel: str = "batch"  # "batch": negatives shared per window (HogBatch); "pair": classic
+    # Context words that share one draw of negatives in the batch kernel: a text window (2 x
+    # window words) fits; a session-long window gets fresh negatives every this many items.
+    share_negatives: int = 16
     merge_blocks: int | None = None  # row blocks per round; None: plan.merge_blocks (the same results)
 
     def rounds(self, models: int) -> int:
@@ -72,7 +75,11 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> "TrainConfig":
-        positive = ("dim", "window", "epochs", "syncs_per_epoch", "max_sentence_length", "merge_blocks", "sync_rows")
+        if self.window < 0:
+            raise ConfigError(f"train.window must be >= 0 (0: the whole sentence or session), got {self.window}")
+        if self.share_negatives < 0:
+            raise ConfigError(f"train.share_negatives must be >= 0 (0: a whole window), got {self.share_negatives}")
+        positive = ("dim", "epochs", "syncs_per_epoch", "max_sentence_length", "merge_blocks", "sync_rows")
         for name in positive:
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
@@ -237,7 +244,8 @@ HELP = {
     "parquet_column": "the list<string> column of Parquet corpora",
     "checkpoint_every": "epochs between checkpoints (0: none); --resume continues from the last",
     "train.dim": "vector size",
-    "train.window": "maximum context distance (each center word uses a random window of 1..window)",
+    "train.window": "maximum context distance (each center word uses a random window of 1..window); "
+                    "0: every other word of the sentence or session, never shrunk",
     "train.negative": "noise words per (context, center) pair",
     "train.min_count": "drop words seen fewer times",
     "train.sample": "subsampling threshold of frequent words (0 disables)",
@@ -261,6 +269,8 @@ HELP = {
     "train.rate_pivot": "merge=mean: a row's local learning-rate multiplier falls from M (the models; at most "
                         "0.2 / alpha) to 1, halfway at this many occurrences kept per epoch; unset: M for every row",
     "train.kernel": "batch: negatives shared per context window (HogBatch); pair: word2vec's per-pair updates",
+    "train.share_negatives": "batch kernel: context words that share one draw of negatives (a text window fits; "
+                             "long sessions get fresh ones); 0: a whole window",
     "train.merge_blocks": "row blocks a round's averaged rows are cut into, each merged by one worker; unset: "
                           "enough that a worker receives at most 1/8 of the model at once; results do not depend on it",
     "cluster.scheduler": "Dask scheduler address (also DASK_SCHEDULER_ADDRESS); unset: a local cluster",

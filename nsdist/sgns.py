@@ -135,7 +135,7 @@ def _add_combination(y, scale, coef, rows, n):  # pragma: no cover - compiled
 @numba.njit(cache=True, nogil=True, fastmath=True)
 def train_pairs(
     win, wout, ids, offsets, s_begin, s_end, keep, noise_prob, noise_alias,
-    window, negative, alpha_start, alpha_end, state, n_in, n_out, rate, done0=0, total=0,
+    window, negative, alpha_start, alpha_end, state, n_in, n_out, rate, done0=0, total=0, share=0,
 ):  # pragma: no cover - compiled
     """Train sentences [s_begin, s_end) of a shard, one (context, center) pair at a time.
 
@@ -143,6 +143,8 @@ def train_pairs(
     sentences' words before subsampling: it is what the learning-rate schedule follows. The rate
     goes from ``alpha_start`` to ``alpha_end`` over ``total`` words (default: these sentences'),
     ``done0`` of them already trained: a round over several arrays is several calls.
+    ``window`` 0: every other word of the sentence is a context (sessions of items), never
+    shrunk. ``share`` is train_batch's; every pair draws its own negatives here.
     """
     dim = win.shape[1]
     total = max(total if total > 0 else offsets[s_end] - offsets[s_begin], 1)
@@ -158,8 +160,10 @@ def train_pairs(
         done += offsets[s + 1] - offsets[s]
         for i in range(n):
             center = sent[i]
-            u, state = next_random(state)
-            span = window - np.int64(u * window)  # effective window in [1, window]
+            span = n
+            if window > 0:
+                u, state = next_random(state)
+                span = window - np.int64(u * window)  # effective window in [1, window]
             lo = max(0, i - span)
             hi = min(n, i + span + 1)
             for j in range(lo, hi):
@@ -198,9 +202,9 @@ def train_pairs(
 @numba.njit(cache=True, nogil=True, fastmath=True)
 def train_batch(
     win, wout, ids, offsets, s_begin, s_end, keep, noise_prob, noise_alias,
-    window, negative, alpha_start, alpha_end, state, n_in, n_out, rate, done0=0, total=0,
+    window, negative, alpha_start, alpha_end, state, n_in, n_out, rate, done0=0, total=0, share=0,
 ):  # pragma: no cover - compiled
-    """Train sentences [s_begin, s_end) with negatives shared across each context window.
+    """Train sentences [s_begin, s_end) with negatives shared by up to ``share`` context words.
 
     HogBatch (Ji et al. 2016): for a center word, its context words C and the targets
     T = [center, negative draws] form two small matrices; the update becomes
@@ -210,18 +214,25 @@ def train_batch(
     `negative` draws per window instead of per pair. The small products go three rows per
     pass (register blocking: measured 2.2x over one dot product per pass with the sigmoid
     computed in the same loop). Same signature and returns as train_pairs.
+
+    A window of more than ``share`` context words (0: no bound) is trained in consecutive
+    groups of ``share``, each with fresh negatives: a text window (at most 2 x window words)
+    fits in one group, while a whole 700-item session would otherwise train against
+    `negative` noise items in all.
     """
     dim = win.shape[1]
     total = max(total if total > 0 else offsets[s_end] - offsets[s_begin], 1)
-    sent = np.empty(_longest(offsets, s_begin, s_end), np.int32)
-    width = 2 * window
+    longest = _longest(offsets, s_begin, s_end)
+    sent = np.empty(longest, np.int32)
+    width = max(2 * window if window > 0 else longest, 1)
+    group = width if share <= 0 else min(share, width)
     ctx = np.empty(width, np.int64)
     tgt = np.empty(negative + 1, np.int64)
     lab = np.empty(negative + 1, np.float32)
-    a = np.empty((width, dim), np.float32)  # snapshot of win[C]
+    a = np.empty((group, dim), np.float32)  # snapshot of win[C]
     b = np.empty((negative + 1, dim), np.float32)  # snapshot of wout[T]
-    g = np.empty((width, negative + 1), np.float32)
-    g_t = np.empty((negative + 1, width), np.float32)  # g transposed: contiguous per target
+    g = np.empty((group, negative + 1), np.float32)
+    g_t = np.empty((negative + 1, group), np.float32)  # g transposed: contiguous per target
     f = np.empty(negative + 1, np.float32)
     loss = 0.0
     pairs = 0
@@ -232,46 +243,61 @@ def train_batch(
         done += offsets[s + 1] - offsets[s]
         for i in range(n):
             center = sent[i]
-            u, state = next_random(state)
-            span = window - np.int64(u * window)
+            span = n
+            if window > 0:
+                u, state = next_random(state)
+                span = window - np.int64(u * window)
             nc = 0
             for j in range(max(0, i - span), min(n, i + span + 1)):
                 if j != i:
                     ctx[nc] = sent[j]
                     nc += 1
-            if nc == 0:
-                continue
-            # Targets: the center (label 1) and `negative` noise words (label 0); a noise word
-            # equal to the center is dropped, as in word2vec.
-            tgt[0] = center
-            lab[0] = 1.0
-            nt = 1
-            for _ in range(negative):
-                w, state = draw(noise_prob, noise_alias, state)
-                if w != center:
-                    tgt[nt] = w
-                    lab[nt] = 0.0
-                    nt += 1
-            for c in range(nc):
-                row = ctx[c]
-                for k in range(dim):
-                    a[c, k] = win[row, k]
-            for t in range(nt):
-                row = tgt[t]
-                for k in range(dim):
-                    b[t, k] = wout[row, k]
-            for c in range(nc):
-                _dots(a[c], b, nt, f)
-                for t in range(nt):
-                    gct, pair_loss = gradient(f[t], lab[t], alpha)
-                    g[c, t] = gct
-                    g_t[t, c] = gct
-                    loss += pair_loss
-            for c in range(nc):
-                _add_combination(win[ctx[c]], rate[ctx[c]], g[c], b, nt)
-                n_in[ctx[c]] += 1
-            for t in range(nt):
-                _add_combination(wout[tgt[t]], rate[tgt[t]], g_t[t], a, nc)
-                n_out[tgt[t]] += nc
+            for c0 in range(0, nc, group):
+                part_loss, state = _batch_step(win, wout, ctx[c0:min(nc, c0 + group)], center, noise_prob,
+                                               noise_alias, negative, alpha, state, n_in, n_out, rate,
+                                               tgt, lab, a, b, g, g_t, f)
+                loss += part_loss
             pairs += nc
     return loss, pairs, done - done0, state
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True, inline="always")
+def _batch_step(win, wout, ctx, center, noise_prob, noise_alias, negative, alpha, state, n_in, n_out, rate,
+                tgt, lab, a, b, g, g_t, f):  # pragma: no cover - compiled
+    """One HogBatch update: contexts ``ctx`` against the center and fresh negatives; the loss."""
+    dim = win.shape[1]
+    nc = len(ctx)
+    # Targets: the center (label 1) and `negative` noise words (label 0); a noise word
+    # equal to the center is dropped, as in word2vec.
+    tgt[0] = center
+    lab[0] = 1.0
+    nt = 1
+    for _ in range(negative):
+        w, state = draw(noise_prob, noise_alias, state)
+        if w != center:
+            tgt[nt] = w
+            lab[nt] = 0.0
+            nt += 1
+    for c in range(nc):
+        row = ctx[c]
+        for k in range(dim):
+            a[c, k] = win[row, k]
+    for t in range(nt):
+        row = tgt[t]
+        for k in range(dim):
+            b[t, k] = wout[row, k]
+    loss = 0.0
+    for c in range(nc):
+        _dots(a[c], b, nt, f)
+        for t in range(nt):
+            gct, pair_loss = gradient(f[t], lab[t], alpha)
+            g[c, t] = gct
+            g_t[t, c] = gct
+            loss += pair_loss
+    for c in range(nc):
+        _add_combination(win[ctx[c]], rate[ctx[c]], g[c], b, nt)
+        n_in[ctx[c]] += 1
+    for t in range(nt):
+        _add_combination(wout[tgt[t]], rate[tgt[t]], g_t[t], a, nc)
+        n_out[tgt[t]] += nc
+    return loss, state

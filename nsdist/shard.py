@@ -33,6 +33,7 @@ class RoundSpec:
     negative: int
     seed: int
     kernel: str = "pair"
+    share: int = 0  # context words per draw of negatives (batch kernel); 0: a whole window
 
 
 def round_slice(offsets: np.ndarray, round_: int, rounds: int) -> tuple[int, int]:
@@ -104,7 +105,7 @@ def train_round(model: Model, pieces: Sequence[Shard], tables: Tables, spec: Rou
             win, wout, p.ids, p.offsets, begin, end,
             tables.keep, tables.noise_prob, tables.noise_alias,
             spec.window, spec.negative, spec.alpha_start, spec.alpha_end, state, n_in, n_out, rate,
-            words, total,
+            words, total, spec.share,
         )
         loss, pairs, words = loss + piece_loss, pairs + piece_pairs, words + piece_words
         state = np.uint64(state)  # returned as a Python int; passed on as uint64, as task_state's

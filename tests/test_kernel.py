@@ -89,11 +89,21 @@ def test_kernel_equals_numpy_reference(sentence, window):
     assert pairs == sum(min(len(sentence), i + window + 1) - max(0, i - window) - 1 for i in range(len(sentence)))
 
 
-def reference_batch(win, wout, sentence, window, neg_word, negative, alpha):
-    """HogBatch written with numpy matrices: one shared set of targets per center word."""
+def reference_batch(win, wout, sentence, window, neg_word, negative, alpha, share=0):
+    """HogBatch written with numpy matrices: one shared set of targets per center word, or per
+    group of ``share`` context words; window 0: the whole sentence."""
     loss = 0.0
+    window = window or len(sentence)
     for i, center in enumerate(sentence):
         ctx = [sentence[j] for j in range(max(0, i - window), min(len(sentence), i + window + 1)) if j != i]
+        for c0 in range(0, len(ctx), share or max(len(ctx), 1)):
+            loss += _reference_group(win, wout, ctx[c0:c0 + (share or len(ctx))], center, neg_word, negative, alpha)
+    return loss
+
+
+def _reference_group(win, wout, ctx, center, neg_word, negative, alpha):
+    loss = 0.0
+    if ctx:
         targets = [center] + [neg_word] * negative * (neg_word != center)
         labels = np.array([1.0] + [0.0] * (len(targets) - 1), np.float32)
         a, b = win[ctx].copy(), wout[targets].copy()
@@ -103,6 +113,57 @@ def reference_batch(win, wout, sentence, window, neg_word, negative, alpha):
         np.add.at(win, ctx, (g @ b).astype(np.float32))
         np.add.at(wout, targets, (g.T @ a).astype(np.float32))
     return loss
+
+
+@pytest.mark.parametrize("window, share", [(0, 0), (0, 1), (0, 2), (0, 4), (1, 1), (1, 2)])
+def test_windows_of_whole_sessions_and_bounded_sharing(window, share):
+    """window 0 trains every other item of a session; share bounds how many context words one
+    draw of negatives serves (fresh draws per group), as the numpy reference does (window 1
+    cannot shrink, so its path is deterministic too)."""
+    sentence = [0, 1, 2, 1, 0, 3, 4, 2, 3]
+    rng = np.random.default_rng(2)
+    V, dim, negative, neg_word, alpha = 6, 8, 3, 5, 0.05
+    win = rng.normal(0, 0.5, (V, dim)).astype(np.float32)
+    wout = rng.normal(0, 0.5, (V, dim)).astype(np.float32)
+    prob, alias = np.zeros(V, np.float32), np.full(V, neg_word, np.int32)
+    ids, offsets = np.array(sentence, np.int32), np.array([0, len(sentence)], np.int64)
+    if window == 0:  # no random shrinking: the pair kernel's path is deterministic too
+        ref_in, ref_out = win.copy(), wout.copy()
+        ref_loss, _, _ = reference_sgns(ref_in, ref_out, sentence, len(sentence), neg_word, negative, alpha)
+        w2, o2 = win.copy(), wout.copy()
+        loss, pairs, _, _ = train_pairs(w2, o2, ids, offsets, 0, 1, np.ones(V, np.float32), prob, alias, 0, negative,
+                                        alpha, alpha, np.uint64(7), np.zeros(V, np.uint32), np.zeros(V, np.uint32),
+                                        np.ones(V, np.float32))
+        np.testing.assert_allclose(w2, ref_in, rtol=1e-5, atol=1e-6)
+        assert pairs == len(sentence) * (len(sentence) - 1) and loss == pytest.approx(ref_loss, rel=1e-5)
+    ref_in, ref_out = win.copy(), wout.copy()
+    ref_loss = reference_batch(ref_in, ref_out, sentence, window, neg_word, negative, alpha, share)
+    loss, pairs, _, _ = train_batch(win, wout, ids, offsets, 0, 1, np.ones(V, np.float32), prob, alias, window,
+                                    negative, alpha, alpha, np.uint64(7), np.zeros(V, np.uint32),
+                                    np.zeros(V, np.uint32), np.ones(V, np.float32), 0, 0, share)
+    np.testing.assert_allclose(win, ref_in, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(wout, ref_out, rtol=1e-5, atol=1e-6)
+    assert loss == pytest.approx(ref_loss, rel=1e-5)
+
+
+def test_bounded_sharing_draws_fresh_negatives():
+    """With a real noise table, a session-long window draws negative x ceil(contexts / share)
+    noise words per center instead of negative: every row of a large vocabulary gets trained."""
+    V, dim, negative = 400, 4, 2
+    sentence = np.arange(200, dtype=np.int32)  # one session of 200 distinct items
+    prob, alias = np.ones(V, np.float32), np.arange(V, dtype=np.int32)  # uniform noise
+    counts = {}
+    for share in (0, 8):
+        n_out = np.zeros(V, np.uint32)
+        win = np.zeros((V, dim), np.float32)
+        wout = np.zeros((V, dim), np.float32)
+        train_batch(win, wout, sentence, np.array([0, 200], np.int64), 0, 1, np.ones(V, np.float32), prob, alias, 0,
+                    negative, 0.025, 0.025, np.uint64(3), np.zeros(V, np.uint32), n_out, np.ones(V, np.float32),
+                    0, 0, share)
+        counts[share] = int((n_out[200:] > 0).sum())  # items never clicked: reached only as negatives
+    # share 0: 200 centers x 2 draws = 400 draws (about half the unclicked rows, 1 - e^-1);
+    # share 8: 200 x 25 groups x 2 = 10000 draws: every row.
+    assert counts[0] < 150 and counts[8] == 200, counts
 
 
 @pytest.mark.parametrize("sentence", [[0, 1, 2], [0, 1, 2, 1, 0, 3, 4], [2, 2, 4, 5]])
