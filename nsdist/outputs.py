@@ -368,10 +368,34 @@ def read_npy(url: str, storage_options=None, sha256: str | None = None) -> np.nd
 
 
 def load(url: str, storage_options=None, verify: bool = False) -> Embeddings:
-    """Load published vectors from ``<out>`` (follows LATEST) or from a run URL.
+    """Load published vectors.
 
-    Sizes are always checked against the manifest; ``verify=True`` also checks every file's
-    sha256 (reads every file once more). Only the vectors are held in memory, once.
+    Parameters
+    ----------
+    url : str
+        An output (``<out>``: the run its LATEST names) or a run (``<out>/runs/<run_id>``), local
+        or ``s3://``.
+    storage_options : mapping, optional
+        fsspec options (S3 endpoint and credentials).
+    verify : bool
+        Also check every other file of the run against its sha256 in the manifest (reads each
+        once more). Sizes are always checked, and the vectors against their sha256 as they are
+        read.
+
+    Returns
+    -------
+    Embeddings
+        The vocabulary, counts, vectors (held once) and manifest; gensim's query calls.
+
+    Raises
+    ------
+    DataError
+        Nothing published there, or a file missing, truncated or altered.
+
+    Examples
+    --------
+    >>> emb = load("runs/demo")  # doctest: +SKIP
+    >>> emb.most_similar("king", topn=3)  # doctest: +SKIP
     """
     run = resolve_run(url, storage_options)
     manifest = read_manifest(run, storage_options, verify=verify)
