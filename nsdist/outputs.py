@@ -396,6 +396,10 @@ def load(url: str, storage_options=None, verify: bool = False) -> Embeddings:
     --------
     >>> emb = load("runs/demo")  # doctest: +SKIP
     >>> emb.most_similar("king", topn=3)  # doctest: +SKIP
+    >>> load("/nonexistent/out")
+    Traceback (most recent call last):
+    ...
+    nsdist.errors.DataError: no published model at '/nonexistent/out' (neither LATEST nor manifest.json); train one first
     """
     run = resolve_run(url, storage_options)
     manifest = read_manifest(run, storage_options, verify=verify)
