@@ -241,7 +241,7 @@ HELP = {
     "storage_options": "fsspec options, e.g. S3 endpoint and credentials; never written to manifests or logs",
     "blocksize": "bytes per text partition (4 MiB); scanning one needs about 3x its size for a moment, and each "
                  "costs three tasks: very large corpora may want larger ones",
-    "parquet_column": "the list<string> column of Parquet corpora",
+    "parquet_column": "the column of Parquet corpora: lists of strings (tokens) or of integers (item ids)",
     "checkpoint_every": "epochs between checkpoints (0: none); --resume continues from the last",
     "train.dim": "vector size",
     "train.window": "maximum context distance (each center word uses a random window of 1..window); "

@@ -2,7 +2,7 @@
 
 Text: one sentence per line, tokens separated by whitespace; plain files are split into byte
 ranges on newlines, compressed files (.gz, .bz2, .zst, ...) are one block each because they
-cannot be split. Parquet: one block per row group, tokens from a list<string> column.
+cannot be split. Parquet: one block per row group, tokens from a list<string> column or item ids from a list of integers.
 Tokenizing is one compiled (numba) pass over the bytes; no Python loop ever touches a token.
 """
 
@@ -28,6 +28,7 @@ class Block:
     offset: int = 0  # text: byte offset; parquet: row group index
     length: int | None = None  # text: bytes (None: whole file); unused for parquet
     parquet: bool = False
+    ints: bool = False  # parquet: the column holds integer ids (read as their decimal strings)
 
 
 def _is_parquet(url: str) -> bool:
@@ -43,8 +44,8 @@ def plan_blocks(urls, storage_options=None, blocksize: int = 4 * 2**20, column: 
     blocks = []
     for url, size in files if files is not None else storage.expand(urls, storage_options):
         if _is_parquet(url):
-            groups = _row_groups(url, storage_options, column)
-            blocks += [Block(url, i, None, parquet=True) for i in range(groups)]
+            groups, ints = _row_groups(url, storage_options, column)
+            blocks += [Block(url, i, None, parquet=True, ints=ints) for i in range(groups)]
         elif storage.compression_of(url) is not None or size <= blocksize:
             blocks.append(Block(url, 0, None))
         else:
@@ -52,14 +53,25 @@ def plan_blocks(urls, storage_options=None, blocksize: int = 4 * 2**20, column: 
     return blocks
 
 
-def _row_groups(url: str, storage_options, column: str | None) -> int:
-    """A Parquet file's row groups, read from its footer; DataError if it is no Parquet file or
-    has no usable ``column``."""
+def _row_groups(url: str, storage_options, column: str | None) -> tuple[int, bool]:
+    """A Parquet file's row groups, read from its footer, and whether ``column`` holds integer
+    ids; DataError if it is no Parquet file or has no usable ``column``."""
     with storage.open_read(url, storage_options) as f:
         pf = _parquet_file(f, url, storage_options)
         if column is not None:
             check_column(pf.schema_arrow, column, storage.scrub(url, storage_options))
-        return pf.metadata.num_row_groups
+        field = pf.schema_arrow.field(column) if column in pf.schema_arrow.names else None
+        return pf.metadata.num_row_groups, bool(field is not None and _int_lists(field.type))
+
+
+def word_type(blocks: list[Block]) -> str:
+    """"int64" when every block is a Parquet column of integer ids (outputs give them back as
+    int64 where a format has types), else "string".
+
+    >>> word_type([Block("a.parquet", 0, parquet=True, ints=True)]), word_type([Block("a.txt")])
+    ('int64', 'string')
+    """
+    return "int64" if blocks and all(b.ints for b in blocks) else "string"
 
 
 def _parquet_file(f, url: str, storage_options) -> pq.ParquetFile:
@@ -73,7 +85,11 @@ def _parquet_file(f, url: str, storage_options) -> pq.ParquetFile:
 
 def _token_lists(t: pa.DataType) -> bool:
     return (pa.types.is_list(t) or pa.types.is_large_list(t)) and (
-        pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type))
+        pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type) or pa.types.is_integer(t.value_type))
+
+
+def _int_lists(t: pa.DataType) -> bool:
+    return (pa.types.is_list(t) or pa.types.is_large_list(t)) and pa.types.is_integer(t.value_type)
 
 
 def check_column(schema: pa.Schema, column: str, url: str) -> None:
@@ -91,9 +107,9 @@ def check_column(schema: pa.Schema, column: str, url: str) -> None:
     if column not in schema.names:
         problem = f"Parquet corpus {url!r} has no column {column!r} (its columns: {', '.join(schema.names)})"
     else:
-        problem = f"Parquet column {column!r} of {url!r} is {schema.field(column).type}, not list<string>"
+        problem = f"Parquet column {column!r} of {url!r} is {schema.field(column).type}, not a list of strings or integers"
     fix = (f"set parquet_column={usable[0]}" if usable and usable[0] != column
-           else "write the tokens as a list<string> column (e.g. item ids cast to strings) and set parquet_column")
+           else "write the tokens as a list<string> (or item ids as a list<int64>) column and set parquet_column")
     raise DataError(f"{problem}; {fix}")
 
 
@@ -269,6 +285,8 @@ def iter_tokens(block: Block, storage_options=None, lowercase: bool = False, col
         pf = _parquet_file(f, block.url, storage_options)
         check_column(pf.schema_arrow, column, url)  # planning checked it too, unless the file changed since
         arr = pf.read_row_group(block.offset, columns=[column]).column(0).combine_chunks()
+    if _int_lists(arr.type):  # item ids: their decimal strings are the words (word_type says so)
+        arr = pc.cast(arr, pa.large_list(pa.large_string()))
     arr = drop_null_tokens(arr)
     arr = _lower_lists(arr) if lowercase else arr
     yield arr, False

@@ -163,20 +163,21 @@ def _npy(array: np.ndarray):
     return lambda w: write_npy(w, array)
 
 
-def _parquet(words: pa.Array, counts: np.ndarray, vectors: np.ndarray, rows: int | None = None):
+def _parquet(words: pa.Array, counts: np.ndarray, vectors: np.ndarray, rows: int | None = None, ids: bool = False):
     """One row group per ``rows`` words (default: about 1 MiB of vectors), each built from
     slices: the writer holds one row group, not a table of the whole model (that cost 2x the
     vectors' size in Arrow buffers; row groups of 8192 words at dim 100, 18 MB)."""
     dim = vectors.shape[1]
     rows = rows or max(64, 2**20 // (4 * max(dim, 1)))
-    schema = pa.schema([("word", pa.string()), ("count", pa.int64()), ("vector", pa.list_(pa.float32(), dim))])
+    word = pa.int64() if ids else pa.string()
+    schema = pa.schema([("word", word), ("count", pa.int64()), ("vector", pa.list_(pa.float32(), dim))])
 
     def fill(w):
-        with pq.ParquetWriter(w, schema, compression="zstd", use_dictionary=["word"]) as writer:
+        with pq.ParquetWriter(w, schema, compression="zstd", use_dictionary=[] if ids else ["word"]) as writer:
             for start in range(0, max(len(words), 1), rows):
                 flat = pa.array(np.ascontiguousarray(vectors[start:start + rows], dtype=np.float32).reshape(-1))
                 writer.write_table(pa.table([
-                    words[start:start + rows].cast(pa.string()),
+                    words[start:start + rows].cast(word),
                     pa.array(counts[start:start + rows], pa.int64()),
                     pa.FixedSizeListArray.from_arrays(flat, dim),
                 ], schema=schema))
@@ -192,15 +193,17 @@ def _vocab_tsv(words: Sequence[str], counts: np.ndarray):
 
 
 def write_run_files(url: str, words: pa.Array, counts: np.ndarray, win: np.ndarray, wout: np.ndarray,
-                    storage_options=None) -> dict:
-    """Write every data file of a run (runs on a worker); return {name: {size, sha256}}."""
+                    storage_options=None, word_type: str = "string") -> dict:
+    """Write every data file of a run (runs on a worker); return {name: {size, sha256}}.
+    ``word_type`` "int64": the words are item ids, and vectors.parquet holds them as int64 (the
+    text formats hold their decimal strings, as they came in)."""
     written = [escape_word(w) for w in words.to_pylist()]  # the words themselves where unchanged
     writers = {
         "vectors.txt": _word2vec_text(written, win),
         "vectors.bin": _word2vec_binary(written, win),
         "vectors.npy": _npy(win),
         "context.npy": _npy(wout),
-        "vectors.parquet": _parquet(words, counts, win),
+        "vectors.parquet": _parquet(words, counts, win, ids=word_type == "int64"),
         "vocab.tsv": _vocab_tsv(written, counts),
     }
     return {name: _write(storage.join(url, name), storage_options, fill) for name, fill in writers.items()}

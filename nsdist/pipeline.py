@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 
 from . import __version__, checkpoint, cluster, report, storage
 from .config import JobConfig, TrainConfig, config_from_dict
-from .corpus import plan_blocks
+from .corpus import plan_blocks, word_type
 from .errors import ConfigError, DataError, Interrupted
 from .memory import release_memory
 from .merge import shard_rates
@@ -65,12 +65,12 @@ def _rate_summary(tables) -> dict:
     return {"min": float(r.min()), "median": float(np.median(r)), "max": float(r.max())} if len(r) else {}
 
 
-def _write_outputs(url: str, vocab: Vocab, alpha: float, storage_options, model: Model) -> dict:
+def _write_outputs(url: str, vocab: Vocab, alpha: float, storage_options, word_type: str, model: Model) -> dict:
     """The run's data files ({name: {size, sha256}}) and the report's sample of the model (a few
     hundred numbers and words: the client never holds the vectors)."""
     check_finite(model, alpha)
     release_memory()
-    files = write_run_files(url, vocab.words, vocab.counts, model.win, model.wout, storage_options)
+    files = write_run_files(url, vocab.words, vocab.counts, model.win, model.wout, storage_options, word_type)
     return {"files": files, "sample": report.sample(vocab.words, vocab.counts, model.win)}
 
 
@@ -412,7 +412,7 @@ def _job(cfg: JobConfig, client, run: _Run, files: list, blocks: list, fingerpri
     # The outputs are written from a worker's model, once the last round is merged.
     written, metrics, restarts, threads = cluster.train_epochs(
         client, cfg, training, source, start, checkpoint_at, on_saved,
-        finish=(_write_outputs, (run.url, vocab, t.alpha, opts)))
+        finish=(_write_outputs, (run.url, vocab, t.alpha, opts, word_type(blocks))))
 
     # -- publish: data files from a worker (above), the report, the manifest last, then LATEST
     manifest = {
@@ -430,6 +430,7 @@ def _job(cfg: JobConfig, client, run: _Run, files: list, blocks: list, fingerpri
                     "bit_reproducible": max(threads) == 1,
                     "client_peak_rss_bytes": _peak_rss()},
         "parent": warm,
+        "word_type": word_type(blocks),  # int64: item ids, written as int64 in vectors.parquet
         "files": written["files"],
         "versions": {"nsdist": __version__, "dask": dask.__version__, "distributed": version("distributed"),
                      "numpy": np.__version__},

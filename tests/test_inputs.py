@@ -235,13 +235,16 @@ BAD = {
                           ["'{d}/s.parquet'", "no column 'tokens' (its columns: items, user)",
                            "set parquet_column=items"]),
     "parquet-int-column": (lambda d: parquet(d / "s.parquet", tokens=[1, 2, 3]),
-                           ["'{d}/s.parquet'", "is int64, not list<string>", "list<string> column"]),
+                           ["'{d}/s.parquet'", "is int64, not a list of strings or integers",
+                            "write the tokens as a list<string> (or item ids as a list<int64>) column"]),
     "parquet-string-column": (lambda d: parquet(d / "s.parquet", tokens=["a b", "c"], items=[["a", "b"], ["c"]]),
-                              ["'{d}/s.parquet'", "is string, not list<string>", "set parquet_column=items"]),
+                              ["'{d}/s.parquet'", "is string, not a list of strings or integers",
+                               "set parquet_column=items"]),
     "parquet-no-tokens": (lambda d: parquet(d / "s.parquet", tokens=pa.array([[], None, [None]], pa.list_(pa.string()))),
                           ["'{d}/s.parquet'", "empty or null token lists", "--corpus names the right files"]),
-    "parquet-list-of-ints": (lambda d: parquet(d / "s.parquet", tokens=[[1, 2], [3]]),
-                             ["'{d}/s.parquet'", ": int64>, not list<string>", "cast to strings"]),
+    "parquet-list-of-floats": (lambda d: parquet(d / "s.parquet", tokens=[[1.5, 2.0], [3.0]]),
+                               ["'{d}/s.parquet'", ": double>, not a list of strings or integers",
+                                "(or item ids as a list<int64>) column"]),
 }
 
 
