@@ -203,6 +203,7 @@ def train_pairs(
 def train_batch(
     win, wout, ids, offsets, s_begin, s_end, keep, noise_prob, noise_alias,
     window, negative, alpha_start, alpha_end, state, n_in, n_out, rate, done0=0, total=0, share=0,
+    neg_ids=None, neg_offsets=None, explicit=0, explicit_weight=1.0,
 ):  # pragma: no cover - compiled
     """Train sentences [s_begin, s_end) with negatives shared by up to ``share`` context words.
 
@@ -219,6 +220,11 @@ def train_batch(
     groups of ``share``, each with fresh negatives: a text window (at most 2 x window words)
     fits in one group, while a whole 700-item session would otherwise train against
     `negative` noise items in all.
+
+    Explicit negatives (items shown in a session but not clicked): sentence s's are
+    ``neg_ids[neg_offsets[s]:neg_offsets[s + 1]]``. Each group also trains against ``explicit``
+    of them (all when there are fewer; else drawn uniformly, with replacement) as label-0
+    targets whose gradient and loss are scaled by ``explicit_weight``.
     """
     dim = win.shape[1]
     total = max(total if total > 0 else offsets[s_end] - offsets[s_begin], 1)
@@ -227,13 +233,16 @@ def train_batch(
     width = max(2 * window if window > 0 else longest, 1)
     group = width if share <= 0 else min(share, width)
     ctx = np.empty(width, np.int64)
-    tgt = np.empty(negative + 1, np.int64)
-    lab = np.empty(negative + 1, np.float32)
+    most = negative + 1 + explicit  # targets per group
+    tgt = np.empty(most, np.int64)
+    lab = np.empty(most, np.float32)
+    wt = np.ones(most, np.float32)  # per-target weight of the gradient and loss
     a = np.empty((group, dim), np.float32)  # snapshot of win[C]
-    b = np.empty((negative + 1, dim), np.float32)  # snapshot of wout[T]
-    g = np.empty((group, negative + 1), np.float32)
-    g_t = np.empty((negative + 1, group), np.float32)  # g transposed: contiguous per target
-    f = np.empty(negative + 1, np.float32)
+    b = np.empty((most, dim), np.float32)  # snapshot of wout[T]
+    g = np.empty((group, most), np.float32)
+    g_t = np.empty((most, group), np.float32)  # g transposed: contiguous per target
+    f = np.empty(most, np.float32)
+    shown = np.zeros(0, np.int32) if neg_ids is None else neg_ids
     loss = 0.0
     pairs = 0
     done = done0
@@ -241,6 +250,9 @@ def train_batch(
         alpha = np.float32(alpha_start + (alpha_end - alpha_start) * (done / total))
         n, state = subsample(ids, offsets[s], offsets[s + 1], keep, state, sent)
         done += offsets[s + 1] - offsets[s]
+        m0 = m1 = 0
+        if neg_offsets is not None and explicit > 0:
+            m0, m1 = neg_offsets[s], neg_offsets[s + 1]
         for i in range(n):
             center = sent[i]
             span = n
@@ -253,31 +265,52 @@ def train_batch(
                     ctx[nc] = sent[j]
                     nc += 1
             for c0 in range(0, nc, group):
-                part_loss, state = _batch_step(win, wout, ctx[c0:min(nc, c0 + group)], center, noise_prob,
-                                               noise_alias, negative, alpha, state, n_in, n_out, rate,
-                                               tgt, lab, a, b, g, g_t, f)
-                loss += part_loss
+                nt, state = _targets(center, noise_prob, noise_alias, negative, shown, m0, m1, explicit,
+                                     explicit_weight, state, tgt, lab, wt)
+                loss += _batch_step(win, wout, ctx[c0:min(nc, c0 + group)], nt, alpha, n_in, n_out, rate,
+                                    tgt, lab, wt, a, b, g, g_t, f)
             pairs += nc
     return loss, pairs, done - done0, state
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True, inline="always")
-def _batch_step(win, wout, ctx, center, noise_prob, noise_alias, negative, alpha, state, n_in, n_out, rate,
-                tgt, lab, a, b, g, g_t, f):  # pragma: no cover - compiled
-    """One HogBatch update: contexts ``ctx`` against the center and fresh negatives; the loss."""
-    dim = win.shape[1]
-    nc = len(ctx)
-    # Targets: the center (label 1) and `negative` noise words (label 0); a noise word
-    # equal to the center is dropped, as in word2vec.
+@numba.njit(cache=True, nogil=True, inline="always")
+def _targets(center, noise_prob, noise_alias, negative, shown, m0, m1, explicit, explicit_weight, state,
+             tgt, lab, wt):  # pragma: no cover - compiled
+    """A group's targets: the center (label 1), ``negative`` noise words and up to ``explicit``
+    of the session's shown items shown[m0:m1] (label 0; weight ``explicit_weight``); one equal
+    to the center is dropped, as word2vec drops such noise words. Returns (count, state)."""
     tgt[0] = center
     lab[0] = 1.0
+    wt[0] = 1.0
     nt = 1
     for _ in range(negative):
         w, state = draw(noise_prob, noise_alias, state)
         if w != center:
             tgt[nt] = w
             lab[nt] = 0.0
+            wt[nt] = 1.0
             nt += 1
+    m = m1 - m0
+    for e in range(min(m, explicit)):
+        k = e
+        if m > explicit:
+            u, state = next_random(state)
+            k = np.int64(u * m)
+        w = shown[m0 + k]
+        if w != center:
+            tgt[nt] = w
+            lab[nt] = 0.0
+            wt[nt] = explicit_weight
+            nt += 1
+    return nt, state
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True, inline="always")
+def _batch_step(win, wout, ctx, nt, alpha, n_in, n_out, rate, tgt, lab, wt, a, b, g, g_t, f
+                ):  # pragma: no cover - compiled
+    """One HogBatch update of contexts ``ctx`` against targets tgt[:nt]; the loss."""
+    dim = win.shape[1]
+    nc = len(ctx)
     for c in range(nc):
         row = ctx[c]
         for k in range(dim):
@@ -291,13 +324,14 @@ def _batch_step(win, wout, ctx, center, noise_prob, noise_alias, negative, alpha
         _dots(a[c], b, nt, f)
         for t in range(nt):
             gct, pair_loss = gradient(f[t], lab[t], alpha)
+            gct *= wt[t]
             g[c, t] = gct
             g_t[t, c] = gct
-            loss += pair_loss
+            loss += pair_loss * wt[t]
     for c in range(nc):
         _add_combination(win[ctx[c]], rate[ctx[c]], g[c], b, nt)
         n_in[ctx[c]] += 1
     for t in range(nt):
         _add_combination(wout[tgt[t]], rate[tgt[t]], g_t[t], a, nc)
         n_out[tgt[t]] += nc
-    return loss, state
+    return loss

@@ -288,3 +288,61 @@ def test_rounds_split_a_shard_by_words(seed):
             begin, end = bounds[r]
             assert (got[0][0], got[-1][1]) == (begin, end) if begin < end else got == []
             assert all(x[1] == y[0] for x, y in zip(got, got[1:]))
+
+
+def reference_explicit(win, wout, sentence, shown, neg_word, negative, alpha, weight):
+    """HogBatch over whole sessions with the session's shown items as weighted label-0 targets."""
+    loss = 0.0
+    for i, center in enumerate(sentence):
+        ctx = [w for j, w in enumerate(sentence) if j != i]
+        targets = [center] + [neg_word] * negative * (neg_word != center) + [w for w in shown if w != center]
+        labels = np.array([1.0] + [0.0] * (len(targets) - 1), np.float32)
+        weights = np.array([1.0] * (1 + negative * (neg_word != center)) + [weight] * (len(targets) - 1 - negative
+                           * (neg_word != center)), np.float32)
+        a, b = win[ctx].copy(), wout[targets].copy()
+        f = a @ b.T
+        g = (labels - np.vectorize(sigmoid)(f)) * alpha * weights
+        loss += sum(weights[t] * (softplus(-f[c, t]) if t == 0 else softplus(f[c, t]))
+                    for c in range(len(ctx)) for t in range(len(targets)))
+        np.add.at(win, ctx, (g @ b).astype(np.float32))
+        np.add.at(wout, targets, (g.T @ a).astype(np.float32))
+    return loss
+
+
+@pytest.mark.parametrize("weight", [1.0, 0.5])
+def test_explicit_negatives_are_weighted_label_0_targets(weight):
+    """Sessions [0 1 2 3] and [3 2]: each clicked item also trains against the items its session
+    showed without a click (session 0: 4 and 2, where 2 is skipped as its own center)."""
+    rng = np.random.default_rng(5)
+    V, dim, negative, neg_word, alpha = 7, 8, 1, 6, 0.05
+    win = rng.normal(0, 0.5, (V, dim)).astype(np.float32)
+    wout = rng.normal(0, 0.5, (V, dim)).astype(np.float32)
+    ref_in, ref_out = win.copy(), wout.copy()
+    sessions, shown = [[0, 1, 2, 3], [3, 2]], [[4, 2], [5]]
+    ref_loss = sum(reference_explicit(ref_in, ref_out, s, n, neg_word, negative, alpha, weight)
+                   for s, n in zip(sessions, shown))
+    prob, alias = np.zeros(V, np.float32), np.full(V, neg_word, np.int32)
+    ids, offsets = np.array([0, 1, 2, 3, 3, 2], np.int32), np.array([0, 4, 6], np.int64)
+    neg_ids, neg_offsets = np.array([4, 2, 5], np.int32), np.array([0, 2, 3], np.int64)
+    loss, pairs, _, _ = train_batch(win, wout, ids, offsets, 0, 2, np.ones(V, np.float32), prob, alias, 0, negative,
+                                    alpha, alpha, np.uint64(7), np.zeros(V, np.uint32), np.zeros(V, np.uint32),
+                                    np.ones(V, np.float32), 0, 0, 0, neg_ids, neg_offsets, 2, weight)
+    np.testing.assert_allclose(win, ref_in, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(wout, ref_out, rtol=1e-5, atol=1e-6)
+    assert loss == pytest.approx(ref_loss, rel=1e-5) and pairs == 4 * 3 + 2 * 1
+
+
+def test_explicit_negatives_are_sampled_when_a_session_shows_many():
+    """More shown items than ``explicit``: ``explicit`` of them per group, drawn uniformly."""
+    V, dim = 60, 4
+    ids, offsets = np.array([0, 1], np.int32), np.array([0, 2], np.int64)
+    neg_ids, neg_offsets = np.arange(10, 60, dtype=np.int32), np.array([0, 50], np.int64)
+    prob, alias = np.zeros(V, np.float32), np.full(V, 2, np.int32)
+    n_out = np.zeros(V, np.uint32)
+    for seed in range(200):
+        train_batch(np.zeros((V, dim), np.float32), np.zeros((V, dim), np.float32), ids, offsets, 0, 1,
+                    np.ones(V, np.float32), prob, alias, 0, 1, 0.025, 0.025, np.uint64(seed), np.zeros(V, np.uint32),
+                    n_out, np.ones(V, np.float32), 0, 0, 0, neg_ids, neg_offsets, 3, 1.0)
+    shown = n_out[10:60]
+    # 200 runs x 2 centers x 3 draws = 1200 over 50 items: each about 24 times, none left out.
+    assert shown.sum() == 1200 and shown.min() > 5 and shown.max() < 60, shown
