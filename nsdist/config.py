@@ -58,6 +58,10 @@ class TrainConfig:
     # Context words that share one draw of negatives in the batch kernel: a text window (2 x
     # window words) fits; a session-long window gets fresh negatives every this many items.
     share_negatives: int = 16
+    # Sessions with shown-but-not-clicked items (JobConfig.negatives_column): how many of them
+    # each center trains against as label-0 targets, and the weight of their gradient.
+    explicit_negatives: int = 5
+    explicit_weight: float = 1.0
     merge_blocks: int | None = None  # row blocks per round; None: plan.merge_blocks (the same results)
 
     def rounds(self, models: int) -> int:
@@ -77,6 +81,10 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         if self.window < 0:
             raise ConfigError(f"train.window must be >= 0 (0: the whole sentence or session), got {self.window}")
+        if self.explicit_negatives < 0:
+            raise ConfigError(f"train.explicit_negatives must be >= 0, got {self.explicit_negatives}")
+        if not (self.explicit_weight > 0 and math.isfinite(self.explicit_weight)):
+            raise ConfigError(f"train.explicit_weight must be a positive number, got {self.explicit_weight}")
         if self.share_negatives < 0:
             raise ConfigError(f"train.share_negatives must be >= 0 (0: a whole window), got {self.share_negatives}")
         positive = ("dim", "epochs", "syncs_per_epoch", "max_sentence_length", "merge_blocks", "sync_rows")
@@ -202,6 +210,7 @@ class JobConfig:
     # (a scan needs about 3x its block for a moment; measurements: docs/design.md, "Memory").
     blocksize: int = 4 * 2**20
     parquet_column: str = "tokens"  # list<string> column of Parquet corpora
+    negatives_column: str | None = None  # Parquet sessions: the items shown but not clicked
     checkpoint_every: int = 1  # epochs between checkpoints (0: none); --resume continues from one
     train: TrainConfig = field(default_factory=TrainConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -242,6 +251,8 @@ HELP = {
     "blocksize": "bytes per text partition (4 MiB); scanning one needs about 3x its size for a moment, and each "
                  "costs three tasks: very large corpora may want larger ones",
     "parquet_column": "the column of Parquet corpora: lists of strings (tokens) or of integers (item ids)",
+    "negatives_column": "Parquet sessions: a list column of the items each session showed without a click, "
+                        "trained as negatives (train.explicit_negatives); unset: none",
     "checkpoint_every": "epochs between checkpoints (0: none); --resume continues from the last",
     "train.dim": "vector size",
     "train.window": "maximum context distance (each center word uses a random window of 1..window); "
@@ -271,6 +282,9 @@ HELP = {
     "train.kernel": "batch: negatives shared per context window (HogBatch); pair: word2vec's per-pair updates",
     "train.share_negatives": "batch kernel: context words that share one draw of negatives (a text window fits; "
                              "long sessions get fresh ones); 0: a whole window",
+    "train.explicit_negatives": "with negatives_column: shown-but-not-clicked items each center trains against "
+                                "(all if fewer), beside the sampled ones",
+    "train.explicit_weight": "with negatives_column: the weight of those items' gradient",
     "train.merge_blocks": "row blocks a round's averaged rows are cut into, each merged by one worker; unset: "
                           "enough that a worker receives at most 1/8 of the model at once; results do not depend on it",
     "cluster.scheduler": "Dask scheduler address (also DASK_SCHEDULER_ADDRESS); unset: a local cluster",

@@ -31,20 +31,24 @@ class Block:
     ints: bool = False  # parquet: the column holds integer ids (read as their decimal strings)
 
 
-def _is_parquet(url: str) -> bool:
+def is_parquet(url: str) -> bool:
     return url.endswith((".parquet", ".parq", ".pq"))
 
 
 def plan_blocks(urls, storage_options=None, blocksize: int = 4 * 2**20, column: str | None = None,
-                files: list[tuple[str, int]] | None = None) -> list[Block]:
+                files: list[tuple[str, int]] | None = None, shown_column: str | None = None) -> list[Block]:
     """Expand URLs/globs into blocks of about ``blocksize`` bytes (client side, metadata only).
-    With ``column``, each Parquet file's schema is checked for it (``check_column``). ``files``:
-    the (url, size) the URLs expand to, when the job listed them already (a listing of a large
-    S3 prefix takes seconds, and a second one could see other files)."""
+    With ``column`` (and ``shown_column``: sessions' shown items), each Parquet file's schema is
+    checked for it (``check_column``). ``files``: the (url, size) the URLs expand to, when the
+    job listed them already (a listing of a large S3 prefix takes seconds, and a second one could
+    see other files)."""
     blocks = []
     for url, size in files if files is not None else storage.expand(urls, storage_options):
-        if _is_parquet(url):
-            groups, ints = _row_groups(url, storage_options, column)
+        if shown_column and not is_parquet(url):
+            raise DataError(f"negatives_column is set but corpus file {storage.scrub(url, storage_options)!r} is "
+                            "not Parquet; sessions with shown items are Parquet files (or unset negatives_column)")
+        if is_parquet(url):
+            groups, ints = _row_groups(url, storage_options, column, shown_column)
             blocks += [Block(url, i, None, parquet=True, ints=ints) for i in range(groups)]
         elif storage.compression_of(url) is not None or size <= blocksize:
             blocks.append(Block(url, 0, None))
@@ -53,13 +57,14 @@ def plan_blocks(urls, storage_options=None, blocksize: int = 4 * 2**20, column: 
     return blocks
 
 
-def _row_groups(url: str, storage_options, column: str | None) -> tuple[int, bool]:
+def _row_groups(url: str, storage_options, column: str | None, shown_column: str | None = None) -> tuple[int, bool]:
     """A Parquet file's row groups, read from its footer, and whether ``column`` holds integer
-    ids; DataError if it is no Parquet file or has no usable ``column``."""
+    ids; DataError if it is no Parquet file or has no usable ``column`` (or ``shown_column``)."""
     with storage.open_read(url, storage_options) as f:
         pf = _parquet_file(f, url, storage_options)
-        if column is not None:
-            check_column(pf.schema_arrow, column, storage.scrub(url, storage_options))
+        for name in (column, shown_column):
+            if name is not None:
+                check_column(pf.schema_arrow, name, storage.scrub(url, storage_options))
         field = pf.schema_arrow.field(column) if column in pf.schema_arrow.names else None
         return pf.metadata.num_row_groups, bool(field is not None and _int_lists(field.type))
 
@@ -285,11 +290,29 @@ def iter_tokens(block: Block, storage_options=None, lowercase: bool = False, col
         pf = _parquet_file(f, block.url, storage_options)
         check_column(pf.schema_arrow, column, url)  # planning checked it too, unless the file changed since
         arr = pf.read_row_group(block.offset, columns=[column]).column(0).combine_chunks()
-    if _int_lists(arr.type):  # item ids: their decimal strings are the words (word_type says so)
-        arr = pc.cast(arr, pa.large_list(pa.large_string()))
+    arr = _string_lists(arr)  # item ids: their decimal strings are the words (word_type says so)
     arr = drop_null_tokens(arr)
     arr = _lower_lists(arr) if lowercase else arr
     yield arr, False
+
+
+def read_sessions(block: Block, storage_options, column: str, shown_column: str) -> tuple[pa.ListArray, pa.ListArray]:
+    """A Parquet block's sessions: the clicked items (``column``) and the items each showed
+    without a click (``shown_column``), as lists of strings (integer ids: their decimal strings)."""
+    url = storage.scrub(block.url, storage_options)
+    if not block.parquet:
+        raise DataError(f"negatives_column is set but corpus file {url!r} is text; sessions with shown items are "
+                        "Parquet files (or unset negatives_column)")
+    with storage.open_read(block.url, storage_options) as f:
+        pf = _parquet_file(f, block.url, storage_options)
+        for name in (column, shown_column):
+            check_column(pf.schema_arrow, name, url)
+        table = pf.read_row_group(block.offset, columns=[column, shown_column])
+    return tuple(_string_lists(table.column(i).combine_chunks()) for i in range(2))
+
+
+def _string_lists(arr: pa.ListArray) -> pa.ListArray:
+    return pc.cast(arr, pa.large_list(pa.large_string())) if _int_lists(arr.type) else arr
 
 
 # A NUL byte in a file's first 8000 bytes makes it binary, as git and grep decide: text never

@@ -32,6 +32,10 @@ class Scanned:
     counts: np.ndarray  # int64, occurrences of each
     ids: np.ndarray  # uint16 (int32 past 65,536 distinct words), each token's index into words
     offsets: np.ndarray  # int32 (int64 past 2**31 tokens), non-empty sentence k is ids[offsets[k]:offsets[k+1]]
+    # Sessions: the items sentence k showed without a click, shown_ids[shown_offsets[k]:shown_offsets[k+1]]
+    # (indices into words; a word only shown has count 0). None: a corpus without them.
+    shown_ids: np.ndarray | None = None
+    shown_offsets: np.ndarray | None = None
 
     @property
     def sentences(self) -> int:
@@ -39,10 +43,13 @@ class Scanned:
 
     @property
     def nbytes(self) -> int:
-        return self.words.nbytes + self.counts.nbytes + self.ids.nbytes + self.offsets.nbytes
+        shown = 0 if self.shown_ids is None else self.shown_ids.nbytes + self.shown_offsets.nbytes
+        return self.words.nbytes + self.counts.nbytes + self.ids.nbytes + self.offsets.nbytes + shown
 
     def to_counts(self) -> Counts:
         table = pa.Table.from_arrays([self.words, pa.array(self.counts, pa.int64())], schema=SCHEMA)
+        if self.shown_ids is not None:  # items only shown were never clicked: not words of the corpus
+            table = table.filter(pa.array(self.counts > 0))
         return Counts(table, len(self.ids), self.sentences)
 
 
@@ -108,6 +115,31 @@ def scan(pieces) -> Scanned:
         counts += np.bincount(ids[start:start + (1 << 20)], minlength=len(words))
     offsets = np.cumsum(np.concatenate(lengths), dtype=np.int32 if len(ids) < 2**31 else np.int64)
     return Scanned(words, counts, ids, offsets)
+
+
+def scan_sessions(clicked: pa.ListArray, shown: pa.ListArray) -> Scanned:
+    """``scan`` of sessions' clicked items, with the items each session showed without a click.
+
+    >>> s = scan_sessions(pa.array([["a", "b"], [], ["b"]]), pa.array([["c"], ["a"], ["a", "d"]]))
+    >>> s.words.to_pylist(), s.counts.tolist(), s.offsets.tolist()
+    (['a', 'b', 'c', 'd'], [1, 2, 0, 0], [0, 2, 3])
+    >>> s.shown_ids.tolist(), s.shown_offsets.tolist()  # the empty session is gone, as in scan
+    ([2, 0, 3], [0, 1, 3])
+    """
+    clicked, shown = drop_null_tokens(clicked), drop_null_tokens(shown)
+    scanned = scan([clicked])
+    kept = pc.list_value_length(clicked).to_numpy(zero_copy_only=False) > 0  # scan keeps these sessions
+    shown = shown.filter(pa.array(kept))
+    flat = pc.cast(pc.list_flatten(shown), pa.large_string())
+    # Shown items not clicked in this partition extend its dictionary with a count of 0.
+    distinct = pc.unique(flat)
+    words = pa.concat_arrays([scanned.words, pc.filter(distinct, pc.invert(pc.is_in(distinct, value_set=scanned.words)))])
+    shown_ids = pc.index_in(flat, value_set=words).to_numpy(zero_copy_only=False).astype(np.int32)
+    counts = np.concatenate([scanned.counts, np.zeros(len(words) - len(scanned.words), np.int64)])
+    ids = scanned.ids.astype(np.int32) if len(words) > _UINT16 else scanned.ids
+    shown_offsets = np.zeros(len(shown) + 1, np.int64)
+    np.cumsum(pc.list_value_length(shown).to_numpy(zero_copy_only=False), out=shown_offsets[1:])
+    return Scanned(words, counts, ids, scanned.offsets, shown_ids, shown_offsets)
 
 
 def count_tokens(tokens: pa.ListArray) -> Counts:

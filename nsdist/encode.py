@@ -14,10 +14,13 @@ from .counts import scan
 
 @dataclass(frozen=True)
 class Shard:
-    """Encoded sentences: sentence k is ids[offsets[k]:offsets[k+1]]."""
+    """Encoded sentences: sentence k is ids[offsets[k]:offsets[k+1]]; for sessions, the items it
+    showed without a click are shown_ids[shown_offsets[k]:shown_offsets[k+1]] (None: none)."""
 
     ids: np.ndarray  # int32 word ids, out-of-vocabulary words removed
     offsets: np.ndarray  # int64, starts with 0, ends with len(ids)
+    shown_ids: np.ndarray | None = None  # int32
+    shown_offsets: np.ndarray | None = None  # int64, one more than the sentences
 
     @property
     def sentences(self) -> int:
@@ -25,7 +28,8 @@ class Shard:
 
     @property
     def nbytes(self) -> int:
-        return self.ids.nbytes + self.offsets.nbytes
+        shown = 0 if self.shown_ids is None else self.shown_ids.nbytes + self.shown_offsets.nbytes
+        return self.ids.nbytes + self.offsets.nbytes + shown
 
 
 
@@ -75,7 +79,23 @@ def encode_scanned(parts, words: pa.Array, max_sentence_length: int = 10000) -> 
         n_ids, n_chunks = _chunks(scanned.ids, scanned.offsets, k0, k1, lo, hi, lookup, max_sentence_length,
                                   ids, n_ids, offsets[1:], n_chunks, True)
     np.cumsum(offsets[1:], out=offsets[1:])
-    return Shard(ids, offsets)
+    if not plan or plan[0][0].shown_ids is None:
+        return Shard(ids, offsets)
+    return Shard(ids, offsets, *_encode_shown(plan, max_sentence_length, n_chunks))
+
+
+def _encode_shown(plan, max_len: int, n_chunks: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each chunk's shown items: its session's, as vocabulary ids (items not in it dropped)."""
+    lengths = np.zeros(n_chunks + 1, np.int64)
+    out, pos, chunk = np.zeros(0, np.int32), 0, 0
+    for write in (False, True):
+        if write:
+            out, pos, chunk = np.empty(pos, np.int32), 0, 0
+        for scanned, k0, k1, lo, hi, lookup in plan:
+            pos, chunk = _shown_chunks(scanned.ids, scanned.offsets, scanned.shown_ids, scanned.shown_offsets, k0,
+                                       k1, lo, hi, lookup, max_len, out, pos, lengths[1:], chunk, write)
+    np.cumsum(lengths[1:], out=lengths[1:])
+    return out, lengths
 
 
 @numba.njit(cache=True, nogil=True)
@@ -97,4 +117,27 @@ def _chunks(ids, offsets, k0, k1, lo, hi, lookup, max_len, out, pos, lengths, ch
                     out[pos] = v
                     lengths[chunk - 1] += 1
                 pos += 1
+    return pos, chunk
+
+
+@numba.njit(cache=True, nogil=True)
+def _shown_chunks(ids, offsets, shown, shown_offsets, k0, k1, lo, hi, lookup, max_len, out, pos, lengths, chunk,
+                  write):  # pragma: no cover
+    """The known shown items of sentence k for each of its chunks that ``_chunks`` keeps (the
+    same chunk starts), from out[pos] and lengths[chunk] on; returns the new (pos, chunk)."""
+    for k in range(k0, k1):
+        known = 0
+        for i in range(offsets[k], offsets[k + 1]):
+            if lookup[ids[i]] < 0:
+                continue
+            if known % max_len == 0 and lo <= i < hi:  # a chunk of this range starts here
+                for j in range(shown_offsets[k], shown_offsets[k + 1]):
+                    v = lookup[shown[j]]
+                    if v >= 0:
+                        if write:
+                            out[pos] = v
+                            lengths[chunk] += 1
+                        pos += 1
+                chunk += 1
+            known += 1
     return pos, chunk

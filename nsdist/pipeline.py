@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 
 from . import __version__, checkpoint, cluster, report, storage
 from .config import JobConfig, TrainConfig, config_from_dict
-from .corpus import plan_blocks, word_type
+from .corpus import is_parquet, plan_blocks, word_type
 from .errors import ConfigError, DataError, Interrupted
 from .memory import release_memory
 from .merge import shard_rates
@@ -168,7 +168,8 @@ def dry_run(cfg: JobConfig, client, resume: str | None = None, init_from: str | 
     shards and where they go, the model and the memory per worker against the workers' limits,
     and the rounds."""
     t, files = cfg.train, files if files is not None else check_inputs(cfg, init_from, resume)
-    blocks = plan_blocks(cfg.corpus, cfg.storage_options, cfg.blocksize, cfg.parquet_column, files)
+    blocks = plan_blocks(cfg.corpus, cfg.storage_options, cfg.blocksize, cfg.parquet_column, files,
+                         cfg.negatives_column)
     workers, limits = cluster.workers(client), cluster.memory_limits(client)
     n_shards = t.shards or sum(cluster.threads(client).values())
     n_models = max(1, min(len(workers), n_shards))
@@ -212,6 +213,10 @@ def check_inputs(cfg: JobConfig, init_from: str | None = None, resume: str | Non
             raise ConfigError(f"--init-from {init_from} has dim {dim}, this job dim {cfg.train.dim}; "
                               f"set dim={dim} or train from scratch")
     files = storage.expand(cfg.corpus, opts)
+    text = [u for u, _ in files if not is_parquet(u)]
+    if cfg.negatives_column and text:
+        raise DataError(f"negatives_column is set but corpus file {storage.scrub(text[0], opts)!r} is not Parquet; "
+                        "sessions with shown items are Parquet files (or unset negatives_column)")
     if all(size == 0 for _, size in files):
         raise DataError(f"the corpus is empty: {_some(files, opts)} {'has' if len(files) == 1 else 'have'} 0 bytes; "
                         "check that the files were written completely, or pass another --corpus")
@@ -337,7 +342,8 @@ def train(cfg: JobConfig, client, resume: str | None = None, init_from: str | No
     files = files if files is not None else check_inputs(cfg, init_from, resume)
     fingerprint = _fingerprint(files)
     # Planned before a run is claimed: a corpus that fails its checks here leaves nothing under out.
-    blocks = plan_blocks(cfg.corpus, cfg.storage_options, cfg.blocksize, cfg.parquet_column, files)
+    blocks = plan_blocks(cfg.corpus, cfg.storage_options, cfg.blocksize, cfg.parquet_column, files,
+                         cfg.negatives_column)
     if not blocks:
         raise DataError(f"the corpus has no rows: {_some(files, cfg.storage_options)} "
                         f"{'has' if len(files) == 1 else 'have'} no Parquet row groups; "

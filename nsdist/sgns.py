@@ -136,6 +136,7 @@ def _add_combination(y, scale, coef, rows, n):  # pragma: no cover - compiled
 def train_pairs(
     win, wout, ids, offsets, s_begin, s_end, keep, noise_prob, noise_alias,
     window, negative, alpha_start, alpha_end, state, n_in, n_out, rate, done0=0, total=0, share=0,
+    neg_ids=None, neg_offsets=None, explicit=0, explicit_weight=1.0,
 ):  # pragma: no cover - compiled
     """Train sentences [s_begin, s_end) of a shard, one (context, center) pair at a time.
 
@@ -144,12 +145,18 @@ def train_pairs(
     goes from ``alpha_start`` to ``alpha_end`` over ``total`` words (default: these sentences'),
     ``done0`` of them already trained: a round over several arrays is several calls.
     ``window`` 0: every other word of the sentence is a context (sessions of items), never
-    shrunk. ``share`` is train_batch's; every pair draws its own negatives here.
+    shrunk. ``share`` is train_batch's; every pair draws its own negatives here, and its own
+    explicit ones (``explicit`` of the session's shown items, as in train_batch).
     """
     dim = win.shape[1]
     total = max(total if total > 0 else offsets[s_end] - offsets[s_begin], 1)
     sent = np.empty(_longest(offsets, s_begin, s_end), np.int32)
     grad = np.empty(dim, np.float32)  # accumulated gradient for the context row (neu1e)
+    most = negative + 1 + explicit
+    tgt = np.empty(most, np.int64)
+    lab = np.empty(most, np.float32)
+    wt = np.ones(most, np.float32)
+    shown = np.zeros(0, np.int32) if neg_ids is None else neg_ids
     loss = 0.0
     pairs = 0
     done = done0
@@ -158,6 +165,9 @@ def train_pairs(
         alpha = np.float32(alpha_start + (alpha_end - alpha_start) * (done / total))
         n, state = subsample(ids, offsets[s], offsets[s + 1], keep, state, sent)
         done += offsets[s + 1] - offsets[s]
+        m0 = m1 = 0
+        if neg_offsets is not None and explicit > 0:
+            m0, m1 = neg_offsets[s], neg_offsets[s + 1]
         for i in range(n):
             center = sent[i]
             span = n
@@ -171,20 +181,16 @@ def train_pairs(
                     continue
                 ctx = sent[j]
                 grad[:] = 0.0
-                for d in range(negative + 1):
-                    if d == 0:
-                        target = center
-                        label = np.float32(1.0)
-                    else:
-                        target, state = draw(noise_prob, noise_alias, state)
-                        if target == center:
-                            continue
-                        label = np.float32(0.0)
+                nt, state = _targets(center, noise_prob, noise_alias, negative, shown, m0, m1, explicit,
+                                     explicit_weight, state, tgt, lab, wt)
+                for d in range(nt):
+                    target = tgt[d]
                     f = np.float32(0.0)
                     for k in range(dim):
                         f += win[ctx, k] * wout[target, k]
-                    g, pair_loss = gradient(f, label, alpha)
-                    loss += pair_loss
+                    g, pair_loss = gradient(f, lab[d], alpha)
+                    g *= wt[d]
+                    loss += pair_loss * wt[d]
                     for k in range(dim):
                         grad[k] += g * wout[target, k]
                     g *= rate[target]

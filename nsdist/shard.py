@@ -34,6 +34,8 @@ class RoundSpec:
     seed: int
     kernel: str = "pair"
     share: int = 0  # context words per draw of negatives (batch kernel); 0: a whole window
+    explicit: int = 0  # shown-but-not-clicked items per center (sessions that have them)
+    explicit_weight: float = 1.0
 
 
 def round_slice(offsets: np.ndarray, round_: int, rounds: int) -> tuple[int, int]:
@@ -105,7 +107,7 @@ def train_round(model: Model, pieces: Sequence[Shard], tables: Tables, spec: Rou
             win, wout, p.ids, p.offsets, begin, end,
             tables.keep, tables.noise_prob, tables.noise_alias,
             spec.window, spec.negative, spec.alpha_start, spec.alpha_end, state, n_in, n_out, rate,
-            words, total, spec.share,
+            words, total, spec.share, p.shown_ids, p.shown_offsets, spec.explicit, spec.explicit_weight,
         )
         loss, pairs, words = loss + piece_loss, pairs + piece_pairs, words + piece_words
         state = np.uint64(state)  # returned as a Python int; passed on as uint64, as task_state's

@@ -346,3 +346,34 @@ def test_explicit_negatives_are_sampled_when_a_session_shows_many():
     shown = n_out[10:60]
     # 200 runs x 2 centers x 3 draws = 1200 over 50 items: each about 24 times, none left out.
     assert shown.sum() == 1200 and shown.min() > 5 and shown.max() < 60, shown
+
+
+def test_the_pair_kernel_trains_explicit_negatives_pair_by_pair():
+    rng = np.random.default_rng(6)
+    V, dim, negative, neg_word, alpha, weight = 7, 8, 1, 6, 0.05, 0.5
+    win = rng.normal(0, 0.5, (V, dim)).astype(np.float32)
+    wout = rng.normal(0, 0.5, (V, dim)).astype(np.float32)
+    ref_in, ref_out = win.copy(), wout.copy()
+    sentence, shown = [0, 1, 2], [4, 2]
+    ref_loss = 0.0
+    for i, center in enumerate(sentence):
+        for j, ctx in enumerate(sentence):
+            if j == i:
+                continue
+            targets = [(center, 1.0, 1.0), (neg_word, 0.0, 1.0)] + [(w, 0.0, weight) for w in shown if w != center]
+            grad = np.zeros(dim, np.float32)
+            for target, label, w in targets:
+                f = np.float32(ref_in[ctx] @ ref_out[target])
+                g = np.float32(sigmoid_grad(f, label, alpha) * w)
+                ref_loss += w * (softplus(-f) if label else softplus(f))
+                grad += g * ref_out[target]
+                ref_out[target] += g * ref_in[ctx]
+            ref_in[ctx] += grad
+    prob, alias = np.zeros(V, np.float32), np.full(V, neg_word, np.int32)
+    loss, pairs, _, _ = train_pairs(win, wout, np.array(sentence, np.int32), np.array([0, 3], np.int64), 0, 1,
+                                    np.ones(V, np.float32), prob, alias, 0, negative, alpha, alpha, np.uint64(7),
+                                    np.zeros(V, np.uint32), np.zeros(V, np.uint32), np.ones(V, np.float32), 0, 0, 0,
+                                    np.array(shown, np.int32), np.array([0, 2], np.int64), 2, weight)
+    np.testing.assert_allclose(win, ref_in, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(wout, ref_out, rtol=1e-5, atol=1e-6)
+    assert loss == pytest.approx(ref_loss, rel=1e-5) and pairs == 6

@@ -37,3 +37,56 @@ def test_integer_item_ids_round_trip(client, tmp_path):
     # Items clicked together end up together.
     top = emb.most_similar(str(2**62 + 7), topn=3)
     assert {int(w) for w, _ in top} == {-5, 10**12, 3}, top
+
+
+def _plant(path, seed, groups=20, per=15, sessions=1500, confuse=0.45, shown=10):
+    """Sessions of one intent group A, where 45% of the clicks land on A's twin group B (users
+    click decoys too); every session shows 10 B items it did not click. Clicks alone nearly merge
+    A and B; the items shown and passed over tell them apart."""
+    rng = np.random.default_rng(seed)
+    clicks, impressions = [], []
+    for _ in range(sessions):
+        a = int(rng.integers(groups))
+        b = a ^ 1
+        n = int(rng.integers(8, 20))
+        clicks.append([1000 * (b if rng.random() < confuse else a) + int(rng.integers(per)) for _ in range(n)])
+        impressions.append([1000 * b + int(rng.integers(per)) for _ in range(shown)])
+    pq.write_table(pa.table({"items": pa.array(clicks, pa.list_(pa.int64())),
+                             "shown": pa.array(impressions, pa.list_(pa.int64()))}), path, row_group_size=500)
+
+
+def _group_precision(emb) -> float:
+    """Of each item's 10 nearest items, the share in its own group."""
+    return float(np.mean([int(n) // 1000 == int(w) // 1000 for w in emb.index_to_key
+                          for n, _ in emb.most_similar(w, topn=10)]))
+
+
+def test_shown_but_not_clicked_items_are_negatives_that_carry_signal(client, tmp_path):
+    """Group precision@10 from clicks alone, then with the shown items as explicit negatives
+    (defaults: 5 per center, weight 1), 1500 sessions, dim 16, 4 epochs, 2 workers: seed 0
+    0.459 -> 0.664, seed 1 0.485 -> 0.603, seed 2 0.469 -> 0.586 (3000 sessions, dim 32, 5 epochs:
+    0.486 -> 0.633). The lift is asserted at 0.07."""
+    path = tmp_path / "sessions.parquet"
+    _plant(path, seed=0)
+    scores = {}
+    for shown in (None, "shown"):
+        cfg = load_config(None, {"parquet_column": "items", "negatives_column": shown, "dim": 16, "epochs": 4,
+                                 "min_count": 1, "window": 0, "sample": 0}, environ={}, corpus=(str(path),),
+                          out=str(tmp_path / f"out-{shown}"))
+        scores[shown] = _group_precision(train(cfg, client).load())
+    assert scores["shown"] - scores[None] > 0.07, scores
+
+
+def test_shown_items_need_parquet_sessions(client, tmp_path, capsys):
+    from nsdist.cli import main
+
+    text = tmp_path / "c.txt"
+    text.write_text("a b c\n")
+    path = tmp_path / "s.parquet"
+    pq.write_table(pa.table({"items": pa.array([[1, 2]], pa.list_(pa.int64()))}), path)
+    for corpus, message in ((text, "is not Parquet; sessions with shown items are Parquet files"),
+                            (path, "has no column 'shown' (its columns: items)")):
+        assert main(["train", "--corpus", str(corpus), "--out", str(tmp_path / "out"), "--set", "parquet_column=items",
+                     "--set", "negatives_column=shown", "--scheduler", client.scheduler.address]) == 3
+        said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("nsdist:")]
+        assert len(said) == 1 and said[0].startswith("nsdist: error: ") and message in said[0], said

@@ -11,8 +11,8 @@ from distributed import Client
 
 from .. import progress
 from ..config import JobConfig
-from ..corpus import Block, iter_tokens
-from ..counts import Counts, Scanned, merge_counts, scan
+from ..corpus import Block, iter_tokens, read_sessions
+from ..counts import Counts, Scanned, merge_counts, scan, scan_sessions
 from ..encode import Shard, encode_scanned
 from ..memory import release_memory
 from ..plan import block_workers, estimate_vocab, shard_plan
@@ -24,9 +24,12 @@ from .client import workers as client_workers
 
 # Task functions: module-level, plain inputs and outputs, never mutating their arguments.
 
-def _scan_block(block: Block, storage_options, lowercase: bool, column: str) -> Scanned:
-    # 1 MiB pieces: Arrow needs about 10x a piece's size, so a whole block at once would not fit.
-    scanned = scan(iter_tokens(block, storage_options, lowercase, column))
+def _scan_block(block: Block, storage_options, lowercase: bool, column: str, shown_column: str | None = None
+                ) -> Scanned:
+    if shown_column:  # sessions: a Parquet row group, read whole
+        scanned = scan_sessions(*read_sessions(block, storage_options, column, shown_column))
+    else:  # 1 MiB pieces: Arrow needs about 10x a piece's size, so a whole block at once would not fit.
+        scanned = scan(iter_tokens(block, storage_options, lowercase, column))
     release_memory()  # the scan's transient memory (about 3x the block): ~20% of the scan time
     return scanned
 
@@ -38,8 +41,8 @@ def _encode_piece(lo: int, hi: int, vocab: Vocab, max_len: int, block: Scanned) 
     return encode_scanned([(block, lo, hi)], vocab.words, max_len)
 
 
-def _count_block(block: Block, storage_options, lowercase: bool, column: str) -> Counts:
-    return _scan_block(block, storage_options, lowercase, column).to_counts()
+def _count_block(block: Block, storage_options, lowercase: bool, column: str, shown_column: str | None) -> Counts:
+    return _scan_block(block, storage_options, lowercase, column, shown_column).to_counts()
 
 
 def _sample_summary(fraction: float, min_count: int, max_vocab: int | None, *parts: Counts) -> dict:
@@ -54,7 +57,7 @@ def sample_vocab(client: Client, cfg: JobConfig, blocks: list[Block], picks: lis
     """Count the blocks ``picks`` (``fraction`` of the corpus) on the workers; the corpus's
     tokens and vocabulary size estimated from them (plan.estimate_vocab)."""
     t = cfg.train
-    read_args = (cfg.storage_options, t.lowercase, cfg.parquet_column)
+    read_args = (cfg.storage_options, t.lowercase, cfg.parquet_column, cfg.negatives_column)
     counted = [client.submit(_count_block, blocks[i], *read_args, key=f"sample-{tag}-{i}") for i in picks]
     return client.submit(_sample_summary, fraction, t.min_count, t.max_vocab, *counted,
                          key=f"sample-summary-{tag}").result()
@@ -73,7 +76,7 @@ def count_vocab(client: Client, cfg: JobConfig, blocks: list[Block], tag: str, s
     for that count; default one per worker).
     """
     t = cfg.train
-    read_args = (cfg.storage_options, t.lowercase, cfg.parquet_column)
+    read_args = (cfg.storage_options, t.lowercase, cfg.parquet_column, cfg.negatives_column)
     workers = client_workers(client)
     places = block_workers([b.length for b in blocks], shards or len(workers), workers, cfg.blocksize)
     scanned = [client.submit(_scan_block, b, *read_args, key=f"scan-{tag}-{i}", workers=[w] if w else None,
