@@ -1,0 +1,181 @@
+"""Sessions: the planted clickstream generator (nsdist.synth_sessions) and leave-last-out
+next-item evaluation (nsdist.evaluate.next_item_eval), tested on hand-computed cases, against a
+brute-force reference, and calibrated on the planted data with gensim as a stand-in trainer."""
+
+from __future__ import annotations
+
+import collections
+import doctest
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from nsdist import synth_sessions as ss
+
+SCHEMA = pa.schema([("session", pa.int64()), ("items", pa.list_(pa.int64())),
+                    ("impressions", pa.list_(pa.int64())), ("ts", pa.int64())])
+
+
+def _bytes(files: ss.SessionFiles) -> list[bytes]:
+    return [open(p, "rb").read() for p in (files.train, files.test, files.items)]
+
+
+def _lists(table: pa.Table, column: str) -> list[list[int]]:
+    return table.column(column).to_pylist()
+
+
+@pytest.fixture(scope="module")
+def planted():
+    """One planted clickstream shared by the read-only tests: (train, test, catalogue)."""
+    return ss.session_tables(4000, 2000, seed=5)
+
+
+def _main_group(session: list[int], group_of: dict) -> int:
+    return collections.Counter(group_of[i] for i in session).most_common(1)[0][0]
+
+
+# ------------------------------------------------------------------ the generator
+
+
+def test_doctests():
+    result = doctest.testmod(ss)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_same_arguments_same_bytes_and_the_catalogue_does_not_depend_on_sessions(tmp_path):
+    a = ss.generate_sessions(str(tmp_path / "a"), sessions=300, items=500, seed=7)
+    b = ss.generate_sessions(str(tmp_path / "b"), sessions=300, items=500, seed=7)
+    assert _bytes(a) == _bytes(b)
+    more = ss.generate_sessions(str(tmp_path / "c"), sessions=900, items=500, seed=7)
+    other = ss.generate_sessions(str(tmp_path / "d"), sessions=300, items=500, seed=8)
+    assert _bytes(more)[2] == _bytes(a)[2] and _bytes(more)[0] != _bytes(a)[0]
+    assert all(x != y for x, y in zip(_bytes(other), _bytes(a)))
+
+
+def test_files_schema_row_groups_and_split(tmp_path):
+    f = ss.generate_sessions(str(tmp_path / "out"), sessions=5000, items=1000, seed=2)
+    train, test = pq.ParquetFile(f.train), pq.ParquetFile(f.test)
+    assert train.schema_arrow == test.schema_arrow == SCHEMA
+    assert train.metadata.num_row_groups == 3 and test.metadata.num_row_groups == 1  # 2000 rows per group
+    assert (f.train_sessions, f.test_sessions) == (4500, 500)
+    tr, te = train.read(), test.read()
+    assert f.clicks == sum(map(len, _lists(tr, "items")))
+    sessions = tr.column("session").to_pylist() + te.column("session").to_pylist()
+    assert sessions == list(range(1, 5001))
+    ts = np.array(tr.column("ts").to_pylist() + te.column("ts").to_pylist())
+    assert np.all(np.diff(ts) >= 0) and ts[0] >= ss.TS_START  # held out: the latest sessions
+
+
+def test_items_tsv_is_the_ground_truth(tmp_path):
+    f = ss.generate_sessions(str(tmp_path / "out"), sessions=200, items=500, seed=3)
+    cat = ss.catalogue(500, seed=3)
+    rows = [line.split("\t") for line in open(f.items).read().splitlines()]
+    assert [[int(x) for x in r] for r in rows] == [
+        [i, g, rank, p] for rank, (i, g, p) in enumerate(zip(cat.ids.tolist(), cat.group.tolist(),
+                                                              cat.ring.tolist()), start=1)]
+    # Each group's ring positions are 0..size-1, once each.
+    for g in range(50):
+        assert sorted(cat.ring[cat.group == g].tolist()) == list(range(10))
+
+
+def test_item_ids_are_large_sparse_int64_and_round_trip(planted, tmp_path):
+    train, test, cat = planted
+    ids = cat.ids
+    assert ids.dtype == np.int64 and len(set(ids.tolist())) == len(ids) == 2000
+    assert ids.min() >= 2**32 and (ids > 2**53).mean() > 0.9  # beyond int32 and float64's exact integers
+    assert np.diff(np.sort(ids)).min() > 1  # not contiguous
+    pq.write_table(train, tmp_path / "t.parquet")
+    back = pq.read_table(tmp_path / "t.parquet")
+    assert _lists(back, "items") == _lists(train, "items")
+    clicked = {i for s in _lists(train, "items") + _lists(test, "items") for i in s}
+    assert clicked <= set(ids.tolist()) and len(clicked) > 0.95 * len(ids)
+
+
+def test_session_lengths_vary_and_some_are_long(planted):
+    train, _, _ = planted
+    lens = np.array([len(s) for s in _lists(train, "items")])
+    assert lens.min() >= 2 and lens.max() <= 800
+    assert 8 <= np.median(lens) <= 16
+    assert 0.01 <= (lens >= 400).mean() <= 0.03  # long_rate 0.02: whole-session windows matter there
+    assert len(np.unique(lens[lens < 100])) >= 60
+
+
+def test_popularity_is_skewed(planted):
+    train, _, cat = planted
+    count = collections.Counter(i for s in _lists(train, "items") for i in s)
+    clicks = np.array([count[i] for i in cat.ids.tolist()])  # in popularity order
+    assert clicks[:20].sum() >= 0.08 * clicks.sum()  # the top 1% of items: measured 0.104-0.119
+    assert clicks[:100].mean() >= 5 * clicks[-1000:].mean()
+    r = np.arange(1, len(clicks) + 1)
+    slope = np.polyfit(np.log(r[:500]), np.log(np.maximum(clicks[:500], 1)), 1)[0]
+    assert -1.2 < slope < -0.3, slope
+
+
+def test_sessions_follow_one_or_two_groups(planted):
+    train, _, cat = planted
+    group_of = dict(zip(cat.ids.tolist(), cat.group.tolist()))
+    shares, groups = [], []
+    for s in _lists(train, "items"):
+        if len(s) >= 10:
+            top = collections.Counter(group_of[i] for i in s).most_common(2)
+            shares.append(sum(c for _, c in top) / len(s))
+            groups.append(len(top))
+    # Interest clicks are 1 - sibling_rate - noise_rate = 73% of a session; the second of the top
+    # two groups is the switch's or a sibling's.  Measured 0.806 (seeds 1, 2, 5: 0.805-0.808).
+    assert 0.7 <= np.mean(shares) <= 0.9, np.mean(shares)
+    assert np.mean(groups) > 1.5  # the noise reaches other groups
+
+
+def test_browsing_steps_to_ring_neighbours():
+    spec = ss.SessionSpec(sibling_rate=0, noise_rate=0, switch_rate=0, walk_rate=1.0, walk_step=3)
+    train, _, cat = ss.session_tables(300, 500, seed=1, spec=spec)
+    row = {i: r for r, i in enumerate(cat.ids.tolist())}
+    steps = []
+    for s in _lists(train, "items"):
+        rows = [row[i] for i in s]
+        assert len({int(cat.group[r]) for r in rows}) == 1
+        pos = cat.ring[rows]
+        steps += ((pos[1:] - pos[:-1]) % 10).tolist()  # 10 items per group
+    assert collections.Counter(steps).keys() == {1, 2, 3, 7, 8, 9}  # +-1..3 around the ring of 10
+
+
+def test_interest_moves_to_a_second_group_in_some_sessions():
+    spec = ss.SessionSpec(sibling_rate=0, noise_rate=0, switch_rate=0.3)
+    train, _, cat = ss.session_tables(2000, 500, seed=4, spec=spec)
+    group_of = dict(zip(cat.ids.tolist(), cat.group.tolist()))
+    runs = [len({group_of[i] for i in s}) for s in _lists(train, "items") if len(s) >= 10]
+    assert set(runs) == {1, 2} and 0.2 <= np.mean(np.array(runs) == 2) <= 0.4
+
+
+def test_impressions_are_shown_not_clicked_and_carry_signal(planted):
+    train, _, cat = planted
+    group_of = dict(zip(cat.ids.tolist(), cat.group.tolist()))
+    rank_of = {i: r for r, i in enumerate(cat.ids.tolist())}
+    differ = popular = total = 0
+    for clicks, shown in zip(_lists(train, "items"), _lists(train, "impressions")):
+        assert shown and len(set(shown)) == len(shown) and not set(shown) & set(clicks)
+        main = _main_group(clicks, group_of)
+        differ += sum(group_of[i] != main for i in shown)
+        popular += sum(rank_of[i] < 100 for i in shown)
+        total += len(shown)
+    # Measured 0.996 (seeds 1, 2, 5): sibling and unrelated groups are never the session's
+    # interest, and popular items rarely belong to it.  The 100 most popular items are 0.33-0.35
+    # of the impressions (0.3 of them are drawn by popularity).
+    assert differ / total >= 0.9, differ / total
+    assert popular / total >= 0.2, popular / total
+
+
+def test_invalid_arguments(tmp_path):
+    with pytest.raises(ValueError, match="at least 2 sessions"):
+        ss.session_tables(1, 500)
+    with pytest.raises(ValueError, match="n_groups=50 items"):
+        ss.catalogue(49)
+    with pytest.raises(ValueError):
+        ss.SessionSpec(n_groups=52, domain_size=5)
+    with pytest.raises(ValueError):
+        ss.SessionSpec(sibling_rate=0.7, noise_rate=0.4)
+    with pytest.raises(ValueError):
+        ss.SessionSpec(impression_mix=(0.5, 0.5, 0.5))
