@@ -179,3 +179,159 @@ def test_invalid_arguments(tmp_path):
         ss.SessionSpec(sibling_rate=0.7, noise_rate=0.4)
     with pytest.raises(ValueError):
         ss.SessionSpec(impression_mix=(0.5, 0.5, 0.5))
+
+
+# ------------------------------------------------------------------ metrics by hand
+
+from nsdist import evaluate as ev  # noqa: E402
+from nsdist.errors import DataError  # noqa: E402
+
+
+def test_hit_rate_and_ndcg_by_hand():
+    ranks = [1, 2, 10, 11, 0]  # 0: not ranked (unknown target), a miss
+    assert ev.hit_rate(ranks, 10) == 0.6
+    assert math.isclose(ev.ndcg(ranks, 10), (1 + 1 / math.log2(3) + 1 / math.log2(11)) / 5, rel_tol=1e-12)
+    assert ev.hit_rate(ranks, 1) == ev.ndcg(ranks, 1) == 0.2
+    assert ev.hit_rate(ranks, 11) == 0.8
+    assert ev.hit_rate([], 10) == ev.ndcg([], 10) == 0.0
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        ev.ndcg(ranks, 0)
+
+
+# Rows a=(1,0) b=(0,1) c=(1,1) d=(-1,0) e=(0,0): a query of [a, b] points at c.
+HAND = np.array([[1, 0], [0, 1], [1, 1], [-1, 0], [0, 0]], dtype=np.float32)
+
+
+@pytest.mark.parametrize("query, target, exclude, rank", [
+    ([0, 1], 2, [], 1),      # c has cosine 1 with the mean of a and b
+    ([0, 1], 0, [1], 2),     # only c outscores a once b is excluded
+    ([0, 1], 0, [], 3),      # b ties with a exactly: ties count against the target
+    ([0], 4, [], 4),         # the zero vector scores 0, as b does: behind a, c and b
+    ([0], 4, [0, 1, 2], 1),  # everything above it excluded; d (-1) stays below
+    ([3], 0, [], 5),         # the opposite of the query ranks last
+])
+def test_target_ranks_by_hand(query, target, exclude, rank):
+    got = ev.target_ranks(HAND, [np.array(query)], np.array([target]), [np.array(exclude, dtype=int)])
+    assert got.tolist() == [rank]
+
+
+def test_next_item_eval_by_hand():
+    words = ["10", "11", "20", "21"]
+    vectors = np.array([[1, 0], [1, 0.1], [0, 1], [0.1, 1]], dtype=np.float32)
+    sessions = [
+        [10, 11],          # query 10: 11 first                      -> rank 1
+        [20, 99, 10],      # 99 unknown, query 20: 21, 11 above 10   -> rank 3
+        [21, 20],          # query 21: 20 first                      -> rank 1
+        [99, 10],          # no known item before the target         -> skipped, a miss
+        [10, 77],          # unknown target                          -> oov, a miss
+        [11],              # too short: not a case
+        [10, 20, 10],      # repeat: 10 is ranked, 20 excluded; query 20: 21, 11 above -> rank 3
+    ]
+    r = ev.next_item_eval(words, vectors, sessions, k=1)
+    assert (r["sessions"], r["ranked"], r["hits"], r["oov"], r["skipped"], r["too_short"], r["repeats"]) == \
+        (6, 4, 2, 1, 1, 1, 1)
+    assert r["hit_rate"] == 2 / 6 and r["ndcg"] == 2 / 6 and (r["k"], r["last"]) == (1, 1)
+    r3 = ev.next_item_eval(words, vectors, sessions, k=3)
+    assert r3["hits"] == 4 and r3["ndcg"] == (1 + 1 / math.log2(4) + 1 + 1 / math.log2(4)) / 6
+    # last=2: the query of [20, 10, 11] is the mean of 20 and 10, (0.5, 0.5), which 11 and 21
+    # match equally well (cosine 0.774): 11 ranks 2nd, the tie counting against it.
+    assert [ev.next_item_eval(words, vectors, [[20, 10, 11]], k=k, last=last)["hits"]
+            for k, last in ((1, 1), (1, 2), (2, 2))] == [1, 0, 1]
+    # Strings, ints and Arrow lists of int64 are the same ids.
+    as_str = [[str(i) for i in s] for s in sessions]
+    as_arrow = pa.array(sessions, pa.list_(pa.int64()))
+    assert ev.next_item_eval(words, vectors, as_str, k=1) == r == ev.next_item_eval(words, vectors, as_arrow, k=1)
+
+
+def test_next_item_eval_degenerate_inputs():
+    words, vectors = ["a", "b"], np.eye(2, dtype=np.float32)
+    r = ev.next_item_eval(words, vectors, [], k=10)
+    assert (r["sessions"], r["hit_rate"], r["ndcg"]) == (0, 0.0, 0.0)
+    r = ev.next_item_eval(words, vectors, [["x", "y"], ["a"]], k=10)
+    assert (r["sessions"], r["oov"], r["too_short"], r["hit_rate"]) == (1, 1, 1, 0.0)
+    with pytest.raises(ValueError, match="last must be >= 1"):
+        ev.next_item_eval(words, vectors, [["a", "b"]], last=0)
+    with pytest.raises(ValueError, match="lists of item ids"):
+        ev.next_item_eval(words, vectors, pa.array([[1.5, 2.0]]))
+
+
+# ------------------------------------------------------------------ against brute force
+
+
+def brute_force(words, vectors, sessions, last, k):
+    """The protocol written out directly: float64, a full score vector per session."""
+    index = {w: i for i, w in enumerate(words)}
+    norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
+    unit = vectors / np.where(norms == 0, 1, norms)[:, None]
+    ranks, n = [], 0
+    for session in sessions:
+        if len(session) < 2:
+            continue
+        n += 1
+        known = [index[w] for w in session[:-1] if w in index]
+        if session[-1] not in index or not known:
+            continue
+        target = index[session[-1]]
+        scores = unit @ unit[known[-last:]].mean(axis=0)
+        others = [r for r in range(len(words)) if r != target and r not in set(known)]
+        ranks.append(1 + sum(scores[r] >= scores[target] for r in others))
+    hits = [r for r in ranks if r <= k]
+    return len(hits) / n, sum(1 / math.log2(r + 1) for r in hits) / n, ranks
+
+
+@pytest.mark.parametrize("last", [1, 3])
+def test_next_item_eval_equals_brute_force_across_blocks(monkeypatch, last):
+    rng = np.random.default_rng(11)
+    n, dim = 700, 8
+    words = [str(1_000_000_007 * (i + 1)) for i in range(n)]
+    vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    vectors[[5, 400]] = 0  # zero rows score 0
+    vocab = words + ["unknown-a", "unknown-b"]
+    sessions = [[vocab[j] for j in rng.integers(0, n + 2, int(rng.integers(0, 12)))] for _ in range(300)]
+    sessions += [[words[3]] * 4, [words[9], words[3], words[9]]]  # repeats
+    # Many query blocks (batch_size) and many row chunks (_BLOCK_ELEMENTS): at least 256 rows each.
+    monkeypatch.setattr(ev, "_BLOCK_ELEMENTS", 64)
+    got = ev.next_item_eval(words, vectors, sessions, last=last, k=10, batch_size=7)
+    hr, ndcg, ranks = brute_force(words, vectors, sessions, last, 10)
+    assert got["ranked"] == len(ranks) > 200 and got["hits"] > 0
+    assert math.isclose(got["hit_rate"], hr) and math.isclose(got["ndcg"], ndcg)
+    # The ranks themselves, not only the cut at k.
+    targets, queries, exclude, _ = ev._next_item_cases(
+        np.array([words.index(w) if w in words else -1 for s in sessions for w in s]),
+        np.array([len(s) for s in sessions]), last)
+    assert ev.target_ranks(vectors, queries, targets, exclude, batch_size=7).tolist() == ranks
+
+
+# ------------------------------------------------------------------ reading sessions
+
+
+@pytest.mark.parametrize("kind", [pa.list_(pa.int64()), pa.large_list(pa.uint64()), pa.list_(pa.string())])
+def test_read_sessions_from_parquet(tmp_path, kind):
+    ids = [[2**62 + 1, 2**40], [], None, [7]]
+    values = [[str(i) for i in s] if s is not None and pa.types.is_string(kind.value_type) else s for s in ids]
+    pq.write_table(pa.table({"session": [1, 2, 3, 4], "items": pa.array(values, kind)}), tmp_path / "s.parquet",
+                   row_group_size=2)
+    got = ev.read_sessions(str(tmp_path / "s.parquet"))
+    # Decimal strings, exact beyond float64's integers; a null session reads as null (too short).
+    assert got.to_pylist() == [["4611686018427387905", "1099511627776"], [], None, ["7"]]
+
+
+def test_read_sessions_from_text(write):
+    text = "4611686018427387905 12\n\n  a\tb  c \n7\n"
+    assert ev.read_sessions(write("s.txt", text)).to_pylist() == [["4611686018427387905", "12"], ["a", "b", "c"],
+                                                                   ["7"]]
+    assert ev.read_sessions(write("s.txt.gz", text)).to_pylist()[1] == ["a", "b", "c"]
+
+
+def test_read_sessions_errors_name_the_file_and_the_fix(tmp_path, write):
+    pq.write_table(pa.table({"clicks": [[1, 2]]}), tmp_path / "other.parquet")
+    with pytest.raises(DataError, match=r"other.parquet.*no column 'items' \(its columns: clicks\); write the"):
+        ev.read_sessions(str(tmp_path / "other.parquet"))
+    assert ev.read_sessions(str(tmp_path / "other.parquet"), column="clicks").to_pylist() == [["1", "2"]]
+    pq.write_table(pa.table({"items": [[1.5]]}), tmp_path / "floats.parquet")
+    with pytest.raises(DataError, match="floats.parquet.*lists of item ids"):
+        ev.read_sessions(str(tmp_path / "floats.parquet"))
+    with pytest.raises(DataError, match="fake.parquet.*not a readable Parquet file"):
+        ev.read_sessions(write("fake.parquet", "1 2 3\n"))
+    with pytest.raises(FileNotFoundError):
+        ev.read_sessions(str(tmp_path / "missing.parquet"))
