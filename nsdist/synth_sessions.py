@@ -57,7 +57,6 @@ catalogue (``items.tsv``) depends on ``(items, seed, spec)`` only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -122,9 +121,9 @@ class SessionSpec:
     length_sigma: float = 1.0
     max_length: int = 300
     long_rate: float = 0.02
-    long_length: Tuple[int, int] = (400, 800)
-    impressions: Tuple[int, int] = (5, 100)
-    impression_mix: Tuple[float, float, float] = (0.5, 0.2, 0.3)
+    long_length: tuple[int, int] = (400, 800)
+    impressions: tuple[int, int] = (5, 100)
+    impression_mix: tuple[float, float, float] = (0.5, 0.2, 0.3)
     test_fraction: float = 0.1
     row_group_size: int = 2000
 
@@ -395,7 +394,7 @@ def session_tables(sessions: int, items: int, seed: int = 1, spec: SessionSpec |
         "impressions": _list_array(cat.ids[imp], np.bincount(imp_sess, minlength=sessions)),
         "ts": pa.array(ts),
     })
-    n_test = min(sessions - 1, max(1, int(round(sessions * spec.test_fraction))))
+    n_test = min(sessions - 1, max(1, round(sessions * spec.test_fraction)))
     return table.slice(0, sessions - n_test), table.slice(sessions - n_test), cat
 
 
