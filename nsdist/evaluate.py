@@ -59,6 +59,10 @@ __all__ = [
 #: longer grows with ``restrict_vocab``.
 _BLOCK_ELEMENTS = 1 << 22
 
+#: Cosines this close to a target's count as ties with it (against it): float32 rounding, whose
+#: order depends on how a product is blocked, cannot tell them apart.
+_TIE = 1e-6
+
 #: Default number of analogy questions per block.
 _QUESTION_BATCH = 1024
 
@@ -818,9 +822,10 @@ def target_ranks(
     The query of case ``i`` is the mean of the unit vectors of rows
     ``queries[i]``.  Every row is a candidate except the rows in
     ``exclude[i]``; the target itself is always ranked.  The rank is 1 plus
-    the number of other candidates scoring at least the target's cosine, so
-    ties count against the target (a model of identical or zero vectors ranks
-    every target last, not first).
+    the number of other candidates scoring at least the target's cosine minus
+    ``_TIE`` (1e-6), so ties count against the target, including those that
+    float32 rounding would order either way (a model of identical or zero
+    vectors ranks every target last, not first).
 
     Memory is bounded whatever the number of rows: ``batch_size`` queries are
     scored against chunks of about ``2**22 / batch_size`` rows at a time
@@ -869,7 +874,7 @@ def target_ranks(
         at = slice(start, start + batch_size)
         query = _mean_unit(vectors, norms, queries[at])
         target = targets[at]
-        floor = np.einsum("ij,ij->i", query, vectors[target].astype(np.float32)) / norms[target]
+        floor = np.einsum("ij,ij->i", query, (vectors[target] / norms[target, None]).astype(np.float32)) - _TIE
         # The target's own cell is masked too: its score is the floor itself.
         masked = [*exclude[at], target]
         masked_q = np.concatenate([np.repeat(np.arange(len(target)), [len(e) for e in exclude[at]]),

@@ -220,6 +220,15 @@ def test_target_ranks_by_hand(query, target, exclude, rank):
     assert got.tolist() == [rank]
 
 
+def test_duplicate_vectors_tie_whatever_the_rounding():
+    vectors = np.random.default_rng(3).standard_normal((600, 64)).astype(np.float32)
+    vectors[1] = vectors[0]
+    vectors[2] = 3 * vectors[0]  # the same direction, another norm
+    queries = [np.array([5, 9])] * 3
+    ranks = ev.target_ranks(vectors, queries, np.array([0, 1, 2]), batch_size=2)
+    assert ranks[0] == ranks[1] == ranks[2] > 2  # each counts the other two as ties
+
+
 def test_next_item_eval_by_hand():
     words = ["10", "11", "20", "21"]
     vectors = np.array([[1, 0], [1, 0.1], [0, 1], [0.1, 1]], dtype=np.float32)
@@ -279,7 +288,7 @@ def brute_force(words, vectors, sessions, last, k):
         target = index[session[-1]]
         scores = unit @ unit[known[-last:]].mean(axis=0)
         others = [r for r in range(len(words)) if r != target and r not in set(known)]
-        ranks.append(1 + sum(scores[r] >= scores[target] for r in others))
+        ranks.append(1 + sum(scores[r] >= scores[target] - 1e-6 for r in others))  # ev._TIE
     hits = [r for r in ranks if r <= k]
     return len(hits) / n, sum(1 / math.log2(r + 1) for r in hits) / n, ranks
 
