@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import doctest
+import json
 import math
 
 import numpy as np
@@ -426,8 +427,6 @@ def test_cli_synth_usage_errors(tmp_path, capsys, monkeypatch, argv, message):
 
 
 def test_cli_evaluate_sessions(tmp_path, capsys, publish_run, planted, write):
-    import json
-
     _, test, cat = planted
     words, vectors = truth_vectors(cat)
     out = str(tmp_path / "out")
@@ -524,3 +523,18 @@ def test_next_item_beats_popularity_and_the_last_item_is_the_best_query(item2vec
     assert r1["ndcg"] >= 2 * pop_ndcg, (r1, pop_ndcg)  # measured 0.152 vs 0.041
     # The default --last 1: the interest drifts, so the last item predicts best (0.250 vs 0.183).
     assert r1["hit_rate"] > r3["hit_rate"] + 0.02
+
+
+def test_cli_synth_and_evaluate_sessions_on_s3(tmp_path, capsys, publish_run, s3_env):
+    assert main(["synth", "--sessions", s3_env.url("clicks"), "--sessions-count", "300", "--items", "500"]) == 0
+    local = ss.generate_sessions(str(tmp_path / "local"), sessions=300, items=500, seed=1)
+    boto = s3_env.boto()
+    for name, data in zip(("sessions.parquet", "sessions.test.parquet", "items.tsv"), _bytes(local)):
+        assert boto.get_object(Bucket=s3_env.bucket, Key=f"clicks/{name}")["Body"].read() == data
+    _, test, cat = ss.session_tables(300, 500, seed=1)
+    words, vectors = truth_vectors(cat)
+    out = str(tmp_path / "out")
+    publish_run(out, words, vectors)
+    capsys.readouterr()
+    assert main(["evaluate", out, "--sessions", s3_env.url("clicks", "sessions.test.parquet"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["sessions"] == ev.next_item_eval(words, vectors, _lists(test, "items"))
