@@ -57,8 +57,9 @@ Calibration (10k sessions, 5k items, gensim 4.4 ``Word2Vec(sg=1, negative=5,
 window=5, min_count=5, epochs=5, vector_size=64)``, seeds 1-3): group
 precision@10 0.89-0.91; leave-last-out HR@10 0.23-0.25 (NDCG@10 0.14-0.15)
 against 0.05-0.09 (0.03-0.04) for popularity; the planted truth as vectors
-reaches about 0.40.  With ``sibling_rate`` 0.3 precision@10 falls to about
-0.4, with 0.08 it is 1.0: 0.2 keeps it graded.  See docs/recommendations.md.
+reaches about 0.40.  At 20k sessions and 10k items precision@10 is 1.00 with
+``sibling_rate`` 0.08, 0.93 with 0.2 and 0.41 with 0.3 (and ``noise_rate``
+0.1): 0.2 keeps it graded.  See docs/recommendations.md.
 """
 
 from __future__ import annotations
@@ -228,7 +229,8 @@ def catalogue(items: int, seed: int = 1, spec: SessionSpec | None = None) -> Cat
 
 
 class _Sampler:
-    """Draws item rows (popularity order) globally or within given groups, by popularity."""
+    """Draws item rows (popularity order): by popularity, globally or within given groups, or
+    browsing a group's ring."""
 
     def __init__(self, cat: Catalogue, n_groups: int) -> None:
         self.global_cum = np.cumsum(cat.weight)
@@ -317,7 +319,7 @@ def _clicks(rng: np.random.Generator, sampler: _Sampler, lens: np.ndarray, inter
 
 def _impressions(rng: np.random.Generator, sampler: _Sampler, lens: np.ndarray, click_group: np.ndarray,
                  interest, spec: SessionSpec):
-    """Impression rows per session before filtering, flat, and their counts."""
+    """Impression rows of all sessions before filtering, flat, and the session of each."""
     first, second, _ = interest
     n = len(lens)
     counts = np.clip(lens, *spec.impressions)
