@@ -79,11 +79,16 @@ EXAMPLES = {
   nsdist train --corpus s3://bucket/today/ --out s3://bucket/emb --init-from s3://bucket/emb
   nsdist train --resume runs/wiki/runs/20261130T080322Z-0fdfd8""",
     "neighbors": "example:\n  nsdist neighbors runs/wiki king --topn 5",
-    "evaluate": "example:\n  nsdist evaluate runs/wiki --analogies questions-words.txt --pairs wordsim353.tsv --json",
+    "evaluate": """examples:
+  nsdist evaluate runs/wiki --analogies questions-words.txt --pairs wordsim353.tsv --json
+  nsdist evaluate runs/clicks --sessions clicks/sessions.test.parquet --last 1 --k 10""",
     "runs": "examples:\n  nsdist runs runs/wiki\n  nsdist runs s3://bucket/emb --all",
     "info": "example:\n  nsdist info runs/wiki          (the run LATEST names)",
     "gc": "example:\n  nsdist gc s3://bucket/emb --keep 7 --dry-run",
-    "synth": "example:\n  nsdist synth corpus.txt --tokens 5000000 --seed 1",
+    "synth": """examples:
+  nsdist synth corpus.txt --tokens 5000000 --seed 1
+  nsdist synth --sessions clicks --sessions-count 20000 --items 10000 --seed 1
+      (clicks/sessions.parquet, clicks/sessions.test.parquet held out, clicks/items.tsv)""",
     "demo": "example:\n  nsdist demo --dir /tmp/nsdist-demo --tokens 500000",
 }
 
@@ -97,6 +102,9 @@ def _config_keys() -> str:
     lines = [f"  {k:<{width}}  {d:<9} {h}" for k, d, h in rows]
     return ("config keys (--set KEY=VALUE, a YAML --config, or NSDIST_KEY variables; training keys also "
             "without 'train.'):\n" + "\n".join(lines))
+
+
+SYNTH_TOKENS, SYNTH_SESSIONS, SYNTH_ITEMS = 1_000_000, 20_000, 10_000  # ``synth`` sizes
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -141,12 +149,19 @@ def _parser() -> argparse.ArgumentParser:
     nb.add_argument("--topn", type=int, default=10, help="neighbours to print")
 
     ev = sub.add_parser("evaluate", parents=[common], epilog=EXAMPLES["evaluate"],
-                        help="analogy accuracy and word-pair correlation of a published model")
+                        help="analogy accuracy, word-pair correlation and next-item prediction of a published model")
     ev.add_argument("out", metavar="OUT", help="an output (its LATEST run) or a run URL")
     ev.add_argument("--analogies", metavar="FILE", help="questions-words.txt format")
     ev.add_argument("--pairs", metavar="FILE", help="wordsim format: word1 word2 score")
     ev.add_argument("--clusters", metavar="FILE", help="word<TAB>label: planted-cluster precision@10")
-    ev.add_argument("--restrict-vocab", type=int, default=300_000, help="answer among the most frequent words only")
+    ev.add_argument("--restrict-vocab", type=int, default=300_000,
+                    help="answer analogies and pairs among the most frequent words only")
+    ev.add_argument("--sessions", metavar="FILE", help="held-out sessions (Parquet with an 'items' list column, "
+                    "or text: one session per line): leave-last-item-out HR@K and NDCG@K, ranking every item "
+                    "except the session's earlier ones")
+    ev.add_argument("--last", type=int, default=1, metavar="N",
+                    help="query = mean of the unit vectors of the last N known items before the target")
+    ev.add_argument("--k", type=int, default=10, metavar="K", help="cut-off of HR@K and NDCG@K")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
 
     ru = sub.add_parser("runs", parents=[common], epilog=EXAMPLES["runs"], help="list the published runs under an output URL, newest first")
@@ -171,10 +186,16 @@ def _parser() -> argparse.ArgumentParser:
     gc.add_argument("--dry-run", action="store_true", help="print what would be deleted, delete nothing")
 
     sy = sub.add_parser("synth", parents=[common], epilog=EXAMPLES["synth"],
-                        help="write a synthetic corpus with planted structure and its ground truth")
-    sy.add_argument("out_file", metavar="OUT_FILE")
-    sy.add_argument("--tokens", type=int, default=1_000_000, help="corpus size")
-    sy.add_argument("--seed", type=int, default=1, help="same seed, same corpus")
+                        help="write a synthetic corpus (or with --sessions a clickstream) with planted "
+                             "structure and its ground truth")
+    sy.add_argument("out_file", metavar="OUT_FILE", nargs="?", help="the text corpus to write")
+    sy.add_argument("--tokens", type=int, help=f"text corpus size (default: {SYNTH_TOKENS})")
+    sy.add_argument("--sessions", metavar="OUT_DIR", help="write a planted clickstream into OUT_DIR instead: "
+                    "sessions.parquet (training), sessions.test.parquet (held out), items.tsv (ground truth)")
+    sy.add_argument("--sessions-count", type=int, metavar="N",
+                    help=f"sessions in all, the latest tenth held out (default: {SYNTH_SESSIONS})")
+    sy.add_argument("--items", type=int, metavar="N", help=f"catalogue size (default: {SYNTH_ITEMS})")
+    sy.add_argument("--seed", type=int, default=1, help="same seed, same output")
 
     de = sub.add_parser("demo", parents=[common], epilog=EXAMPLES["demo"],
                         help="synthesise a corpus, train on a LocalCluster, evaluate, show neighbours")
@@ -267,16 +288,27 @@ def _print_report(report: dict) -> None:
         print(f"word-pair Spearman: {s['spearman']:.4f} ({s['pairs']} pairs, {s['oov']} skipped as unknown)")
     if "cluster_precision" in report:
         print(f"cluster precision@10: {report['cluster_precision']:.4f}")
+    if "sessions" in report:
+        s, k = report["sessions"], report["sessions"]["k"]
+        print(f"next item (leave-last-out, query of the last {s['last']}): HR@{k} {s['hit_rate']:.4f}, "
+              f"NDCG@{k} {s['ndcg']:.4f} ({s['hits']} hits in {s['sessions']} sessions; misses include {s['oov']} "
+              f"unknown targets and {s['skipped']} without a known item before the target; {s['too_short']} "
+              "shorter than 2 items left out)")
 
 
 def cmd_evaluate(args) -> int:
     from .outputs import load
 
-    if not (args.analogies or args.pairs or args.clusters):
-        raise ConfigError("nothing to evaluate: pass --analogies FILE, --pairs FILE and/or --clusters FILE")
+    if not (args.analogies or args.pairs or args.clusters or args.sessions):
+        raise ConfigError("nothing to evaluate: pass --analogies FILE, --pairs FILE, --clusters FILE and/or "
+                          "--sessions FILE")
+    for flag, value in (("--last", args.last), ("--k", args.k)):
+        if value < 1:
+            raise ConfigError(f"{flag} must be >= 1, got {value}")
     from .evaluate import evaluate_files
 
-    report = evaluate_files(load(args.out), args.analogies, args.pairs, args.clusters, args.restrict_vocab)
+    report = evaluate_files(load(args.out), args.analogies, args.pairs, args.clusters, args.restrict_vocab,
+                            args.sessions, args.last, args.k)
     print(json.dumps(report, indent=2, sort_keys=True) if args.json else "", end="\n" if args.json else "")
     if not args.json:
         _print_report(report)
@@ -423,10 +455,34 @@ def cmd_gc(args) -> int:
     return 0
 
 
+def _synth_sessions(args) -> int:
+    from .synth_sessions import generate_sessions
+
+    if args.out_file or args.tokens is not None:
+        raise ConfigError("--sessions OUT_DIR writes a clickstream: drop OUT_FILE and --tokens "
+                          "(sizes: --sessions-count, --items)")
+    sessions = SYNTH_SESSIONS if args.sessions_count is None else args.sessions_count
+    items = SYNTH_ITEMS if args.items is None else args.items
+    if sessions < 2 or items < 50:
+        raise ConfigError(f"need --sessions-count >= 2 and --items >= 50 (one per planted group), "
+                          f"got {sessions} and {items}")
+    files = generate_sessions(args.sessions, sessions=sessions, items=items, seed=args.seed)
+    print(f"wrote {files.train_sessions} training sessions ({files.clicks} clicks) to {files.train}")
+    print(f"held out: {files.test_sessions} sessions in {files.test}")
+    print(f"ground truth: {files.items}")
+    return 0
+
+
 def cmd_synth(args) -> int:
     from .synth import generate
 
-    files = generate(args.out_file, tokens=args.tokens, seed=args.seed)
+    if args.sessions:
+        return _synth_sessions(args)
+    if not args.out_file:
+        raise ConfigError("pass OUT_FILE (a text corpus) or --sessions OUT_DIR (a clickstream)")
+    if args.sessions_count is not None or args.items is not None:
+        raise ConfigError("--sessions-count and --items size a clickstream: add --sessions OUT_DIR")
+    files = generate(args.out_file, tokens=SYNTH_TOKENS if args.tokens is None else args.tokens, seed=args.seed)
     print(f"wrote {files.tokens} tokens to {files.corpus}")
     print(f"ground truth: {files.analogies} {files.clusters} {files.pairs}")
     return 0

@@ -1,7 +1,7 @@
 """Intrinsic evaluation of word embeddings, comparable to gensim's.
 
-Pure numpy re-implementations of the two standard gensim benchmarks plus one
-metric for synthetic corpora:
+Pure numpy re-implementations of the two standard gensim benchmarks, one
+metric for synthetic corpora and the recommender systems' protocol:
 
 * :func:`analogy_accuracy` -- 3CosAdd word analogies ("king - man + woman"),
   the same questions, vocabulary restriction, case folding and counting as
@@ -11,6 +11,9 @@ metric for synthetic corpora:
   like ``KeyedVectors.evaluate_word_pairs``.
 * :func:`cluster_precision` -- nearest-neighbour label agreement, for corpora
   generated with a planted cluster structure.
+* :func:`next_item_eval` -- leave-last-item-out next-item prediction on held-out
+  sessions (HR@K, NDCG@K), ranking every row of the model by cosine in bounded
+  memory, as recommender systems are evaluated.
 
 Every function takes the vocabulary as ``words`` (ordered by descending
 frequency, as a word2vec vocabulary is) and the raw, un-normalised
@@ -32,6 +35,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 __all__ = [
     "read_analogies",
@@ -39,6 +44,11 @@ __all__ = [
     "read_pairs",
     "pair_spearman",
     "cluster_precision",
+    "hit_rate",
+    "ndcg",
+    "target_ranks",
+    "next_item_eval",
+    "read_sessions",
 ]
 
 #: Number of float32 similarity scores computed per matrix product
@@ -48,6 +58,10 @@ __all__ = [
 #: materialising the scores against the whole vocabulary, and memory use no
 #: longer grows with ``restrict_vocab``.
 _BLOCK_ELEMENTS = 1 << 22
+
+#: Cosines this close to a target's count as ties with it (against it): float32 rounding, whose
+#: order depends on how a product is blocked, cannot tell them apart.
+_TIE = 1e-6
 
 #: Default number of analogy questions per block.
 _QUESTION_BATCH = 1024
@@ -684,6 +698,366 @@ def cluster_precision(
 
 
 # ---------------------------------------------------------------------------
+# Next-item prediction on sessions
+# ---------------------------------------------------------------------------
+
+
+def _check_k(k: int) -> int:
+    if int(k) < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    return int(k)
+
+
+def hit_rate(ranks, k: int) -> float:
+    """HR@K: the share of cases whose target ranks among the first ``k``.
+
+    Parameters
+    ----------
+    ranks : array of int
+        1-based rank of each case's target; 0 marks a case that could not be
+        ranked (unknown target, no query), which is a miss.
+    k : int
+        Cut-off, >= 1.
+
+    Returns
+    -------
+    float
+        In [0, 1]; 0.0 for no cases.
+
+    Examples
+    --------
+    >>> hit_rate([1, 3, 11, 0], k=10)
+    0.5
+    """
+    ranks = np.asarray(ranks)
+    k = _check_k(k)
+    return float(np.mean((ranks >= 1) & (ranks <= k))) if ranks.size else 0.0
+
+
+def ndcg(ranks, k: int) -> float:
+    """NDCG@K with one relevant item per case: the mean of ``1 / log2(rank + 1)``
+    over the cases, a target ranked after ``k`` (or not ranked) scoring 0.
+
+    With a single relevant item the ideal DCG is 1, so no normalisation is left.
+
+    Parameters
+    ----------
+    ranks : array of int
+        As for :func:`hit_rate`.
+    k : int
+        Cut-off, >= 1.
+
+    Returns
+    -------
+    float
+        In [0, 1]; 0.0 for no cases.
+
+    Examples
+    --------
+    >>> ndcg([1, 3, 11, 0], k=10)  # (1/log2(2) + 1/log2(4) + 0 + 0) / 4
+    0.375
+    """
+    ranks = np.asarray(ranks, dtype=np.float64)
+    k = _check_k(k)
+    if not ranks.size:
+        return 0.0
+    hit = (ranks >= 1) & (ranks <= k)
+    gains = np.zeros(ranks.shape)
+    gains[hit] = 1.0 / np.log2(ranks[hit] + 1.0)
+    return float(gains.mean())
+
+
+def _row_norms(vectors: np.ndarray) -> np.ndarray:
+    """float32 row norms (a zero row counts as 1, so it scores 0), without a squared copy."""
+    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64)).astype(np.float32)
+    norms[norms == 0] = 1
+    return norms
+
+
+def _mean_unit(vectors: np.ndarray, norms: np.ndarray, queries: Sequence[np.ndarray]) -> np.ndarray:
+    """One float32 row per query: the mean of the unit vectors of its (non-empty) rows."""
+    lengths = np.array([len(q) for q in queries], dtype=np.intp)
+    rows = np.concatenate(queries).astype(np.intp)
+    unit = vectors[rows].astype(np.float32) / norms[rows, None]
+    return np.add.reduceat(unit, np.cumsum(lengths) - lengths, axis=0) / lengths[:, None]
+
+
+def _outscoring(vectors: np.ndarray, norms: np.ndarray, query: np.ndarray, floor: np.ndarray,
+                masked_q: np.ndarray, masked_row: np.ndarray) -> np.ndarray:
+    """Per query, how many rows not masked for it score at least its ``floor``.
+
+    The rows are scanned in chunks so that a product holds about
+    ``_BLOCK_ELEMENTS`` scores, whatever the number of rows; the masked
+    ``(query, row)`` cells are sorted by row so each chunk finds its own by
+    bisection.
+    """
+    n, b = len(vectors), len(query)
+    chunk = min(n, max(256, _BLOCK_ELEMENTS // b))
+    order = np.argsort(masked_row, kind="stable")
+    masked_q, masked_row = masked_q[order], masked_row[order]
+    bounds = np.searchsorted(masked_row, np.arange(0, n + chunk, chunk))
+    scratch = np.empty(b * chunk, dtype=np.float32)  # reused: no page faults per chunk
+    count = np.zeros(b, dtype=np.int64)
+    for i, lo in enumerate(range(0, n, chunk)):
+        hi = min(lo + chunk, n)
+        scores = scratch[:b * (hi - lo)].reshape(b, hi - lo)
+        # Normalising the chunk (rows x dim) costs far less than dividing its scores (queries x rows).
+        np.matmul(query, (vectors[lo:hi] / norms[lo:hi, None]).T, out=scores)
+        cells = slice(bounds[i], bounds[i + 1])
+        scores[masked_q[cells], masked_row[cells] - lo] = -np.inf
+        count += (scores >= floor[:, None]).sum(axis=1)
+    return count
+
+
+def target_ranks(
+    vectors: np.ndarray,
+    queries: Sequence[np.ndarray],
+    targets: np.ndarray,
+    exclude: Sequence[np.ndarray] | None = None,
+    *,
+    batch_size: int | None = None,
+) -> np.ndarray:
+    """Rank of each target among all rows, by cosine to the mean of its query rows.
+
+    The query of case ``i`` is the mean of the unit vectors of rows
+    ``queries[i]``.  Every row is a candidate except the rows in
+    ``exclude[i]``; the target itself is always ranked.  The rank is 1 plus
+    the number of other candidates scoring at least the target's cosine minus
+    ``_TIE`` (1e-6), so ties count against the target, including those that
+    float32 rounding would order either way (a model of identical or zero
+    vectors ranks every target last, not first).
+
+    Memory is bounded whatever the number of rows: ``batch_size`` queries are
+    scored against chunks of about ``2**22 / batch_size`` rows at a time
+    (16 MiB of float32 scores; with the default 1024 queries, chunks of 4096
+    rows), and only the count of rows above each target is kept -- never a
+    score matrix over all rows, nor a normalised copy of the vectors.
+
+    Parameters
+    ----------
+    vectors : ndarray, shape (n_rows, dim)
+        Un-normalised embeddings.
+    queries : sequence of int arrays
+        Rows averaged into each case's query; none may be empty.
+    targets : array of int
+        Row of each case's target.
+    exclude : sequence of int arrays, optional
+        Rows left out of each case's ranking (e.g. items already seen).
+    batch_size : int, default 1024
+        Queries scored together; only affects speed and memory.
+
+    Returns
+    -------
+    ndarray of int64
+        1-based ranks.
+
+    Examples
+    --------
+    >>> vectors = np.array([[1, 0], [1, 1], [0, 1], [-1, 0]], dtype=np.float32)
+    >>> target_ranks(vectors, [np.array([0])], np.array([2])).tolist()
+    [3]
+    >>> target_ranks(vectors, [np.array([0])], np.array([2]), [np.array([0, 1])]).tolist()
+    [1]
+    """
+    vectors = np.asarray(vectors)
+    targets = np.asarray(targets, dtype=np.intp)
+    exclude = [np.empty(0, np.intp)] * len(targets) if exclude is None else exclude
+    if not len(queries) == len(targets) == len(exclude):
+        raise ValueError(f"{len(queries)} queries, {len(targets)} targets and {len(exclude)} exclusions: "
+                         "expected one of each per case")
+    batch_size = _QUESTION_BATCH if batch_size is None else int(batch_size)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    norms = _row_norms(vectors)
+    ranks = np.empty(len(targets), dtype=np.int64)
+    for start in range(0, len(targets), batch_size):
+        at = slice(start, start + batch_size)
+        query = _mean_unit(vectors, norms, queries[at])
+        target = targets[at]
+        floor = np.einsum("ij,ij->i", query, (vectors[target] / norms[target, None]).astype(np.float32)) - _TIE
+        # The target's own cell is masked too: its score is the floor itself.
+        masked = [*exclude[at], target]
+        masked_q = np.concatenate([np.repeat(np.arange(len(target)), [len(e) for e in exclude[at]]),
+                                   np.arange(len(target))])
+        masked_row = np.concatenate(masked).astype(np.intp)
+        ranks[at] = 1 + _outscoring(vectors, norms, query, floor, masked_q, masked_row)
+    return ranks
+
+
+def _next_item_cases(rows: np.ndarray, lengths: np.ndarray, last: int):
+    """Leave-last-out cases of sessions given as known rows (-1: unknown) and lengths.
+
+    Returns ``(targets, queries, exclude, counts)``: per ranked case its target
+    row, its query rows (the last ``last`` known rows before the target) and
+    its excluded rows (the known rows before the target, the target's own row
+    excepted); ``counts`` holds ``sessions`` (length >= 2), ``too_short``,
+    ``oov`` (unknown target), ``skipped`` (no known row before a known
+    target) and ``repeats`` (targets seen earlier in their session).
+    """
+    counts = {"sessions": 0, "too_short": 0, "oov": 0, "skipped": 0, "repeats": 0}
+    targets: list[int] = []
+    queries: list[np.ndarray] = []
+    exclude: list[np.ndarray] = []
+    ends = np.cumsum(lengths)
+    for end, length in zip(ends.tolist(), lengths.tolist()):
+        if length < 2:
+            counts["too_short"] += 1
+            continue
+        counts["sessions"] += 1
+        target, history = rows[end - 1], rows[end - length:end - 1]
+        known = history[history >= 0]
+        if target < 0 or not len(known):
+            counts["oov" if target < 0 else "skipped"] += 1
+            continue
+        seen = known == target
+        counts["repeats"] += bool(seen.any())
+        targets.append(int(target))
+        queries.append(known[-last:])
+        exclude.append(known[~seen])
+    return np.array(targets, dtype=np.intp), queries, exclude, counts
+
+
+def _as_sessions(sessions) -> pa.ListArray:
+    """Sessions as one Arrow list<string> array; integer ids become their decimal strings."""
+    if isinstance(sessions, pa.ChunkedArray):
+        sessions = sessions.combine_chunks()
+    if not isinstance(sessions, pa.Array):
+        sessions = pa.array([list(map(str, s)) if s is not None else None for s in sessions],
+                            pa.list_(pa.string()))
+    kind = sessions.type
+    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)) or not (
+            pa.types.is_integer(kind.value_type) or pa.types.is_string(kind.value_type)
+            or pa.types.is_large_string(kind.value_type)):
+        raise ValueError(f"sessions must be lists of item ids (integers or strings), got {kind}")
+    return pc.cast(sessions, pa.list_(pa.string()))
+
+
+def next_item_eval(
+    words: Sequence[str],
+    vectors: np.ndarray,
+    sessions,
+    *,
+    last: int = 1,
+    k: int = 10,
+    batch_size: int | None = None,
+) -> dict:
+    """Leave-last-item-out next-item prediction: HR@K and NDCG@K.
+
+    For each session of two items or more, the last item is the target and
+    the query is the mean of the unit vectors of the last ``last`` items
+    before it that the model knows.  All rows are ranked by cosine to the
+    query (see :func:`target_ranks`) except the session's earlier items; the
+    target is ranked even when it occurred earlier (such sessions are counted
+    in ``repeats``).  A session whose target is unknown (``oov``) or that has
+    no known item before its target (``skipped``) is a miss, as in the
+    standard protocol; a session shorter than two items is not a case.
+
+    Parameters
+    ----------
+    words : sequence of str
+        Vocabulary, row order.  Item ids are matched as strings: integer ids
+        (in ``sessions`` or an int64 Parquet column) are compared as their
+        decimal strings, which is how nsdist's vocabulary holds them.
+    vectors : ndarray, shape (len(words), dim)
+        Un-normalised embeddings.
+    sessions : sequence of sequences of str or int, or a pyarrow list array
+        Items in click order, oldest first.
+    last : int, default 1
+        Items averaged into the query.
+    k : int, default 10
+        Cut-off of HR@K and NDCG@K.
+    batch_size : int, default 1024
+        Queries ranked together (see :func:`target_ranks`).
+
+    Returns
+    -------
+    dict
+        ``hit_rate``, ``ndcg``, ``hits``, ``k``, ``last`` and the counts
+        ``sessions`` (the denominator: sessions of two items or more),
+        ``ranked``, ``oov``, ``skipped``, ``too_short`` and ``repeats``.
+
+    Examples
+    --------
+    >>> words = ["10", "11", "20", "21"]
+    >>> vectors = np.array([[1, 0], [1, 0.1], [0, 1], [0.1, 1]], dtype=np.float32)
+    >>> r = next_item_eval(words, vectors, [[10, 11], [20, 99, 10], [21, 20], [99, 10], [11]], k=1)
+    >>> r["hit_rate"], r["hits"], r["sessions"], r["oov"], r["skipped"], r["too_short"]
+    (0.5, 2, 4, 0, 1, 1)
+    """
+    vectors = _check_inputs(words, vectors)
+    last, k = int(last), _check_k(k)
+    if last < 1:
+        raise ValueError(f"last must be >= 1, got {last}")
+    sessions = _as_sessions(sessions)
+    rows = pc.index_in(sessions.flatten(), value_set=pa.array(list(words), pa.string()))
+    rows = rows.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.intp)
+    lengths = pc.list_value_length(sessions).fill_null(0).to_numpy(zero_copy_only=False)
+    targets, queries, exclude, counts = _next_item_cases(rows, lengths, last)
+    ranks = np.zeros(counts["sessions"], dtype=np.int64)  # unranked cases stay 0: misses
+    if len(targets):
+        ranks[:len(targets)] = target_ranks(vectors, queries, targets, exclude, batch_size=batch_size)
+    hits = int(np.count_nonzero((ranks >= 1) & (ranks <= k)))
+    return {"hit_rate": hit_rate(ranks, k), "ndcg": ndcg(ranks, k), "hits": hits, "k": k, "last": last,
+            "ranked": len(targets), **counts}
+
+
+#: File names read as Parquet; the corpus reader tells Parquet from text the same way.
+_PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
+
+
+def _parquet_sessions(f, url: str, column: str) -> pa.ListArray:
+    """The ``column`` of a Parquet file of sessions; ValueError naming the problem."""
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(f)
+    except pa.ArrowInvalid as e:
+        raise ValueError(f"not a readable Parquet file ({e})") from None
+    names = pf.schema_arrow.names
+    if column not in names:
+        raise ValueError(f"no column {column!r} (its columns: {', '.join(names)}); "
+                         f"write the sessions' items as a list column named {column!r}")
+    return _as_sessions(pf.read(columns=[column]).column(column))
+
+
+def read_sessions(url: str, column: str = "items", storage_options=None) -> pa.ListArray:
+    """Read sessions for :func:`next_item_eval` from a Parquet or text file (local or ``s3://``).
+
+    Parameters
+    ----------
+    url : str
+        A ``.parquet`` (``.parq``, ``.pq``) file with a list column of item
+        ids, integers or strings, one row per session; or a text file (any
+        other name, optionally compressed), one session per line, item ids
+        separated by whitespace, blank lines ignored.
+    column : str, default "items"
+        The Parquet column holding each session's items in click order.
+
+    Returns
+    -------
+    pyarrow.ListArray
+        list<string>: integer ids as their decimal strings.
+
+    Raises
+    ------
+    DataError
+        The file is not readable Parquet, lacks ``column``, or the column does
+        not hold lists of ids; the message names the file and the fix.
+    """
+    from . import storage
+    from .errors import DataError
+
+    try:
+        if url.endswith(_PARQUET_SUFFIXES):
+            with storage.open_read(url, storage_options) as f:
+                return _parquet_sessions(f, url, column)
+        return pa.array([line.split() for line in storage.lines(url, storage_options) if line.strip()],
+                        pa.list_(pa.string()))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"sessions file {url!r}: {e}") from None
+
+
+# ---------------------------------------------------------------------------
 # Ground-truth files
 # ---------------------------------------------------------------------------
 
@@ -700,9 +1074,12 @@ def _read(url: str, parse):
 
 
 def evaluate_files(emb, analogies: str | None = None, pairs: str | None = None, clusters: str | None = None,
-                   restrict_vocab: int = 300_000) -> dict:
+                   restrict_vocab: int = 300_000, sessions: str | None = None, last: int = 1,
+                   k: int = 10) -> dict:
     """Scores of loaded embeddings (``vocab``, ``vectors``, ``manifest``) on the given
-    ground-truth files, any of them None; the files are URLs (local or ``s3://``)."""
+    ground-truth files, any of them None; the files are URLs (local or ``s3://``).
+    ``sessions`` (see :func:`read_sessions`) gives ``report["sessions"]``, the
+    :func:`next_item_eval` of every model row with ``last`` and ``k``."""
     report: dict = {"run_id": emb.manifest.get("run_id"), "vocab_size": len(emb)}
     if analogies:
         report["analogies"] = analogy_accuracy(emb.vocab, emb.vectors, _read(analogies, read_analogies),
@@ -712,4 +1089,6 @@ def evaluate_files(emb, analogies: str | None = None, pairs: str | None = None, 
                                         restrict_vocab=restrict_vocab)
     if clusters:
         report["cluster_precision"] = cluster_precision(emb.vocab, emb.vectors, _read(clusters, read_clusters))
+    if sessions:
+        report["sessions"] = next_item_eval(emb.vocab, emb.vectors, read_sessions(sessions), last=last, k=k)
     return report
