@@ -47,7 +47,7 @@ def _fails(argv, code, message, capfd, site):
 
 CONFIG_CASES = [
     (["--set", "dim=0"], "train.dim must be >= 1, got 0"),
-    (["--set", "window=0"], "train.window must be >= 1, got 0"),
+    (["--set", "window=-1"], "train.window must be >= 0 (0: the whole sentence or session), got -1"),
     (["--set", "negative=0"], "train.negative must be >= 1"),
     (["--set", "epochs=0"], "train.epochs must be >= 1, got 0"),
     (["--set", "sample=-0.1"], "train.sample must be >= 0"),
