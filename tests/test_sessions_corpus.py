@@ -90,3 +90,32 @@ def test_shown_items_need_parquet_sessions(client, tmp_path, capsys):
                      "--set", "negatives_column=shown", "--scheduler", client.scheduler.address]) == 3
         said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("nsdist:")]
         assert len(said) == 1 and said[0].startswith("nsdist: error: ") and message in said[0], said
+
+
+def test_a_clickstream_on_s3_trains_on_the_cluster(s3, client, tmp_path):
+    """The planted clickstream (nsdist synth --sessions) written to S3, trained on the cluster's
+    workers with its impressions as negatives, published to S3 and evaluated from there; the same
+    vectors as from local files."""
+    import dataclasses
+
+    from nsdist import storage
+    from nsdist.evaluate import next_item_eval, read_sessions
+    from nsdist.synth_sessions import generate_sessions
+
+    local = generate_sessions(str(tmp_path / "clicks"), sessions=1500, items=800, seed=3)
+    so = s3.storage_options
+    for name in ("sessions.parquet", "sessions.test.parquet"):
+        storage.write_bytes(s3.url("clicks", name), (tmp_path / "clicks" / name).read_bytes(), so)
+    keys = {"parquet_column": "items", "negatives_column": "impressions", "dim": 16, "epochs": 3, "min_count": 1,
+            "window": 5, "sample": 0, "ns_exponent": -0.5}
+    results = {}
+    for where, corpus, out in (("s3", s3.url("clicks", "sessions.parquet"), s3.url("items")),
+                               ("local", str(tmp_path / "clicks" / "sessions.parquet"), str(tmp_path / "items"))):
+        cfg = load_config(None, keys, environ={}, corpus=(corpus,), out=out)
+        results[where] = train(dataclasses.replace(cfg, storage_options=so if where == "s3" else {}), client)
+    emb = nsdist.load(s3.url("items"), storage_options=so, verify=True)
+    assert emb.manifest["word_type"] == "int64" and emb.manifest["config"]["negatives_column"] == "impressions"
+    assert np.array_equal(emb.vectors, results["local"].load().vectors)
+    held_out = read_sessions(s3.url("clicks", "sessions.test.parquet"), storage_options=so)
+    report = next_item_eval(emb.index_to_key, emb.vectors, held_out, last=1, k=10)
+    assert report["sessions"] > 50 and report["hit_rate"] > 0.05, report
