@@ -222,6 +222,7 @@ class JobConfig:
     blocksize: int = 4 * 2**20
     parquet_column: str = "tokens"  # list<string> column of Parquet corpora
     negatives_column: str | None = None  # Parquet sessions: the items shown but not clicked
+    order_column: str | None = None  # Parquet sessions: per-click timestamps or positions to sort by
     checkpoint_every: int = 1  # epochs between checkpoints (0: none); --resume continues from one
     train: TrainConfig = field(default_factory=TrainConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -264,6 +265,8 @@ HELP = {
     "parquet_column": "the column of Parquet corpora: lists of strings (tokens) or of integers (item ids)",
     "negatives_column": "Parquet sessions: a list column of the items each session showed without a click, "
                         "trained as negatives (train.explicit_negatives); unset: none",
+    "order_column": "Parquet sessions: a list column parallel to the items (timestamps or positions) that "
+                    "orders each session's clicks; unset: the order they are stored in",
     "checkpoint_every": "epochs between checkpoints (0: none); --resume continues from the last",
     "train.dim": "vector size",
     "train.window": "maximum context distance (each center word uses a random window of 1..window); "

@@ -46,7 +46,7 @@ def plan_blocks(urls, storage_options=None, blocksize: int = 4 * 2**20, column: 
     for url, size in files if files is not None else storage.expand(urls, storage_options):
         if shown_column and not is_parquet(url):
             raise DataError(f"negatives_column is set but corpus file {storage.scrub(url, storage_options)!r} is "
-                            "not Parquet; sessions with shown items are Parquet files (or unset negatives_column)")
+                            "not Parquet; sessions are Parquet files (or unset it)")
         if is_parquet(url):
             groups, ints = _row_groups(url, storage_options, column, shown_column)
             blocks += [Block(url, i, None, parquet=True, ints=ints) for i in range(groups)]
@@ -296,19 +296,49 @@ def iter_tokens(block: Block, storage_options=None, lowercase: bool = False, col
     yield arr, False
 
 
-def read_sessions(block: Block, storage_options, column: str, shown_column: str) -> tuple[pa.ListArray, pa.ListArray]:
-    """A Parquet block's sessions: the clicked items (``column``) and the items each showed
-    without a click (``shown_column``), as lists of strings (integer ids: their decimal strings)."""
+def read_sessions(block: Block, storage_options, column: str, shown_column: str | None = None,
+                  order_column: str | None = None) -> tuple[pa.ListArray, pa.ListArray | None]:
+    """A Parquet block's sessions: the clicked items (``column``), in the order of
+    ``order_column`` (a parallel list of timestamps or positions) when given, and the items each
+    showed without a click (``shown_column``; None without it), as lists of strings (integer
+    ids: their decimal strings)."""
     url = storage.scrub(block.url, storage_options)
     if not block.parquet:
-        raise DataError(f"negatives_column is set but corpus file {url!r} is text; sessions with shown items are "
-                        "Parquet files (or unset negatives_column)")
+        raise DataError(f"negatives_column or order_column is set but corpus file {url!r} is text; sessions "
+                        "are Parquet files (or unset them)")
     with storage.open_read(block.url, storage_options) as f:
         pf = _parquet_file(f, block.url, storage_options)
         for name in (column, shown_column):
-            check_column(pf.schema_arrow, name, url)
-        table = pf.read_row_group(block.offset, columns=[column, shown_column])
-    return tuple(_string_lists(table.column(i).combine_chunks()) for i in range(2))
+            if name:
+                check_column(pf.schema_arrow, name, url)
+        if order_column and order_column not in pf.schema_arrow.names:
+            raise DataError(f"Parquet corpus {url!r} has no column {order_column!r} (its columns: "
+                            f"{', '.join(pf.schema_arrow.names)}); set order_column to its per-click order list")
+        names = [column] + [n for n in (shown_column, order_column) if n]
+        table = pf.read_row_group(block.offset, columns=names)
+    clicked = _string_lists(table.column(column).combine_chunks())
+    if order_column:
+        clicked = in_order(clicked, table.column(order_column).combine_chunks(), url)
+    return clicked, _string_lists(table.column(shown_column).combine_chunks()) if shown_column else None
+
+
+def in_order(items: pa.ListArray, order: pa.ListArray, url: str = "") -> pa.ListArray:
+    """Each session's items sorted by its order list (stable: equal keys keep their places).
+
+    >>> in_order(pa.array([["c", "a", "b"], [], ["x", "y"]]), pa.array([[30, 10, 20], [], [5, 5]])).to_pylist()
+    [['a', 'b', 'c'], [], ['x', 'y']]
+    """
+    items, order = (pc.fill_null(a, pa.scalar([], a.type)) for a in (items, order))
+    if not pc.all(pc.equal(pc.list_value_length(items), pc.list_value_length(order))).as_py():
+        raise DataError(f"Parquet corpus {url!r}: a session's order list is not as long as its item list; "
+                        "give one order key (timestamp or position) per click")
+    keys = pc.list_flatten(order)
+    if keys.null_count:
+        raise DataError(f"Parquet corpus {url!r}: the order column has nulls; give every click its order key")
+    perm = np.lexsort((keys.to_numpy(zero_copy_only=False), pc.list_parent_indices(items).to_numpy()))
+    values = pc.take(pc.list_flatten(items), pa.array(perm))
+    offsets = pc.cast(items.offsets, pa.int64())
+    return pa.LargeListArray.from_arrays(offsets, values)
 
 
 def _string_lists(arr: pa.ListArray) -> pa.ListArray:

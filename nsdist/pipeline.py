@@ -214,9 +214,9 @@ def check_inputs(cfg: JobConfig, init_from: str | None = None, resume: str | Non
                               f"set dim={dim} or train from scratch")
     files = storage.expand(cfg.corpus, opts)
     text = [u for u, _ in files if not is_parquet(u)]
-    if cfg.negatives_column and text:
-        raise DataError(f"negatives_column is set but corpus file {storage.scrub(text[0], opts)!r} is not Parquet; "
-                        "sessions with shown items are Parquet files (or unset negatives_column)")
+    if (cfg.negatives_column or cfg.order_column) and text:
+        raise DataError(f"negatives_column or order_column is set but corpus file {storage.scrub(text[0], opts)!r} "
+                        "is not Parquet; sessions are Parquet files (or unset them)")
     if all(size == 0 for _, size in files):
         raise DataError(f"the corpus is empty: {_some(files, opts)} {'has' if len(files) == 1 else 'have'} 0 bytes; "
                         "check that the files were written completely, or pass another --corpus")

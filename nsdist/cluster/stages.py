@@ -24,10 +24,11 @@ from .client import workers as client_workers
 
 # Task functions: module-level, plain inputs and outputs, never mutating their arguments.
 
-def _scan_block(block: Block, storage_options, lowercase: bool, column: str, shown_column: str | None = None
-                ) -> Scanned:
-    if shown_column:  # sessions: a Parquet row group, read whole
-        scanned = scan_sessions(*read_sessions(block, storage_options, column, shown_column))
+def _scan_block(block: Block, storage_options, lowercase: bool, column: str, shown_column: str | None = None,
+                order_column: str | None = None) -> Scanned:
+    if shown_column or order_column:  # sessions: a Parquet row group, read whole
+        clicked, shown = read_sessions(block, storage_options, column, shown_column, order_column)
+        scanned = scan_sessions(clicked, shown) if shown is not None else scan([clicked])
     else:  # 1 MiB pieces: Arrow needs about 10x a piece's size, so a whole block at once would not fit.
         scanned = scan(iter_tokens(block, storage_options, lowercase, column))
     release_memory()  # the scan's transient memory (about 3x the block): ~20% of the scan time
@@ -41,8 +42,9 @@ def _encode_piece(lo: int, hi: int, vocab: Vocab, max_len: int, block: Scanned) 
     return encode_scanned([(block, lo, hi)], vocab.words, max_len)
 
 
-def _count_block(block: Block, storage_options, lowercase: bool, column: str, shown_column: str | None) -> Counts:
-    return _scan_block(block, storage_options, lowercase, column, shown_column).to_counts()
+def _count_block(block: Block, storage_options, lowercase: bool, column: str, shown_column: str | None,
+                 order_column: str | None) -> Counts:
+    return _scan_block(block, storage_options, lowercase, column, shown_column, order_column).to_counts()
 
 
 def _sample_summary(fraction: float, min_count: int, max_vocab: int | None, *parts: Counts) -> dict:
@@ -57,7 +59,7 @@ def sample_vocab(client: Client, cfg: JobConfig, blocks: list[Block], picks: lis
     """Count the blocks ``picks`` (``fraction`` of the corpus) on the workers; the corpus's
     tokens and vocabulary size estimated from them (plan.estimate_vocab)."""
     t = cfg.train
-    read_args = (cfg.storage_options, t.lowercase, cfg.parquet_column, cfg.negatives_column)
+    read_args = (cfg.storage_options, t.lowercase, cfg.parquet_column, cfg.negatives_column, cfg.order_column)
     counted = [client.submit(_count_block, blocks[i], *read_args, key=f"sample-{tag}-{i}") for i in picks]
     return client.submit(_sample_summary, fraction, t.min_count, t.max_vocab, *counted,
                          key=f"sample-summary-{tag}").result()
@@ -76,7 +78,7 @@ def count_vocab(client: Client, cfg: JobConfig, blocks: list[Block], tag: str, s
     for that count; default one per worker).
     """
     t = cfg.train
-    read_args = (cfg.storage_options, t.lowercase, cfg.parquet_column, cfg.negatives_column)
+    read_args = (cfg.storage_options, t.lowercase, cfg.parquet_column, cfg.negatives_column, cfg.order_column)
     workers = client_workers(client)
     places = block_workers([b.length for b in blocks], shards or len(workers), workers, cfg.blocksize)
     scanned = [client.submit(_scan_block, b, *read_args, key=f"scan-{tag}-{i}", workers=[w] if w else None,
