@@ -3,9 +3,21 @@ the recommend query (method and command)."""
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
+import logging
+import os
+import shutil
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset
+import pytest
+from distributed import get_task_stream
+
+import nsdist
+from nsdist.config import load_config
+from nsdist.errors import ConfigError, DataError
+from nsdist.outputs import load
+from nsdist.pipeline import train
 from nsdist.topk import block_topk, tile_shape, unit_rows
 
 
@@ -75,3 +87,106 @@ def test_unit_rows_and_tile_shape():
     rows, cols = tile_shape(10_000, 1_000_000, 64 * 2**20)
     assert rows * cols * 4 <= 64 * 2**20 and rows == 512
     assert tile_shape(10, 10**9, 400) == (10, 10)
+
+
+# ---------------------------------------------------------------- the table a job publishes
+
+def corpus(lines: int = 1500, seed: int = 0) -> str:
+    """Sentences of Zipf-distributed words, a few of them non-ASCII."""
+    rng = np.random.default_rng(seed)
+    words = [f"w{i}" for i in range(150)] + ["Über", "東京"]
+    p = 1 / np.arange(1, len(words) + 1)
+    return "".join(" ".join(rng.choice(words, size=rng.integers(1, 20), p=p / p.sum())) + "\n" for _ in range(lines))
+
+
+class Records(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+@pytest.fixture(scope="module")
+def job(client, tmp_path_factory):
+    """A job with topk=5 on the shared 2-worker cluster: its result, its log records and the
+    workers its top-k tasks ran on (Dask's task stream)."""
+    d = tmp_path_factory.mktemp("topk-job")
+    (d / "c.txt").write_text(corpus())
+    cfg = load_config(None, {"dim": 16, "epochs": 1, "min_count": 2, "shards": 2, "syncs_per_epoch": 2, "topk": 5},
+                      environ={}, corpus=(str(d / "c.txt"),), out=str(d / "out"))
+    records, logger = Records(), logging.getLogger("nsdist")
+    level = logger.level
+    logger.addHandler(records)
+    logger.setLevel(logging.INFO)
+    try:
+        with get_task_stream(client) as stream:
+            result = train(cfg, client)
+    finally:
+        logger.removeHandler(records)
+        logger.setLevel(level)
+    where = {t["worker"] for t in stream.data if t["key"].startswith("top-k-")}
+    return result, records.records, where
+
+
+def test_a_job_publishes_the_top_k_table_of_every_word(job):
+    result, records, where = job
+    parts = sorted(name for name in result.manifest["files"] if name.startswith("neighbors/"))
+    assert parts == [f"neighbors/part-{i:05d}.parquet" for i in range(len(parts))] and len(parts) >= 2
+    assert sorted(os.listdir(os.path.join(result.run_url, "neighbors"))) == [p.split("/")[1] for p in parts]
+    assert len(where) == 2  # the blocks were dealt over both workers
+    table = pyarrow.dataset.dataset(os.path.join(result.run_url, "neighbors"), format="parquet").to_table()
+    assert table.schema == pa.schema([("item", pa.string()), ("neighbor", pa.string()), ("score", pa.float32()),
+                                      ("rank", pa.int16())])
+    emb = load(result.run_url)
+    assert table.num_rows == 5 * len(emb) and len(emb) > 100
+    got: dict[str, list] = {}
+    for item, neighbor, score, rank in zip(*(table.column(c).to_pylist() for c in table.column_names)):
+        got.setdefault(item, []).append((rank, neighbor, score))
+    assert list(got) == emb.vocab  # parts in order, items in vocabulary order
+    for word in emb.vocab:
+        want = emb.most_similar(word, topn=5)
+        assert [r for r, _, _ in got[word]] == [1, 2, 3, 4, 5]
+        assert [n for _, n, _ in got[word]] == [w for w, _ in want], word
+        np.testing.assert_allclose([s for _, _, s in got[word]], [s for _, s in want], atol=1e-5)
+    # nsdist's own reader: the parts the manifest lists, in order; the same rows.
+    assert nsdist.read_neighbors(os.path.dirname(os.path.dirname(result.run_url))).equals(table)
+    assert result.metrics["topk_seconds"] > 0
+    [line] = [r for r in records if getattr(r, "stage", None) == "topk"]
+    assert line.parts == len(parts) and line.words == len(emb) and line.seconds == result.metrics["topk_seconds"]
+    assert line.getMessage().startswith(f"top-k table: {len(emb)} words x 5 neighbours in {len(parts)} part(s)")
+
+
+def test_the_parts_are_checked_like_every_file_of_the_run(job, tmp_path):
+    result, _, _ = job
+    out = str(tmp_path / "out")
+    shutil.copytree(os.path.dirname(os.path.dirname(result.run_url)), out)
+    assert len(load(out, verify=True)) > 100
+    part = os.path.join(out, "runs", result.run_id, "neighbors", "part-00001.parquet")
+    data = bytearray(open(part, "rb").read())
+    data[len(data) // 2] ^= 0xFF  # same size: only the checksum can tell
+    open(part, "wb").write(bytes(data))
+    load(out)  # sizes only: still loads
+    with pytest.raises(DataError, match=r"part-00001.parquet' does not match its sha256 in the manifest"):
+        load(out, verify=True)
+    with pytest.raises(DataError, match="does not match its sha256"):
+        nsdist.read_neighbors(out, verify=True)
+    os.remove(part)
+    with pytest.raises(DataError, match=r"part-00001.parquet' is listed in the manifest but missing"):
+        load(out)
+
+
+def test_a_run_without_the_table_says_how_to_publish_one(tmp_path, publish_run):
+    out = str(tmp_path / "out")
+    publish_run(out, ["a", "b"], np.ones((2, 3)))
+    with pytest.raises(DataError, match=r"has no top-k table; train with --set topk=K"):
+        nsdist.read_neighbors(out)
+
+
+def test_topk_is_a_checked_config_key():
+    assert load_config(None, {"topk": 20}, environ={}).topk == 20
+    assert load_config(None, {}, environ={"NSDIST_TOPK": "7"}).topk == 7
+    for bad in (-1, 2**15):
+        with pytest.raises(ConfigError, match=r"topk must be between 0 \(no table\) and 32767"):
+            load_config(None, {"topk": bad}, environ={})
