@@ -14,8 +14,9 @@ import pytest
 from distributed import get_task_stream
 
 import nsdist
+from nsdist.cli import main
 from nsdist.config import load_config
-from nsdist.errors import ConfigError, DataError
+from nsdist.errors import ConfigError, DataError, UnknownWord
 from nsdist.outputs import load
 from nsdist.pipeline import train
 from nsdist.topk import block_topk, tile_shape, unit_rows
@@ -190,3 +191,51 @@ def test_topk_is_a_checked_config_key():
     for bad in (-1, 2**15):
         with pytest.raises(ConfigError, match=r"topk must be between 0 \(no table\) and 32767"):
             load_config(None, {"topk": bad}, environ={})
+
+
+# ---------------------------------------------------------------- recommend
+
+WORDS = ["a", "b", "c", "d", "e"]
+VECTORS = np.array([[1, 0, 0], [0.9, 0.1, 0], [0, 2, 0], [0.7, 0.7, 0], [0, 0, 1]], np.float32)
+
+
+def expected_recommendations(items: list[str], exclude: bool) -> list[tuple[str, float]]:
+    """The mean of the items' unit vectors, every word's cosine with it, best first, ties by row."""
+    unit = VECTORS / np.linalg.norm(VECTORS, axis=1, keepdims=True)
+    mean = unit[[WORDS.index(i) for i in items]].mean(axis=0)
+    scores = unit @ (mean / np.linalg.norm(mean))
+    order = sorted(range(len(WORDS)), key=lambda r: (-scores[r], r))
+    return [(WORDS[r], float(scores[r])) for r in order if not (exclude and WORDS[r] in items)]
+
+
+def test_recommend_ranks_by_the_mean_of_the_items():
+    emb = nsdist.Embeddings(WORDS, [5, 4, 3, 2, 1], VECTORS)
+    for exclude in (True, False):
+        got = emb.recommend(["a", "c"], topn=10, exclude_seen=exclude)
+        want = expected_recommendations(["a", "c"], exclude)
+        assert [w for w, _ in got] == [w for w, _ in want]
+        np.testing.assert_allclose([s for _, s in got], [s for _, s in want], atol=1e-6)
+    assert [w for w, _ in emb.recommend(["a", "c"], topn=2)] == ["d", "b"]
+    assert [w for w, _ in emb.recommend(["a", "c"], exclude_seen=False)][:4] == ["d", "b", "a", "c"]  # a, c tie
+    assert [w for w, _ in emb.recommend("e", topn=1)] == ["a"]  # every other word scores 0: the first row
+    with pytest.raises(UnknownWord, match=r"word 'zz' not in vocabulary \(5 words\)"):
+        emb.recommend(["a", "zz"])
+    with pytest.raises(ConfigError, match="one or more items"):
+        emb.recommend([])
+
+
+def test_recommend_on_the_command_line(tmp_path, capsys, publish_run):
+    out = str(tmp_path / "out")
+    publish_run(out, WORDS, VECTORS)
+    for flags, exclude in (([], True), (["--exclude-seen"], True), (["--include-seen"], False)):
+        assert main(["recommend", out, "a", "c", "--topn", "3", *flags]) == 0
+        want = expected_recommendations(["a", "c"], exclude)[:3]
+        assert capsys.readouterr().out.splitlines() == [f"{w}\t{s:.4f}" for w, s in want], flags
+    for argv, message in ((["recommend", out, "a", "zz"], "nsdist: error: word 'zz' not in vocabulary (5 words)"),
+                          (["recommend", out, "a", "--topn", "0"], "nsdist: error: --topn must be >= 1, got 0")):
+        assert main(argv) == 2
+        assert capsys.readouterr().err.strip() == message
+    with pytest.raises(SystemExit):
+        main(["recommend", "--help"])
+    text = capsys.readouterr().out
+    assert "items to print (default: 10)" in text and "leave the given items out (default: True)" in text
