@@ -3,17 +3,20 @@ the recommend query (method and command)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute
 import pyarrow.dataset
 import pytest
 from distributed import get_task_stream
 
 import nsdist
+from nsdist import storage
 from nsdist.cli import main
 from nsdist.config import load_config
 from nsdist.errors import ConfigError, DataError, UnknownWord
@@ -239,3 +242,23 @@ def test_recommend_on_the_command_line(tmp_path, capsys, publish_run):
         main(["recommend", "--help"])
     text = capsys.readouterr().out
     assert "items to print (default: 10)" in text and "leave the given items out (default: True)" in text
+
+
+def test_the_table_is_written_to_s3_from_the_workers(s3, client, tmp_path):
+    so = s3.storage_options
+    storage.write_bytes(s3.url("corpus.txt"), corpus(lines=400).encode(), so)
+    cfg = load_config(None, {"dim": 8, "epochs": 1, "min_count": 2, "shards": 2, "topk": 3}, environ={},
+                      corpus=(s3.url("corpus.txt"),), out=s3.url("models/items"))
+    result = train(dataclasses.replace(cfg, storage_options=so), client)
+    parts = sorted(name for name in result.manifest["files"] if name.startswith("neighbors/"))
+    prefix = f"models/items/runs/{result.run_id}/neighbors/"
+    listed = s3.boto().list_objects_v2(Bucket=s3.bucket, Prefix=prefix)["Contents"]
+    assert sorted(prefix + p.split("/")[1] for p in parts) == sorted(o["Key"] for o in listed) and len(parts) >= 2
+    assert all(o["Size"] == result.manifest["files"]["neighbors/" + o["Key"].rsplit("/", 1)[1]]["size"]
+               for o in listed)
+    emb = load(s3.url("models/items"), so, verify=True)  # follows LATEST; checks every part's sha256
+    table = nsdist.read_neighbors(s3.url("models/items"), so, verify=True)
+    assert table.num_rows == 3 * len(emb) and table.column("item").to_pylist()[::3] == emb.vocab
+    word = emb.vocab[7]
+    rows = table.filter(pa.compute.equal(table.column("item"), word))
+    assert rows.column("neighbor").to_pylist() == [w for w, _ in emb.most_similar(word, topn=3)]
