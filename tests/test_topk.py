@@ -16,6 +16,7 @@ import pytest
 from distributed import get_task_stream
 
 import nsdist
+import nsdist.cli
 from nsdist import storage
 from nsdist.cli import main
 from nsdist.config import load_config
@@ -157,6 +158,8 @@ def test_a_job_publishes_the_top_k_table_of_every_word(job):
     # nsdist's own reader: the parts the manifest lists, in order; the same rows.
     assert nsdist.read_neighbors(os.path.dirname(os.path.dirname(result.run_url))).equals(table)
     assert result.metrics["topk_seconds"] > 0
+    assert nsdist.cli.run_info(result.run_url)["timings"]["topk_seconds"] == result.metrics["topk_seconds"]
+    assert "topk_seconds" in open(os.path.join(result.run_url, "report.html")).read()
     [line] = [r for r in records if getattr(r, "stage", None) == "topk"]
     assert line.parts == len(parts) and line.words == len(emb) and line.seconds == result.metrics["topk_seconds"]
     assert line.getMessage().startswith(f"top-k table: {len(emb)} words x 5 neighbours in {len(parts)} part(s)")
