@@ -9,11 +9,11 @@ increasing order and a score replaces a kept one only when strictly greater, so 
 lower row index whatever the tiling; the row itself is never a candidate.
 
 Why tiles of both rows and columns, and a running top k instead of a partition of whole rows
-(measured on one 2-core EPYC core, V = 1M, dim 64; docs/serving.md): scores of whole rows (16
-rows x 1M at 64 MiB) cost 2.8 ns each for the product, as the matrix streams from memory for
-every 16 rows, and ``argpartition`` adds 2.9 ns; cache-sized tiles (4 MiB) cost 1.3 ns for the
-product, and the fold, which compares each score with the row's k-th best and rarely inserts
-one, 0.2-0.4 ns.
+(the measurements are in docs/serving.md): a budget of scores spent on whole rows leaves few
+rows per product at large V, so all rows stream from memory again for every few rows, and a
+partition of every row costs more than the product; a tile that stays in cache runs the product
+near the core's peak, and the fold compares each score with its row's k-th best and rarely
+inserts one.
 
 No IO and no Dask here: the workers call ``block_topk`` on their copy of the unit rows.
 """
