@@ -79,6 +79,8 @@ EXAMPLES = {
   nsdist train --corpus s3://bucket/today/ --out s3://bucket/emb --init-from s3://bucket/emb
   nsdist train --resume runs/wiki/runs/20261130T080322Z-0fdfd8""",
     "neighbors": "example:\n  nsdist neighbors runs/wiki king --topn 5",
+    "recommend": "examples:\n  nsdist recommend runs/items sku-1042 sku-877 --topn 20\n"
+                 "  nsdist recommend s3://bucket/items 1042 --include-seen",
     "evaluate": """examples:
   nsdist evaluate runs/wiki --analogies questions-words.txt --pairs wordsim353.tsv --json
   nsdist evaluate runs/clicks --sessions clicks/sessions.test.parquet --last 1 --k 10""",
@@ -147,6 +149,17 @@ def _parser() -> argparse.ArgumentParser:
     nb.add_argument("out", metavar="OUT", help="an output (its LATEST run) or a run URL")
     nb.add_argument("word")
     nb.add_argument("--topn", type=int, default=10, help="neighbours to print")
+
+    rc = sub.add_parser("recommend", parents=[common], epilog=EXAMPLES["recommend"],
+                        help="the items nearest to the mean of the given items' vectors in a published model")
+    rc.add_argument("out", metavar="OUT", help="an output (its LATEST run) or a run URL")
+    rc.add_argument("items", metavar="ITEM", nargs="+", help="the items seen (e.g. a session's clicks)")
+    rc.add_argument("--topn", type=int, default=10, help="items to print")
+    seen = rc.add_mutually_exclusive_group()
+    seen.add_argument("--exclude-seen", dest="exclude_seen", action="store_true", default=True,
+                      help="leave the given items out")
+    seen.add_argument("--include-seen", dest="exclude_seen", action="store_false", default=argparse.SUPPRESS,
+                      help="rank the given items too")
 
     ev = sub.add_parser("evaluate", parents=[common], epilog=EXAMPLES["evaluate"],
                         help="analogy accuracy, word-pair correlation and next-item prediction of a published model")
@@ -275,6 +288,17 @@ def cmd_neighbors(args) -> int:
     emb = load(args.out)
     for word, score in emb.most_similar(args.word, topn=args.topn):
         print(f"{word}\t{score:.4f}")
+    return 0
+
+
+def cmd_recommend(args) -> int:
+    from .outputs import load
+
+    if args.topn < 1:
+        raise ConfigError(f"--topn must be >= 1, got {args.topn}")
+    emb = load(args.out)
+    for item, score in emb.recommend(args.items, topn=args.topn, exclude_seen=args.exclude_seen):
+        print(f"{item}\t{score:.4f}")
     return 0
 
 
@@ -529,8 +553,8 @@ def _demo_words(clusters_url: str, emb, n: int = 3) -> list[str]:
     return words[:n]
 
 
-COMMANDS = {"train": cmd_train, "neighbors": cmd_neighbors, "evaluate": cmd_evaluate, "synth": cmd_synth,
-            "demo": cmd_demo, "runs": cmd_runs, "info": cmd_info, "gc": cmd_gc}
+COMMANDS = {"train": cmd_train, "neighbors": cmd_neighbors, "recommend": cmd_recommend, "evaluate": cmd_evaluate,
+            "synth": cmd_synth, "demo": cmd_demo, "runs": cmd_runs, "info": cmd_info, "gc": cmd_gc}
 
 
 _TERMINATED = []  # set when SIGTERM (Kubernetes evicting the pod) stopped the job

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 
-MODULES = ("corpus", "encode", "merge", "noise", "sgns")  # where the cache=True kernels live
+MODULES = ("corpus", "encode", "merge", "noise", "sgns", "topk")  # where the cache=True kernels live
 
 
 def _index_files() -> list[str]:

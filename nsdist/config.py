@@ -27,6 +27,7 @@ from .errors import ConfigError
 MERGES = ("mean", "weighted", "touched")
 KERNELS = ("batch", "pair")
 _TLS_KEYS = ("tls_ca_file", "tls_cert", "tls_key")
+TOPK_MAX = 2**15 - 1  # the top-k table's rank is an int16
 
 
 @dataclass(frozen=True)
@@ -224,6 +225,8 @@ class JobConfig:
     negatives_column: str | None = None  # Parquet sessions: the items shown but not clicked
     order_column: str | None = None  # Parquet sessions: per-click timestamps or positions to sort by
     checkpoint_every: int = 1  # epochs between checkpoints (0: none); --resume continues from one
+    # Each word's topk most cosine-similar words, published as neighbors/*.parquet (0: no table).
+    topk: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
@@ -240,6 +243,8 @@ class JobConfig:
             raise ConfigError(f"blocksize must be >= 1 byte, got {self.blocksize}")
         if self.checkpoint_every < 0:
             raise ConfigError(f"checkpoint_every must be >= 0 epochs (0: no checkpoints), got {self.checkpoint_every}")
+        if not 0 <= self.topk <= TOPK_MAX:
+            raise ConfigError(f"topk must be between 0 (no table) and {TOPK_MAX} neighbours per word, got {self.topk}")
         if not self.parquet_column:
             raise ConfigError("parquet_column must name the list<string> column of Parquet corpora")
 
@@ -268,6 +273,8 @@ HELP = {
     "order_column": "Parquet sessions: a list column parallel to the items (timestamps or positions) that "
                     "orders each session's clicks; unset: the order they are stored in",
     "checkpoint_every": "epochs between checkpoints (0: none); --resume continues from the last",
+    "topk": "publish each word's topk most cosine-similar words as neighbors/*.parquet (item, neighbor, score, "
+            "rank), computed on the workers; 0: no table",
     "train.dim": "vector size",
     "train.window": "maximum context distance (each center word uses a random window of 1..window); "
                     "0: every other word of the sentence or session, never shrunk",

@@ -327,6 +327,44 @@ class Embeddings:
         word left out."""
         return self.most_similar(positive=[vector], topn=topn, restrict_vocab=restrict_vocab)
 
+    def recommend(self, items, topn: int = 10, exclude_seen: bool = True) -> list[tuple[str, float]]:
+        """The items closest by cosine to the mean of the given items' unit vectors: what to
+        recommend after a session (item2vec's query).
+
+        Parameters
+        ----------
+        items : word or list of words
+            The items seen (e.g. a session's clicks); at least one.
+        topn : int
+            How many items.
+        exclude_seen : bool
+            Leave the given items out of the answer.
+
+        Returns
+        -------
+        list of (str, float)
+            Best first, ties by row; the score is the cosine with the mean.
+
+        Raises
+        ------
+        UnknownWord
+            An item is not in the vocabulary.
+
+        Examples
+        --------
+        >>> emb = Embeddings(["a", "b", "c"], [3, 2, 1], np.array([[1, 0], [1, 1], [0, 1]], np.float32))
+        >>> [(w, round(s, 4)) for w, s in emb.recommend(["a", "c"], topn=2)]
+        [('b', 1.0)]
+        >>> [w for w, _ in emb.recommend(["a", "c"], exclude_seen=False)]
+        ['b', 'a', 'c']
+        """
+        items = [items] if isinstance(items, _KEY_TYPES) else list(items)
+        if not items or not all(isinstance(i, _KEY_TYPES) for i in items):
+            raise ConfigError(f"recommend needs one or more items (words), got {items!r}")
+        mean, rows = self._mean(items, None)
+        scores = self._scores(mean, 0, len(self.vocab))
+        return self._ranked(scores, 0, rows if exclude_seen else [], topn)
+
     def analogy(self, a: str, b: str, c: str, topn: int = 1) -> list[tuple[str, float]]:
         """a : b :: c : ? by 3CosAdd: ``most_similar(positive=[b, c], negative=[a], topn=topn)``."""
         return self.most_similar(positive=[b, c], negative=[a], topn=topn)

@@ -10,6 +10,9 @@ Layout of an output URL ``<out>``::
     <out>/runs/<run_id>/context.npy   float32 (V, dim) output (context) vectors, for warm starts
     <out>/runs/<run_id>/vectors.parquet  word: string, count: int64, vector: fixed_size_list<float>
     <out>/runs/<run_id>/vocab.tsv     word<TAB>count, in id order
+    <out>/runs/<run_id>/neighbors/part-NNNNN.parquet  with ``topk`` > 0: the top-k table, one part
+                                      per row block (item, neighbor: string, score: float32,
+                                      rank: int16 from 1), in item (row) order
     <out>/runs/<run_id>/report.html   a page of plots and tables (report.py), no script
     <out>/runs/<run_id>/manifest.json written last: files with sizes and sha256, config, metrics
 
@@ -41,6 +44,7 @@ from typing import Sequence
 import numpy as np
 import numpy.lib.format as npformat
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import __version__, storage
@@ -209,6 +213,50 @@ def write_run_files(url: str, words: pa.Array, counts: np.ndarray, win: np.ndarr
     return {name: _write(storage.join(url, name), storage_options, fill) for name, fill in writers.items()}
 
 
+NEIGHBORS = "neighbors"  # the top-k table's folder in a run: a Parquet dataset of its parts
+NEIGHBORS_SCHEMA = pa.schema([("item", pa.string()), ("neighbor", pa.string()), ("score", pa.float32()),
+                              ("rank", pa.int16())])
+
+
+def neighbors_part(part: int) -> str:
+    """The name of a part of the top-k table in a run (the manifest's key for it).
+
+    >>> neighbors_part(3)
+    'neighbors/part-00003.parquet'
+    """
+    return f"{NEIGHBORS}/part-{part:05d}.parquet"
+
+
+def neighbors_table(words: pa.Array, lo: int, idx: np.ndarray, scores: np.ndarray, word_type: str = "string"
+                    ) -> pa.Table:
+    """Rows of the top-k table for words lo.. of ``words``: each word's neighbours ``idx`` (rows
+    of ``words``) with their ``scores``, best first, one row per (item, neighbour); item ids
+    (``word_type`` "int64") as int64, as vectors.parquet gives them.
+
+    >>> t = neighbors_table(pa.array(["a", "b", "c"]), 1, np.array([[0, 2], [1, 0]]), np.ones((2, 2), np.float32))
+    >>> t.column("item").to_pylist(), t.column("neighbor").to_pylist(), t.column("rank").to_pylist()
+    (['b', 'b', 'c', 'c'], ['a', 'c', 'b', 'a'], [1, 2, 1, 2])
+    """
+    rows, k = idx.shape
+    ids = word_type == "int64"
+    keys = words.cast(pa.int64() if ids else pa.string())
+    schema = NEIGHBORS_SCHEMA
+    if ids:
+        schema = schema.set(0, pa.field("item", pa.int64())).set(1, pa.field("neighbor", pa.int64()))
+    return pa.table([
+        pc.take(keys, pa.array(np.repeat(np.arange(lo, lo + rows), k))),
+        pc.take(keys, pa.array(idx.reshape(-1))),
+        pa.array(scores.reshape(-1), pa.float32()),
+        pa.array(np.tile(np.arange(1, k + 1, dtype=np.int16), rows)),
+    ], schema=schema)
+
+
+def write_neighbors(url: str, table: pa.Table, storage_options=None) -> dict:
+    """Write one part of the top-k table (runs on a worker); return its {size, sha256}."""
+    # Row groups of 2**20 rows: large enough for Spark and DuckDB to scan well, a few MB each.
+    return _write(url, storage_options, lambda w: pq.write_table(table, w, compression="zstd", row_group_size=2**20))
+
+
 def write_file(url: str, data: bytes, storage_options=None) -> dict:
     """Write one small file of a run (the report); return its {size, sha256} for the manifest."""
     return _write(url, storage_options, lambda w: w.write(data))
@@ -253,6 +301,19 @@ def check_run_id(run_id, what: str = "run id") -> str:
     if not isinstance(run_id, str) or not _SEGMENT.match(run_id) or set(run_id) == {"."}:
         raise DataError(f"invalid {what} {run_id!r}: the output may be corrupt")
     return run_id
+
+
+def check_file_name(name) -> str:
+    """A file of a run, as its manifest names it: one path segment, or segments under a folder of
+    the run (the top-k table's parts); ``..`` and absolute paths are refused, as by
+    ``check_run_id``.
+
+    >>> check_file_name("vectors.npy"), check_file_name("neighbors/part-00000.parquet")
+    ('vectors.npy', 'neighbors/part-00000.parquet')
+    """
+    if not isinstance(name, str) or not all(_SEGMENT.match(s) and set(s) != {"."} for s in name.split("/")):
+        raise DataError(f"invalid file name {name!r}: the output may be corrupt")
+    return name
 
 
 def _check_format(doc, fmt: str, version: int, url: str) -> None:
@@ -315,7 +376,7 @@ def read_manifest(run: str, storage_options=None, verify: bool = False) -> dict:
     if not isinstance(files, dict) or not all(isinstance(m, dict) and "size" in m for m in files.values()):
         raise DataError(f"{murl!r} has no valid 'files' table: the run is corrupt")
     for name, meta in files.items():
-        furl = storage.join(run, check_run_id(name, "file name"))
+        furl = storage.join(run, check_file_name(name))
         try:
             actual = storage.size(furl, storage_options)
         except FileNotFoundError:
@@ -414,6 +475,51 @@ def load(url: str, storage_options=None, verify: bool = False) -> Embeddings:
     if len(words) != len(vectors):
         raise DataError(f"run {run!r} has {len(words)} words but {len(vectors)} vectors: the run is corrupt")
     return Embeddings(words, counts, vectors, manifest)
+
+
+def read_neighbors(url: str, storage_options=None, verify: bool = False) -> pa.Table:
+    """The top-k table a run published (trained with ``topk`` > 0), as one Arrow table.
+
+    Parameters
+    ----------
+    url : str
+        An output (``<out>``: the run LATEST names) or a run URL; local or ``s3://``.
+    storage_options : mapping, optional
+        fsspec options (S3 endpoint and credentials).
+    verify : bool
+        Check every file's sha256 against the manifest first (sizes are always checked).
+
+    Returns
+    -------
+    pyarrow.Table
+        ``item``, ``neighbor`` (string; int64 for item ids, the manifest's ``word_type``), ``score``
+        (float32 cosine), ``rank`` (int16, from 1): each
+        word's ``topk`` nearest other words, best first, words in vocabulary order. The parts are
+        those the manifest lists (readers never list a prefix); other tools read the folder
+        ``<run>/neighbors/`` as a Parquet dataset.
+
+    Raises
+    ------
+    DataError
+        The run has no top-k table (the message says how to publish one), or a part is corrupt.
+    """
+    run = resolve_run(url, storage_options)
+    manifest = read_manifest(run, storage_options, verify=verify)
+    parts = sorted(name for name in manifest["files"] if name.startswith(NEIGHBORS + "/"))
+    if not parts:
+        raise DataError(f"run {run!r} has no top-k table; train with --set topk=K (e.g. topk=20) to publish one")
+    schema = NEIGHBORS_SCHEMA
+    if manifest.get("word_type") == "int64":
+        schema = schema.set(0, pa.field("item", pa.int64())).set(1, pa.field("neighbor", pa.int64()))
+    tables = []
+    for name in parts:
+        with storage.open_read(storage.join(run, name), storage_options) as f:
+            try:
+                tables.append(pq.read_table(f, schema=schema))
+            except (pa.ArrowInvalid, ValueError) as e:
+                raise DataError(f"{storage.join(run, name)!r} is not a readable part of the top-k table ({e}): "
+                                "the run is corrupt") from None
+    return pa.concat_tables(tables)
 
 
 def read_vocab(run: str, storage_options=None, manifest: dict | None = None) -> tuple[list[str], np.ndarray]:

@@ -9,7 +9,8 @@
    epoch's end) are merged, per row block, by the worker that owns the block and copied to the
    others; a checkpoint after each epoch. The learning rate follows global progress;
 5. write the output files from a worker (and take there the small sample of the vocabulary and
-   the vectors that ``report.html`` shows), then the report, then the manifest, then LATEST.
+   the vectors that ``report.html`` shows); with ``topk``, the top-k table from every worker, a
+   row block per task (topk.py); then the report, then the manifest, then LATEST.
 
 Everything that talks to Dask is in the ``cluster`` package. With one thread per worker every
 result is a deterministic function of the model a round starts from (random states derive from
@@ -20,6 +21,7 @@ checkpoint after a worker dies gives the same vectors.
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 import json
 import logging
@@ -42,9 +44,10 @@ from .errors import ConfigError, DataError, Interrupted
 from .memory import release_memory
 from .merge import shard_rates
 from .model import Model, check_finite, init_model, make_tables
-from .outputs import (claim_run, new_run_id, publish, read_manifest, read_npy, read_vocab, resolve_run, run_url,
-                      write_file, write_run_files)
-from .plan import SHARD_PLAN, sample_blocks
+from .outputs import (claim_run, neighbors_part, neighbors_table, new_run_id, publish, read_manifest, read_npy,
+                      read_vocab, resolve_run, run_url, write_file, write_neighbors, write_run_files)
+from .plan import SHARD_PLAN, sample_blocks, topk_blocks
+from .topk import block_topk
 from .vocab import Vocab
 
 log = logging.getLogger("nsdist")
@@ -72,6 +75,39 @@ def _write_outputs(url: str, vocab: Vocab, alpha: float, storage_options, word_t
     release_memory()
     files = write_run_files(url, vocab.words, vocab.counts, model.win, model.wout, storage_options, word_type)
     return {"files": files, "sample": report.sample(vocab.words, vocab.counts, model.win)}
+
+
+def _write_topk(url: str, vocab: Vocab, k: int, storage_options, kind: str, block: tuple[int, tuple[int, int]],
+                unit: np.ndarray) -> dict:
+    """One part of the top-k table ({name: {size, sha256}}): the neighbours of the rows of
+    ``block`` (part, (lo, hi)), from this worker's unit rows of the final model."""
+    part, (lo, hi) = block
+    idx, scores = block_topk(unit, lo, hi, k)
+    name = neighbors_part(part)
+    return {name: write_neighbors(storage.join(url, name), neighbors_table(vocab.words, lo, idx, scores, kind),
+                                  storage_options)}
+
+
+def _finish(cfg: JobConfig, run: _Run, vocab, vocab_size: int, kind: str, final) -> dict:
+    """The run's data files, from the final model while it is on the workers (``final``,
+    cluster.training.Final): the vectors from the first worker, then the top-k table (``topk``
+    > 0) from every worker, a row block per task. ``kind``: the words' type (corpus.word_type)."""
+    opts = cfg.storage_options
+    written = final.write(_write_outputs, (run.url, vocab, cfg.train.alpha, opts, kind))
+    if not cfg.topk:
+        return written
+    t0 = time.perf_counter()
+    blocks = topk_blocks(vocab_size, len(final.workers), cfg.topk)
+    parts = final.deal(_write_topk, (run.url, vocab, cfg.topk, opts, kind), list(enumerate(blocks)), "top-k")
+    seconds = time.perf_counter() - t0
+    written["files"].update(item for part in parts for item in part.items())
+    written["topk_seconds"] = seconds
+    log.info("top-k table: %d words x %d neighbours in %d part(s) on %d worker(s), %.1f s (%.0f words/s)",
+             vocab_size, min(cfg.topk, vocab_size - 1), len(blocks), len(final.workers), seconds,
+             vocab_size / max(seconds, 1e-9),
+             extra={"stage": "topk", "words": vocab_size, "topk": cfg.topk, "parts": len(blocks),
+                    "workers": len(final.workers), "seconds": seconds})
+    return written
 
 
 # ---------------------------------------------------------------- helpers
@@ -415,10 +451,10 @@ def _job(cfg: JobConfig, client, run: _Run, files: list, blocks: list, fingerpri
                  extra={"stage": "checkpoint", "epoch": epoch + 1, "url": checkpoint.url(run.url, epoch),
                         "bytes": nbytes})
 
-    # The outputs are written from a worker's model, once the last round is merged.
+    # The outputs are written from the workers' models, once the last round is merged.
     written, metrics, restarts, threads = cluster.train_epochs(
         client, cfg, training, source, start, checkpoint_at, on_saved,
-        finish=(_write_outputs, (run.url, vocab, t.alpha, opts, word_type(blocks))))
+        finish=functools.partial(_finish, cfg, run, vocab, summary["vocab_size"], word_type(blocks)))
 
     # -- publish: data files from a worker (above), the report, the manifest last, then LATEST
     manifest = {
@@ -428,6 +464,7 @@ def _job(cfg: JobConfig, client, run: _Run, files: list, blocks: list, fingerpri
                    "fingerprint": fingerprint, "blocks": len(blocks), "shards": n_shards, "shard_bytes": shard_bytes,
                    **summary},
         "metrics": {"epochs": prior + metrics, "count_seconds": count_seconds, "encode_seconds": encode_seconds,
+                    "topk_seconds": written.get("topk_seconds"),
                     "total_seconds": time.perf_counter() - t_start, "resumed_after_epoch": start or None,
                     "restarts_after_worker_loss": restarts, "rounds_per_epoch": training.rounds,
                     "rate_multiplier": rates,

@@ -155,3 +155,20 @@ def estimate_vocab(counts: np.ndarray, fraction: float, min_count: int, max_voca
     """
     kept = int((np.asarray(counts) >= min_count * fraction).sum())
     return min(kept, max_vocab) if max_vocab else kept
+
+
+# Neighbour rows (item, neighbour pairs) per part of the top-k table: about 10-20 MB of Parquet.
+TOPK_PART_ROWS = 2**21
+
+
+def topk_blocks(items: int, workers: int, k: int) -> list[tuple[int, int]]:
+    """Rows [lo, hi) of each part of the top-k table, one task each: about TOPK_PART_ROWS
+    neighbour rows per part, and a multiple of ``workers`` parts (every row costs the same, a
+    product with all rows: the workers get equal shares) unless there are fewer items.
+
+    >>> topk_blocks(10, 2, 5), len(topk_blocks(1_000_000, 2, 20)), topk_blocks(1, 2, 5)
+    ([(0, 5), (5, 10)], 10, [(0, 1)])
+    """
+    parts = max(1, math.ceil(items * max(k, 1) / TOPK_PART_ROWS))
+    parts = min(items, math.ceil(parts / max(workers, 1)) * max(workers, 1))
+    return row_blocks(items, max(parts, 1))

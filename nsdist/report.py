@@ -155,7 +155,7 @@ def summary(manifest: dict, url: str | None = None) -> dict:
     corpus = dict(manifest.get("corpus") or {})
     corpus["files"] = len(corpus.get("files") or [])
     metrics = manifest.get("metrics") or {}
-    timings = {k: metrics.get(k) for k in ("count_seconds", "encode_seconds", "total_seconds", "models",
+    timings = {k: metrics.get(k) for k in ("count_seconds", "encode_seconds", "topk_seconds", "total_seconds", "models",
                                             "threads_per_model", "restarts_after_worker_loss", "resumed_after_epoch")
                if metrics.get(k) is not None}
     files = [{"name": name, "size": meta.get("size")} for name, meta in (manifest.get("files") or {}).items()]
@@ -424,7 +424,8 @@ def render(manifest: dict, data: dict | None = None) -> str:
     metrics = manifest.get("metrics") or {}
     run_id = manifest.get("run_id") or "?"
     timings = [(k, f"{metrics[k]:.2f}" if k.endswith("seconds") else _n(metrics[k]))
-               for k in ("total_seconds", "count_seconds", "encode_seconds", "restarts_after_worker_loss")
+               for k in ("total_seconds", "count_seconds", "encode_seconds", "topk_seconds",
+                         "restarts_after_worker_loss")
                if isinstance(metrics.get(k), (int, float))]
     files = [(name, _n(meta.get("size")), str(meta.get("sha256", ""))[:16])
              for name, meta in (manifest.get("files") or {}).items()]

@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 from gensim.models import KeyedVectors
 
@@ -148,3 +149,18 @@ def test_an_order_column_sorts_each_sessions_clicks(client, tmp_path):
     assert main(["train", "--corpus", str(tmp_path / "bad.parquet"), "--out", str(tmp_path / "o"), "--set",
                  "parquet_column=items", "--set", "order_column=ts", "--set", "min_count=1", "--scheduler",
                  client.scheduler.address]) == 3
+
+
+def test_the_top_k_table_gives_item_ids_back_as_int64(client, tmp_path):
+    path = tmp_path / "sessions.parquet"
+    _plant(path, seed=4, sessions=300)
+    cfg = load_config(None, {"parquet_column": "items", "negatives_column": "shown", "dim": 8, "epochs": 1,
+                             "min_count": 1, "window": 0, "sample": 0, "topk": 3}, environ={}, corpus=(str(path),),
+                      out=str(tmp_path / "out"))
+    train(cfg, client)
+    table = nsdist.read_neighbors(str(tmp_path / "out"), verify=True)
+    assert table.schema.field("item").type == pa.int64() and table.schema.field("neighbor").type == pa.int64()
+    emb = nsdist.load(str(tmp_path / "out"))
+    first = int(emb.index_to_key[0])
+    mine = table.filter(pa.compute.equal(table["item"], first))
+    assert mine["neighbor"].to_pylist() == [int(w) for w, _ in emb.most_similar(str(first), topn=3)]

@@ -18,6 +18,10 @@ Rows past the round's prefix (``plan.sync_rows``) keep training locally and thei
 growing until a later round synchronises them; the last round of each epoch synchronises every
 row, so all models are equal at epoch boundaries (checkpoints, outputs).
 
+After the last round, ``save`` hands the final model to a function (the outputs, on one worker)
+and ``serve`` hands a task the final model's unit rows (the top-k table's blocks, on every
+worker): each worker computes them once, beside its models, and frees them with them.
+
 A worker therefore holds one model whatever its thread count, its shards and, in flight, the
 rows of one merge. The price is that a model is state, not a Dask result that lineage can
 recompute. Every operation checks the model's position (attempt, round, which blocks were
@@ -44,10 +48,12 @@ from ..memory import release_memory
 from ..merge import Part, changed, merge_rows
 from ..model import Model, Tables
 from ..shard import RoundSpec, train_round
+from ..topk import unit_rows
 
 _LOCK = threading.Lock()
 _JOBS: dict[tuple[str, str], _Job] = {}  # (worker address, job tag) -> this worker's models of the job
 _DROPPED: set[tuple[str, str, int]] = set()  # (worker address, job tag, attempt) of models freed here
+_UNIT_LOCK = threading.Lock()  # one computation of a job's unit rows per worker, whatever its threads
 
 
 class ModelLost(RuntimeError):
@@ -69,6 +75,7 @@ class _Held:
 class _Job:
     attempt: int
     held: dict[int, _Held]  # model index -> model
+    unit: np.ndarray | None = None  # the final model's rows scaled to length 1, once a task asked
 
 
 def _address() -> str:
@@ -300,3 +307,22 @@ def save(tag: str, attempt: int, g: int, write, args: tuple, *after) -> object:
     if _stopped(tag, attempt):
         return None
     return write(*args, _current(tag, attempt, g))
+
+
+def _unit(tag: str, attempt: int, g: int) -> np.ndarray:
+    """The final model's input rows scaled to length 1 (``topk.unit_rows``): computed by the
+    first task that asks, shared by the others, freed with the models (``drop``)."""
+    job = _job(tag, attempt)
+    with _UNIT_LOCK:
+        if job.unit is None:
+            job.unit = unit_rows(_current(tag, attempt, g).win)
+        return job.unit
+
+
+def serve(tag: str, attempt: int, g: int, task, args: tuple, item, *after) -> object:
+    """``task(*args, item, unit)`` with this worker's unit rows of the global model before round
+    ``g`` (the final model: every worker holds the same rows). ``after``: the futures of round
+    g - 1's merges and installs, only waited for."""
+    if _stopped(tag, attempt):
+        return None
+    return task(*args, item, _unit(tag, attempt, g))

@@ -242,16 +242,54 @@ class _Attempt:
                                        args, *self.after[0], key=f"write-{run.tag}-{self.attempt}",
                                        worker=self.workers[0]))
 
+    def deal(self, task, args: tuple, items: list, label: str) -> list:
+        """``task(*args, item, unit)`` for each item on the final model's unit rows, item i on
+        worker i mod W (every worker holding a model holds the same final rows); the results
+        in item order. A bar labelled ``label`` follows the items."""
+        run, g = self.run, self.cfg.train.epochs * self.run.rounds
+        after = {home: self.after[m] for m, home in enumerate(self.layout.home)}
+        futures = [self.submit(models.serve, run.tag, self.attempt, g, task, args, item, *after[w],
+                               key=f"{label}-{run.tag}-{self.attempt}-{i}", worker=w)
+                   for i, item in enumerate(items) for w in [self.workers[i % len(self.workers)]]]
+        with progress.stage(label, len(futures), unit=" blocks") as bar:
+            bar.follow(futures)
+            return self.gather(futures)
+
+
+class Final:
+    """The trained model while it is still on the workers, for ``train_epochs``' ``finish``:
+    ``write`` runs a function on the first worker's copy, ``deal`` runs tasks over every
+    worker's copy of its unit rows."""
+
+    def __init__(self, job: _Attempt):
+        self._job = job
+
+    @property
+    def workers(self) -> list[str]:
+        """The workers that hold the final model."""
+        return list(self._job.workers)
+
+    def write(self, write, args: tuple):
+        """``write(*args, model)`` on the final model, by the first worker; its result."""
+        return self._job.finish(write, args)
+
+    def deal(self, task, args: tuple, items: list, label: str) -> list:
+        """``task(*args, item, unit)`` for each item, dealt over the workers, on their copy of the
+        final model's rows scaled to length 1 (computed once per worker); the results in item
+        order."""
+        return self._job.deal(task, args, items, label)
+
 
 def train_epochs(client: Client, cfg: JobConfig, run: Training, source: tuple, start: int = 0,
-                 checkpoint_at=None, on_saved=None, finish: tuple | None = None):
+                 checkpoint_at=None, on_saved=None, finish=None):
     """Epochs start..epochs-1 on models that live on the workers (``_Attempt``).
 
     ``source``: (build, args): ``build(*args)`` is the model before epoch ``start`` (built on
     every worker holding a model). ``checkpoint_at(epoch)``: a URL to save the model to after
     ``epoch``, or None; ``on_saved(epoch, nbytes, metrics)`` runs once that save and the
-    epoch's metrics are in. ``finish``: (write, args): ``write(*args, model)`` runs on the final
-    model (the outputs). Returns (finish's result, per-epoch metrics, restarts, threads per model).
+    epoch's metrics are in. ``finish(final)`` runs while the final model is still on the workers
+    (``final``: a ``Final``, to write the outputs from it). Returns (finish's result, per-epoch
+    metrics, restarts, threads per model).
 
     When a worker is lost, training restarts from the last saved model (or ``source``), at most
     MAX_RECOVERIES times: every task is a deterministic function of the model it starts from
@@ -275,7 +313,7 @@ def train_epochs(client: Client, cfg: JobConfig, run: Training, source: tuple, s
                     pending = submitted
                 if pending is not None:
                     _collected(job, pending, metrics, saved, on_saved)
-                result = job.finish(*finish) if finish else None
+                result = finish(Final(job)) if finish else None
                 job.stop()
                 return result, metrics, attempt, job.layout.threads
             except LOST as e:
