@@ -296,7 +296,7 @@ def iter_tokens(block: Block, storage_options=None, lowercase: bool = False, col
     yield arr, False
 
 
-def read_sessions(block: Block, storage_options, column: str, shown_column: str | None = None,
+def read_session_block(block: Block, storage_options, column: str, shown_column: str | None = None,
                   order_column: str | None = None) -> tuple[pa.ListArray, pa.ListArray | None]:
     """A Parquet block's sessions: the clicked items (``column``), in the order of
     ``order_column`` (a parallel list of timestamps or positions) when given, and the items each

@@ -11,7 +11,7 @@ from distributed import Client
 
 from .. import progress
 from ..config import JobConfig
-from ..corpus import Block, iter_tokens, read_sessions
+from ..corpus import Block, iter_tokens, read_session_block
 from ..counts import Counts, Scanned, merge_counts, scan, scan_sessions
 from ..encode import Shard, encode_scanned
 from ..memory import release_memory
@@ -27,7 +27,7 @@ from .client import workers as client_workers
 def _scan_block(block: Block, storage_options, lowercase: bool, column: str, shown_column: str | None = None,
                 order_column: str | None = None) -> Scanned:
     if shown_column or order_column:  # sessions: a Parquet row group, read whole
-        clicked, shown = read_sessions(block, storage_options, column, shown_column, order_column)
+        clicked, shown = read_session_block(block, storage_options, column, shown_column, order_column)
         scanned = scan_sessions(clicked, shown) if shown is not None else scan([clicked])
     else:  # 1 MiB pieces: Arrow needs about 10x a piece's size, so a whole block at once would not fit.
         scanned = scan(iter_tokens(block, storage_options, lowercase, column))
