@@ -220,7 +220,7 @@ def _label_pairs(labels) -> list[tuple[str, str]]:
 
 
 def _indicator(pairs: list[tuple[str, str]]) -> tuple[list[str], list[str], np.ndarray]:
-    """Nodes (first-seen order), label names (sorted) and the (node, label) indicator matrix."""
+    """Nodes (in order of first appearance), label names (sorted) and the (node, label) indicator matrix."""
     nodes = list(dict.fromkeys(n for n, _ in pairs))
     names = sorted({v for _, v in pairs})
     node_row = {n: i for i, n in enumerate(nodes)}
@@ -341,7 +341,8 @@ def node_classification(
         raise ValueError(f"splits must be >= 1, got {splits}")
     row = {w: i for i, w in enumerate(words)}
     pairs = _label_pairs(labels)
-    known = [(n, v) for n, v in pairs if n in row]
+    # In model row order: the splits then do not depend on the order of the labels.
+    known = sorted(((n, v) for n, v in pairs if n in row), key=lambda p: row[p[0]])
     missing = len({n for n, _ in pairs}) - len({n for n, _ in known})
     nodes, names, y = _indicator(known)
     if len(nodes) < 2 or len(names) < 2:
