@@ -596,6 +596,8 @@ def _synth_graph(args) -> int:
             or args.items is not None:
         raise ConfigError("--graph OUT_DIR writes a graph: drop OUT_FILE, --tokens, --sessions, --sessions-count "
                           "and --items (sizes: --nodes, --communities)")
+    if args.roles and (args.ratio is not None or args.mean_degree is not None):
+        raise ConfigError("--ratio and --mean-degree shape the block model, which --roles replaces: drop them")
     spec = _graph_spec(args)
     nodes = SYNTH_NODES if args.nodes is None else args.nodes
     try:
