@@ -32,13 +32,13 @@ A degree-corrected stochastic block model (Karrer & Newman 2011):
 * No isolated node: a node left without an edge gets one, to a partner drawn
   by the same rule (own community with the within probability, else a random
   other one; partner by ``theta``), so there are slightly more edges than
-  ``nodes * mean_degree / 2`` (about 2% of the nodes at the defaults).
+  ``nodes * mean_degree / 2`` (63 more at the defaults).
 
 With the defaults (10 communities, ratio 20, mean degree 10) 69% of the edges
 are within communities: far above the 10% of a graph without communities and
 above the detectability limit of the sparse SBM (about ratio 6 here), but
 a sixth of the nodes have degree 3 or less (median 7, mode 5, maximum about
-130) and a node of degree 3 has all its neighbours in its own community only
+130, standard deviation 13) and a node of degree 3 has all its neighbours in its own community only
 33% of the time, so classifying nodes takes more than reading one edge.
 
 The planted structure: roles (``roles=True``)
