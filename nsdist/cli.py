@@ -83,14 +83,20 @@ EXAMPLES = {
                  "  nsdist recommend s3://bucket/items 1042 --include-seen",
     "evaluate": """examples:
   nsdist evaluate runs/wiki --analogies questions-words.txt --pairs wordsim353.tsv --json
-  nsdist evaluate runs/clicks --sessions clicks/sessions.test.parquet --last 1 --k 10""",
+  nsdist evaluate runs/clicks --sessions clicks/sessions.test.parquet --last 1 --k 10
+  nsdist evaluate runs/graph --node-labels graph/labels.tsv --link-edges graph/edges.test.parquet \
+      --train-edges graph/edges.parquet --train-ratios 0.1,0.5,0.9 --splits 10""",
     "runs": "examples:\n  nsdist runs runs/wiki\n  nsdist runs s3://bucket/emb --all",
     "info": "example:\n  nsdist info runs/wiki          (the run LATEST names)",
     "gc": "example:\n  nsdist gc s3://bucket/emb --keep 7 --dry-run",
     "synth": """examples:
   nsdist synth corpus.txt --tokens 5000000 --seed 1
   nsdist synth --sessions clicks --sessions-count 20000 --items 10000 --seed 1
-      (clicks/sessions.parquet, clicks/sessions.test.parquet held out, clicks/items.tsv)""",
+      (clicks/sessions.parquet, clicks/sessions.test.parquet held out, clicks/items.tsv)
+  nsdist synth --graph graph --nodes 10000 --communities 10 --seed 1
+      (graph/edges.parquet, graph/edges.test.parquet held out, graph/labels.tsv)
+  nsdist synth --graph roles --roles --format text
+      (roles/edges.txt, roles/edges.test.txt, roles/labels.tsv, roles/roles.tsv)""",
     "demo": "example:\n  nsdist demo --dir /tmp/nsdist-demo --tokens 500000",
 }
 
@@ -107,6 +113,7 @@ def _config_keys() -> str:
 
 
 SYNTH_TOKENS, SYNTH_SESSIONS, SYNTH_ITEMS = 1_000_000, 20_000, 10_000  # ``synth`` sizes
+SYNTH_NODES = 10_000  # ``synth --graph``; its other defaults are GraphSpec's
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -162,7 +169,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="rank the given items too")
 
     ev = sub.add_parser("evaluate", parents=[common], epilog=EXAMPLES["evaluate"],
-                        help="analogy accuracy, word-pair correlation and next-item prediction of a published model")
+                        help="analogy accuracy, word-pair correlation, next-item prediction, node classification "
+                             "and link prediction of a published model")
     ev.add_argument("out", metavar="OUT", help="an output (its LATEST run) or a run URL")
     ev.add_argument("--analogies", metavar="FILE", help="questions-words.txt format")
     ev.add_argument("--pairs", metavar="FILE", help="wordsim format: word1 word2 score")
@@ -175,6 +183,16 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--last", type=int, default=1, metavar="N",
                     help="query = mean of the unit vectors of the last N known items before the target")
     ev.add_argument("--k", type=int, default=10, metavar="K", help="cut-off of HR@K and NDCG@K")
+    ev.add_argument("--node-labels", metavar="FILE", help="node<TAB>label lines (a node on several lines: "
+                    "multi-label): one-vs-rest logistic regression, Micro-F1 and Macro-F1 per train ratio")
+    ev.add_argument("--train-ratios", default="0.1,0.5,0.9", metavar="R,R,...",
+                    help="shares of the labelled nodes the classifier trains on")
+    ev.add_argument("--splits", type=int, default=10, metavar="N", help="random splits per train ratio")
+    ev.add_argument("--link-edges", metavar="FILE", help="held-out edges (Parquet src/dst, or text 'src dst' "
+                    "lines): link prediction AUC against as many sampled non-edges")
+    ev.add_argument("--train-edges", metavar="FILE", help="the training edges, never sampled as non-edges "
+                    "(with --link-edges)")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the node splits and the sampled non-edges")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
 
     ru = sub.add_parser("runs", parents=[common], epilog=EXAMPLES["runs"], help="list the published runs under an output URL, newest first")
@@ -199,8 +217,8 @@ def _parser() -> argparse.ArgumentParser:
     gc.add_argument("--dry-run", action="store_true", help="print what would be deleted, delete nothing")
 
     sy = sub.add_parser("synth", parents=[common], epilog=EXAMPLES["synth"],
-                        help="write a synthetic corpus (or with --sessions a clickstream) with planted "
-                             "structure and its ground truth")
+                        help="write a synthetic corpus (or with --sessions a clickstream, with --graph a graph) "
+                             "with planted structure and its ground truth")
     sy.add_argument("out_file", metavar="OUT_FILE", nargs="?", help="the text corpus to write")
     sy.add_argument("--tokens", type=int, help=f"text corpus size (default: {SYNTH_TOKENS})")
     sy.add_argument("--sessions", metavar="OUT_DIR", help="write a planted clickstream into OUT_DIR instead: "
@@ -208,6 +226,18 @@ def _parser() -> argparse.ArgumentParser:
     sy.add_argument("--sessions-count", type=int, metavar="N",
                     help=f"sessions in all, the latest tenth held out (default: {SYNTH_SESSIONS})")
     sy.add_argument("--items", type=int, metavar="N", help=f"catalogue size (default: {SYNTH_ITEMS})")
+    sy.add_argument("--graph", metavar="OUT_DIR", help="write a planted graph into OUT_DIR instead: "
+                    "edges.parquet (training), edges.test.parquet (held out), labels.tsv (communities)")
+    sy.add_argument("--nodes", type=int, metavar="N", help=f"graph nodes (default: {SYNTH_NODES})")
+    sy.add_argument("--communities", type=int, metavar="C", help="planted communities (default: 10)")
+    sy.add_argument("--ratio", type=float, metavar="R",
+                    help="in/out edge probability ratio of the block model (default: 20)")
+    sy.add_argument("--mean-degree", type=float, metavar="K", help="mean degree of the block model (default: 10)")
+    sy.add_argument("--test-fraction", type=float, metavar="F", help="share of the edges held out (default: 0.1)")
+    sy.add_argument("--roles", action="store_true", help="a ring of communities whose nodes are hubs, bridges "
+                    "or periphery (also writes roles.tsv) instead of the block model")
+    sy.add_argument("--format", choices=("parquet", "text"), help="edge files: Parquet src/dst int64, or text "
+                    "'src dst' lines (edges.txt, edges.test.txt) (default: parquet)")
     sy.add_argument("--seed", type=int, default=1, help="same seed, same output")
 
     de = sub.add_parser("demo", parents=[common], epilog=EXAMPLES["demo"],
@@ -318,21 +348,62 @@ def _print_report(report: dict) -> None:
               f"NDCG@{k} {s['ndcg']:.4f} ({s['hits']} hits in {s['sessions']} sessions; misses include {s['oov']} "
               f"unknown targets and {s['skipped']} without a known item before the target; {s['too_short']} "
               "shorter than 2 items left out)")
+    if "node_classification" in report:
+        _print_node_classification(report["node_classification"])
+    if "link_prediction" in report:
+        lp = report["link_prediction"]
+        hadamard = "n/a" if lp["auc_hadamard"] is None else f"{lp['auc_hadamard']:.4f}"
+        print(f"link prediction: AUC cosine {lp['auc_cosine']:.4f}, Hadamard+LR {hadamard} ({lp['positives']} "
+              f"held-out edges against {lp['negatives']} sampled non-edges among {lp['nodes']} nodes; "
+              f"{lp['oov']} edges without a vector and {lp['dropped']} self-loops or repeats left out"
+              f"{'' if lp['train_edges'] else '; no --train-edges: a training edge may be sampled as a non-edge'})")
+
+
+def _print_node_classification(nc: dict) -> None:
+    kind = "multi-label, top-k" if nc["multi_label"] else "single-label"
+    print(f"node classification ({kind}, one-vs-rest logistic regression on {'unit' if nc['normalized'] else 'raw'} "
+          f"vectors; {nc['nodes']} nodes, {nc['labels']} labels, {nc['missing']} labelled nodes without a vector "
+          f"left out; mean ± std over {nc['splits']} splits):")
+    print("  train ratio  Micro-F1         Macro-F1")
+    for r in nc["ratios"]:
+        print(f"  {r['train_ratio']:<11g}  {r['micro_f1']:.4f} ± {r['micro_f1_std']:.4f}  "
+              f"{r['macro_f1']:.4f} ± {r['macro_f1_std']:.4f}")
+
+
+def _train_ratios(text: str) -> list[float]:
+    """'0.1,0.5' -> [0.1, 0.5]; ConfigError unless every ratio is in (0, 1)."""
+    try:
+        ratios = [float(r) for r in text.split(",")]
+    except ValueError:
+        ratios = []
+    if not ratios or not all(0 < r < 1 for r in ratios):
+        raise ConfigError(f"--train-ratios takes comma-separated shares in (0, 1), e.g. 0.1,0.5,0.9; got {text!r}")
+    return ratios
 
 
 def cmd_evaluate(args) -> int:
     from .outputs import load
 
-    if not (args.analogies or args.pairs or args.clusters or args.sessions):
-        raise ConfigError("nothing to evaluate: pass --analogies FILE, --pairs FILE, --clusters FILE and/or "
-                          "--sessions FILE")
-    for flag, value in (("--last", args.last), ("--k", args.k)):
+    if not (args.analogies or args.pairs or args.clusters or args.sessions or args.node_labels or args.link_edges):
+        raise ConfigError("nothing to evaluate: pass --analogies FILE, --pairs FILE, --clusters FILE, "
+                          "--sessions FILE, --node-labels FILE and/or --link-edges FILE")
+    for flag, value in (("--last", args.last), ("--k", args.k), ("--splits", args.splits)):
         if value < 1:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
+    if args.train_edges and not args.link_edges:
+        raise ConfigError("--train-edges only keeps known edges out of link prediction's non-edges: "
+                          "add --link-edges FILE (the held-out edges)")
+    ratios = _train_ratios(args.train_ratios)
     from .evaluate import evaluate_files
 
-    report = evaluate_files(load(args.out), args.analogies, args.pairs, args.clusters, args.restrict_vocab,
+    emb = load(args.out)
+    report = evaluate_files(emb, args.analogies, args.pairs, args.clusters, args.restrict_vocab,
                             args.sessions, args.last, args.k)
+    if args.node_labels or args.link_edges:
+        from .evaluate_graph import evaluate_graph_files
+
+        report.update(evaluate_graph_files(emb, args.node_labels, args.link_edges, args.train_edges, ratios,
+                                           args.splits, args.seed))
     print(json.dumps(report, indent=2, sort_keys=True) if args.json else "", end="\n" if args.json else "")
     if not args.json:
         _print_report(report)
@@ -497,13 +568,62 @@ def _synth_sessions(args) -> int:
     return 0
 
 
+_GRAPH_FLAGS = (("--nodes", "nodes"), ("--communities", "communities"), ("--ratio", "ratio"),
+                ("--mean-degree", "mean_degree"), ("--test-fraction", "test_fraction"), ("--roles", "roles"),
+                ("--format", "format"))
+
+
+def _graph_spec(args):
+    """The GraphSpec the ``synth --graph`` flags ask for; ConfigError naming a bad flag."""
+    from .synth_graph import GraphSpec
+
+    given = {key: getattr(args, key) for key in ("communities", "ratio", "mean_degree", "test_fraction")
+             if getattr(args, key) is not None}
+    checks = {"communities": (lambda v: v >= (3 if args.roles else 2), ">= 3 with --roles" if args.roles else ">= 2"),
+              "ratio": (lambda v: v >= 1, ">= 1"), "mean_degree": (lambda v: v > 0, "> 0"),
+              "test_fraction": (lambda v: 0 <= v < 1, "in [0, 1)")}
+    for key, value in given.items():
+        ok, need = checks[key]
+        if not ok(value):
+            raise ConfigError(f"--{key.replace('_', '-')} must be {need}, got {value}")
+    return GraphSpec(**given)
+
+
+def _synth_graph(args) -> int:
+    from .synth_graph import generate_graph
+
+    if args.out_file or args.tokens is not None or args.sessions or args.sessions_count is not None \
+            or args.items is not None:
+        raise ConfigError("--graph OUT_DIR writes a graph: drop OUT_FILE, --tokens, --sessions, --sessions-count "
+                          "and --items (sizes: --nodes, --communities)")
+    if args.roles and (args.ratio is not None or args.mean_degree is not None):
+        raise ConfigError("--ratio and --mean-degree shape the block model, which --roles replaces: drop them")
+    spec = _graph_spec(args)
+    nodes = SYNTH_NODES if args.nodes is None else args.nodes
+    try:
+        files = generate_graph(args.graph, nodes=nodes, seed=args.seed, spec=spec, roles=args.roles,
+                               fmt=args.format or "parquet")
+    except ValueError as e:  # sizes that do not fit together (nodes per community, density)
+        raise ConfigError(f"{e}; change --nodes, --communities, --mean-degree or --test-fraction") from None
+    print(f"wrote {files.nodes} nodes and {files.train_edges} training edges to {files.train}")
+    print(f"held out: {files.test_edges} edges in {files.test}")
+    print(f"ground truth: {' '.join(p for p in (files.labels, files.roles) if p)}")
+    return 0
+
+
 def cmd_synth(args) -> int:
     from .synth import generate
 
+    if args.graph:
+        return _synth_graph(args)
+    given = [flag for flag, key in _GRAPH_FLAGS if getattr(args, key) not in (None, False)]
+    if given:
+        raise ConfigError(f"{', '.join(given)} shape a graph: add --graph OUT_DIR")
     if args.sessions:
         return _synth_sessions(args)
     if not args.out_file:
-        raise ConfigError("pass OUT_FILE (a text corpus) or --sessions OUT_DIR (a clickstream)")
+        raise ConfigError("pass OUT_FILE (a text corpus) or --sessions OUT_DIR (a clickstream), or --graph OUT_DIR "
+                          "(a graph)")
     if args.sessions_count is not None or args.items is not None:
         raise ConfigError("--sessions-count and --items size a clickstream: add --sessions OUT_DIR")
     files = generate(args.out_file, tokens=SYNTH_TOKENS if args.tokens is None else args.tokens, seed=args.seed)
