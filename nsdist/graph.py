@@ -123,9 +123,11 @@ def text_edges(lines: pa.ListArray, where: str = "edge list", weighted: bool = T
 def _parse_weights(text: pa.Array) -> np.ndarray:
     """Weights as float32; NaN for a field that is no number (the caller reports its line)."""
     try:
-        return pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float32)
+        values = pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False)
     except pa.ArrowInvalid:  # rare: find the culprits one by one
-        return np.array([_float_or_nan(t) for t in text.to_pylist()], np.float32)
+        values = np.array([_float_or_nan(t) for t in text.to_pylist()])
+    with np.errstate(over="ignore"):  # beyond float32: inf, reported as not finite
+        return values.astype(np.float32)
 
 
 def _float_or_nan(text: str) -> float:
