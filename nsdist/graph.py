@@ -277,14 +277,15 @@ class CSR:
     by index, each once (duplicate edges merged into one of their summed weight).
 
     ``prob``/``alias`` are the weighted walk's per-row alias tables (``alias`` holds positions
-    within the row); all three are None when every edge weighs the same, since a constant weight
-    changes no walk probability."""
+    within the row) and ``totals`` each row's weight; all four are None when every edge weighs
+    the same, since a constant weight changes no walk probability."""
 
     offsets: np.ndarray  # int64[n + 1]
     neighbors: np.ndarray  # int32[E]
     weights: np.ndarray | None = None  # float32[E]
     prob: np.ndarray | None = None  # float32[E]
     alias: np.ndarray | None = None  # int32[E]
+    totals: np.ndarray | None = None  # float64[n]
 
     @property
     def nodes(self) -> int:
@@ -296,7 +297,7 @@ class CSR:
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.offsets, self.neighbors, self.weights, self.prob, self.alias)
+        return sum(a.nbytes for a in (self.offsets, self.neighbors, self.weights, self.prob, self.alias, self.totals)
                    if a is not None)
 
 
@@ -306,9 +307,9 @@ def csr_bytes(n: int, e: int, weighted: bool) -> int:
     the blocks' (src, dst, weight) parts and 8 bytes per entry before duplicates are merged.
 
     >>> csr_bytes(1000, 10000, weighted=False), csr_bytes(1000, 10000, weighted=True)
-    (48008, 168008)
+    (48008, 176008)
     """
-    return 8 * (n + 1) + 4 * e + (12 * e if weighted else 0)
+    return 8 * (n + 1) + 4 * e + (12 * e + 8 * n if weighted else 0)
 
 
 def out_degrees(src: np.ndarray, n: int) -> np.ndarray:
@@ -351,8 +352,9 @@ def build_csr(parts, n: int, degrees: np.ndarray | None = None) -> CSR:
     if e == 0 or np.all(weights == weights[0]):
         return CSR(merged, neighbors)
     prob, alias = np.ones(e, np.float32), np.zeros(e, np.int32)
-    _alias_rows(merged, weights, prob, alias)
-    return CSR(merged, neighbors, weights, prob, alias)
+    totals = np.zeros(n, np.float64)
+    _alias_rows(merged, weights, prob, alias, totals)
+    return CSR(merged, neighbors, weights, prob, alias, totals)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -397,8 +399,9 @@ def _sort_merge(offsets, neighbors, weights, merged):  # pragma: no cover - comp
 
 
 @numba.njit(cache=True, nogil=True)
-def _alias_rows(offsets, weights, prob, alias):  # pragma: no cover - compiled
-    """Vose's alias table of each row's weights (noise._vose per row; alias: position in row)."""
+def _alias_rows(offsets, weights, prob, alias, totals):  # pragma: no cover - compiled
+    """Vose's alias table of each row's weights (noise._vose per row; alias: position in row),
+    and the rows' total weights."""
     longest = 0
     for v in range(len(offsets) - 1):
         longest = max(longest, offsets[v + 1] - offsets[v])
@@ -409,6 +412,7 @@ def _alias_rows(offsets, weights, prob, alias):  # pragma: no cover - compiled
         total = 0.0
         for i in range(d):
             total += weights[a + i]
+        totals[v] = total
         ns = nl = 0
         for i in range(d):
             scaled[i] = weights[a + i] * d / total
@@ -491,10 +495,10 @@ def random_walks(csr: CSR, starts: np.ndarray, walk_index, walk_length: int, p: 
     ids = np.empty(len(starts) * walk_length, np.int32)
     offsets = np.zeros(len(starts) + 1, np.int64)
     weighted = csr.prob is not None
-    prob = csr.prob if weighted else np.zeros(0, np.float32)
-    alias = csr.alias if weighted else np.zeros(0, np.int32)
+    tables = (csr.weights, csr.prob, csr.alias, csr.totals) if weighted else (
+        np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros(0, np.float64))
     second = p != 1.0 or q != 1.0
-    _walks(csr.offsets, csr.neighbors, prob, alias, weighted, starts, index, walk_length, 1.0 / p, 1.0 / q,
+    _walks(csr.offsets, csr.neighbors, *tables, weighted, starts, index, walk_length, 1.0 / p, 1.0 / q,
            second, np.uint64(seed % 2**64), ids, offsets)
     return (ids if offsets[-1] == len(ids) else ids[:offsets[-1]].copy()), offsets
 
@@ -513,8 +517,8 @@ def _step(offsets, neighbors, prob, alias, weighted, v, state):  # pragma: no co
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _links(offsets, neighbors, t, x):  # pragma: no cover - compiled
-    """Whether t -> x is an edge: binary search in t's sorted row."""
+def _position(offsets, neighbors, t, x):  # pragma: no cover - compiled
+    """Where x is in t's sorted row (binary search); -1 if t -> x is no edge."""
     lo, hi = offsets[t], offsets[t + 1]
     while lo < hi:
         mid = (lo + hi) >> 1
@@ -522,17 +526,28 @@ def _links(offsets, neighbors, t, x):  # pragma: no cover - compiled
             lo = mid + 1
         else:
             hi = mid
-    return lo < offsets[t + 1] and neighbors[lo] == x
+    return lo if lo < offsets[t + 1] and neighbors[lo] == x else -1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _links(offsets, neighbors, t, x):  # pragma: no cover - compiled
+    """Whether t -> x is an edge."""
+    return _position(offsets, neighbors, t, x) >= 0
 
 
 @numba.njit(cache=True, nogil=True)
-def _walks(offsets, neighbors, prob, alias, weighted, starts, walk_index, walk_length, inv_p, inv_q, second, seed,
-           ids, walk_offsets):  # pragma: no cover - compiled
-    # node2vec by rejection (KnightKing, PecanPy SparseOTF): propose x from v's first-order
-    # distribution, accept with probability bias(t, x) / max_bias. The bias is 1/p for x == t,
-    # 1 if t -> x, 1/q otherwise; below min(1, 1/q) every x != t is accepted without the search.
-    max_bias = max(inv_p, 1.0, inv_q)
+def _walks(offsets, neighbors, weights, prob, alias, totals, weighted, starts, walk_index, walk_length, inv_p, inv_q,
+           second, seed, ids, walk_offsets):  # pragma: no cover - compiled
+    # node2vec by rejection (KnightKing): propose x from v's first-order distribution, accept
+    # with probability bias(t, x) / envelope. The bias is 1/p for x == t, 1 if t -> x, 1/q
+    # otherwise; below min(1, 1/q) every x != t is accepted without the search in t's row.
+    # The envelope is max(1, 1/q), not max(1/p, 1, 1/q): with p < 1 the single return edge
+    # would otherwise halve (or worse) every other candidate's acceptance. Its excess mass
+    # w(v, t) * (1/p - envelope) is "folded" out instead, as KnightKing does with outliers: each
+    # trial first picks t outright with that mass's share of the trial's total.
+    envelope = max(1.0, inv_q)
     sure = min(1.0, inv_q)
+    back = min(inv_p, envelope)
     n = 0
     for k in range(len(starts)):
         v = starts[k]
@@ -541,19 +556,32 @@ def _walks(offsets, neighbors, prob, alias, weighted, starts, walk_index, walk_l
         n += 1
         t = -1
         for _ in range(1, walk_length):
-            if offsets[v + 1] == offsets[v]:
+            a, b = offsets[v], offsets[v + 1]
+            if b == a:
                 break
-            x, state = _step(offsets, neighbors, prob, alias, weighted, v, state)
-            if second and t >= 0:
+            if not second or t < 0:
+                x, state = _step(offsets, neighbors, prob, alias, weighted, v, state)
+            else:
+                extra = mass = 0.0
+                if inv_p > envelope:
+                    at = _position(offsets, neighbors, v, t)
+                    if at >= 0:
+                        extra = (weights[at] if weighted else 1.0) * (inv_p - envelope)
+                        mass = envelope * (totals[v] if weighted else b - a) + extra
                 while True:
+                    if extra > 0.0:
+                        u, state = _uniform(state)
+                        if u * mass < extra:
+                            x = t
+                            break
+                    x, state = _step(offsets, neighbors, prob, alias, weighted, v, state)
                     u, state = _uniform(state)
-                    r = u * max_bias
+                    r = u * envelope
                     if x == t:
-                        if r < inv_p:
+                        if r < back:
                             break
                     elif r < sure or r < (1.0 if _links(offsets, neighbors, t, x) else inv_q):
                         break
-                    x, state = _step(offsets, neighbors, prob, alias, weighted, v, state)
             ids[n] = x
             n += 1
             t, v = v, x

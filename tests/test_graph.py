@@ -20,8 +20,8 @@ from nsdist.errors import ConfigError, DataError
 # self-loop (2, 2): the CSR merges the first and drops the second.
 EDGES = [(0, 1, 1.0), (0, 2, 2.0), (1, 2, 1.0), (1, 3, 3.0), (2, 3, 1.0), (3, 4, 2.0), (4, 5, 1.0),
          (1, 5, 0.5), (0, 1, 0.5), (2, 2, 4.0)]
-# Directed: one-way edges, a node (6) without out-edges and a node (7) without in-edges.
-DIRECTED_EDGES = EDGES + [(5, 6, 1.0), (7, 0, 1.0), (3, 1, 2.0), (4, 3, 1.5)]
+# Directed: one-way edges, nodes without out-edges (6, and 8 last) and one without in-edges (7).
+DIRECTED_EDGES = EDGES + [(5, 6, 1.0), (7, 0, 1.0), (3, 1, 2.0), (4, 3, 1.5), (7, 8, 3.0)]
 
 
 def make_csr(edges, directed, weighted, blocks=1):
@@ -218,10 +218,11 @@ def test_csr_from_blocks_equals_csr_from_all_edges(directed, weighted):
     m = 3000  # ~1500 distinct pairs among 60 nodes: many duplicates, some self-loops
     edges = list(zip(rng.integers(0, 60, m).tolist(), rng.integers(0, 60, m).tolist(),
                      rng.uniform(0.5, 2.0, m).astype(np.float32).tolist()))
+    edges += [(0, 60, 1.5), (1, 61, 1.0)]  # directed: the last rows are empty
     one, nodes = make_csr(edges, directed, weighted, blocks=1)
     many, nodes_many = make_csr(edges, directed, weighted, blocks=5)
     assert nodes.equals(nodes_many)
-    for name in ("offsets", "neighbors", "weights", "prob", "alias"):
+    for name in ("offsets", "neighbors", "weights", "prob", "alias", "totals"):
         a, b = getattr(one, name), getattr(many, name)
         assert (a is None and b is None) or np.array_equal(a, b), name
     # ... and both equal the dense reference.
@@ -230,6 +231,8 @@ def test_csr_from_blocks_equals_csr_from_all_edges(directed, weighted):
     assert np.array_equal(one.offsets, np.concatenate([[0], np.cumsum(np.count_nonzero(W, axis=1))]))
     assert np.array_equal(one.neighbors, cols)
     assert np.allclose(one.weights, W[rows, cols], rtol=1e-5)
+    if one.totals is not None:
+        assert np.allclose(one.totals, W.sum(axis=1), rtol=1e-5)
     assert one.nbytes == graph.csr_bytes(one.nodes, one.edges, weighted=True)
 
 
