@@ -19,8 +19,9 @@ or ``%`` are skipped, as SNAP and Matrix Market write their headers) or Parquet 
 ``dst`` and optional ``weight`` columns). Node ids are int64 from integer Parquet columns and
 strings otherwise; when one block has string ids, integer ids become their decimal strings.
 
-Walks are rejection-sampled as in KnightKing and PecanPy's SparseOTF: O(edges) memory, never
-the O(sum of squared degrees) of precomputed second-order tables.
+node2vec walks are rejection-sampled as in KnightKing: O(edges) memory like PecanPy's SparseOTF
+(which instead computes the current node's whole biased distribution at every step), never the
+O(sum of squared degrees) of precomputed second-order tables (PecanPy's PreComp).
 """
 
 from __future__ import annotations
