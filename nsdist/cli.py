@@ -77,7 +77,8 @@ EXAMPLES = {
   nsdist train --corpus 'data/*.txt.gz' --out runs/wiki --set dim=300 --set epochs=5
   nsdist train --config jobs/s3.yaml --scheduler tcp://scheduler:8786
   nsdist train --corpus s3://bucket/today/ --out s3://bucket/emb --init-from s3://bucket/emb
-  nsdist train --resume runs/wiki/runs/20261130T080322Z-0fdfd8""",
+  nsdist train --resume runs/wiki/runs/20261130T080322Z-0fdfd8
+  nsdist train --edges s3://bucket/graph/edges.parquet --out s3://bucket/nodes --set directed=false --set q=0.5""",
     "neighbors": "example:\n  nsdist neighbors runs/wiki king --topn 5",
     "recommend": "examples:\n  nsdist recommend runs/items sku-1042 sku-877 --topn 20\n"
                  "  nsdist recommend s3://bucket/items 1042 --include-seen",
@@ -136,6 +137,10 @@ def _parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", parents=[common], help="train embeddings and publish them under --out",
                         epilog=EXAMPLES["train"] + "\n\n" + _config_keys())
     tr.add_argument("--corpus", action="append", default=[], metavar="URL", help="file, glob or directory (repeatable)")
+    tr.add_argument("--edges", action="append", default=[], metavar="URL",
+                    help="a graph's edge list (Parquet src, dst[, weight] or text 'src dst [weight]' lines; "
+                         "repeatable): node vectors from random walks over it, instead of a corpus")
+    tr.add_argument("--save-walks", metavar="URL", help="graph jobs: also write the walks as text under URL")
     tr.add_argument("--out", metavar="URL", help="output URL: local path or s3://bucket/prefix")
     tr.add_argument("--config", metavar="YAML", help="job spec file")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
@@ -256,8 +261,8 @@ def cmd_train(args) -> int:
     from .pipeline import check_inputs, resume_config, train
 
     cfg = load_config(
-        args.config, parse_set(args.set), corpus=tuple(args.corpus), out=args.out,
-        **{"cluster.scheduler": args.scheduler, "cluster.workers": args.workers,
+        args.config, parse_set(args.set), corpus=tuple(args.corpus), out=args.out, edges=tuple(args.edges),
+        save_walks=args.save_walks, **{"cluster.scheduler": args.scheduler, "cluster.workers": args.workers,
            "cluster.threads_per_worker": args.threads_per_worker},
     )
     if args.resume:

@@ -5,7 +5,8 @@ A job is resolved from, in increasing precedence: the defaults below, a YAML spe
 values of the wrong type are rejected with a message that names the key, so a typo in a
 scheduled job fails at submission instead of silently training with a default.
 
-Training keys may be given bare (``dim=300``) or with their section (``train.dim=300``).
+Training and graph keys may be given bare (``dim=300``, ``q=0.5``) or with their section
+(``train.dim=300``, ``graph.q=0.5``).
 """
 
 from __future__ import annotations
@@ -177,6 +178,37 @@ class ClusterConfig:
         return self
 
 
+@dataclass(frozen=True)
+class GraphConfig:
+    """Node embeddings (DeepWalk, node2vec): random walks over the edge list ``edges``."""
+
+    directed: bool = True
+    walks_per_node: int = 10
+    walk_length: int = 80  # nodes per walk, the start included
+    # node2vec's return (p) and in-out (q) parameters: p = q = 1 is DeepWalk's uniform walk.
+    p: float = 1.0
+    q: float = 1.0
+    src_column: str = "src"
+    dst_column: str = "dst"
+    weight_column: str = "weight"  # Parquet edges: used when present
+
+    def __post_init__(self):
+        _coerce_fields(self, "graph.")
+        self.validate()
+
+    def validate(self) -> "GraphConfig":
+        for name in ("walks_per_node", "walk_length"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"graph.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("p", "q"):
+            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+                raise ConfigError(f"graph.{name} must be a positive number (1: unbiased), got {getattr(self, name)}")
+        for name in ("src_column", "dst_column", "weight_column"):
+            if not getattr(self, name):
+                raise ConfigError(f"graph.{name} must name a column")
+        return self
+
+
 class StorageOptions(collections.abc.Mapping):
     """``storage_options`` whose repr shows the keys only: ``StorageOptions({'secret': '***'})``.
 
@@ -217,6 +249,9 @@ class JobConfig:
 
     corpus: tuple[str, ...] = ()
     out: str | None = None
+    # Graph edge lists (Parquet src/dst[/weight], or text "src dst [weight]" lines): the corpus is
+    # then random walks over them, generated on the workers (the graph section).
+    edges: tuple[str, ...] = ()
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     # Bytes per text partition: 4 MiB keeps a worker's preprocessing peak under its training peak
     # (a scan needs about 3x its block for a moment; measurements: docs/design.md, "Memory").
@@ -227,7 +262,10 @@ class JobConfig:
     checkpoint_every: int = 1  # epochs between checkpoints (0: none); --resume continues from one
     # Each word's topk most cosine-similar words, published as neighbors/*.parquet (0: no table).
     topk: int = 0
+    # Graph jobs: also write the walks, one per line (node ids separated by spaces), under this URL.
+    save_walks: str | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
+    graph: GraphConfig = field(default_factory=GraphConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def __post_init__(self):
@@ -247,6 +285,10 @@ class JobConfig:
             raise ConfigError(f"topk must be between 0 (no table) and {TOPK_MAX} neighbours per word, got {self.topk}")
         if not self.parquet_column:
             raise ConfigError("parquet_column must name the list<string> column of Parquet corpora")
+        if self.corpus and self.edges:
+            raise ConfigError("a job trains on a corpus or on a graph's edges, not both; pass --corpus or --edges")
+        if self.save_walks and not self.edges:
+            raise ConfigError("save_walks (--save-walks) needs a graph: pass --edges too, or unset it")
 
     def to_dict(self, redact: bool = True) -> dict:
         """Plain dict for manifests; storage options are redacted (they may hold credentials)."""
@@ -256,7 +298,7 @@ class JobConfig:
         return d
 
 
-_SECTIONS = {"train": TrainConfig, "cluster": ClusterConfig}
+_SECTIONS = {"train": TrainConfig, "graph": GraphConfig, "cluster": ClusterConfig}
 
 # One line per key: `nsdist train --help` and the README's configuration table (markdown_table) are
 # made from these. tests/test_cli.py checks that every field has one; tests/test_docs.py that the
@@ -264,6 +306,8 @@ _SECTIONS = {"train": TrainConfig, "cluster": ClusterConfig}
 HELP = {
     "corpus": "corpus URLs: files, globs or directories (text, .gz/.bz2/.zst, or .parquet)",
     "out": "output URL: a local path or s3://bucket/prefix",
+    "edges": "graph edge lists (Parquet src/dst[/weight] columns, or text lines 'src dst [weight]'): trains node "
+             "vectors on random walks over them instead of a corpus",
     "storage_options": "fsspec options, e.g. S3 endpoint and credentials; never written to manifests or logs",
     "blocksize": "bytes per text partition (4 MiB); scanning one needs about 3x its size for a moment, and each "
                  "costs three tasks: very large corpora may want larger ones",
@@ -275,6 +319,7 @@ HELP = {
     "checkpoint_every": "epochs between checkpoints (0: none); --resume continues from the last",
     "topk": "publish each word's topk most cosine-similar words as neighbors/*.parquet (item, neighbor, score, "
             "rank), computed on the workers; 0: no table",
+    "save_walks": "graph jobs: also write the walks as text, one per line, under this URL; unset: never written",
     "train.dim": "vector size",
     "train.window": "maximum context distance (each center word uses a random window of 1..window); "
                     "0: every other word of the sentence or session, never shrunk",
@@ -308,6 +353,15 @@ HELP = {
     "train.explicit_weight": "with negatives_column: the weight of those items' gradient",
     "train.merge_blocks": "row blocks a round's averaged rows are cut into, each merged by one worker; unset: "
                           "enough that a worker receives at most 1/8 of the model at once; results do not depend on it",
+    "graph.directed": "follow edges from src to dst only; false: both ways",
+    "graph.walks_per_node": "walks started from every node",
+    "graph.walk_length": "nodes per walk, the start included (shorter at a node without out-edges)",
+    "graph.p": "node2vec return parameter: 1/p weighs stepping back to the previous node",
+    "graph.q": "node2vec in-out parameter: 1/q weighs moving away from the previous node (q < 1: explore, "
+               "q > 1: stay local)",
+    "graph.src_column": "Parquet edges: the source node column (int64 or string)",
+    "graph.dst_column": "Parquet edges: the destination node column",
+    "graph.weight_column": "Parquet edges: the weight column, used when present (text: an optional third field)",
     "cluster.scheduler": "Dask scheduler address (also DASK_SCHEDULER_ADDRESS); unset: a local cluster",
     "cluster.workers": "local cluster worker processes; unset: one per core",
     "cluster.threads_per_worker": "threads per local worker (more than 1: not bit-reproducible)",
@@ -461,6 +515,7 @@ def _nest(flat: Mapping[str, Any]) -> dict:
     """{'dim': 3, 'cluster.workers': 2} -> {'train': {'dim': 3}, 'cluster': {'workers': 2}}."""
     top = _hints(JobConfig)
     train = _hints(TrainConfig)
+    graph = _hints(GraphConfig)
     nested: dict = {}
     for key, value in flat.items():
         if "." in key:
@@ -472,8 +527,10 @@ def _nest(flat: Mapping[str, Any]) -> dict:
             nested[key] = value
         elif key in train:
             nested.setdefault("train", {})[key] = value
+        elif key in graph:
+            nested.setdefault("graph", {})[key] = value
         else:
-            known = sorted(set(top) | set(train))
+            known = sorted(set(top) | set(train) | set(graph))
             raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(known)}")
     return nested
 

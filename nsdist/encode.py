@@ -47,7 +47,8 @@ def encode(tokens: pa.ListArray, words: pa.Array, max_sentence_length: int = 100
     return encode_scanned([(scan([tokens]), 0, None)], words, max_sentence_length)
 
 
-def encode_scanned(parts, words: pa.Array, max_sentence_length: int = 10000) -> Shard:
+def encode_scanned(parts, words: pa.Array | None, max_sentence_length: int = 10000,
+                   lookup: np.ndarray | None = None) -> Shard:
     """Encode token ranges of scanned partitions, in order, as one shard.
 
     Each sentence is cut into chunks of ``max_sentence_length`` known words; ``parts`` are
@@ -55,7 +56,9 @@ def encode_scanned(parts, words: pa.Array, max_sentence_length: int = 10000) -> 
     that holds its first known word. Ranges that tile a partition therefore split it without
     loss or overlap, even inside one long line (a one-line corpus such as text8 still spreads
     over all shards). Only the partition's distinct words are looked up in the vocabulary; two
-    compiled passes then count and write the known ids straight into the shard.
+    compiled passes then count and write the known ids straight into the shard. ``lookup``: the
+    vocabulary id of each of the parts' ids (-1: unknown) instead of ``words``, for parts whose
+    ids are already global (a graph job's walks: node indices).
     """
     plan = []
     for scanned, lo, hi in parts:
@@ -63,10 +66,12 @@ def encode_scanned(parts, words: pa.Array, max_sentence_length: int = 10000) -> 
         starts = scanned.offsets[:-1]
         k0 = max(int(np.searchsorted(starts, lo, "right")) - 1, 0)  # the sentence holding lo
         k1 = int(np.searchsorted(starts, hi))
-        if k0 < k1 and len(words):
-            value_set = words if words.type == scanned.words.type else pc.cast(words, scanned.words.type)
-            lookup = pc.fill_null(pc.index_in(scanned.words, value_set=value_set), -1).to_numpy().astype(np.int32)
+        if k0 < k1 and lookup is not None:
             plan.append((scanned, k0, k1, lo, hi, lookup))
+        elif k0 < k1 and len(words):
+            value_set = words if words.type == scanned.words.type else pc.cast(words, scanned.words.type)
+            ids = pc.fill_null(pc.index_in(scanned.words, value_set=value_set), -1).to_numpy().astype(np.int32)
+            plan.append((scanned, k0, k1, lo, hi, ids))
     empty_ids, empty_lengths = np.zeros(0, np.int32), np.zeros(0, np.int64)
     n_ids = n_chunks = 0
     for scanned, k0, k1, lo, hi, lookup in plan:

@@ -49,6 +49,7 @@ from .outputs import (claim_run, neighbors_part, neighbors_table, new_run_id, pu
 from .plan import SHARD_PLAN, sample_blocks, topk_blocks
 from .topk import block_topk
 from .vocab import Vocab
+from .walks import plan_edge_blocks
 
 log = logging.getLogger("nsdist")
 
@@ -204,8 +205,7 @@ def dry_run(cfg: JobConfig, client, resume: str | None = None, init_from: str | 
     shards and where they go, the model and the memory per worker against the workers' limits,
     and the rounds."""
     t, files = cfg.train, files if files is not None else check_inputs(cfg, init_from, resume)
-    blocks = plan_blocks(cfg.corpus, cfg.storage_options, cfg.blocksize, cfg.parquet_column, files,
-                         cfg.negatives_column)
+    blocks = _plan(cfg, files)
     workers, limits = cluster.workers(client), cluster.memory_limits(client)
     n_shards = t.shards or sum(cluster.threads(client).values())
     n_models = max(1, min(len(workers), n_shards))
@@ -226,12 +226,22 @@ def dry_run(cfg: JobConfig, client, resume: str | None = None, init_from: str | 
 
 # ---------------------------------------------------------------- the job
 
+def _plan(cfg: JobConfig, files: list[tuple[str, int]]) -> list:
+    """The blocks of a job's corpus, or of its graph's edge lists (text byte ranges, Parquet row
+    groups whose node columns are checked here)."""
+    if cfg.edges:
+        return plan_edge_blocks(files, cfg.storage_options, cfg.blocksize, cfg.graph)
+    return plan_blocks(cfg.corpus, cfg.storage_options, cfg.blocksize, cfg.parquet_column, files,
+                       cfg.negatives_column)
+
+
 def check_inputs(cfg: JobConfig, init_from: str | None = None, resume: str | None = None) -> list[tuple[str, int]]:
     """Fail fast, before any cluster starts: the corpus files (url, size) of a job; a warm start's
     model this job cannot continue; a run to resume that is published or was started on another
     corpus."""
-    if not cfg.corpus:
-        raise ConfigError("no corpus given; pass --corpus URL (or set corpus in the job spec)")
+    if not cfg.corpus and not cfg.edges:
+        raise ConfigError("no corpus given; pass --corpus URL, or --edges URL for a graph (or set corpus or edges "
+                          "in the job spec)")
     if not cfg.out:
         raise ConfigError("no output given; pass --out URL (or set out in the job spec)")
     opts = cfg.storage_options
@@ -248,7 +258,7 @@ def check_inputs(cfg: JobConfig, init_from: str | None = None, resume: str | Non
         if dim is not None and dim != cfg.train.dim:
             raise ConfigError(f"--init-from {init_from} has dim {dim}, this job dim {cfg.train.dim}; "
                               f"set dim={dim} or train from scratch")
-    files = storage.expand(cfg.corpus, opts)
+    files = storage.expand(cfg.edges or cfg.corpus, opts)
     text = [u for u, _ in files if not is_parquet(u)]
     if (cfg.negatives_column or cfg.order_column) and text:
         raise DataError(f"negatives_column or order_column is set but corpus file {storage.scrub(text[0], opts)!r} "
@@ -378,8 +388,7 @@ def train(cfg: JobConfig, client, resume: str | None = None, init_from: str | No
     files = files if files is not None else check_inputs(cfg, init_from, resume)
     fingerprint = _fingerprint(files)
     # Planned before a run is claimed: a corpus that fails its checks here leaves nothing under out.
-    blocks = plan_blocks(cfg.corpus, cfg.storage_options, cfg.blocksize, cfg.parquet_column, files,
-                         cfg.negatives_column)
+    blocks = _plan(cfg, files)
     if not blocks:
         raise DataError(f"the corpus has no rows: {_some(files, cfg.storage_options)} "
                         f"{'has' if len(files) == 1 else 'have'} no Parquet row groups; "
@@ -411,7 +420,13 @@ def _job(cfg: JobConfig, client, run: _Run, files: list, blocks: list, fingerpri
 
     # -- count: every block read once, counted, merged in a tree; the vocabulary
     t0 = time.perf_counter()
-    vocab, summary, scanned, block_tokens = cluster.count_vocab(client, cfg, blocks, run.id, n_shards)
+    if cfg.edges:  # a graph: the corpus is random walks over it, generated on the workers
+        walked = cluster.walk_corpus(client, cfg, blocks, run.id, n_shards)
+        vocab, summary, scanned, block_tokens = walked.vocab, walked.summary, walked.walks, walked.block_tokens
+        lookup, kind, graph_info = walked.lookup, "int64" if walked.int_ids else "string", walked.graph
+    else:
+        vocab, summary, scanned, block_tokens = cluster.count_vocab(client, cfg, blocks, run.id, n_shards)
+        lookup, kind, graph_info = None, word_type(blocks), None
     count_seconds = time.perf_counter() - t0
     _check_words(summary, files, opts)
     _check_vocab(summary, t, count_seconds)
@@ -422,7 +437,7 @@ def _job(cfg: JobConfig, client, run: _Run, files: list, blocks: list, fingerpri
     # -- encode: shards of word ids that stay on the workers for all epochs
     t0 = time.perf_counter()
     shards, words, shard_bytes = cluster.encode_shards(client, cfg, scanned, block_tokens, vocab, n_shards,
-                                                       t.rounds(n_models), run.id)
+                                                       t.rounds(n_models), run.id, lookup)
     encode_seconds = time.perf_counter() - t0
     log.info("encoded %d words into %d shard(s) in %.1f s", int(words.sum()), n_shards, encode_seconds,
              extra={"stage": "encode", "words": int(words.sum()), "shards": n_shards, "seconds": encode_seconds})
@@ -454,7 +469,7 @@ def _job(cfg: JobConfig, client, run: _Run, files: list, blocks: list, fingerpri
     # The outputs are written from the workers' models, once the last round is merged.
     written, metrics, restarts, threads = cluster.train_epochs(
         client, cfg, training, source, start, checkpoint_at, on_saved,
-        finish=functools.partial(_finish, cfg, run, vocab, summary["vocab_size"], word_type(blocks)))
+        finish=functools.partial(_finish, cfg, run, vocab, summary["vocab_size"], kind))
 
     # -- publish: data files from a worker (above), the report, the manifest last, then LATEST
     manifest = {
@@ -473,7 +488,8 @@ def _job(cfg: JobConfig, client, run: _Run, files: list, blocks: list, fingerpri
                     "bit_reproducible": max(threads) == 1,
                     "client_peak_rss_bytes": _peak_rss()},
         "parent": warm,
-        "word_type": word_type(blocks),  # int64: item ids, written as int64 in vectors.parquet
+        "word_type": kind,  # int64: item or node ids, written as int64 in vectors.parquet
+        "graph": graph_info,  # graph jobs: nodes, edges, nodes without edges (which keep a vector)
         "files": written["files"],
         "versions": {"nsdist": __version__, "dask": dask.__version__, "distributed": version("distributed"),
                      "numpy": np.__version__},

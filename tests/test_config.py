@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -86,7 +87,20 @@ def test_example_job_specs_are_valid():
     assert specs
     for spec in specs:
         cfg = load_config(spec, environ={})
-        assert cfg.corpus and cfg.out, spec
+        assert (cfg.corpus or cfg.edges) and cfg.out, spec
+
+
+def test_graph_keys_bare_or_sectioned_and_checked():
+    cfg = load_config(None, {"q": 0.5, "graph.p": 2, "directed": "false", "edges": "e.parquet"}, environ={})
+    assert (cfg.graph.q, cfg.graph.p, cfg.graph.directed, cfg.edges) == (0.5, 2.0, False, ("e.parquet",))
+    for bad, message in (({"q": 0}, "graph.q must be a positive number"),
+                         ({"p": float("inf")}, "graph.p must be a positive number"),
+                         ({"walk_length": 0}, "graph.walk_length must be >= 1"),
+                         ({"walks_per_node": 0}, "graph.walks_per_node must be >= 1"),
+                         ({"edges": "e.txt", "corpus": "c.txt"}, "a corpus or on a graph's edges, not both"),
+                         ({"save_walks": "w/"}, "save_walks (--save-walks) needs a graph")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(None, bad, environ={})
 
 
 def test_storage_options_mapping_accepted_and_never_echoed():

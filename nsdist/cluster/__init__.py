@@ -3,6 +3,7 @@
 - ``client``: connecting (``--scheduler``, ``DASK_SCHEDULER_ADDRESS`` or a LocalCluster; TLS),
   tree reductions, waiting while watching that workers stay;
 - ``stages``: placing the scan, count, vocabulary and encoding tasks;
+- ``graph``: a graph job's edges, adjacency and walks, which then take the corpus's path;
 - ``models``: the one model each worker process holds and trains in place (worker state);
 - ``training``: rounds, merges, checkpoints and recovery from a lost worker;
 - ``plugin``: what every worker gets set up with (allocator, a log without nsdist's expected
@@ -16,9 +17,10 @@ from .client import (close, compute, connect, memory_limits, session, setup_work
                      tree_reduce, workers)
 from .models import ModelLost
 from .plugin import ExpectedErrors, WorkerMemory
+from .graph import walk_corpus
 from .stages import count_vocab, encode_shards, sample_vocab
 from .training import Training, train_epochs
 
 __all__ = ["close", "compute", "connect", "session", "memory_limits", "setup_workers", "submit", "threads", "tree_levels", "tree_reduce",
            "workers", "ModelLost", "ExpectedErrors", "WorkerMemory", "count_vocab", "encode_shards", "sample_vocab",
-           "Training", "train_epochs"]
+           "walk_corpus", "Training", "train_epochs"]

@@ -42,6 +42,12 @@ def _encode_piece(lo: int, hi: int, vocab: Vocab, max_len: int, block: Scanned) 
     return encode_scanned([(block, lo, hi)], vocab.words, max_len)
 
 
+def _encode_walk_piece(lo: int, hi: int, lookup: np.ndarray, max_len: int, walks) -> Shard:
+    """``_encode_piece`` of a graph job's walk block: node indices mapped through ``lookup``."""
+    release_memory()
+    return encode_scanned([(walks, lo, hi)], None, max_len, lookup=lookup)
+
+
 def _count_block(block: Block, storage_options, lowercase: bool, column: str, shown_column: str | None,
                  order_column: str | None) -> Counts:
     return _scan_block(block, storage_options, lowercase, column, shown_column, order_column).to_counts()
@@ -95,12 +101,13 @@ def count_vocab(client: Client, cfg: JobConfig, blocks: list[Block], tag: str, s
 
 
 def encode_shards(client: Client, cfg: JobConfig, scanned: list, block_tokens: list[int], vocab, n_shards: int,
-                  rounds: int, tag: str):
+                  rounds: int, tag: str, lookup=None):
     """Encode the scanned blocks into ``n_shards`` training shards of about equal token counts:
     (shards, words[shard, round], bytes of all shards). A shard is a list of piece futures, one per block it draws
     from (``_encode_piece``), in order; training takes the pieces as one shard
     (``shard.round_slices``), so no worker ever holds a shard and its scanned blocks twice.
-    Empties ``scanned``: each scanned block is freed as soon as its pieces are built."""
+    Empties ``scanned``: each scanned block is freed as soon as its pieces are built. ``lookup``:
+    a graph job's node -> vocabulary id array; ``scanned`` are then its walk blocks."""
     t = cfg.train
     # Deal the shards round-robin over the workers: model m trains shards m, m + M, ... on worker
     # m (training.py), so each shard is built where it trains; left to itself the scheduler may
@@ -109,7 +116,8 @@ def encode_shards(client: Client, cfg: JobConfig, scanned: list, block_tokens: l
     shards = []
     for s, plan in enumerate(shard_plan(block_tokens, n_shards)):
         place = {"workers": [workers[s % len(workers)]] if workers else None, "allow_other_workers": True}
-        shards.append([client.submit(_encode_piece, lo, hi, vocab, t.max_sentence_length, scanned[b],
+        piece, table = (_encode_piece, vocab) if lookup is None else (_encode_walk_piece, lookup)
+        shards.append([client.submit(piece, lo, hi, table, t.max_sentence_length, scanned[b],
                                      key=f"shard-{tag}-{s}-{b}", **place) for b, lo, hi in plan]
                       # more shards than tokens: an empty one
                       or [client.submit(Shard, np.zeros(0, np.int32), np.zeros(1, np.int64), key=f"shard-{tag}-{s}",

@@ -1,0 +1,139 @@
+"""Placing a graph job's stages: edges -> node table -> adjacency -> walks -> vocabulary.
+
+The result has the shape ``stages.count_vocab`` gives for a corpus (the vocabulary, a summary,
+one future per walk block, tokens per block), plus the node -> vocabulary id lookup that the
+encoding uses instead of the words, so everything after it is the corpus's path.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from distributed import Client
+
+from .. import graph, progress, storage
+from ..config import JobConfig
+from ..corpus import Block
+from ..errors import ConfigError
+from ..plan import block_workers
+from ..walks import (add, make_walks, node_counts, node_lookup, node_vocab, walk_blocks, walk_lengths,
+                     write_walks)
+from .client import memory_limits, tree_reduce
+from .client import workers as client_workers
+
+log = logging.getLogger("nsdist")
+
+# Of a worker's memory limit, what the adjacency may take: the worker also holds its model, its
+# shards and, while walks are generated, a few walk blocks.
+ADJACENCY_SHARE = 0.5
+
+
+@dataclass
+class WalkCorpus:
+    vocab: object  # future of Vocab
+    summary: dict
+    walks: list  # futures of walks.Walks, in block order
+    block_tokens: list[int]
+    lookup: object  # future of the node -> vocabulary id array
+    graph: dict  # nodes, edges, isolated nodes, ... for the manifest
+    int_ids: bool
+
+
+def _edge_count(ids) -> int:
+    return len(ids[0])
+
+
+def _weighted(ids) -> bool:
+    return ids[2] is not None
+
+
+def _degrees(ids, n: int):
+    return graph.out_degrees(ids[0], n)
+
+
+def _int_ids(nodes) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_integer(nodes.type)
+
+
+def _vocab_size(vocab) -> tuple[int, int]:
+    return len(vocab), vocab.total
+
+
+# Node ids the manifest lists of the nodes without any edge (the count is always there).
+LISTED = 20
+
+
+def _graph_info(csr, nodes) -> dict:
+    """Nodes, directed edges, and the nodes without edges (isolated) or without out-edges
+    (dead ends: walks stop there), for the manifest."""
+    out = np.diff(csr.offsets)
+    into = np.bincount(csr.neighbors, minlength=len(out))
+    isolated = np.flatnonzero((out == 0) & (into == 0))
+    return {"nodes": int(len(out)), "edges": int(len(csr.neighbors)), "weighted": csr.weights is not None,
+            "isolated_nodes": int(len(isolated)), "dead_ends": int(((out == 0) & (into > 0)).sum()),
+            "isolated_examples": nodes.take(isolated[:LISTED]).to_pylist()}
+
+
+def walk_corpus(client: Client, cfg: JobConfig, blocks: list[Block], tag: str, shards: int) -> WalkCorpus:
+    g, opts = cfg.graph, cfg.storage_options
+    workers = client_workers(client)
+    places = block_workers([b.length for b in blocks], len(workers) or 1, workers, cfg.blocksize)
+    where = [{"workers": [w], "allow_other_workers": True} if w else {} for w in places]
+    edges = [client.submit(graph.read_edges, b, opts, g.src_column, g.dst_column, g.weight_column,
+                           key=f"edges-{tag}-{i}", **where[i]) for i, b in enumerate(blocks)]
+    nodes = tree_reduce(client, graph.merge_nodes,
+                        [client.submit(graph.block_nodes, e, key=f"nodes-{e.key}") for e in edges],
+                        key=f"node-table-{tag}")
+    ids = [client.submit(graph.edge_ids, e, nodes, g.directed, key=f"ids-{e.key}") for e in edges]
+    with progress.stage("reading edges", len(blocks), unit=" blocks") as bar:
+        bar.follow(ids)
+        n_nodes = client.submit(len, nodes, key=f"n-nodes-{tag}").result()
+        n_edges = sum(client.gather([client.submit(_edge_count, i, key=f"ne-{i.key}") for i in ids]))
+    del edges
+    weighted = any(client.gather([client.submit(_weighted, x, key=f"w-{x.key}") for x in ids]))
+    need = graph.csr_bytes(n_nodes, n_edges, weighted)
+    limits = [v for v in memory_limits(client).values() if v]
+    if limits and need > ADJACENCY_SHARE * min(limits):
+        raise ConfigError(f"the graph's adjacency ({n_nodes} nodes, {n_edges} directed edges) needs "
+                          f"{need / 2**30:.2f} GiB on every worker, more than {ADJACENCY_SHARE:.0%} of a worker's "
+                          f"memory limit ({min(limits) / 2**30:.2f} GiB); give the workers more memory")
+    log.info("graph: %d nodes, %d directed edges; the adjacency takes %.1f MB per worker", n_nodes, n_edges,
+             need / 1e6, extra={"stage": "graph", "nodes": n_nodes, "edges": n_edges, "adjacency_bytes": need})
+    degrees = tree_reduce(client, add, [client.submit(_degrees, i, n_nodes, key=f"deg-{i.key}") for i in ids],
+                          key=f"degrees-{tag}")
+    csr = client.submit(graph.build_csr, ids, n_nodes, degrees, key=f"csr-{tag}")
+    del ids
+    info = client.submit(_graph_info, csr, nodes, key=f"graph-summary-{tag}")
+
+    # Walk blocks, dealt like corpus blocks: each near the shard it will feed.
+    ranges = walk_blocks(n_nodes, g.walks_per_node, g.walk_length)
+    places = block_workers([hi - lo for lo, hi in ranges], shards, workers, 1)
+    seed = cfg.train.seed
+    walks = [client.submit(make_walks, csr, lo, hi, g, seed, key=f"walks-{tag}-{i}",
+                           **({"workers": [w], "allow_other_workers": True} if w else {}))
+             for i, ((lo, hi), w) in enumerate(zip(ranges, places))]
+    counts = tree_reduce(client, add, [client.submit(node_counts, w, n_nodes, key=f"count-{w.key}") for w in walks],
+                         key=f"node-counts-{tag}")
+    tokens = [client.submit(walk_lengths, w, key=f"n-{w.key}") for w in walks]
+    sentences = sum(r[1] - r[0] for r in ranges)
+    vocab = client.submit(node_vocab, nodes, counts, sentences, cfg.train.min_count, cfg.train.max_vocab,
+                          key=f"vocab-{tag}")
+    lookup = client.submit(node_lookup, nodes, vocab, key=f"lookup-{tag}")
+    with progress.stage("walking", len(walks), unit=" blocks") as bar:
+        bar.follow(walks)
+        block_tokens = client.gather(tokens)
+        graph_info = info.result()
+    if cfg.save_walks:
+        parts = [client.submit(write_walks, storage.join(cfg.save_walks, f"part-{i:05d}.txt"), w, nodes, opts,
+                               key=f"save-{w.key}") for i, w in enumerate(walks)]
+        client.gather(parts)
+        log.info("walks written to %s (%d parts)", storage.scrub(cfg.save_walks, opts), len(parts))
+    vocab_size, vocab_tokens = client.submit(_vocab_size, vocab, key=f"vocab-size-{tag}").result()
+    summary = {"vocab_size": vocab_size, "vocab_tokens": vocab_tokens, "raw_tokens": sum(block_tokens),
+               "sentences": sentences, "distinct_words": n_nodes}
+    int_ids = client.submit(_int_ids, nodes, key=f"node-type-{tag}").result()
+    return WalkCorpus(vocab, summary, walks, block_tokens, lookup, {**graph_info, "walks": sentences}, int_ids)
