@@ -288,9 +288,16 @@ def _print_plan(plan: dict) -> None:
     print("dry run: nothing trained, nothing written")
     print(f"corpus: {c['files']} file(s), {c['bytes'] / 1e6:,.1f} MB in {c['blocks']} block(s)")
     exact = s["fraction"] >= 1
-    print(f"{'counted' if exact else 'estimated from'} {s['blocks']} block(s) ({s['fraction']:.0%} of the corpus): "
-          f"{'' if exact else 'about '}{s['tokens']:,} tokens, vocabulary {'' if exact else 'about '}"
-          f"{s['vocab_size']:,} words")
+    g = plan.get("graph")
+    if g:
+        print(f"graph: {g['nodes']:,} nodes, {g['edges']:,} directed edges{' (weighted)' if g['weighted'] else ''}; "
+              f"its adjacency takes {g['adjacency_bytes'] / 1e6:,.1f} MB on every worker")
+        print(f"walks: {g['walks']:,} of up to {g['walk_length']} nodes = up to {s['tokens']:,} tokens; "
+              f"vocabulary up to {s['vocab_size']:,} nodes")
+    else:
+        print(f"{'counted' if exact else 'estimated from'} {s['blocks']} block(s) ({s['fraction']:.0%} of the corpus): "
+              f"{'' if exact else 'about '}{s['tokens']:,} tokens, vocabulary {'' if exact else 'about '}"
+              f"{s['vocab_size']:,} words")
     print(f"model: {s['vocab_size']:,} words x dim {plan['dim']} x 2 (input, output) float32 = "
           f"{plan['model_bytes'] / 1e6:,.1f} MB; {plan['models']} model(s), one per worker")
     print(f"rounds: {plan['rounds_per_epoch']} per epoch x {plan['epochs']} epoch(s); each averages the "
@@ -301,7 +308,8 @@ def _print_plan(plan: dict) -> None:
         verdict = ("no memory limit" if not limit else
                    f"of {limit / 1e9:,.1f} GB: {'fits' if PEAK * need <= limit else 'DOES NOT FIT'}")
         print(f"  {w['address']}: shards {', '.join(map(str, w['shards'])) or 'none'}; about {need / 1e6:,.1f} MB "
-              f"for its model and shards, up to {PEAK * need / 1e6:,.1f} MB at peaks, {verdict}")
+              f"for its model{', the adjacency' if g else ''} and shards, up to {PEAK * need / 1e6:,.1f} MB at peaks, "
+              f"{verdict}")
 
 
 def _log_dashboard(client) -> None:

@@ -209,14 +209,27 @@ def dry_run(cfg: JobConfig, client, resume: str | None = None, init_from: str | 
     workers, limits = cluster.workers(client), cluster.memory_limits(client)
     n_shards = t.shards or sum(cluster.threads(client).values())
     n_models = max(1, min(len(workers), n_shards))
-    weights, picks = _block_weights(blocks, files), sample_blocks(len(blocks))
-    fraction = sum(weights[i] for i in picks) / max(sum(weights), 1)
-    estimate = cluster.sample_vocab(client, cfg, blocks, picks, fraction, f"dry-{new_run_id()}")
+    graph_plan, adjacency = None, 0
+    if cfg.edges:  # the edges are read whole: the node table and edge count are exact
+        read = cluster.read_graph(client, cfg, blocks, f"dry-{new_run_id()}")
+        g = cfg.graph
+        # Every node starts walks_per_node walks of at most walk_length nodes (dead ends stop early).
+        estimate = {"tokens": read.n_nodes * g.walks_per_node * g.walk_length, "vocab_size": read.n_nodes}
+        picks, fraction, adjacency = list(range(len(blocks))), 1.0, read.adjacency_bytes
+        graph_plan = {"nodes": read.n_nodes, "edges": read.n_edges, "weighted": read.weighted,
+                      "adjacency_bytes": adjacency, "walks": read.n_nodes * g.walks_per_node,
+                      "walk_length": g.walk_length}
+    else:
+        weights, picks = _block_weights(blocks, files), sample_blocks(len(blocks))
+        fraction = sum(weights[i] for i in picks) / max(sum(weights), 1)
+        estimate = cluster.sample_vocab(client, cfg, blocks, picks, fraction, f"dry-{new_run_id()}")
     model_bytes = 2 * estimate["vocab_size"] * t.dim * 4  # input and output vectors, float32
     shards = {w: [s for s in range(n_shards) if s % len(workers) == i] for i, w in enumerate(workers)}
-    # Shards hold every token as an int32 id; a worker holds one model and its shards.
-    need = {w: model_bytes + 4 * estimate["tokens"] * len(mine) // n_shards for w, mine in shards.items()}
+    # Shards hold every token as an int32 id; a worker holds one model and its shards (and, for a
+    # graph, the whole adjacency: walks go anywhere).
+    need = {w: model_bytes + adjacency + 4 * estimate["tokens"] * len(mine) // n_shards for w, mine in shards.items()}
     return {"corpus": {"files": len(files), "bytes": sum(s for _, s in files), "blocks": len(blocks)},
+            "graph": graph_plan,
             "sample": {"blocks": len(picks), "fraction": fraction, **estimate},
             "shards": n_shards, "models": n_models, "dim": t.dim, "model_bytes": model_bytes,
             "workers": [{"address": w, "shards": shards[w], "bytes": need[w], "memory_limit": limits.get(w, 0)}
@@ -393,9 +406,14 @@ def train(cfg: JobConfig, client, resume: str | None = None, init_from: str | No
         raise DataError(f"the corpus has no rows: {_some(files, cfg.storage_options)} "
                         f"{'has' if len(files) == 1 else 'have'} no Parquet row groups; "
                         "check that --corpus names the right files")
+    cluster.setup_workers(client)
+    read = None
+    if cfg.edges:  # read before a run is claimed: a graph the workers cannot hold leaves nothing under out
+        read = cluster.read_graph(client, cfg, blocks, f"graph-{new_run_id()}")
+        cluster.check_adjacency(read, cluster.memory_limits(client))
     run = _open_run(cfg, fingerprint, resume, init_from)
     try:
-        return _job(cfg, client, run, files, blocks, fingerprint, t_start)
+        return _job(cfg, client, run, files, blocks, fingerprint, t_start, read)
     except KeyboardInterrupt:
         opts = cfg.storage_options
         saved = checkpoint.latest(run.url, opts)
@@ -405,11 +423,11 @@ def train(cfg: JobConfig, client, resume: str | None = None, init_from: str | No
                           f"nsdist train --resume {url}") from None
 
 
-def _job(cfg: JobConfig, client, run: _Run, files: list, blocks: list, fingerprint: str, t_start: float
-         ) -> TrainResult:
-    """The job, top to bottom: count, encode, train, publish."""
+def _job(cfg: JobConfig, client, run: _Run, files: list, blocks: list, fingerprint: str, t_start: float,
+         graph_read=None) -> TrainResult:
+    """The job, top to bottom: count (a graph: walk), encode, train, publish. ``graph_read``: a
+    graph job's edges, read on the workers (cluster.read_graph)."""
     t, opts = cfg.train, cfg.storage_options
-    cluster.setup_workers(client)
     log.info("run %s: corpus %d file(s), %d block(s), %.1f MB", run.id, len(files), len(blocks),
              sum(s for _, s in files) / 1e6, extra={"run_id": run.id, "files": len(files), "blocks": len(blocks),
                                                     "bytes": sum(s for _, s in files)})
@@ -421,7 +439,7 @@ def _job(cfg: JobConfig, client, run: _Run, files: list, blocks: list, fingerpri
     # -- count: every block read once, counted, merged in a tree; the vocabulary
     t0 = time.perf_counter()
     if cfg.edges:  # a graph: the corpus is random walks over it, generated on the workers
-        walked = cluster.walk_corpus(client, cfg, blocks, run.id, n_shards)
+        walked = cluster.walk_corpus(client, cfg, graph_read, run.id, n_shards)
         vocab, summary, scanned, block_tokens = walked.vocab, walked.summary, walked.walks, walked.block_tokens
         lookup, kind, graph_info = walked.lookup, "int64" if walked.int_ids else "string", walked.graph
     else:

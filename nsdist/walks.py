@@ -130,6 +130,6 @@ def write_walks(url: str, walks: Walks, nodes: pa.Array, storage_options) -> dic
     """One part of ``--save-walks``: the walks as text, one per line, node ids separated by spaces."""
     tokens = pc.take(node_words(nodes), pa.array(walks.ids))
     lines = pa.LargeListArray.from_arrays(pa.array(walks.offsets, pa.int64()), tokens)
-    text = pc.binary_join(lines, " ")
+    text = pc.binary_join(lines, pa.scalar(" ", pa.large_string()))
     data = ("\n".join(text.to_pylist()) + "\n").encode() if len(text) else b""
     return write_file(url, data, storage_options)

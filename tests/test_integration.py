@@ -115,3 +115,23 @@ def test_s3_corpus_to_s3_model_on_a_process_cluster(s3_env, process_cluster, cli
     word = retrained.vocab[5]
     neighbours = cli("neighbors", out, word, "--topn", "3")
     assert neighbours.returncode == 0 and len(neighbours.stdout.splitlines()) == 3
+
+
+def test_s3_edge_list_to_s3_node_vectors_on_a_process_cluster(s3_env, process_cluster, client, tmp_path):
+    """An edge list on S3 becomes published node vectors in one job on a scheduler + workers
+    cluster; the same job on a LocalCluster from a local copy gives the same vectors."""
+    from nsdist.synth_graph import generate_graph
+
+    s3 = s3_env
+    planted = generate_graph(str(tmp_path / "graph"), nodes=1000, seed=2)
+    edges = upload(s3, planted.train, "graph/edges.parquet")
+    out = s3.url("models", "nodes")
+    graph_sets = ["directed=false", "walk_length=20", "min_count=1", "sample=0", "epochs=1"]
+    job = cli("train", "--scheduler", process_cluster, "--edges", edges, "--out", out, *sets(*graph_sets))
+    assert job.returncode == 0, job.stderr[-3000:]
+    published = nsdist.load(out)
+    assert published.manifest["graph"]["nodes"] == 1000 and published.manifest["word_type"] == "int64"
+    cfg = load_config(None, dict(kv.split("=") for kv in [*SETS, *graph_sets]), environ={},
+                      edges=(planted.train,), out=str(tmp_path / "local"))
+    local = nsdist.load(train(cfg, client).run_url)
+    assert published.vocab == local.vocab and np.array_equal(published.vectors, local.vectors)

@@ -78,7 +78,22 @@ def _graph_info(csr, nodes) -> dict:
             "isolated_examples": nodes.take(isolated[:LISTED]).to_pylist()}
 
 
-def walk_corpus(client: Client, cfg: JobConfig, blocks: list[Block], tag: str, shards: int) -> WalkCorpus:
+@dataclass
+class GraphRead:
+    """A graph job's edges on the workers, mapped to node indices: the node table and one (src,
+    dst, weight) future per block, and their sizes."""
+
+    nodes: object  # future of the sorted node table
+    ids: list  # futures of (src, dst, weight) per block
+    n_nodes: int
+    n_edges: int  # directed edges (an undirected edge counts twice), duplicates included
+    weighted: bool
+    adjacency_bytes: int
+
+
+def read_graph(client: Client, cfg: JobConfig, blocks: list[Block], tag: str) -> GraphRead:
+    """Read the edge blocks on the workers (each near where a later stage needs it), merge their
+    node ids into one sorted table, map the edges to node indices; the sizes come back."""
     g, opts = cfg.graph, cfg.storage_options
     workers = client_workers(client)
     places = block_workers([b.length for b in blocks], len(workers) or 1, workers, cfg.blocksize)
@@ -93,19 +108,33 @@ def walk_corpus(client: Client, cfg: JobConfig, blocks: list[Block], tag: str, s
         bar.follow(ids)
         n_nodes = client.submit(len, nodes, key=f"n-nodes-{tag}").result()
         n_edges = sum(client.gather([client.submit(_edge_count, i, key=f"ne-{i.key}") for i in ids]))
-    del edges
-    weighted = any(client.gather([client.submit(_weighted, x, key=f"w-{x.key}") for x in ids]))
-    need = graph.csr_bytes(n_nodes, n_edges, weighted)
-    limits = [v for v in memory_limits(client).values() if v]
-    if limits and need > ADJACENCY_SHARE * min(limits):
-        raise ConfigError(f"the graph's adjacency ({n_nodes} nodes, {n_edges} directed edges) needs "
-                          f"{need / 2**30:.2f} GiB on every worker, more than {ADJACENCY_SHARE:.0%} of a worker's "
-                          f"memory limit ({min(limits) / 2**30:.2f} GiB); give the workers more memory")
-    log.info("graph: %d nodes, %d directed edges; the adjacency takes %.1f MB per worker", n_nodes, n_edges,
-             need / 1e6, extra={"stage": "graph", "nodes": n_nodes, "edges": n_edges, "adjacency_bytes": need})
+        weighted = any(client.gather([client.submit(_weighted, x, key=f"w-{x.key}") for x in ids]))
+    return GraphRead(nodes, ids, n_nodes, n_edges, weighted, graph.csr_bytes(n_nodes, n_edges, weighted))
+
+
+def check_adjacency(read: GraphRead, limits: dict[str, int]) -> None:
+    """ConfigError when the adjacency would take more than ADJACENCY_SHARE of a worker's memory
+    limit (every worker that generates walks holds all of it)."""
+    known = [v for v in limits.values() if v]
+    if known and read.adjacency_bytes > ADJACENCY_SHARE * min(known):
+        raise ConfigError(f"the graph's adjacency ({read.n_nodes} nodes, {read.n_edges} directed edges) needs "
+                          f"{read.adjacency_bytes / 1e6:,.1f} MB on every worker, more than {ADJACENCY_SHARE:.0%} "
+                          f"of a worker's memory limit ({min(known) / 1e6:,.1f} MB); give the workers more memory")
+
+
+def walk_corpus(client: Client, cfg: JobConfig, read: GraphRead, tag: str, shards: int) -> WalkCorpus:
+    """The walks of a graph that ``read_graph`` read, as a corpus: adjacency, walks, counts,
+    vocabulary, and the node -> vocabulary id lookup for the encoding."""
+    g, opts = cfg.graph, cfg.storage_options
+    workers = client_workers(client)
+    nodes, ids, n_nodes = read.nodes, read.ids, read.n_nodes
+    log.info("graph: %d nodes, %d directed edges; the adjacency takes %.1f MB per worker", n_nodes, read.n_edges,
+             read.adjacency_bytes / 1e6, extra={"stage": "graph", "nodes": n_nodes, "edges": read.n_edges,
+                                                "adjacency_bytes": read.adjacency_bytes})
     degrees = tree_reduce(client, add, [client.submit(_degrees, i, n_nodes, key=f"deg-{i.key}") for i in ids],
                           key=f"degrees-{tag}")
     csr = client.submit(graph.build_csr, ids, n_nodes, degrees, key=f"csr-{tag}")
+    read.ids = []  # the parts are freed once the adjacency is built
     del ids
     info = client.submit(_graph_info, csr, nodes, key=f"graph-summary-{tag}")
 
