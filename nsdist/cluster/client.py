@@ -135,8 +135,10 @@ def close(client: Client, cluster: LocalCluster | None, quiet: bool = True) -> N
 
 
 def _silence() -> None:
+    # Above CRITICAL: a scheduler that loses its client mid-send (a job stopped by SIGTERM) logs
+    # "Closed comm ... while trying to write" at CRITICAL, with a traceback.
     for name in DASK_LOGGERS:
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
 
 
 @contextlib.contextmanager
