@@ -521,6 +521,12 @@ def _print_info(info: dict) -> None:
     if info["published"]:
         print(f"run {info['run_id']}, published {info.get('created') or '?'}: {info['url']}")
         _print_corpus(info["corpus"])
+        if info.get("graph"):
+            g = info["graph"]
+            examples = f" (e.g. {', '.join(map(str, g['isolated_examples'][:5]))})" if g.get("isolated_examples") else ""
+            print(f"graph: {g['nodes']:,} nodes, {g['edges']:,} directed edges{', weighted' if g['weighted'] else ''}, "
+                  f"{g['walks']:,} walks; {g['isolated_nodes']:,} node(s) without edges{examples}, "
+                  f"{g['dead_ends']:,} dead end(s)")
     else:
         where = f"checkpoint after epoch {info['checkpoint_epoch']}" if info["checkpoint_epoch"] else "no checkpoint"
         print(f"run {info['run_id']}, unpublished ({where}): {info['url']}")

@@ -149,8 +149,9 @@ def summary(manifest: dict, url: str | None = None) -> dict:
     dict
         ``run_id``, ``url``, ``published`` (True), ``created``, ``config`` (as saved: redacted),
         ``corpus`` (statistics; ``files`` is the number of corpus files), ``epochs``
-        (``epoch_rows``), ``timings``, ``parent`` (a warm start's record), ``files`` ([{name,
-        size}]) and ``versions``.
+        (``epoch_rows``), ``timings``, ``parent`` (a warm start's record), ``graph`` (a graph
+        job's nodes, edges and nodes without edges; None otherwise), ``files`` ([{name, size}])
+        and ``versions``.
     """
     corpus = dict(manifest.get("corpus") or {})
     corpus["files"] = len(corpus.get("files") or [])
@@ -161,7 +162,7 @@ def summary(manifest: dict, url: str | None = None) -> dict:
     files = [{"name": name, "size": meta.get("size")} for name, meta in (manifest.get("files") or {}).items()]
     return {"run_id": manifest.get("run_id"), "url": url, "published": True, "created": manifest.get("created"),
             "config": manifest.get("config") or {}, "corpus": corpus, "epochs": epoch_rows(manifest),
-            "timings": timings, "parent": manifest.get("parent"), "files": files,
+            "timings": timings, "parent": manifest.get("parent"), "graph": manifest.get("graph"), "files": files,
             "versions": manifest.get("versions") or {}}
 
 

@@ -117,6 +117,9 @@ def test_text_edges_string_ids_directed_weighted_with_saved_walks(client, tmp_pa
     assert m["graph"] == {"nodes": 6, "edges": 6, "weighted": True, "isolated_nodes": 1, "dead_ends": 0,
                           "isolated_examples": ["lonely"], "walks": 18}
     assert m["word_type"] == "string" and m["config"]["graph"]["directed"] is True
+    info = subprocess.run(nsdist_cmd("info", str(tmp_path / "out")), capture_output=True, text=True, timeout=120)
+    assert ("graph: 6 nodes, 6 directed edges, weighted, 18 walks; 1 node(s) without edges (e.g. lonely), "
+            "0 dead end(s)") in info.stdout, info.stdout + info.stderr
     emb = result.load()
     assert sorted(emb.index_to_key) == ["alice", "bob", "carol", "dave", "erin", "lonely"]
     walks = [line.split() for f in sorted(glob.glob(os.path.join(walks_url, "part-*.txt")))
@@ -246,3 +249,25 @@ def test_dry_run_states_the_graph_and_the_adjacency_per_worker(planted, tmp_path
     assert "walks: 20,000 of up to 40 nodes = up to 800,000 tokens" in r.stdout
     assert r.stdout.count("for its model, the adjacency and shards") == 2 and "fits" in r.stdout
     assert not out.exists() or not os.listdir(out)
+
+
+def test_karate_club_factions(client, tmp_path):
+    """Zachary's karate club (networkx): the two factions the club split into. Measured over
+    training seeds 1-5: Micro-F1 0.939-0.961 (train ratio 0.5, 10 splits); each member's nearest
+    member is of its own faction for 33 of 34."""
+    import networkx as nx
+
+    g = nx.karate_club_graph()
+    path = tmp_path / "karate.txt"
+    path.write_text("".join(f"{a} {b}\n" for a, b in g.edges()))
+    emb = _train(client, tmp_path / "out", [str(path)], {"walks_per_node": 20, "walk_length": 20},
+                 {"dim": 16, "epochs": 3}).load()
+    faction = {str(n): g.nodes[n]["club"] for n in g.nodes}
+    scores = node_classification(emb.index_to_key, emb.vectors, list(faction.items()), train_ratios=(0.5,), splits=10)
+    assert scores["ratios"][0]["micro_f1"] > 0.85, scores
+    unit = emb.vectors / np.linalg.norm(emb.vectors, axis=1, keepdims=True)
+    sim = unit @ unit.T
+    np.fill_diagonal(sim, -2)
+    nearest = [faction[emb.index_to_key[int(j)]] for j in sim.argmax(axis=1)]
+    agree = np.mean([faction[w] == f for w, f in zip(emb.index_to_key, nearest)])
+    assert agree >= 0.9, agree
