@@ -293,7 +293,7 @@ class JobConfig:
     def to_dict(self, redact: bool = True) -> dict:
         """Plain dict for manifests; storage options are redacted (they may hold credentials)."""
         d = dataclasses.asdict(self)
-        d["corpus"] = list(self.corpus)
+        d["corpus"], d["edges"] = list(self.corpus), list(self.edges)
         d["storage_options"] = {k: "***" if redact else v for k, v in self.storage_options.items()}
         return d
 
