@@ -22,7 +22,8 @@ def train(corpus: str | os.PathLike | list | tuple | None, out: str | os.PathLik
     ----------
     corpus : str, path or list of them
         Corpus URLs: files, globs or directories (text, ``.gz``/``.bz2``/``.zst``, ``.parquet``),
-        local or ``s3://``. None with ``resume`` (the run's own corpus is used).
+        local or ``s3://``. None with ``resume`` (the run's own corpus is used), and for a graph
+        job, whose edge lists are ``edges=[...]`` (node vectors from random walks over them).
     out : str or path
         Output URL: a local directory or ``s3://bucket/prefix``. None with ``resume``.
     client : distributed.Client, optional
@@ -64,6 +65,8 @@ def train(corpus: str | os.PathLike | list | tuple | None, out: str | os.PathLik
     >>> import nsdist
     >>> result = nsdist.train("corpus.txt", "runs/demo", dim=100, epochs=5)  # doctest: +SKIP
     >>> result.metrics["epochs"][-1]["loss"], result.load().most_similar("king", topn=3)  # doctest: +SKIP
+    >>> nodes = nsdist.train(None, "runs/nodes", edges=["s3://bucket/graph/edges.parquet"], directed=False,
+    ...                      q=0.5, dim=128, window=10, min_count=1, sample=0)  # doctest: +SKIP
     """
     from .cluster import session
     from .pipeline import check_inputs, resume_config
