@@ -29,6 +29,8 @@ MERGES = ("mean", "weighted", "touched")
 KERNELS = ("batch", "pair")
 _TLS_KEYS = ("tls_ca_file", "tls_cert", "tls_key")
 TOPK_MAX = 2**15 - 1  # the top-k table's rank is an int16
+# The largest window whose context words share one draw of negatives by default (share_negatives).
+SHARED_WINDOW = 10
 
 
 @dataclass(frozen=True)
@@ -57,20 +59,23 @@ class TrainConfig:
     alpha_scale: float | None = None  # uniform local rate multiplier; None: model count, capped
     rate_pivot: float | None = 5000.0  # per-row local rates (merge.shard_rates); None: uniform
     kernel: str = "batch"  # "batch": negatives shared per window (HogBatch); "pair": classic
-    # Context words that share one draw of negatives in the batch kernel. None: a whole window
-    # (HogBatch, for text); with window 0 (whole sessions), 1: on planted sessions that matched the
-    # pair kernel's HR@10 (0.184) 13% faster, where 16 lost 0.02 and 0 diverged (docs/recommendations.md).
+    # Context words that share one draw of negatives in the batch kernel. None: a whole window up
+    # to SHARED_WINDOW (HogBatch, for text: its speed, the same quality), else 1: on MovieLens
+    # sessions, window 50 reached HR@10 0.146 with 1 and 0.118 sharing the window; with window 0,
+    # 0 diverged (docs/recommendations.md).
     share_negatives: int | None = None
 
     def share(self) -> int:
         """share_negatives as the kernel takes it (0: a whole window).
 
-        >>> TrainConfig().share(), TrainConfig(window=0).share(), TrainConfig(window=0, share_negatives=8).share()
-        (0, 1, 8)
+        >>> TrainConfig().share(), TrainConfig(window=0).share(), TrainConfig(window=50).share()
+        (0, 1, 1)
+        >>> TrainConfig(window=0, share_negatives=8).share()
+        8
         """
         if self.share_negatives is not None:
             return self.share_negatives
-        return 0 if self.window > 0 else 1
+        return 0 if 0 < self.window <= SHARED_WINDOW else 1
     # Sessions with shown-but-not-clicked items (JobConfig.negatives_column): how many of them
     # each center trains against as label-0 targets, and the weight of their gradient.
     explicit_negatives: int = 5
@@ -347,7 +352,7 @@ HELP = {
                         "0.2 / alpha) to 1, halfway at this many occurrences kept per epoch; unset: M for every row",
     "train.kernel": "batch: negatives shared per context window (HogBatch); pair: word2vec's per-pair updates",
     "train.share_negatives": "batch kernel: context words that share one draw of negatives; 0: a whole window; "
-                             "unset: a whole window, or 1 with window 0 (sessions)",
+                             "unset: a whole window up to window 10 (text), else 1 (sessions, long windows)",
     "train.explicit_negatives": "with negatives_column: shown-but-not-clicked items each center trains against "
                                 "(all if fewer), beside the sampled ones",
     "train.explicit_weight": "with negatives_column: the weight of those items' gradient",
