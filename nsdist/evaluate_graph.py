@@ -74,8 +74,8 @@ def parse_labels(lines: Iterable[str | bytes], name: str = "labels") -> list[tup
     """Parse ``node<TAB>label`` lines (or ``node label``) into ``(node, label)`` pairs.
 
     A node on several lines has several labels (multi-label data).  Blank
-    lines and lines starting with ``#`` are skipped; repeated pairs are kept
-    once.
+    lines and lines starting with ``#`` or ``%`` are skipped; repeated pairs
+    are kept once.
 
     Raises
     ------
@@ -92,22 +92,30 @@ def parse_labels(lines: Iterable[str | bytes], name: str = "labels") -> list[tup
     ValueError: labels.tsv:1: expected 'node<TAB>label' (2 fields), got 3 fields: '7\\ta\\tb'
     """
     pairs: dict[tuple[str, str], None] = {}
-    for line_no, line in _text_lines(lines):
-        text = line.strip()
-        if not text or text.startswith("#"):
-            continue
-        parts = _fields(text)
-        if len(parts) != 2 or not all(parts):
-            raise ValueError(f"{name}:{line_no}: expected 'node<TAB>label' (2 fields), got {len(parts)} fields: "
-                             f"{text[:80]!r}")
-        pairs[(parts[0], parts[1])] = None
+    for node, label in _records(lines, name, "'node<TAB>label' (2 fields)", _fields, (2,)):
+        pairs[(node, label)] = None
     return list(pairs)
 
 
-def parse_edges(lines: Iterable[str | bytes], name: str = "edges") -> pa.Table:
-    """Parse ``src dst`` lines (whitespace-separated) into a table of string columns ``src``, ``dst``.
+def _records(lines, name: str, expected: str, split, sizes: tuple[int, ...]):
+    """The first two fields of each line that is not blank or a comment (``#``, ``%``); a line
+    whose field count is not in ``sizes`` raises ValueError ``name:line: expected ...``."""
+    for line_no, line in _text_lines(lines):
+        text = line.strip()
+        if not text or text.startswith(("#", "%")):
+            continue
+        parts = split(text)
+        if len(parts) not in sizes or not all(parts):
+            raise ValueError(f"{name}:{line_no}: expected {expected}, got {len(parts)} fields: {text[:80]!r}")
+        yield parts[0], parts[1]
 
-    Blank lines and lines starting with ``#`` (SNAP's headers) are skipped.
+
+def parse_edges(lines: Iterable[str | bytes], name: str = "edges") -> pa.Table:
+    """Parse ``src dst [weight]`` lines (whitespace-separated, as training reads them) into a
+    table of string columns ``src``, ``dst``.
+
+    Blank lines and lines starting with ``#`` or ``%`` (SNAP's and Matrix Market's headers) are
+    skipped.
 
     Raises
     ------
@@ -118,23 +126,16 @@ def parse_edges(lines: Iterable[str | bytes], name: str = "edges") -> pa.Table:
     --------
     >>> parse_edges(["# FromNodeId ToNodeId", "1 2", "2\\t4294967297"]).to_pydict()
     {'src': ['1', '2'], 'dst': ['2', '4294967297']}
-    >>> parse_edges(["1 2 0.5"], "e.txt")
+    >>> parse_edges(["1 2 0.5", "% a comment"]).to_pydict()  # a weight is allowed, and not read
+    {'src': ['1'], 'dst': ['2']}
+    >>> parse_edges(["1 2 0.5 x"], "e.txt")
     Traceback (most recent call last):
     ...
-    ValueError: e.txt:1: expected 'src dst' (2 fields; weights are not read), got 3 fields: '1 2 0.5'
+    ValueError: e.txt:1: expected 'src dst [weight]' (2 or 3 fields; weights are not read), got 4 fields: '1 2 0.5 x'
     """
-    src: list[str] = []
-    dst: list[str] = []
-    for line_no, line in _text_lines(lines):
-        text = line.strip()
-        if not text or text.startswith("#"):
-            continue
-        parts = text.split()
-        if len(parts) != 2:
-            raise ValueError(f"{name}:{line_no}: expected 'src dst' (2 fields; weights are not read), "
-                             f"got {len(parts)} fields: {text[:80]!r}")
-        src.append(parts[0])
-        dst.append(parts[1])
+    pairs = list(_records(lines, name, "'src dst [weight]' (2 or 3 fields; weights are not read)", str.split,
+                          (2, 3)))
+    src, dst = [a for a, _ in pairs], [b for _, b in pairs]
     return pa.table({"src": pa.array(src, pa.string()), "dst": pa.array(dst, pa.string())})
 
 

@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 from . import storage
 from .corpus import Block, _parquet_file, read_tokens
 from .errors import ConfigError, DataError
+from .noise import _vose
 
 MAX_NODES = 2**31 - 1  # node indices are int32 in the CSR and the walks
 
@@ -401,8 +402,8 @@ def _sort_merge(offsets, neighbors, weights, merged):  # pragma: no cover - comp
 
 @numba.njit(cache=True, nogil=True)
 def _alias_rows(offsets, weights, prob, alias, totals):  # pragma: no cover - compiled
-    """Vose's alias table of each row's weights (noise._vose per row; alias: position in row),
-    and the rows' total weights."""
+    """Vose's alias table of each row's weights (noise._vose on the row's slice, so an alias is
+    a position in the row), and the rows' total weights."""
     longest = 0
     for v in range(len(offsets) - 1):
         longest = max(longest, offsets[v + 1] - offsets[v])
@@ -414,31 +415,10 @@ def _alias_rows(offsets, weights, prob, alias, totals):  # pragma: no cover - co
         for i in range(d):
             total += weights[a + i]
         totals[v] = total
-        ns = nl = 0
         for i in range(d):
             scaled[i] = weights[a + i] * d / total
             alias[a + i] = i
-            if scaled[i] < 1.0:
-                small[ns] = i
-                ns += 1
-            else:
-                large[nl] = i
-                nl += 1
-        while ns > 0 and nl > 0:
-            ns -= 1
-            s = small[ns]
-            g = large[nl - 1]
-            prob[a + s] = scaled[s]
-            alias[a + s] = g
-            scaled[g] = (scaled[g] + scaled[s]) - 1.0
-            if scaled[g] < 1.0:
-                nl -= 1
-                small[ns] = g
-                ns += 1
-        for i in range(nl):  # leftovers are 1 up to rounding
-            prob[a + large[i]] = 1.0
-        for i in range(ns):
-            prob[a + small[i]] = 1.0
+        _vose(scaled[:d], prob[a:a + d], alias[a:a + d], small, large)
 
 
 # Random numbers -------------------------------------------------------------------------------

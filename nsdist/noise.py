@@ -28,16 +28,16 @@ def noise_table(counts: np.ndarray, power: float = 0.75) -> tuple[np.ndarray, np
     scaled = weights * (weights.size / weights.sum())
     prob = np.ones(weights.size, dtype=np.float64)
     alias = np.arange(weights.size, dtype=np.int32)
-    _vose(scaled, prob, alias)
+    _vose(scaled, prob, alias, np.empty(weights.size, np.int64), np.empty(weights.size, np.int64))
     return prob.astype(np.float32), alias
 
 
 @numba.njit(cache=True, nogil=True)
-def _vose(scaled, prob, alias):  # pragma: no cover - compiled
-    # Vose's alias method: pair each under-full column with an over-full one. O(V).
+def _vose(scaled, prob, alias, small, large):  # pragma: no cover - compiled
+    # Vose's alias method: pair each under-full column with an over-full one. O(V). ``scaled``:
+    # weights scaled to mean 1 (overwritten); ``alias`` starts as 0..n-1; ``small`` and
+    # ``large``: scratch of at least n (graph.py reuses them over many rows).
     n = scaled.size
-    small = np.empty(n, np.int64)
-    large = np.empty(n, np.int64)
     ns = 0
     nl = 0
     for i in range(n):

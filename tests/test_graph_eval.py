@@ -219,8 +219,11 @@ def test_read_edges_text_and_parquet(tmp_path, write):
 
 
 def test_read_edges_errors(tmp_path, write):
-    path = write("e.txt", "1 2\n3 4 0.5\n")
-    with pytest.raises(DataError, match=rf"^{path}:2: expected 'src dst' \(2 fields; weights are not read\)"):
+    # Training's text format: a third field (a weight) is allowed and not read; a fourth is not.
+    assert eg.read_edges(write("w.txt", "1 2\n3 4 0.5\n")).to_pydict() == {"src": ["1", "3"], "dst": ["2", "4"]}
+    path = write("e.txt", "1 2\n3 4 0.5 7\n")
+    with pytest.raises(DataError, match=rf"^{path}:2: expected 'src dst \[weight\]' \(2 or 3 fields; weights are not "
+                                        r"read\), got 4 fields"):
         eg.read_edges(path)
     pq.write_table(pa.table({"a": [1], "b": [2]}), tmp_path / "cols.parquet")
     with pytest.raises(DataError, match=r"cols.parquet: no columns 'src' and 'dst' \(its columns: a, b\)"):
