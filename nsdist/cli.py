@@ -193,7 +193,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--train-ratios", default="0.1,0.5,0.9", metavar="R,R,...",
                     help="shares of the labelled nodes the classifier trains on")
     ev.add_argument("--splits", type=int, default=10, metavar="N", help="random splits per train ratio")
-    ev.add_argument("--link-edges", metavar="FILE", help="held-out edges (Parquet src/dst, or text 'src dst' "
+    ev.add_argument("--link-edges", metavar="FILE", help="held-out edges (Parquet src/dst, or text 'src dst [weight]' "
                     "lines): link prediction AUC against as many sampled non-edges")
     ev.add_argument("--train-edges", metavar="FILE", help="the training edges, never sampled as non-edges "
                     "(with --link-edges)")

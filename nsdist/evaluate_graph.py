@@ -180,7 +180,7 @@ def _parquet_edges(url: str, storage_options) -> pa.Table:
 
 def read_edges(url: str, storage_options=None) -> pa.Table:
     """Read an edge list (local or ``s3://``): Parquet with ``src`` and ``dst`` columns (integer or
-    string ids), or text with one ``src dst`` edge per line (any other name, optionally compressed).
+    string ids), or text with one ``src dst [weight]`` edge per line (any other name, optionally compressed).
 
     Returns
     -------
@@ -201,7 +201,7 @@ def read_edges(url: str, storage_options=None) -> pa.Table:
         return parse_edges(storage.lines(url, storage_options), url)
     except (ValueError, UnicodeDecodeError) as e:
         raise DataError(f"{e}; fix the file or pass another" if str(e).startswith(url)
-                        else f"{url}: {e}; expected UTF-8 'src dst' lines") from None
+                        else f"{url}: {e}; expected UTF-8 'src dst [weight]' lines") from None
 
 
 # ---------------------------------------------------------------------------
