@@ -82,7 +82,7 @@ def make_graphs(where: str, nodes: int, sections: list[str]) -> dict:
         if name in sections:
             f = generate_graph(os.path.join(where, name), nodes=nodes, seed=1, spec=spec, roles=roles)
             labels = {"community": f.labels, **({"role": f.roles} if roles else {})}
-            out[name] = {"edges": f.edges, "test": f.test_edges, "labels": labels}
+            out[name] = {"edges": f.train, "test": f.test, "labels": labels}
     if "karate" in sections:
         import networkx as nx
 
