@@ -3,7 +3,7 @@
 
 Run by hand (never by the test suite):
 
-    PYTHONPATH=.:/tmp/pecanpy-site python benchmarks/bench_graph.py            # all sections, ~30 min
+    PYTHONPATH=.:/tmp/pecanpy-site python benchmarks/bench_graph.py            # all: ~90 min on 2 busy cores
     PYTHONPATH=. python benchmarks/bench_graph.py --sections karate,sbm --seeds 1 --skip-pecanpy
 
 Graphs (written into a temp dir by nsdist.synth_graph, as ``nsdist synth --graph`` writes them):
