@@ -62,10 +62,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
-from bench_speed import CpuWatch  # noqa: E402
+from bench_speed import CpuWatch
 
-from nsdist import graph  # noqa: E402
-from nsdist.evaluate_graph import link_prediction, node_classification, read_edges, read_labels  # noqa: E402
+from nsdist import graph
+from nsdist.evaluate_graph import (
+    link_prediction,
+    node_classification,
+    read_edges,
+    read_labels,
+)
 
 RATIOS = (0.1, 0.5, 0.9)
 
@@ -259,8 +264,8 @@ class Report:
                      if (g, pp, qq, name) == (graph_, p, q, "gensim+nsdist walks")), None)
 
     def time_table(self) -> str:
-        lines = ["| graph | p, q | pipeline | runs | walks s | train s | total s (best / median) | "
-                 "x gensim+nsdist walks (total, best) | others CPU | load 1 min |",
+        lines = [("| graph | p, q | pipeline | runs | walks s | train s | total s (best / median) | "
+                  "x gensim+nsdist walks (total, best) | others CPU | load 1 min |"),
                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for (g, p, q, name), rows in self.groups():
             ref = self.reference(g, p, q)
@@ -273,13 +278,13 @@ class Report:
         return "\n".join(lines)
 
     def quality_table(self) -> str:
-        lines = ["| graph | labels | p, q | pipeline | seeds | Micro-F1 0.1 / 0.5 / 0.9 | Macro-F1 0.1 / 0.5 / 0.9 | "
-                 "Δ Micro-F1 0.5 | Δ Macro-F1 0.5 | AUC cosine | AUC Hadamard+LR |",
+        lines = [("| graph | labels | p, q | pipeline | seeds | Micro-F1 0.1 / 0.5 / 0.9 | Macro-F1 0.1 / 0.5 / 0.9 | "
+                  "Δ Micro-F1 0.5 | Δ Macro-F1 0.5 | AUC cosine | AUC Hadamard+LR |"),
                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for (g, p, q, name), rows in self.groups():
             ref = self.reference(g, p, q)
             for labels in (k for k in rows[0]["scores"] if k != "auc"):
-                def col(kind, i, rs=rows):
+                def col(kind, i, rs=rows, labels=labels):
                     return [r["scores"][labels][kind][i] for r in rs]
 
                 delta = ["-", "-"]
@@ -303,9 +308,9 @@ def run_graph(rep, client, spec, name, g, pqs, seeds, args, work):
         walkers.append(("gensim+PecanPy walks", pecanpy_walk_lists))
     for pq_ in pqs:
         for seed in seeds:
-            runs = [("nsdist", lambda: run_nsdist(client, spec, g, os.path.join(work, f"out-{name}"), seed, pq_,
-                                                  args.overrides))]
-            runs += [(label, lambda w=w: run_gensim(w, csr, names, spec, seed, pq_, args.workers))
+            runs = [("nsdist", lambda s=seed, x=pq_: run_nsdist(
+                client, spec, g, os.path.join(work, f"out-{name}"), s, x, args.overrides))]
+            runs += [(label, lambda w=w, s=seed, x=pq_: run_gensim(w, csr, names, spec, s, x, args.workers))
                      for label, w in walkers]
             for label, call in runs:
                 watch = CpuWatch()
@@ -351,9 +356,8 @@ def main(argv=None):
     with open(os.path.join(ROOT, "jobs", "graph.yaml")) as fh:
         spec = yaml.safe_load(fh)
 
-    from distributed import Client, LocalCluster
-
     import gensim
+    from distributed import Client, LocalCluster
 
     print(f"{os.cpu_count()} CPUs, load {os.getloadavg()}, gensim {gensim.__version__}, nsdist overrides "
           f"{args.overrides or 'none'}; jobs/graph.yaml: {json.dumps({k: spec[k] for k in ('graph', 'train')})}")
