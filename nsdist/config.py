@@ -60,22 +60,23 @@ class TrainConfig:
     rate_pivot: float | None = 5000.0  # per-row local rates (merge.shard_rates); None: uniform
     kernel: str = "batch"  # "batch": negatives shared per window (HogBatch); "pair": classic
     # Context words that share one draw of negatives in the batch kernel. None: a whole window up
-    # to SHARED_WINDOW (HogBatch, for text: its speed, the same quality), else 1: on MovieLens
-    # sessions, window 50 reached HR@10 0.146 with 1 and 0.118 sharing the window; with window 0,
-    # 0 diverged (docs/recommendations.md).
+    # to SHARED_WINDOW (HogBatch, for text: its speed, the same quality), else 1, and 1 for a
+    # graph's walks: on MovieLens sessions, window 50 reached HR@10 0.146 with 1 and 0.118 sharing
+    # the window; with window 0, 0 diverged (docs/recommendations.md); on a planted graph, window
+    # 10, link prediction AUC 0.725 with 1 and 0.696 sharing (benchmarks/README.md).
     share_negatives: int | None = None
 
-    def share(self) -> int:
-        """share_negatives as the kernel takes it (0: a whole window).
+    def share(self, walks: bool = False) -> int:
+        """share_negatives as the kernel takes it (0: a whole window); ``walks``: for a graph job.
 
         >>> TrainConfig().share(), TrainConfig(window=0).share(), TrainConfig(window=50).share()
         (0, 1, 1)
-        >>> TrainConfig(window=0, share_negatives=8).share()
-        8
+        >>> TrainConfig(window=0, share_negatives=8).share(), TrainConfig(window=10).share(walks=True)
+        (8, 1)
         """
         if self.share_negatives is not None:
             return self.share_negatives
-        return 0 if 0 < self.window <= SHARED_WINDOW else 1
+        return 0 if 0 < self.window <= SHARED_WINDOW and not walks else 1
     # Sessions with shown-but-not-clicked items (JobConfig.negatives_column): how many of them
     # each center trains against as label-0 targets, and the weight of their gradient.
     explicit_negatives: int = 5
@@ -352,7 +353,8 @@ HELP = {
                         "0.2 / alpha) to 1, halfway at this many occurrences kept per epoch; unset: M for every row",
     "train.kernel": "batch: negatives shared per context window (HogBatch); pair: word2vec's per-pair updates",
     "train.share_negatives": "batch kernel: context words that share one draw of negatives; 0: a whole window; "
-                             "unset: a whole window up to window 10 (text), else 1 (sessions, long windows)",
+                             "unset: a whole window up to window 10 (text), else 1 (sessions, long windows, "
+                             "graph walks)",
     "train.explicit_negatives": "with negatives_column: shown-but-not-clicked items each center trains against "
                                 "(all if fewer), beside the sampled ones",
     "train.explicit_weight": "with negatives_column: the weight of those items' gradient",

@@ -28,6 +28,8 @@ log = logging.getLogger("nsdist")
 # Of a worker's memory limit, what the adjacency may take: the worker also holds its model, its
 # shards and, while walks are generated, a few walk blocks.
 ADJACENCY_SHARE = 0.5
+# Directed walks averaging less than this share of walk_length are worth a warning (dead ends).
+SHORT_WALKS = 0.9
 
 
 @dataclass
@@ -156,6 +158,13 @@ def walk_corpus(client: Client, cfg: JobConfig, read: GraphRead, tag: str, shard
         bar.follow(walks)
         block_tokens = client.gather(tokens)
         graph_info = info.result()
+    mean = sum(block_tokens) / max(sentences, 1)
+    if g.directed and graph_info["dead_ends"] and mean < SHORT_WALKS * g.walk_length:
+        # An edge list that holds each undirected edge once, read as directed: most walks end early.
+        log.warning("%d of %d nodes have no out-edge, where directed walks stop: walks average %.1f of up to %d "
+                    "nodes; if the edge list holds each undirected edge once, set directed=false",
+                    graph_info["dead_ends"], n_nodes, mean, g.walk_length,
+                    extra={"stage": "graph", "dead_ends": graph_info["dead_ends"], "mean_walk_length": mean})
     if cfg.save_walks:
         parts = [client.submit(write_walks, storage.join(cfg.save_walks, f"part-{i:05d}.txt"), w, nodes, opts,
                                key=f"save-{w.key}") for i, w in enumerate(walks)]

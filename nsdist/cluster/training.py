@@ -139,7 +139,7 @@ class _Attempt:
         rows = sync_rows(r, run.rounds, run.rows, t.sync_rows)
         ranges = row_blocks(rows, run.blocks or merge_blocks(rows, run.rows, run.models, run.model_bytes))
         specs = {s: RoundSpec(epoch, r, run.rounds, s, a0, a1, t.window, t.negative, t.seed, t.kernel,
-                              t.share(), t.explicit_negatives, t.explicit_weight)
+                              t.share(walks=bool(self.cfg.edges)), t.explicit_negatives, t.explicit_weight)
                  for s in range(len(run.shards))}
         trained = [self.submit(models.train, run.tag, self.attempt, g, m, ranges, [run.shards[s] for s in group],
                                run.tables, [specs[s] for s in group], lay.threads[m], *self.after[m],
