@@ -103,7 +103,7 @@ def test_a_clickstream_on_s3_trains_on_the_cluster(s3, client, tmp_path):
     from nsdist.evaluate import next_item_eval, read_sessions
     from nsdist.synth_sessions import generate_sessions
 
-    local = generate_sessions(str(tmp_path / "clicks"), sessions=1500, items=800, seed=3)
+    generate_sessions(str(tmp_path / "clicks"), sessions=1500, items=800, seed=3)
     so = s3.storage_options
     for name in ("sessions.parquet", "sessions.test.parquet"):
         storage.write_bytes(s3.url("clicks", name), (tmp_path / "clicks" / name).read_bytes(), so)

@@ -20,7 +20,7 @@ from ..errors import ConfigError
 from ..plan import block_workers
 from ..walks import (add, make_walks, node_counts, node_lookup, node_vocab, walk_blocks, walk_lengths,
                      write_walks)
-from .client import memory_limits, tree_reduce
+from .client import tree_reduce
 from .client import workers as client_workers
 
 log = logging.getLogger("nsdist")
@@ -34,6 +34,9 @@ SHORT_WALKS = 0.9
 
 @dataclass
 class WalkCorpus:
+    """A graph's walks as a corpus: what ``stages.count_vocab`` returns for text, plus the lookup
+    the encoding maps node indices through, the manifest's ``graph`` object and the ids' type."""
+
     vocab: object  # future of Vocab
     summary: dict
     walks: list  # futures of walks.Walks, in block order
