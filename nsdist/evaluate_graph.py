@@ -120,7 +120,7 @@ def parse_edges(lines: Iterable[str | bytes], name: str = "edges") -> pa.Table:
     Raises
     ------
     ValueError
-        A line without exactly two fields; the message starts ``name:line:``.
+        A line with fewer than two fields or more than three; the message starts ``name:line:``.
 
     Examples
     --------
