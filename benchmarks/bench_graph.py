@@ -51,7 +51,6 @@ import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -151,22 +150,14 @@ def run_nsdist(client, spec: dict, g: dict, out: str, seed: int, pq_: tuple, ove
 
 
 def nsdist_walk_lists(csr, names, walks_per_node, walk_length, p, q, threads, seed):
-    """nsdist's walk kernel on ``threads`` threads, as lists of node-id strings (gensim's input)."""
-    n = csr.nodes
-    cuts = np.linspace(0, n * walks_per_node, threads + 1).astype(np.int64)
+    """nsdist's walk kernel on ``threads`` threads (bench_walks.nsdist_walks), as lists of
+    node-id strings (gensim's input)."""
+    from bench_walks import nsdist_walks
 
-    def task(k):
-        starts, index = graph.walk_starts(n, walks_per_node, cuts[k], cuts[k + 1], seed)
-        return graph.random_walks(csr, starts, index, walk_length, p, q, seed)
-
-    with ThreadPoolExecutor(threads) as pool:
-        parts = list(pool.map(task, range(threads)))
-    words = np.array(names, dtype=object)
-    lists = []
-    for ids, offsets in parts:
-        tokens = words[ids]
-        lists += [tokens[a:b].tolist() for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
-    return lists
+    _, ids, lengths = nsdist_walks(csr, walks_per_node, walk_length, p, q, threads, seed)
+    tokens = np.array(names, dtype=object)[ids]
+    ends = np.cumsum(lengths).tolist()
+    return [tokens[b - n:b].tolist() for n, b in zip(lengths.tolist(), ends)]
 
 
 def pecanpy_walk_lists(csr, names, walks_per_node, walk_length, p, q, threads, seed):

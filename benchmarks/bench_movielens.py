@@ -147,9 +147,9 @@ def ranks_from_scores(scores: np.ndarray, target: int, seen: np.ndarray) -> int:
 
 
 def metrics_from_ranks(ranks: list[int]) -> dict:
-    r = np.asarray(ranks, np.float64)
-    hit = r <= 10
-    return {"hr10": float(hit.mean()), "ndcg10": float(np.where(hit, 1 / np.log2(r + 1), 0).mean())}
+    from nsdist.evaluate import hit_rate, ndcg
+
+    return {"hr10": hit_rate(ranks, 10), "ndcg10": ndcg(ranks, 10)}
 
 
 def run_nsdist(train_path: Path, full, client, out: Path, keys: dict, seed: int, last: int) -> dict:
