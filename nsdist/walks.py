@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from . import graph, storage
 from .config import GraphConfig
-from .corpus import Block, _parquet_file, is_parquet
+from .corpus import Block, _parquet_file, is_parquet, plan_blocks
 from .counts import SCHEMA, Counts
 from .errors import DataError
 from .outputs import write_file
@@ -38,8 +38,7 @@ def plan_edge_blocks(files: list[tuple[str, int]], storage_options, blocksize: i
     blocks = []
     for url, size in files:
         if not is_parquet(url):
-            blocks += [Block(url, off, min(blocksize, size - off)) for off in range(0, size, blocksize)] \
-                if storage.compression_of(url) is None and size > blocksize else [Block(url, 0, None)]
+            blocks += plan_blocks(None, storage_options, blocksize, files=[(url, size)])
             continue
         with storage.open_read(url, storage_options) as f:
             pf = _parquet_file(f, url, storage_options)

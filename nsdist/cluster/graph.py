@@ -58,12 +58,6 @@ def _degrees(ids, n: int):
     return graph.out_degrees(ids[0], n)
 
 
-def _int_ids(nodes) -> bool:
-    import pyarrow as pa
-
-    return pa.types.is_integer(nodes.type)
-
-
 def _vocab_size(vocab) -> tuple[int, int]:
     return len(vocab), vocab.total
 
@@ -176,5 +170,5 @@ def walk_corpus(client: Client, cfg: JobConfig, read: GraphRead, tag: str, shard
     vocab_size, vocab_tokens = client.submit(_vocab_size, vocab, key=f"vocab-size-{tag}").result()
     summary = {"vocab_size": vocab_size, "vocab_tokens": vocab_tokens, "raw_tokens": sum(block_tokens),
                "sentences": sentences, "distinct_words": n_nodes}
-    int_ids = client.submit(_int_ids, nodes, key=f"node-type-{tag}").result()
+    int_ids = client.submit(graph.node_type, nodes, key=f"node-type-{tag}").result() == "int64"
     return WalkCorpus(vocab, summary, walks, block_tokens, lookup, {**graph_info, "walks": sentences}, int_ids)
