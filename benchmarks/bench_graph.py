@@ -6,7 +6,7 @@ Run by hand (never by the test suite):
     PYTHONPATH=.:/tmp/pecanpy-site python benchmarks/bench_graph.py            # all: ~90 min on 2 busy cores
     PYTHONPATH=. python benchmarks/bench_graph.py --sections karate,sbm --seeds 1 --skip-pecanpy
 
-Graphs (written into a temp dir by nsdist.synth_graph, as ``nsdist synth --graph`` writes them):
+Graphs (written into a temp dir by nsdist.synth.graph, as ``nsdist synth --graph`` writes them):
 
 - ``sbm``: the default planted block model (10k nodes, 10 communities, ratio 20);
 - ``sbm8``: the same at in/out ratio 8 (closer to the detectability limit, about 6): harder;
@@ -32,7 +32,7 @@ Pipelines, one after the other, never overlapping:
 
 Every walk kernel and gensim are warmed up before the timed runs (numba compilation).
 
-Quality: ``nsdist.evaluate_graph.node_classification`` (Micro/Macro-F1 at train ratios
+Quality: ``nsdist.evaluate.graph.node_classification`` (Micro/Macro-F1 at train ratios
 0.1/0.5/0.9, ``--splits`` splits) and ``link_prediction`` on the held-out edges (AUC of cosine
 and of Hadamard + logistic regression), with the training edges known. Each pipeline runs with
 ``--seeds`` seeds (train.seed, walk seed, gensim seed); tables show the mean (and the spread
@@ -64,7 +64,7 @@ sys.path.insert(0, HERE)
 from bench_speed import CpuWatch
 
 from nsdist import graph
-from nsdist.evaluate_graph import (
+from nsdist.evaluate.graph import (
     link_prediction,
     node_classification,
     read_edges,
@@ -78,7 +78,7 @@ RATIOS = (0.1, 0.5, 0.9)
 
 def make_graphs(where: str, nodes: int, sections: list[str]) -> dict:
     """{name: {"edges", "test", "labels": {label set: path}}} for the requested sections."""
-    from nsdist.synth_graph import GraphSpec, generate_graph
+    from nsdist.synth.graph import GraphSpec, generate_graph
 
     out = {}
     specs = {"sbm": (GraphSpec(), False), "sbm8": (GraphSpec(ratio=8.0), False), "roles": (GraphSpec(), True)}

@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     from distributed import Client, LocalCluster
 
     from nsdist.config import load_config, parse_set
-    from nsdist.outputs import load
+    from nsdist.runs import load
     from nsdist.pipeline import train
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")

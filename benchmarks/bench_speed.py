@@ -229,7 +229,7 @@ def _worker_warm_writers(workdir: str) -> None:
     import numpy as np
     import pyarrow as pa
 
-    from nsdist.outputs import write_run_files
+    from nsdist.formats import write_run_files
 
     v = np.ones((2, 3), np.float32)
     write_run_files(os.path.join(workdir, f"warm-writers-{os.getpid()}"), pa.array(["a", "b"]), np.ones(2), v, v)
@@ -249,7 +249,7 @@ def nsdist_config(corpus: str, out: str, hp: dict, cores: int, kernel: str, extr
 
 def run_nsdist(corpus: str, hp: dict, cores: int, kernel: str, extra: dict, truth: dict, restrict_vocab: int,
                workdir: str, warm_corpus: str | None, threads: int = 1) -> dict:
-    from nsdist.outputs import load
+    from nsdist.runs import load
     from nsdist.cluster import connect
     from nsdist.pipeline import train
 

@@ -122,7 +122,7 @@ def run_nsdist(args, out: str) -> dict:
 
 
 def _warm() -> None:
-    from nsdist.topk import block_topk, unit_rows
+    from nsdist.nearest import block_topk, unit_rows
 
     block_topk(unit_rows(np.eye(3, dtype=np.float32)), 0, 3, 1)
 
@@ -157,7 +157,7 @@ def faiss_flat(unit: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray | No
 
 def references(args) -> dict:
     """The single-process references on the first ``--ref-queries`` rows, timed."""
-    from nsdist.topk import unit_rows
+    from nsdist.nearest import unit_rows
 
     unit = unit_rows(planted(args.items, args.dim, args.clusters, args.noise, args.seed).win)
     queries = np.arange(min(args.ref_queries, args.items))

@@ -12,6 +12,6 @@ __version__ = "0.1.0"
 
 from .api import train  # noqa: E402
 from .embeddings import Embeddings  # noqa: E402
-from .outputs import load, read_neighbors  # noqa: E402
+from .runs import load, read_neighbors  # noqa: E402
 
 __all__ = ["Embeddings", "load", "read_neighbors", "train", "__version__"]

@@ -68,16 +68,32 @@ def train(corpus: str | os.PathLike | list | tuple | None, out: str | os.PathLik
     >>> nodes = nsdist.train(None, "runs/nodes", edges=["s3://bucket/graph/edges.parquet"], directed=False,
     ...                      q=0.5, dim=128, window=10, min_count=1, sample=0)  # doctest: +SKIP
     """
-    from .cluster import session
-    from .pipeline import check_inputs, resume_config
-    from .pipeline import train as run_job
-
     corpora = () if corpus is None else tuple(os.fspath(c) for c in (
         corpus if isinstance(corpus, (list, tuple)) else [corpus]))
     cfg = load_config(config, params, corpus=corpora, out=None if out is None else os.fspath(out),
                       storage_options=dict(storage_options) if storage_options else None)
+    return run(cfg, resume=resume, init_from=init_from, client=client, active=True)
+
+
+def run(cfg: JobConfig, *, resume: str | None = None, init_from: str | None = None, client=None, active: bool = False,
+        quiet: bool = True, connected=None, dry_run: bool = False):
+    """Check a resolved job, connect, train (or plan, with ``dry_run``), close: the one path of
+    ``nsdist.train``, ``nsdist train`` and ``nsdist demo``.
+
+    The inputs are checked before any cluster starts. ``client``, ``active`` and ``quiet`` are
+    ``cluster.session``'s; ``connected(client)`` runs once connected (the CLI logs the dashboard
+    link there). Returns the ``TrainResult``, or with ``dry_run`` the plan (``pipeline.dry_run``).
+    """
+    from .cluster import session
+    from .pipeline import check_inputs, resume_config
+    from .pipeline import dry_run as plan_job
+    from .pipeline import train as train_job
+
     if resume:
         cfg = resume_config(resume, cfg)
-    files = check_inputs(cfg, init_from, resume)  # before any cluster starts
-    with session(cfg.cluster, client, active=True) as c:
-        return run_job(cfg, c, resume=resume, init_from=init_from, files=files)
+    files = check_inputs(cfg, init_from, resume)
+    with session(cfg.cluster, client, quiet=quiet, active=active) as c:
+        if connected is not None:
+            connected(c)
+        job = plan_job if dry_run else train_job
+        return job(cfg, c, resume=resume, init_from=init_from, files=files)

@@ -17,7 +17,7 @@ import numpy as np
 from . import storage
 from .errors import DataError
 from .model import Model
-from .outputs import read_npy, write_npy
+from .formats import read_npy, write_npy
 from .vocab import Vocab
 
 FORMAT, VERSION = "nsdist-checkpoint", 1

@@ -9,14 +9,27 @@ from __future__ import annotations
 
 import importlib
 import os
+import pathlib
 
-MODULES = ("corpus", "encode", "merge", "noise", "sgns", "topk")  # where the cache=True kernels live
+_ROOT = pathlib.Path(__file__).parent
+
+
+def kernel_modules() -> list[str]:
+    """The package's modules that define cached kernels, found in its source (not a list kept by
+    hand, which drifts as kernels are added).
+
+    >>> {"sgns", "graph.walks"} <= set(kernel_modules())
+    True
+    """
+    marker = "njit(" + "cache=True"  # split, so this module does not find itself
+    return [".".join(p.relative_to(_ROOT).with_suffix("").parts) for p in sorted(_ROOT.rglob("*.py"))
+            if marker in p.read_text(encoding="utf-8")]
 
 
 def _index_files() -> list[str]:
     """The cache index file of every kernel (numba's FunctionCache keeps one per function)."""
     paths = []
-    for name in MODULES:
+    for name in kernel_modules():
         module = importlib.import_module(f"{__package__}.{name}")
         for value in vars(module).values():
             cache_file = getattr(getattr(value, "_cache", None), "_cache_file", None)

@@ -10,7 +10,7 @@
    others; a checkpoint after each epoch. The learning rate follows global progress;
 5. write the output files from a worker (and take there the small sample of the vocabulary and
    the vectors that ``report.html`` shows); with ``topk``, the top-k table from every worker, a
-   row block per task (topk.py); then the report, then the manifest, then LATEST.
+   row block per task (nearest.py); then the report, then the manifest, then LATEST.
 
 Everything that talks to Dask is in the ``cluster`` package. With one thread per worker every
 result is a deterministic function of the model a round starts from (random states derive from
@@ -44,12 +44,12 @@ from .errors import ConfigError, DataError, Interrupted
 from .memory import release_memory
 from .merge import shard_rates
 from .model import Model, check_finite, init_model, make_tables
-from .outputs import (claim_run, neighbors_part, neighbors_table, new_run_id, publish, read_manifest, read_npy,
-                      read_vocab, resolve_run, run_url, write_file, write_neighbors, write_run_files)
+from .formats import neighbors_part, neighbors_table, read_npy, write_file, write_neighbors, write_run_files
+from .runs import claim_run, new_run_id, publish, read_manifest, read_vocab, resolve_run, run_url
 from .plan import SHARD_PLAN, sample_blocks, topk_blocks
-from .topk import block_topk
+from .nearest import block_topk
 from .vocab import Vocab
-from .walks import plan_edge_blocks
+from .graph.corpus import plan_edge_blocks
 
 log = logging.getLogger("nsdist")
 
@@ -148,7 +148,7 @@ class TrainResult:
 
     def load(self, verify: bool = False):
         """The run's vectors (``nsdist.load`` of this run)."""
-        from .outputs import load
+        from .runs import load
 
         return load(self.run_url, self.storage_options, verify=verify)
 

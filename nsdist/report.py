@@ -140,7 +140,7 @@ def summary(manifest: dict, url: str | None = None) -> dict:
     Parameters
     ----------
     manifest : dict
-        The run's manifest (``outputs.read_manifest``).
+        The run's manifest (``runs.read_manifest``).
     url : str, optional
         Where the run is, echoed in the result.
 

@@ -249,6 +249,16 @@ def is_local(fs) -> bool:
     return protocol in ("file", "local")
 
 
+def absolute(url: str) -> str:
+    """A URL that means the same from any working directory: local paths made absolute, other
+    URLs as they are.
+
+    >>> absolute("s3://bucket/out"), absolute("/data/out")
+    ('s3://bucket/out', '/data/out')
+    """
+    return url if "://" in url else os.path.abspath(url)
+
+
 def join(base: str, *parts: str) -> str:
     """Join URL parts with '/': join('s3://b/out/', 'runs', 'x') -> 's3://b/out/runs/x'."""
     base = base.rstrip("/")

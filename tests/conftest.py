@@ -186,16 +186,16 @@ def publish_run():
     import numpy as np
     import pyarrow as pa
 
-    from nsdist import outputs
+    from nsdist import formats, runs
 
     def _publish(out, words, vectors, counts=None, storage_options=None, run_id=None, **manifest):
-        run_id = run_id or outputs.new_run_id()
+        run_id = run_id or runs.new_run_id()
         vectors = np.asarray(vectors, dtype=np.float32)
         counts = np.asarray(counts if counts is not None else np.arange(len(words), 0, -1), dtype=np.int64)
-        outputs.claim_run(out, run_id, storage_options)
-        files = outputs.write_run_files(outputs.run_url(out, run_id), pa.array(words, pa.string()), counts, vectors,
+        runs.claim_run(out, run_id, storage_options)
+        files = formats.write_run_files(runs.run_url(out, run_id), pa.array(words, pa.string()), counts, vectors,
                                         vectors[:, ::-1].copy(), storage_options)
-        outputs.publish(out, run_id, {"created": manifest.pop("created", "2026-01-01T00:00:00Z"), "files": files,
+        runs.publish(out, run_id, {"created": manifest.pop("created", "2026-01-01T00:00:00Z"), "files": files,
                                       "corpus": {"vocab_size": len(words)},
                                       "config": {"train": {"dim": vectors.shape[1]}}, **manifest},
                         storage_options)

@@ -14,7 +14,7 @@ import pytest
 from gensim.models import KeyedVectors
 
 import nsdist
-from nsdist import outputs
+from nsdist import formats, runs
 from nsdist.cli import main
 from nsdist.embeddings import Embeddings
 from nsdist.errors import ConfigError, DataError, NsdistError, UnknownWord
@@ -218,7 +218,7 @@ def test_distances_match_gensim(emb, kv, query, others):
 # ---------------------------------------------------------------- lookup
 
 def test_embeddings_is_importable_where_it_was():
-    assert nsdist.Embeddings is outputs.Embeddings is Embeddings
+    assert nsdist.Embeddings is runs.Embeddings is Embeddings
 
 
 def test_lookup_matches_gensim(emb, kv):
@@ -389,11 +389,11 @@ def test_to_keyedvectors_without_gensim_says_how_to_install_it():
 
 def test_a_published_run_answers_as_gensim_reading_its_files(tmp_path, publish_run, capfd):
     out = str(tmp_path / "out")
-    run = outputs.run_url(out, publish_run(out, WORDS, VECTORS, counts=COUNTS))
+    run = runs.run_url(out, publish_run(out, WORDS, VECTORS, counts=COUNTS))
     emb = nsdist.load(out)
-    assert type(emb) is nsdist.Embeddings is outputs.Embeddings
+    assert type(emb) is nsdist.Embeddings is runs.Embeddings
     read = KeyedVectors.load_word2vec_format(os.path.join(run, "vectors.bin"), binary=True)
-    assert read.index_to_key == [outputs.escape_word(w) for w in WORDS]  # "naïve café" is written escaped
+    assert read.index_to_key == [formats.escape_word(w) for w in WORDS]  # "naïve café" is written escaped
     read.index_to_key, read.key_to_index = list(WORDS), dict(emb.key_to_index)
     for args, kwargs in MOST_SIMILAR.values():
         same(emb.most_similar(*args, **kwargs), read.most_similar(*args, **kwargs))

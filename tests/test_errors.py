@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 
-from nsdist import outputs, pipeline
+from nsdist import runs, pipeline
 from nsdist.cli import main
 from nsdist.config import load_config
 
@@ -138,8 +138,8 @@ def test_a_corpus_that_does_not_exist(site, capfd):
 def _claim(tmp, out) -> str:
     """A run claimed (never published) under ``out``, as a job that died would leave it."""
     cfg = load_config(None, {"dim": 4}, environ={}, corpus=(str(tmp / "c.txt"),), out=str(out))
-    run_id = outputs.new_run_id()
-    outputs.claim_run(str(out), run_id, None, config=cfg.to_dict(),
+    run_id = runs.new_run_id()
+    runs.claim_run(str(out), run_id, None, config=cfg.to_dict(),
                       corpus_fingerprint=pipeline._fingerprint(pipeline.storage.expand(cfg.corpus, {})))
     return run_id
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from gensim.models import KeyedVectors
 
-import nsdist.evaluate as ev
+from nsdist.evaluate import analogies, clusters, common, pairs, readers, sessions
 from nsdist.evaluate import (
     analogy_accuracy,
     cluster_precision,
@@ -18,8 +18,9 @@ from nsdist.evaluate import (
 )
 
 
-def test_doctests():
-    result = doctest.testmod(ev, optionflags=doctest.ELLIPSIS)
+@pytest.mark.parametrize("module", [analogies, clusters, pairs, readers, sessions], ids=lambda m: m.__name__)
+def test_doctests(module):
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
     assert result.failed == 0
 
@@ -139,8 +140,8 @@ def test_case_variant_of_answer_counts_as_correct():
 
 
 def test_first_case_variant_wins():
-    assert ev._vocab_index(["Apple", "apple", "b", "APPLE"], 4, True) == {"APPLE": 0, "B": 2}
-    assert ev._vocab_index(["Apple", "apple", "b"], 2, False) == {"Apple": 0, "apple": 1}
+    assert common._vocab_index(["Apple", "apple", "b", "APPLE"], 4, True) == {"APPLE": 0, "B": 2}
+    assert common._vocab_index(["Apple", "apple", "b"], 2, False) == {"Apple": 0, "apple": 1}
 
 
 def test_empty_and_degenerate_inputs():
@@ -227,7 +228,7 @@ def planted_analogies(n_words=1000, dim=12, n_pairs=30, noise=0.9, seed=0):
 def test_batching_and_chunking_do_not_change_answers(monkeypatch, batch_size):
     words, vectors, questions = planted_analogies()
     # Force many candidate chunks (256 words each, the minimum).
-    monkeypatch.setattr(ev, "_BLOCK_ELEMENTS", 1)
+    monkeypatch.setattr(analogies, "_BLOCK_ELEMENTS", 1)
     for restrict in (1000, 700):
         expected = naive_3cosadd(words, vectors, questions, restrict)
         result = analogy_accuracy(words, vectors, questions, restrict_vocab=restrict,
@@ -240,7 +241,7 @@ def test_exact_tie_goes_to_more_frequent_word_across_chunks(monkeypatch):
     # Rows 5 and 600 have identical vectors and are the best answer; they sit
     # in different 256-word chunks, and the earlier (more frequent) one must
     # win, as a single argmax over all candidates would decide.
-    monkeypatch.setattr(ev, "_BLOCK_ELEMENTS", 1)
+    monkeypatch.setattr(analogies, "_BLOCK_ELEMENTS", 1)
     rng = np.random.default_rng(3)
     words = [f"w{i}" for i in range(700)]
     vectors = rng.normal(size=(700, 8)).astype(np.float32) * 0.05
@@ -387,7 +388,7 @@ def unit_circle(*degrees):
 
 def test_rankdata_averages_ties():
     np.testing.assert_array_equal(
-        ev._rankdata(np.array([3.0, 1.0, 3.0, 2.0, 3.0])), [4.0, 1.0, 4.0, 2.0, 4.0]
+        pairs._rankdata(np.array([3.0, 1.0, 3.0, 2.0, 3.0])), [4.0, 1.0, 4.0, 2.0, 4.0]
     )
 
 
@@ -530,7 +531,7 @@ def test_cluster_precision_planted_blocks(monkeypatch):
     vectors = (centres[labels_arr] + rng.normal(size=(300, 10))).astype(np.float32)
     words = [f"w{i}" for i in range(300)]
     labels = {w: str(lab) for w, lab in zip(words, labels_arr)}
-    monkeypatch.setattr(ev, "_BLOCK_ELEMENTS", 300 * 7)
+    monkeypatch.setattr(clusters, "_BLOCK_ELEMENTS", 300 * 7)
     assert cluster_precision(words, vectors, labels, topn=5) == 1.0
     shuffled = dict(zip(words, rng.permutation(list(labels.values()))))
     assert cluster_precision(words, vectors, shuffled, topn=5) < 0.5

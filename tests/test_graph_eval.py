@@ -1,5 +1,5 @@
-"""Graphs: the planted graph generator (nsdist.synth_graph) and the DeepWalk/node2vec evaluations
-(nsdist.evaluate_graph): node classification and link prediction, calibrated on the planted truth,
+"""Graphs: the planted graph generator (nsdist.synth.graph) and the DeepWalk/node2vec evaluations
+(nsdist.evaluate.graph): node classification and link prediction, calibrated on the planted truth,
 random vectors, a spectral embedding and Zachary's karate club."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from nsdist import evaluate_graph as eg
-from nsdist import synth_graph as sg
+from nsdist.evaluate import graph as eg
+from nsdist.synth import graph as sg
 from nsdist.cli import main
 from nsdist.errors import DataError
 

@@ -1,6 +1,6 @@
 """Node embeddings end to end: edge lists -> walks on the workers -> SGNS -> published vectors.
 
-Quality thresholds are calibrated on planted graphs (nsdist.synth_graph); the figures measured
+Quality thresholds are calibrated on planted graphs (nsdist.synth.graph); the figures measured
 when they were set are in the comments.
 """
 
@@ -19,9 +19,9 @@ import pytest
 import nsdist
 from nsdist.config import load_config
 from nsdist.errors import ConfigError
-from nsdist.evaluate_graph import node_classification, read_labels
+from nsdist.evaluate.graph import node_classification, read_labels
 from nsdist.pipeline import train
-from nsdist.synth_graph import generate_graph
+from nsdist.synth.graph import generate_graph
 
 # jobs/graph.yaml's settings, smaller: dim 32, walks of 40 nodes.
 GRAPH = {"directed": False, "walks_per_node": 10, "walk_length": 40}

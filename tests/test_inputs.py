@@ -32,7 +32,7 @@ from nsdist.corpus import Block, iter_tokens, join_pieces, read_tokens
 from nsdist.counts import scan
 from nsdist.errors import DataError
 from nsdist.noise import noise_table
-from nsdist.outputs import escape_word, unescape_word
+from nsdist.formats import escape_word, unescape_word
 
 # ---------------------------------------------------------------- long lines
 

@@ -120,7 +120,7 @@ def test_s3_corpus_to_s3_model_on_a_process_cluster(s3_env, process_cluster, cli
 def test_s3_edge_list_to_s3_node_vectors_on_a_process_cluster(s3_env, process_cluster, client, tmp_path):
     """An edge list on S3 becomes published node vectors in one job on a scheduler + workers
     cluster; the same job on a LocalCluster from a local copy gives the same vectors."""
-    from nsdist.synth_graph import generate_graph
+    from nsdist.synth.graph import generate_graph
 
     s3 = s3_env
     planted = generate_graph(str(tmp_path / "graph"), nodes=1000, seed=2)

@@ -20,7 +20,8 @@ from nsdist.config import load_config
 from nsdist.encode import Shard  # noqa: F401  (workers unpickle it)
 from nsdist.evaluate import cluster_precision
 from nsdist.model import init_model
-from nsdist.outputs import claim_run, load, new_run_id, publish, run_url, write_run_files
+from nsdist.formats import write_run_files
+from nsdist.runs import claim_run, load, new_run_id, publish, run_url
 from nsdist.pipeline import _warm_model, train
 from nsdist.synth import generate
 from nsdist.vocab import Vocab
@@ -184,14 +185,14 @@ def test_resume_is_checked_before_any_cluster_starts(tmp_path, monkeypatch, publ
     """What --resume is given is checked from storage alone: an output instead of a run, a run
     that is published, a corpus that changed since the run was claimed (even before its first
     checkpoint); and the output is where the run is, whatever directory its job ran in."""
-    from nsdist import outputs, pipeline
+    from nsdist import runs, pipeline
     from nsdist.errors import ConfigError, DataError
 
     corpus = tmp_path / "c.txt"
     corpus.write_text("a b c\n")
     monkeypatch.chdir(tmp_path)
     cfg = load_config(None, {"dim": 8}, environ={}, corpus=(str(corpus),), out="rel-out")
-    outputs.claim_run("rel-out", "20260101T000000Z-aaaaaa", None, config=cfg.to_dict(),
+    runs.claim_run("rel-out", "20260101T000000Z-aaaaaa", None, config=cfg.to_dict(),
                       corpus_fingerprint=pipeline._fingerprint(pipeline.storage.expand(cfg.corpus, {})))
     run = os.path.join(str(tmp_path), "rel-out", "runs", "20260101T000000Z-aaaaaa")
     elsewhere = tmp_path / "elsewhere"

@@ -17,7 +17,7 @@ import pytest
 from gensim.models import KeyedVectors
 
 import nsdist
-from nsdist import outputs, storage
+from nsdist import formats, runs, storage
 from nsdist.cli import main
 from nsdist.errors import DataError
 
@@ -48,7 +48,7 @@ def rewrite_json(url, **changes):
 def test_word2vec_text_and_binary_round_trip_through_gensim(tmp_path, publish_run):
     out = str(tmp_path / "out")
     v = vectors(extremes=True)
-    run = outputs.run_url(out, publish_run(out, WORDS, v))
+    run = runs.run_url(out, publish_run(out, WORDS, v))
     for name, binary in (("vectors.txt", False), ("vectors.bin", True)):
         kv = KeyedVectors.load_word2vec_format(os.path.join(run, name), binary=binary)
         assert kv.index_to_key == WORDS
@@ -61,7 +61,7 @@ def test_parquet_schema_and_values(tmp_path, publish_run):
     out = str(tmp_path / "out")
     v = vectors(dim=4)
     counts = np.array([10**12, 50, 40, 30, 20, 10, 5])
-    run = outputs.run_url(out, publish_run(out, WORDS, v, counts=counts))
+    run = runs.run_url(out, publish_run(out, WORDS, v, counts=counts))
     table = pq.read_table(os.path.join(run, "vectors.parquet"))
     assert table.schema.field("word").type == pa.string()
     assert table.schema.field("count").type == pa.int64()
@@ -76,7 +76,7 @@ def test_files_written_in_slices_equal_whole_writes(tmp_path):
     """Enough rows for several text chunks, Parquet row groups and .npy slices."""
     words = [f"w{i}" for i in range(20000)]
     v = vectors(n=len(words), dim=64, seed=3)
-    files = outputs.write_run_files(str(tmp_path), pa.array(words), np.arange(len(words))[::-1], v, v[::-1])
+    files = formats.write_run_files(str(tmp_path), pa.array(words), np.arange(len(words))[::-1], v, v[::-1])
     assert set(files) >= {"vectors.npy", "context.npy", "vectors.parquet", "vectors.txt"}
     for name, array in (("vectors.npy", v), ("context.npy", np.ascontiguousarray(v[::-1]))):
         expected = tmp_path / f"expected-{name}"
@@ -95,7 +95,7 @@ def test_files_written_in_slices_equal_whole_writes(tmp_path):
 def run(tmp_path, publish_run):
     """(out, run URL) of one small published run on local disk."""
     out = str(tmp_path / "out")
-    return out, outputs.run_url(out, publish_run(out, WORDS, vectors()))
+    return out, runs.run_url(out, publish_run(out, WORDS, vectors()))
 
 
 def test_manifest_and_latest_versions_are_checked(run):
@@ -128,7 +128,7 @@ def test_truncated_files_are_data_errors(run):
         nsdist.load(out)
     assert main(["neighbors", out, "the"]) == 3  # bad data: exit code 3
     with pytest.raises(DataError, match="truncated"):  # the reader checks on its own, too
-        outputs.read_npy(npy)
+        formats.read_npy(npy)
     os.remove(npy)
     with pytest.raises(DataError, match="missing"):
         nsdist.load(out)
@@ -197,7 +197,7 @@ def test_read_npy_layouts(tmp_path, layout):
     stored = {"C": v, "F": np.asfortranarray(v), "big-endian": v.astype(">f4")}[layout]
     path = str(tmp_path / "v.npy")
     np.save(path, stored)
-    got = outputs.read_npy(path)
+    got = formats.read_npy(path)
     assert got.dtype == np.float32 and got.dtype.isnative and np.array_equal(got, v)
 
 
@@ -209,13 +209,13 @@ def test_load_holds_one_copy_of_the_vectors(tmp_path):
     np.save(path, v)
     tracemalloc.start()
     try:
-        got = outputs.read_npy(path)
+        got = formats.read_npy(path)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert np.array_equal(got, v) and peak < 1.05 * v.nbytes, peak / v.nbytes
 
-    emb = outputs.Embeddings([f"w{i}" for i in range(len(v))], np.ones(len(v), np.int64), got, {})
+    emb = runs.Embeddings([f"w{i}" for i in range(len(v))], np.ones(len(v), np.int64), got, {})
     assert emb._norms is None  # nothing normalised at load
     emb.most_similar("w1", topn=3)
     assert emb._norms.shape == (len(v),)
@@ -223,16 +223,16 @@ def test_load_holds_one_copy_of_the_vectors(tmp_path):
 
 _MEASURE = """
 import json, sys
-from nsdist import outputs
+from nsdist import formats, runs
 
 def status(field):  # kB from /proc/self/status; VmHWM is this process's peak resident set
     return int(open("/proc/self/status").read().split(field + ":")[1].split()[0]) * 1024
 
 url, small, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-outputs.read_npy(small, options)  # warm up on a small file: imports, connection pool, s3fs instance
+formats.read_npy(small, options)  # warm up on a small file: imports, connection pool, s3fs instance
 open("/proc/self/clear_refs", "w").write("5")  # reset VmHWM to the current RSS
 before = status("VmRSS")
-array = outputs.read_npy(url, options)
+array = formats.read_npy(url, options)
 print((status("VmHWM") - before) / array.nbytes)
 """
 
@@ -279,8 +279,8 @@ def test_queries_match_gensim_and_reject_unknown_words(run):
 
 def _write_run(out, run_id, seed, so=None):
     v = vectors(seed=seed)
-    outputs.claim_run(out, run_id, so)
-    files = outputs.write_run_files(outputs.run_url(out, run_id), pa.array(WORDS), np.arange(7, 0, -1), v, v, so)
+    runs.claim_run(out, run_id, so)
+    files = formats.write_run_files(runs.run_url(out, run_id), pa.array(WORDS), np.arange(7, 0, -1), v, v, so)
     return {"created": "2026-01-01T00:00:00Z", "files": files}
 
 
@@ -298,7 +298,7 @@ def test_concurrent_publishers_leave_both_runs_and_a_whole_latest(tmp_path, requ
         def publish(rid):
             barrier.wait()  # all publishers hit manifest + LATEST at the same moment
             try:
-                outputs.publish(out, rid, manifests[rid], so)
+                runs.publish(out, rid, manifests[rid], so)
             except Exception as e:  # pragma: no cover - reported below
                 errors.append(e)
 
@@ -309,15 +309,15 @@ def test_concurrent_publishers_leave_both_runs_and_a_whole_latest(tmp_path, requ
         latest = json.loads(storage.read_bytes(storage.join(out, "LATEST"), so))
         assert latest["format"] == "nsdist-latest" and latest["run"] in ids
         for i, rid in enumerate(ids):
-            manifest = outputs.read_manifest(outputs.run_url(out, rid), so, verify=True)
+            manifest = runs.read_manifest(runs.run_url(out, rid), so, verify=True)
             assert manifest["run_id"] == rid
-            assert np.array_equal(nsdist.load(outputs.run_url(out, rid), so).vectors, vectors(seed=i))
+            assert np.array_equal(nsdist.load(runs.run_url(out, rid), so).vectors, vectors(seed=i))
         assert nsdist.load(out, so).manifest["run_id"] == latest["run"]
     # A run id is claimed once and published once.
     with pytest.raises(FileExistsError):
-        outputs.claim_run(out, ids[0], so)
+        runs.claim_run(out, ids[0], so)
     with pytest.raises(FileExistsError):
-        outputs.publish(out, ids[0], manifests[ids[0]], so)
+        runs.publish(out, ids[0], manifests[ids[0]], so)
 
 
 # ---------------------------------------------------------------- list_runs and gc
@@ -338,7 +338,7 @@ def history(tmp_path, publish_run):
         {"format": "nsdist-latest", "version": 1, "run": ids[2]}))  # e.g. a rollback
     # An abandoned run from day 1 and a running one: claims but no manifest.
     for rid in ("20260101T050000Z-dead01", "20260110T000000Z-live01"):
-        outputs.claim_run(out, rid)
+        runs.claim_run(out, rid)
     old = dt.datetime(2026, 1, 1, 6, tzinfo=dt.timezone.utc).timestamp()
     os.utime(os.path.join(out, "runs", "20260101T050000Z-dead01", "_claim.json"), (old, old))
     os.makedirs(os.path.join(out, "runs", "not-a-run"))
@@ -347,29 +347,29 @@ def history(tmp_path, publish_run):
 
 def test_list_runs_newest_first_marks_latest(history):
     out, ids = history
-    runs = outputs.list_runs(out)
-    assert [r["run_id"] for r in runs] == [ids[4], ids[3], ids[2], ids[1]]  # published only
-    assert [r["latest"] for r in runs] == [False, False, True, False]
-    assert runs[0]["created"] == "2026-01-04T01:00:00Z" and runs[0]["vocab_size"] == len(WORDS)
-    assert runs[0]["dim"] == 5 and runs[0]["bytes"] > 0 and runs[0]["url"].endswith(ids[4])
+    listed = runs.list_runs(out)
+    assert [r["run_id"] for r in listed] == [ids[4], ids[3], ids[2], ids[1]]  # published only
+    assert [r["latest"] for r in listed] == [False, False, True, False]
+    assert listed[0]["created"] == "2026-01-04T01:00:00Z" and listed[0]["vocab_size"] == len(WORDS)
+    assert listed[0]["dim"] == 5 and listed[0]["bytes"] > 0 and listed[0]["url"].endswith(ids[4])
 
 
 def test_gc_keeps_newest_and_never_latest(history):
     out, ids = history
     now = _day(10)
-    dry = outputs.gc(out, keep=1, dry_run=True, now=now)
+    dry = runs.gc(out, keep=1, dry_run=True, now=now)
     assert sorted(os.path.basename(u) for u in dry) == sorted([ids[3], ids[1], "20260101T050000Z-dead01"])
     assert len(storage.listdir(storage.join(out, "runs"))) == 7  # dry run deleted nothing
 
-    assert outputs.gc(out, keep=1, now=now) == dry
+    assert runs.gc(out, keep=1, now=now) == dry
     assert storage.listdir(storage.join(out, "runs")) == sorted([ids[2], ids[4], "20260110T000000Z-live01",
                                                                  "not-a-run"])
     assert nsdist.load(out).manifest["run_id"] == ids[2]  # LATEST's run survives although old
 
     # keep=0 deletes every published run but LATEST's; the running job is still too young.
-    assert [os.path.basename(u) for u in outputs.gc(out, keep=0, now=now)] == [ids[4]]
-    assert outputs.gc(out, keep=0, now=now) == []
-    assert [r["run_id"] for r in outputs.list_runs(out)] == [ids[2]]
+    assert [os.path.basename(u) for u in runs.gc(out, keep=0, now=now)] == [ids[4]]
+    assert runs.gc(out, keep=0, now=now) == []
+    assert [r["run_id"] for r in runs.list_runs(out)] == [ids[2]]
 
 
 def test_gc_and_runs_on_the_command_line(history, capsys):
@@ -381,7 +381,7 @@ def test_gc_and_runs_on_the_command_line(history, capsys):
     assert "--keep must be >= 0" in capsys.readouterr().err
     assert main(["gc", out]) == 2  # --keep is required
     assert main(["gc", out, "--keep", "3", "--abandoned-after", "100000"]) == 0
-    assert capsys.readouterr().out.split() == ["deleted", outputs.run_url(out, ids[1])]
+    assert capsys.readouterr().out.split() == ["deleted", runs.run_url(out, ids[1])]
     storage.write_bytes(storage.join(out, "LATEST"), b"{not json")
     assert main(["gc", out, "--keep", "1"]) == 3  # a corrupt LATEST stops gc: bad data
     assert len(storage.listdir(storage.join(out, "runs"))) == 6

@@ -15,7 +15,7 @@ from nsdist import storage
 from nsdist.config import load_config
 from nsdist.corpus import plan_blocks
 from nsdist.errors import ConfigError, DataError
-from nsdist.outputs import list_runs, load
+from nsdist.runs import list_runs, load
 from nsdist import pipeline, plan
 from nsdist.encode import encode_scanned
 from nsdist.merge import merge_rows

@@ -35,7 +35,7 @@ from distributed import Client, LocalCluster
 
 from nsdist.evaluate import evaluate_files
 from nsdist.config import load_config
-from nsdist.outputs import load
+from nsdist.runs import load
 from nsdist.pipeline import train
 from nsdist.synth import generate
 

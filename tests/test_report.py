@@ -21,7 +21,7 @@ from nsdist import checkpoint, report, storage
 from nsdist.cli import main
 from nsdist.config import load_config
 from nsdist.model import init_model
-from nsdist.outputs import Embeddings, claim_run, load, new_run_id, run_url
+from nsdist.runs import Embeddings, claim_run, load, new_run_id, run_url
 from nsdist.pipeline import train
 
 EVIL = "<script>alert(1)</script>"  # a word of the corpus: the page must show it, never run it

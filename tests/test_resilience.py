@@ -12,7 +12,7 @@ import numpy as np
 from distributed import Client, LocalCluster
 
 from nsdist.config import load_config
-from nsdist.outputs import load
+from nsdist.runs import load
 from nsdist.pipeline import train
 from nsdist.synth import generate
 

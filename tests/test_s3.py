@@ -23,7 +23,7 @@ import s3fs
 from distributed import Client, LocalCluster
 
 import nsdist
-from nsdist import outputs, storage
+from nsdist import runs, storage
 from nsdist.cli import main
 from nsdist.config import load_config
 from nsdist.errors import DataError, TransientError
@@ -345,7 +345,7 @@ def test_train_on_s3_with_storage_options(s3, client, corpus_and_local_model):
     assert emb.manifest["run_id"] == result.run_id
     assert emb.vocab == local.vocab and np.array_equal(emb.counts, local.counts)
     assert np.array_equal(emb.vectors, local.vectors)  # same seed and shards: bit-identical
-    assert [r["run_id"] for r in outputs.list_runs(s3.url("models/w2v"), so)] == [result.run_id]
+    assert [r["run_id"] for r in runs.list_runs(s3.url("models/w2v"), so)] == [result.run_id]
 
     # The credentials went to the workers inside tasks: they must not come back in logs or outputs.
     manifest = storage.read_bytes(storage.join(result.run_url, "manifest.json"), so).decode()
@@ -407,9 +407,9 @@ def test_cli_evaluate_runs_and_gc_on_s3(s3_env, publish_run, capsys):
     assert main(["runs", out, "--json"]) == 0
     assert [(r["run_id"], r["latest"]) for r in json.loads(capsys.readouterr().out)] == [(new, True), (old, False)]
     assert main(["gc", out, "--keep", "1", "--dry-run"]) == 0
-    assert capsys.readouterr().out.split() == ["would", "delete", outputs.run_url(out, old)]
+    assert capsys.readouterr().out.split() == ["would", "delete", runs.run_url(out, old)]
     assert main(["gc", out, "--keep", "1"]) == 0
-    assert capsys.readouterr().out.split() == ["deleted", outputs.run_url(out, old)]
+    assert capsys.readouterr().out.split() == ["deleted", runs.run_url(out, old)]
     assert storage.listdir(s3_env.url("cli/out/runs")) == [new]
     assert main(["runs", s3_env.url("nothing")]) == 3
     assert "no nsdist output" in capsys.readouterr().err

@@ -32,7 +32,7 @@ from dask._task_spec import Task
 from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 
 import nsdist
-from nsdist import checkpoint, evaluate, outputs, pipeline, storage
+from nsdist import checkpoint, evaluate, formats, runs, pipeline, storage
 from nsdist.cli import main
 from nsdist.cluster import connect
 from nsdist.config import JobConfig, load_config, parse_set
@@ -396,10 +396,10 @@ def _published_and_unfinished(s3, publish_run) -> _Stored:
         pq.write_table(table, f)
     cfg = load_config(None, {"dim": 4}, environ={}, corpus=(text,), out=out)
     cfg = dataclasses.replace(cfg, storage_options=so)
-    run_id = outputs.new_run_id()
-    outputs.claim_run(out, run_id, so, config=cfg.to_dict(),
+    run_id = runs.new_run_id()
+    runs.claim_run(out, run_id, so, config=cfg.to_dict(),
                       corpus_fingerprint=pipeline._fingerprint(storage.expand([text], so)))
-    run = outputs.run_url(out, run_id)
+    run = runs.run_url(out, run_id)
     checkpoint.save_model(checkpoint.url(run, 0), so, init_model(len(words), 4, 1))
     checkpoint.write_state(checkpoint.url(run, 0), {"epoch": 1, "corpus_fingerprint": "f" * 64,
                                                     "vocab_sha256": "v" * 64}, so)
@@ -410,15 +410,15 @@ def _read_everything(stored: _Stored) -> None:
     """Every reader of stored data, in this process: outputs, checkpoints, --resume, --init-from,
     corpora, evaluation files."""
     out, run, cfg, so = stored.out, stored.run, stored.cfg, stored.cfg.storage_options
-    emb = outputs.load(out, so, verify=True)  # LATEST, manifest, .npy, vocab.tsv, checksums
-    outputs.read_npy(storage.join(outputs.resolve_run(out, so), "context.npy"), so)
-    assert len(outputs.list_runs(out, so, unpublished=True)) == 2
+    emb = runs.load(out, so, verify=True)  # LATEST, manifest, .npy, vocab.tsv, checksums
+    formats.read_npy(storage.join(runs.resolve_run(out, so), "context.npy"), so)
+    assert len(runs.list_runs(out, so, unpublished=True)) == 2
     assert checkpoint.latest(run, so)["epoch"] == 1
     checkpoint.load_model(checkpoint.url(run, 0), so)
     resumed = pipeline.resume_config(run, cfg)
     pipeline.check_inputs(resumed, resume=run)
     vocab = Vocab(pa.array(emb.vocab[:5] + ["new"], pa.large_string()), np.arange(6, 0, -1))
-    pipeline._warm_model(vocab, outputs.resolve_run(out, so), so, 4, 1)
+    pipeline._warm_model(vocab, runs.resolve_run(out, so), so, 4, 1)
     for block in plan_blocks([stored.text, stored.parquet], so):
         assert len(read_tokens(block, so))
     assert evaluate.read_analogies(storage.lines(stored.analogies, so))
@@ -437,10 +437,10 @@ def test_pickles_in_storage_are_refused_not_run(s3, publish_run, tmp_path, unpic
     objects = np.empty((32, 4), dtype=object)
     objects[:] = 0.0
     objects[0, 0] = _Bomb()
-    published = outputs.resolve_run(out, so)
+    published = runs.resolve_run(out, so)
     cases = [
-        (storage.join(out, "LATEST"), lambda: outputs.load(out, so)),
-        (storage.join(published, "manifest.json"), lambda: outputs.read_manifest(published, so)),
+        (storage.join(out, "LATEST"), lambda: runs.load(out, so)),
+        (storage.join(published, "manifest.json"), lambda: runs.read_manifest(published, so)),
         (storage.join(run, "_claim.json"), lambda: pipeline.resume_config(run, cfg)),
         (storage.join(checkpoint.url(run, 0), "state.json"), lambda: checkpoint.latest(run, so)),
         (storage.join(checkpoint.url(run, 0), "win.npy"), lambda: checkpoint.load_model(checkpoint.url(run, 0), so)),

@@ -1,4 +1,4 @@
-"""Sessions: the planted clickstream generator (nsdist.synth_sessions) and leave-last-out
+"""Sessions: the planted clickstream generator (nsdist.synth.sessions) and leave-last-out
 next-item evaluation (nsdist.evaluate.next_item_eval), tested on hand-computed cases, against a
 brute-force reference, and calibrated on the planted data with gensim as a stand-in trainer."""
 
@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from nsdist import evaluate as ev
-from nsdist import synth_sessions as ss
+from nsdist.synth import sessions as ss
 from nsdist.cli import main
 from nsdist.errors import DataError
 
@@ -289,7 +289,7 @@ def brute_force(words, vectors, sessions, last, k):
         target = index[session[-1]]
         scores = unit @ unit[known[-last:]].mean(axis=0)
         others = [r for r in range(len(words)) if r != target and r not in set(known)]
-        ranks.append(1 + sum(scores[r] >= scores[target] - 1e-6 for r in others))  # ev._TIE
+        ranks.append(1 + sum(scores[r] >= scores[target] - 1e-6 for r in others))  # ev.sessions._TIE
     hits = [r for r in ranks if r <= k]
     return len(hits) / n, sum(1 / math.log2(r + 1) for r in hits) / n, ranks
 
@@ -305,13 +305,13 @@ def test_next_item_eval_equals_brute_force_across_blocks(monkeypatch, last):
     sessions = [[vocab[j] for j in rng.integers(0, n + 2, int(rng.integers(0, 12)))] for _ in range(300)]
     sessions += [[words[3]] * 4, [words[9], words[3], words[9]]]  # repeats
     # Many query blocks (batch_size) and many row chunks (_BLOCK_ELEMENTS): at least 256 rows each.
-    monkeypatch.setattr(ev, "_BLOCK_ELEMENTS", 64)
+    monkeypatch.setattr(ev.sessions, "_BLOCK_ELEMENTS", 64)
     got = ev.next_item_eval(words, vectors, sessions, last=last, k=10, batch_size=7)
     hr, ndcg, ranks = brute_force(words, vectors, sessions, last, 10)
     assert got["ranked"] == len(ranks) > 200 and got["hits"] > 0
     assert math.isclose(got["hit_rate"], hr) and math.isclose(got["ndcg"], ndcg)
     # The ranks themselves, not only the cut at k.
-    targets, queries, exclude, _ = ev._next_item_cases(
+    targets, queries, exclude, _ = ev.sessions._next_item_cases(
         np.array([words.index(w) if w in words else -1 for s in sessions for w in s]),
         np.array([len(s) for s in sessions]), last)
     assert ev.target_ranks(vectors, queries, targets, exclude, batch_size=7).tolist() == ranks

@@ -101,7 +101,7 @@ def test_a_clickstream_on_s3_trains_on_the_cluster(s3, client, tmp_path):
 
     from nsdist import storage
     from nsdist.evaluate import next_item_eval, read_sessions
-    from nsdist.synth_sessions import generate_sessions
+    from nsdist.synth.sessions import generate_sessions
 
     generate_sessions(str(tmp_path / "clicks"), sessions=1500, items=800, seed=3)
     so = s3.storage_options

@@ -94,7 +94,7 @@ def test_exact_token_count_and_line_format(tmp_path, tokens):
 
 def test_exact_token_count_across_chunks(tmp_path, monkeypatch):
     # Force many generation blocks to exercise the block boundary logic.
-    monkeypatch.setattr(synth, "_CHUNK_TOKENS", 1000)
+    monkeypatch.setattr(synth.text, "_CHUNK_TOKENS", 1000)
     f = synth.generate(str(tmp_path / "c.txt"), tokens=10_500, seed=5)
     with open(f.corpus) as fh:
         assert sum(len(line.split()) for line in fh) == 10_500 == f.tokens

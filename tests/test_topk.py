@@ -16,14 +16,14 @@ import pytest
 from distributed import get_task_stream
 
 import nsdist
-import nsdist.cli
+import nsdist.runs
 from nsdist import storage
 from nsdist.cli import main
 from nsdist.config import load_config
 from nsdist.errors import ConfigError, DataError, UnknownWord
-from nsdist.outputs import load
+from nsdist.runs import load
 from nsdist.pipeline import train
-from nsdist.topk import block_topk, tile_shape, unit_rows
+from nsdist.nearest import block_topk, tile_shape, unit_rows
 
 
 def reference(vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -158,7 +158,7 @@ def test_a_job_publishes_the_top_k_table_of_every_word(job):
     # nsdist's own reader: the parts the manifest lists, in order; the same rows.
     assert nsdist.read_neighbors(os.path.dirname(os.path.dirname(result.run_url))).equals(table)
     assert result.metrics["topk_seconds"] > 0
-    assert nsdist.cli.run_info(result.run_url)["timings"]["topk_seconds"] == result.metrics["topk_seconds"]
+    assert nsdist.runs.run_info(result.run_url)["timings"]["topk_seconds"] == result.metrics["topk_seconds"]
     assert "topk_seconds" in open(os.path.join(result.run_url, "report.html")).read()
     [line] = [r for r in records if getattr(r, "stage", None) == "topk"]
     assert line.parts == len(parts) and line.words == len(emb) and line.seconds == result.metrics["topk_seconds"]

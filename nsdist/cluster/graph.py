@@ -18,7 +18,7 @@ from ..config import JobConfig
 from ..corpus import Block
 from ..errors import ConfigError
 from ..plan import block_workers
-from ..walks import (add, make_walks, node_counts, node_lookup, node_vocab, walk_blocks, walk_lengths,
+from ..graph.corpus import (add, make_walks, node_counts, node_lookup, node_vocab, walk_blocks, walk_lengths,
                      write_walks)
 from .client import tree_reduce
 from .client import workers as client_workers

@@ -48,7 +48,7 @@ from ..memory import release_memory
 from ..merge import Part, changed, merge_rows
 from ..model import Model, Tables
 from ..shard import RoundSpec, train_round
-from ..topk import unit_rows
+from ..nearest import unit_rows
 
 _LOCK = threading.Lock()
 _JOBS: dict[tuple[str, str], _Job] = {}  # (worker address, job tag) -> this worker's models of the job

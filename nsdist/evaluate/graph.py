@@ -31,8 +31,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .errors import ConfigError, DataError
-from .evaluate import _check_inputs, _text_lines
+from ..errors import ConfigError, DataError
+from .common import _check_inputs
+from .readers import _text_lines
 
 __all__ = ["node_classification", "link_prediction", "parse_labels", "read_labels", "parse_edges", "read_edges",
            "evaluate_graph_files"]
@@ -148,7 +149,7 @@ def read_labels(url: str, storage_options=None) -> list[tuple[str, str]]:
         A malformed line (``file:line`` and the expected format) or a file
         that is not UTF-8 text.
     """
-    from . import storage
+    from .. import storage
 
     try:
         return parse_labels(storage.lines(url, storage_options), url)
@@ -160,7 +161,7 @@ def read_labels(url: str, storage_options=None) -> list[tuple[str, str]]:
 def _parquet_edges(url: str, storage_options) -> pa.Table:
     import pyarrow.parquet as pq
 
-    from . import storage
+    from .. import storage
 
     with storage.open_read(url, storage_options) as f:
         try:
@@ -193,7 +194,7 @@ def read_edges(url: str, storage_options=None) -> pa.Table:
         Unreadable Parquet, missing columns, non-id columns, or a malformed
         text line (``file:line``).
     """
-    from . import storage
+    from .. import storage
 
     if url.endswith(_PARQUET_SUFFIXES):
         return _parquet_edges(url, storage_options)

@@ -18,13 +18,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import graph, storage
-from .config import GraphConfig
-from .corpus import Block, _parquet_file, is_parquet, plan_blocks
-from .counts import SCHEMA, Counts
-from .errors import DataError
-from .outputs import write_file
-from .vocab import Vocab, build_vocab
+from .. import storage
+from ..config import GraphConfig
+from ..corpus import Block, _parquet_file, is_parquet, plan_blocks
+from ..counts import SCHEMA, Counts
+from ..errors import DataError
+from ..formats import write_file
+from ..vocab import Vocab, build_vocab
+from .walks import random_walks, walk_starts
 
 # Walk tokens per walk block (one task): big enough that a task is not dominated by its overhead,
 # small enough that blocks spread evenly over the shards (4 MiB of int32 node ids).
@@ -91,8 +92,8 @@ def walk_blocks(nodes: int, walks_per_node: int, walk_length: int,
 def make_walks(csr, lo: int, hi: int, g: GraphConfig, seed: int) -> Walks:
     """Walks lo..hi-1 of the job (walk w: walk index w // nodes of a start node in that index's
     shuffled order, graph.walk_starts), from (seed, node, walk index) only."""
-    starts, index = graph.walk_starts(csr.nodes, g.walks_per_node, lo, hi, seed)
-    ids, offsets = graph.random_walks(csr, starts, index, g.walk_length, g.p, g.q, seed)
+    starts, index = walk_starts(csr.nodes, g.walks_per_node, lo, hi, seed)
+    ids, offsets = random_walks(csr, starts, index, g.walk_length, g.p, g.q, seed)
     return Walks(ids, offsets)
 
 

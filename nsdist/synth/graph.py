@@ -1,9 +1,9 @@
 """Deterministic synthetic graphs with planted communities and roles (ground truth included).
 
-The graph counterpart of :mod:`nsdist.synth_sessions`: the generator knows each
+The graph counterpart of :mod:`nsdist.synth.sessions`: the generator knows each
 node's community (and, in the roles mode, its structural role), so node
 embeddings can be scored by node classification and link prediction
-(:mod:`nsdist.evaluate_graph`).
+(:mod:`nsdist.evaluate.graph`).
 
 The planted structure: communities (the default mode)
 -----------------------------------------------------
@@ -95,7 +95,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from .synth_sessions import ID_HIGH, ID_LOW
+from .sessions import ID_HIGH, ID_LOW
 
 __all__ = ["GraphFiles", "GraphSpec", "PlantedGraph", "ROLES", "generate_graph", "graph_tables", "split_edges"]
 
@@ -447,7 +447,7 @@ def generate_graph(out_dir: str, nodes: int = 10_000, seed: int = 1, spec: Graph
     """
     import pyarrow.parquet as pq
 
-    from . import storage
+    from .. import storage
 
     if fmt not in ("parquet", "text"):
         raise ValueError(f"fmt must be 'parquet' or 'text', got {fmt!r}")

@@ -431,7 +431,7 @@ def generate_sessions(out_dir: str, sessions: int = 20_000, items: int = 10_000,
     """
     import pyarrow.parquet as pq
 
-    from . import storage
+    from .. import storage
 
     spec = spec or _DEFAULT_SPEC
     train, test, cat = session_tables(sessions, items, seed, spec)

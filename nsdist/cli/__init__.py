@@ -1,0 +1,94 @@
+"""The ``nsdist`` command.
+
+Exit codes: 0 success, 2 usage or config error, 3 bad input data, 75 transient
+infrastructure failure (worth a retry), 130 interrupted (SIGINT), 143 terminated (SIGTERM), 1
+anything else.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+
+from .. import progress
+from ..errors import STOP, Interrupted, NsdistError
+from .commands import COMMANDS
+from .logs import VERBOSE, quiet_dask, setup_logging
+from .parser import EXAMPLES, parser
+
+__all__ = ["COMMANDS", "EXAMPLES", "main"]
+
+log = logging.getLogger("nsdist")
+
+_TERMINATED = []  # set when SIGTERM (Kubernetes evicting the pod) stopped the job
+
+
+def _on_signal(signum, frame):
+    # SIGTERM stops the way Ctrl-C does: the job cleans up and says how to resume (exit 143).
+    if signum == signal.SIGTERM:
+        _TERMINATED.append(signum)
+    STOP.set()
+    quiet_dask()  # at once: the wait this interrupts logs its own traceback as it unwinds
+    raise KeyboardInterrupt
+
+
+def _unraisable(unraisable) -> None:
+    """Python prints an exception raised where it cannot propagate (in a ``__del__``) with its
+    traceback. The stop request's KeyboardInterrupt can land there: the stop is not lost
+    (``STOP``), and the traceback is not news."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and STOP.is_set():
+        return
+    sys.__unraisablehook__(unraisable)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        parser().print_help()
+        return 2
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = [signal.signal(s, _on_signal) for s in signals] if in_main_thread else []
+    hook = sys.unraisablehook
+    sys.unraisablehook = _unraisable
+    try:
+        return _run(argv)
+    finally:
+        sys.unraisablehook = hook
+        for sig, handler in zip(signals, previous):  # main() from Python leaves the caller's handlers
+            signal.signal(sig, handler)
+        _TERMINATED.clear()
+        VERBOSE.clear()
+        progress.enable(False)
+        STOP.clear()
+
+
+def _run(argv: list[str]) -> int:
+    try:
+        args = parser().parse_args(argv)
+        setup_logging(args.log_format, args.verbose)
+        if args.verbose:
+            VERBOSE.append(True)
+        return COMMANDS[args.command](args)
+    except Interrupted as e:
+        print(f"nsdist: {e}", file=sys.stderr)
+        return 143 if _TERMINATED else e.exit_code
+    except NsdistError as e:
+        print(f"nsdist: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except (FileNotFoundError, PermissionError) as e:
+        print(f"nsdist: error: {e}; check the URL and the credentials", file=sys.stderr)
+        return 3 if isinstance(e, FileNotFoundError) else 2
+    except KeyboardInterrupt:
+        print("nsdist: interrupted", file=sys.stderr)
+        return 143 if _TERMINATED else 130
+    except Exception as e:  # one line for users; the traceback with --verbose
+        log.debug("unexpected error", exc_info=True)
+        print(f"nsdist: error: {type(e).__name__}: {e} (rerun with -v for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""The evaluation's input files: analogy questions, word pairs, cluster labels and held-out
+sessions (node labels and edge lists: ``graph``).
+
+The line parsers take any iterable of lines, e.g. an open file, and are strict: a malformed line
+is a ``ValueError`` naming its 1-based line number, instead of being silently skipped as gensim
+does, because a silently shrunken benchmark makes scores incomparable between runs. The file
+readers (``read_*``) take a URL (local or ``s3://``) and raise ``DataError`` naming the file.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .. import storage
+from ..corpus import is_parquet
+from ..errors import DataError
+
+def _text_lines(lines: Iterable[str | bytes]) -> Iterable[tuple[int, str]]:
+    """Yield ``(1-based line number, text)``; bytes are decoded as UTF-8.
+
+    Files opened in binary mode are accepted because gensim reads its
+    benchmark files that way; a UTF-8 byte-order mark on the first line is
+    dropped so it cannot end up glued to the first word.
+    """
+    for line_no, line in enumerate(lines, start=1):
+        if isinstance(line, bytes):
+            line = line.decode("utf-8")
+        if line_no == 1:
+            line = line.lstrip("\ufeff")
+        yield line_no, line
+
+
+def read_analogies(lines: Iterable[str]) -> list[tuple[str, str, str, str, str]]:
+    """Parse analogy questions in the ``questions-words.txt`` format.
+
+    Parameters
+    ----------
+    lines : iterable of str (or bytes)
+        Lines such as an open file.  ``: name`` starts a section; every other
+        non-blank line is a question ``a b c d``, meaning *a is to b as c is
+        to d*.
+
+    Returns
+    -------
+    list of (section, a, b, c, d)
+        One tuple per question, words kept in their original case.
+
+    Raises
+    ------
+    ValueError
+        For a question before the first section header, a question that does
+        not have exactly four words, or a header without a name.  The message
+        names the 1-based line number and the expected format.
+
+    Examples
+    --------
+    >>> read_analogies([": capital", "athens greece berlin germany", "",
+    ...                 ": gender", "king queen man woman"])
+    [('capital', 'athens', 'greece', 'berlin', 'germany'), ('gender', 'king', 'queen', 'man', 'woman')]
+    >>> read_analogies([": s", "a b c"])
+    Traceback (most recent call last):
+    ...
+    ValueError: line 2: expected an analogy 'a b c d' (4 whitespace-separated words) or a ': section' header, got 3 words: 'a b c'
+    """
+    questions: list[tuple[str, str, str, str, str]] = []
+    section: str | None = None
+    for line_no, line in _text_lines(lines):
+        text = line.strip()
+        if not text:
+            continue
+        if text.startswith(":"):
+            # gensim strips ': ' with lstrip(': '); stripping one ':' and then
+            # whitespace gives the same name for every well-formed header.
+            section = text[1:].strip()
+            if not section:
+                raise ValueError(
+                    f"line {line_no}: section header has no name; expected ': section name'"
+                )
+            continue
+        parts = text.split()
+        if len(parts) != 4:
+            raise ValueError(
+                f"line {line_no}: expected an analogy 'a b c d' (4 whitespace-separated words) "
+                f"or a ': section' header, got {len(parts)} words: {text!r}"
+            )
+        if section is None:
+            raise ValueError(
+                f"line {line_no}: analogy {text!r} appears before any ': section' header; "
+                "expected a ': section name' line first"
+            )
+        a, b, c, d = parts
+        questions.append((section, a, b, c, d))
+    return questions
+
+
+def read_pairs(lines: Iterable[str]) -> list[tuple[str, str, float]]:
+    """Parse word-similarity judgements in the wordsim-353 ``.tsv`` style.
+
+    Parameters
+    ----------
+    lines : iterable of str (or bytes)
+        Lines ``w1<TAB>w2<TAB>score``.  A line without a tab is split on
+        any whitespace instead.  Blank lines and lines starting with ``#`` are
+        ignored.
+
+    Returns
+    -------
+    list of (w1, w2, score)
+
+    Raises
+    ------
+    ValueError
+        For a line without exactly three fields or whose score is not a finite
+        number; the message names the 1-based line number.
+
+    Examples
+    --------
+    >>> read_pairs(["# word1 word2 score", "tiger\\tcat\\t7.35", "book paper 7.46"])
+    [('tiger', 'cat', 7.35), ('book', 'paper', 7.46)]
+    >>> read_pairs(["tiger\\tcat\\thigh"])
+    Traceback (most recent call last):
+    ...
+    ValueError: line 1: score 'high' is not a finite number; expected 'word1<TAB>word2<TAB>score'
+    """
+    pairs: list[tuple[str, str, float]] = []
+    for line_no, line in _text_lines(lines):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        # Tab is the canonical separator and allows a multi-word entry;
+        # whitespace splitting is the fallback for hand-written files.
+        parts = [p.strip() for p in text.split("\t")] if "\t" in text else text.split()
+        if len(parts) != 3 or not parts[0] or not parts[1]:
+            raise ValueError(
+                f"line {line_no}: expected 'word1<TAB>word2<TAB>score' (3 fields), "
+                f"got {len(parts)} fields: {text!r}"
+            )
+        w1, w2, raw = parts
+        try:
+            score = float(raw)
+        except ValueError:
+            score = math.nan
+        if not math.isfinite(score):
+            raise ValueError(
+                f"line {line_no}: score {raw!r} is not a finite number; "
+                "expected 'word1<TAB>word2<TAB>score'"
+            )
+        pairs.append((w1, w2, score))
+    return pairs
+
+
+def read_clusters(lines: Iterable[str]) -> dict[str, str]:
+    """Parse ``word<TAB>label`` lines (blank lines skipped) into {word: label}.
+
+    >>> read_clusters(["a\\tx\\n", "\\n", "b\\tx\\textra\\n"])
+    {'a': 'x', 'b': 'x'}
+    """
+    labels = {}
+    for line_no, line in _text_lines(lines):
+        if not line.strip():
+            continue
+        fields = line.rstrip("\n").split("\t")
+        if len(fields) < 2 or not fields[0] or not fields[1]:
+            raise ValueError(f"line {line_no}: expected 'word<TAB>label', got {line.strip()[:80]!r}")
+        labels[fields[0]] = fields[1]
+    return labels
+
+
+def as_sessions(sessions) -> pa.ListArray:
+    """Sessions as one Arrow list<string> array; integer ids become their decimal strings."""
+    if isinstance(sessions, pa.ChunkedArray):
+        sessions = sessions.combine_chunks()
+    if not isinstance(sessions, pa.Array):
+        sessions = pa.array([list(map(str, s)) if s is not None else None for s in sessions],
+                            pa.list_(pa.string()))
+    kind = sessions.type
+    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)) or not (
+            pa.types.is_integer(kind.value_type) or pa.types.is_string(kind.value_type)
+            or pa.types.is_large_string(kind.value_type)):
+        raise ValueError(f"sessions must be lists of item ids (integers or strings), got {kind}")
+    return pc.cast(sessions, pa.list_(pa.string()))
+
+
+def _parquet_sessions(f, url: str, column: str) -> pa.ListArray:
+    """The ``column`` of a Parquet file of sessions; ValueError naming the problem."""
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(f)
+    except pa.ArrowInvalid as e:
+        raise ValueError(f"not a readable Parquet file ({e})") from None
+    names = pf.schema_arrow.names
+    if column not in names:
+        raise ValueError(f"no column {column!r} (its columns: {', '.join(names)}); "
+                         f"write the sessions' items as a list column named {column!r}")
+    return as_sessions(pf.read(columns=[column]).column(column))
+
+
+def read_sessions(url: str, column: str = "items", storage_options=None) -> pa.ListArray:
+    """Read sessions for :func:`next_item_eval` from a Parquet or text file (local or ``s3://``).
+
+    Parameters
+    ----------
+    url : str
+        A ``.parquet`` (``.parq``, ``.pq``) file with a list column of item
+        ids, integers or strings, one row per session; or a text file (any
+        other name, optionally compressed), one session per line, item ids
+        separated by whitespace, blank lines ignored.
+    column : str, default "items"
+        The Parquet column holding each session's items in click order.
+
+    Returns
+    -------
+    pyarrow.ListArray
+        list<string>: integer ids as their decimal strings.
+
+    Raises
+    ------
+    DataError
+        The file is not readable Parquet, lacks ``column``, or the column does
+        not hold lists of ids; the message names the file and the fix.
+    """
+
+    try:
+        if is_parquet(url):
+            with storage.open_read(url, storage_options) as f:
+                return _parquet_sessions(f, url, column)
+        return pa.array([line.split() for line in storage.lines(url, storage_options) if line.strip()],
+                        pa.list_(pa.string()))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"sessions file {url!r}: {e}") from None
+
+
+def read_text(url: str, parse):
+    """``parse`` of the lines of the file at ``url``; a malformed file is a DataError naming it."""
+
+    try:
+        return parse(storage.lines(url))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"{url}: {e}; fix the file or pass another") from None
+

@@ -1,0 +1,159 @@
+"""The adjacency as compressed sparse rows, built by a counting sort, with the alias tables
+that weighted walks sample from. Pure functions of their inputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from ..noise import _vose
+
+@dataclass(frozen=True)
+class CSR:
+    """A graph's out-neighbours: node v's are ``neighbors[offsets[v]:offsets[v + 1]]``, sorted
+    by index, each once (duplicate edges merged into one of their summed weight).
+
+    ``prob``/``alias`` are the weighted walk's per-row alias tables (``alias`` holds positions
+    within the row) and ``totals`` each row's weight; all four are None when every edge weighs
+    the same, since a constant weight changes no walk probability."""
+
+    offsets: np.ndarray  # int64[n + 1]
+    neighbors: np.ndarray  # int32[E]
+    weights: np.ndarray | None = None  # float32[E]
+    prob: np.ndarray | None = None  # float32[E]
+    alias: np.ndarray | None = None  # int32[E]
+    totals: np.ndarray | None = None  # float64[n]
+
+    @property
+    def nodes(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def edges(self) -> int:
+        return len(self.neighbors)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.offsets, self.neighbors, self.weights, self.prob, self.alias, self.totals)
+                   if a is not None)
+
+
+def csr_bytes(n: int, e: int, weighted: bool) -> int:
+    """Bytes a worker holds for a CSR of ``n`` nodes and ``e`` adjacency entries (directed
+    edges; an undirected edge is two), its sampler tables included. Building it needs, on top,
+    the blocks' (src, dst, weight) parts and 8 bytes per entry before duplicates are merged.
+
+    >>> csr_bytes(1000, 10000, weighted=False), csr_bytes(1000, 10000, weighted=True)
+    (48008, 176008)
+    """
+    return 8 * (n + 1) + 4 * e + (12 * e + 8 * n if weighted else 0)
+
+
+def out_degrees(src: np.ndarray, n: int) -> np.ndarray:
+    """Edges leaving each of ``n`` nodes (duplicates counted): per block, summed across blocks.
+
+    >>> out_degrees(np.array([0, 2, 2], np.int32), 4).tolist()
+    [1, 0, 2, 0]
+    """
+    return np.bincount(src, minlength=n).astype(np.int64)
+
+
+def build_csr(parts, n: int, degrees: np.ndarray | None = None) -> CSR:
+    """The CSR of ``n`` nodes from the blocks' ``edge_ids`` triples (src, dst, weight), in
+    block order; ``degrees``: their summed ``out_degrees`` when already known.
+
+    A counting sort places each edge in its row (O(E) memory), then each row is sorted by
+    neighbour and duplicates merged, their weights summed: an unweighted edge listed twice weighs
+    2, as in a multigraph. The result does not depend on how the edges were cut into blocks.
+
+    >>> parts = [(np.array([0, 0, 1]), np.array([2, 1, 2]), None), (np.array([0]), np.array([1]), None)]
+    >>> g = build_csr(parts, 3)
+    >>> g.offsets.tolist(), g.neighbors.tolist(), g.weights.tolist()
+    ([0, 2, 3, 3], [1, 2, 2], [2.0, 1.0, 1.0])
+    """
+    parts = list(parts)
+    if degrees is None:
+        degrees = sum((out_degrees(s, n) for s, _, _ in parts), np.zeros(n, np.int64))
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(degrees, out=offsets[1:])
+    neighbors, weights = np.empty(offsets[-1], np.int32), np.empty(offsets[-1], np.float32)
+    pos = offsets[:-1].copy()
+    no_weights = np.zeros(0, np.float32)
+    for s, d, w in parts:
+        _scatter(np.asarray(s, np.int32), np.asarray(d, np.int32),
+                 no_weights if w is None else np.asarray(w, np.float32), w is not None, pos, neighbors, weights)
+    assert np.array_equal(pos, offsets[1:]), "degrees do not match the parts"
+    merged = np.zeros(n + 1, np.int64)
+    e = _sort_merge(offsets, neighbors, weights, merged)
+    neighbors, weights = neighbors[:e].copy(), weights[:e].copy()  # drop the merged duplicates' room
+    if e == 0 or np.all(weights == weights[0]):
+        return CSR(merged, neighbors)
+    prob, alias = np.ones(e, np.float32), np.zeros(e, np.int32)
+    totals = np.zeros(n, np.float64)
+    _alias_rows(merged, weights, prob, alias, totals)
+    return CSR(merged, neighbors, weights, prob, alias, totals)
+
+
+@numba.njit(cache=True, nogil=True)
+def _scatter(src, dst, w, weighted, pos, neighbors, weights):  # pragma: no cover - compiled
+    """Counting sort's placement: each edge into the next free slot of its source's row."""
+    for i in range(len(src)):
+        k = pos[src[i]]
+        neighbors[k] = dst[i]
+        weights[k] = w[i] if weighted else np.float32(1.0)
+        pos[src[i]] = k + 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _sort_merge(offsets, neighbors, weights, merged):  # pragma: no cover - compiled
+    """Sort each row by neighbour (stable), merge equal neighbours (weights summed in float64)
+    and pack the rows to the front; ``merged`` gets the new offsets. Returns the entry count."""
+    k = 0
+    for v in range(len(offsets) - 1):
+        a, b = offsets[v], offsets[v + 1]
+        row, w = neighbors[a:b], weights[a:b]
+        ordered = True
+        for i in range(1, b - a):
+            if row[i] < row[i - 1]:
+                ordered = False
+                break
+        if not ordered:  # copies: the packed output may overwrite the row
+            order = np.argsort(row, kind="mergesort")
+            row, w = row[order], w[order]
+        i = 0
+        while i < b - a:
+            total = np.float64(w[i])
+            j = i + 1
+            while j < b - a and row[j] == row[i]:
+                total += w[j]
+                j += 1
+            neighbors[k] = row[i]
+            weights[k] = np.float32(total)
+            k += 1
+            i = j
+        merged[v + 1] = k
+    return k
+
+
+@numba.njit(cache=True, nogil=True)
+def _alias_rows(offsets, weights, prob, alias, totals):  # pragma: no cover - compiled
+    """Vose's alias table of each row's weights (noise._vose on the row's slice, so an alias is
+    a position in the row), and the rows' total weights."""
+    longest = 0
+    for v in range(len(offsets) - 1):
+        longest = max(longest, offsets[v + 1] - offsets[v])
+    small, large = np.empty(longest, np.int64), np.empty(longest, np.int64)
+    scaled = np.empty(longest, np.float64)
+    for v in range(len(offsets) - 1):
+        a, d = offsets[v], offsets[v + 1] - offsets[v]
+        total = 0.0
+        for i in range(d):
+            total += weights[a + i]
+        totals[v] = total
+        for i in range(d):
+            scaled[i] = weights[a + i] * d / total
+            alias[a + i] = i
+        _vose(scaled[:d], prob[a:a + d], alias[a:a + d], small, large)
+
