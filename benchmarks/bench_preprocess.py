@@ -79,14 +79,13 @@ def run_nsdist(cfg, blocks) -> dict:
         workers = sorted(idle)
         client.run(_worker_reset_peak)
         t0 = time.perf_counter()
-        vocab, summary, scanned, block_tokens = count_vocab(client, cfg, blocks, "bench")
+        counted = count_vocab(client, cfg, blocks, "bench")
+        summary = counted.summary
         count_s = time.perf_counter() - t0
         count_mem = client.run(_worker_memory)
         client.run(_worker_reset_peak)
         t0 = time.perf_counter()
-        shards, words, _ = encode_shards(client, cfg, scanned, block_tokens, vocab, len(workers),
-                                         cfg.train.rounds(len(workers)), "bench")
-        del scanned
+        shards, words, _ = encode_shards(client, cfg, counted, len(workers), cfg.train.rounds(len(workers)), "bench")
         encode_s = time.perf_counter() - t0
         encode_mem = client.run(_worker_memory)
         pieces = [p for shard in shards for p in shard]  # a shard is a list of pieces

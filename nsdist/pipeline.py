@@ -21,13 +21,14 @@ checkpoint after a worker dies gives the same vectors.
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import hashlib
 import json
 import logging
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from importlib.metadata import version
@@ -39,7 +40,7 @@ import pyarrow.compute as pc
 
 from . import __version__, checkpoint, cluster, report, storage
 from .config import JobConfig, TrainConfig, config_from_dict
-from .corpus import is_parquet, plan_blocks, word_type
+from .corpus import is_parquet, plan_blocks
 from .errors import ConfigError, DataError, Interrupted
 from .memory import release_memory
 from .merge import shard_rates
@@ -89,10 +90,11 @@ def _write_topk(url: str, vocab: Vocab, k: int, storage_options, kind: str, bloc
                                   storage_options)}
 
 
-def _finish(cfg: JobConfig, run: _Run, vocab, vocab_size: int, kind: str, final) -> dict:
+def _finish(cfg: JobConfig, run: _Run, counted, final) -> dict:
     """The run's data files, from the final model while it is on the workers (``final``,
     cluster.training.Final): the vectors from the first worker, then the top-k table (``topk``
-    > 0) from every worker, a row block per task. ``kind``: the words' type (corpus.word_type)."""
+    > 0) from every worker, a row block per task."""
+    vocab, vocab_size, kind = counted.vocab, counted.summary["vocab_size"], counted.word_type
     opts = cfg.storage_options
     written = final.write(_write_outputs, (run.url, vocab, cfg.train.alpha, opts, kind))
     if not cfg.topk:
@@ -423,98 +425,139 @@ def train(cfg: JobConfig, client, resume: str | None = None, init_from: str | No
                           f"nsdist train --resume {url}") from None
 
 
+@dataclass
+class _Timer:
+    """Seconds per stage of a job, for its log lines and the manifest."""
+
+    seconds: dict = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        t0 = time.perf_counter()
+        yield
+        self.seconds[stage] = time.perf_counter() - t0
+
+
+@dataclass(frozen=True)
+class _Checkpoints:
+    """When a job saves its model (every ``checkpoint_every`` epochs but the last) and the state
+    a resumed run continues from, written once the model is saved."""
+
+    cfg: JobConfig
+    run: _Run
+    state: dict  # shards, models, fingerprint, vocabulary digest, warm start: fixed for the job
+
+    def url_after(self, epoch: int) -> str | None:
+        every, epochs = self.cfg.checkpoint_every, self.cfg.train.epochs
+        if every <= 0 or (epoch + 1) % every or epoch + 1 == epochs:
+            return None
+        return checkpoint.url(self.run.url, epoch)
+
+    def saved(self, epoch, metrics: list) -> None:
+        checkpoint.write_state(epoch.checkpoint, {"epoch": epoch.number + 1, **self.state, "metrics": metrics},
+                               self.cfg.storage_options)
+        log.info("checkpoint after epoch %d: %s (%.1f MB)", epoch.number + 1, epoch.checkpoint,
+                 epoch.checkpoint_bytes / 1e6, extra={"stage": "checkpoint", "epoch": epoch.number + 1,
+                                                      "url": epoch.checkpoint, "bytes": epoch.checkpoint_bytes})
+
+
 def _job(cfg: JobConfig, client, run: _Run, files: list, blocks: list, fingerprint: str, t_start: float,
          graph_read=None) -> TrainResult:
-    """The job, top to bottom: count (a graph: walk), encode, train, publish. ``graph_read``: a
-    graph job's edges, read on the workers (cluster.read_graph)."""
-    t, opts = cfg.train, cfg.storage_options
-    log.info("run %s: corpus %d file(s), %d block(s), %.1f MB", run.id, len(files), len(blocks),
-             sum(s for _, s in files) / 1e6, extra={"run_id": run.id, "files": len(files), "blocks": len(blocks),
-                                                    "bytes": sum(s for _, s in files)})
-    state = run.state or {}
+    """The job, top to bottom: count (a graph: walk), encode, train epochs of rounds, publish.
+    ``graph_read``: a graph job's edges, read on the workers (cluster.read_graph)."""
+    t, state, timer = cfg.train, run.state or {}, _Timer()
+    _log_start(run, files, blocks)
     n_shards = state.get("shards") or t.shards or sum(cluster.threads(client).values())
     # One model per worker (its threads share it); the models are what the rounds average.
     n_models = state.get("models") or max(1, min(len(cluster.workers(client)), n_shards))
 
-    # -- count: every block read once, counted, merged in a tree; the vocabulary
-    t0 = time.perf_counter()
-    if cfg.edges:  # a graph: the corpus is random walks over it, generated on the workers
-        walked = cluster.walk_corpus(client, cfg, graph_read, run.id, n_shards)
-        vocab, summary, scanned, block_tokens = walked.vocab, walked.summary, walked.walks, walked.block_tokens
-        lookup, kind, graph_info = walked.lookup, "int64" if walked.int_ids else "string", walked.graph
-    else:
-        vocab, summary, scanned, block_tokens = cluster.count_vocab(client, cfg, blocks, run.id, n_shards)
-        lookup, kind, graph_info = None, word_type(blocks), None
-    count_seconds = time.perf_counter() - t0
-    _check_words(summary, files, opts)
-    _check_vocab(summary, t, count_seconds)
-    digest = cluster.compute(client, checkpoint.vocab_digest, vocab, key=f"digest-{run.id}")
+    with timer("count"):  # every block read once (a graph: walked), counted, merged in a tree
+        counted = (cluster.walk_corpus(client, cfg, graph_read, run.id, n_shards) if cfg.edges
+                   else cluster.count_vocab(client, cfg, blocks, run.id, n_shards))
+    digest = _check_counted(client, cfg, run, counted, files, timer.seconds["count"])
+
+    with timer("encode"):  # shards of word ids that stay on the workers for all epochs
+        shards, words, shard_bytes = cluster.encode_shards(client, cfg, counted, n_shards, t.rounds(n_models), run.id)
+    _check_encoded(words, n_shards, timer.seconds["encode"])
+
+    tables, rates = _tables_on_workers(client, cfg, counted, n_models, run.id)
+    training = cluster.Training(shards, words, tables, counted.summary["vocab_size"], t.dim, n_models, t.merge_blocks,
+                                run.id)
+    source, warm = _source(client, cfg, run, counted.vocab, counted.summary["vocab_size"])
+    epochs = {m["epoch"]: m for m in state.get("metrics", [])}
+    saves = _Checkpoints(cfg, run, {"shards": n_shards, "models": n_models, "shard_plan": SHARD_PLAN,
+                                    "corpus_fingerprint": fingerprint, "vocab_sha256": digest, "warm_start": warm})
+    with cluster.train_epochs(client, cfg, training, source, state.get("epoch", 0), saves.url_after) as trained:
+        for epoch in trained:  # its rounds trained and merged on the workers; after a lost worker, again
+            epochs[epoch.number + 1] = epoch.metrics
+            if epoch.checkpoint:
+                saves.saved(epoch, [epochs[e] for e in sorted(epochs) if e <= epoch.number + 1])
+        # The outputs are written from the workers' models, once the last round is merged.
+        written = trained.finish(functools.partial(_finish, cfg, run, counted))
+        threads, restarts = trained.threads, trained.restarts
+
+    metrics = {"epochs": [epochs[e] for e in sorted(epochs)], "count_seconds": timer.seconds["count"],
+               "encode_seconds": timer.seconds["encode"], "topk_seconds": written.get("topk_seconds"),
+               "total_seconds": time.perf_counter() - t_start, "resumed_after_epoch": state.get("epoch") or None,
+               "restarts_after_worker_loss": restarts, "rounds_per_epoch": training.rounds, "rate_multiplier": rates,
+               "models": n_models, "threads_per_model": threads,
+               # Threads sharing a model race (Hogwild): the bits then depend on timing.
+               "bit_reproducible": max(threads) == 1, "client_peak_rss_bytes": _peak_rss()}
+    corpus = {"files": [u for u, _ in files], "bytes": sum(s for _, s in files), "fingerprint": fingerprint,
+              "blocks": len(blocks), "shards": n_shards, "shard_bytes": shard_bytes, **counted.summary}
+    return _publish(cfg, run, _manifest(cfg, corpus, metrics, warm, counted, written["files"]), written["sample"])
+
+
+def _log_start(run: _Run, files: list, blocks: list) -> None:
+    log.info("run %s: corpus %d file(s), %d block(s), %.1f MB", run.id, len(files), len(blocks),
+             sum(s for _, s in files) / 1e6, extra={"run_id": run.id, "files": len(files), "blocks": len(blocks),
+                                                    "bytes": sum(s for _, s in files)})
+
+
+def _check_counted(client, cfg: JobConfig, run: _Run, counted, files: list, seconds: float) -> str:
+    """A vocabulary worth training (else DataError), logged; its digest, which a resumed run's
+    must equal."""
+    _check_words(counted.summary, files, cfg.storage_options)
+    _check_vocab(counted.summary, cfg.train, seconds)
+    digest = cluster.compute(client, checkpoint.vocab_digest, counted.vocab, key=f"digest-{run.id}")
     if run.state and run.state["vocab_sha256"] != digest:
         raise DataError(f"the vocabulary of run {run.id} cannot be reproduced from the corpus; start a new run")
+    return digest
 
-    # -- encode: shards of word ids that stay on the workers for all epochs
-    t0 = time.perf_counter()
-    shards, words, shard_bytes = cluster.encode_shards(client, cfg, scanned, block_tokens, vocab, n_shards,
-                                                       t.rounds(n_models), run.id, lookup)
-    encode_seconds = time.perf_counter() - t0
-    log.info("encoded %d words into %d shard(s) in %.1f s", int(words.sum()), n_shards, encode_seconds,
-             extra={"stage": "encode", "words": int(words.sum()), "shards": n_shards, "seconds": encode_seconds})
+
+def _check_encoded(words: np.ndarray, n_shards: int, seconds: float) -> None:
+    log.info("encoded %d words into %d shard(s) in %.1f s", int(words.sum()), n_shards, seconds,
+             extra={"stage": "encode", "words": int(words.sum()), "shards": n_shards, "seconds": seconds})
     if words.sum() == 0:
         raise DataError("the corpus has no sentences with known words; check the corpus and min_count")
 
-    # -- train: epochs of rounds on one model per worker, merged; a checkpoint after each epoch
-    tables = cluster.submit(client, _tables, vocab, t, n_models, key=f"tables-{run.id}")
-    rates = cluster.compute(client, _rate_summary, tables, key=f"rates-{run.id}")
-    source, warm = _source(client, cfg, run, vocab, summary["vocab_size"])
-    prior, start = list(state.get("metrics", [])), state.get("epoch", 0)
-    training = cluster.Training(shards, words, tables, summary["vocab_size"], t.dim, n_models, t.merge_blocks,
-                                run.id)
 
-    def checkpoint_at(epoch: int) -> str | None:
-        if cfg.checkpoint_every <= 0 or (epoch + 1) % cfg.checkpoint_every or epoch + 1 == t.epochs:
-            return None
-        return checkpoint.url(run.url, epoch)
+def _tables_on_workers(client, cfg: JobConfig, counted, n_models: int, tag: str):
+    """The tables every shard trains with (a future) and their rate multipliers' summary."""
+    tables = cluster.submit(client, _tables, counted.vocab, cfg.train, n_models, key=f"tables-{tag}")
+    return tables, cluster.compute(client, _rate_summary, tables, key=f"rates-{tag}")
 
-    def on_saved(epoch: int, nbytes: int, metrics: list) -> None:
-        checkpoint.write_state(checkpoint.url(run.url, epoch), {
-            "epoch": epoch + 1, "shards": n_shards, "models": n_models, "shard_plan": SHARD_PLAN,
-            "corpus_fingerprint": fingerprint, "vocab_sha256": digest, "metrics": prior + metrics,
-            "warm_start": warm}, opts)
-        log.info("checkpoint after epoch %d: %s (%.1f MB)", epoch + 1, checkpoint.url(run.url, epoch), nbytes / 1e6,
-                 extra={"stage": "checkpoint", "epoch": epoch + 1, "url": checkpoint.url(run.url, epoch),
-                        "bytes": nbytes})
 
-    # The outputs are written from the workers' models, once the last round is merged.
-    written, metrics, restarts, threads = cluster.train_epochs(
-        client, cfg, training, source, start, checkpoint_at, on_saved,
-        finish=functools.partial(_finish, cfg, run, vocab, summary["vocab_size"], kind))
-
-    # -- publish: data files from a worker (above), the report, the manifest last, then LATEST
-    manifest = {
+def _manifest(cfg: JobConfig, corpus: dict, metrics: dict, warm: dict | None, counted, files: dict) -> dict:
+    return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": cfg.to_dict(),
-        "corpus": {"files": [u for u, _ in files], "bytes": sum(s for _, s in files),
-                   "fingerprint": fingerprint, "blocks": len(blocks), "shards": n_shards, "shard_bytes": shard_bytes,
-                   **summary},
-        "metrics": {"epochs": prior + metrics, "count_seconds": count_seconds, "encode_seconds": encode_seconds,
-                    "topk_seconds": written.get("topk_seconds"),
-                    "total_seconds": time.perf_counter() - t_start, "resumed_after_epoch": start or None,
-                    "restarts_after_worker_loss": restarts, "rounds_per_epoch": training.rounds,
-                    "rate_multiplier": rates,
-                    "models": n_models, "threads_per_model": threads,
-                    # Threads sharing a model race (Hogwild): the bits then depend on timing.
-                    "bit_reproducible": max(threads) == 1,
-                    "client_peak_rss_bytes": _peak_rss()},
+        "corpus": corpus,
+        "metrics": metrics,
         "parent": warm,
-        "word_type": kind,  # int64: item or node ids, written as int64 in vectors.parquet
-        "graph": graph_info,  # graph jobs: nodes, edges, nodes without edges (which keep a vector)
-        "files": written["files"],
+        "word_type": counted.word_type,  # int64: item or node ids, written as int64 in vectors.parquet
+        "graph": counted.graph,  # graph jobs: nodes, edges, nodes without edges (which keep a vector)
+        "files": files,
         "versions": {"nsdist": __version__, "dask": dask.__version__, "distributed": version("distributed"),
                      "numpy": np.__version__},
     }
-    # The report before the manifest, which lists it with the data files.
-    manifest["files"] = {**written["files"], "report.html": _write_report(run.url, run.id, manifest,
-                                                                          written["sample"], opts)}
+
+
+def _publish(cfg: JobConfig, run: _Run, manifest: dict, sample: dict) -> TrainResult:
+    """The report (which the manifest lists with the data files), the manifest last, then LATEST;
+    the checkpoints are then of no use."""
+    opts = cfg.storage_options
+    manifest["files"] = {**manifest["files"], "report.html": _write_report(run.url, run.id, manifest, sample, opts)}
     publish(cfg.out, run.id, manifest, opts)
     if storage.exists(storage.join(run.url, "checkpoints"), opts):
         storage.remove(storage.join(run.url, "checkpoints"), opts, recursive=True)

@@ -38,6 +38,13 @@ class RoundSpec:
     explicit_weight: float = 1.0
 
 
+def round_spec(t, epoch: int, r: int, rounds: int, shard: int, alpha_start: float, alpha_end: float,
+               walks: bool = False) -> RoundSpec:
+    """The round of ``shard`` under a job's ``TrainConfig`` ``t``; ``walks``: a graph job's."""
+    return RoundSpec(epoch, r, rounds, shard, alpha_start, alpha_end, t.window, t.negative, t.seed, t.kernel,
+                     t.share(walks=walks), t.explicit_negatives, t.explicit_weight)
+
+
 def round_slice(offsets: np.ndarray, round_: int, rounds: int) -> tuple[int, int]:
     """Sentences [begin, end) a shard trains in a round: contiguous, about equal in words (a
     sentence goes to the round that holds its first word), so that the shards of a round finish

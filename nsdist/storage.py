@@ -480,7 +480,7 @@ def _local_atomic_write(fs, path: str, data: bytes) -> None:
 
 @retry
 def write_bytes(url: str, data: bytes, storage_options: Options = None) -> None:
-    """Write (overwrite) a whole small object atomically: readers see the old or the new bytes."""
+    """Write (overwrite) a whole small object atomically: readers see the bytes before or after, never a mix."""
     fs, path = filesystem(url, storage_options)
     _makedirs_for(fs, path)
     if is_local(fs):

@@ -35,6 +35,7 @@ import yaml
 
 import nsdist
 from nsdist.config import load_config
+from killjobs import wait_for_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -861,7 +862,6 @@ def test_pod_eviction_sigterm_reaches_the_job_through_tini(tmp_path):
     image's ENTRYPOINT, tini), SIGKILL after the grace period (30 s by default). Emulated with
     the same tini as PID 1 of a new PID namespace, running the job as the pod's container does:
     the job must stop within the grace period with exit 143 and its resume command."""
-    import glob as _glob
     import json as _json
 
     from nsdist.synth import generate
@@ -874,11 +874,7 @@ def test_pod_eviction_sigterm_reaches_the_job_through_tini(tmp_path):
            "--set", "dim=32", "--set", "epochs=30", "--set", "min_count=2"]
     pod = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", *entrypoint, *job],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while not _glob.glob(os.path.join(out, "runs", "*", "checkpoints", "epoch-0001", "state.json")):
-        assert pod.poll() is None, pod.communicate()[1][-2000:]
-        assert time.time() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.05)
+    wait_for_checkpoint(pod, out, poll=0.05)
     init = psutil.Process(pod.pid).children()  # unshare's child: PID 1 of the namespace
     assert len(init) == 1 and init[0].name() == os.path.basename(entrypoint[0])
     evicted = time.time()

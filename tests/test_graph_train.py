@@ -22,6 +22,7 @@ from nsdist.errors import ConfigError
 from nsdist.evaluate.graph import node_classification, read_labels
 from nsdist.pipeline import train
 from nsdist.synth.graph import generate_graph
+from killjobs import kill, wait_for_checkpoint
 
 # jobs/graph.yaml's settings, smaller: dim 32, walks of 40 nodes.
 GRAPH = {"directed": False, "walks_per_node": 10, "walk_length": 40}
@@ -183,18 +184,8 @@ def test_a_graph_job_killed_mid_training_resumes_to_identical_vectors(client, pl
                          "epochs=3", "shards=2", "seed=1") for a in ("--set", kv)]
     job = subprocess.Popen(nsdist_cmd("train", "--edges", planted.train, "--out", out, "--workers", "2", *sets),
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    import signal
-    import time
-
-    deadline = time.time() + 300
-    pattern = os.path.join(out, "runs", "*", "checkpoints", "epoch-0001", "state.json")
-    while not glob.glob(pattern):
-        assert job.poll() is None, job.communicate()[1].decode()[-2000:]
-        assert time.time() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.1)
-    os.killpg(job.pid, signal.SIGKILL)
-    job.wait()
-    run = glob.glob(pattern)[0].split(os.sep + "checkpoints")[0]
+    run = wait_for_checkpoint(job, out)
+    kill(job)
     resumed = subprocess.run(nsdist_cmd("train", "--resume", run, "--workers", "2"), capture_output=True, text=True,
                              timeout=600)
     assert resumed.returncode == 0 and "resuming run" in resumed.stderr, resumed.stderr[-2000:]

@@ -9,11 +9,8 @@ the same seed and shards) -> retrain with --init-from -> kill that job mid-train
 from __future__ import annotations
 
 import importlib.util
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +21,7 @@ from nsdist import storage
 from nsdist.config import load_config
 from nsdist.pipeline import train
 from nsdist.synth import generate
+from killjobs import kill, wait_for_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SETS = ["dim=24", "min_count=3", "shards=2", "syncs_per_epoch=2", "seed=3"]
@@ -87,20 +85,9 @@ def test_s3_corpus_to_s3_model_on_a_process_cluster(s3_env, process_cluster, cli
     # ... and once killed after its first checkpoint, then resumed.
     job = subprocess.Popen([sys.executable, "-m", "nsdist", *retrain, "--out", out],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    fs, root = storage.filesystem(out)
-    deadline = time.time() + 300
-    while True:
-        fs.invalidate_cache()
-        states = [p for p in fs.glob(f"{root}/runs/*/checkpoints/*/state.json")]
-        if states:
-            break
-        assert job.poll() is None, job.communicate()[1].decode()[-3000:]
-        assert time.time() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.2)
-    os.killpg(job.pid, signal.SIGKILL)
-    job.wait()
+    run = wait_for_checkpoint(job, out)
+    kill(job)
     assert nsdist.load(out).manifest["run_id"] == published.manifest["run_id"]  # LATEST untouched
-    run = f"s3://{states[0].split('/checkpoints/')[0]}"
 
     resumed = cli("train", "--resume", run, "--scheduler", process_cluster)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

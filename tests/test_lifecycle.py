@@ -25,6 +25,7 @@ from nsdist.runs import claim_run, load, new_run_id, publish, run_url
 from nsdist.pipeline import _warm_model, train
 from nsdist.synth import generate
 from nsdist.vocab import Vocab
+from killjobs import kill, wait_for_checkpoint
 
 TRAIN = ["dim=24", "epochs=4", "min_count=3", "shards=2", "syncs_per_epoch=2", "seed=7"]
 
@@ -86,16 +87,9 @@ def test_killed_job_resumes_to_identical_vectors(client, tmp_path):
     # A new session: killing its process group takes the LocalCluster's workers down too.
     job = subprocess.Popen(nsdist_cmd("train", "--corpus", files.corpus, "--out", out, "--workers", "2", *sets),
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.time() + 300
-    while not glob.glob(os.path.join(out, "runs", "*", "checkpoints", "epoch-0001", "state.json")):
-        assert job.poll() is None, job.communicate()[1].decode()[-2000:]
-        assert time.time() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.2)
-    os.killpg(job.pid, signal.SIGKILL)
-    job.wait()
+    run = wait_for_checkpoint(job, out)
+    kill(job)
     assert not os.path.exists(os.path.join(out, "LATEST"))
-    run = os.path.dirname(os.path.dirname(os.path.dirname(
-        glob.glob(os.path.join(out, "runs", "*", "checkpoints", "epoch-0001", "state.json"))[0])))
 
     # A checkpoint from a version that cut the shards differently is refused, not silently mixed.
     other = run + "-old"

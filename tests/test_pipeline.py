@@ -18,12 +18,11 @@ from nsdist.errors import ConfigError, DataError
 from nsdist.runs import list_runs, load
 from nsdist import pipeline, plan
 from nsdist.encode import encode_scanned
-from nsdist.merge import merge_rows
-from nsdist.model import Model, init_model
+from nsdist.model import init_model
+from nsdist.reference import train_models
 from nsdist.cluster import count_vocab, encode_shards
 from nsdist.cluster.client import tree_levels, tree_reduce
 from nsdist.pipeline import train
-from nsdist.shard import RoundSpec, train_round
 
 
 def corpus_text(lines=3000, seed=0):
@@ -46,8 +45,8 @@ def test_distributed_counts_equal_in_process_count(client, write):
     cfg = load_config(None, {"min_count": 1}, environ={}, corpus=tuple(paths), out="unused", blocksize=4096)
     blocks = plan_blocks(cfg.corpus, blocksize=cfg.blocksize)
     assert len(blocks) > 5
-    vocab, summary, scanned, block_tokens = count_vocab(client, cfg, blocks, "test-count")
-    vocab = vocab.result()
+    counted = count_vocab(client, cfg, blocks, "test-count")
+    vocab, summary, scanned, block_tokens = counted.vocab.result(), counted.summary, counted.blocks, counted.block_tokens
     expected = collections.Counter(text.split())
     assert dict(zip(vocab.words.to_pylist(), vocab.counts.tolist())) == dict(expected)
     assert vocab.words.to_pylist() == sorted(expected, key=lambda w: (-expected[w], w))
@@ -77,10 +76,11 @@ def test_shards_are_dealt_over_the_workers(unstolen, write):
     path = write("c.txt", corpus_text())
     cfg = load_config(None, {"min_count": 1}, environ={}, corpus=(path,), out="unused", blocksize=4096)
     blocks = plan_blocks(cfg.corpus, blocksize=cfg.blocksize)
-    vocab, summary, scanned, block_tokens = count_vocab(client, cfg, blocks, "test-deal")
-    kept = list(scanned)
-    shards, words, _ = encode_shards(client, cfg, scanned, block_tokens, vocab, 4, 8, "test-deal")
-    assert scanned == []  # handed over: each block is freed once its pieces exist
+    counted = count_vocab(client, cfg, blocks, "test-deal")
+    vocab, summary, block_tokens = counted.vocab, counted.summary, counted.block_tokens
+    kept = list(counted.blocks)
+    shards, words, _ = encode_shards(client, cfg, counted, 4, 8, "test-deal")
+    assert counted.blocks == []  # handed over: each block is freed once its pieces exist
     who = client.who_has([p for pieces in shards for p in pieces])
     homes = [{w for p in pieces for w in who[p.key]} for pieces in shards]
     assert all(len(h) == 1 for h in homes), homes  # a shard's pieces are held together
@@ -189,63 +189,16 @@ def test_tree_levels_keep_order_and_keys(client):
     assert root.key == "t-2-0" and root.result() == "/".join(map(str, range(17)))
 
 
-def _part_bytes(n_in, n_out, own_in, own_out, dim):
-    """Bytes of one model's part of a block (merge.changed): dense when every row goes."""
-    sent_in, sent_out = (n_in > 0) | (own_in > 0), (n_out > 0) | (own_out > 0)
-    if sent_in.all() and sent_out.all():
-        return len(n_in) * (2 * dim * 4 + 2 * 4)
-    return int(sent_in.sum() + sent_out.sum()) * (dim * 4 + 4 + 4)
-
-
-def _merged_bytes(touched_in, touched_out, dim):
-    return sum(len(t) * dim * 4 if t.all() else int(t.sum()) * (dim * 4 + 4) for t in (touched_in, touched_out))
-
-
 def reference(client, cfg, n_shards, n_models, tag):
-    """A plain loop over ``n_models`` models in one process: each trains its shards in shard
-    order and keeps its update counts until a row is synchronised; every round averages a
-    frequency prefix of the rows (all rows at an epoch's end). Returns the final model and the
-    bytes each round must move between worker processes (model m on worker m; block b merged by
-    model b % n_models's worker; only the rows a sender or the owner changed go in, only the rows
-    the merge changed go out), and the synchronised row counts seen."""
+    """nsdist.reference's plain loop over ``n_models`` models in one process, on the shards the
+    cluster encodes (counting and encoding are compared with in-process code above)."""
     t = cfg.train
-    vocab, summary, scanned, block_tokens = count_vocab(client, cfg, plan_blocks(cfg.corpus, {}, cfg.blocksize), tag)
-    rounds = t.rounds(n_models)
-    shards, words, _ = encode_shards(client, cfg, scanned, block_tokens, vocab, n_shards, rounds, tag)
-    tables = pipeline._tables(vocab.result(), t, n_models)
-    shards = client.gather(shards)
-    rows = summary["vocab_size"]
-    start = init_model(rows, t.dim, t.seed)
-    models = [Model(start.win.copy(), start.wout.copy()) for _ in range(n_models)]
-    counts = [(np.zeros(rows, np.uint32), np.zeros(rows, np.uint32)) for _ in models]
-    total, done, prefixes, moved = t.epochs * int(words.sum()), 0, set(), []
-    for epoch in range(t.epochs):
-        for r in range(rounds):
-            a0 = plan.schedule(t.alpha, t.min_alpha, done, total)
-            done += int(words[:, r].sum())
-            a1 = plan.schedule(t.alpha, t.min_alpha, done, total)
-            for model, (n_in, n_out), group in zip(models, counts, plan.model_groups(n_shards, n_models)):
-                for s in group:
-                    train_round(model, shards[s], tables,
-                                RoundSpec(epoch, r, rounds, s, a0, a1, t.window, t.negative, t.seed, t.kernel),
-                                n_in, n_out)
-            n = plan.sync_rows(r, rounds, rows, t.sync_rows)
-            prefixes.add(n)
-            blocks = t.merge_blocks or plan.merge_blocks(n, rows, n_models, 2 * rows * t.dim * 4)
-            nbytes = 0
-            for b, (lo, hi) in enumerate(plan.row_blocks(n, blocks)):
-                own = counts[b % n_models]
-                nbytes += sum(_part_bytes(k[0][lo:hi], k[1][lo:hi], own[0][lo:hi], own[1][lo:hi], t.dim)
-                              for m, k in enumerate(counts) if m != b % n_models)
-                touched = [np.any([k[c][lo:hi] > 0 for k in counts], axis=0) for c in (0, 1)]
-                nbytes += (n_models - 1) * _merged_bytes(*touched, t.dim)
-            moved.append(nbytes)
-            for matrix, c in (("win", 0), ("wout", 1)):
-                merge_rows([getattr(m, matrix)[:n] for m in models], [getattr(m, matrix)[:n] for m in models],
-                           [k[c][:n] for k in counts], t.merge)
-            for k in counts:
-                k[0][:n], k[1][:n] = 0, 0
-    return models[0], moved, prefixes
+    counted = count_vocab(client, cfg, plan_blocks(cfg.corpus, {}, cfg.blocksize), tag)
+    shards, words, _ = encode_shards(client, cfg, counted, n_shards, t.rounds(n_models), tag)
+    tables = pipeline._tables(counted.vocab.result(), t, n_models)
+    ref = train_models(client.gather(shards), words, tables, t, n_models,
+                       init_model(counted.summary["vocab_size"], t.dim, t.seed))
+    return ref.model, ref.moved, ref.prefixes
 
 
 def check_against_reference(cfg, client, n_shards, n_models, tag):

@@ -18,9 +18,9 @@ from .client import (close, compute, connect, memory_limits, session, setup_work
 from .models import ModelLost
 from .plugin import ExpectedErrors, WorkerMemory
 from .graph import check_adjacency, read_graph, walk_corpus
-from .stages import count_vocab, encode_shards, sample_vocab
+from .stages import Counted, count_vocab, encode_shards, sample_vocab
 from .training import Training, train_epochs
 
 __all__ = ["close", "compute", "connect", "session", "memory_limits", "setup_workers", "submit", "threads", "tree_levels", "tree_reduce",
-           "workers", "ModelLost", "ExpectedErrors", "WorkerMemory", "count_vocab", "encode_shards", "sample_vocab",
+           "workers", "ModelLost", "ExpectedErrors", "WorkerMemory", "Counted", "count_vocab", "encode_shards", "sample_vocab",
            "check_adjacency", "read_graph", "walk_corpus", "Training", "train_epochs"]

@@ -21,6 +21,7 @@ from ..plan import block_workers
 from ..graph.corpus import (add, make_walks, node_counts, node_lookup, node_vocab, walk_blocks, walk_lengths,
                      write_walks)
 from .client import tree_reduce
+from .stages import Counted
 from .client import workers as client_workers
 
 log = logging.getLogger("nsdist")
@@ -30,20 +31,6 @@ log = logging.getLogger("nsdist")
 ADJACENCY_SHARE = 0.5
 # Directed walks averaging less than this share of walk_length are worth a warning (dead ends).
 SHORT_WALKS = 0.9
-
-
-@dataclass
-class WalkCorpus:
-    """A graph's walks as a corpus: what ``stages.count_vocab`` returns for text, plus the lookup
-    the encoding maps node indices through, the manifest's ``graph`` object and the ids' type."""
-
-    vocab: object  # future of Vocab
-    summary: dict
-    walks: list  # futures of walks.Walks, in block order
-    block_tokens: list[int]
-    lookup: object  # future of the node -> vocabulary id array
-    graph: dict  # nodes, edges, isolated nodes, ... for the manifest
-    int_ids: bool
 
 
 def _edge_count(ids) -> int:
@@ -121,7 +108,7 @@ def check_adjacency(read: GraphRead, limits: dict[str, int]) -> None:
                           f"of a worker's memory limit ({min(known) / 1e6:,.1f} MB); give the workers more memory")
 
 
-def walk_corpus(client: Client, cfg: JobConfig, read: GraphRead, tag: str, shards: int) -> WalkCorpus:
+def walk_corpus(client: Client, cfg: JobConfig, read: GraphRead, tag: str, shards: int) -> Counted:
     """The walks of a graph that ``read_graph`` read, as a corpus: adjacency, walks, counts,
     vocabulary, and the node -> vocabulary id lookup for the encoding."""
     g, opts = cfg.graph, cfg.storage_options
@@ -170,5 +157,5 @@ def walk_corpus(client: Client, cfg: JobConfig, read: GraphRead, tag: str, shard
     vocab_size, vocab_tokens = client.submit(_vocab_size, vocab, key=f"vocab-size-{tag}").result()
     summary = {"vocab_size": vocab_size, "vocab_tokens": vocab_tokens, "raw_tokens": sum(block_tokens),
                "sentences": sentences, "distinct_words": n_nodes}
-    int_ids = client.submit(graph.node_type, nodes, key=f"node-type-{tag}").result() == "int64"
-    return WalkCorpus(vocab, summary, walks, block_tokens, lookup, {**graph_info, "walks": sentences}, int_ids)
+    kind = client.submit(graph.node_type, nodes, key=f"node-type-{tag}").result()
+    return Counted(vocab, summary, walks, block_tokens, kind, lookup, {**graph_info, "walks": sentences})

@@ -5,13 +5,14 @@ encode.py; this module places it."""
 from __future__ import annotations
 
 import operator
+from dataclasses import dataclass
 
 import numpy as np
 from distributed import Client
 
 from .. import progress
 from ..config import JobConfig
-from ..corpus import Block, iter_tokens, read_session_block
+from ..corpus import Block, iter_tokens, read_session_block, word_type
 from ..counts import Counts, Scanned, merge_counts, scan, scan_sessions
 from ..encode import Shard, encode_scanned
 from ..memory import release_memory
@@ -20,6 +21,26 @@ from ..shard import round_words
 from ..vocab import Vocab, build_vocab
 from .client import tree_reduce
 from .client import workers as client_workers
+
+
+@dataclass
+class Counted:
+    """A job's corpus on the workers, counted: what every source (text, sessions, a graph's walks)
+    hands to encoding and training.
+
+    ``vocab`` is a future of the Vocab; ``blocks`` the futures of the read blocks (scans, or a
+    graph's walk blocks) with ``block_tokens`` tokens each; ``lookup`` (graphs) a future of the
+    node -> vocabulary id array the encoding maps walks through, None for a corpus of words;
+    ``word_type`` the words' type in the outputs ("string" or "int64"); ``graph`` a graph's entry
+    in the manifest."""
+
+    vocab: object
+    summary: dict
+    blocks: list
+    block_tokens: list[int]
+    word_type: str
+    lookup: object = None
+    graph: dict | None = None
 
 
 # Task functions: module-level, plain inputs and outputs, never mutating their arguments.
@@ -76,12 +97,11 @@ def _vocab_summary(vocab: Vocab, counts: Counts) -> dict:
             "sentences": counts.sentences, "distinct_words": counts.table.num_rows}
 
 
-def count_vocab(client: Client, cfg: JobConfig, blocks: list[Block], tag: str, shards: int | None = None):
+def count_vocab(client: Client, cfg: JobConfig, blocks: list[Block], tag: str, shards: int | None = None) -> Counted:
     """Read each block once, count, merge the counts in a tree, build the vocabulary.
 
-    Returns (vocab future, summary, scanned block futures, tokens per block). The scanned blocks
-    stay on the workers until ``encode_shards`` has turned them into ``shards`` shards (placed
-    for that count; default one per worker).
+    The scanned blocks stay on the workers until ``encode_shards`` has turned them into
+    ``shards`` shards (placed for that count; default one per worker).
     """
     t = cfg.train
     read_args = (cfg.storage_options, t.lowercase, cfg.parquet_column, cfg.negatives_column, cfg.order_column)
@@ -97,25 +117,25 @@ def count_vocab(client: Client, cfg: JobConfig, blocks: list[Block], tag: str, s
         bar.follow(counted)
         block_tokens = client.gather(tokens)  # after the whole graph is submitted: the merges start early
         summary = client.submit(_vocab_summary, vocab, counts, key=f"summary-{tag}").result()
-    return vocab, summary, scanned, block_tokens
+    return Counted(vocab, summary, scanned, block_tokens, word_type(blocks))
 
 
-def encode_shards(client: Client, cfg: JobConfig, scanned: list, block_tokens: list[int], vocab, n_shards: int,
-                  rounds: int, tag: str, lookup=None):
-    """Encode the scanned blocks into ``n_shards`` training shards of about equal token counts:
+def encode_shards(client: Client, cfg: JobConfig, counted: Counted, n_shards: int, rounds: int, tag: str):
+    """Encode the counted blocks into ``n_shards`` training shards of about equal token counts:
     (shards, words[shard, round], bytes of all shards). A shard is a list of piece futures, one per block it draws
     from (``_encode_piece``), in order; training takes the pieces as one shard
     (``shard.round_slices``), so no worker ever holds a shard and its scanned blocks twice.
-    Empties ``scanned``: each scanned block is freed as soon as its pieces are built. ``lookup``:
-    a graph job's node -> vocabulary id array; ``scanned`` are then its walk blocks."""
+    Empties ``counted.blocks``: each block is freed as soon as its pieces are built."""
     t = cfg.train
+    scanned, block_tokens, vocab, lookup = counted.blocks, counted.block_tokens, counted.vocab, counted.lookup
     # Deal the shards round-robin over the workers: model m trains shards m, m + M, ... on worker
     # m (training.py), so each shard is built where it trains; left to itself the scheduler may
     # build several next to the same scanned blocks, on one worker.
     workers = client_workers(client)
     shards = []
     for s, plan in enumerate(shard_plan(block_tokens, n_shards)):
-        place = {"workers": [workers[s % len(workers)]] if workers else None, "allow_other_workers": True}
+        # Dask refuses allow_other_workers without workers: no worker known yet places it anywhere.
+        place = {"workers": [workers[s % len(workers)]], "allow_other_workers": True} if workers else {}
         piece, table = (_encode_piece, vocab) if lookup is None else (_encode_walk_piece, lookup)
         shards.append([client.submit(piece, lo, hi, table, t.max_sentence_length, scanned[b],
                                      key=f"shard-{tag}-{s}-{b}", **place) for b, lo, hi in plan]

@@ -25,7 +25,7 @@ from ..config import JobConfig
 from ..errors import TransientError
 from ..model import diverged
 from ..plan import merge_blocks, model_groups, row_blocks, schedule, sync_rows
-from ..shard import RoundSpec
+from ..shard import round_spec
 from . import models
 from .client import gather_watching, threads
 from .models import ModelLost
@@ -138,8 +138,7 @@ class _Attempt:
         self.done = end
         rows = sync_rows(r, run.rounds, run.rows, t.sync_rows)
         ranges = row_blocks(rows, run.blocks or merge_blocks(rows, run.rows, run.models, run.model_bytes))
-        specs = {s: RoundSpec(epoch, r, run.rounds, s, a0, a1, t.window, t.negative, t.seed, t.kernel,
-                              t.share(walks=bool(self.cfg.edges)), t.explicit_negatives, t.explicit_weight)
+        specs = {s: round_spec(t, epoch, r, run.rounds, s, a0, a1, walks=bool(self.cfg.edges))
                  for s in range(len(run.shards))}
         trained = [self.submit(models.train, run.tag, self.attempt, g, m, ranges, [run.shards[s] for s in group],
                                run.tables, [specs[s] for s in group], lay.threads[m], *self.after[m],
@@ -257,9 +256,8 @@ class _Attempt:
 
 
 class Final:
-    """The trained model while it is still on the workers, for ``train_epochs``' ``finish``:
-    ``write`` runs a function on the first worker's copy, ``deal`` runs tasks over every
-    worker's copy of its unit rows."""
+    """The trained model while it is still on the workers: ``write`` runs a function on the first
+    worker's copy, ``deal`` runs tasks over every worker's copy of its unit rows."""
 
     def __init__(self, job: _Attempt):
         self._job = job
@@ -280,65 +278,107 @@ class Final:
         return self._job.deal(task, args, items, label)
 
 
-def train_epochs(client: Client, cfg: JobConfig, run: Training, source: tuple, start: int = 0,
-                 checkpoint_at=None, on_saved=None, finish=None):
-    """Epochs start..epochs-1 on models that live on the workers (``_Attempt``).
+@dataclass(frozen=True)
+class Epoch:
+    """One trained epoch (0-based ``number``): its metrics, and the checkpoint saved after it
+    (``checkpoint``: its URL, ``checkpoint_bytes`` its size; None when the epoch saved none)."""
+
+    number: int
+    metrics: dict
+    checkpoint: str | None
+    checkpoint_bytes: int | None
+
+
+class train_epochs:  # noqa: N801 - used as a function: ``with train_epochs(...) as epochs: for e in epochs``
+    """Epochs start..epochs-1 on models that live on the workers (``_Attempt``), as an iterator
+    of ``Epoch`` results in order; ``finish(fn)`` then runs ``fn(final)`` while the final model
+    is still on the workers (``final``: a ``Final``, to write the outputs from it). Leaving the
+    ``with`` block frees the models, whatever happened.
 
     ``source``: (build, args): ``build(*args)`` is the model before epoch ``start`` (built on
     every worker holding a model). ``checkpoint_at(epoch)``: a URL to save the model to after
-    ``epoch``, or None; ``on_saved(epoch, nbytes, metrics)`` runs once that save and the
-    epoch's metrics are in. ``finish(final)`` runs while the final model is still on the workers
-    (``final``: a ``Final``, to write the outputs from it). Returns (finish's result, per-epoch
-    metrics, restarts, threads per model).
+    ``epoch``, or None.
 
     When a worker is lost, training restarts from the last saved model (or ``source``), at most
-    MAX_RECOVERIES times: every task is a deterministic function of the model it starts from
-    (with one thread per model) and the merges sum in model order, so the vectors are the same
-    as without the loss.
+    MAX_RECOVERIES times, and the epochs since then are trained (and yielded) again: every task
+    is a deterministic function of the model it starts from (with one thread per model) and the
+    merges sum in model order, so the vectors are the same as without the loss.
+    ``restarts`` and ``threads`` (per model) are for the manifest.
     """
-    metrics: list[dict] = []
-    saved: list[tuple[int, str]] = []  # (epoch, url) of each model saved
-    with progress.stage("training", (cfg.train.epochs - start) * run.rounds, unit=" rounds") as bar:
-        first = start
-        for attempt in range(MAX_RECOVERIES + 1):
-            job = None
+
+    def __init__(self, client: Client, cfg: JobConfig, run: Training, source: tuple, start: int = 0,
+                 checkpoint_at=None):
+        self.client, self.cfg, self.run = client, cfg, run
+        self.source, self.start, self.first = source, start, start
+        self.checkpoint_at = checkpoint_at or (lambda epoch: None)
+        self.restarts, self.saved, self.job = 0, [], None  # saved: (epoch, url) of each checkpoint
+
+    def __enter__(self):
+        self._stage = progress.stage("training", (self.cfg.train.epochs - self.start) * self.run.rounds,
+                                     unit=" rounds")
+        self.bar = self._stage.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.job is not None:  # the models must not outlive the job
+            self.job.stop()
+        return self._stage.__exit__(*exc)
+
+    @property
+    def threads(self) -> list[int]:
+        return self.job.layout.threads
+
+    def __iter__(self):
+        while True:
             try:
-                job = _Attempt(client, cfg, run, attempt, start, source)
-                job.bar, bar.done = bar, (start - first) * run.rounds
-                pending = None
-                for epoch in range(start, cfg.train.epochs):
-                    submitted = job.submit_epoch(epoch, checkpoint_at(epoch) if checkpoint_at else None)
-                    if pending is not None:
-                        _collected(job, pending, metrics, saved, on_saved)
-                    pending = submitted
-                if pending is not None:
-                    _collected(job, pending, metrics, saved, on_saved)
-                result = finish(Final(job)) if finish else None
-                job.stop()
-                return result, metrics, attempt, job.layout.threads
+                yield from self._attempt()
+                return
             except LOST as e:
-                # The attempt's tasks that still run or wait find their models gone and do nothing.
-                if job is not None:
-                    job.stop()
-                if attempt == MAX_RECOVERIES:
-                    raise TransientError(f"lost workers {attempt + 1} times while training ({e}); check the "
-                                         "workers' memory and logs, then --resume the run") from e
-                if saved:
-                    start, source = saved[-1][0] + 1, (checkpoint.load_model, (saved[-1][1], cfg.storage_options))
-                metrics[:] = [m for m in metrics if m["epoch"] <= start]
-                log.warning("lost a worker (%s: %s); training again from epoch %d", type(e).__name__, e, start + 1)
-            except BaseException:
-                if job is not None:  # the models must not outlive the job
-                    job.stop()
-                raise
-    raise AssertionError("unreachable")
+                self._recover(e)
 
+    def finish(self, fn):
+        """``fn(final)`` on the final model; a worker lost meanwhile retrains the epochs since the
+        last checkpoint (the same bits) and runs ``fn`` again."""
+        while True:
+            try:
+                return fn(Final(self.job))
+            except LOST as e:
+                self._recover(e)
+                for _ in self:
+                    pass
 
-def _collected(job: _Attempt, pending: tuple, metrics: list, saved: list, on_saved) -> None:
-    m, nbytes = job.collect(*pending)
-    metrics.append(m)
-    if nbytes is not None:
+    def _attempt(self):
+        """Epochs from ``start`` on fresh models: epoch e + 1 is submitted before epoch e is
+        collected, so the workers never wait for the client between epochs."""
+        self.job = None
+        self.job = job = _Attempt(self.client, self.cfg, self.run, self.restarts, self.start, self.source)
+        job.bar, self.bar.done = self.bar, (self.start - self.first) * self.run.rounds
+        pending = None
+        for epoch in range(self.start, self.cfg.train.epochs):
+            submitted = job.submit_epoch(epoch, self.checkpoint_at(epoch))
+            if pending is not None:
+                yield self._collected(pending)
+            pending = submitted
+        if pending is not None:
+            yield self._collected(pending)
+
+    def _collected(self, pending: tuple) -> Epoch:
+        metrics, nbytes = self.job.collect(*pending)
         epoch, url = pending[0], pending[3]
-        saved.append((epoch, url))
-        if on_saved is not None:
-            on_saved(epoch, nbytes, metrics)
+        if nbytes is not None:
+            self.saved.append((epoch, url))
+        return Epoch(epoch, metrics, url if nbytes is not None else None, nbytes)
+
+    def _recover(self, e: BaseException) -> None:
+        """After a lost worker: free this attempt's models (its tasks that still run or wait find
+        them gone and do nothing), then start again from the last checkpoint."""
+        if self.job is not None:
+            self.job.stop()
+        if self.restarts == MAX_RECOVERIES:
+            raise TransientError(f"lost workers {self.restarts + 1} times while training ({e}); check the "
+                                 "workers' memory and logs, then --resume the run") from e
+        self.restarts += 1
+        if self.saved:
+            epoch, url = self.saved[-1]
+            self.start, self.source = epoch + 1, (checkpoint.load_model, (url, self.cfg.storage_options))
+        log.warning("lost a worker (%s: %s); training again from epoch %d", type(e).__name__, e, self.start + 1)

@@ -53,13 +53,7 @@ Files written by :func:`generate_sessions` into ``OUT_DIR``
 Everything is a pure function of ``(sessions, items, seed, spec)``; the
 catalogue (``items.tsv``) depends on ``(items, seed, spec)`` only.
 
-Calibration (10k sessions, 5k items, gensim 4.4 ``Word2Vec(sg=1, negative=5,
-window=5, min_count=5, epochs=5, vector_size=64)``, seeds 1-3): group
-precision@10 0.89-0.91; leave-last-out HR@10 0.23-0.25 (NDCG@10 0.14-0.15)
-against 0.05-0.09 (0.03-0.04) for popularity; the planted truth as vectors
-reaches about 0.40.  At 20k sessions and 10k items precision@10 is 1.00 with
-``sibling_rate`` 0.08, 0.93 with 0.2 and 0.41 with 0.3 (and ``noise_rate``
-0.1): 0.2 keeps it graded.  See docs/recommendations.md.
+How gensim and popularity score on it: docs/recommendations.md ("The planted clickstream").
 """
 
 from __future__ import annotations

@@ -49,12 +49,7 @@ Everything is a pure function of ``(tokens, seed)``: equal arguments give
 byte-identical files (gzip output uses a zero mtime for the same reason).
 The question, cluster and pair files do not depend on ``tokens``.
 
-Calibration (gensim 4.4 ``Word2Vec(sg=1, negative=5, window=5, min_count=5,
-epochs=5)``, seeds 1-3): at 1M tokens analogy accuracy and cluster
-precision@10 are 1.00 and pair Spearman 0.93-0.94; at 300k tokens they are
-0.66-0.72, 0.85-0.87 and 0.88-0.90; with a single epoch over 1M tokens
-0.56-0.57, 0.74-0.78 and 0.86-0.88.  Every ground-truth word occurs at least
-~20 times per 200k tokens.
+How gensim scores on it at several sizes: docs/quality.md ("The planted corpus").
 """
 
 from __future__ import annotations

@@ -1,0 +1,95 @@
+"""The rounds and merges of training, stated as a plain loop over models in one process.
+
+This is what the distributed training computes (``cluster/training.py``, one model per worker
+process), written without Dask: each of ``n_models`` models trains its shards in shard order,
+keeping its update counts per row until the row is next synchronised; every round averages a
+frequency prefix of the rows (``plan.sync_rows``; every row at an epoch's end) with the merge
+rules of ``merge.py``. With one thread per worker the distributed run gives exactly these bits,
+and moves exactly the bytes counted here: model m lives on worker m, block b of a round's rows
+is merged by model b mod M's worker, only the rows a sender or the owner changed go in, only the
+rows the merge changed go out. ``tests/test_pipeline.py`` holds the two to that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import plan
+from .config import TrainConfig
+from .encode import Shard
+from .merge import merge_rows
+from .model import Model, Tables
+from .shard import round_spec, train_round
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The final model (every model is equal after an epoch's last round), the bytes each round
+    moves between worker processes, and the synchronised row counts the rounds used."""
+
+    model: Model
+    moved: list[int]
+    prefixes: set[int]
+
+
+def part_bytes(n_in, n_out, own_in, own_out, dim: int) -> int:
+    """Bytes of one model's part of a row block (``merge.changed``): its changed rows and the
+    owner's, each with its id and count; every row, without ids, when that is all of them.
+
+    >>> part_bytes(np.array([1, 0]), np.array([0, 0]), np.array([0, 0]), np.array([0, 1]), dim=2)
+    32
+    """
+    sent_in, sent_out = (n_in > 0) | (own_in > 0), (n_out > 0) | (own_out > 0)
+    if sent_in.all() and sent_out.all():
+        return len(n_in) * (2 * dim * 4 + 2 * 4)
+    return int(sent_in.sum() + sent_out.sum()) * (dim * 4 + 4 + 4)
+
+
+def merged_bytes(touched_in, touched_out, dim: int) -> int:
+    """Bytes of a merged row block sent to one other worker: the rows some model changed, with
+    their ids unless every row goes."""
+    return sum(len(t) * dim * 4 if t.all() else int(t.sum()) * (dim * 4 + 4) for t in (touched_in, touched_out))
+
+
+def train_models(shards: list[Shard], words: np.ndarray, tables: Tables, t: TrainConfig, n_models: int,
+                 start: Model) -> Reference:
+    """Every epoch of ``t`` on ``n_models`` copies of ``start``; ``words[shard, round]`` are the
+    shards' words per round, which set the global learning-rate schedule."""
+    n_shards, rounds = words.shape
+    rows = len(start.win)
+    models = [Model(start.win.copy(), start.wout.copy()) for _ in range(n_models)]
+    counts = [(np.zeros(rows, np.uint32), np.zeros(rows, np.uint32)) for _ in models]
+    total, done, prefixes, moved = t.epochs * int(words.sum()), 0, set(), []
+    for epoch in range(t.epochs):
+        for r in range(rounds):
+            a0 = plan.schedule(t.alpha, t.min_alpha, done, total)
+            done += int(words[:, r].sum())
+            a1 = plan.schedule(t.alpha, t.min_alpha, done, total)
+            for model, (n_in, n_out), group in zip(models, counts, plan.model_groups(n_shards, n_models)):
+                for s in group:
+                    train_round(model, shards[s], tables, round_spec(t, epoch, r, rounds, s, a0, a1), n_in, n_out)
+            n = plan.sync_rows(r, rounds, rows, t.sync_rows)
+            prefixes.add(n)
+            moved.append(_round_bytes(counts, n, rows, t))
+            for matrix, c in (("win", 0), ("wout", 1)):
+                merge_rows([getattr(m, matrix)[:n] for m in models], [getattr(m, matrix)[:n] for m in models],
+                           [k[c][:n] for k in counts], t.merge)
+            for k in counts:
+                k[0][:n], k[1][:n] = 0, 0
+    return Reference(models[0], moved, prefixes)
+
+
+def _round_bytes(counts: list, n: int, rows: int, t: TrainConfig) -> int:
+    """What a round that synchronises rows [0, n) moves, from the models' update counts."""
+    n_models = len(counts)
+    blocks = t.merge_blocks or plan.merge_blocks(n, rows, n_models, 2 * rows * t.dim * 4)
+    nbytes = 0
+    for b, (lo, hi) in enumerate(plan.row_blocks(n, blocks)):
+        own = counts[b % n_models]
+        nbytes += sum(part_bytes(k[0][lo:hi], k[1][lo:hi], own[0][lo:hi], own[1][lo:hi], t.dim)
+                      for m, k in enumerate(counts) if m != b % n_models)
+        touched = [np.any([k[c][lo:hi] > 0 for k in counts], axis=0) for c in (0, 1)]
+        nbytes += (n_models - 1) * merged_bytes(*touched, t.dim)
+    return nbytes
