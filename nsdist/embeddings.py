@@ -30,6 +30,7 @@ from numbers import Integral, Real
 import numpy as np
 
 from .errors import ConfigError, DataError, UnknownWord
+from .nearest import row_norms, top_k
 
 log = logging.getLogger(__name__)
 
@@ -205,11 +206,7 @@ class Embeddings:
     def norms(self) -> np.ndarray:
         """L2 norm of every vector (zero rows count as 1, so they score 0), computed once."""
         if self._norms is None:
-            norms = np.empty(len(self.vectors), dtype=np.float32)
-            for start in range(0, len(self.vectors), 8192):  # bounded temporaries for big models
-                norms[start:start + 8192] = np.linalg.norm(self.vectors[start:start + 8192], axis=1)
-            norms[norms == 0] = 1
-            self._norms = norms
+            self._norms = row_norms(self.vectors)
         return self._norms
 
     # ------------------------------------------------------------ scoring
@@ -255,14 +252,8 @@ class Embeddings:
         """The ``topn`` best (word, score) of ``scores`` (rows ``start``...), best first, ties by
         row, without the rows in ``exclude``; overwrites ``scores``."""
         scores[[r - start for r in exclude if start <= r < start + len(scores)]] = -np.inf
-        k = min(topn, len(scores))
-        if k == 0:
-            return []
-        negated = -scores
-        cut = np.partition(negated, k - 1)[k - 1]  # the k-th best score, negated
-        top = np.flatnonzero(negated <= cut)  # O(V); all rows tied at the cut, so ties go by row
-        top = top[np.argsort(negated[top], kind="stable")][:k]
-        return [(self.vocab[start + i], float(scores[i])) for i in top if scores[i] > -np.inf]
+        rows, best = top_k(scores[None], topn)
+        return [(self.vocab[start + i], float(s)) for i, s in zip(rows[0], best[0]) if s > -np.inf]
 
     # ------------------------------------------------------------ queries
 

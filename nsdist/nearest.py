@@ -1,4 +1,13 @@
-"""The top-k table's kernel: each row's k most cosine-similar other rows, in row blocks.
+"""Nearest rows by cosine: rows scaled to unit length, and the best k of a score matrix, with one
+tie rule everywhere: the higher score first, and on equal scores the lower row.
+
+- ``row_norms`` and ``unit_rows``: the norms every cosine divides by (a zero row counts as norm 1,
+  so it scores 0 with everything, never NaN), and rows scaled by them;
+- ``top_k``: the best k columns of each row of scores (``Embeddings`` queries, planted-cluster
+  precision, and ``cosine_top_k``);
+- ``cosine_top_k``: the rows nearest to a few query vectors, scanned in blocks of rows (the
+  report's sample, without a normalised copy of the model);
+- ``block_topk``: the top-k table's kernel, every row of a block against all rows.
 
 ``block_topk(unit, lo, hi, k)`` answers rows lo..hi of a (V, dim) matrix of unit rows
 (``unit_rows``) against all V rows, without ever holding more than one tile of scores: the
@@ -27,6 +36,19 @@ TILE_BYTES = 4 * 2**20  # scores per tile: in cache between the product and the 
 TILE_ROWS = 512  # rows per tile: a product this tall runs at the BLAS kernel's peak
 
 
+def row_norms(vectors: np.ndarray, step: int = 65536) -> np.ndarray:
+    """The L2 norm of every row as float32, a zero row's as 1; ``step`` rows at a time.
+
+    >>> row_norms(np.array([[3, 4], [0, 0]], np.float32))
+    array([5., 1.], dtype=float32)
+    """
+    norms = np.empty(len(vectors), np.float32)
+    for lo in range(0, len(vectors), step):
+        norms[lo:lo + step] = np.linalg.norm(vectors[lo:lo + step], axis=1)
+    norms[norms == 0] = 1
+    return norms
+
+
 def unit_rows(vectors: np.ndarray, step: int = 65536) -> np.ndarray:
     """``vectors`` scaled to length 1 per row (zero rows stay zero, so they score 0), as a new
     C-contiguous float32 array; computed ``step`` rows at a time (bounded temporaries).
@@ -38,10 +60,60 @@ def unit_rows(vectors: np.ndarray, step: int = 65536) -> np.ndarray:
     out = np.empty(vectors.shape, np.float32)
     for lo in range(0, len(vectors), step):
         block = vectors[lo:lo + step]
-        norms = np.linalg.norm(block, axis=1, keepdims=True)
-        norms[norms == 0] = 1
-        np.divide(block, norms, out=out[lo:lo + step])
+        np.divide(block, row_norms(block, step)[:, None], out=out[lo:lo + step])
     return out
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best columns of each row of ``scores`` (q, n), best first, ties by lower column:
+    (columns, scores), each (q, min(k, n)). O(n) per row: a partition finds each row's k-th best
+    score, and the columns tied with it are taken in column order. Columns a caller excludes
+    hold -inf; the caller drops -inf results when fewer than k columns are left.
+
+    >>> cols, vals = top_k(np.array([[0.5, 0.9, 0.5, 0.1], [1, 1, 1, 1]], np.float32), 2)
+    >>> cols.tolist(), vals.tolist()
+    ([[1, 0], [0, 1]], [[0.8999999761581421, 0.5], [1.0, 1.0]])
+    """
+    q, n = scores.shape
+    k = max(0, min(k, n))
+    if k == 0 or q == 0:
+        return np.zeros((q, 0), np.int64), np.zeros((q, 0), scores.dtype)
+    kth = np.partition(scores, n - k, axis=1)[:, n - k, None]
+    above, tied = scores > kth, scores == kth
+    need = k - above.sum(axis=1, keepdims=True)
+    chosen = above | (tied & (np.cumsum(tied, axis=1, dtype=np.int64) <= need))
+    cols = np.nonzero(chosen)[1].reshape(q, k)  # row-major: each row's columns in ascending order
+    vals = np.take_along_axis(scores, cols, axis=1)
+    order = np.argsort(-vals, axis=1, kind="stable")  # stable: equal scores keep the lower column first
+    return np.take_along_axis(cols, order, axis=1), np.take_along_axis(vals, order, axis=1)
+
+
+def cosine_top_k(vectors: np.ndarray, ids: np.ndarray, k: int, block: int = 65536
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` rows of ``vectors`` with the highest cosine to each row in ``ids`` (itself left
+    out), best first, ties by lower row: (rows, cosines), -1 and -inf where fewer exist. Rows are
+    scored ``block`` at a time: the temporaries are (queries + k) x block floats for any V, and no
+    normalised copy of the model is made.
+
+    >>> rows, cos = cosine_top_k(np.array([[1, 0], [0.9, 0.1], [0, 1], [-1, 0]], np.float32), np.array([0]), 2)
+    >>> rows.tolist(), [round(float(c), 2) for c in cos[0]]
+    ([[1, 2]], [0.99, 0.0])
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    q = vectors[ids].astype(np.float32) / row_norms(vectors[ids])[:, None]
+    best_i = np.full((len(ids), 0), -1, np.int64)
+    best_s = np.full((len(ids), 0), -np.inf, np.float32)
+    for lo in range(0, len(vectors), block):
+        chunk = vectors[lo:lo + block]
+        scores = (q @ chunk.T) / row_norms(chunk)  # (queries, rows)
+        inside = (ids >= lo) & (ids < lo + len(chunk))
+        scores[np.flatnonzero(inside), ids[inside] - lo] = -np.inf
+        # The kept rows come first and have lower ids than the block's: top_k's rule holds across blocks.
+        cand_i = np.concatenate([best_i, np.broadcast_to(np.arange(lo, lo + len(chunk)), scores.shape)], axis=1)
+        keep, best_s = top_k(np.concatenate([best_s, scores.astype(np.float32)], axis=1), k)
+        best_i = np.take_along_axis(cand_i, keep, axis=1)
+    best_i[~np.isfinite(best_s)] = -1
+    return best_i, best_s
 
 
 def tile_shape(rows: int, items: int, tile_bytes: int = TILE_BYTES) -> tuple[int, int]:

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .nearest import cosine_top_k
+
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
 
 
@@ -72,24 +74,8 @@ def nearest(vectors: np.ndarray, ids: Sequence[int], topn: int = 5,
     >>> [[(j, round(s, 2)) for j, s in row] for row in nearest(v, [0], topn=2)]
     [[(1, 0.99), (2, 0.0)]]
     """
-    ids = np.asarray(ids, dtype=np.int64)
-    q = vectors[ids].astype(np.float32)
-    q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-30)
-    best_s = np.empty((len(ids), 0), np.float32)
-    best_i = np.empty((len(ids), 0), np.int64)
-    for lo in range(0, len(vectors), block):
-        chunk = vectors[lo:lo + block]
-        norms = np.linalg.norm(chunk, axis=1)
-        norms[norms == 0] = 1  # zero rows score 0
-        scores = (q @ chunk.T) / norms  # (queries, rows)
-        inside = (ids >= lo) & (ids < lo + len(chunk))
-        scores[np.flatnonzero(inside), ids[inside] - lo] = -np.inf
-        best_s = np.concatenate([best_s, scores], axis=1)
-        best_i = np.concatenate([best_i, np.broadcast_to(np.arange(lo, lo + len(chunk)), scores.shape)], axis=1)
-        keep = np.argsort(-best_s, axis=1, kind="stable")[:, :topn]
-        best_s, best_i = np.take_along_axis(best_s, keep, 1), np.take_along_axis(best_i, keep, 1)
-    return [[(int(i), float(s)) for i, s in zip(row_i, row_s) if np.isfinite(s)]
-            for row_i, row_s in zip(best_i, best_s)]
+    rows, scores = cosine_top_k(vectors, np.asarray(ids, dtype=np.int64), topn, block)
+    return [[(int(i), float(s)) for i, s in zip(row_i, row_s) if np.isfinite(s)] for row_i, row_s in zip(rows, scores)]
 
 
 def sample(words, counts: np.ndarray, vectors: np.ndarray, n: int = 8, topn: int = 5) -> dict:

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..nearest import unit_rows
+from ..nearest import top_k, unit_rows
 from .common import _BLOCK_ELEMENTS, _check_inputs
 
 def cluster_precision(
@@ -83,15 +83,7 @@ def cluster_precision(
         stop = min(start + block, n)
         scores = unit[start:stop] @ unit.T
         scores[np.arange(stop - start), np.arange(start, stop)] = -np.inf  # not your own neighbour
-        # Select the top k without a full sort: find the k-th largest score,
-        # take everything above it, then fill up with scores equal to it in
-        # column order.  Columns follow ``words`` order, so ties go to the
-        # more frequent word, unlike argpartition's arbitrary choice.
-        kth = np.partition(scores, n - k, axis=1)[:, n - k, None]
-        above = scores > kth
-        tied = scores == kth
-        still_needed = k - above.sum(axis=1, keepdims=True)
-        chosen = above | (tied & (np.cumsum(tied, axis=1, dtype=np.int32) <= still_needed))
-        same = lab[start:stop, None] == lab[None, :]
-        hits += int(np.count_nonzero(chosen & same))
+        # Columns follow ``words`` order, so ties go to the more frequent word (nearest.top_k).
+        cols, _ = top_k(scores, k)
+        hits += int(np.count_nonzero(lab[start:stop, None] == lab[cols]))
     return hits / (n * k)

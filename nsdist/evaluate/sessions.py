@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..nearest import row_norms
 from .common import _BLOCK_ELEMENTS, _QUESTION_BATCH, _TIE, _check_inputs
 from .readers import as_sessions as _as_sessions
 
@@ -75,13 +76,6 @@ def ndcg(ranks, k: int) -> float:
     gains = np.zeros(ranks.shape)
     gains[hit] = 1.0 / np.log2(ranks[hit] + 1.0)
     return float(gains.mean())
-
-
-def _row_norms(vectors: np.ndarray) -> np.ndarray:
-    """float32 row norms (a zero row counts as 1, so it scores 0), without a squared copy."""
-    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64)).astype(np.float32)
-    norms[norms == 0] = 1
-    return norms
 
 
 def _mean_unit(vectors: np.ndarray, norms: np.ndarray, queries: Sequence[np.ndarray]) -> np.ndarray:
@@ -178,7 +172,7 @@ def target_ranks(
     batch_size = _QUESTION_BATCH if batch_size is None else int(batch_size)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    norms = _row_norms(vectors)
+    norms = row_norms(vectors)
     ranks = np.empty(len(targets), dtype=np.int64)
     for start in range(0, len(targets), batch_size):
         at = slice(start, start + batch_size)
