@@ -61,7 +61,7 @@ def _row_groups(url: str, storage_options, column: str | None, shown_column: str
     """A Parquet file's row groups, read from its footer, and whether ``column`` holds integer
     ids; DataError if it is no Parquet file or has no usable ``column`` (or ``shown_column``)."""
     with storage.open_read(url, storage_options) as f:
-        pf = _parquet_file(f, url, storage_options)
+        pf = parquet_file(f, url, storage_options)
         for name in (column, shown_column):
             if name is not None:
                 check_column(pf.schema_arrow, name, storage.scrub(url, storage_options))
@@ -79,13 +79,17 @@ def word_type(blocks: list[Block]) -> str:
     return "int64" if blocks and all(b.ints for b in blocks) else "string"
 
 
-def _parquet_file(f, url: str, storage_options) -> pq.ParquetFile:
+def parquet_file(f, url: str, storage_options, flag: str = "--corpus") -> pq.ParquetFile:
+    """The Parquet file ``f``; a DataError naming the file and the fix when it is no Parquet.
+    ``flag``: the option the file came from (``--corpus``, ``--edges``), or what it is."""
+    what = {"--corpus": "corpus file", "--edges": "edge list"}.get(flag, "file")
+    fix = f"re-upload it or remove it from {flag}" if flag.startswith("--") else "re-upload it or pass another"
     try:
         return pq.ParquetFile(f)
     except pa.ArrowInvalid as e:
         raise DataError(storage.scrub(
-            f"corpus file {url!r} is not a readable Parquet file ({e}); re-upload it or remove it from --corpus "
-            "(a text corpus must not be named .parquet, .parq or .pq)", storage_options)) from None
+            f"{what} {url!r} is not a readable Parquet file ({e}); {fix} (a text file must not be named .parquet, "
+            ".parq or .pq)", storage_options)) from None
 
 
 def _token_lists(t: pa.DataType) -> bool:
@@ -287,7 +291,7 @@ def iter_tokens(block: Block, storage_options=None, lowercase: bool = False, col
         return
     url = storage.scrub(block.url, storage_options)
     with storage.open_read(block.url, storage_options) as f:
-        pf = _parquet_file(f, block.url, storage_options)
+        pf = parquet_file(f, block.url, storage_options)
         check_column(pf.schema_arrow, column, url)  # planning checked it too, unless the file changed since
         arr = pf.read_row_group(block.offset, columns=[column]).column(0).combine_chunks()
     arr = _string_lists(arr)  # item ids: their decimal strings are the words (word_type says so)
@@ -307,7 +311,7 @@ def read_session_block(block: Block, storage_options, column: str, shown_column:
         raise DataError(f"negatives_column or order_column is set but corpus file {url!r} is text; sessions "
                         "are Parquet files (or unset them)")
     with storage.open_read(block.url, storage_options) as f:
-        pf = _parquet_file(f, block.url, storage_options)
+        pf = parquet_file(f, block.url, storage_options)
         for name in (column, shown_column):
             if name:
                 check_column(pf.schema_arrow, name, url)

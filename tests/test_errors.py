@@ -239,7 +239,7 @@ def test_storage_without_credentials_or_endpoint(s3, dead_endpoint, tmp_path, mo
 @pytest.mark.parametrize("flag, text, message", [
     ("--analogies", "a b c\n", "line 1: expected an analogy 'a b c d'"),
     ("--pairs", "a\tb\tmany\n", "line 1: score 'many' is not a finite number"),
-    ("--clusters", "a\n", "line 1: expected 'word<TAB>label', got 'a'"),
+    ("--clusters", "a\n", "clusters:1: expected 'word<TAB>label' (2 or more fields), got 1 fields: 'a'"),
     ("--analogies", b"\xff\xfe a b c d\n", "'utf-8' codec can't decode byte 0xff"),
 ])
 def test_malformed_evaluation_files(flag, text, message, site, capfd):

@@ -25,7 +25,7 @@ scikit-learn is imported inside the functions that use it: ``pip install
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -33,14 +33,10 @@ import pyarrow.compute as pc
 
 from ..errors import ConfigError, DataError
 from .common import _check_inputs
-from .readers import _text_lines
+from .readers import parse_edges, parse_labels, read_edges, read_labels
 
 __all__ = ["node_classification", "link_prediction", "parse_labels", "read_labels", "parse_edges", "read_edges",
            "evaluate_graph_files"]
-
-#: Files read as Parquet, as the corpus and session readers tell them.
-_PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
-
 
 def _sklearn():
     """The scikit-learn pieces used here; ConfigError with the fix when it is missing or too old."""
@@ -59,150 +55,6 @@ def _sklearn():
                           "pip install 'nsdist[graph]'")
     scaled_lr = lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))  # noqa: E731
     return LogisticRegression, OneVsRestClassifier, f1_score, roc_auc_score, StratifiedKFold, cross_val_predict, scaled_lr
-
-
-# ---------------------------------------------------------------------------
-# Readers
-# ---------------------------------------------------------------------------
-
-
-def _fields(text: str) -> list[str]:
-    """Tab-separated fields when the line has a tab, else whitespace-separated ones."""
-    return [p.strip() for p in text.split("\t")] if "\t" in text else text.split()
-
-
-def parse_labels(lines: Iterable[str | bytes], name: str = "labels") -> list[tuple[str, str]]:
-    """Parse ``node<TAB>label`` lines (or ``node label``) into ``(node, label)`` pairs.
-
-    A node on several lines has several labels (multi-label data).  Blank
-    lines and lines starting with ``#`` or ``%`` are skipped; repeated pairs
-    are kept once.
-
-    Raises
-    ------
-    ValueError
-        A line without exactly two fields; the message starts ``name:line:``.
-
-    Examples
-    --------
-    >>> parse_labels(["# node label", "4294967297\\t3", "", "7 a", "7 b", "7\\ta"])
-    [('4294967297', '3'), ('7', 'a'), ('7', 'b')]
-    >>> parse_labels(["7\\ta\\tb"], "labels.tsv")
-    Traceback (most recent call last):
-    ...
-    ValueError: labels.tsv:1: expected 'node<TAB>label' (2 fields), got 3 fields: '7\\ta\\tb'
-    """
-    pairs: dict[tuple[str, str], None] = {}
-    for node, label in _records(lines, name, "'node<TAB>label' (2 fields)", _fields, (2,)):
-        pairs[(node, label)] = None
-    return list(pairs)
-
-
-def _records(lines, name: str, expected: str, split, sizes: tuple[int, ...]):
-    """The first two fields of each line that is not blank or a comment (``#``, ``%``); a line
-    whose field count is not in ``sizes`` raises ValueError ``name:line: expected ...``."""
-    for line_no, line in _text_lines(lines):
-        text = line.strip()
-        if not text or text.startswith(("#", "%")):
-            continue
-        parts = split(text)
-        if len(parts) not in sizes or not all(parts):
-            raise ValueError(f"{name}:{line_no}: expected {expected}, got {len(parts)} fields: {text[:80]!r}")
-        yield parts[0], parts[1]
-
-
-def parse_edges(lines: Iterable[str | bytes], name: str = "edges") -> pa.Table:
-    """Parse ``src dst [weight]`` lines (whitespace-separated, as training reads them) into a
-    table of string columns ``src``, ``dst``.
-
-    Blank lines and lines starting with ``#`` or ``%`` (SNAP's and Matrix Market's headers) are
-    skipped.
-
-    Raises
-    ------
-    ValueError
-        A line with fewer than two fields or more than three; the message starts ``name:line:``.
-
-    Examples
-    --------
-    >>> parse_edges(["# FromNodeId ToNodeId", "1 2", "2\\t4294967297"]).to_pydict()
-    {'src': ['1', '2'], 'dst': ['2', '4294967297']}
-    >>> parse_edges(["1 2 0.5", "% a comment"]).to_pydict()  # a weight is allowed, and not read
-    {'src': ['1'], 'dst': ['2']}
-    >>> parse_edges(["1 2 0.5 x"], "e.txt")
-    Traceback (most recent call last):
-    ...
-    ValueError: e.txt:1: expected 'src dst [weight]' (2 or 3 fields; weights are not read), got 4 fields: '1 2 0.5 x'
-    """
-    pairs = list(_records(lines, name, "'src dst [weight]' (2 or 3 fields; weights are not read)", str.split,
-                          (2, 3)))
-    src, dst = [a for a, _ in pairs], [b for _, b in pairs]
-    return pa.table({"src": pa.array(src, pa.string()), "dst": pa.array(dst, pa.string())})
-
-
-def read_labels(url: str, storage_options=None) -> list[tuple[str, str]]:
-    """Read a labels file (local or ``s3://``, optionally compressed): see :func:`parse_labels`.
-
-    Raises
-    ------
-    DataError
-        A malformed line (``file:line`` and the expected format) or a file
-        that is not UTF-8 text.
-    """
-    from .. import storage
-
-    try:
-        return parse_labels(storage.lines(url, storage_options), url)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DataError(f"{e}; fix the file or pass another" if str(e).startswith(url)
-                        else f"{url}: {e}; expected UTF-8 'node<TAB>label' lines") from None
-
-
-def _parquet_edges(url: str, storage_options) -> pa.Table:
-    import pyarrow.parquet as pq
-
-    from .. import storage
-
-    with storage.open_read(url, storage_options) as f:
-        try:
-            pf = pq.ParquetFile(f)
-        except pa.ArrowInvalid as e:
-            raise DataError(f"{url}: not a readable Parquet file ({e})") from None
-        names = pf.schema_arrow.names
-        if not {"src", "dst"} <= set(names):
-            raise DataError(f"{url}: no columns 'src' and 'dst' (its columns: {', '.join(names)}); "
-                            "write the edges as two id columns named src and dst")
-        table = pf.read(columns=["src", "dst"])
-    try:
-        return _edge_table(table)
-    except ValueError as e:
-        raise DataError(f"{url}: {e}") from None
-
-
-def read_edges(url: str, storage_options=None) -> pa.Table:
-    """Read an edge list (local or ``s3://``): Parquet with ``src`` and ``dst`` columns (integer or
-    string ids), or text with one ``src dst [weight]`` edge per line (any other name, optionally compressed).
-
-    Returns
-    -------
-    pyarrow.Table
-        String columns ``src`` and ``dst``; integer ids as their decimal strings.
-
-    Raises
-    ------
-    DataError
-        Unreadable Parquet, missing columns, non-id columns, or a malformed
-        text line (``file:line``).
-    """
-    from .. import storage
-
-    if url.endswith(_PARQUET_SUFFIXES):
-        return _parquet_edges(url, storage_options)
-    try:
-        return parse_edges(storage.lines(url, storage_options), url)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DataError(f"{e}; fix the file or pass another" if str(e).startswith(url)
-                        else f"{url}: {e}; expected UTF-8 'src dst [weight]' lines") from None
 
 
 # ---------------------------------------------------------------------------

@@ -18,6 +18,11 @@ import pyarrow.compute as pc
 from .. import storage
 from ..corpus import is_parquet
 from ..errors import DataError
+from ..graph.edges import read_edges as read_edge_block
+from ..graph.edges import text_edges
+
+# A text edge list is read as one block: the evaluation holds all its edges anyway.
+WHOLE_FILE = 2**62
 
 def _text_lines(lines: Iterable[str | bytes]) -> Iterable[tuple[int, str]]:
     """Yield ``(1-based line number, text)``; bytes are decoded as UTF-8.
@@ -154,20 +159,14 @@ def read_pairs(lines: Iterable[str]) -> list[tuple[str, str, float]]:
 
 
 def read_clusters(lines: Iterable[str]) -> dict[str, str]:
-    """Parse ``word<TAB>label`` lines (blank lines skipped) into {word: label}.
+    """Parse ``word<TAB>label`` lines into {word: label}: a labels file (``parse_labels``), each
+    word's last label kept; fields after the second are allowed (``items.tsv`` of a planted
+    clickstream is a clusters file).
 
     >>> read_clusters(["a\\tx\\n", "\\n", "b\\tx\\textra\\n"])
     {'a': 'x', 'b': 'x'}
     """
-    labels = {}
-    for line_no, line in _text_lines(lines):
-        if not line.strip():
-            continue
-        fields = line.rstrip("\n").split("\t")
-        if len(fields) < 2 or not fields[0] or not fields[1]:
-            raise ValueError(f"line {line_no}: expected 'word<TAB>label', got {line.strip()[:80]!r}")
-        labels[fields[0]] = fields[1]
-    return labels
+    return dict(parse_labels(lines, "clusters", extra_fields=True))
 
 
 def as_sessions(sessions) -> pa.ListArray:
@@ -243,3 +242,111 @@ def read_text(url: str, parse):
     except (ValueError, UnicodeDecodeError) as e:
         raise DataError(f"{url}: {e}; fix the file or pass another") from None
 
+
+# ---------------------------------------------------------------------------
+# Readers
+# ---------------------------------------------------------------------------
+
+
+def _fields(text: str) -> list[str]:
+    """Tab-separated fields when the line has a tab, else whitespace-separated ones."""
+    return [p.strip() for p in text.split("\t")] if "\t" in text else text.split()
+
+
+def parse_labels(lines: Iterable[str | bytes], name: str = "labels", extra_fields: bool = False
+                 ) -> list[tuple[str, str]]:
+    """Parse ``node<TAB>label`` lines (or ``node label``) into ``(node, label)`` pairs; with
+    ``extra_fields``, fields after the second are allowed and ignored.
+
+    A node on several lines has several labels (multi-label data).  Blank
+    lines and lines starting with ``#`` or ``%`` are skipped; repeated pairs
+    are kept once.
+
+    Raises
+    ------
+    ValueError
+        A line without exactly two fields; the message starts ``name:line:``.
+
+    Examples
+    --------
+    >>> parse_labels(["# node label", "4294967297\\t3", "", "7 a", "7 b", "7\\ta"])
+    [('4294967297', '3'), ('7', 'a'), ('7', 'b')]
+    >>> parse_labels(["7\\ta\\tb"], "labels.tsv")
+    Traceback (most recent call last):
+    ...
+    ValueError: labels.tsv:1: expected 'node<TAB>label' (2 fields), got 3 fields: '7\\ta\\tb'
+    """
+    pairs: dict[tuple[str, str], None] = {}
+    expected = "'word<TAB>label' (2 or more fields)" if extra_fields else "'node<TAB>label' (2 fields)"
+    for node, label in _records(lines, name, expected, _fields, None if extra_fields else (2,)):
+        pairs[(node, label)] = None
+    return list(pairs)
+
+
+def _records(lines, name: str, expected: str, split, sizes: tuple[int, ...]):
+    """The first two fields of each line that is not blank or a comment (``#``, ``%``); a line
+    whose field count is not in ``sizes`` (None: fewer than 2) raises ValueError
+    ``name:line: expected ...``."""
+    for line_no, line in _text_lines(lines):
+        text = line.strip()
+        if not text or text.startswith(("#", "%")):
+            continue
+        parts = split(text)
+        if (len(parts) < 2 if sizes is None else len(parts) not in sizes) or not all(parts[:2]):
+            raise ValueError(f"{name}:{line_no}: expected {expected}, got {len(parts)} fields: {text[:80]!r}")
+        yield parts[0], parts[1]
+
+
+def read_labels(url: str, storage_options=None) -> list[tuple[str, str]]:
+    """Read a labels file (local or ``s3://``, optionally compressed): see :func:`parse_labels`.
+
+    Raises
+    ------
+    DataError
+        A malformed line (``file:line`` and the expected format) or a file
+        that is not UTF-8 text.
+    """
+    try:
+        return parse_labels(storage.lines(url, storage_options), url)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"{e}; fix the file or pass another" if str(e).startswith(url)
+                        else f"{url}: {e}; expected UTF-8 'node<TAB>label' lines") from None
+
+
+def parse_edges(lines: Iterable[str | bytes], name: str = "edges") -> pa.Table:
+    """``src dst [weight]`` lines, parsed as training parses an edge list (``graph.text_edges``),
+    into a table of string columns ``src``, ``dst``: blank lines and lines starting with ``#`` or
+    ``%`` (SNAP's and Matrix Market's headers) are skipped, weights are not read.
+
+    >>> parse_edges(["# FromNodeId ToNodeId", "1 2", "2\\t4294967297", "1 2 0.5"]).to_pydict()
+    {'src': ['1', '2', '1'], 'dst': ['2', '4294967297', '2']}
+    """
+    tokens = pa.array([line.decode() if isinstance(line, bytes) else line for line in lines], pa.string())
+    edges = text_edges(pc.utf8_split_whitespace(tokens), f"edge list {name!r}", weighted=False)
+    return pa.table({"src": pc.cast(edges.src, pa.string()), "dst": pc.cast(edges.dst, pa.string())})
+
+
+def read_edges(url: str, storage_options=None) -> pa.Table:
+    """Read an edge list (local or ``s3://``) with training's reader (``graph.read_edges``):
+    Parquet with ``src`` and ``dst`` columns (integer or string ids), or text with one ``src dst
+    [weight]`` edge per line (any other name, optionally compressed); weights are not read.
+
+    Returns
+    -------
+    pyarrow.Table
+        String columns ``src`` and ``dst``; integer ids as their decimal strings.
+
+    Raises
+    ------
+    DataError
+        Unreadable Parquet, missing or non-id columns, or a malformed text line (file and line).
+    """
+    from ..config import GraphConfig
+    from ..graph.corpus import plan_edge_blocks
+
+    files = [(url, storage.size(url, storage_options))]
+    blocks = plan_edge_blocks(files, storage_options, WHOLE_FILE, GraphConfig(), flag=f"edge file {url}")
+    parts = [read_edge_block(b, storage_options, weight=None) for b in blocks]
+    column = lambda name: pa.chunked_array([pc.cast(getattr(p, name), pa.string()) for p in parts],  # noqa: E731
+                                           pa.string()).combine_chunks()
+    return pa.table({"src": column("src"), "dst": column("dst")})

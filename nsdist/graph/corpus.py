@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from .. import storage
 from ..config import GraphConfig
-from ..corpus import Block, _parquet_file, is_parquet, plan_blocks
+from ..corpus import Block, parquet_file, is_parquet, plan_blocks
 from ..counts import SCHEMA, Counts
 from ..errors import DataError
 from ..formats import write_file
@@ -32,23 +32,27 @@ from .walks import random_walks, walk_starts
 WALK_BLOCK_TOKENS = 2**20
 
 
-def plan_edge_blocks(files: list[tuple[str, int]], storage_options, blocksize: int, g: GraphConfig) -> list[Block]:
+def plan_edge_blocks(files: list[tuple[str, int]], storage_options, blocksize: int, g: GraphConfig,
+                     flag: str = "--edges") -> list[Block]:
     """The blocks of a graph's edge lists: text byte ranges of about ``blocksize`` (lines are
     never cut: corpus.plan_blocks) and Parquet row groups, whose footers are checked for the
-    node columns here, on the client, before a run is claimed."""
+    node columns here, on the client, before a run is claimed. ``flag``: the option the files
+    came from, which the messages name (``--edges``; evaluation files have src and dst columns)."""
     blocks = []
     for url, size in files:
         if not is_parquet(url):
             blocks += plan_blocks(None, storage_options, blocksize, files=[(url, size)])
             continue
         with storage.open_read(url, storage_options) as f:
-            pf = _parquet_file(f, url, storage_options)
+            pf = parquet_file(f, url, storage_options, flag)
             schema = pf.schema_arrow
             for key in ("src_column", "dst_column"):
                 name = getattr(g, key)
                 if name not in schema.names:
                     raise DataError(f"edge list {storage.scrub(url, storage_options)!r} has no column {name!r} "
-                                    f"(its columns: {', '.join(schema.names)}); set graph.{key} to the node column")
+                                    f"(its columns: {', '.join(schema.names)}); "
+                                    + (f"set graph.{key} to the node column" if flag == "--edges"
+                                       else "write the edges as two id columns named src and dst"))
                 kind = schema.field(name).type
                 if not (pa.types.is_integer(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind)):
                     raise DataError(f"column {name!r} of edge list {storage.scrub(url, storage_options)!r} is {kind}; "

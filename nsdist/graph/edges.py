@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .. import storage
-from ..corpus import Block, _parquet_file, read_tokens
+from ..corpus import Block, parquet_file, read_tokens
 from ..errors import DataError
 
 MAX_NODES = 2**31 - 1  # node indices are int32 in the CSR and the walks
@@ -122,7 +122,7 @@ def _snippet(line: pa.Scalar, limit: int = 60) -> str:
 def _read_parquet_edges(block: Block, storage_options, src: str, dst: str, weight: str | None) -> Edges:
     url = storage.scrub(block.url, storage_options)
     with storage.open_read(block.url, storage_options) as f:
-        pf = _parquet_file(f, block.url, storage_options)
+        pf = parquet_file(f, block.url, storage_options, "--edges")
         names = pf.schema_arrow.names
         missing = [c for c in (src, dst) if c not in names]
         if missing:
