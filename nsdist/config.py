@@ -24,6 +24,7 @@ from typing import Any, Mapping
 import yaml
 
 from .errors import ConfigError
+from .storage import Store
 
 MERGES = ("mean", "weighted", "touched")
 KERNELS = ("batch", "pair")
@@ -215,40 +216,6 @@ class GraphConfig:
         return self
 
 
-class StorageOptions(collections.abc.Mapping):
-    """``storage_options`` whose repr shows the keys only: ``StorageOptions({'secret': '***'})``.
-
-    They travel to the workers as arguments of Dask tasks, and whatever shows a task's arguments
-    (Dask's task repr in "Compute Failed" logs, a debugger, a scheduler inspection) would show
-    credentials in a plain dict. The values are still there for the workers: it pickles (and
-    compares) like the dict it wraps, and ``dict(options)`` is the plain mapping fsspec takes.
-
-    >>> options = StorageOptions({"key": "AKIA", "secret": "s3cr3t"})
-    >>> options, options["secret"], options == {"key": "AKIA", "secret": "s3cr3t"}
-    (StorageOptions({'key': '***', 'secret': '***'}), 's3cr3t', True)
-    """
-
-    __slots__ = ("_options",)
-
-    def __init__(self, options: Mapping[str, Any] | None = None):
-        self._options = dict(options or {})
-
-    def __getitem__(self, key: str) -> Any:
-        return self._options[key]
-
-    def __iter__(self):
-        return iter(self._options)
-
-    def __len__(self) -> int:
-        return len(self._options)
-
-    def __repr__(self) -> str:
-        return f"StorageOptions({ {k: '***' for k in self._options} })"
-
-    def __reduce__(self):
-        return (StorageOptions, (self._options,))
-
-
 @dataclass(frozen=True)
 class JobConfig:
     """A whole training job."""
@@ -277,12 +244,12 @@ class JobConfig:
     def __post_init__(self):
         # Every path to a job (YAML, env, --set, Python, dataclasses.replace) ends here: values are
         # checked as the command line checks them, and the storage options are redacted wherever
-        # they are shown from now on (StorageOptions).
+        # they are shown from now on (storage.Store).
         for name, cls in _SECTIONS.items():
             if not isinstance(getattr(self, name), cls):
                 raise ConfigError(f"config section {name!r} must be a {cls.__name__}, got {getattr(self, name)!r}")
         _coerce_fields(self, "", skip=set(_SECTIONS))
-        object.__setattr__(self, "storage_options", StorageOptions(self.storage_options))
+        object.__setattr__(self, "storage_options", Store(self.storage_options))
         if self.blocksize < 1:
             raise ConfigError(f"blocksize must be >= 1 byte, got {self.blocksize}")
         if self.checkpoint_every < 0:
@@ -295,6 +262,12 @@ class JobConfig:
             raise ConfigError("a job trains on a corpus or on a graph's edges, not both; pass --corpus or --edges")
         if self.save_walks and not self.edges:
             raise ConfigError("save_walks (--save-walks) needs a graph: pass --edges too, or unset it")
+
+    @property
+    def store(self) -> Store:
+        """The job's storage: its options bound once (``storage.Store``), passed to every storage
+        call of the job and shipped to the workers in their place."""
+        return self.storage_options
 
     def to_dict(self, redact: bool = True) -> dict:
         """Plain dict for manifests; storage options are redacted (they may hold credentials)."""

@@ -70,16 +70,16 @@ def _rate_summary(tables) -> dict:
     return {"min": float(r.min()), "median": float(np.median(r)), "max": float(r.max())} if len(r) else {}
 
 
-def _write_outputs(url: str, vocab: Vocab, alpha: float, storage_options, word_type: str, model: Model) -> dict:
+def _write_outputs(url: str, vocab: Vocab, alpha: float, store, word_type: str, model: Model) -> dict:
     """The run's data files ({name: {size, sha256}}) and the report's sample of the model (a few
     hundred numbers and words: the client never holds the vectors)."""
     check_finite(model, alpha)
     release_memory()
-    files = write_run_files(url, vocab.words, vocab.counts, model.win, model.wout, storage_options, word_type)
+    files = write_run_files(url, vocab.words, vocab.counts, model.win, model.wout, store, word_type)
     return {"files": files, "sample": report.sample(vocab.words, vocab.counts, model.win)}
 
 
-def _write_topk(url: str, vocab: Vocab, k: int, storage_options, kind: str, block: tuple[int, tuple[int, int]],
+def _write_topk(url: str, vocab: Vocab, k: int, store, kind: str, block: tuple[int, tuple[int, int]],
                 unit: np.ndarray) -> dict:
     """One part of the top-k table ({name: {size, sha256}}): the neighbours of the rows of
     ``block`` (part, (lo, hi)), from this worker's unit rows of the final model."""
@@ -87,7 +87,7 @@ def _write_topk(url: str, vocab: Vocab, k: int, storage_options, kind: str, bloc
     idx, scores = block_topk(unit, lo, hi, k)
     name = neighbors_part(part)
     return {name: write_neighbors(storage.join(url, name), neighbors_table(vocab.words, lo, idx, scores, kind),
-                                  storage_options)}
+                                  store)}
 
 
 def _finish(cfg: JobConfig, run: _Run, counted, final) -> dict:
@@ -95,13 +95,13 @@ def _finish(cfg: JobConfig, run: _Run, counted, final) -> dict:
     cluster.training.Final): the vectors from the first worker, then the top-k table (``topk``
     > 0) from every worker, a row block per task."""
     vocab, vocab_size, kind = counted.vocab, counted.summary["vocab_size"], counted.word_type
-    opts = cfg.storage_options
-    written = final.write(_write_outputs, (run.url, vocab, cfg.train.alpha, opts, kind))
+    store = cfg.store
+    written = final.write(_write_outputs, (run.url, vocab, cfg.train.alpha, store, kind))
     if not cfg.topk:
         return written
     t0 = time.perf_counter()
     blocks = topk_blocks(vocab_size, len(final.workers), cfg.topk)
-    parts = final.deal(_write_topk, (run.url, vocab, cfg.topk, opts, kind), list(enumerate(blocks)), "top-k")
+    parts = final.deal(_write_topk, (run.url, vocab, cfg.topk, store, kind), list(enumerate(blocks)), "top-k")
     seconds = time.perf_counter() - t0
     written["files"].update(item for part in parts for item in part.items())
     written["topk_seconds"] = seconds
@@ -124,10 +124,10 @@ def _peak_rss() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
-def _write_report(run: str, run_id: str, manifest: dict, sample: dict, storage_options) -> dict:
+def _write_report(run: str, run_id: str, manifest: dict, sample: dict, store) -> dict:
     """Render ``report.html`` from the manifest about to be published; write it into the run."""
     page = report.render({"run_id": run_id, **manifest}, sample)
-    return write_file(storage.join(run, "report.html"), page.encode(), storage_options)
+    return write_file(storage.join(run, "report.html"), page.encode(), store)
 
 
 def _fingerprint(files: list[tuple[str, int]]) -> str:
@@ -157,10 +157,10 @@ class TrainResult:
 
 # ---------------------------------------------------------------- warm starts
 
-def _warm_rows(vocab: Vocab, parent: str, storage_options) -> tuple[np.ndarray, np.ndarray, dict]:
+def _warm_rows(vocab: Vocab, parent: str, store) -> tuple[np.ndarray, np.ndarray, dict]:
     """Which of this vocabulary's words the published ``parent`` knows (mask), their rows there,
     and the counts of known, new and dropped words."""
-    old_words = pa.array(read_vocab(parent, storage_options)[0], pa.string())
+    old_words = pa.array(read_vocab(parent, store)[0], pa.string())
     old_ids = pc.index_in(vocab.words, value_set=pc.cast(old_words, vocab.words.type))
     known = pc.is_valid(old_ids).to_numpy(zero_copy_only=False)
     stats = {"known_words": int(known.sum()), "new_words": int((~known).sum()),
@@ -168,18 +168,18 @@ def _warm_rows(vocab: Vocab, parent: str, storage_options) -> tuple[np.ndarray, 
     return known, pc.filter(old_ids, known).to_numpy(), stats
 
 
-def _warm_stats(vocab: Vocab, parent: str, storage_options) -> dict:
-    return _warm_rows(vocab, parent, storage_options)[2]
+def _warm_stats(vocab: Vocab, parent: str, store) -> dict:
+    return _warm_rows(vocab, parent, store)[2]
 
 
-def _warm_model(vocab: Vocab, parent: str, storage_options, dim: int, seed: int) -> tuple[Model, dict]:
+def _warm_model(vocab: Vocab, parent: str, store, dim: int, seed: int) -> tuple[Model, dict]:
     """Initial model for a new vocabulary from a published run: known words keep both vectors,
     new words get fresh ones, dropped words disappear."""
-    known, src, stats = _warm_rows(vocab, parent, storage_options)
-    files = read_manifest(parent, storage_options)["files"]
+    known, src, stats = _warm_rows(vocab, parent, store)
+    files = read_manifest(parent, store)["files"]
     fresh = init_model(len(vocab), dim, seed)
     for name, target in (("vectors.npy", fresh.win), ("context.npy", fresh.wout)):  # one old matrix at a time
-        old = read_npy(storage.join(parent, name), storage_options, (files.get(name) or {}).get("sha256"))
+        old = read_npy(storage.join(parent, name), store, (files.get(name) or {}).get("sha256"))
         if old.shape[1] != dim:
             raise DataError(f"--init-from model has dim {old.shape[1]}, this job dim {dim}; set dim={old.shape[1]}")
         target[known] = old[src]
@@ -187,8 +187,8 @@ def _warm_model(vocab: Vocab, parent: str, storage_options, dim: int, seed: int)
     return fresh, stats
 
 
-def _warm_start_model(vocab: Vocab, parent: str, storage_options, dim: int, seed: int) -> Model:
-    return _warm_model(vocab, parent, storage_options, dim, seed)[0]
+def _warm_start_model(vocab: Vocab, parent: str, store, dim: int, seed: int) -> Model:
+    return _warm_model(vocab, parent, store, dim, seed)[0]
 
 
 # ---------------------------------------------------------------- a dry run
@@ -245,8 +245,8 @@ def _plan(cfg: JobConfig, files: list[tuple[str, int]]) -> list:
     """The blocks of a job's corpus, or of its graph's edge lists (text byte ranges, Parquet row
     groups whose node columns are checked here)."""
     if cfg.edges:
-        return plan_edge_blocks(files, cfg.storage_options, cfg.blocksize, cfg.graph)
-    return plan_blocks(cfg.corpus, cfg.storage_options, cfg.blocksize, cfg.parquet_column, files,
+        return plan_edge_blocks(files, cfg.store, cfg.blocksize, cfg.graph)
+    return plan_blocks(cfg.corpus, cfg.store, cfg.blocksize, cfg.parquet_column, files,
                        cfg.negatives_column)
 
 
@@ -259,34 +259,34 @@ def check_inputs(cfg: JobConfig, init_from: str | None = None, resume: str | Non
                           "in the job spec)")
     if not cfg.out:
         raise ConfigError("no output given; pass --out URL (or set out in the job spec)")
-    opts = cfg.storage_options
+    store = cfg.store
     try:
-        storage.check_writable(cfg.out, opts)
+        store.check_writable(cfg.out)
     except (NotADirectoryError, PermissionError) as e:
-        if not storage.is_local(storage.filesystem(cfg.out, opts)[0]):
+        if not store.is_local(cfg.out):
             raise  # the store's own message (credentials, access) says what to fix
         raise ConfigError(f"cannot write the outputs under {cfg.out!r}: {e}; pass a writable directory or "
                           "prefix as --out") from None
     if init_from:
-        parent = resolve_run(init_from, opts)
-        dim = ((read_manifest(parent, opts).get("config") or {}).get("train") or {}).get("dim")
+        parent = resolve_run(init_from, store)
+        dim = ((read_manifest(parent, store).get("config") or {}).get("train") or {}).get("dim")
         if dim is not None and dim != cfg.train.dim:
             raise ConfigError(f"--init-from {init_from} has dim {dim}, this job dim {cfg.train.dim}; "
                               f"set dim={dim} or train from scratch")
-    files = storage.expand(cfg.edges or cfg.corpus, opts)
+    files = store.expand(cfg.edges or cfg.corpus)
     text = [u for u, _ in files if not is_parquet(u)]
     if (cfg.negatives_column or cfg.order_column) and text:
-        raise DataError(f"negatives_column or order_column is set but corpus file {storage.scrub(text[0], opts)!r} "
+        raise DataError(f"negatives_column or order_column is set but corpus file {store.scrub(text[0])!r} "
                         "is not Parquet; sessions are Parquet files (or unset them)")
     if all(size == 0 for _, size in files):
-        raise DataError(f"the corpus is empty: {_some(files, opts)} {'has' if len(files) == 1 else 'have'} 0 bytes; "
+        raise DataError(f"the corpus is empty: {_some(files, store)} {'has' if len(files) == 1 else 'have'} 0 bytes; "
                         "check that the files were written completely, or pass another --corpus")
     if resume:
         run = resume.rstrip("/")
         run_id = run.rsplit("/", 1)[-1]
-        if storage.exists(storage.join(run, "manifest.json"), opts):
+        if store.exists(storage.join(run, "manifest.json")):
             raise DataError(f"run {run_id} was already published; nothing to resume")
-        claimed = storage.read_json(storage.join(run, "_claim.json"), opts).get("corpus_fingerprint")
+        claimed = store.read_json(storage.join(run, "_claim.json")).get("corpus_fingerprint")
         if claimed is not None and claimed != _fingerprint(files):
             raise DataError(f"the corpus changed since run {run_id} started (files or sizes differ); start a new run")
     return files
@@ -297,15 +297,15 @@ def resume_config(run: str, current: JobConfig) -> JobConfig:
     options and cluster (neither is part of what the run computes). The output is where the run
     is (``<out>/runs/<run_id>``), whatever directory the job that claimed it ran in."""
     run = run.rstrip("/")
-    opts = current.storage_options
-    if not storage.exists(storage.join(run, "_claim.json"), opts):
-        if storage.exists(storage.join(run, "runs"), opts) or storage.exists(storage.join(run, "LATEST"), opts):
+    store = current.store
+    if not store.exists(storage.join(run, "_claim.json")):
+        if store.exists(storage.join(run, "runs")) or store.exists(storage.join(run, "LATEST")):
             raise ConfigError(f"--resume {run} is an output, not a run; pass one of its runs, "
                               f"{storage.join(run, 'runs', '<run_id>')} (the folder without a manifest.json)")
         raise DataError(f"--resume {run}: no run there (no _claim.json); check the URL")
-    if storage.exists(storage.join(run, "manifest.json"), opts):
+    if store.exists(storage.join(run, "manifest.json")):
         raise DataError(f"run {run.rsplit('/', 1)[-1]} was already published; nothing to resume")
-    claim = storage.read_json(storage.join(run, "_claim.json"), opts)
+    claim = store.read_json(storage.join(run, "_claim.json"))
     if "config" not in claim:
         raise DataError(f"{run!r} was not started by this nsdist version (no config in _claim.json); retrain")
     saved = claim["config"]
@@ -326,12 +326,12 @@ class _Run:
 
 def _open_run(cfg: JobConfig, fingerprint: str, resume: str | None, init_from: str | None) -> _Run:
     """Claim a new run, or check that a failed one can be resumed on this corpus."""
-    opts = cfg.storage_options
-    parent = resolve_run(init_from, opts) if init_from else None
+    store = cfg.store
+    parent = resolve_run(init_from, store) if init_from else None
     if not resume:
         run_id = new_run_id()
         try:
-            claim_run(cfg.out, run_id, opts, config=cfg.to_dict(), init_from=init_from,
+            claim_run(cfg.out, run_id, store, config=cfg.to_dict(), init_from=init_from,
                       corpus_fingerprint=fingerprint)
         except (FileNotFoundError, PermissionError, NotADirectoryError) as e:  # the first write under out
             raise ConfigError(f"cannot write the run under {cfg.out!r} ({e}); pass a writable directory, or an "
@@ -339,7 +339,7 @@ def _open_run(cfg: JobConfig, fingerprint: str, resume: str | None, init_from: s
         return _Run(run_id, run_url(cfg.out, run_id), None, parent)
     url = resume.rstrip("/")
     run_id = url.rsplit("/", 1)[-1]
-    state = checkpoint.latest(url, opts)
+    state = checkpoint.latest(url, store)
     if state and state.get("shard_plan") != SHARD_PLAN:
         raise DataError(f"run {run_id} was checkpointed by an nsdist that cut shards differently; start a new run")
     if state and state["corpus_fingerprint"] != fingerprint:
@@ -347,15 +347,15 @@ def _open_run(cfg: JobConfig, fingerprint: str, resume: str | None, init_from: s
     return _Run(run_id, url, state, parent)
 
 
-def _some(files: list[tuple[str, int]], storage_options, n: int = 3) -> str:
+def _some(files: list[tuple[str, int]], store, n: int = 3) -> str:
     """"'a', 'b', 'c' and 2 more": the first files of a list, for a message."""
-    shown = ", ".join(repr(storage.scrub(url, storage_options)) for url, _ in files[:n])
+    shown = ", ".join(repr(store.scrub(url)) for url, _ in files[:n])
     return shown + (f" and {len(files) - n} more" if len(files) > n else "")
 
 
-def _check_words(summary: dict, files: list[tuple[str, int]], storage_options) -> None:
+def _check_words(summary: dict, files: list[tuple[str, int]], store) -> None:
     if summary["raw_tokens"] == 0:
-        raise DataError(f"the corpus has no words: {_some(files, storage_options)} "
+        raise DataError(f"the corpus has no words: {_some(files, store)} "
                         f"{'holds' if len(files) == 1 else 'hold'} only blank lines or whitespace (Parquet: empty "
                         "or null token lists); "
                         "check that --corpus names the right files")
@@ -375,17 +375,17 @@ def _check_vocab(summary: dict, t: TrainConfig, seconds: float) -> None:
 def _source(client, cfg: JobConfig, run: _Run, vocab, vocab_size: int) -> tuple[tuple, dict | None]:
     """How each worker builds the model training starts from: the last checkpoint, a warm start
     from a published run, or a fresh model; and the warm-start record for the manifest."""
-    t, opts = cfg.train, cfg.storage_options
+    t, store = cfg.train, cfg.store
     if run.state:
         log.info("resuming run %s after epoch %d", run.id, run.state["epoch"])
-        return (checkpoint.load_model, (checkpoint.url(run.url, run.state["epoch"] - 1), opts)), run.state.get(
+        return (checkpoint.load_model, (checkpoint.url(run.url, run.state["epoch"] - 1), store)), run.state.get(
             "warm_start")
     if run.parent:
         warm = {"parent_run": run.parent,
-                **cluster.compute(client, _warm_stats, vocab, run.parent, opts, key=f"warm-{run.id}")}
+                **cluster.compute(client, _warm_stats, vocab, run.parent, store, key=f"warm-{run.id}")}
         log.info("warm start from %s: %d known, %d new, %d dropped words", run.parent, warm["known_words"],
                  warm["new_words"], warm["dropped_words"])
-        return (_warm_start_model, (vocab, run.parent, opts, t.dim, t.seed)), warm
+        return (_warm_start_model, (vocab, run.parent, store, t.dim, t.seed)), warm
     return (init_model, (vocab_size, t.dim, t.seed)), None
 
 
@@ -405,7 +405,7 @@ def train(cfg: JobConfig, client, resume: str | None = None, init_from: str | No
     # Planned before a run is claimed: a corpus that fails its checks here leaves nothing under out.
     blocks = _plan(cfg, files)
     if not blocks:
-        raise DataError(f"the corpus has no rows: {_some(files, cfg.storage_options)} "
+        raise DataError(f"the corpus has no rows: {_some(files, cfg.store)} "
                         f"{'has' if len(files) == 1 else 'have'} no Parquet row groups; "
                         "check that --corpus names the right files")
     cluster.setup_workers(client)
@@ -417,8 +417,8 @@ def train(cfg: JobConfig, client, resume: str | None = None, init_from: str | No
     try:
         return _job(cfg, client, run, files, blocks, fingerprint, t_start, read)
     except KeyboardInterrupt:
-        opts = cfg.storage_options
-        saved = checkpoint.latest(run.url, opts)
+        store = cfg.store
+        saved = checkpoint.latest(run.url, store)
         where = f"after epoch {saved['epoch']}" if saved else "before its first checkpoint"
         url = run.url if "://" in run.url else os.path.abspath(run.url)
         raise Interrupted(f"interrupted: run {run.id} stopped {where}, nothing published; resume with: "
@@ -455,7 +455,7 @@ class _Checkpoints:
 
     def saved(self, epoch, metrics: list) -> None:
         checkpoint.write_state(epoch.checkpoint, {"epoch": epoch.number + 1, **self.state, "metrics": metrics},
-                               self.cfg.storage_options)
+                               self.cfg.store)
         log.info("checkpoint after epoch %d: %s (%.1f MB)", epoch.number + 1, epoch.checkpoint,
                  epoch.checkpoint_bytes / 1e6, extra={"stage": "checkpoint", "epoch": epoch.number + 1,
                                                       "url": epoch.checkpoint, "bytes": epoch.checkpoint_bytes})
@@ -517,7 +517,7 @@ def _log_start(run: _Run, files: list, blocks: list) -> None:
 def _check_counted(client, cfg: JobConfig, run: _Run, counted, files: list, seconds: float) -> str:
     """A vocabulary worth training (else DataError), logged; its digest, which a resumed run's
     must equal."""
-    _check_words(counted.summary, files, cfg.storage_options)
+    _check_words(counted.summary, files, cfg.store)
     _check_vocab(counted.summary, cfg.train, seconds)
     digest = cluster.compute(client, checkpoint.vocab_digest, counted.vocab, key=f"digest-{run.id}")
     if run.state and run.state["vocab_sha256"] != digest:
@@ -556,10 +556,10 @@ def _manifest(cfg: JobConfig, corpus: dict, metrics: dict, warm: dict | None, co
 def _publish(cfg: JobConfig, run: _Run, manifest: dict, sample: dict) -> TrainResult:
     """The report (which the manifest lists with the data files), the manifest last, then LATEST;
     the checkpoints are then of no use."""
-    opts = cfg.storage_options
-    manifest["files"] = {**manifest["files"], "report.html": _write_report(run.url, run.id, manifest, sample, opts)}
-    publish(cfg.out, run.id, manifest, opts)
-    if storage.exists(storage.join(run.url, "checkpoints"), opts):
-        storage.remove(storage.join(run.url, "checkpoints"), opts, recursive=True)
+    store = cfg.store
+    manifest["files"] = {**manifest["files"], "report.html": _write_report(run.url, run.id, manifest, sample, store)}
+    publish(cfg.out, run.id, manifest, store)
+    if store.exists(storage.join(run.url, "checkpoints")):
+        store.remove(storage.join(run.url, "checkpoints"), recursive=True)
     log.info("published %s", run.url, extra={"stage": "publish", "run_id": run.id, "url": run.url})
-    return TrainResult(run.id, run.url, {"run_id": run.id, **manifest}, opts)
+    return TrainResult(run.id, run.url, {"run_id": run.id, **manifest}, store)

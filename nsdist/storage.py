@@ -137,6 +137,69 @@ _SECRET_KEYS = ("secret", "token", "key", "password", "sas", "credential", "sess
 _URL_USERINFO = re.compile(r"(\w+://)[^/@\s]+@")
 
 
+class Store(Mapping):
+    """A job's way to its storage: the fsspec options (S3 endpoint, credentials), bound once.
+
+    It is the options, as a read-only mapping, so it goes wherever options go (every function
+    here takes it as ``storage_options``), and it carries the calls the job makes, so the job
+    passes one object instead of threading the options through every call. It travels to the
+    workers as an argument of Dask tasks, and whatever shows a task's arguments (Dask's task repr
+    in "Compute Failed" logs, a debugger, a scheduler inspection) would show credentials in a
+    plain dict: its repr shows the keys only. It pickles (and compares) like the dict it wraps,
+    and ``dict(store)`` is the plain mapping fsspec takes.
+
+    >>> store = Store({"key": "AKIA", "secret": "s3cr3t"})
+    >>> store, store["secret"], store == {"key": "AKIA", "secret": "s3cr3t"}
+    (Store({'key': '***', 'secret': '***'}), 's3cr3t', True)
+    """
+
+    __slots__ = ("_options",)
+
+    def __init__(self, options: Mapping[str, Any] | None = None):
+        self._options = dict(options or {})
+
+    def __getitem__(self, key: str) -> Any:
+        return self._options[key]
+
+    def __iter__(self):
+        return iter(self._options)
+
+    def __len__(self) -> int:
+        return len(self._options)
+
+    def __repr__(self) -> str:
+        return f"Store({ {k: '***' for k in self._options} })"
+
+    def __reduce__(self):
+        return (Store, (self._options,))
+
+    # The calls a job makes, with its options bound.
+    @staticmethod
+    def join(base: str, *parts: str) -> str:
+        return join(base, *parts)  # the module's join: a function body does not see class names
+
+    def exists(self, url: str) -> bool:
+        return exists(url, self)
+
+    def read_json(self, url: str) -> Any:
+        return read_json(url, self)
+
+    def remove(self, url: str, recursive: bool = False) -> None:
+        remove(url, self, recursive=recursive)
+
+    def expand(self, urls) -> list[tuple[str, int]]:
+        return expand(urls, self)
+
+    def scrub(self, text: str) -> str:
+        return scrub(text, self)
+
+    def is_local(self, url: str) -> bool:
+        return is_local(filesystem(url, self)[0])
+
+    def check_writable(self, url: str) -> None:
+        check_writable(url, self)
+
+
 def _secrets(options: Any) -> list[str]:
     """Every string value under a storage_options key that may hold a credential."""
     found: list[str] = []

@@ -206,7 +206,7 @@ def test_storage_options_show_no_values_and_reach_workers_whole(client):
     assert SECRET not in str(cfg) and SECRET not in f"{wrapped}" and KEY_ID not in repr(cfg)
     # The workers get the values, and the wrapper survives every way a config is rebuilt.
     assert client.submit(lambda o: (type(o).__name__, dict(o)), wrapped, key="opts-roundtrip").result() == (
-        "StorageOptions", options)
+        "Store", options)
     assert wrapped == options and dict(wrapped) == options
     for again in (dataclasses.replace(cfg), JobConfig(storage_options=options)):
         assert type(again.storage_options) is type(wrapped) and again.storage_options == options
