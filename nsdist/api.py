@@ -84,13 +84,16 @@ def run(cfg: JobConfig, *, resume: str | None = None, init_from: str | None = No
     ``cluster.session``'s; ``connected(client)`` runs once connected (the CLI logs the dashboard
     link there). Returns the ``TrainResult``, or with ``dry_run`` the plan (``pipeline.dry_run``).
     """
+    from . import storage
     from .cluster import session
-    from .pipeline import check_inputs, resume_config
+    from .pipeline import absolute_urls, check_inputs, resume_config
     from .pipeline import dry_run as plan_job
     from .pipeline import train as train_job
 
+    resume, init_from = resume and storage.absolute(resume), init_from and storage.absolute(init_from)
     if resume:
         cfg = resume_config(resume, cfg)
+    cfg = absolute_urls(cfg)
     files = check_inputs(cfg, init_from, resume)
     with session(cfg.cluster, client, quiet=quiet, active=active) as c:
         if connected is not None:

@@ -62,9 +62,9 @@ def _row_groups(url: str, storage_options, column: str | None, shown_column: str
     ids; DataError if it is no Parquet file or has no usable ``column`` (or ``shown_column``)."""
     with storage.open_read(url, storage_options) as f:
         pf = parquet_file(f, url, storage_options)
-        for name in (column, shown_column):
+        for name, key in ((column, "parquet_column"), (shown_column, "negatives_column")):
             if name is not None:
-                check_column(pf.schema_arrow, name, storage.scrub(url, storage_options))
+                check_column(pf.schema_arrow, name, storage.scrub(url, storage_options), key)
         field = pf.schema_arrow.field(column) if column in pf.schema_arrow.names else None
         return pf.metadata.num_row_groups, bool(field is not None and _int_lists(field.type))
 
@@ -101,14 +101,20 @@ def _int_lists(t: pa.DataType) -> bool:
     return (pa.types.is_list(t) or pa.types.is_large_list(t)) and pa.types.is_integer(t.value_type)
 
 
-def check_column(schema: pa.Schema, column: str, url: str) -> None:
-    """DataError unless ``column`` of a Parquet corpus holds lists of strings; the message
-    suggests a column of this file that does.
+def check_column(schema: pa.Schema, column: str, url: str, key: str = "parquet_column") -> None:
+    """DataError unless ``column`` of a Parquet corpus holds lists of strings or ids; the message
+    suggests a column of this file that does, for the setting ``key`` that named the column
+    (``parquet_column``, or ``negatives_column`` for sessions' shown items).
 
     >>> check_column(pa.schema([("items", pa.list_(pa.string()))]), "tokens", "s.parquet")
     Traceback (most recent call last):
     ...
     nsdist.errors.DataError: Parquet corpus 's.parquet' has no column 'tokens' (its columns: items); set parquet_column=items
+    >>> check_column(pa.schema([("items", pa.list_(pa.string())), ("shown", pa.string())]), "shown", "s.parquet",
+    ...              "negatives_column")
+    Traceback (most recent call last):
+    ...
+    nsdist.errors.DataError: Parquet column 'shown' of 's.parquet' is string, not a list of strings or integers; write each session's shown-but-not-clicked items as a list<string> or list<int64> column named by negatives_column (or unset it)
     """
     usable = [f.name for f in schema if _token_lists(f.type)]
     if column in schema.names and _token_lists(schema.field(column).type):
@@ -117,8 +123,13 @@ def check_column(schema: pa.Schema, column: str, url: str) -> None:
         problem = f"Parquet corpus {url!r} has no column {column!r} (its columns: {', '.join(schema.names)})"
     else:
         problem = f"Parquet column {column!r} of {url!r} is {schema.field(column).type}, not a list of strings or integers"
-    fix = (f"set parquet_column={usable[0]}" if usable and usable[0] != column
-           else "write the tokens as a list<string> (or item ids as a list<int64>) column and set parquet_column")
+    if key != "parquet_column":
+        fix = (f"write each session's shown-but-not-clicked items as a list<string> or list<int64> column named by "
+               f"{key} (or unset it)")
+    elif usable and usable[0] != column:
+        fix = f"set parquet_column={usable[0]}"
+    else:
+        fix = "write the tokens as a list<string> (or item ids as a list<int64>) column and set parquet_column"
     raise DataError(f"{problem}; {fix}")
 
 
@@ -312,9 +323,9 @@ def read_session_block(block: Block, storage_options, column: str, shown_column:
                         "are Parquet files (or unset them)")
     with storage.open_read(block.url, storage_options) as f:
         pf = parquet_file(f, block.url, storage_options)
-        for name in (column, shown_column):
+        for name, key in ((column, "parquet_column"), (shown_column, "negatives_column")):
             if name:
-                check_column(pf.schema_arrow, name, url)
+                check_column(pf.schema_arrow, name, url, key)
         if order_column and order_column not in pf.schema_arrow.names:
             raise DataError(f"Parquet corpus {url!r} has no column {order_column!r} (its columns: "
                             f"{', '.join(pf.schema_arrow.names)}); set order_column to its per-click order list")

@@ -48,6 +48,20 @@ class DataError(NsdistError, ValueError):
     exit_code = 3
 
 
+class AccessDenied(NsdistError, PermissionError):
+    """Storage refused an operation (credentials, bucket policy): a ``PermissionError`` whose
+    message names the operation, the URL and the fix."""
+
+    exit_code = 2
+
+
+class NotFound(NsdistError, FileNotFoundError):
+    """Storage has nothing at a URL: a ``FileNotFoundError`` whose message names the operation,
+    the URL and the fix."""
+
+    exit_code = 3
+
+
 class TransientError(NsdistError):
     """Infrastructure failure worth retrying (workers did not come, storage throttled)."""
 

@@ -250,6 +250,14 @@ def _plan(cfg: JobConfig, files: list[tuple[str, int]]) -> list:
                        cfg.negatives_column)
 
 
+def absolute_urls(cfg: JobConfig) -> JobConfig:
+    """``cfg`` with its local paths made absolute (corpus, edges, out, save_walks), as its run
+    records them: a printed resume command, a claim and a manifest then mean the same from any
+    working directory."""
+    return replace(cfg, corpus=tuple(map(storage.absolute, cfg.corpus)), edges=tuple(map(storage.absolute, cfg.edges)),
+                   out=cfg.out and storage.absolute(cfg.out), save_walks=cfg.save_walks and storage.absolute(cfg.save_walks))
+
+
 def check_inputs(cfg: JobConfig, init_from: str | None = None, resume: str | None = None) -> list[tuple[str, int]]:
     """Fail fast, before any cluster starts: the corpus files (url, size) of a job; a warm start's
     model this job cannot continue; a run to resume that is published or was started on another
@@ -279,8 +287,8 @@ def check_inputs(cfg: JobConfig, init_from: str | None = None, resume: str | Non
         raise DataError(f"negatives_column or order_column is set but corpus file {store.scrub(text[0])!r} "
                         "is not Parquet; sessions are Parquet files (or unset them)")
     if all(size == 0 for _, size in files):
-        raise DataError(f"the corpus is empty: {_some(files, store)} {'has' if len(files) == 1 else 'have'} 0 bytes; "
-                        "check that the files were written completely, or pass another --corpus")
+        raise DataError(f"the {_what(cfg)} is empty: {_some(files, store)} {'has' if len(files) == 1 else 'have'} "
+                        f"0 bytes; check that the files were written completely, or pass another {_flag(cfg)}")
     if resume:
         run = resume.rstrip("/")
         run_id = run.rsplit("/", 1)[-1]
@@ -327,7 +335,7 @@ class _Run:
 def _open_run(cfg: JobConfig, fingerprint: str, resume: str | None, init_from: str | None) -> _Run:
     """Claim a new run, or check that a failed one can be resumed on this corpus."""
     store = cfg.store
-    parent = resolve_run(init_from, store) if init_from else None
+    parent = resolve_run(storage.absolute(init_from), store) if init_from else None
     if not resume:
         run_id = new_run_id()
         try:
@@ -345,6 +353,14 @@ def _open_run(cfg: JobConfig, fingerprint: str, resume: str | None, init_from: s
     if state and state["corpus_fingerprint"] != fingerprint:
         raise DataError(f"the corpus changed since run {run_id} started (files or sizes differ); start a new run")
     return _Run(run_id, url, state, parent)
+
+
+def _what(cfg: JobConfig) -> str:
+    return "edge list" if cfg.edges else "corpus"
+
+
+def _flag(cfg: JobConfig) -> str:
+    return "--edges" if cfg.edges else "--corpus"
 
 
 def _some(files: list[tuple[str, int]], store, n: int = 3) -> str:
@@ -405,13 +421,20 @@ def train(cfg: JobConfig, client, resume: str | None = None, init_from: str | No
     # Planned before a run is claimed: a corpus that fails its checks here leaves nothing under out.
     blocks = _plan(cfg, files)
     if not blocks:
-        raise DataError(f"the corpus has no rows: {_some(files, cfg.store)} "
+        raise DataError(f"the {_what(cfg)} has no rows: {_some(files, cfg.store)} "
                         f"{'has' if len(files) == 1 else 'have'} no Parquet row groups; "
-                        "check that --corpus names the right files")
+                        f"check that {_flag(cfg)} names the right files")
     cluster.setup_workers(client)
+    # The workers read the corpus with the job's storage options: a worker that cannot (no
+    # credentials, no route to the store) fails the job here, before it claims a run.
+    cluster.check_readable(client, files[0][0], cfg.store)
     read = None
     if cfg.edges:  # read before a run is claimed: a graph the workers cannot hold leaves nothing under out
         read = cluster.read_graph(client, cfg, blocks, f"graph-{new_run_id()}")
+        if read.n_edges == 0:
+            raise DataError(f"the edge lists have no edges: {_some(files, cfg.store)} "
+                            f"{'holds' if len(files) == 1 else 'hold'} only blank or comment lines (# or %), "
+                            "self-loops or empty Parquet columns; check that --edges names the right files")
         cluster.check_adjacency(read, cluster.memory_limits(client))
     run = _open_run(cfg, fingerprint, resume, init_from)
     try:

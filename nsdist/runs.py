@@ -134,8 +134,16 @@ def read_latest(out: str, storage_options=None) -> str | None:
         raise DataError(f"{url!r} names an invalid run id {latest.get('run')!r}; {fix}") from None
 
 
+def check_not_a_file(url: str, storage_options=None) -> None:
+    """DataError when ``url`` names a file: an output or a run is a directory (a prefix)."""
+    if storage.is_file(url, storage_options):
+        raise DataError(f"{storage.scrub(url, storage_options)!r} is a file, not an nsdist output; pass the output "
+                        "directory (<out>, which has LATEST) or a run (<out>/runs/<run_id>)")
+
+
 def resolve_run(url: str, storage_options=None) -> str:
     """URL of an output (follows LATEST) or of a run -> the run's URL."""
+    check_not_a_file(url, storage_options)
     if storage.exists(storage.join(url, "manifest.json"), storage_options):
         return url.rstrip("/")
     run_id = read_latest(url, storage_options)
@@ -268,10 +276,15 @@ def read_vocab(run: str, storage_options=None, manifest: dict | None = None) -> 
         raise DataError(f"run {run!r} escapes its words as {escape!r}, which nsdist {__version__} cannot read; "
                         "upgrade nsdist to read it")
     words, counts = [], []
-    for line in storage.lines(storage.join(run, "vocab.tsv"), storage_options):
+    url = storage.join(run, "vocab.tsv")
+    for n, line in enumerate(storage.lines(url, storage_options), 1):
         word, _, count = line.rstrip("\n").rpartition("\t")
         words.append(unescape_word(word) if escape else word)
-        counts.append(int(count))
+        try:
+            counts.append(int(count))
+        except ValueError:
+            raise DataError(f"{storage.scrub(url, storage_options)!r} line {n}: count {count[:40]!r} is not a whole "
+                            "number: the run is corrupt; publish it again (or load another run)") from None
     return words, np.array(counts, np.int64)
 
 
@@ -300,6 +313,7 @@ def run_info(url: str) -> dict:
     from .report import summary, unpublished_summary
 
     url = url.rstrip("/") or url
+    check_not_a_file(url)
     published = storage.exists(storage.join(url, "manifest.json"))
     if not published and storage.exists(storage.join(url, "_claim.json")):
         claim = storage.read_json(storage.join(url, "_claim.json"))
@@ -327,6 +341,7 @@ def _run_time(run_id: str) -> _dt.datetime | None:
 
 def _scan(out: str, storage_options=None) -> tuple[str | None, list[dict]]:
     """(LATEST's run id, one entry per directory under <out>/runs/)."""
+    check_not_a_file(out, storage_options)
     latest = read_latest(out, storage_options)
     names = [n for n in storage.listdir(storage.join(out, "runs"), storage_options) if not n.startswith(".")]
     if not names and latest is None:

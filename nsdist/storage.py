@@ -13,6 +13,7 @@ instance roles).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import errno
 import functools
@@ -34,7 +35,7 @@ from fsspec.core import url_to_fs
 from fsspec.utils import get_protocol
 from fsspec.utils import infer_compression, read_block as _read_block
 
-from .errors import DataError, TransientError
+from .errors import AccessDenied, DataError, NotFound, TransientError
 
 log = logging.getLogger("nsdist")
 T = TypeVar("T")
@@ -109,13 +110,16 @@ def _is_transient(e: BaseException) -> bool:
     return _status_of(e) in _TRANSIENT_STATUS
 
 
+_NO_CREDENTIALS = "no usable storage credentials"
+
+
 def _translate(e: BaseException) -> BaseException | None:
     """Map backend errors that s3fs leaves untranslated to built-in exceptions (None: keep e)."""
     bexc = _botocore()
     if bexc is not None and isinstance(e, (bexc.NoCredentialsError, bexc.PartialCredentialsError,
                                            bexc.CredentialRetrievalError)):
         return PermissionError(
-            f"no usable storage credentials ({type(e).__name__}); set AWS_ACCESS_KEY_ID and "
+            f"{_NO_CREDENTIALS} ({type(e).__name__}); set AWS_ACCESS_KEY_ID and "
             "AWS_SECRET_ACCESS_KEY (or a profile/role) on the client and the workers, or give "
             "key/secret in storage_options"
         )
@@ -227,6 +231,50 @@ def scrub(text: str, storage_options: Options = None) -> str:
     return text
 
 
+# What a failed call was doing, by the function's name, for messages.
+_VERBS = {"expand": "list", "read_block": "read", "size": "read the size of", "read_range": "read",
+          "read_bytes": "read", "write_bytes": "write", "create_exclusive": "create", "exists": "check",
+          "sha256": "read", "walk": "list", "listdir": "list", "remove": "delete", "open_read": "read",
+          "open_write": "write"}
+
+
+def _described(e: BaseException, what: str, storage_options: Options) -> BaseException | None:
+    """``e`` as an AccessDenied or NotFound that names the operation, the URL and the fix (None:
+    not a storage refusal; ``e`` stands). ``what``: "<function> <url>". s3fs raises its own
+    PermissionError and FileNotFoundError (with messages such as "Forbidden" that name neither);
+    botocore's errors it leaves untranslated are mapped by their HTTP status."""
+    if isinstance(e, (AccessDenied, NotFound)):
+        return None
+    if isinstance(e, NotADirectoryError):  # a local path runs through a file: nothing can be there
+        e = FileNotFoundError(f"a part of the path is a file, not a directory: {e}")
+    mapped = e if isinstance(e, (PermissionError, FileNotFoundError)) else _translate(e)
+    if not isinstance(mapped, (PermissionError, FileNotFoundError)):
+        return None
+    name, _, url = what.partition(" ")
+    doing = f"{_VERBS.get(name, name.replace('_', ' '))} {url}".strip()
+    detail = str(mapped) or type(e).__name__
+    if isinstance(mapped, FileNotFoundError):
+        return NotFound(scrub(f"not found: could not {doing} ({detail}); check the URL", storage_options))
+    if detail.startswith(_NO_CREDENTIALS):  # _translate's message says what to set
+        return AccessDenied(scrub(f"access denied: could not {doing}: {detail}", storage_options))
+    return AccessDenied(scrub(
+        f"access denied: could not {doing} ({detail}); check that the credentials on the client and on every "
+        "worker may do this there (storage_options, or AWS_* variables and profiles)", storage_options))
+
+
+@contextlib.contextmanager
+def _storage_call(what: str, storage_options: Options):
+    """Errors of the calls inside, described (``_described``): streams are not retried, but
+    their refusals name what failed like every other call here."""
+    try:
+        yield
+    except Exception as e:
+        described = _described(e, what, storage_options)
+        if described is None:
+            raise
+        raise described from e
+
+
 def _on_failure(e: Exception, attempt: int, storage_options: Options, started: float,
                 what: str = "storage call") -> None:
     """Sleep before the next attempt if ``e`` is transient and the budget allows (saying so in one
@@ -243,9 +291,9 @@ def _on_failure(e: Exception, attempt: int, storage_options: Options, started: f
         raise TransientError(scrub(
             f"storage unavailable after {attempt + 1} attempt(s) in {time.monotonic() - started:.0f} s ({_short(e)}); "
             "retry the job", storage_options)) from e
-    mapped = _translate(e)
-    if mapped is not None:
-        raise type(mapped)(scrub(str(mapped), storage_options)) from e
+    described = _described(e, what, storage_options)
+    if described is not None:
+        raise described from e
     raise e
 
 
@@ -587,20 +635,26 @@ def _read_or_none(url: str, storage_options: Options) -> bytes | None:
         return None
 
 
+@contextlib.contextmanager
 def open_write(url: str, storage_options: Options = None):
     """A binary writer for a large object (streamed; on S3 a multipart upload).
 
     Not retried here (a stream cannot be replayed); s3fs retries each part itself.
     """
-    fs, path = filesystem(url, storage_options)
-    _makedirs_for(fs, path)
-    return fs.open(path, "wb")
+    with _storage_call(f"open_write {url}", storage_options):
+        fs, path = filesystem(url, storage_options)
+        _makedirs_for(fs, path)
+        with fs.open(path, "wb") as f:
+            yield f
 
 
+@contextlib.contextmanager
 def open_read(url: str, storage_options: Options = None, **kwargs):
     """A binary reader; ``kwargs`` go to ``fs.open`` (e.g. ``cache_type="none"``)."""
-    fs, path = filesystem(url, storage_options)
-    return fs.open(path, "rb", **kwargs)
+    with _storage_call(f"open_read {url}", storage_options):
+        fs, path = filesystem(url, storage_options)
+        with fs.open(path, "rb", **kwargs) as f:
+            yield f
 
 
 def readinto_exact(f, buffer, chunk: int = CHUNK) -> int:
@@ -637,6 +691,13 @@ def check_writable(url: str, storage_options: Options = None) -> None:
         raise NotADirectoryError(f"{probe} is a file, not a directory")
     if not os.access(probe, os.W_OK | os.X_OK) or os.statvfs(probe).f_flag & os.ST_RDONLY:
         raise PermissionError(f"{probe} is not writable")
+
+
+@retry
+def is_file(url: str, storage_options: Options = None) -> bool:
+    """Whether ``url`` is one object or file (not a directory or prefix)."""
+    fs, path = filesystem(url, storage_options)
+    return fs.isfile(path)
 
 
 @retry

@@ -8,6 +8,7 @@ anything else.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -76,10 +77,17 @@ def _run(argv: list[str]) -> int:
         print(f"nsdist: {e}", file=sys.stderr)
         return 143 if _TERMINATED else e.exit_code
     except NsdistError as e:
+        log.debug("traceback of the error below", exc_info=True)
         print(f"nsdist: error: {e}", file=sys.stderr)
         return e.exit_code
-    except (FileNotFoundError, PermissionError) as e:
-        print(f"nsdist: error: {e}; check the URL and the credentials", file=sys.stderr)
+    except BrokenPipeError:
+        # The reader of stdout left (``nsdist info out | head -1``): what it read was all it wanted.
+        # stdout goes nowhere from now on, so flushing it at exit cannot raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (FileNotFoundError, PermissionError) as e:  # a local path: storage's own errors say more
+        log.debug("traceback of the error below", exc_info=True)
+        print(f"nsdist: error: {e}; check the path and its permissions", file=sys.stderr)
         return 3 if isinstance(e, FileNotFoundError) else 2
     except KeyboardInterrupt:
         print("nsdist: interrupted", file=sys.stderr)

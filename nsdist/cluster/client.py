@@ -65,6 +65,9 @@ def connect(cfg: ClusterConfig) -> tuple[Client, LocalCluster | None]:
                     dashboard_address=":0", host="127.0.0.1", security=sec, protocol="tls://" if sec else None,
                 )
             client = Client(cluster)
+    except ValueError as e:  # distributed parses the address: "invalid address", "unknown scheme"
+        raise ConfigError(f"invalid Dask scheduler address {address!r} ({e}); pass tcp://HOST:PORT (or tls://...) "
+                          "as --scheduler, DASK_SCHEDULER_ADDRESS or cluster.scheduler") from None
     except OSError as e:
         # A TLS scheduler resets a plain TCP connection: the same error as a scheduler not running.
         hint = "" if sec else " (one that uses TLS needs a tls:// address and cluster.tls_*)"
@@ -82,6 +85,27 @@ def connect(cfg: ClusterConfig) -> tuple[Client, LocalCluster | None]:
             f"{cfg.timeout:.0f} s; start workers or raise cluster.timeout"
         ) from e
     return client, cluster
+
+
+def _readable(url: str, store) -> Exception | None:
+    """What reading the size of ``url`` raises on this worker (None: it can read it). Returned,
+    not raised: an expected error is the client's to report, not a worker log's traceback."""
+    from .. import storage
+    from ..errors import NsdistError
+
+    try:
+        storage.size(url, store)
+    except (NsdistError, OSError) as e:
+        return e
+    return None
+
+
+def check_readable(client: Client, url: str, store) -> None:
+    """Every worker reads the size of ``url`` with the job's storage options; the first worker's
+    error (no credentials there, no route to the store) is raised here."""
+    failed = [e for e in client.run(_readable, url, store).values() if e is not None]
+    if failed:
+        raise failed[0]
 
 
 def _clock(deadline: float) -> str:
@@ -105,6 +129,9 @@ def session(cfg: ClusterConfig, client: Client | None = None, quiet: bool = True
             client = distributed.get_client()
             log.info("using the active Dask client (scheduler %s)", client.scheduler.address)
     if client is not None:
+        if client.status in ("closing", "closed"):
+            raise ConfigError("the Dask client passed as client= is closed; pass an open Client, or none to use "
+                              "cluster.scheduler or a LocalCluster")
         yield client
         return
     client, cluster = connect(cfg)

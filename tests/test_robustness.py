@@ -1,0 +1,160 @@
+"""Failures a new user meets on the newer paths (sessions, graphs, the Python API, reading
+outputs): each exits with one line naming the problem and the fix, its documented exit code, and
+nothing claimed or published."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from distributed import Client, LocalCluster
+
+import nsdist
+from nsdist import storage
+from nsdist.cli import main
+from nsdist.errors import ConfigError, DataError
+
+TINY = ["--set", "dim=8", "--set", "epochs=1", "--set", "min_count=1"]
+
+
+def _one_line(err: str) -> str:
+    """The one error line of a command's stderr (its log lines come before it)."""
+    said = [line for line in err.strip().splitlines() if line.startswith("nsdist:")]
+    assert len(said) == 1 and "Traceback" not in err and err.strip().endswith(said[0]), err
+    return said[0]
+
+
+@pytest.fixture
+def published(tmp_path, publish_run):
+    out = str(tmp_path / "out")
+    publish_run(out, ["a", "b", "c"], np.eye(3, 4, dtype=np.float32))
+    return out
+
+
+def test_a_reader_whose_stdout_closes_exits_quietly(published):
+    """``nsdist info out | head -1``: the reader left, and Unix tools then exit quietly."""
+    r, w = os.pipe()
+    os.close(r)  # every write to stdout now fails with EPIPE
+    try:
+        done = subprocess.run([sys.executable, "-m", "nsdist", "info", published, "--json"], stdout=w,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(w)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+@pytest.mark.parametrize("command", [["info"], ["runs"], ["neighbors", "{path}", "a"], ["recommend", "{path}", "a"]])
+def test_readers_given_a_file_say_it_is_not_an_output(tmp_path, capfd, command):
+    path = str(tmp_path / "vectors.txt")
+    open(path, "w").write("3 4\n")
+    argv = [a.format(path=path) for a in command] if "{path}" in command[1:2] else [*command, path]
+    assert main(argv) == 3
+    line = _one_line(capfd.readouterr().err)
+    assert line == (f"nsdist: error: {path!r} is a file, not an nsdist output; pass the output directory (<out>, "
+                    "which has LATEST) or a run (<out>/runs/<run_id>)")
+    with pytest.raises(DataError, match="is a file, not an nsdist output"):
+        nsdist.load(path)
+
+
+def test_a_vocabulary_count_that_is_no_number_names_the_file_and_line(published):
+    run = storage.join(published, "runs", os.listdir(os.path.join(published, "runs"))[0])
+    vocab = os.path.join(run, "vocab.tsv")
+    text = open(vocab).read().splitlines()
+    text[1] = text[1].rsplit("\t", 1)[0] + "\tx"  # same size: the manifest's size check passes
+    open(vocab, "w").write("\n".join(text) + "\n")
+    with pytest.raises(DataError, match=rf"^'{vocab}' line 2: count 'x' is not a whole number: the run is corrupt"):
+        nsdist.load(published)
+
+
+def test_a_malformed_scheduler_address_is_a_usage_error(tmp_path, capfd):
+    (tmp_path / "c.txt").write_text("a b c\n")
+    code = main(["train", "--corpus", str(tmp_path / "c.txt"), "--out", str(tmp_path / "out"),
+                 "--scheduler", "tcp://bad:port:x"])
+    line = _one_line(capfd.readouterr().err)
+    assert code == 2 and line.startswith("nsdist: error: invalid Dask scheduler address 'tcp://bad:port:x' (")
+    assert line.endswith("pass tcp://HOST:PORT (or tls://...) as --scheduler, DASK_SCHEDULER_ADDRESS or "
+                         "cluster.scheduler")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_closed_client_is_a_usage_error(tmp_path):
+    (tmp_path / "c.txt").write_text("a b c\n")
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster:
+        client = Client(cluster)
+        client.close()
+        with pytest.raises(ConfigError, match=r"^the Dask client passed as client= is closed; pass an open Client"):
+            nsdist.train(str(tmp_path / "c.txt"), str(tmp_path / "out"), client=client)
+    assert not (tmp_path / "out" / "runs").exists() or os.listdir(tmp_path / "out" / "runs") == []
+
+
+def test_an_edge_list_of_comments_claims_nothing(client, tmp_path, capfd):
+    edges = tmp_path / "edges.txt"
+    edges.write_text("# FromNodeId ToNodeId\n% a comment\n\n")
+    out = tmp_path / "out"
+    code = main(["train", "--edges", str(edges), "--out", str(out), "--scheduler", client.scheduler.address, *TINY])
+    line = _one_line(capfd.readouterr().err)
+    assert code == 3 and line == (f"nsdist: error: the edge lists have no edges: {str(edges)!r} holds only blank or "
+                                  "comment lines (# or %), self-loops or empty Parquet columns; check that --edges "
+                                  "names the right files")
+    assert not (out / "runs").exists() or os.listdir(out / "runs") == []
+
+
+def test_an_empty_edge_list_names_edges_not_corpus(tmp_path, capfd):
+    (tmp_path / "e.txt").write_text("")
+    code = main(["train", "--edges", str(tmp_path / "e.txt"), "--out", str(tmp_path / "out"),
+                 "--scheduler", "tcp://127.0.0.1:1", "--set", "cluster.timeout=1"])
+    line = _one_line(capfd.readouterr().err)
+    assert code == 3 and "the edge list is empty" in line and line.endswith("or pass another --edges")
+
+
+@pytest.mark.parametrize("shown", [pa.array(["1 2", "3"]), None], ids=["not a list", "missing"])
+def test_a_wrong_negatives_column_names_negatives_column(client, tmp_path, capfd, shown):
+    columns = {"items": pa.array([[1, 2, 3], [2, 3, 4]], pa.list_(pa.int64()))}
+    if shown is not None:
+        columns["shown"] = shown
+    pq.write_table(pa.table(columns), tmp_path / "s.parquet")
+    code = main(["train", "--corpus", str(tmp_path / "s.parquet"), "--out", str(tmp_path / "out"),
+                 "--set", "parquet_column=items", "--set", "negatives_column=shown",
+                 "--scheduler", client.scheduler.address])
+    line = _one_line(capfd.readouterr().err)
+    assert code == 3 and "'shown'" in line and "parquet_column=" not in line
+    assert line.endswith("write each session's shown-but-not-clicked items as a list<string> or list<int64> column "
+                         "named by negatives_column (or unset it)")
+
+
+def test_a_run_records_absolute_paths(client, tmp_path, monkeypatch):
+    """Started from one directory with relative paths, a run names its corpus, output and parent
+    absolutely: its resume command and warm starts work from any other directory."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.txt").write_text("a b c d a b c d\nb c d a\n" * 20)
+    first = nsdist.train("c.txt", "out", client=client, dim=8, epochs=1, min_count=1)
+    second = nsdist.train("c.txt", "out", client=client, dim=8, epochs=1, min_count=1, init_from="out")
+    for result in (first, second):
+        m = result.manifest
+        assert m["config"]["corpus"] == [str(tmp_path / "c.txt")] and m["config"]["out"] == str(tmp_path / "out")
+        assert m["corpus"]["files"] == [str(tmp_path / "c.txt")]
+    assert second.manifest["parent"]["parent_run"] == first.run_url == str(tmp_path / "out" / "runs" / first.run_id)
+    claim = json.loads((tmp_path / "out" / "runs" / first.run_id / "_claim.json").read_text())
+    assert claim["config"]["corpus"] == [str(tmp_path / "c.txt")]
+
+
+def test_workers_that_cannot_read_the_corpus_claim_nothing(s3_env, tmp_path, capfd):
+    """The client has credentials (the environment) and the workers none: the job stops before
+    it claims a run, naming what failed, where, and the fix."""
+    storage.write_bytes(s3_env.url("c.txt"), b"a b c a b\nb c a\n")
+    no_credentials = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0", host="127.0.0.1",
+                      env=no_credentials) as cluster:
+        code = main(["train", "--corpus", s3_env.url("c.txt"), "--out", s3_env.url("out"),
+                     "--scheduler", cluster.scheduler_address, *TINY])
+        line = _one_line(capfd.readouterr().err)
+    assert code == 2 and line.startswith(f"nsdist: error: access denied: could not read the size of "
+                                         f"{s3_env.url('c.txt')}: no usable storage credentials (NoCredentialsError); "
+                                         "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+    assert storage.walk(s3_env.url("out")) == []
