@@ -25,6 +25,11 @@ class ConfigError(NsdistError, ValueError):
     exit_code = 2
 
 
+class OutOfMemory(ConfigError):
+    """The job does not fit the workers' memory: the message names the stage, the workers' limit
+    and what to change (more memory or workers, a smaller model or blocks)."""
+
+
 class UnknownWord(NsdistError, KeyError):
     """A word (or index) the vocabulary does not hold: a usage error, and a ``KeyError`` so that
     gensim-style code (``try: emb[w] except KeyError``) works unchanged."""

@@ -41,13 +41,13 @@ import pyarrow.compute as pc
 from . import __version__, checkpoint, cluster, report, storage
 from .config import JobConfig, TrainConfig, config_from_dict
 from .corpus import is_parquet, plan_blocks
-from .errors import ConfigError, DataError, Interrupted
+from .errors import ConfigError, DataError, Interrupted, OutOfMemory
 from .memory import release_memory
 from .merge import shard_rates
 from .model import Model, check_finite, init_model, make_tables
 from .formats import neighbors_part, neighbors_table, read_npy, write_file, write_neighbors, write_run_files
 from .runs import claim_run, new_run_id, publish, read_manifest, read_vocab, resolve_run, run_url
-from .plan import SHARD_PLAN, sample_blocks, topk_blocks
+from .plan import PEAK, SHARD_PLAN, sample_blocks, topk_blocks
 from .nearest import block_topk
 from .vocab import Vocab
 from .graph.corpus import plan_edge_blocks
@@ -439,6 +439,10 @@ def train(cfg: JobConfig, client, resume: str | None = None, init_from: str | No
     run = _open_run(cfg, fingerprint, resume, init_from)
     try:
         return _job(cfg, client, run, files, blocks, fingerprint, t_start, read)
+    except OutOfMemory:
+        if not run.state and not checkpoint.latest(run.url, cfg.store):  # nothing trained: nothing to resume
+            cfg.store.remove(run.url, recursive=True)
+        raise
     except KeyboardInterrupt:
         store = cfg.store
         saved = checkpoint.latest(run.url, store)
@@ -494,14 +498,15 @@ def _job(cfg: JobConfig, client, run: _Run, files: list, blocks: list, fingerpri
     # One model per worker (its threads share it); the models are what the rounds average.
     n_models = state.get("models") or max(1, min(len(cluster.workers(client)), n_shards))
 
-    with timer("count"):  # every block read once (a graph: walked), counted, merged in a tree
+    with timer("count"), cluster.out_of_memory(client, "counting", "lower blocksize"):  # a graph: walked
         counted = (cluster.walk_corpus(client, cfg, graph_read, run.id, n_shards) if cfg.edges
                    else cluster.count_vocab(client, cfg, blocks, run.id, n_shards))
     digest = _check_counted(client, cfg, run, counted, files, timer.seconds["count"])
 
-    with timer("encode"):  # shards of word ids that stay on the workers for all epochs
+    with timer("encode"), cluster.out_of_memory(client, "encoding", "lower blocksize"):  # stay for all epochs
         shards, words, shard_bytes = cluster.encode_shards(client, cfg, counted, n_shards, t.rounds(n_models), run.id)
     _check_encoded(words, n_shards, timer.seconds["encode"])
+    _check_memory(cluster.memory_limits(client), counted.summary["vocab_size"], t.dim, shard_bytes, n_models)
 
     tables, rates = _tables_on_workers(client, cfg, counted, n_models, run.id)
     training = cluster.Training(shards, words, tables, counted.summary["vocab_size"], t.dim, n_models, t.merge_blocks,
@@ -546,6 +551,20 @@ def _check_counted(client, cfg: JobConfig, run: _Run, counted, files: list, seco
     if run.state and run.state["vocab_sha256"] != digest:
         raise DataError(f"the vocabulary of run {run.id} cannot be reproduced from the corpus; start a new run")
     return digest
+
+
+def _check_memory(limits: dict, vocab_size: int, dim: int, shard_bytes: int, n_models: int) -> None:
+    """OutOfMemory, before any model is built, when a worker's model and shards would pass its
+    memory limit at training's peaks (plan.PEAK)."""
+    known = [v for v in limits.values() if v]
+    model = 2 * vocab_size * dim * 4  # input and output vectors, float32
+    need = model + shard_bytes // max(n_models, 1)
+    if known and PEAK * need > min(known):
+        raise OutOfMemory(
+            f"the model ({vocab_size:,} words x dim {dim} x 2 float32 = {model / 1e6:,.1f} MB) and a worker's shards "
+            f"need up to {PEAK * need / 1e6:,.1f} MB on every worker while training, more than the workers' memory "
+            f"limit of {min(known) / 1e6:,.1f} MB; give the workers more memory, or train a smaller model (a lower "
+            "dim, a higher min_count, or max_vocab)")
 
 
 def _check_encoded(words: np.ndarray, n_shards: int, seconds: float) -> None:

@@ -17,6 +17,10 @@ import numpy as np
 SHARD_PLAN = 3
 
 
+# A worker's peak memory over its model and shards while training (measured 1.4x-2x,
+# docs/scaling.md): what --dry-run and the check before training allow.
+PEAK = 2.0
+
 def shard_plan(block_tokens: list[int], shards: int) -> list[list[tuple[int, int, int]]]:
     """Split the corpus's tokens (in block order) into ``shards`` contiguous, even ranges.
 

@@ -158,3 +158,27 @@ def test_workers_that_cannot_read_the_corpus_claim_nothing(s3_env, tmp_path, cap
                                          f"{s3_env.url('c.txt')}: no usable storage credentials (NoCredentialsError); "
                                          "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
     assert storage.walk(s3_env.url("out")) == []
+
+
+def test_a_model_beyond_the_workers_memory_is_refused_before_training(tmp_path, capfd):
+    """The model each worker would hold, with its shards, at training's peaks against the
+    workers' memory limit: refused after counting, before any model is built, and the run it
+    claimed is removed (nothing was trained that a resume could continue)."""
+    import dask
+
+    words = [f"w{i}" for i in range(300)]
+    (tmp_path / "c.txt").write_text("".join(" ".join(words[i:i + 10]) + "\n" for i in range(0, 300, 3)) * 3)
+    # Dask's own memory management is off: the workers (whose processes alone take more) keep
+    # running, and nsdist's check is what refuses.
+    off = {"distributed.worker.memory.target": False, "distributed.worker.memory.spill": False,
+           "distributed.worker.memory.pause": False, "distributed.worker.memory.terminate": False}
+    with dask.config.set(off), LocalCluster(n_workers=1, threads_per_worker=1, memory_limit="2MB",
+                                            dashboard_address=None) as cluster:
+        code = main(["train", "--corpus", str(tmp_path / "c.txt"), "--out", str(tmp_path / "out"),
+                     "--scheduler", cluster.scheduler_address, "--set", "dim=512", "--set", "min_count=1"])
+        line = _one_line(capfd.readouterr().err)
+    assert code == 2 and line.startswith("nsdist: error: the model (300 words x dim 512 x 2 float32 = 1.2 MB) and a "
+                                         "worker's shards need up to ")
+    assert line.endswith("more than the workers' memory limit of 2.0 MB; give the workers more memory, or train a "
+                         "smaller model (a lower dim, a higher min_count, or max_vocab)")
+    assert os.listdir(tmp_path / "out" / "runs") == []  # the claim was removed

@@ -30,10 +30,9 @@ def cmd_train(args) -> int:
     return 0
 
 
-PEAK = 2.0  # a worker's peak over its model and shards (measured 1.4x-2x, docs/scaling.md)
-
-
 def _print_plan(plan: dict) -> None:
+    from ..plan import PEAK
+
     c, s = plan["corpus"], plan["sample"]
     print("dry run: nothing trained, nothing written")
     print(f"corpus: {c['files']} file(s), {c['bytes'] / 1e6:,.1f} MB in {c['blocks']} block(s)")

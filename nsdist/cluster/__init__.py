@@ -13,7 +13,7 @@ The stages (counts.py, vocab.py, encode.py), the kernels (sgns.py) and the plann
 (plan.py) know nothing of Dask; pipeline.py reads top to bottom and calls into here.
 """
 
-from .client import (check_readable, close, compute, connect, memory_limits, session, setup_workers, submit, threads, tree_levels,
+from .client import (check_readable, close, compute, out_of_memory, connect, memory_limits, session, setup_workers, submit, threads, tree_levels,
                      tree_reduce, workers)
 from .models import ModelLost
 from .plugin import ExpectedErrors, WorkerMemory
@@ -21,6 +21,6 @@ from .graph import check_adjacency, read_graph, walk_corpus
 from .stages import Counted, count_vocab, encode_shards, sample_vocab
 from .training import Training, train_epochs
 
-__all__ = ["check_readable", "close", "compute", "connect", "session", "memory_limits", "setup_workers", "submit", "threads", "tree_levels", "tree_reduce",
+__all__ = ["check_readable", "close", "out_of_memory", "compute", "connect", "session", "memory_limits", "setup_workers", "submit", "threads", "tree_levels", "tree_reduce",
            "workers", "ModelLost", "ExpectedErrors", "WorkerMemory", "Counted", "count_vocab", "encode_shards", "sample_vocab",
            "check_adjacency", "read_graph", "walk_corpus", "Training", "train_epochs"]

@@ -10,16 +10,18 @@ import threading
 import time
 
 import distributed
-from distributed import Client, LocalCluster
+from distributed import Client, KilledWorker, LocalCluster
 from distributed.security import Security
 
 from ..config import ClusterConfig
-from ..errors import STOP, ConfigError, TransientError
+from ..errors import STOP, ConfigError, OutOfMemory, TransientError
 from .models import ModelLost
 
 log = logging.getLogger("nsdist")
 
 WATCH_SECONDS = 2.0  # how often the client checks, while it waits, that the models' workers are there
+# A worker paused this long (memory above Dask's pause threshold) holds its tasks for good.
+PAUSED_SECONDS = 60.0
 
 
 def _security(cfg: ClusterConfig, address: str | None) -> Security | None:
@@ -246,8 +248,11 @@ def tree_reduce(client: Client, fn, futures: list, key: str, fan_in: int = 8):
 def gather_watching(client: Client, futures, workers: list[str]):
     """``client.gather(futures)``; raises ModelLost as soon as one of ``workers`` has left the
     cluster. Tasks on models are pinned to their worker (work stealing must not move them to a
-    worker without the model), so after a loss they would wait for it forever."""
+    worker without the model), so after a loss they would wait for it forever; and a worker that
+    stays paused (its memory above Dask's pause threshold) would hold them forever: OutOfMemory
+    after PAUSED_SECONDS."""
     flat = distributed.futures_of(futures)
+    paused_since: dict[str, float] = {}
     while True:
         if STOP.is_set():
             raise KeyboardInterrupt
@@ -255,11 +260,39 @@ def gather_watching(client: Client, futures, workers: list[str]):
             distributed.wait(flat, timeout=WATCH_SECONDS)
             return client.gather(futures)
         except (TimeoutError, distributed.TimeoutError):
-            present = set(client.run_on_scheduler(_worker_addresses))
-            gone = sorted(set(workers) - present)
+            status = client.run_on_scheduler(_worker_status)
+            gone = sorted(set(workers) - set(status))
             if gone:
                 raise ModelLost(f"worker {', '.join(gone)} left the cluster") from None
+            now = time.monotonic()
+            paused_since = {w: paused_since.get(w, now) for w in workers if status.get(w) == "paused"}
+            stuck = [w for w, since in paused_since.items() if now - since >= PAUSED_SECONDS]
+            if stuck:
+                raise OutOfMemory(f"worker {stuck[0]} has been paused for {PAUSED_SECONDS:.0f} s: its memory is above "
+                                  f"Dask's pause threshold ({_limit(client, stuck[0])}) while training; give the "
+                                  "workers more memory, or train a smaller model (a lower dim, a higher min_count "
+                                  "or max_vocab)") from None
 
 
-def _worker_addresses(dask_scheduler=None) -> list[str]:
-    return list(dask_scheduler.workers)
+def _worker_status(dask_scheduler=None) -> dict[str, str]:
+    return {w: ws.status.name for w, ws in dask_scheduler.workers.items()}
+
+
+def _limit(client: Client, worker: str | None = None) -> str:
+    """A worker's memory limit (the smallest, without ``worker``), for messages."""
+    limits = memory_limits(client)
+    known = [v for w, v in limits.items() if v and (worker is None or w == worker)]
+    return f"memory limit {min(known) / 1e6:,.0f} MB" if known else "no memory limit set"
+
+
+@contextlib.contextmanager
+def out_of_memory(client: Client, stage: str, fix: str):
+    """Workers that die while ``stage`` runs (Dask gives up on a task: KilledWorker) most likely
+    ran out of memory: an OutOfMemory naming the stage, the workers' limit and ``fix``."""
+    try:
+        yield
+    except KilledWorker as e:
+        task = getattr(e, "task", None) or (e.args[0] if e.args else "a task")
+        raise OutOfMemory(f"workers died while {stage} (Dask gave up on {task} after they died running it), most "
+                          f"likely out of memory ({_limit(client)}); give the workers more memory or add workers, "
+                          f"or {fix}") from None
