@@ -148,3 +148,15 @@ def test_the_readme_and_docs_say_what_is_not_what_was():
         dated = re.findall(r"\b20\d\d-\d\d-\d\d\b|\buntil 20\d\d|\bpreviously\b|\bthe old\b", text, flags=re.I)
         assert not dated, f"{doc.relative_to(ROOT)} tells history ({dated}); say what is, and why"
 
+
+def test_the_readme_and_docs_name_files_that_exist_and_no_machine_s_paths():
+    named = 0
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = doc.read_text(encoding="utf-8")
+        paths = re.findall(r"`((?:nsdist|tests|benchmarks|jobs|deploy|docs)/[\w./-]*)", text)
+        missing = [path for path in paths if not (ROOT / path).exists()]
+        assert not missing, f"{doc.relative_to(ROOT)} names files that do not exist: {missing}"
+        machine = re.findall(r"(?<![\w.~])/(?:tmp|root|home)/\S*", text)
+        assert not machine, f"{doc.relative_to(ROOT)} holds paths of one machine: {machine}; use relative ones"
+        named += len(paths)
+    assert named >= 20  # the pattern finds them
