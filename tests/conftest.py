@@ -1,13 +1,44 @@
-"""Shared fixtures: a real Dask cluster of worker processes, tiny corpora, an S3 endpoint."""
+"""Shared fixtures: a real Dask cluster of worker processes, tiny corpora, an S3 endpoint; and
+``require_tool``/``require_root`` for the few tests that need a system tool or root."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import urllib.request
 from dataclasses import dataclass
 
 import pytest
 from distributed import Client, LocalCluster
+
+# ---------------------------------------------------------------- system tools and root
+# A test that needs a system tool (chromium, tini, unshare) or root skips where it is missing, with
+# a one-line reason, so that `python -m pytest` passes on a laptop. CI (.ci/run) installs the tools,
+# runs as root and sets this switch, which turns those skips into failures: CI runs every test.
+REQUIRE_SYSTEM_TESTS = "NSDIST_REQUIRE_SYSTEM_TESTS"
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get(REQUIRE_SYSTEM_TESTS, "") not in ("", "0"):
+        pytest.fail(f"{reason} [{REQUIRE_SYSTEM_TESTS} is set: every system test must run]", pytrace=False)
+    # Reported at the test's line, as a skip mark is, rather than at this helper's.
+    raise pytest.skip.Exception(reason, _use_item_location=True)
+
+
+def require_tool(name: str, why: str) -> str:
+    """The path of the system tool ``name``; if it is not on PATH, skip the test (fail it under
+    ``NSDIST_REQUIRE_SYSTEM_TESTS``), saying ``why`` the test needs it and how to install it."""
+    path = shutil.which(name)
+    if path is None:
+        _unavailable(f"needs {name}, not on PATH: {why}")
+    return path
+
+
+def require_root(why: str) -> None:
+    """Skip the test unless it runs as root (fail it under ``NSDIST_REQUIRE_SYSTEM_TESTS``)."""
+    if os.geteuid() != 0:
+        _unavailable(f"needs root: {why}")
 
 
 @pytest.fixture(scope="session")

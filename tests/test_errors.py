@@ -15,6 +15,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import require_root, require_tool
 
 from nsdist import runs, pipeline
 from nsdist.cli import main
@@ -112,13 +113,15 @@ def test_outputs_that_cannot_be_written(where, message, site, capfd):
 def test_a_read_only_output_directory(site):
     """A directory on a read-only filesystem (root may write anywhere else): a read-only tmpfs
     mounted in a mount namespace of the job's own."""
+    unshare = require_tool("unshare", why="a mount namespace of the job's own (util-linux)")
+    require_root(why="unshare --mount, to mount a read-only tmpfs")
     tmp, _, _ = site
     ro = tmp / "ro"
     ro.mkdir()
     job = [sys.executable, "-m", "nsdist", "train", "--corpus", str(tmp / "c.txt"), "--out", str(ro / "out"),
            *NOWHERE]
     script = f"mount -t tmpfs -o ro tmpfs {ro} && exec \"$@\""
-    p = subprocess.run(["unshare", "--mount", "sh", "-c", script, "sh", *job], capture_output=True, text=True,
+    p = subprocess.run([unshare, "--mount", "sh", "-c", script, "sh", *job], capture_output=True, text=True,
                        timeout=120)
     assert p.returncode == 2, p.stderr
     assert p.stderr.strip() == (f"nsdist: error: cannot write the outputs under {str(ro / 'out')!r}: {ro} is not "

@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import struct
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import zlib
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import S3_SECRET
+from conftest import S3_SECRET, require_tool
 
 from nsdist import checkpoint, report, storage
 from nsdist.cli import main
@@ -117,10 +116,7 @@ def test_the_sample_is_small_whatever_the_vocabulary():
 # ---------------------------------------------------------------- a published run, in a real browser
 
 def _chromium() -> str:
-    path = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
-    if path is None:
-        pytest.fail("chromium not found: apt-get install chromium (Debian; .ci/run installs it)", pytrace=False)
-    return path
+    return require_tool("chromium", why="the report test draws report.html in it (Debian: apt-get install chromium)")
 
 
 def _unfilter(kind: int, row: np.ndarray, prev: np.ndarray, bpp: int) -> np.ndarray:
