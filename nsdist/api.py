@@ -86,8 +86,8 @@ def run(cfg: JobConfig, *, resume: str | None = None, init_from: str | None = No
     """
     from . import storage
     from .cluster import session
-    from .pipeline import absolute_urls, check_inputs, resume_config
-    from .pipeline import dry_run as plan_job
+    from .inputs import absolute_urls, check_inputs, resume_config
+    from .dryrun import dry_run as plan_job
     from .pipeline import train as train_job
 
     resume, init_from = resume and storage.absolute(resume), init_from and storage.absolute(init_from)

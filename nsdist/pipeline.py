@@ -20,11 +20,8 @@ checkpoint after a worker dies gives the same vectors.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import functools
-import hashlib
-import json
 import logging
 import os
 import time
@@ -35,22 +32,20 @@ from importlib.metadata import version
 
 import dask
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from . import __version__, checkpoint, cluster, report, storage
-from .config import JobConfig, TrainConfig, config_from_dict
-from .corpus import is_parquet, plan_blocks
+from .config import JobConfig, TrainConfig
 from .errors import ConfigError, DataError, Interrupted, OutOfMemory
 from .memory import release_memory
 from .merge import shard_rates
 from .model import Model, check_finite, init_model, make_tables
-from .formats import neighbors_part, neighbors_table, read_npy, write_file, write_neighbors, write_run_files
-from .runs import claim_run, new_run_id, publish, read_manifest, read_vocab, resolve_run, run_url
-from .plan import PEAK, SHARD_PLAN, sample_blocks, topk_blocks
+from .formats import neighbors_part, neighbors_table, write_file, write_neighbors, write_run_files
+from .runs import claim_run, new_run_id, publish, resolve_run, run_url
+from .plan import PEAK, SHARD_PLAN, topk_blocks
 from .nearest import block_topk
 from .vocab import Vocab
-from .graph.corpus import plan_edge_blocks
+from .inputs import check_inputs, corpus_fingerprint, flag, plan_inputs, some, what
+from .warm import warm_start_model, warm_stats
 
 log = logging.getLogger("nsdist")
 
@@ -130,10 +125,6 @@ def _write_report(run: str, run_id: str, manifest: dict, sample: dict, store) ->
     return write_file(storage.join(run, "report.html"), page.encode(), store)
 
 
-def _fingerprint(files: list[tuple[str, int]]) -> str:
-    return hashlib.sha256(json.dumps(files).encode()).hexdigest()
-
-
 @dataclass
 class TrainResult:
     """A published run: its id, URL and manifest (config, corpus statistics, metrics, files)."""
@@ -155,172 +146,7 @@ class TrainResult:
         return load(self.run_url, self.storage_options, verify=verify)
 
 
-# ---------------------------------------------------------------- warm starts
-
-def _warm_rows(vocab: Vocab, parent: str, store) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Which of this vocabulary's words the published ``parent`` knows (mask), their rows there,
-    and the counts of known, new and dropped words."""
-    old_words = pa.array(read_vocab(parent, store)[0], pa.string())
-    old_ids = pc.index_in(vocab.words, value_set=pc.cast(old_words, vocab.words.type))
-    known = pc.is_valid(old_ids).to_numpy(zero_copy_only=False)
-    stats = {"known_words": int(known.sum()), "new_words": int((~known).sum()),
-             "dropped_words": int(len(old_words) - known.sum())}
-    return known, pc.filter(old_ids, known).to_numpy(), stats
-
-
-def _warm_stats(vocab: Vocab, parent: str, store) -> dict:
-    return _warm_rows(vocab, parent, store)[2]
-
-
-def _warm_model(vocab: Vocab, parent: str, store, dim: int, seed: int) -> tuple[Model, dict]:
-    """Initial model for a new vocabulary from a published run: known words keep both vectors,
-    new words get fresh ones, dropped words disappear."""
-    known, src, stats = _warm_rows(vocab, parent, store)
-    files = read_manifest(parent, store)["files"]
-    fresh = init_model(len(vocab), dim, seed)
-    for name, target in (("vectors.npy", fresh.win), ("context.npy", fresh.wout)):  # one old matrix at a time
-        old = read_npy(storage.join(parent, name), store, (files.get(name) or {}).get("sha256"))
-        if old.shape[1] != dim:
-            raise DataError(f"--init-from model has dim {old.shape[1]}, this job dim {dim}; set dim={old.shape[1]}")
-        target[known] = old[src]
-        del old
-    return fresh, stats
-
-
-def _warm_start_model(vocab: Vocab, parent: str, store, dim: int, seed: int) -> Model:
-    return _warm_model(vocab, parent, store, dim, seed)[0]
-
-
-# ---------------------------------------------------------------- a dry run
-
-def _block_weights(blocks: list, files: list[tuple[str, int]]) -> list[float]:
-    """Each block's share of the corpus in bytes (a whole compressed file or Parquet row group:
-    its file's size over its file's blocks)."""
-    size, per_file = dict(files), collections.Counter(b.url for b in blocks)
-    return [b.length if b.length is not None else size[b.url] / per_file[b.url] for b in blocks]
-
-
-def dry_run(cfg: JobConfig, client, resume: str | None = None, init_from: str | None = None,
-            files: list[tuple[str, int]] | None = None) -> dict:
-    """The plan of a job, without training or writing anything: the corpus and its blocks, an
-    estimate of its tokens and vocabulary from a sample of blocks counted on the workers, the
-    shards and where they go, the model and the memory per worker against the workers' limits,
-    and the rounds."""
-    t, files = cfg.train, files if files is not None else check_inputs(cfg, init_from, resume)
-    blocks = _plan(cfg, files)
-    workers, limits = cluster.workers(client), cluster.memory_limits(client)
-    n_shards = t.shards or sum(cluster.threads(client).values())
-    n_models = max(1, min(len(workers), n_shards))
-    graph_plan, adjacency = None, 0
-    if cfg.edges:  # the edges are read whole: the node table and edge count are exact
-        read = cluster.read_graph(client, cfg, blocks, f"dry-{new_run_id()}")
-        g = cfg.graph
-        # Every node starts walks_per_node walks of at most walk_length nodes (dead ends stop early).
-        estimate = {"tokens": read.n_nodes * g.walks_per_node * g.walk_length, "vocab_size": read.n_nodes}
-        picks, fraction, adjacency = list(range(len(blocks))), 1.0, read.adjacency_bytes
-        graph_plan = {"nodes": read.n_nodes, "edges": read.n_edges, "weighted": read.weighted,
-                      "adjacency_bytes": adjacency, "walks": read.n_nodes * g.walks_per_node,
-                      "walk_length": g.walk_length}
-    else:
-        weights, picks = _block_weights(blocks, files), sample_blocks(len(blocks))
-        fraction = sum(weights[i] for i in picks) / max(sum(weights), 1)
-        estimate = cluster.sample_vocab(client, cfg, blocks, picks, fraction, f"dry-{new_run_id()}")
-    model_bytes = 2 * estimate["vocab_size"] * t.dim * 4  # input and output vectors, float32
-    shards = {w: [s for s in range(n_shards) if s % len(workers) == i] for i, w in enumerate(workers)}
-    # Shards hold every token as an int32 id; a worker holds one model and its shards (and, for a
-    # graph, the whole adjacency: walks go anywhere).
-    need = {w: model_bytes + adjacency + 4 * estimate["tokens"] * len(mine) // n_shards for w, mine in shards.items()}
-    return {"corpus": {"files": len(files), "bytes": sum(s for _, s in files), "blocks": len(blocks)},
-            "graph": graph_plan,
-            "sample": {"blocks": len(picks), "fraction": fraction, **estimate},
-            "shards": n_shards, "models": n_models, "dim": t.dim, "model_bytes": model_bytes,
-            "workers": [{"address": w, "shards": shards[w], "bytes": need[w], "memory_limit": limits.get(w, 0)}
-                        for w in workers],
-            "rounds_per_epoch": t.rounds(n_models), "epochs": t.epochs, "sync_rows": t.sync_rows}
-
-
 # ---------------------------------------------------------------- the job
-
-def _plan(cfg: JobConfig, files: list[tuple[str, int]]) -> list:
-    """The blocks of a job's corpus, or of its graph's edge lists (text byte ranges, Parquet row
-    groups whose node columns are checked here)."""
-    if cfg.edges:
-        return plan_edge_blocks(files, cfg.store, cfg.blocksize, cfg.graph)
-    return plan_blocks(cfg.corpus, cfg.store, cfg.blocksize, cfg.parquet_column, files,
-                       cfg.negatives_column)
-
-
-def absolute_urls(cfg: JobConfig) -> JobConfig:
-    """``cfg`` with its local paths made absolute (corpus, edges, out, save_walks), as its run
-    records them: a printed resume command, a claim and a manifest then mean the same from any
-    working directory."""
-    return replace(cfg, corpus=tuple(map(storage.absolute, cfg.corpus)), edges=tuple(map(storage.absolute, cfg.edges)),
-                   out=cfg.out and storage.absolute(cfg.out), save_walks=cfg.save_walks and storage.absolute(cfg.save_walks))
-
-
-def check_inputs(cfg: JobConfig, init_from: str | None = None, resume: str | None = None) -> list[tuple[str, int]]:
-    """Fail fast, before any cluster starts: the corpus files (url, size) of a job; a warm start's
-    model this job cannot continue; a run to resume that is published or was started on another
-    corpus."""
-    if not cfg.corpus and not cfg.edges:
-        raise ConfigError("no corpus given; pass --corpus URL, or --edges URL for a graph (or set corpus or edges "
-                          "in the job spec)")
-    if not cfg.out:
-        raise ConfigError("no output given; pass --out URL (or set out in the job spec)")
-    store = cfg.store
-    try:
-        store.check_writable(cfg.out)
-    except (NotADirectoryError, PermissionError) as e:
-        if not store.is_local(cfg.out):
-            raise  # the store's own message (credentials, access) says what to fix
-        raise ConfigError(f"cannot write the outputs under {cfg.out!r}: {e}; pass a writable directory or "
-                          "prefix as --out") from None
-    if init_from:
-        parent = resolve_run(init_from, store)
-        dim = ((read_manifest(parent, store).get("config") or {}).get("train") or {}).get("dim")
-        if dim is not None and dim != cfg.train.dim:
-            raise ConfigError(f"--init-from {init_from} has dim {dim}, this job dim {cfg.train.dim}; "
-                              f"set dim={dim} or train from scratch")
-    files = store.expand(cfg.edges or cfg.corpus)
-    text = [u for u, _ in files if not is_parquet(u)]
-    if (cfg.negatives_column or cfg.order_column) and text:
-        raise DataError(f"negatives_column or order_column is set but corpus file {store.scrub(text[0])!r} "
-                        "is not Parquet; sessions are Parquet files (or unset them)")
-    if all(size == 0 for _, size in files):
-        raise DataError(f"the {_what(cfg)} is empty: {_some(files, store)} {'has' if len(files) == 1 else 'have'} "
-                        f"0 bytes; check that the files were written completely, or pass another {_flag(cfg)}")
-    if resume:
-        run = resume.rstrip("/")
-        run_id = run.rsplit("/", 1)[-1]
-        if store.exists(storage.join(run, "manifest.json")):
-            raise DataError(f"run {run_id} was already published; nothing to resume")
-        claimed = store.read_json(storage.join(run, "_claim.json")).get("corpus_fingerprint")
-        if claimed is not None and claimed != _fingerprint(files):
-            raise DataError(f"the corpus changed since run {run_id} started (files or sizes differ); start a new run")
-    return files
-
-
-def resume_config(run: str, current: JobConfig) -> JobConfig:
-    """The configuration of a run to resume: as it was claimed, with this invocation's storage
-    options and cluster (neither is part of what the run computes). The output is where the run
-    is (``<out>/runs/<run_id>``), whatever directory the job that claimed it ran in."""
-    run = run.rstrip("/")
-    store = current.store
-    if not store.exists(storage.join(run, "_claim.json")):
-        if store.exists(storage.join(run, "runs")) or store.exists(storage.join(run, "LATEST")):
-            raise ConfigError(f"--resume {run} is an output, not a run; pass one of its runs, "
-                              f"{storage.join(run, 'runs', '<run_id>')} (the folder without a manifest.json)")
-        raise DataError(f"--resume {run}: no run there (no _claim.json); check the URL")
-    if store.exists(storage.join(run, "manifest.json")):
-        raise DataError(f"run {run.rsplit('/', 1)[-1]} was already published; nothing to resume")
-    claim = store.read_json(storage.join(run, "_claim.json"))
-    if "config" not in claim:
-        raise DataError(f"{run!r} was not started by this nsdist version (no config in _claim.json); retrain")
-    saved = claim["config"]
-    out = run.rsplit("/", 2)[0] if run.count("/") >= 2 else "."
-    return config_from_dict({k: v for k, v in saved.items() if k not in ("storage_options", "cluster", "out")},
-                            out=out, storage_options=current.storage_options, cluster=current.cluster)
-
 
 @dataclass
 class _Run:
@@ -355,23 +181,9 @@ def _open_run(cfg: JobConfig, fingerprint: str, resume: str | None, init_from: s
     return _Run(run_id, url, state, parent)
 
 
-def _what(cfg: JobConfig) -> str:
-    return "edge list" if cfg.edges else "corpus"
-
-
-def _flag(cfg: JobConfig) -> str:
-    return "--edges" if cfg.edges else "--corpus"
-
-
-def _some(files: list[tuple[str, int]], store, n: int = 3) -> str:
-    """"'a', 'b', 'c' and 2 more": the first files of a list, for a message."""
-    shown = ", ".join(repr(store.scrub(url)) for url, _ in files[:n])
-    return shown + (f" and {len(files) - n} more" if len(files) > n else "")
-
-
 def _check_words(summary: dict, files: list[tuple[str, int]], store) -> None:
     if summary["raw_tokens"] == 0:
-        raise DataError(f"the corpus has no words: {_some(files, store)} "
+        raise DataError(f"the corpus has no words: {some(files, store)} "
                         f"{'holds' if len(files) == 1 else 'hold'} only blank lines or whitespace (Parquet: empty "
                         "or null token lists); "
                         "check that --corpus names the right files")
@@ -398,10 +210,10 @@ def _source(client, cfg: JobConfig, run: _Run, vocab, vocab_size: int) -> tuple[
             "warm_start")
     if run.parent:
         warm = {"parent_run": run.parent,
-                **cluster.compute(client, _warm_stats, vocab, run.parent, store, key=f"warm-{run.id}")}
+                **cluster.compute(client, warm_stats, vocab, run.parent, store, key=f"warm-{run.id}")}
         log.info("warm start from %s: %d known, %d new, %d dropped words", run.parent, warm["known_words"],
                  warm["new_words"], warm["dropped_words"])
-        return (_warm_start_model, (vocab, run.parent, store, t.dim, t.seed)), warm
+        return (warm_start_model, (vocab, run.parent, store, t.dim, t.seed)), warm
     return (init_model, (vocab_size, t.dim, t.seed)), None
 
 
@@ -417,13 +229,13 @@ def train(cfg: JobConfig, client, resume: str | None = None, init_from: str | No
     """
     t_start = time.perf_counter()
     files = files if files is not None else check_inputs(cfg, init_from, resume)
-    fingerprint = _fingerprint(files)
+    fingerprint = corpus_fingerprint(files)
     # Planned before a run is claimed: a corpus that fails its checks here leaves nothing under out.
-    blocks = _plan(cfg, files)
+    blocks = plan_inputs(cfg, files)
     if not blocks:
-        raise DataError(f"the {_what(cfg)} has no rows: {_some(files, cfg.store)} "
+        raise DataError(f"the {what(cfg)} has no rows: {some(files, cfg.store)} "
                         f"{'has' if len(files) == 1 else 'have'} no Parquet row groups; "
-                        f"check that {_flag(cfg)} names the right files")
+                        f"check that {flag(cfg)} names the right files")
     cluster.setup_workers(client)
     # The workers read the corpus with the job's storage options: a worker that cannot (no
     # credentials, no route to the store) fails the job here, before it claims a run.
@@ -432,7 +244,7 @@ def train(cfg: JobConfig, client, resume: str | None = None, init_from: str | No
     if cfg.edges:  # read before a run is claimed: a graph the workers cannot hold leaves nothing under out
         read = cluster.read_graph(client, cfg, blocks, f"graph-{new_run_id()}")
         if read.n_edges == 0:
-            raise DataError(f"the edge lists have no edges: {_some(files, cfg.store)} "
+            raise DataError(f"the edge lists have no edges: {some(files, cfg.store)} "
                             f"{'holds' if len(files) == 1 else 'hold'} only blank or comment lines (# or %), "
                             "self-loops or empty Parquet columns; check that --edges names the right files")
         cluster.check_adjacency(read, cluster.memory_limits(client))

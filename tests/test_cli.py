@@ -154,7 +154,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, client, capsys):
     from nsdist.config import load_config
     from nsdist.counts import count_tokens
     from nsdist.corpus import tokenize
-    from nsdist.pipeline import dry_run
+    from nsdist.dryrun import dry_run
     from nsdist.vocab import build_vocab
 
     corpus = generate(str(tmp_path / "c.txt"), tokens=300_000, seed=5).corpus

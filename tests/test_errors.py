@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 from conftest import require_root, require_tool
 
-from nsdist import runs, pipeline
+from nsdist import runs, storage
 from nsdist.cli import main
 from nsdist.config import load_config
+from nsdist import inputs
 
 NOWHERE = ["--scheduler", "tcp://127.0.0.1:1", "--set", "cluster.timeout=1"]
 
@@ -143,7 +144,7 @@ def _claim(tmp, out) -> str:
     cfg = load_config(None, {"dim": 4}, environ={}, corpus=(str(tmp / "c.txt"),), out=str(out))
     run_id = runs.new_run_id()
     runs.claim_run(str(out), run_id, None, config=cfg.to_dict(),
-                      corpus_fingerprint=pipeline._fingerprint(pipeline.storage.expand(cfg.corpus, {})))
+                      corpus_fingerprint=inputs.corpus_fingerprint(storage.expand(cfg.corpus, {})))
     return run_id
 
 

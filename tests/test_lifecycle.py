@@ -22,9 +22,11 @@ from nsdist.evaluate import cluster_precision
 from nsdist.model import init_model
 from nsdist.formats import write_run_files
 from nsdist.runs import claim_run, load, new_run_id, publish, run_url
-from nsdist.pipeline import _warm_model, train
+from nsdist.pipeline import train
+from nsdist.warm import warm_model
 from nsdist.synth import generate
 from nsdist.vocab import Vocab
+from nsdist import inputs, storage
 from killjobs import kill, wait_for_checkpoint
 
 TRAIN = ["dim=24", "epochs=4", "min_count=3", "shards=2", "syncs_per_epoch=2", "seed=7"]
@@ -131,7 +133,7 @@ def test_warm_model_keeps_known_rows_and_initialises_new_ones(tmp_path):
     files = write_run_files(parent, old_words, np.array([9, 8, 7]), old.win, old.wout + 1)
     publish(out, run_id, {"files": files})
     vocab = Vocab(pa.array(["c", "new", "a"], pa.large_string()), np.array([9, 6, 5]))
-    model, stats = _warm_model(vocab, parent, None, dim, seed=11)
+    model, stats = warm_model(vocab, parent, None, dim, seed=11)
     assert stats == {"known_words": 2, "new_words": 1, "dropped_words": 1}
     assert np.array_equal(model.win[[0, 2]], old.win[[2, 0]])
     assert np.array_equal(model.wout[[0, 2]], old.wout[[2, 0]] + 1)
@@ -179,7 +181,7 @@ def test_resume_is_checked_before_any_cluster_starts(tmp_path, monkeypatch, publ
     """What --resume is given is checked from storage alone: an output instead of a run, a run
     that is published, a corpus that changed since the run was claimed (even before its first
     checkpoint); and the output is where the run is, whatever directory its job ran in."""
-    from nsdist import runs, pipeline
+    from nsdist import runs
     from nsdist.errors import ConfigError, DataError
 
     corpus = tmp_path / "c.txt"
@@ -187,22 +189,22 @@ def test_resume_is_checked_before_any_cluster_starts(tmp_path, monkeypatch, publ
     monkeypatch.chdir(tmp_path)
     cfg = load_config(None, {"dim": 8}, environ={}, corpus=(str(corpus),), out="rel-out")
     runs.claim_run("rel-out", "20260101T000000Z-aaaaaa", None, config=cfg.to_dict(),
-                      corpus_fingerprint=pipeline._fingerprint(pipeline.storage.expand(cfg.corpus, {})))
+                      corpus_fingerprint=inputs.corpus_fingerprint(storage.expand(cfg.corpus, {})))
     run = os.path.join(str(tmp_path), "rel-out", "runs", "20260101T000000Z-aaaaaa")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    resumed = pipeline.resume_config(run, load_config(None, environ={}))
+    resumed = inputs.resume_config(run, load_config(None, environ={}))
     assert resumed.out == os.path.join(str(tmp_path), "rel-out") and resumed.train.dim == 8
-    assert pipeline.check_inputs(resumed, resume=run)  # same corpus: fine
+    assert inputs.check_inputs(resumed, resume=run)  # same corpus: fine
 
     corpus.write_text("a b c d\n")  # changed before the first checkpoint
     with pytest.raises(DataError, match="the corpus changed since run 20260101T000000Z-aaaaaa started"):
-        pipeline.check_inputs(resumed, resume=run)
+        inputs.check_inputs(resumed, resume=run)
     with pytest.raises(ConfigError, match=r"is an output, not a run; pass one of its runs, .*/runs/<run_id>"):
-        pipeline.resume_config(str(tmp_path / "rel-out"), load_config(None, environ={}))
+        inputs.resume_config(str(tmp_path / "rel-out"), load_config(None, environ={}))
     with pytest.raises(DataError, match="no run there"):
-        pipeline.resume_config(str(tmp_path / "nothing"), load_config(None, environ={}))
+        inputs.resume_config(str(tmp_path / "nothing"), load_config(None, environ={}))
     published = publish_run(str(tmp_path / "pub"), ["a"], np.ones((1, 8)))
     with pytest.raises(DataError, match=f"run {published} was already published"):
-        pipeline.check_inputs(resumed, resume=str(tmp_path / "pub" / "runs" / published))
+        inputs.check_inputs(resumed, resume=str(tmp_path / "pub" / "runs" / published))

@@ -23,6 +23,7 @@ from nsdist.reference import train_models
 from nsdist.cluster import count_vocab, encode_shards
 from nsdist.cluster.client import tree_levels, tree_reduce
 from nsdist.pipeline import train
+from nsdist import inputs
 
 
 def corpus_text(lines=3000, seed=0):
@@ -174,7 +175,7 @@ def test_a_warm_start_of_another_dim_is_refused_before_any_work(publish_run, wri
     publish_run(parent, ["a", "b"], np.ones((2, 4)))
     cfg = config([write("c.txt", "a b\n")], str(tmp_path / "out"))  # dim 16
     with pytest.raises(ConfigError, match=r"has dim 4, this job dim 16; set dim=4"):
-        pipeline.check_inputs(cfg, parent)
+        inputs.check_inputs(cfg, parent)
     assert not (tmp_path / "out").exists()
 
 

@@ -41,6 +41,7 @@ from nsdist.errors import ConfigError, DataError, TransientError
 from nsdist.model import init_model
 from nsdist.synth import generate
 from nsdist.vocab import Vocab
+from nsdist import inputs, warm
 
 from conftest import S3_KEY, S3_REGION, S3_SECRET, _post
 
@@ -191,7 +192,7 @@ def test_credentials_in_storage_options_never_leak(s3, corpus, client, seen, mon
     leaked = [t for t in tasks if SECRET in t or KEY_ID in t]
     assert not leaked, leaked[:3]
     # The options did travel inside tasks (readers, checkpoints, warm starts), redacted.
-    for fn in ("_scan_block", "save", "create", "_warm_stats"):
+    for fn in ("_scan_block", "save", "create", "warm_stats"):
         assert any(fn in t and "'secret': '***'" in t for t in tasks), fn
 
 
@@ -398,7 +399,7 @@ def _published_and_unfinished(s3, publish_run) -> _Stored:
     cfg = dataclasses.replace(cfg, storage_options=so)
     run_id = runs.new_run_id()
     runs.claim_run(out, run_id, so, config=cfg.to_dict(),
-                      corpus_fingerprint=pipeline._fingerprint(storage.expand([text], so)))
+                      corpus_fingerprint=inputs.corpus_fingerprint(storage.expand([text], so)))
     run = runs.run_url(out, run_id)
     checkpoint.save_model(checkpoint.url(run, 0), so, init_model(len(words), 4, 1))
     checkpoint.write_state(checkpoint.url(run, 0), {"epoch": 1, "corpus_fingerprint": "f" * 64,
@@ -415,10 +416,10 @@ def _read_everything(stored: _Stored) -> None:
     assert len(runs.list_runs(out, so, unpublished=True)) == 2
     assert checkpoint.latest(run, so)["epoch"] == 1
     checkpoint.load_model(checkpoint.url(run, 0), so)
-    resumed = pipeline.resume_config(run, cfg)
-    pipeline.check_inputs(resumed, resume=run)
+    resumed = inputs.resume_config(run, cfg)
+    inputs.check_inputs(resumed, resume=run)
     vocab = Vocab(pa.array(emb.vocab[:5] + ["new"], pa.large_string()), np.arange(6, 0, -1))
-    pipeline._warm_model(vocab, runs.resolve_run(out, so), so, 4, 1)
+    warm.warm_model(vocab, runs.resolve_run(out, so), so, 4, 1)
     for block in plan_blocks([stored.text, stored.parquet], so):
         assert len(read_tokens(block, so))
     assert evaluate.read_analogies(storage.lines(stored.analogies, so))
@@ -441,10 +442,10 @@ def test_pickles_in_storage_are_refused_not_run(s3, publish_run, tmp_path, unpic
     cases = [
         (storage.join(out, "LATEST"), lambda: runs.load(out, so)),
         (storage.join(published, "manifest.json"), lambda: runs.read_manifest(published, so)),
-        (storage.join(run, "_claim.json"), lambda: pipeline.resume_config(run, cfg)),
+        (storage.join(run, "_claim.json"), lambda: inputs.resume_config(run, cfg)),
         (storage.join(checkpoint.url(run, 0), "state.json"), lambda: checkpoint.latest(run, so)),
         (storage.join(checkpoint.url(run, 0), "win.npy"), lambda: checkpoint.load_model(checkpoint.url(run, 0), so)),
-        (storage.join(published, "context.npy"), lambda: pipeline._warm_model(
+        (storage.join(published, "context.npy"), lambda: warm.warm_model(
             Vocab(pa.array(["w1"], pa.large_string()), np.ones(1, np.int64)), published, so, 4, 1)),
     ]
     for url, read in cases:

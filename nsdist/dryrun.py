@@ -1,0 +1,57 @@
+"""``nsdist train --dry-run``: the plan of a job, without training or writing anything."""
+
+from __future__ import annotations
+
+import collections
+
+from . import cluster
+from .config import JobConfig
+from .inputs import check_inputs, plan_inputs
+from .plan import sample_blocks
+from .runs import new_run_id
+
+
+def _block_weights(blocks: list, files: list[tuple[str, int]]) -> list[float]:
+    """Each block's share of the corpus in bytes (a whole compressed file or Parquet row group:
+    its file's size over its file's blocks)."""
+    size, per_file = dict(files), collections.Counter(b.url for b in blocks)
+    return [b.length if b.length is not None else size[b.url] / per_file[b.url] for b in blocks]
+
+
+def dry_run(cfg: JobConfig, client, resume: str | None = None, init_from: str | None = None,
+            files: list[tuple[str, int]] | None = None) -> dict:
+    """The plan of a job, without training or writing anything: the corpus and its blocks, an
+    estimate of its tokens and vocabulary from a sample of blocks counted on the workers, the
+    shards and where they go, the model and the memory per worker against the workers' limits,
+    and the rounds."""
+    t, files = cfg.train, files if files is not None else check_inputs(cfg, init_from, resume)
+    blocks = plan_inputs(cfg, files)
+    workers, limits = cluster.workers(client), cluster.memory_limits(client)
+    n_shards = t.shards or sum(cluster.threads(client).values())
+    n_models = max(1, min(len(workers), n_shards))
+    graph_plan, adjacency = None, 0
+    if cfg.edges:  # the edges are read whole: the node table and edge count are exact
+        read = cluster.read_graph(client, cfg, blocks, f"dry-{new_run_id()}")
+        g = cfg.graph
+        # Every node starts walks_per_node walks of at most walk_length nodes (dead ends stop early).
+        estimate = {"tokens": read.n_nodes * g.walks_per_node * g.walk_length, "vocab_size": read.n_nodes}
+        picks, fraction, adjacency = list(range(len(blocks))), 1.0, read.adjacency_bytes
+        graph_plan = {"nodes": read.n_nodes, "edges": read.n_edges, "weighted": read.weighted,
+                      "adjacency_bytes": adjacency, "walks": read.n_nodes * g.walks_per_node,
+                      "walk_length": g.walk_length}
+    else:
+        weights, picks = _block_weights(blocks, files), sample_blocks(len(blocks))
+        fraction = sum(weights[i] for i in picks) / max(sum(weights), 1)
+        estimate = cluster.sample_vocab(client, cfg, blocks, picks, fraction, f"dry-{new_run_id()}")
+    model_bytes = 2 * estimate["vocab_size"] * t.dim * 4  # input and output vectors, float32
+    shards = {w: [s for s in range(n_shards) if s % len(workers) == i] for i, w in enumerate(workers)}
+    # Shards hold every token as an int32 id; a worker holds one model and its shards (and, for a
+    # graph, the whole adjacency: walks go anywhere).
+    need = {w: model_bytes + adjacency + 4 * estimate["tokens"] * len(mine) // n_shards for w, mine in shards.items()}
+    return {"corpus": {"files": len(files), "bytes": sum(s for _, s in files), "blocks": len(blocks)},
+            "graph": graph_plan,
+            "sample": {"blocks": len(picks), "fraction": fraction, **estimate},
+            "shards": n_shards, "models": n_models, "dim": t.dim, "model_bytes": model_bytes,
+            "workers": [{"address": w, "shards": shards[w], "bytes": need[w], "memory_limit": limits.get(w, 0)}
+                        for w in workers],
+            "rounds_per_epoch": t.rounds(n_models), "epochs": t.epochs, "sync_rows": t.sync_rows}
