@@ -26,7 +26,7 @@ SETTINGS = {"OUT", "ENDPOINT", "KEY_ID", "SECRET", "REGION"}
 
 WORDS = ["king", "queen", "man", "woman", "prince", "new york", "東京", "apple", "banana", "car", "road", "50%"]
 K = 3  # neighbours per word in the top-k table
-LATEST_RUN, OLDER_RUN = "20260101T000000Z-00000b", "20260102T000000Z-00000a"
+LATEST_RUN, SUPERSEDED_RUN = "20260101T000000Z-00000b", "20260102T000000Z-00000a"
 
 
 def recipes() -> dict[str, str]:
@@ -65,7 +65,7 @@ def published(s3):
     reader that picked the newest-looking run of a listing would read the other one."""
     out = s3.url("models", "wiki")
     rng = np.random.default_rng(7)
-    _publish(out, OLDER_RUN, rng.standard_normal((len(WORDS), 6)).astype(np.float32), s3.storage_options)
+    _publish(out, SUPERSEDED_RUN, rng.standard_normal((len(WORDS), 6)).astype(np.float32), s3.storage_options)
     vectors = rng.standard_normal((len(WORDS), 6)).astype(np.float32)
     _publish(out, LATEST_RUN, vectors, s3.storage_options)
     emb = nsdist.load(out, s3.storage_options)
