@@ -282,3 +282,22 @@ def read_npy(url: str, storage_options=None, sha256: str | None = None) -> np.nd
     if not dtype.isnative:
         array = array.byteswap(inplace=True).view(dtype.newbyteorder("="))
     return array if dtype == np.float32 else array.astype(np.float32)
+
+
+def read_whole(url: str, size: int, storage_options=None) -> pa.Buffer:
+    """A whole file (``size`` bytes, as its manifest says) in a buffer that Arrow allocated, for
+    Arrow's readers (``pq.read_table(pa.BufferReader(buffer))``) in place of a Python file.
+
+    ``pq.read_table`` finishes its scan on Arrow's pool threads, and one of them may drop the
+    scan's last reference to its source after the call has returned. Dropping a Python file (an
+    fsspec one) takes the GIL; when the interpreter has begun to exit by then, CPython ends that
+    thread inside a C++ destructor and the process aborts ("terminate called without an active
+    exception", exit 134) after doing its work. Memory Arrow allocated holds no Python object:
+    nothing there needs the GIL. The cost is the file's encoded bytes in memory while it is read.
+    """
+    data = pa.allocate_buffer(size)
+    with storage.open_read(url, storage_options, cache_type="none") as f:
+        got = storage.readinto_exact(f, data)
+    if got != size:
+        raise DataError(f"{url!r} ends after {got} of {size} bytes: the file is truncated")
+    return data

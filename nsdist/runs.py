@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 from . import __version__, storage
 from .embeddings import Embeddings
 from .errors import ConfigError, DataError
-from .formats import NEIGHBORS, NEIGHBORS_SCHEMA, WORD_ESCAPE, check_format, read_npy, unescape_word
+from .formats import NEIGHBORS, NEIGHBORS_SCHEMA, WORD_ESCAPE, check_format, read_npy, read_whole, unescape_word
 
 MANIFEST_FORMAT, MANIFEST_VERSION = "nsdist-manifest", 1
 LATEST_FORMAT, LATEST_VERSION = "nsdist-latest", 1
@@ -258,12 +258,12 @@ def read_neighbors(url: str, storage_options=None, verify: bool = False) -> pa.T
         schema = schema.set(0, pa.field("item", pa.int64())).set(1, pa.field("neighbor", pa.int64()))
     tables = []
     for name in parts:
-        with storage.open_read(storage.join(run, name), storage_options) as f:
-            try:
-                tables.append(pq.read_table(f, schema=schema))
-            except (pa.ArrowInvalid, ValueError) as e:
-                raise DataError(f"{storage.join(run, name)!r} is not a readable part of the top-k table ({e}): "
-                                "the run is corrupt") from None
+        part = storage.join(run, name)
+        data = read_whole(part, manifest["files"][name]["size"], storage_options)  # no Python file for Arrow
+        try:
+            tables.append(pq.read_table(pa.BufferReader(data), schema=schema))
+        except (pa.ArrowInvalid, ValueError) as e:
+            raise DataError(f"{part!r} is not a readable part of the top-k table ({e}): the run is corrupt") from None
     return pa.concat_tables(tables)
 
 

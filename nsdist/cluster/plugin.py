@@ -67,8 +67,8 @@ _FRAME_FILE = re.compile(r'File "([^"]+)", line \d+')
 
 
 class QuietExpectedErrors(logging.Filter):
-    """Drops the worker's "Compute Failed" record of a task whose exception is an nsdist error
-    (``errors.NsdistError``) raised in nsdist's code. The record holds only text (its args are
+    """Drops the worker's "Compute Failed" record of a task whose exception is nsdist's error of
+    bad input (``_nsdist_errors``) raised in nsdist's code. The record holds only text (its args are
     key, state, task, ``repr(exception)``, traceback), so both are read from there: the
     exception's class name and the file of the traceback's last frame."""
 
@@ -84,8 +84,10 @@ class QuietExpectedErrors(logging.Filter):
 
 
 def _nsdist_errors() -> set[str]:
-    """Names of NsdistError and its subclasses."""
-    found, todo = set(), [errors.NsdistError]
+    """Names of the errors of bad input (ConfigError, DataError and their subclasses). Storage
+    refusals and transient failures stay in the worker's log: they are about that worker's
+    credentials, network or store, which its operator reads there."""
+    found, todo = set(), [errors.ConfigError, errors.DataError]
     while todo:
         cls = todo.pop()
         found.add(cls.__name__)

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from .. import storage
 from ..corpus import is_parquet
 from ..errors import DataError
+from ..formats import read_whole
 from ..graph.edges import read_edges as read_edge_block
 from ..graph.edges import text_edges
 
@@ -225,9 +226,9 @@ def read_sessions(url: str, column: str = "items", storage_options=None) -> pa.L
     """
 
     try:
-        if is_parquet(url):
-            with storage.open_read(url, storage_options) as f:
-                return _parquet_sessions(f, url, column)
+        if is_parquet(url):  # from a buffer Arrow allocated: no Python file for Arrow's threads (formats.read_whole)
+            data = read_whole(url, storage.size(url, storage_options), storage_options)
+            return _parquet_sessions(pa.BufferReader(data), url, column)
         return pa.array([line.split() for line in storage.lines(url, storage_options) if line.strip()],
                         pa.list_(pa.string()))
     except (ValueError, UnicodeDecodeError) as e:
