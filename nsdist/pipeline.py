@@ -33,7 +33,7 @@ from importlib.metadata import version
 import dask
 import numpy as np
 
-from . import __version__, checkpoint, cluster, report, storage
+from . import __version__, checkpoint, cluster, probe, report, storage
 from .config import JobConfig, TrainConfig
 from .errors import ConfigError, DataError, Interrupted, OutOfMemory
 from .memory import release_memory
@@ -321,8 +321,11 @@ def _job(cfg: JobConfig, client, run: _Run, files: list, blocks: list, fingerpri
     _check_memory(cluster.memory_limits(client), counted.summary["vocab_size"], t.dim, shard_bytes, n_models)
 
     tables, rates = _tables_on_workers(client, cfg, counted, n_models, run.id)
+    # The pairs each epoch's reported loss is scored on, drawn once from the first shard (probe.py).
+    pairs = cluster.submit(client, probe.sample, shards[0], tables, t.window, t.negative, t.explicit_negatives,
+                           t.explicit_weight, t.seed, key=f"probe-sample-{run.id}")
     training = cluster.Training(shards, words, tables, counted.summary["vocab_size"], t.dim, n_models, t.merge_blocks,
-                                run.id)
+                                run.id, pairs)
     source, warm = _source(client, cfg, run, counted.vocab, counted.summary["vocab_size"])
     epochs = {m["epoch"]: m for m in state.get("metrics", [])}
     saves = _Checkpoints(cfg, run, {"shards": n_shards, "models": n_models, "shard_plan": SHARD_PLAN,

@@ -126,7 +126,8 @@ def test_publish_layout_and_manifest(client, write, tmp_path):
     epochs = manifest["metrics"]["epochs"]
     assert [e["epoch"] for e in epochs] == [1, 2]
     assert all(e["words_per_second"] > 0 and e["merge_bytes"] > 0 for e in epochs)
-    assert epochs[1]["loss"] < epochs[0]["loss"]
+    assert epochs[1]["train_loss"] < epochs[0]["train_loss"]  # words drawn at random: nothing else to learn
+    assert all(0 < e["loss_positive"] < e["loss"] for e in epochs)
     assert manifest["corpus"]["shards"] == 3
     # 3 shards dealt over 2 workers (0 and 2 on the first), which train one model each. The model
     # is small enough to merge as one block (plan.merge_blocks): its owner gets the other model's

@@ -182,3 +182,18 @@ def test_a_model_beyond_the_workers_memory_is_refused_before_training(tmp_path, 
     assert line.endswith("more than the workers' memory limit of 2.0 MB; give the workers more memory, or train a "
                          "smaller model (a lower dim, a higher min_count, or max_vocab)")
     assert os.listdir(tmp_path / "out" / "runs") == []  # the claim was removed
+
+
+def test_the_reported_loss_falls_every_epoch_on_long_session_windows(client, tmp_path):
+    """jobs/sessions.yaml (window 50): the loss the kernels tally while training climbs after
+    epoch 2 as the learning rate decays (train_loss), while the model's loss on the job's fixed
+    pairs, the reported loss, falls every epoch (probe.py)."""
+    from nsdist.synth.sessions import generate_sessions
+
+    files = generate_sessions(str(tmp_path / "clicks"), sessions=3000, items=1500, seed=1)
+    spec = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "jobs", "sessions.yaml")
+    result = nsdist.train(files.train, str(tmp_path / "out"), client=client, config=spec, epochs=8)
+    epochs = result.metrics["epochs"]
+    losses = [e["loss"] for e in epochs]
+    assert all(b < a for a, b in zip(losses, losses[1:])), losses
+    assert epochs[-1]["train_loss"] > epochs[1]["train_loss"], [e["train_loss"] for e in epochs]

@@ -20,7 +20,7 @@ import numpy as np
 from distributed import Client, KilledWorker
 from distributed.client import FutureCancelledError
 
-from .. import checkpoint, progress
+from .. import checkpoint, probe, progress
 from ..config import JobConfig
 from ..errors import TransientError
 from ..model import diverged
@@ -53,6 +53,7 @@ class Training:
     models: int
     blocks: int | None  # row blocks per round; None: plan.merge_blocks
     tag: str
+    probe: object = None  # a future of probe.Sample: the pairs each epoch's reported loss is scored on
 
     @property
     def rounds(self) -> int:
@@ -181,19 +182,29 @@ class _Attempt:
 
     def submit_epoch(self, epoch: int, checkpoint_url: str | None):
         rounds = [self.submit_round(epoch, r) for r in range(self.run.rounds)]
-        save = None
-        if checkpoint_url:  # from the first worker's model, before its next round changes it
-            w = self.workers[0]
-            save = self.submit(models.save, self.run.tag, self.attempt, (epoch + 1) * self.run.rounds,
-                               checkpoint.save_model, (checkpoint_url, self.cfg.storage_options), *self.after[0],
-                               key=f"checkpoint-{self.run.tag}-{self.attempt}-{epoch}", worker=w, priority=10)
-            self.after = [a + [save] if h == w else a for a, h in zip(self.after, self.layout.home)]
-        return epoch, rounds, save, checkpoint_url, self.done
+        # From the first worker's model, before its next round changes it: the epoch's reported
+        # loss (probe.py) and the checkpoint.
+        save = self._on_first(epoch, "checkpoint", checkpoint.save_model, (checkpoint_url, self.cfg.storage_options)
+                              ) if checkpoint_url else None
+        scored = self._on_first(epoch, "probe", probe.loss, (self.run.probe,)) if self.run.probe is not None else None
+        return epoch, rounds, save, checkpoint_url, self.done, scored
 
-    def collect(self, epoch: int, rounds: list, save, url: str | None, done: int) -> tuple[dict, int | None]:
+    def _on_first(self, epoch: int, label: str, fn, args: tuple):
+        """``fn(*args, model)`` on the first worker's model at the end of ``epoch``; the next
+        round of the models there waits for it."""
+        w = self.workers[0]
+        future = self.submit(models.save, self.run.tag, self.attempt, (epoch + 1) * self.run.rounds, fn, args,
+                             *self.after[0], key=f"{label}-{self.run.tag}-{self.attempt}-{epoch}", worker=w,
+                             priority=10)
+        self.after = [a + [future] if h == w else a for a, h in zip(self.after, self.layout.home)]
+        return future
+
+    def collect(self, epoch: int, rounds: list, save, url: str | None, done: int, scored=None
+                ) -> tuple[dict, int | None]:
         """The epoch's metrics, and the bytes of its checkpoint once saved (None: no checkpoint)."""
         t = self.cfg.train
         infos, installed, ends = self.gather([[r[0] for r in rounds], [r[1] for r in rounds], [r[3] for r in rounds]])
+        probed = self.gather(scored) if scored is not None else None
         stats = [s for blk in infos for s in blk[0]["stats"]]
         # One record per merge (round): its row blocks' merges summed (seconds: compute time;
         # bytes: what crossed between worker processes: parts into the merges, merged blocks out),
@@ -205,9 +216,14 @@ class _Attempt:
         # already running while the client checkpoints this one).
         now = time.perf_counter()
         seconds, self.last_end = now - self.last_end, now
+        train_loss = sum(s["loss"] for s in stats) / max(sum(s["pairs"] for s in stats), 1)
         m = {
             "epoch": epoch + 1,
-            "loss": sum(s["loss"] for s in stats) / max(sum(s["pairs"] for s in stats), 1),
+            # The model's loss at the epoch's end on the job's fixed pairs (probe.py); without a
+            # sample (no pair in the first shard), the loss tallied while training.
+            "loss": probed["loss"] / probed["pairs"] if probed and probed["pairs"] else train_loss,
+            "loss_positive": probed["positive"] / probed["pairs"] if probed and probed["pairs"] else None,
+            "train_loss": train_loss,
             "pairs": sum(s["pairs"] for s in stats),
             "words": sum(s["words"] for s in stats),
             "seconds": seconds,
@@ -222,8 +238,9 @@ class _Attempt:
                  m["loss"], m["words_per_second"], seconds, m["merge_seconds"], m["merge_bytes"] / 1e6,
                  extra={"stage": "epoch", "epochs": t.epochs, **{k: v for k, v in m.items() if k != "merges"}})
         self.last_loss = m["loss"]
-        if not math.isfinite(m["loss"]):
-            raise diverged(t.alpha, f"loss {m['loss']} in epoch {epoch + 1}")
+        for name in ("train_loss", "loss"):
+            if not math.isfinite(m[name]):
+                raise diverged(t.alpha, f"loss {m[name]} in epoch {epoch + 1}")
         return m, (self.gather(save) if save is not None else None)
 
     def stop(self) -> None:
