@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, WorkerPlugin
 
 import nsdist
 from nsdist import storage
@@ -197,3 +197,79 @@ def test_the_reported_loss_falls_every_epoch_on_long_session_windows(client, tmp
     losses = [e["loss"] for e in epochs]
     assert all(b < a for a, b in zip(losses, losses[1:])), losses
     assert epochs[-1]["train_loss"] > epochs[1]["train_loss"], [e["train_loss"] for e in epochs]
+
+
+class _DieOn(WorkerPlugin):
+    """A worker plugin (test code) that kills its worker process when a task whose key starts
+    with ``prefix`` begins to run: what the kernel's OOM killer does to a worker over its limit."""
+
+    name = "die-on"
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+
+    def setup(self, worker):
+        pass
+
+    def teardown(self, worker):
+        pass
+
+    def transition(self, key, start, finish, **kwargs):
+        if finish == "executing" and isinstance(key, str) and key.startswith(self.prefix):
+            os._exit(137)
+
+
+def test_workers_dying_while_counting_name_the_stage_and_claim_nothing(tmp_path, capfd, monkeypatch):
+    """A worker killed whenever it builds the vocabulary: Dask gives up on the task, or, with
+    no worker left at the moment of a death, keeps tasks for the departed worker for good
+    (cluster.client.wait_alive). Either way the job ends naming the stage, the workers' limit
+    and the fix, and removes its claim (nothing was trained)."""
+    import dask
+
+    from nsdist.cluster import client as cluster_client
+
+    monkeypatch.setattr(cluster_client, "STRANDED_SECONDS", 3.0)
+    (tmp_path / "c.txt").write_text("a b c a b\nb c a\n" * 50)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}), \
+            LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0",
+                         host="127.0.0.1") as cluster, Client(cluster) as client:
+        client.register_plugin(_DieOn("vocab-"))  # the vocabulary, built once the counts are merged
+        code = main(["train", "--corpus", str(tmp_path / "c.txt"), "--out", str(tmp_path / "out"),
+                     "--scheduler", cluster.scheduler_address, *TINY])
+        line = _one_line(capfd.readouterr().err)
+    assert code == 2 and line.startswith("nsdist: error: workers died while counting ("), line
+    assert "), most likely out of memory (memory limit " in line
+    assert line.endswith("give the workers more memory or add workers, or lower blocksize")
+    assert os.listdir(tmp_path / "out" / "runs") == []  # the claim was removed: nothing to resume
+
+
+def test_a_worker_paused_for_long_ends_the_wait_with_its_memory_limit(monkeypatch):
+    """A worker whose memory stays above Dask's pause threshold runs none of its tasks: the
+    client stops waiting for them after PAUSED_SECONDS, naming the worker and its limit."""
+    import time as _time
+
+    import dask
+    from distributed.core import Status
+
+    from nsdist.cluster import client as cluster_client
+    from nsdist.errors import OutOfMemory
+
+    monkeypatch.setattr(cluster_client, "PAUSED_SECONDS", 1.0)
+    monkeypatch.setattr(cluster_client, "WATCH_SECONDS", 0.2)
+
+    def pause(dask_worker=None):
+        dask_worker.status = Status.paused
+
+    # Dask's memory monitor off: it would resume a worker paused by hand at once.
+    off = {"distributed.worker.memory.target": False, "distributed.worker.memory.spill": False,
+           "distributed.worker.memory.pause": False, "distributed.worker.memory.terminate": False}
+    with dask.config.set(off), LocalCluster(n_workers=1, threads_per_worker=1, processes=True, memory_limit="1GB",
+                                            dashboard_address=":0", host="127.0.0.1") as cluster, \
+            Client(cluster) as client:
+        worker = sorted(client.scheduler_info()["workers"])[0]
+        client.run(pause)
+        waiting = client.submit(_time.sleep, 0.01, key="paused-sleep", workers=[worker], allow_other_workers=False)
+        with pytest.raises(OutOfMemory, match=rf"^worker {worker} has been paused for 1 s: its memory is above "
+                                              r"Dask's pause threshold \(memory limit 1,000 MB\) while training"):
+            cluster_client.gather_watching(client, waiting, [worker])
+        assert waiting.status == "pending"  # the paused worker ran nothing

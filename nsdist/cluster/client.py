@@ -22,6 +22,8 @@ log = logging.getLogger("nsdist")
 WATCH_SECONDS = 2.0  # how often the client checks, while it waits, that the models' workers are there
 # A worker paused this long (memory above Dask's pause threshold) holds its tasks for good.
 PAUSED_SECONDS = 60.0
+# Tasks waiting this long for workers that left (gather_alive) wait for good.
+STRANDED_SECONDS = 30.0
 
 
 def _security(cfg: ClusterConfig, address: str | None) -> Security | None:
@@ -274,6 +276,44 @@ def gather_watching(client: Client, futures, workers: list[str]):
                                   "or max_vocab)") from None
 
 
+class Stranded(RuntimeError):
+    """Tasks wait for workers that left the cluster (``gather_alive``)."""
+
+
+def gather_alive(client: Client, futures):
+    """``client.gather(futures)`` once ``wait_alive``."""
+    wait_alive(client, futures)
+    return client.gather(futures)
+
+
+def wait_alive(client: Client, futures) -> None:
+    """Wait for ``futures``, raising Stranded when tasks have waited STRANDED_SECONDS for
+    workers that left. A task placed on a worker with ``allow_other_workers`` should move to
+    another one when its worker dies; when no worker was left at that moment (one worker, or all
+    of them killed at once, as a memory limit does), Dask keeps it for the departed worker's
+    address ("no-worker") even after a new worker joins, and the wait would never end."""
+    flat = distributed.futures_of(futures)
+    since = None
+    while True:
+        if STOP.is_set():
+            raise KeyboardInterrupt
+        try:
+            distributed.wait(flat, timeout=WATCH_SECONDS)
+            return
+        except (TimeoutError, distributed.TimeoutError):
+            stranded = client.run_on_scheduler(_stranded)
+            since = (since or time.monotonic()) if stranded else None
+            if since is not None and time.monotonic() - since >= STRANDED_SECONDS:
+                raise Stranded(f"{stranded} task(s) wait for workers that left the cluster") from None
+
+
+def _stranded(dask_scheduler=None) -> int:
+    """Tasks that wait for a worker ("no-worker") whose restrictions name only departed workers."""
+    present = set(dask_scheduler.workers)
+    return sum(1 for ts in dask_scheduler.tasks.values()
+               if ts.state == "no-worker" and ts.worker_restrictions and not ts.worker_restrictions & present)
+
+
 def _worker_status(dask_scheduler=None) -> dict[str, str]:
     return {w: ws.status.name for w, ws in dask_scheduler.workers.items()}
 
@@ -296,3 +336,6 @@ def out_of_memory(client: Client, stage: str, fix: str):
         raise OutOfMemory(f"workers died while {stage} (Dask gave up on {task} after they died running it), most "
                           f"likely out of memory ({_limit(client)}); give the workers more memory or add workers, "
                           f"or {fix}") from None
+    except Stranded as e:
+        raise OutOfMemory(f"workers died while {stage} ({e}), most likely out of memory ({_limit(client)}); give "
+                          f"the workers more memory or add workers, or {fix}") from None

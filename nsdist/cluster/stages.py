@@ -19,7 +19,7 @@ from ..memory import release_memory
 from ..plan import block_workers, estimate_vocab, shard_plan
 from ..shard import round_words
 from ..vocab import Vocab, build_vocab
-from .client import tree_reduce
+from .client import gather_alive, tree_reduce
 from .client import workers as client_workers
 
 
@@ -115,8 +115,8 @@ def count_vocab(client: Client, cfg: JobConfig, blocks: list[Block], tag: str, s
     vocab = client.submit(build_vocab, counts, t.min_count, t.max_vocab, key=f"vocab-{tag}")
     with progress.stage("counting", len(blocks), unit=" blocks") as bar:
         bar.follow(counted)
-        block_tokens = client.gather(tokens)  # after the whole graph is submitted: the merges start early
-        summary = client.submit(_vocab_summary, vocab, counts, key=f"summary-{tag}").result()
+        block_tokens = gather_alive(client, tokens)  # after the whole graph is submitted: the merges start early
+        summary = gather_alive(client, client.submit(_vocab_summary, vocab, counts, key=f"summary-{tag}"))
     return Counted(vocab, summary, scanned, block_tokens, word_type(blocks))
 
 
@@ -145,8 +145,8 @@ def encode_shards(client: Client, cfg: JobConfig, counted: Counted, n_shards: in
     scanned.clear()
     with progress.stage("encoding", sum(len(p) for p in shards), unit=" pieces") as bar:
         bar.follow([p for pieces in shards for p in pieces])
-        words = client.gather([client.submit(round_words, pieces, rounds, key=f"rw-{tag}-{s}")
+        words = gather_alive(client, [client.submit(round_words, pieces, rounds, key=f"rw-{tag}-{s}")
                                for s, pieces in enumerate(shards)])
-        nbytes = client.gather([client.submit(operator.attrgetter("nbytes"), p, key=f"nbytes-{p.key}")
+        nbytes = gather_alive(client, [client.submit(operator.attrgetter("nbytes"), p, key=f"nbytes-{p.key}")
                                 for pieces in shards for p in pieces])
     return shards, np.array(words, dtype=np.int64).reshape(n_shards, rounds), sum(nbytes)

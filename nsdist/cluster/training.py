@@ -27,7 +27,7 @@ from ..model import diverged
 from ..plan import merge_blocks, model_groups, row_blocks, schedule, sync_rows
 from ..shard import round_spec
 from . import models
-from .client import gather_watching, threads
+from .client import Stranded, gather_watching, threads, wait_alive
 from .models import ModelLost
 
 log = logging.getLogger("nsdist")
@@ -83,7 +83,11 @@ def _place_models(client: Client, run: Training) -> _Layout:
     dealt its shards, and one model per worker even where Dask built a shard elsewhere (the
     shard, far smaller than a model, then moves). A model trains with as many threads as its
     worker has, at most one per shard. Lost shards are recomputed first."""
-    distributed.wait(distributed.futures_of(run.shards))
+    try:
+        wait_alive(client, run.shards)  # lost shards are rebuilt first
+    except Stranded as e:
+        raise TransientError(f"the training shards cannot be rebuilt after losing workers ({e}); --resume the run "
+                             "once the workers are back (with more memory if they ran out)") from None
     holders = client.who_has(distributed.futures_of(run.shards))
     if not all(holders.get(pieces[0].key) for pieces in run.shards):
         raise ModelLost("a shard is on no worker")
