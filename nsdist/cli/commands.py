@@ -196,6 +196,9 @@ def _train_ratios(text: str) -> list[float]:
 def cmd_evaluate(args) -> int:
     from ..runs import load
 
+    if args.train_impressions and not args.impressions:
+        raise ConfigError("--train-impressions gives the priors to compare with: add --impressions FILE "
+                          "(the held-out impressions)")
     if not (args.analogies or args.pairs or args.clusters or args.sessions or args.impressions or args.node_labels
             or args.link_edges):
         raise ConfigError("nothing to evaluate: pass --analogies FILE, --pairs FILE, --clusters FILE, "
@@ -203,9 +206,6 @@ def cmd_evaluate(args) -> int:
     for flag, value in (("--last", args.last), ("--k", args.k), ("--splits", args.splits)):
         if value is not None and value < 1:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
-    if args.train_impressions and not args.impressions:
-        raise ConfigError("--train-impressions gives the priors to compare with: add --impressions FILE "
-                          "(the held-out impressions)")
     if args.train_edges and not args.link_edges:
         raise ConfigError("--train-edges only keeps known edges out of link prediction's non-edges: "
                           "add --link-edges FILE (the held-out edges)")

@@ -46,7 +46,8 @@ Files written by :func:`generate_sessions` into ``OUT_DIR``
 * ``sessions.test.parquet``: the latest ``test_fraction`` of the sessions by
   ``ts``, same schema, for leave-last-out evaluation.
 * ``impressions.test.parquet``: one impression per held-out session of two
-  clicks or more, what a recommender showed before the session's last click
+  clicks or more whose last click is new to the session, what a recommender
+  showed before that click
   (:func:`impression_table`): ``session`` int64, ``history`` list<int64> (the
   clicks before the last), ``shown`` list<int64> (the last click and up to
   ``slate - 1`` of the session's shown-not-clicked items, in a random order),
@@ -412,12 +413,15 @@ def session_tables(sessions: int, items: int, seed: int = 1, spec: SessionSpec |
 def impression_table(test: pa.Table, seed: int = 1, slate: int = 20) -> pa.Table:
     """The impressions a recommender showed before each held-out session's last click (no IO).
 
-    One impression per session of two clicks or more: ``history`` is the session's clicks before
-    the last, ``shown`` the last click and the first ``slate - 1`` of the session's
-    shown-not-clicked items (``impressions``: hard negatives from sibling groups, unrelated
-    groups and popular items), shuffled so that no ranker gains from the order of the list;
-    ``clicked`` marks the last click. The planted truth (the last click's group and ring) ranks
-    the click first most of the time; a ranker that ignores the history is near chance.
+    One impression per session of two clicks or more whose last click is new to it: ``history``
+    is the session's clicks before the last, ``shown`` the last click and the first
+    ``slate - 1`` of the session's shown-not-clicked items (``impressions``: hard negatives from
+    sibling groups, unrelated groups and popular items), shuffled so that no ranker gains from
+    the order of the list; ``clicked`` marks the last click. A session whose last click repeats
+    an earlier one is left out: its shown-not-clicked items are never its clicks, so an item of
+    the history among them would give the click away. The planted truth (the group and ring of
+    the history's items) ranks the click first most of the time; random vectors score near
+    chance.
 
     Parameters
     ----------
@@ -449,7 +453,7 @@ def impression_table(test: pa.Table, seed: int = 1, slate: int = 20) -> pa.Table
     rows = {"session": [], "history": [], "shown": [], "clicked": []}
     for session, clicks, shown in zip(test["session"].to_pylist(), test["items"].to_pylist(),
                                       test["impressions"].to_pylist()):
-        if len(clicks) < 2 or not shown:
+        if len(clicks) < 2 or not shown or clicks[-1] in clicks[:-1]:
             continue
         items = np.array([clicks[-1], *shown[:slate - 1]], np.int64)
         order = rng.permutation(len(items))
