@@ -352,3 +352,21 @@ def test_evaluate_impressions_usage_errors(tmp_path, capsys, publish_run, write)
                           (["--impressions", imp, "--scoring", "best"], "invalid choice: 'best'")):
         assert main(["evaluate", out, *argv]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_next_item_ranks_by_any_rule_as_by_cosine():
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(60, 8)).astype(np.float32)
+    emb = nsdist.Embeddings([str(i) for i in range(60)], np.ones(60), vectors, context=vectors[::-1].copy())
+    queries = [rng.choice(60, rng.integers(1, 4), replace=False) for _ in range(40)]
+    targets = rng.integers(0, 60, 40)
+    exclude = [q[q != t] for q, t in zip(queries, targets)]
+    want = ev.target_ranks(vectors, queries, targets, exclude)
+    got = ev.sessions.scored_ranks(lambda rows: emb.row_scores(rows, "cosine"), queries, targets, exclude)
+    np.testing.assert_array_equal(got, want)
+    # recommend's order is the one the evaluation counts in.
+    blend = ev.sessions.scored_ranks(emb.row_scores, queries, targets, exclude)
+    for q, t, rank in zip(queries, targets, blend):
+        if t not in q:  # (recommend leaves every given item out)
+            ranked = [int(w) for w, _ in emb.recommend([str(r) for r in q], topn=60)]
+            assert ranked.index(t) + 1 == rank

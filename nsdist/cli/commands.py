@@ -137,7 +137,8 @@ def _print_report(report: dict) -> None:
         print(f"cluster precision@10: {report['cluster_precision']:.4f}")
     if "sessions" in report:
         s, k = report["sessions"], report["sessions"]["k"]
-        print(f"next item (leave-last-out, query of the last {s['last']}): HR@{k} {s['hit_rate']:.4f}, "
+        print(f"next item (leave-last-out, query of the last {s['last']}, scoring {s['scoring']}): HR@{k} "
+              f"{s['hit_rate']:.4f}, "
               f"NDCG@{k} {s['ndcg']:.4f} ({s['hits']} hits in {s['sessions']} sessions; misses include {s['oov']} "
               f"unknown targets and {s['skipped']} without a known item before the target; {s['too_short']} "
               "shorter than 2 items left out)")

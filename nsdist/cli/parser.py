@@ -128,11 +128,11 @@ def _neighbors(sub, common) -> None:
 def _scoring(parser, what: str) -> None:
     from ..embeddings import RANK_SCORING, SCORINGS
 
-    parser.add_argument("--scoring", choices=SCORINGS, default=RANK_SCORING,
-                        help=f"how {what} are scored for a history: blend = (cosine + sgns) / 2; cosine = cosine of "
-                             "the mean unit input vector with the item's; sgns = the highest sigmoid(input . output) "
-                             "over the history, as SGNS trains; dot = mean input vector . output vector "
-                             "(docs/recommendations.md)")
+    parser.add_argument("--scoring", choices=SCORINGS,
+                        help=f"how {what} are scored for a history (default: {RANK_SCORING}): blend = (cosine + sgns) "
+                             "/ 2; cosine = cosine of the mean unit input vector of the history with the item's; "
+                             "sgns = the highest sigmoid(input . output) over the history, as SGNS trains; dot = the "
+                             "mean input vector . the item's output vector (docs/recommendations.md)")
 
 
 def _recommend(sub, common) -> None:
@@ -164,7 +164,7 @@ def _evaluate(sub, common) -> None:
                     help="answer analogies and pairs among the most frequent words only")
     ev.add_argument("--sessions", metavar="FILE", help="held-out sessions (Parquet with an 'items' list column, "
                     "or text: one session per line): leave-last-item-out HR@K and NDCG@K, ranking every item "
-                    "except the session's earlier ones")
+                    "except the session's earlier ones as 'nsdist recommend' does")
     ev.add_argument("--last", type=int, metavar="N",
                     help="query = the last N known items before the target (default: 1); with --impressions: "
                          "the last N items of each history (default: all of it)")
@@ -175,7 +175,7 @@ def _evaluate(sub, common) -> None:
     ev.add_argument("--train-impressions", metavar="FILE", help="the training impressions (or a sessions file "
                     "with 'items' and 'impressions' columns): adds the click-through-rate (clicks + 1) / (shows + 2) "
                     "and click-popularity priors computed on them, as references (with --impressions)")
-    _scoring(ev, "the shown items of --impressions")
+    _scoring(ev, "items (--sessions: every item; --impressions: the shown ones)")
     ev.add_argument("--node-labels", metavar="FILE", help="node<TAB>label lines (a node on several lines: "
                     "multi-label): one-vs-rest logistic regression, Micro-F1 and Macro-F1 per train ratio")
     ev.add_argument("--train-ratios", default="0.1,0.5,0.9", metavar="R,R,...",

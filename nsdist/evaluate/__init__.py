@@ -71,8 +71,9 @@ def evaluate_files(emb, analogies: str | None = None, pairs: str | None = None, 
     """Scores of loaded embeddings (``vocab``, ``vectors``, ``manifest``) on the given
     ground-truth files, any of them None; the files are URLs (local or ``s3://``).
     ``sessions`` (see :func:`read_sessions`) gives ``report["sessions"]``, the
-    :func:`next_item_eval` of every model row with ``last`` (default 1) and ``k``;
-    ``impressions`` gives ``report["impressions"]`` (:func:`evaluate_impressions`)."""
+    :func:`next_item_eval` of every model row with ``last`` (default 1) and ``k``, ranked by
+    ``scoring`` as ``Embeddings.recommend`` ranks; ``impressions`` gives
+    ``report["impressions"]`` (:func:`evaluate_impressions`)."""
     report: dict = {"run_id": emb.manifest.get("run_id"), "vocab_size": len(emb)}
     if analogies:
         report["analogies"] = analogy_accuracy(emb.vocab, emb.vectors, read_text(analogies, read_analogies),
@@ -83,7 +84,10 @@ def evaluate_files(emb, analogies: str | None = None, pairs: str | None = None, 
     if clusters:
         report["cluster_precision"] = cluster_precision(emb.vocab, emb.vectors, read_text(clusters, read_clusters))
     if sessions:
-        report["sessions"] = next_item_eval(emb.vocab, emb.vectors, read_sessions(sessions), last=last or 1, k=k)
+        report["sessions"] = next_item_eval(emb.vocab, emb.vectors, read_sessions(sessions), last=last or 1, k=k,
+                                            score=None if _scoring(emb, scoring) == "cosine" else
+                                            lambda rows: emb.row_scores(rows, scoring))
+        report["sessions"]["scoring"] = _scoring(emb, scoring)
     if impressions:
         report["impressions"] = evaluate_impressions(emb, read_impressions(impressions), scoring=scoring, last=last,
                                                      train=train_impressions and read_impressions(
@@ -105,7 +109,7 @@ def evaluate_impressions(emb, impressions: pa.Table, scoring: str | None = None,
         impressions, that the model does not know: ranked last) and ``train_impressions`` (how
         many the priors were computed on, or None).
     """
-    scoring = scoring or ("cosine" if emb.context is None else RANK_SCORING)
+    scoring = _scoring(emb, scoring)
     cut = slice(-last, None) if last else slice(None)
     scorers = {"model": lambda history, shown: emb.rank(history[cut], shown, scoring=scoring)}
     if train is not None:
@@ -118,3 +122,8 @@ def evaluate_impressions(emb, impressions: pa.Table, scoring: str | None = None,
     report.update(scoring=scoring, last=last, unknown_shown=unknown,
                   train_impressions=None if train is None else train.num_rows)
     return report
+
+
+def _scoring(emb, scoring: str | None) -> str:
+    """The rule ``Embeddings.rank`` and ``recommend`` use for ``scoring`` (None: their default)."""
+    return scoring or ("cosine" if emb.context is None else RANK_SCORING)
