@@ -8,7 +8,7 @@ Layout of an output URL ``<out>``::
     <out>/runs/<run_id>/vectors.txt   word2vec text format (gensim: load_word2vec_format)
     <out>/runs/<run_id>/vectors.bin   word2vec binary format (binary=True)
     <out>/runs/<run_id>/vectors.npy   float32 (V, dim) input vectors, row i = vocab word i
-    <out>/runs/<run_id>/context.npy   float32 (V, dim) output (context) vectors, for warm starts
+    <out>/runs/<run_id>/context.npy   float32 (V, dim) output (context) vectors: warm starts, ranking
     <out>/runs/<run_id>/vectors.parquet  word: string, count: int64, vector: fixed_size_list<float>
     <out>/runs/<run_id>/vocab.tsv     word<TAB>count, in id order
     <out>/runs/<run_id>/neighbors/part-NNNNN.parquet  with ``topk`` > 0: the top-k table, one part
