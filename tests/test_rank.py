@@ -20,7 +20,7 @@ from nsdist import evaluate as ev
 from nsdist.cli import main
 from nsdist.errors import ConfigError, DataError
 from nsdist.evaluate.impressions import impression_metrics
-from nsdist.evaluate.readers import parse_impressions, read_impressions
+from nsdist.evaluate.readers import read_impressions
 from nsdist.synth import sessions as ss
 
 # ------------------------------------------------------------------ the metrics
@@ -95,7 +95,9 @@ def test_metrics_need_a_click_and_a_non_click(scores, clicked):
 def test_impression_eval_averages_over_impressions_with_a_click_and_a_non_click():
     imp = pa.table({"history": [["h"], [], ["h"], ["h"]], "shown": [["a", "b"], ["a", "b", "c"], ["a"], ["b", "c"]],
                     "clicked": [[True, False], [False, False, True], [True], [False, False]]})
-    first = lambda history, shown: -np.arange(len(shown), dtype=float)  # noqa: E731  the listed order
+    def first(history, shown):  # the listed order
+        return -np.arange(len(shown), dtype=float)
+
     r = ev.impression_eval(imp, {"first": first})
     assert (r["impressions"], r["skipped"], r["shown"], r["clicks"]) == (2, 2, 5, 2)
     assert r["first"]["auc"] == (1.0 + 0.0) / 2 and r["first"]["mrr"] == (1 + 1 / 3) / 2

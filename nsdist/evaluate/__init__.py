@@ -33,14 +33,27 @@ incomparable between runs.
 
 from __future__ import annotations
 
-from .analogies import analogy_accuracy
 import pyarrow as pa
 
 from ..embeddings import RANK_SCORING
+from .analogies import analogy_accuracy
 from .clusters import cluster_precision
-from .impressions import ctr_scorer, impression_eval, impression_metrics, item_priors, popularity_scorer
+from .impressions import (
+    ctr_scorer,
+    impression_eval,
+    impression_metrics,
+    item_priors,
+    popularity_scorer,
+)
 from .pairs import pair_spearman
-from .readers import read_analogies, read_clusters, read_impressions, read_pairs, read_sessions, read_text
+from .readers import (
+    read_analogies,
+    read_clusters,
+    read_impressions,
+    read_pairs,
+    read_sessions,
+    read_text,
+)
 from .sessions import hit_rate, ndcg, next_item_eval, target_ranks
 
 __all__ = [
