@@ -18,7 +18,8 @@ BERT4Rec papers): each user is a session of every movie they rated (any rating: 
 feedback), in time order (ties by movie id). Training sees each session without its last
 movie; the evaluation ranks every movie for the last one, given the rest
 (``nsdist.evaluate.next_item_eval``: query = the last ``--last`` items' unit vectors, earlier
-items excluded, ties against the target). HR@10 and NDCG@10 over the 943 users.
+items excluded, ties against the target; nsdist's vectors also by ``Embeddings.recommend``'s
+other rules with ``--scoring cosine,blend``). HR@10 and NDCG@10 over the 943 users.
 
 What runs, each on the same training sessions:
 
@@ -130,10 +131,11 @@ def write_sessions(path: Path, rows: list[np.ndarray]) -> None:
     pq.write_table(table, path, row_group_size=256)
 
 
-def evaluate(words, vectors, full: list[np.ndarray], last: int) -> dict:
+def evaluate(words, vectors, full: list[np.ndarray], last: int, score=None) -> dict:
     from nsdist.evaluate import next_item_eval
 
-    r = next_item_eval(list(words), np.asarray(vectors, np.float32), [s.tolist() for s in full], last=last, k=10)
+    r = next_item_eval(list(words), np.asarray(vectors, np.float32), [s.tolist() for s in full], last=last, k=10,
+                       score=score)
     return {"hr10": r["hit_rate"], "ndcg10": r["ndcg"]}
 
 
@@ -152,7 +154,10 @@ def metrics_from_ranks(ranks: list[int]) -> dict:
     return {"hr10": hit_rate(ranks, 10), "ndcg10": ndcg(ranks, 10)}
 
 
-def run_nsdist(train_path: Path, full, client, out: Path, keys: dict, seed: int, last: int) -> dict:
+def run_nsdist(train_path: Path, full, client, out: Path, keys: dict, seed: int, last: int,
+               scorings: tuple[str, ...] = ("cosine",)) -> dict:
+    """HR@10 and NDCG@10 of one training, ranked by the first of ``scorings``; the others under
+    their names (``{"blend": {"hr10": ..., "ndcg10": ...}}``)."""
     import nsdist
 
     t0 = time.perf_counter()
@@ -160,7 +165,9 @@ def run_nsdist(train_path: Path, full, client, out: Path, keys: dict, seed: int,
                           train={**BASE, **keys, "seed": seed})  # keys win over BASE
     seconds = time.perf_counter() - t0
     emb = result.load()
-    return {**evaluate(emb.vocab, emb.vectors, full, last), "seconds": seconds}
+    scored = {s: evaluate(emb.vocab, emb.vectors, full, last,
+                          None if s == "cosine" else lambda rows, s=s: emb.row_scores(rows, s)) for s in scorings}
+    return {**scored[scorings[0]], **{s: {**scored[s], "seconds": seconds} for s in scorings[1:]}, "seconds": seconds}
 
 
 def run_gensim(train_rows, full, params: dict, seed: int, last: int) -> dict:
@@ -215,6 +222,8 @@ def main(argv=None) -> None:
     ap.add_argument("--only", choices=["nsdist", "references"], default=None)
     ap.add_argument("--config", action="append", default=[], help="run only these nsdist configurations")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--scoring", default="cosine", help="nsdist's ranking rules, comma-separated (cosine, blend, "
+                    "sgns, dot: Embeddings.recommend's); the first fills the table, the others get a line each")
     args = ap.parse_args(argv)
 
     full = sessions(movielens(args.cache))
@@ -247,8 +256,12 @@ def main(argv=None) -> None:
             for name, keys in {"jobs/sessions.yaml": sessions_spec(), **GRID}.items():
                 if args.config and name not in args.config:
                     continue
-                record(f"nsdist {name}", [run_nsdist(train_path, full, client, Path(tmp) / f"o{len(results)}-{s}",
-                                                     keys, s, args.last) for s in seeds])
+                scorings = tuple(args.scoring.split(","))
+                runs = [run_nsdist(train_path, full, client, Path(tmp) / f"o{len(results)}-{s}", keys, s, args.last,
+                                   scorings) for s in seeds]
+                record(f"nsdist {name}", runs)
+                for scoring in scorings[1:]:
+                    record(f"nsdist {name} ({scoring})", [r[scoring] for r in runs])
     if args.only != "nsdist":
         default = {"vector_size": 64}
         tuned = {"vector_size": 64, "window": 10000, "min_count": 1, "sample": 0, "ns_exponent": -0.5,

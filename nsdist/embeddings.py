@@ -19,11 +19,14 @@ int that is not a word is a row index (``emb[0]`` is the most frequent word's ve
 Memory: the vectors are held once. Queries divide scores by per-row norms (V floats, computed
 on first use) instead of keeping a normalised copy, as gensim's ``most_similar`` does;
 ``to_keyedvectors`` gives gensim its own copy, since gensim may change its vectors in place.
+The output (context) vectors, which ``rank`` scores by as SGNS was trained, are read from the
+run only when a query first needs them.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 
@@ -77,6 +80,44 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return (v / norm if norm > 0 else v).astype(np.float32)
 
 
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x)) without overflow warnings."""
+    return 0.5 * (1 + np.tanh(0.5 * x))
+
+
+# The scoring rules of ``rank`` and ``recommend``: a function of the embeddings, the rows of the
+# history (at least one) and the rows to score (an index array, or a slice of all rows).
+
+def _rank_cosine(emb, history: np.ndarray, rows) -> np.ndarray:
+    """Cosine of the mean unit input vector of the history with each row's input vector."""
+    query, _ = emb._mean([int(h) for h in history], None)  # recommend's query, as most_similar forms it
+    return (emb.vectors[rows] @ query) / emb.norms[rows]
+
+
+def _rank_dot(emb, history: np.ndarray, rows) -> np.ndarray:
+    """The mean input vector of the history · each row's output vector (the mean logit)."""
+    return emb.context_vectors[rows] @ emb.vectors[history].mean(axis=0, dtype=np.float64)
+
+
+def _rank_sgns(emb, history: np.ndarray, rows) -> np.ndarray:
+    """The highest sigmoid(input_h · output_row) over the history items h: the probability SGNS
+    was trained to give a (context, item) pair, from the history item that predicts the row best."""
+    return _sigmoid((emb.context_vectors[rows] @ emb.vectors[history].T.astype(np.float64)).max(axis=1))
+
+
+def _rank_blend(emb, history: np.ndarray, rows) -> np.ndarray:
+    """(cosine + sgns) / 2: what the history's items are like, and what they predict."""
+    return (_rank_cosine(emb, history, rows) + _rank_sgns(emb, history, rows)) / 2
+
+
+#: The scoring rules by name. The default, ``blend``, ranked the planted impressions and next
+#: items best, trained with or without explicit negatives (docs/recommendations.md, "Ranking
+#: what is shown"); without output vectors, ``cosine`` is the default.
+_RULES = {"blend": _rank_blend, "sgns": _rank_sgns, "cosine": _rank_cosine, "dot": _rank_dot}
+RANK_SCORING = "blend"
+SCORINGS = tuple(_RULES)
+
+
 @dataclass(eq=False, repr=False)
 class Embeddings:
     """Word vectors with gensim's ``KeyedVectors`` queries.
@@ -91,6 +132,10 @@ class Embeddings:
         Row i is word i's vector; held as given, never copied.
     manifest : dict, optional
         The run's manifest (``nsdist.load`` fills it).
+    context : ndarray or callable, optional
+        The output (context) vectors, same shape as ``vectors``, or a function that reads them
+        (``nsdist.load`` passes one: they are read, and checked against the manifest's sha256,
+        the first time ``rank`` needs them).
 
     Examples
     --------
@@ -106,6 +151,7 @@ class Embeddings:
     counts: np.ndarray
     vectors: np.ndarray
     manifest: dict = field(default_factory=dict)
+    context: np.ndarray | Callable[[], np.ndarray] | None = None
 
     def __post_init__(self):
         self.vocab = self.vocab if isinstance(self.vocab, list) else list(self.vocab)
@@ -201,6 +247,26 @@ class Embeddings:
         if attr != "count":
             raise KeyError(f"no per-word attribute {attr!r}: nsdist keeps 'count'")
         return int(self.counts[self.get_index(key)])
+
+    @property
+    def context_vectors(self) -> np.ndarray:
+        """The output (context) vectors: row i is word i's vector as a context (``context.npy``),
+        read on first use.
+
+        Raises
+        ------
+        ConfigError
+            The embeddings have none (made from vectors alone, or a run without ``context.npy``).
+        """
+        if callable(self.context):
+            self.context = np.asarray(self.context())
+        if self.context is None:
+            raise ConfigError("these embeddings have no output vectors (context.npy): rank with scoring='cosine', "
+                              "or load a run that has them")
+        if self.context.shape != self.vectors.shape:
+            raise DataError(f"output vectors of shape {self.context.shape} for input vectors of shape "
+                            f"{self.vectors.shape}: expected the same")
+        return self.context
 
     @property
     def norms(self) -> np.ndarray:
@@ -318,9 +384,11 @@ class Embeddings:
         word left out."""
         return self.most_similar(positive=[vector], topn=topn, restrict_vocab=restrict_vocab)
 
-    def recommend(self, items, topn: int = 10, exclude_seen: bool = True) -> list[tuple[str, float]]:
-        """The items closest by cosine to the mean of the given items' unit vectors: what to
-        recommend after a session (item2vec's query).
+    def recommend(self, items, topn: int = 10, exclude_seen: bool = True, scoring: str | None = None
+                  ) -> list[tuple[str, float]]:
+        """The items to recommend after the given ones (e.g. a session's clicks): every item
+        scored by ``scoring`` (see :meth:`rank`; by default ``blend``, ``cosine`` without
+        output vectors), best first.
 
         Parameters
         ----------
@@ -330,11 +398,14 @@ class Embeddings:
             How many items.
         exclude_seen : bool
             Leave the given items out of the answer.
+        scoring : {"blend", "sgns", "cosine", "dot"}, optional
+            How to score; ``"cosine"``: the cosine with the mean of the items' unit vectors
+            (item2vec's query).
 
         Returns
         -------
         list of (str, float)
-            Best first, ties by row; the score is the cosine with the mean.
+            Best first, ties by row.
 
         Raises
         ------
@@ -346,15 +417,114 @@ class Embeddings:
         >>> emb = Embeddings(["a", "b", "c"], [3, 2, 1], np.array([[1, 0], [1, 1], [0, 1]], np.float32))
         >>> [(w, round(s, 4)) for w, s in emb.recommend(["a", "c"], topn=2)]
         [('b', 1.0)]
-        >>> [w for w, _ in emb.recommend(["a", "c"], exclude_seen=False)]
+        >>> [w for w, _ in emb.recommend(["a", "c"], exclude_seen=False, scoring="cosine")]
         ['b', 'a', 'c']
         """
         items = [items] if isinstance(items, _KEY_TYPES) else list(items)
         if not items or not all(isinstance(i, _KEY_TYPES) for i in items):
             raise ConfigError(f"recommend needs one or more items (words), got {items!r}")
-        mean, rows = self._mean(items, None)
-        scores = self._scores(mean, 0, len(self.vocab))
+        rows = [self.get_index(i) for i in items]
+        scores = self.row_scores(rows, scoring)
         return self._ranked(scores, 0, rows if exclude_seen else [], topn)
+
+    def row_scores(self, history_rows, scoring: str | None = None) -> np.ndarray:
+        """Every row's score (float64, row order) for a history given as rows (at least one), by
+        ``scoring`` as :meth:`rank` scores: what ``recommend`` ranks, in blocks of bounded size.
+
+        >>> Embeddings(["a", "b"], [2, 1], np.eye(2, dtype=np.float32)).row_scores([0]).tolist()
+        [1.0, 0.0]
+        """
+        rows = np.asarray(history_rows, dtype=np.intp)
+        if rows.ndim != 1 or not len(rows) or rows.min() < 0 or rows.max() >= len(self.vocab):
+            raise ConfigError(f"row_scores needs one or more rows in [0, {len(self.vocab)}), got {history_rows!r}")
+        return self._rule_scores(self._rule(scoring), rows)
+
+    def _rule(self, scoring: str | None):
+        """The scoring rule ``scoring`` names; None: ``blend``, or ``cosine`` without output vectors."""
+        if scoring is None:
+            scoring = "cosine" if self.context is None else RANK_SCORING
+        if scoring not in _RULES:
+            raise ConfigError(f"scoring {scoring!r} is not one of {', '.join(SCORINGS)}")
+        return _RULES[scoring]
+
+    def _rule_scores(self, rule, history: np.ndarray, rows: np.ndarray | None = None, pairs: int = 2**22
+                     ) -> np.ndarray:
+        """``rule``'s scores of ``rows`` (None: every row) for the history rows, as float64; scored
+        in blocks of at most ``pairs`` (history, row) pairs, so memory stays bounded whatever the
+        lengths."""
+        n = len(self.vocab) if rows is None else len(rows)
+        scores, step = np.empty(n), max(1, pairs // max(1, len(history)))
+        for lo in range(0, n, step):
+            block = slice(lo, min(n, lo + step)) if rows is None else rows[lo:lo + step]
+            scores[lo:lo + step] = rule(self, history, block)
+        return scores
+
+    def _item_row(self, item) -> int:
+        """The row of an item, -1 if unknown: a word, or an int id as its decimal string (item ids
+        are held as words), never a row index."""
+        row = self.key_to_index.get(item, -1)
+        if row < 0 and isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+            row = self.key_to_index.get(str(int(item)), -1)
+        return row
+
+    def rank(self, history, candidates, scoring: str | None = None, unknown: float = -np.inf) -> np.ndarray:
+        """One score per candidate for a history, higher first: which of the items about to be
+        shown to a user to put first.
+
+        Parameters
+        ----------
+        history : item or list of items
+            The user's earlier clicks, oldest first (items the model does not know are left
+            out; none known: every known candidate scores 0).
+        candidates : item or list of items
+            The items to rank, e.g. the items an impression is about to show. Items are words;
+            an int is looked up as its decimal string (item ids as the vocabulary holds them),
+            never as a row index.
+        scoring : {"blend", "sgns", "cosine", "dot"}, optional
+            ``"cosine"``: the cosine of the mean unit input vector of the history with the
+            candidate's input vector (what the history's items are like); ``"sgns"``: the
+            highest σ(input_h · output_c) over the history items h, the probability SGNS was
+            trained to give a (context, item) pair (what the history predicts); ``"blend"``:
+            their mean, (cosine + sgns) / 2; ``"dot"``: the mean input vector of the history ·
+            the candidate's output vector. Default: ``"blend"`` (the best measured on
+            impressions and next items: docs/recommendations.md), or ``"cosine"`` for
+            embeddings without output vectors. All but ``"cosine"`` read the output vectors
+            (``context.npy``) on first use.
+        unknown : float
+            The score of a candidate the model does not know: by default ``-inf``, after every
+            known candidate.
+
+        Returns
+        -------
+        ndarray of float64
+            ``len(candidates)`` scores, in the candidates' order.
+
+        Raises
+        ------
+        ConfigError
+            An unknown ``scoring``, or one that needs output vectors on embeddings without them.
+
+        Examples
+        --------
+        >>> emb = Embeddings(["a", "b", "c"], [3, 2, 1], np.array([[1, 0], [1, 1], [0, 1]], np.float32),
+        ...                  context=np.array([[0, 1], [2, 0], [1, 0]], np.float32))
+        >>> emb.rank(["a"], ["c", "b", "zz"], scoring="sgns").round(4).tolist()  # sigmoid(1), sigmoid(2)
+        [0.7311, 0.8808, -inf]
+        >>> emb.rank(["a"], ["c", "b"], scoring="cosine").round(4).tolist()
+        [0.0, 0.7071]
+        >>> emb.rank(["a", "unknown"], ["c", "b"]).round(4).tolist()  # blend: the mean of the two
+        [0.3655, 0.794]
+        """
+        rule = self._rule(scoring)
+        history = [history] if isinstance(history, _KEY_TYPES) else list(history)
+        candidates = [candidates] if isinstance(candidates, _KEY_TYPES) else list(candidates)
+        hist = np.array([self._item_row(h) for h in history], np.intp)
+        rows = np.array([self._item_row(c) for c in candidates], np.intp)
+        scores = np.full(len(rows), unknown, np.float64)
+        known = rows >= 0
+        hist = hist[hist >= 0]
+        scores[known] = self._rule_scores(rule, hist, rows[known]) if len(hist) else 0.0
+        return scores
 
     def analogy(self, a: str, b: str, c: str, topn: int = 1) -> list[tuple[str, float]]:
         """a : b :: c : ? by 3CosAdd: ``most_similar(positive=[b, c], negative=[a], topn=topn)``."""

@@ -8,7 +8,7 @@ Layout of an output URL ``<out>``::
     <out>/runs/<run_id>/vectors.txt   word2vec text format (gensim: load_word2vec_format)
     <out>/runs/<run_id>/vectors.bin   word2vec binary format (binary=True)
     <out>/runs/<run_id>/vectors.npy   float32 (V, dim) input vectors, row i = vocab word i
-    <out>/runs/<run_id>/context.npy   float32 (V, dim) output (context) vectors, for warm starts
+    <out>/runs/<run_id>/context.npy   float32 (V, dim) output (context) vectors: warm starts, ranking
     <out>/runs/<run_id>/vectors.parquet  word: string, count: int64, vector: fixed_size_list<float>
     <out>/runs/<run_id>/vocab.tsv     word<TAB>count, in id order
     <out>/runs/<run_id>/neighbors/part-NNNNN.parquet  with ``topk`` > 0: the top-k table, one part
@@ -29,6 +29,7 @@ the same ``<out>`` leave both runs intact and LATEST naming one of them.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import os
 import re
 import secrets
@@ -189,7 +190,7 @@ def load(url: str, storage_options=None, verify: bool = False) -> Embeddings:
     verify : bool
         Also check every other file of the run against its sha256 in the manifest (reads each
         once more). Sizes are always checked, and the vectors against their sha256 as they are
-        read.
+        read (the output vectors, ``context.npy``, when ``Embeddings.rank`` first needs them).
 
     Returns
     -------
@@ -219,7 +220,9 @@ def load(url: str, storage_options=None, verify: bool = False) -> Embeddings:
     words, counts = read_vocab(run, storage_options, manifest)
     if len(words) != len(vectors):
         raise DataError(f"run {run!r} has {len(words)} words but {len(vectors)} vectors: the run is corrupt")
-    return Embeddings(words, counts, vectors, manifest)
+    meta = manifest["files"].get("context.npy")  # read when a ranking first needs it
+    context = meta and functools.partial(read_npy, storage.join(run, "context.npy"), storage_options, meta.get("sha256"))
+    return Embeddings(words, counts, vectors, manifest, context or None)
 
 
 def read_neighbors(url: str, storage_options=None, verify: bool = False) -> pa.Table:

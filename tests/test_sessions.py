@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import nsdist
 from nsdist import evaluate as ev
 from nsdist.synth import sessions as ss
 from nsdist.cli import main
@@ -432,11 +433,18 @@ def test_cli_evaluate_sessions(tmp_path, capsys, publish_run, planted, write):
     out = str(tmp_path / "out")
     publish_run(out, words, vectors)
     pq.write_table(test, tmp_path / "test.parquet")
+    assert main(["evaluate", out, "--sessions", str(tmp_path / "test.parquet"), "--last", "2", "--json",
+                 "--scoring", "cosine"]) == 0
+    report = json.loads(capsys.readouterr().out)["sessions"]
+    assert report == {**ev.next_item_eval(words, vectors, _lists(test, "items"), last=2, k=10), "scoring": "cosine"}
+    # By default every item is ranked as `nsdist recommend` ranks it.
+    emb = nsdist.load(out)
     assert main(["evaluate", out, "--sessions", str(tmp_path / "test.parquet"), "--last", "2", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)["sessions"]
-    assert report == ev.next_item_eval(words, vectors, _lists(test, "items"), last=2, k=10)
+    assert report == {**ev.next_item_eval(words, vectors, _lists(test, "items"), last=2, k=10,
+                                          score=lambda rows: emb.row_scores(rows)), "scoring": "blend"}
     text = write("test.txt", "".join(" ".join(map(str, s)) + "\n" for s in _lists(test, "items")))
-    assert main(["evaluate", out, "--sessions", text, "--last", "2", "--k", "5"]) == 0
+    assert main(["evaluate", out, "--sessions", text, "--last", "2", "--k", "5", "--scoring", "cosine"]) == 0
     printed = capsys.readouterr().out
     r5 = ev.next_item_eval(words, vectors, _lists(test, "items"), last=2, k=5)
     assert f"HR@5 {r5['hit_rate']:.4f}, NDCG@5 {r5['ndcg']:.4f} ({r5['hits']} hits in 400 sessions" in printed
@@ -536,5 +544,7 @@ def test_cli_synth_and_evaluate_sessions_on_s3(tmp_path, capsys, publish_run, s3
     out = str(tmp_path / "out")
     publish_run(out, words, vectors)
     capsys.readouterr()
-    assert main(["evaluate", out, "--sessions", s3_env.url("clicks", "sessions.test.parquet"), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["sessions"] == ev.next_item_eval(words, vectors, _lists(test, "items"))
+    assert main(["evaluate", out, "--sessions", s3_env.url("clicks", "sessions.test.parquet"), "--json",
+                 "--scoring", "cosine"]) == 0
+    assert json.loads(capsys.readouterr().out)["sessions"] == {
+        **ev.next_item_eval(words, vectors, _lists(test, "items")), "scoring": "cosine"}

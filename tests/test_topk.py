@@ -234,9 +234,13 @@ def test_recommend_on_the_command_line(tmp_path, capsys, publish_run):
     out = str(tmp_path / "out")
     publish_run(out, WORDS, VECTORS)
     for flags, exclude in (([], True), (["--exclude-seen"], True), (["--include-seen"], False)):
-        assert main(["recommend", out, "a", "c", "--topn", "3", *flags]) == 0
+        assert main(["recommend", out, "a", "c", "--topn", "3", "--scoring", "cosine", *flags]) == 0
         want = expected_recommendations(["a", "c"], exclude)[:3]
         assert capsys.readouterr().out.splitlines() == [f"{w}\t{s:.4f}" for w, s in want], flags
+    # By default the run's scoring rule, which reads its output vectors too.
+    assert main(["recommend", out, "a", "c", "--topn", "3"]) == 0
+    want = load(out).recommend(["a", "c"], topn=3)
+    assert capsys.readouterr().out.splitlines() == [f"{w}\t{s:.4f}" for w, s in want]
     for argv, message in ((["recommend", out, "a", "zz"], "nsdist: error: word 'zz' not in vocabulary (5 words)"),
                           (["recommend", out, "a", "--topn", "0"], "nsdist: error: --topn must be >= 1, got 0")):
         assert main(argv) == 2
@@ -244,7 +248,7 @@ def test_recommend_on_the_command_line(tmp_path, capsys, publish_run):
     with pytest.raises(SystemExit):
         main(["recommend", "--help"])
     text = capsys.readouterr().out
-    assert "items to print (default: 10)" in text and "leave the given items out (default: True)" in text
+    assert "items to print (default: 10;" in text and "leave the given items out (default: True)" in text
 
 
 def test_the_table_is_written_to_s3_from_the_workers(s3, client, tmp_path):

@@ -83,14 +83,45 @@ def cmd_neighbors(args) -> int:
     return 0
 
 
+def _read_candidates(url: str) -> list[str]:
+    """The item ids of a candidates file (whitespace-separated; '-': standard input)."""
+    import sys
+
+    from .. import storage
+    from ..errors import DataError
+
+    try:
+        items = sys.stdin.read().split() if url == "-" else "".join(storage.lines(url)).split()
+    except UnicodeDecodeError as e:
+        raise DataError(f"candidates file {url!r} is not UTF-8 text ({e}); write one item id per line") from None
+    if not items:
+        raise DataError(f"candidates file {url!r} holds no items; write the ids of the items to rank, one per line")
+    return items
+
+
 def cmd_recommend(args) -> int:
+    import numpy as np
+
     from ..runs import load
 
-    if args.topn < 1:
+    if args.topn is not None and args.topn < 1:
         raise ConfigError(f"--topn must be >= 1, got {args.topn}")
     emb = load(args.out)
-    for item, score in emb.recommend(args.items, topn=args.topn, exclude_seen=args.exclude_seen):
-        print(f"{item}\t{score:.4f}")
+    if not args.candidates:
+        for item, score in emb.recommend(args.items, topn=args.topn or 10, exclude_seen=args.exclude_seen,
+                                         scoring=args.scoring):
+            print(f"{item}\t{score:.4f}")
+        return 0
+    candidates = _read_candidates(args.candidates)
+    for item in args.items:
+        if item not in emb.key_to_index:
+            log.warning("item %r is not in the model: left out of the history", item)
+    scores = emb.rank(args.items, candidates, scoring=args.scoring)
+    unknown = int(np.isneginf(scores).sum())
+    if unknown:
+        log.warning("%d of %d candidates are not in the model: ranked last (score -inf)", unknown, len(candidates))
+    for i in np.argsort(-scores, kind="stable")[:args.topn]:  # ties keep the candidates' order
+        print(f"{candidates[i]}\t{scores[i]:.4f}")
     return 0
 
 
@@ -106,10 +137,13 @@ def _print_report(report: dict) -> None:
         print(f"cluster precision@10: {report['cluster_precision']:.4f}")
     if "sessions" in report:
         s, k = report["sessions"], report["sessions"]["k"]
-        print(f"next item (leave-last-out, query of the last {s['last']}): HR@{k} {s['hit_rate']:.4f}, "
+        print(f"next item (leave-last-out, query of the last {s['last']}, scoring {s['scoring']}): HR@{k} "
+              f"{s['hit_rate']:.4f}, "
               f"NDCG@{k} {s['ndcg']:.4f} ({s['hits']} hits in {s['sessions']} sessions; misses include {s['oov']} "
               f"unknown targets and {s['skipped']} without a known item before the target; {s['too_short']} "
               "shorter than 2 items left out)")
+    if "impressions" in report:
+        _print_impressions(report["impressions"])
     if "node_classification" in report:
         _print_node_classification(report["node_classification"])
     if "link_prediction" in report:
@@ -119,6 +153,23 @@ def _print_report(report: dict) -> None:
               f"held-out edges against {lp['negatives']} sampled non-edges among {lp['nodes']} nodes; "
               f"{lp['oov']} edges without a vector and {lp['dropped']} self-loops or repeats left out"
               f"{'' if lp['train_edges'] else '; no --train-edges: a training edge may be sampled as a non-edge'})")
+
+
+def _print_impressions(r: dict) -> None:
+    def metrics(m: dict) -> str:
+        return f"AUC {m['auc']:.4f}, MRR {m['mrr']:.4f}, nDCG@5 {m['ndcg@5']:.4f}, nDCG@10 {m['ndcg@10']:.4f}"
+
+    history = f"the last {r['last']} items of each history" if r["last"] else "whole histories"
+    print(f"impressions (scoring {r['scoring']}, {history}): {metrics(r['model'])} (mean over {r['impressions']} "
+          f"impressions with a click and a non-click, {r['shown']} items shown, {r['clicks']} clicks; "
+          f"{r['skipped']} other impressions left out; {r['unknown_shown']} shown items unknown to the model, "
+          "ranked last)")
+    if r["train_impressions"] is None:
+        print("  no --train-impressions: no click-through-rate or popularity prior to compare with")
+        return
+    print(f"  click-through-rate prior, (clicks + 1) / (shows + 2) in {r['train_impressions']} training impressions: "
+          f"{metrics(r['ctr_prior'])}")
+    print(f"  click popularity in the same: {metrics(r['popularity'])}")
 
 
 def _print_node_classification(nc: dict) -> None:
@@ -146,11 +197,15 @@ def _train_ratios(text: str) -> list[float]:
 def cmd_evaluate(args) -> int:
     from ..runs import load
 
-    if not (args.analogies or args.pairs or args.clusters or args.sessions or args.node_labels or args.link_edges):
+    if args.train_impressions and not args.impressions:
+        raise ConfigError("--train-impressions gives the priors to compare with: add --impressions FILE "
+                          "(the held-out impressions)")
+    if not (args.analogies or args.pairs or args.clusters or args.sessions or args.impressions or args.node_labels
+            or args.link_edges):
         raise ConfigError("nothing to evaluate: pass --analogies FILE, --pairs FILE, --clusters FILE, "
-                          "--sessions FILE, --node-labels FILE and/or --link-edges FILE")
+                          "--sessions FILE, --impressions FILE, --node-labels FILE and/or --link-edges FILE")
     for flag, value in (("--last", args.last), ("--k", args.k), ("--splits", args.splits)):
-        if value < 1:
+        if value is not None and value < 1:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
     if args.train_edges and not args.link_edges:
         raise ConfigError("--train-edges only keeps known edges out of link prediction's non-edges: "
@@ -160,7 +215,7 @@ def cmd_evaluate(args) -> int:
 
     emb = load(args.out)
     report = evaluate_files(emb, args.analogies, args.pairs, args.clusters, args.restrict_vocab,
-                            args.sessions, args.last, args.k)
+                            args.sessions, args.last, args.k, args.impressions, args.train_impressions, args.scoring)
     if args.node_labels or args.link_edges:
         from ..evaluate.graph import evaluate_graph_files
 
@@ -289,7 +344,8 @@ def _synth_sessions(args) -> int:
                           f"got {sessions} and {items}")
     files = generate_sessions(args.sessions, sessions=sessions, items=items, seed=args.seed)
     print(f"wrote {files.train_sessions} training sessions ({files.clicks} clicks) to {files.train}")
-    print(f"held out: {files.test_sessions} sessions in {files.test}")
+    print(f"held out: {files.test_sessions} sessions in {files.test}, their last clicks as impressions in "
+          f"{files.impressions}")
     print(f"ground truth: {files.items}")
     return 0
 

@@ -32,10 +32,13 @@ EXAMPLES = {
   nsdist train --edges s3://bucket/graph/edges.parquet --out s3://bucket/nodes --set directed=false --set q=0.5""",
     "neighbors": "example:\n  nsdist neighbors runs/wiki king --topn 5",
     "recommend": "examples:\n  nsdist recommend runs/items sku-1042 sku-877 --topn 20\n"
-                 "  nsdist recommend s3://bucket/items 1042 --include-seen",
+                 "  nsdist recommend s3://bucket/items 1042 --include-seen\n"
+                 "  nsdist recommend runs/items sku-1042 sku-877 --candidates shown.txt   (rank these items)",
     "evaluate": """examples:
   nsdist evaluate runs/wiki --analogies questions-words.txt --pairs wordsim353.tsv --json
   nsdist evaluate runs/clicks --sessions clicks/sessions.test.parquet --last 1 --k 10
+  nsdist evaluate runs/clicks --impressions clicks/impressions.test.parquet --train-impressions \
+      clicks/sessions.parquet
   nsdist evaluate runs/graph --node-labels graph/labels.tsv --link-edges graph/edges.test.parquet \
       --train-edges graph/edges.parquet --train-ratios 0.1,0.5,0.9 --splits 10""",
     "runs": "examples:\n  nsdist runs runs/wiki\n  nsdist runs s3://bucket/emb --all",
@@ -44,7 +47,8 @@ EXAMPLES = {
     "synth": """examples:
   nsdist synth corpus.txt --tokens 5000000 --seed 1
   nsdist synth --sessions clicks --sessions-count 20000 --items 10000 --seed 1
-      (clicks/sessions.parquet, clicks/sessions.test.parquet held out, clicks/items.tsv)
+      (clicks/sessions.parquet, clicks/sessions.test.parquet held out, clicks/impressions.test.parquet,
+       clicks/items.tsv)
   nsdist synth --graph graph --nodes 10000 --communities 10 --seed 1
       (graph/edges.parquet, graph/edges.test.parquet held out, graph/labels.tsv)
   nsdist synth --graph roles --roles --format text
@@ -121,12 +125,26 @@ def _neighbors(sub, common) -> None:
     nb.add_argument("--topn", type=int, default=10, help="neighbours to print")
 
 
+def _scoring(parser, what: str) -> None:
+    from ..embeddings import RANK_SCORING, SCORINGS
+
+    parser.add_argument("--scoring", choices=SCORINGS,
+                        help=f"how {what} are scored for a history (default: {RANK_SCORING}): blend = (cosine + sgns) "
+                             "/ 2; cosine = cosine of the mean unit input vector of the history with the item's; "
+                             "sgns = the highest sigmoid(input . output) over the history, as SGNS trains; dot = the "
+                             "mean input vector . the item's output vector (docs/recommendations.md)")
+
+
 def _recommend(sub, common) -> None:
     rc = sub.add_parser("recommend", parents=[common], epilog=EXAMPLES["recommend"],
-                        help="the items nearest to the mean of the given items' vectors in a published model")
+                        help="the items to show after the given ones in a published model: every item, or a "
+                             "candidate list, ranked")
     rc.add_argument("out", metavar="OUT", help="an output (its LATEST run) or a run URL")
     rc.add_argument("items", metavar="ITEM", nargs="+", help="the items seen (e.g. a session's clicks)")
-    rc.add_argument("--topn", type=int, default=10, help="items to print")
+    rc.add_argument("--topn", type=int, help="items to print (default: 10; with --candidates, all of them)")
+    rc.add_argument("--candidates", metavar="FILE", help="rank these items only (ids separated by whitespace or "
+                    "lines; '-': standard input), unknown ones last with score -inf, the given items too")
+    _scoring(rc, "items")
     seen = rc.add_mutually_exclusive_group()
     seen.add_argument("--exclude-seen", dest="exclude_seen", action="store_true", default=True,
                       help="leave the given items out")
@@ -146,10 +164,18 @@ def _evaluate(sub, common) -> None:
                     help="answer analogies and pairs among the most frequent words only")
     ev.add_argument("--sessions", metavar="FILE", help="held-out sessions (Parquet with an 'items' list column, "
                     "or text: one session per line): leave-last-item-out HR@K and NDCG@K, ranking every item "
-                    "except the session's earlier ones")
-    ev.add_argument("--last", type=int, default=1, metavar="N",
-                    help="query = mean of the unit vectors of the last N known items before the target")
+                    "except the session's earlier ones as 'nsdist recommend' does")
+    ev.add_argument("--last", type=int, metavar="N",
+                    help="query = the last N known items before the target (default: 1); with --impressions: "
+                         "the last N items of each history (default: all of it)")
     ev.add_argument("--k", type=int, default=10, metavar="K", help="cut-off of HR@K and NDCG@K")
+    ev.add_argument("--impressions", metavar="FILE", help="impressions (Parquet lists history, shown, clicked; or "
+                    "text 'history<TAB>shown<TAB>clicked' lines, or MIND's behaviors.tsv): per-impression AUC, MRR, "
+                    "nDCG@5 and nDCG@10 of ranking each one's shown items for its history")
+    ev.add_argument("--train-impressions", metavar="FILE", help="the training impressions (or a sessions file "
+                    "with 'items' and 'impressions' columns): adds the click-through-rate (clicks + 1) / (shows + 2) "
+                    "and click-popularity priors computed on them, as references (with --impressions)")
+    _scoring(ev, "items (--sessions: every item; --impressions: the shown ones)")
     ev.add_argument("--node-labels", metavar="FILE", help="node<TAB>label lines (a node on several lines: "
                     "multi-label): one-vs-rest logistic regression, Micro-F1 and Macro-F1 per train ratio")
     ev.add_argument("--train-ratios", default="0.1,0.5,0.9", metavar="R,R,...",
@@ -197,7 +223,8 @@ def _synth(sub, common) -> None:
     sy.add_argument("out_file", metavar="OUT_FILE", nargs="?", help="the text corpus to write")
     sy.add_argument("--tokens", type=int, help=f"text corpus size (default: {SYNTH_TOKENS})")
     sy.add_argument("--sessions", metavar="OUT_DIR", help="write a planted clickstream into OUT_DIR instead: "
-                    "sessions.parquet (training), sessions.test.parquet (held out), items.tsv (ground truth)")
+                    "sessions.parquet (training), sessions.test.parquet (held out), impressions.test.parquet "
+                    "(the held-out last clicks among items shown), items.tsv (ground truth)")
     sy.add_argument("--sessions-count", type=int, metavar="N",
                     help=f"sessions in all, the latest tenth held out (default: {SYNTH_SESSIONS})")
     sy.add_argument("--items", type=int, metavar="N", help=f"catalogue size (default: {SYNTH_ITEMS})")

@@ -351,3 +351,183 @@ def read_edges(url: str, storage_options=None) -> pa.Table:
     column = lambda name: pa.chunked_array([pc.cast(getattr(p, name), pa.string()) for p in parts],  # noqa: E731
                                            pa.string()).combine_chunks()
     return pa.table({"src": column("src"), "dst": column("dst")})
+
+
+# ---------------------------------------------------------------------------
+# Impressions
+# ---------------------------------------------------------------------------
+
+IMPRESSION_FORMATS = ("'history<TAB>shown<TAB>clicked' (ids separated by spaces, flags 0/1), "
+                      "'history<TAB>id-1 id-0 ...' or MIND's behaviors.tsv "
+                      "'id<TAB>user<TAB>time<TAB>history<TAB>id-1 id-0 ...'")
+
+
+def _flags(text: str) -> list[bool]:
+    """'1 0 0' -> [True, False, False]; ValueError for anything but 0 and 1."""
+    flags = text.split()
+    bad = next((f for f in flags if f not in ("0", "1")), None)
+    if bad is not None:
+        raise ValueError(f"click flag {bad[:40]!r} is not 0 or 1")
+    return [f == "1" for f in flags]
+
+
+def _mind_impressions(text: str) -> tuple[list[str], list[bool]]:
+    """MIND's impressions field 'N1-1 N2-0' -> (['N1', 'N2'], [True, False])."""
+    shown, clicked = [], []
+    for token in text.split():
+        item, dash, flag = token.rpartition("-")
+        if not (dash and item and flag in ("0", "1")):
+            raise ValueError(f"impression {token[:40]!r} is not 'item-1' (clicked) or 'item-0' (not clicked)")
+        shown.append(item)
+        clicked.append(flag == "1")
+    return shown, clicked
+
+
+def parse_impressions(lines: Iterable[str | bytes]) -> pa.Table:
+    """Parse impressions from text lines into ``history``, ``shown`` (list<string>) and
+    ``clicked`` (list<bool>). A line is tab-separated, in one of three forms told apart by their
+    field count: ``history<TAB>shown<TAB>clicked`` (ids separated by spaces, flags 0/1, one per
+    shown item), ``history<TAB>impressions`` with MIND's impressions (``N12-1 N7-0``: each shown
+    item with its flag), or a MIND ``behaviors.tsv`` line (``id<TAB>user<TAB>time<TAB>history
+    <TAB>impressions``). A history may be empty; blank lines are skipped.
+
+    Raises
+    ------
+    ValueError
+        A malformed line: ``line N: ...`` and what it holds.
+
+    Examples
+    --------
+    >>> t = parse_impressions(["a b\\tc d\\t0 1", "\\tc-1 e-0", "I1\\tU1\\t11/15/2019 8:55:22 AM\\ta\\td-0 c-1"])
+    >>> t["history"].to_pylist(), t["shown"].to_pylist(), t["clicked"].to_pylist()
+    ([['a', 'b'], [], ['a']], [['c', 'd'], ['c', 'e'], ['d', 'c']], [[False, True], [True, False], [False, True]])
+    >>> parse_impressions(["a\\tc d\\t0"])
+    Traceback (most recent call last):
+    ...
+    ValueError: line 1: 2 items shown but 1 click flags
+    """
+    history, shown, clicked = [], [], []
+    for line_no, line in _text_lines(lines):
+        text = line.rstrip("\r\n")
+        if not text.strip():
+            continue
+        fields = text.split("\t")
+        try:
+            if len(fields) == 3:
+                items, flags = fields[1].split(), _flags(fields[2])
+                if len(items) != len(flags):
+                    raise ValueError(f"{len(items)} items shown but {len(flags)} click flags")
+            elif len(fields) in (2, 5):
+                items, flags = _mind_impressions(fields[-1])
+            else:
+                raise ValueError(f"{len(fields)} tab-separated fields: expected {IMPRESSION_FORMATS}")
+            if not items:
+                raise ValueError("no items shown")
+        except ValueError as e:
+            raise ValueError(f"line {line_no}: {e}") from None
+        history.append(fields[-2].split() if len(fields) != 3 else fields[0].split())
+        shown.append(items)
+        clicked.append(flags)
+    strings = pa.list_(pa.string())
+    return pa.table({"history": pa.array(history, strings), "shown": pa.array(shown, strings),
+                     "clicked": pa.array(clicked, pa.list_(pa.bool_()))})
+
+
+def _parquet_impressions(f, sessions: bool) -> pa.Table:
+    """Impressions from a Parquet file: ``history``, ``shown``, ``clicked`` columns; with
+    ``sessions``, also a sessions file (``items`` clicked, ``impressions`` shown and not)."""
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(f)
+    except pa.ArrowInvalid as e:
+        raise ValueError(f"not a readable Parquet file ({e})") from None
+    names = pf.schema_arrow.names
+    if {"history", "shown", "clicked"} <= set(names):
+        table = pf.read(columns=["history", "shown", "clicked"])
+        history, shown = (as_sessions(table[c]) for c in ("history", "shown"))
+        return pa.table({"history": pc.fill_null(history, pa.scalar([], history.type)), "shown": shown,
+                         "clicked": _clicked_column(table["clicked"].combine_chunks(), shown)})
+    if sessions and "items" in names:
+        table = pf.read(columns=[c for c in ("items", "impressions") if c in names])
+        items = as_sessions(table["items"])
+        other = as_sessions(table["impressions"]) if "impressions" in names else None
+        return sessions_as_impressions(items, other)
+    want = "'history', 'shown' and 'clicked'" + (" (or a sessions file's 'items' and 'impressions')" if sessions else "")
+    raise ValueError(f"no columns {want} (its columns: {', '.join(names)})")
+
+
+def _clicked_column(clicked: pa.Array, shown: pa.ListArray) -> pa.ListArray:
+    """The ``clicked`` column as list<bool>, checked: 0/1 (or bool) flags, one per shown item."""
+    kind = clicked.type
+    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)) or not (
+            pa.types.is_boolean(kind.value_type) or pa.types.is_integer(kind.value_type)):
+        raise ValueError(f"column 'clicked' is {kind}: expected list<bool> or a list of 0/1 integers")
+    if shown.null_count or clicked.null_count:
+        raise ValueError(f"row {pc.index(pc.is_null(shown if shown.null_count else clicked), True).as_py() + 1}: "
+                         "no items shown ('shown' or 'clicked' is null)")
+    lengths = pc.not_equal(pc.list_value_length(shown), pc.list_value_length(clicked))
+    if pc.any(lengths).as_py():
+        row = pc.index(lengths, True).as_py()
+        raise ValueError(f"row {row + 1}: {len(shown[row])} items shown but {len(clicked[row])} click flags")
+    flags = clicked.flatten()
+    if not pa.types.is_boolean(kind.value_type):
+        if flags.null_count or not pc.all(pc.is_in(flags, pa.array([0, 1], flags.type))).as_py():
+            raise ValueError("column 'clicked' holds flags other than 0 and 1")
+        flags = pc.cast(flags, pa.bool_())
+    elif flags.null_count:
+        raise ValueError("column 'clicked' holds null flags")
+    return pa.ListArray.from_arrays(pc.cast(clicked.offsets, pa.int32()), flags)
+
+
+def sessions_as_impressions(items: pa.ListArray, impressions: pa.ListArray | None = None) -> pa.Table:
+    """Sessions as impressions for the priors: each session shows its clicked ``items`` (clicked)
+    and its ``impressions`` (shown, not clicked); no history.
+
+    >>> sessions_as_impressions(pa.array([["a", "b"]]), pa.array([["c"]])).to_pylist()
+    [{'history': [], 'shown': ['a', 'b', 'c'], 'clicked': [True, True, False]}]
+    """
+    rows = [(s or [], []) for s in items.to_pylist()]
+    if impressions is not None:
+        rows = [(s, i or []) for (s, _), i in zip(rows, impressions.to_pylist())]
+    strings = pa.list_(pa.string())
+    return pa.table({"history": pa.array([[] for _ in rows], strings),
+                     "shown": pa.array([s + i for s, i in rows], strings),
+                     "clicked": pa.array([[True] * len(s) + [False] * len(i) for s, i in rows],
+                                         pa.list_(pa.bool_()))})
+
+
+def read_impressions(url: str, storage_options=None, sessions: bool = False) -> pa.Table:
+    """Read impressions (local or ``s3://``) for ``impressions.impression_eval``.
+
+    Parameters
+    ----------
+    url : str
+        A Parquet file (``.parquet``, ``.parq``, ``.pq``) with list columns ``history`` (ids,
+        integers or strings; null or empty: no history), ``shown`` and ``clicked`` (bool or
+        0/1, one per shown item), one row per impression; or a text file of
+        :func:`parse_impressions` lines (optionally compressed).
+    sessions : bool
+        Also accept a sessions file (Parquet ``items``, optional ``impressions``; text: one
+        session's clicks per line), read as impressions without history
+        (:func:`sessions_as_impressions`): training data for the priors.
+
+    Returns
+    -------
+    pyarrow.Table
+        ``history``, ``shown`` (list<string>: integer ids as their decimal strings) and
+        ``clicked`` (list<bool>).
+
+    Raises
+    ------
+    DataError
+        Unreadable, missing columns, a malformed line or row: the file, the line or row, the fix.
+    """
+    try:
+        if is_parquet(url):
+            with storage.open_read(url, storage_options) as f:
+                return _parquet_impressions(f, sessions)
+        return parse_impressions(storage.lines(url, storage_options))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"impressions file {url!r}: {e}; write one impression per row or line: Parquet lists "
+                        f"'history', 'shown', 'clicked', or text {IMPRESSION_FORMATS}") from None

@@ -1,5 +1,6 @@
 """Leave-last-item-out next-item prediction on held-out sessions (HR@K, NDCG@K), ranking every
-row of the model by cosine in bounded memory, as recommender systems are evaluated."""
+row of the model by cosine in bounded memory (or by any scoring rule, one case at a time), as
+recommender systems are evaluated."""
 
 from __future__ import annotations
 
@@ -188,6 +189,26 @@ def target_ranks(
     return ranks
 
 
+def scored_ranks(score, queries: Sequence[np.ndarray], targets: np.ndarray,
+                 exclude: Sequence[np.ndarray]) -> np.ndarray:
+    """Rank of each target among all rows by ``score(query rows)`` (every row's score, higher
+    first), as :func:`target_ranks` ranks by cosine: the rows in ``exclude[i]`` left out, ties
+    (within ``_TIE``) against the target.
+
+    >>> score = lambda rows: np.array([0.5, 0.9, 0.5, 0.1]) + 0 * rows.sum()
+    >>> scored_ranks(score, [np.array([3])], np.array([2]), [np.array([], np.intp)]).tolist()
+    [3]
+    """
+    ranks = np.empty(len(targets), dtype=np.int64)
+    for i, (query, target, out) in enumerate(zip(queries, targets, exclude)):
+        scores = np.array(score(query), dtype=np.float64)  # a copy: the exclusions are written into it
+        floor = scores[target] - _TIE
+        scores[out] = -np.inf
+        scores[target] = -np.inf
+        ranks[i] = 1 + np.count_nonzero(scores >= floor)
+    return ranks
+
+
 def _next_item_cases(rows: np.ndarray, lengths: np.ndarray, last: int):
     """Leave-last-out cases of sessions given as known rows (-1: unknown) and lengths.
 
@@ -229,13 +250,15 @@ def next_item_eval(
     last: int = 1,
     k: int = 10,
     batch_size: int | None = None,
+    score=None,
 ) -> dict:
     """Leave-last-item-out next-item prediction: HR@K and NDCG@K.
 
     For each session of two items or more, the last item is the target and
     the query is the mean of the unit vectors of the last ``last`` items
     before it that the model knows.  All rows are ranked by cosine to the
-    query (see :func:`target_ranks`) except the session's earlier items; the
+    query (see :func:`target_ranks`), or by ``score`` of the query's rows
+    (:func:`scored_ranks`), except the session's earlier items; the
     target is ranked even when it occurred earlier (such sessions are counted
     in ``repeats``).  A session whose target is unknown (``oov``) or that has
     no known item before its target (``skipped``) is a miss, as in the
@@ -257,6 +280,10 @@ def next_item_eval(
         Cut-off of HR@K and NDCG@K.
     batch_size : int, default 1024
         Queries ranked together (see :func:`target_ranks`).
+    score : callable, optional
+        ``score(rows)``: every row's score for a query of those rows, higher
+        first (``Embeddings.row_scores``, to rank as ``recommend`` does);
+        default: cosine with the mean of their unit vectors, in bounded memory.
 
     Returns
     -------
@@ -284,7 +311,8 @@ def next_item_eval(
     targets, queries, exclude, counts = _next_item_cases(rows, lengths, last)
     ranks = np.zeros(counts["sessions"], dtype=np.int64)  # unranked cases stay 0: misses
     if len(targets):
-        ranks[:len(targets)] = target_ranks(vectors, queries, targets, exclude, batch_size=batch_size)
+        ranks[:len(targets)] = (target_ranks(vectors, queries, targets, exclude, batch_size=batch_size)
+                                if score is None else scored_ranks(score, queries, targets, exclude))
     hits = int(np.count_nonzero((ranks >= 1) & (ranks <= k)))
     return {"hit_rate": hit_rate(ranks, k), "ndcg": ndcg(ranks, k), "hits": hits, "k": k, "last": last,
             "ranked": len(targets), **counts}

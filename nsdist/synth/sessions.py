@@ -45,6 +45,13 @@ Files written by :func:`generate_sessions` into ``OUT_DIR``
   row group, so a cluster partitions it.
 * ``sessions.test.parquet``: the latest ``test_fraction`` of the sessions by
   ``ts``, same schema, for leave-last-out evaluation.
+* ``impressions.test.parquet``: one impression per held-out session of two
+  clicks or more whose last click is new to the session, what a recommender
+  showed before that click
+  (:func:`impression_table`): ``session`` int64, ``history`` list<int64> (the
+  clicks before the last), ``shown`` list<int64> (the last click and up to
+  ``slate - 1`` of the session's shown-not-clicked items, in a random order),
+  ``clicked`` list<bool>; for ``nsdist evaluate --impressions``.
 * ``items.tsv``: ``item<TAB>group<TAB>popularity rank<TAB>ring position``
   (rank 1 = most popular; position on the group's ring from 0), no header,
   most popular first.  Its first two fields are a ``--clusters``
@@ -63,7 +70,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["Catalogue", "SessionFiles", "SessionSpec", "catalogue", "generate_sessions", "session_tables"]
+__all__ = ["Catalogue", "SessionFiles", "SessionSpec", "catalogue", "generate_sessions", "impression_table",
+           "session_tables"]
 
 #: The smallest item id: ids beyond int32 make narrowing bugs visible.
 ID_LOW = 2**32
@@ -181,6 +189,7 @@ class SessionFiles:
     train_sessions: int
     test_sessions: int
     clicks: int
+    impressions: str | None = None  # impressions.test.parquet
 
 
 def catalogue(items: int, seed: int = 1, spec: SessionSpec | None = None) -> Catalogue:
@@ -401,6 +410,63 @@ def session_tables(sessions: int, items: int, seed: int = 1, spec: SessionSpec |
     return table.slice(0, sessions - n_test), table.slice(sessions - n_test), cat
 
 
+def impression_table(test: pa.Table, seed: int = 1, slate: int = 20) -> pa.Table:
+    """The impressions a recommender showed before each held-out session's last click (no IO).
+
+    One impression per session of two clicks or more whose last click is new to it: ``history``
+    is the session's clicks before the last, ``shown`` the last click and the first
+    ``slate - 1`` of the session's shown-not-clicked items (``impressions``: hard negatives from
+    sibling groups, unrelated groups and popular items), shuffled so that no ranker gains from
+    the order of the list; ``clicked`` marks the last click. A session whose last click repeats
+    an earlier one is left out: its shown-not-clicked items are never its clicks, so an item of
+    the history among them would give the click away. The planted truth (the group and ring of
+    the history's items) ranks the click first most of the time; random vectors score near
+    chance.
+
+    Parameters
+    ----------
+    test : pyarrow.Table
+        Held-out sessions (``session``, ``items``, ``impressions``), as :func:`session_tables`
+        returns them.
+    seed : int
+        Seed of the shuffles (a stream of its own: the sessions do not depend on it).
+    slate : int
+        Most items shown per impression (>= 2).
+
+    Returns
+    -------
+    pyarrow.Table
+        ``session`` int64, ``history`` list<int64>, ``shown`` list<int64>, ``clicked`` list<bool>.
+
+    Examples
+    --------
+    >>> _, test, _ = session_tables(200, 500, seed=1)
+    >>> imp = impression_table(test, seed=1)
+    >>> imp.column_names, imp.num_rows <= 20
+    (['session', 'history', 'shown', 'clicked'], True)
+    >>> all(sum(c) == 1 and len(c) == len(s) for c, s in zip(imp["clicked"].to_pylist(), imp["shown"].to_pylist()))
+    True
+    """
+    if slate < 2:
+        raise ValueError(f"need slate >= 2 (a click and a non-click), got {slate}")
+    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[2])
+    rows = {"session": [], "history": [], "shown": [], "clicked": []}
+    for session, clicks, shown in zip(test["session"].to_pylist(), test["items"].to_pylist(),
+                                      test["impressions"].to_pylist()):
+        if len(clicks) < 2 or not shown or clicks[-1] in clicks[:-1]:
+            continue
+        items = np.array([clicks[-1], *shown[:slate - 1]], np.int64)
+        order = rng.permutation(len(items))
+        rows["session"].append(session)
+        rows["history"].append(clicks[:-1])
+        rows["shown"].append(items[order].tolist())
+        rows["clicked"].append((order == 0).tolist())
+    return pa.table({"session": pa.array(rows["session"], pa.int64()),
+                     "history": pa.array(rows["history"], pa.list_(pa.int64())),
+                     "shown": pa.array(rows["shown"], pa.list_(pa.int64())),
+                     "clicked": pa.array(rows["clicked"], pa.list_(pa.bool_()))})
+
+
 def _items_tsv(cat: Catalogue) -> bytes:
     return "".join(f"{i}\t{g}\t{r}\t{p}\n" for r, (i, g, p) in
                    enumerate(zip(cat.ids.tolist(), cat.group.tolist(), cat.ring.tolist()), start=1)).encode("ascii")
@@ -414,7 +480,8 @@ def generate_sessions(out_dir: str, sessions: int = 20_000, items: int = 10_000,
     ----------
     out_dir : str
         Directory URL; created when local.  Receives ``sessions.parquet``,
-        ``sessions.test.parquet`` and ``items.tsv`` (see the module docstring).
+        ``sessions.test.parquet``, ``impressions.test.parquet`` and ``items.tsv`` (see the
+        module docstring).
     sessions, items, seed, spec
         As for :func:`session_tables`.
 
@@ -429,10 +496,13 @@ def generate_sessions(out_dir: str, sessions: int = 20_000, items: int = 10_000,
 
     spec = spec or _DEFAULT_SPEC
     train, test, cat = session_tables(sessions, items, seed, spec)
-    paths = [storage.join(out_dir, name) for name in ("sessions.parquet", "sessions.test.parquet", "items.tsv")]
+    names = ("sessions.parquet", "sessions.test.parquet", "items.tsv", "impressions.test.parquet")
+    paths = [storage.join(out_dir, name) for name in names]
     for table, path in zip((train, test), paths):
         with storage.open_write(path) as f:
             pq.write_table(table, f, row_group_size=spec.row_group_size)
     storage.write_bytes(paths[2], _items_tsv(cat))
+    with storage.open_write(paths[3]) as f:
+        pq.write_table(impression_table(test, seed), f, row_group_size=spec.row_group_size)
     clicks = len(train.column("items").combine_chunks().flatten())
-    return SessionFiles(*paths, train.num_rows, test.num_rows, clicks)
+    return SessionFiles(*paths[:3], train.num_rows, test.num_rows, clicks, paths[3])
