@@ -273,3 +273,14 @@ def test_a_worker_paused_for_long_ends_the_wait_with_its_memory_limit(monkeypatc
                                               r"Dask's pause threshold \(memory limit 1,000 MB\) while training"):
             cluster_client.gather_watching(client, waiting, [worker])
         assert waiting.status == "pending"  # the paused worker ran nothing
+
+
+def test_verbose_shows_the_traceback_of_an_error(tmp_path, capfd):
+    path = str(tmp_path / "vectors.txt")
+    open(path, "w").write("3 4\n")
+    assert main(["info", path]) == 3
+    assert "Traceback" not in capfd.readouterr().err
+    assert main(["info", path, "-v"]) == 3
+    err = capfd.readouterr().err
+    assert "Traceback (most recent call last)" in err and "nsdist.errors.DataError" in err
+    assert err.strip().splitlines()[-1].startswith(f"nsdist: error: {path!r} is a file, not an nsdist output")
