@@ -29,7 +29,7 @@ from .encode import Shard
 from .model import Model, Tables
 
 PAIRS = 20_000  # the standard error of the mean loss is then about 0.01 (per-pair std ~1.4)
-CHUNK = 2048  # pairs scored at once: their target rows are (CHUNK x targets x dim) floats
+CHUNK = 256  # pairs scored at once: their target rows, (CHUNK x targets x dim) float64, stay a few MB
 
 
 @dataclass(frozen=True)
