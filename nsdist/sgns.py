@@ -341,3 +341,175 @@ def _batch_step(win, wout, ctx, nt, alpha, n_in, n_out, rate, tgt, lab, wt, a, b
         _add_combination(wout[tgt[t]], rate[tgt[t]], g_t[t], a, nc)
         n_out[tgt[t]] += nc
     return loss
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _draw(prob, alias, state):  # pragma: no cover - compiled
+    """noise.draw, the same word for the same state, without a branch on the alias coin: that
+    branch goes either way at random, and a fresh draw per context word makes it hot."""
+    u, state = next_random(state)
+    x = u * prob.size
+    i = np.int64(x)
+    other = np.int64(alias[i])
+    return (i if x - i < prob[i] else other), state
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _fresh_targets(center, noise_prob, noise_alias, negative, shown, m0, m1, explicit, explicit_weight, state,
+                   tgt, lab, wt):  # pragma: no cover - compiled
+    """_targets with _draw: the same targets for the same state."""
+    tgt[0] = center
+    lab[0] = 1.0
+    wt[0] = 1.0
+    nt = 1
+    for _ in range(negative):
+        w, state = _draw(noise_prob, noise_alias, state)
+        if w != center:
+            tgt[nt] = w
+            lab[nt] = 0.0
+            wt[nt] = 1.0
+            nt += 1
+    m = m1 - m0
+    for e in range(min(m, explicit)):
+        k = e
+        if m > explicit:
+            u, state = next_random(state)
+            k = np.int64(u * m)
+        w = shown[m0 + k]
+        if w != center:
+            tgt[nt] = w
+            lab[nt] = 0.0
+            wt[nt] = explicit_weight
+            nt += 1
+    return nt, state
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def train_fresh(
+    win, wout, ids, offsets, s_begin, s_end, keep, noise_prob, noise_alias,
+    window, negative, alpha_start, alpha_end, state, n_in, n_out, rate, done0=0, total=0, share=1,
+    neg_ids=None, neg_offsets=None, explicit=0, explicit_weight=1.0,
+):  # pragma: no cover - compiled
+    """Train sentences [s_begin, s_end) with a fresh draw of negatives for every context word.
+
+    The updates of train_batch with ``share`` 1 (the default of long windows, sessions and graph
+    walks, whose quality needs fresh negatives), and the same random draws: for each context
+    word in a center's window, in order, its targets are the center and ``negative`` new noise
+    words (plus ``explicit`` shown items, as in train_batch); its input row and the targets'
+    output rows are updated from the rows as they were before this context's step.
+
+    Only the arithmetic is laid out for speed: no snapshot copies of the rows, each target's
+    output row read three times (dot product, gradient, update) straight from the model, three
+    rows per pass over the dimension, and at most three rows written per pass so that LLVM's
+    runtime alias checks stay within its limit and every pass is vectorised. Float sums are
+    taken in another order than train_batch's, so vectors agree to rounding, not bit for bit.
+    ``share`` is accepted for the common signature and ignored.
+    """
+    dim = win.shape[1]
+    total = max(total if total > 0 else offsets[s_end] - offsets[s_begin], 1)
+    sent = np.empty(_longest(offsets, s_begin, s_end), np.int32)
+    most = negative + 1 + explicit
+    tgt = np.empty(most, np.int64)
+    lab = np.empty(most, np.float32)
+    wt = np.ones(most, np.float32)
+    g = np.empty(most, np.float32)
+    grad = np.empty(dim, np.float32)
+    shown = np.zeros(0, np.int32) if neg_ids is None else neg_ids
+    loss = 0.0
+    pairs = 0
+    done = done0
+    for s in range(s_begin, s_end):
+        alpha = np.float32(alpha_start + (alpha_end - alpha_start) * (done / total))
+        n, state = subsample(ids, offsets[s], offsets[s + 1], keep, state, sent)
+        done += offsets[s + 1] - offsets[s]
+        m0 = m1 = 0
+        if neg_offsets is not None and explicit > 0:
+            m0, m1 = neg_offsets[s], neg_offsets[s + 1]
+        for i in range(n):
+            center = sent[i]
+            span = n
+            if window > 0:
+                u, state = next_random(state)
+                span = window - np.int64(u * window)
+            for j in range(max(0, i - span), min(n, i + span + 1)):
+                if j == i:
+                    continue
+                nt, state = _fresh_targets(center, noise_prob, noise_alias, negative, shown, m0, m1, explicit,
+                                           explicit_weight, state, tgt, lab, wt)
+                loss += _context_step(win, wout, sent[j], tgt, lab, wt, nt, alpha, rate, g, grad, n_in, n_out)
+                pairs += 1
+    return loss, pairs, done - done0, state
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True, inline="always")
+def _context_step(win, wout, c, tgt, lab, wt, nt, alpha, rate, g, grad, n_in, n_out):  # pragma: no cover - compiled
+    """Input row win[c] against output rows wout[tgt[:nt]]: scores, then the input row's
+    gradient from the output rows, then the output rows' updates from the input row, then the
+    input row's update; the loss. Rows are indexed in place (a row view would cost a reference
+    count increment and decrement per row)."""
+    dim = win.shape[1]
+    t = 0
+    while t + 3 <= nt:  # scores, three rows per pass over win[c]
+        r0, r1, r2 = tgt[t], tgt[t + 1], tgt[t + 2]
+        s0 = np.float32(0.0)
+        s1 = np.float32(0.0)
+        s2 = np.float32(0.0)
+        for k in range(dim):
+            xk = win[c, k]
+            s0 += xk * wout[r0, k]
+            s1 += xk * wout[r1, k]
+            s2 += xk * wout[r2, k]
+        g[t] = s0
+        g[t + 1] = s1
+        g[t + 2] = s2
+        t += 3
+    while t < nt:
+        r0 = tgt[t]
+        s0 = np.float32(0.0)
+        for k in range(dim):
+            s0 += win[c, k] * wout[r0, k]
+        g[t] = s0
+        t += 1
+    loss = 0.0
+    for t in range(nt):
+        gt, pair_loss = gradient(g[t], lab[t], alpha)
+        g[t] = gt * wt[t]
+        loss += pair_loss * wt[t]
+    for k in range(dim):  # grad = sum_t g[t] * wout[tgt[t]], before those rows move
+        grad[k] = 0.0
+    t = 0
+    while t + 3 <= nt:
+        r0, r1, r2 = tgt[t], tgt[t + 1], tgt[t + 2]
+        g0, g1, g2 = g[t], g[t + 1], g[t + 2]
+        for k in range(dim):
+            grad[k] += g0 * wout[r0, k] + g1 * wout[r1, k] + g2 * wout[r2, k]
+        t += 3
+    while t < nt:
+        r0 = tgt[t]
+        g0 = g[t]
+        for k in range(dim):
+            grad[k] += g0 * wout[r0, k]
+        t += 1
+    t = 0
+    while t + 3 <= nt:  # wout[tgt[t]] += rate * g[t] * win[c]; a repeated target gets both steps
+        r0, r1, r2 = tgt[t], tgt[t + 1], tgt[t + 2]
+        q0, q1, q2 = g[t] * rate[r0], g[t + 1] * rate[r1], g[t + 2] * rate[r2]
+        for k in range(dim):
+            xk = win[c, k]
+            wout[r0, k] += q0 * xk
+            wout[r1, k] += q1 * xk
+            wout[r2, k] += q2 * xk
+        t += 3
+    while t < nt:
+        r0 = tgt[t]
+        q0 = g[t] * rate[r0]
+        for k in range(dim):
+            wout[r0, k] += q0 * win[c, k]
+        t += 1
+    for t in range(nt):
+        n_out[tgt[t]] += 1
+    m = rate[c]
+    for k in range(dim):
+        win[c, k] += m * grad[k]
+    n_in[c] += 1
+    return loss

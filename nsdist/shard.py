@@ -14,7 +14,7 @@ import numpy as np
 from .encode import Shard
 from .model import Model, Tables
 from .rng import task_state
-from .sgns import train_batch, train_pairs
+from .sgns import train_batch, train_fresh, train_pairs
 
 KERNELS = {"pair": train_pairs, "batch": train_batch}
 
@@ -43,6 +43,19 @@ def round_spec(t, epoch: int, r: int, rounds: int, shard: int, alpha_start: floa
     """The round of ``shard`` under a job's ``TrainConfig`` ``t``; ``walks``: a graph job's."""
     return RoundSpec(epoch, r, rounds, shard, alpha_start, alpha_end, t.window, t.negative, t.seed, t.kernel,
                      t.share(walks=walks), t.explicit_negatives, t.explicit_weight)
+
+
+def kernel(spec: RoundSpec):
+    """The compiled kernel of a round: the batch kernel with a fresh draw of negatives per
+    context word (``share`` 1: long windows, sessions, graph walks) is sgns.train_fresh, the same
+    updates and draws laid out for that case; otherwise ``spec.kernel``'s.
+
+    >>> kernel(RoundSpec(0, 0, 1, 0, 0.025, 0.0, 10, 5, 1, "batch", 1)).__name__
+    'train_fresh'
+    """
+    if spec.kernel == "batch" and spec.share == 1:
+        return train_fresh
+    return KERNELS[spec.kernel]
 
 
 def round_slice(offsets: np.ndarray, round_: int, rounds: int) -> tuple[int, int]:
@@ -110,7 +123,7 @@ def train_round(model: Model, pieces: Sequence[Shard], tables: Tables, spec: Rou
     for p, (begin, end) in zip(pieces, slices):
         if begin == end:
             continue
-        piece_loss, piece_pairs, piece_words, state = KERNELS[spec.kernel](
+        piece_loss, piece_pairs, piece_words, state = kernel(spec)(
             win, wout, p.ids, p.offsets, begin, end,
             tables.keep, tables.noise_prob, tables.noise_alias,
             spec.window, spec.negative, spec.alpha_start, spec.alpha_end, state, n_in, n_out, rate,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from nsdist.encode import Shard
 from nsdist.noise import noise_table
 from nsdist.model import Model, init_model
-from nsdist.sgns import SIGMOID_TABLE, SOFTPLUS_TABLE, TABLE_STEPS, subsample, train_batch, train_pairs
+from nsdist.sgns import SIGMOID_TABLE, SOFTPLUS_TABLE, TABLE_STEPS, subsample, train_batch, train_fresh, train_pairs
 from nsdist.shard import RoundSpec, round_slice, round_slices, round_words, train_round
 
 
@@ -186,7 +188,7 @@ def test_batch_kernel_equals_numpy_reference(sentence):
     assert words == len(sentence) and pairs == 2 * len(sentence) - 2
 
 
-@pytest.mark.parametrize("kernel", [train_pairs, train_batch])
+@pytest.mark.parametrize("kernel", [train_pairs, train_batch, train_fresh])
 def test_rate_scales_each_rows_step(kernel):
     """A row's step is multiplied by its rate: rate c everywhere == alpha * c; rate 0 freezes a row."""
     rng = np.random.default_rng(2)
@@ -377,3 +379,128 @@ def test_the_pair_kernel_trains_explicit_negatives_pair_by_pair():
     np.testing.assert_allclose(win, ref_in, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(wout, ref_out, rtol=1e-5, atol=1e-6)
     assert loss == pytest.approx(ref_loss, rel=1e-5) and pairs == 6
+
+
+# ---------------------------------------------------------------- train_fresh: fresh negatives per context word
+
+def _lcg(state):
+    """rng.next_random in Python: (uniform in [0, 1), next state)."""
+    state = (state * 6364136223846793005 + 1442695040888963407) % 2**64
+    return (state >> 11) / 2.0**53, state
+
+
+def reference_fresh(win, wout, sentence, window, prob, alias, negative, alpha, rate, state):
+    """train_fresh in float64 numpy, drawing the same random numbers: for each center, the
+    window shrinks to span in [1, window]; each context word in order draws ``negative`` noise
+    words (one equal to the center is dropped) and takes one step from the rows as they are:
+    scores f = wout[T] @ win[c], g = (labels - sigmoid(f)) * alpha, win[c] += rate[c] * g @ wout[T],
+    wout[T] += rate[T] * g x win[c] (a repeated target gets each of its steps). Returns the loss,
+    the update counts and the state."""
+    loss, n_in, n_out = 0.0, np.zeros(len(win), int), np.zeros(len(wout), int)
+    for i, center in enumerate(sentence):
+        u, state = _lcg(state)
+        span = window - int(u * window)
+        for j in range(max(0, i - span), min(len(sentence), i + span + 1)):
+            if j == i:
+                continue
+            targets = [center]
+            for _ in range(negative):
+                u, state = _lcg(state)
+                x = u * len(prob)
+                w = int(x) if x - int(x) < prob[int(x)] else int(alias[int(x)])
+                if w != center:
+                    targets.append(w)
+            c, labels = sentence[j], np.array([1.0] + [0.0] * (len(targets) - 1))
+            x, ys = win[c].copy(), wout[targets].copy()
+            f = ys @ x
+            g = (labels - np.array([sigmoid(v) for v in f])) * alpha
+            loss += softplus(-f[0]) + sum(softplus(v) for v in f[1:])
+            np.add.at(wout, targets, (g * rate[targets])[:, None] * x)
+            win[c] += rate[c] * (g @ ys)
+            n_in[c] += 1
+            np.add.at(n_out, targets, 1)
+    return loss, n_in, n_out, state
+
+
+@pytest.mark.parametrize("repeat", [False, True])
+def test_fresh_kernel_equals_float64_reference(repeat):
+    """A window of real random draws (shrunk windows, an alias table), against the float64
+    reference; ``repeat``: a noise table that always yields one word, so all of a context's
+    negatives are the same row and its updates must add up."""
+    rng = np.random.default_rng(4)
+    V, dim, negative, window, alpha = 9, 16, 4, 3, 0.05
+    win = rng.normal(0, 0.5, (V, dim)).astype(np.float32)
+    wout = rng.normal(0, 0.5, (V, dim)).astype(np.float32)
+    if repeat:
+        prob, alias = np.zeros(V, np.float32), np.full(V, 8, np.int32)
+    else:
+        prob, alias = noise_table(np.arange(V, 0, -1))
+    rate = rng.uniform(0.5, 2.0, V).astype(np.float32)
+    sentence = [0, 1, 2, 1, 0, 3, 4, 8, 5, 6, 7, 2]
+    ref_in, ref_out = win.astype(np.float64), wout.astype(np.float64)
+    ref_loss, ref_nin, ref_nout, ref_state = reference_fresh(ref_in, ref_out, sentence, window, prob, alias,
+                                                             negative, alpha, rate, 12345)
+    n_in, n_out = np.zeros(V, np.uint32), np.zeros(V, np.uint32)
+    loss, pairs, words, state = train_fresh(win, wout, np.array(sentence, np.int32),
+                                            np.array([0, len(sentence)], np.int64), 0, 1, np.ones(V, np.float32),
+                                            prob, alias, window, negative, alpha, alpha, np.uint64(12345), n_in,
+                                            n_out, rate)
+    np.testing.assert_allclose(win, ref_in, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(wout, ref_out, rtol=1e-5, atol=1e-6)
+    assert loss == pytest.approx(ref_loss, rel=1e-5)
+    # One input-row update per (context, center) pair, one output-row update per target.
+    assert n_in.tolist() == ref_nin.tolist() and n_out.tolist() == ref_nout.tolist()
+    assert pairs == n_in.sum() and words == len(sentence) and int(state) == ref_state
+
+
+def test_fresh_kernel_is_the_batch_kernel_with_share_1():
+    """The same draws and the same updates as train_batch with a fresh draw per context word
+    (share 1), on shards with subsampling, shrinking windows and explicit negatives: vectors
+    equal to float32 rounding, counts, pairs and the final random state exactly."""
+    V, dim = 30, 12
+    shard = tiny_shard(n_sent=30, V=V, seed=3)
+    neg_ids = np.random.default_rng(1).integers(0, V, 3 * shard.sentences).astype(np.int32)
+    neg_offsets = np.arange(0, 3 * shard.sentences + 1, 3, dtype=np.int64)
+    prob, alias = noise_table(np.arange(V, 0, -1) ** 2)
+    keep = np.linspace(0.5, 1.0, V).astype(np.float32)
+    rate = np.linspace(1.0, 2.0, V).astype(np.float32)
+    rng = np.random.default_rng(0)
+    win0 = rng.normal(0, 0.3, (V, dim)).astype(np.float32)
+    wout0 = rng.normal(0, 0.3, (V, dim)).astype(np.float32)
+    for window, explicit in ((4, 0), (0, 2)):
+        out = []
+        for kernel in (train_batch, train_fresh):
+            win, wout, n_in, n_out = win0.copy(), wout0.copy(), np.zeros(V, np.uint32), np.zeros(V, np.uint32)
+            res = kernel(win, wout, shard.ids, shard.offsets, 0, shard.sentences, keep, prob, alias, window, 3,
+                         0.05, 0.01, np.uint64(99), n_in, n_out, rate, 0, 0, 1, neg_ids, neg_offsets, explicit, 0.5)
+            out.append((win, wout, n_in, n_out, res))
+        (w1, o1, i1, c1, r1), (w2, o2, i2, c2, r2) = out
+        np.testing.assert_allclose(w2, w1, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(o2, o1, rtol=1e-4, atol=1e-6)
+        assert np.array_equal(i1, i2) and np.array_equal(c1, c2)
+        assert r2[1:] == r1[1:] and r2[0] == pytest.approx(r1[0], rel=1e-5)
+
+
+def test_fresh_kernel_is_deterministic_and_chosen_for_share_1():
+    """One thread: the same state gives the same bits. A round of the batch kernel with share 1
+    runs train_fresh (shard.kernel), the same bits as calling it."""
+    from nsdist.model import make_tables
+    from nsdist.shard import kernel
+
+    V, dim = 20, 8
+    shard = tiny_shard(V=V)
+    tables = make_tables(np.arange(V, 0, -1), 0.0, 0.75)
+    spec = RoundSpec(epoch=0, round=0, rounds=1, shard=0, alpha_start=0.025, alpha_end=0.02, window=5, negative=4,
+                     seed=9, kernel="batch", share=1)
+    assert kernel(spec) is train_fresh and kernel(dataclasses.replace(spec, share=0)) is train_batch
+    models = [init_model(V, dim, seed=3) for _ in range(3)]
+    rounds = [train_round(m, [shard], tables, spec) for m in models[:2]]
+    assert np.array_equal(models[0].win, models[1].win) and np.array_equal(models[0].wout, models[1].wout)
+    assert np.array_equal(rounds[0][0], rounds[1][0]) and rounds[0][2]["loss"] == rounds[1][2]["loss"]
+    from nsdist.rng import task_state
+
+    m = models[2]
+    train_fresh(m.win, m.wout, shard.ids, shard.offsets, 0, shard.sentences, tables.keep, tables.noise_prob,
+                tables.noise_alias, 5, 4, 0.025, 0.02, task_state(9, 0, 0, 0), np.zeros(V, np.uint32),
+                np.zeros(V, np.uint32), np.ones(V, np.float32))
+    assert np.array_equal(m.win, models[0].win) and np.array_equal(m.wout, models[0].wout)
