@@ -62,9 +62,8 @@ class TrainConfig:
     kernel: str = "batch"  # "batch": negatives shared per window (HogBatch); "pair": classic
     # Context words that share one draw of negatives in the batch kernel. None: a whole window up
     # to SHARED_WINDOW (HogBatch, for text: its speed, the same quality), else 1, and 1 for a
-    # graph's walks: on MovieLens sessions, window 50 reached HR@10 0.146 with 1 and 0.118 sharing
-    # the window; with window 0, 0 diverged (docs/recommendations.md); on a planted graph, window
-    # 10, link prediction AUC 0.725 with 1 and 0.696 sharing (benchmarks/README.md).
+    # graph's walks, where sharing cost quality (sessions' HR@10, walks' link AUC: the measurements
+    # are in docs/recommendations.md and benchmarks/README.md); share 1 runs sgns.train_fresh.
     share_negatives: int | None = None
 
     def share(self, walks: bool = False) -> int:
