@@ -16,7 +16,8 @@ from distributed import Client, LocalCluster
 # A test that needs a system tool (chromium, tini, unshare) or root skips where it is missing, with
 # a one-line reason, so that `python -m pytest` passes on a laptop. CI (.ci/run) installs the tools,
 # runs as root and sets this switch, which turns those skips into failures: CI runs every test.
-REQUIRE_SYSTEM_TESTS = "NSDIST_REQUIRE_SYSTEM_TESTS"
+# Not NSDIST_*: the job reads every NSDIST_* variable as a config key.
+REQUIRE_SYSTEM_TESTS = "REQUIRE_SYSTEM_TESTS"
 
 
 def _unavailable(reason: str) -> None:
@@ -28,7 +29,7 @@ def _unavailable(reason: str) -> None:
 
 def require_tool(name: str, why: str) -> str:
     """The path of the system tool ``name``; if it is not on PATH, skip the test (fail it under
-    ``NSDIST_REQUIRE_SYSTEM_TESTS``), saying ``why`` the test needs it and how to install it."""
+    ``REQUIRE_SYSTEM_TESTS``), saying ``why`` the test needs it and how to install it."""
     path = shutil.which(name)
     if path is None:
         _unavailable(f"needs {name}, not on PATH: {why}")
@@ -36,7 +37,7 @@ def require_tool(name: str, why: str) -> str:
 
 
 def require_root(why: str) -> None:
-    """Skip the test unless it runs as root (fail it under ``NSDIST_REQUIRE_SYSTEM_TESTS``)."""
+    """Skip the test unless it runs as root (fail it under ``REQUIRE_SYSTEM_TESTS``)."""
     if os.geteuid() != 0:
         _unavailable(f"needs root: {why}")
 
