@@ -56,6 +56,7 @@ def connect(cfg: ClusterConfig) -> tuple[Client, LocalCluster | None]:
     deadline = time.monotonic() + cfg.timeout  # one budget for reaching the scheduler and its workers
     try:
         if address:
+            _check_address(address)
             log.info("connecting to the Dask scheduler at %s (giving up at %s, in %.0f s; cluster.timeout)", address,
                      _clock(deadline), cfg.timeout, extra={"scheduler": address, "timeout_seconds": cfg.timeout})
             client = Client(address, timeout=cfg.timeout, security=sec)
@@ -110,6 +111,17 @@ def check_readable(client: Client, url: str, store) -> None:
     failed = [e for e in client.run(_readable, url, store).values() if e is not None]
     if failed:
         raise failed[0]
+
+
+def _check_address(address: str) -> None:
+    """ValueError for an address distributed cannot parse, before a Client is made of it: a
+    Client whose constructor raised is only half built, and closing it when it is collected can
+    deadlock the next cluster this process starts."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    scheme, location = parse_address(address)
+    if scheme in ("tcp", "tls"):
+        parse_host_port(location)
 
 
 def _clock(deadline: float) -> str:
