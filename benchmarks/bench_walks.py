@@ -26,7 +26,10 @@ Rows, one after the other, in this process:
 ``steps/s`` counts transitions (walk nodes - 1 per walk). ``x PecanPy`` is nsdist's rate over
 PecanPy's best mode at the same (p, q) and threads. ``return`` and ``near`` are the share of
 second-order steps that go back to the previous node and to a neighbour of it: the two
-implementations sample the same distribution, so these agree up to sampling noise.
+implementations sample the same distribution, so these agree up to sampling noise. ``others``:
+the CPU share other processes took during the row (bench_speed.CpuWatch; above a few percent the
+row's timing is suspect). ``--repeats R`` runs every (threads, p, q) group R times in turn
+(PecanPy, then nsdist, then again) and ends with the median of its ``x PecanPy``.
 
 PecanPy (2.0.9) pins numpy < 2 through nptyping, which it uses for type hints only; install it
 beside the venv without its dependencies and this script stubs nptyping:
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 import types
@@ -48,6 +52,7 @@ import pyarrow as pa
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from nsdist import graph  # noqa: E402
+from nsdist.graph.walks import _links  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_speed import CpuWatch  # noqa: E402
@@ -138,7 +143,7 @@ def _shares(offsets, neighbors, ids, lengths):
             total += 1
             if x == t:
                 back += 1
-            elif graph._links(offsets, neighbors, t, x):
+            elif _links(offsets, neighbors, t, x):
                 near += 1
         pos += lengths[k]
     return back, near, total
@@ -150,9 +155,9 @@ def row(name, threads, p, q, seconds, ids, lengths, csr, watch, reference=None):
     back, near, total = _shares(csr.offsets, csr.neighbors, ids, lengths)
     ratio = f"{rate / reference:5.2f}" if reference else "     "
     others = watch.stop()
-    flag = f" others {others:.0%}: busy machine" if others is not None and others > 0.05 else ""
+    shown = "?" if others is None else f"{others:.0%}"
     print(f"| {name:32s} | {threads} | {p:g} | {q:g} | {steps / 1e6:7.2f} M | {seconds:7.2f} | {rate / 1e6:7.2f} M | "
-          f"{ratio} | {back / total:.3f} | {near / total:.3f} |{flag}")
+          f"{ratio} | {back / total:.3f} | {near / total:.3f} | {shown} |", flush=True)
     return rate
 
 
@@ -168,30 +173,47 @@ def main(argv=None):
     ap.add_argument("--pq", default="1,1;0.5,2;2,0.5", help="(p, q) pairs: 'p,q;p,q'")
     ap.add_argument("--skip-pecanpy", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=1, help="rounds of every row, interleaved; medians at the end")
+    ap.add_argument("--no-sparse-otf-at-1", action="store_true",
+                    help="at p = q = 1, time only PecanPy's first-order mode (SparseOTF is 20x slower there)")
     args = ap.parse_args(argv)
     csr = power_law_graph(args.nodes, args.edges, args.gamma, args.weighted, args.seed)
     pp = None if args.skip_pecanpy else pecanpy_modes()
     print(f"walks: {args.walks_per_node} per node, {args.walk_length} nodes; numba {numba.__version__}, "
           f"{os.cpu_count()} CPUs\n")
-    print("| implementation | threads | p | q | steps | seconds | steps/s | x PecanPy | return | near |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| implementation | threads | p | q | steps | seconds | steps/s | x PecanPy | return | near | others |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     grid = [tuple(float(v) for v in pair.split(",")) for pair in args.pq.split(";")]
-    nsdist_walks(csr, 1, 3, 0.5, 2.0, 1)  # compile (or load) both kernels
+    nsdist_walks(csr, 1, 3, 1.0, 1.0, 1)  # compile (or load) the first-order kernel...
+    nsdist_walks(csr, 1, 3, 0.5, 2.0, 1)  # ...and the node2vec one
+    ratios = {}
     for threads in [int(t) for t in args.threads.split(",")]:
         for p, q in grid:
-            first = p == 1 and q == 1
-            modes = (["PreCompFirstOrder" if csr.weights is not None else "FirstOrderUnweighted"] if first else [])
-            modes += ["SparseOTF"]
-            best = None
-            for mode in modes if pp else []:
-                pecanpy_walks(*pp, mode, csr, 1, 3, p, q, threads)  # compile
-                watch = CpuWatch()
-                out = pecanpy_walks(*pp, mode, csr, args.walks_per_node, args.walk_length, p, q, threads)
-                rate = row(f"PecanPy {mode}", threads, p, q, *out, csr, watch)
-                best = max(best or 0, rate)
-            watch = CpuWatch()
-            out = nsdist_walks(csr, args.walks_per_node, args.walk_length, p, q, threads)
-            row("nsdist " + ("first-order" if first else "node2vec rejection"), threads, p, q, *out, csr, watch, best)
+            for _ in range(args.repeats):
+                ratios.setdefault((threads, p, q), []).append(compare(pp, csr, args, threads, p, q))
+    if args.repeats > 1 and pp:
+        print(f"\nmedian x PecanPy over {args.repeats} interleaved repeats:")
+        for (threads, p, q), values in ratios.items():
+            print(f"  threads {threads}, p {p:g}, q {q:g}: {statistics.median(values):.2f} "
+                  f"(runs {', '.join(f'{v:.2f}' for v in values)})")
+
+
+def compare(pp, csr, args, threads, p, q):
+    """PecanPy's modes at (p, q), then nsdist's, one row each; nsdist's rate over PecanPy's best."""
+    first = p == 1 and q == 1
+    modes = (["PreCompFirstOrder" if csr.weights is not None else "FirstOrderUnweighted"] if first else [])
+    modes += [] if first and args.no_sparse_otf_at_1 else ["SparseOTF"]
+    best = None
+    for mode in modes if pp else []:
+        pecanpy_walks(*pp, mode, csr, 1, 3, p, q, threads)  # compile
+        watch = CpuWatch()
+        out = pecanpy_walks(*pp, mode, csr, args.walks_per_node, args.walk_length, p, q, threads)
+        rate = row(f"PecanPy {mode}", threads, p, q, *out, csr, watch)
+        best = max(best or 0, rate)
+    watch = CpuWatch()
+    out = nsdist_walks(csr, args.walks_per_node, args.walk_length, p, q, threads)
+    rate = row("nsdist " + ("first-order" if first else "node2vec rejection"), threads, p, q, *out, csr, watch, best)
+    return rate / best if best else None
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from nsdist import graph
+from nsdist.graph import walks
 from nsdist.corpus import Block, plan_blocks
 from nsdist.errors import ConfigError, DataError
 
@@ -131,6 +132,43 @@ def test_walks_do_not_depend_on_task_splitting_and_differ_by_seed():
     # A walk is a function of (seed, start, walk index): the same start and index give it anywhere.
     ids, offsets = graph.random_walks(csr, np.array([whole[9][0]], np.int32), 9 // n, length, 0.5, 2.0, seed=5)
     assert ids.tolist() == whole[9]
+
+
+def _one_walk(csr, start, index, length, seed):
+    """DeepWalk's walk k stated one step at a time in Python: its stream seeded by (seed, start,
+    index); per step one uniform, whose integer part (times the degree) picks the row position and
+    whose fraction is the alias coin."""
+    # The kernels' hash and generator, called from Python: their uint64 state comes back as a
+    # Python int, and goes in again as np.uint64 (an int64 argument would compile other arithmetic).
+    state = np.uint64(walks._hash3(np.uint64(seed) ^ walks._WALK_KEY, start, index))
+    walk, v = [int(start)], int(start)
+    while len(walk) < length and csr.offsets[v + 1] > csr.offsets[v]:
+        a = int(csr.offsets[v])
+        u, state = walks._uniform(state)
+        state = np.uint64(state)
+        x = u * (int(csr.offsets[v + 1]) - a)
+        i = int(x)
+        if csr.prob is not None and x - i >= float(csr.prob[a + i]):
+            i = int(csr.alias[a + i])
+        v = int(csr.neighbors[a + i])
+        walk.append(v)
+    return walk
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_first_order_walks_equal_one_walk_at_a_time(weighted):
+    """First-order walks are generated many at once; each is still the walk of its own stream,
+    whichever walks share its batch, dead ends (nodes 6 and 8) included."""
+    csr, nodes = make_csr(DIRECTED_EDGES, True, weighted)
+    n, per_node, length = len(nodes), 5, 12
+    starts, index = graph.walk_starts(n, per_node, 0, n * per_node, seed=3)
+    ids, offsets = graph.random_walks(csr, starts, index, length, seed=3)
+    got = [ids[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:])]
+    assert got == [_one_walk(csr, s, i, length, 3) for s, i in zip(starts.tolist(), index.tolist())]
+    assert min(map(len, got)) < length and max(map(len, got)) == length
+    for cut in (1, 15, 16, 17, 33):  # batches of every size around the kernel's 16 lanes
+        ids, offsets = graph.random_walks(csr, starts[cut:], index[cut:], length, seed=3)
+        assert [ids[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:])] == got[cut:]
 
 
 def test_walk_starts_shuffle_each_pass_differently():

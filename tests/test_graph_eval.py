@@ -339,6 +339,30 @@ def test_karate_club_factions_from_a_2_dim_spectral_embedding():
     assert all(x["micro_f1"] < 0.7 for x in noise["ratios"]), noise
 
 
+def test_classifiers_fit_on_one_blas_thread_under_a_progress_line(monkeypatch, capsys):
+    """The fits' matrix-vector products run on one BLAS thread (threads only wait for each other at
+    this size), and a terminal sees the splits counted."""
+    from threadpoolctl import threadpool_info
+
+    from nsdist import progress
+
+    seen = []
+    predict = eg._predict
+
+    def watching(*args):
+        seen.append({i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
+        return predict(*args)
+
+    monkeypatch.setattr(eg, "_predict", watching)
+    monkeypatch.setattr(progress, "_ENABLED", [True])
+    vectors = np.random.default_rng(0).standard_normal((40, 4))
+    labels = {str(i): i % 2 for i in range(40)}
+    eg.node_classification([str(i) for i in range(40)], vectors, labels, train_ratios=[0.3, 0.6], splits=2)
+    assert len(seen) == 4 and all(seen[0]) and all(n == 1 for threads in seen for n in threads.values()), seen
+    err = capsys.readouterr().err
+    assert "node classification [" in err and "4/4 splits" in err and err.endswith("\r\x1b[K")
+
+
 # ------------------------------------------------------------------ link prediction
 
 

@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .. import progress
 from ..errors import ConfigError, DataError
 from .common import _check_inputs
 from .readers import parse_edges, parse_labels, read_edges, read_labels
@@ -39,7 +41,10 @@ __all__ = ["node_classification", "link_prediction", "parse_labels", "read_label
            "evaluate_graph_files"]
 
 def _sklearn():
-    """The scikit-learn pieces used here; ConfigError with the fix when it is missing or too old."""
+    """The scikit-learn pieces used here; ConfigError with the fix when it is missing or too old.
+
+    Importing them loads the BLAS libraries they use (numpy's and scipy's), so that
+    :func:`_one_blas_thread` entered after this call limits them all."""
     try:
         import sklearn
         from sklearn.linear_model import LogisticRegression
@@ -60,6 +65,20 @@ def _sklearn():
 # ---------------------------------------------------------------------------
 # Node classification
 # ---------------------------------------------------------------------------
+
+
+@contextmanager
+def _one_blas_thread():
+    """BLAS on one thread (process-wide, while it lasts) while the classifiers fit.
+
+    Each lbfgs step is a matrix-vector product of the training rows (a few MB): too small for
+    threads to pay off, while their synchronisation costs far more than the product whenever the
+    cores are busy -- and numpy and scipy each start a pool of their own. Measured in
+    benchmarks/README.md (``bench_graph_eval.py``): minutes against seconds on 2 busy cores."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"):
+        yield
 
 
 def _label_pairs(labels) -> list[tuple[str, str]]:
@@ -116,6 +135,13 @@ def _predict(clf, x: np.ndarray, y_true: np.ndarray, multi: bool) -> np.ndarray:
     else:
         pred[np.arange(len(x)), clf.predict(x)] = True
     return pred
+
+
+def _summary(ratio: float, scores: np.ndarray, sizes: np.ndarray) -> dict:
+    """One train ratio's report from its splits' (Micro-F1, Macro-F1) and (train, test) sizes."""
+    return {"train_ratio": ratio, "train_nodes": float(sizes[:, 0].mean()), "test_nodes": float(sizes[:, 1].mean()),
+            "micro_f1": float(scores[:, 0].mean()), "micro_f1_std": float(scores[:, 0].std()),
+            "macro_f1": float(scores[:, 1].mean()), "macro_f1_std": float(scores[:, 1].std())}
 
 
 def node_classification(
@@ -209,23 +235,21 @@ def node_classification(
     multi = bool(y.sum(axis=1).max() > 1)
     target = y if multi else np.argmax(y, axis=1)
     results = []
-    for i, ratio in enumerate(ratios):
-        scores, sizes = [], []
-        for s in range(int(splits)):
-            rng = np.random.default_rng([int(seed), i, s])
-            train, test = _split(rng, y, ratio, multi)
-            clf = OneVsRestClassifier(LogisticRegression(max_iter=1000))
-            with warnings.catch_warnings():  # a label absent from a multi-label training split
-                warnings.simplefilter("ignore", UserWarning)
-                clf.fit(x[train], target[train])
-            pred = _predict(clf, x[test], y[test], multi)
-            scores.append([f1_score(y[test], pred, average=a, zero_division=np.nan) for a in ("micro", "macro")])
-            sizes.append((len(train), len(test)))
-        scores, sizes = np.array(scores), np.array(sizes, dtype=np.float64)
-        results.append({"train_ratio": ratio, "train_nodes": float(sizes[:, 0].mean()),
-                        "test_nodes": float(sizes[:, 1].mean()),
-                        "micro_f1": float(scores[:, 0].mean()), "micro_f1_std": float(scores[:, 0].std()),
-                        "macro_f1": float(scores[:, 1].mean()), "macro_f1_std": float(scores[:, 1].std())})
+    bar = progress.stage("node classification", len(ratios) * int(splits), unit=" splits")
+    with bar, _one_blas_thread():
+        for i, ratio in enumerate(ratios):
+            scores, sizes = [], []
+            for s in range(int(splits)):
+                train, test = _split(np.random.default_rng([int(seed), i, s]), y, ratio, multi)
+                clf = OneVsRestClassifier(LogisticRegression(max_iter=1000))
+                with warnings.catch_warnings():  # a label absent from a multi-label training split
+                    warnings.simplefilter("ignore", UserWarning)
+                    clf.fit(x[train], target[train])
+                pred = _predict(clf, x[test], y[test], multi)
+                scores.append([f1_score(y[test], pred, average=a, zero_division=np.nan) for a in ("micro", "macro")])
+                sizes.append((len(train), len(test)))
+                bar.advance()
+            results.append(_summary(ratio, np.array(scores), np.array(sizes, dtype=np.float64)))
     return {"nodes": len(nodes), "missing": missing, "labels": len(names), "multi_label": multi,
             "normalized": bool(normalize), "splits": int(splits), "seed": int(seed), "ratios": results}
 
@@ -381,8 +405,9 @@ def link_prediction(
     hadamard = None
     if k >= 2:
         cv = StratifiedKFold(k, shuffle=True, random_state=int(seed))
-        proba = cross_val_predict(scaled_lr(), v[pairs[:, 0]] * v[pairs[:, 1]], truth, cv=cv,
-                                  method="predict_proba")[:, 1]
+        with _one_blas_thread():
+            proba = cross_val_predict(scaled_lr(), v[pairs[:, 0]] * v[pairs[:, 1]], truth, cv=cv,
+                                      method="predict_proba")[:, 1]
         hadamard = float(roc_auc_score(truth, proba))
     return {"auc_cosine": float(roc_auc_score(truth, cosine)), "auc_hadamard": hadamard,
             "positives": len(pos), "negatives": len(neg), "oov": oov, "dropped": dropped,

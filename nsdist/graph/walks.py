@@ -65,25 +65,30 @@ def random_walks(csr: CSR, starts: np.ndarray, walk_index, walk_length: int, p: 
     index = np.broadcast_to(np.asarray(walk_index, np.int64), starts.shape).copy()
     ids = np.empty(len(starts) * walk_length, np.int32)
     offsets = np.zeros(len(starts) + 1, np.int64)
-    weighted = csr.prob is not None
-    tables = (csr.weights, csr.prob, csr.alias, csr.totals) if weighted else (
-        np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros(0, np.float64))
-    second = p != 1.0 or q != 1.0
-    _walks(csr.offsets, csr.neighbors, *tables, weighted, starts, index, walk_length, 1.0 / p, 1.0 / q,
-           second, np.uint64(seed % 2**64), ids, offsets)
+    # An unweighted CSR's tables are None: numba compiles a kernel of its own for them, without the
+    # alias and weight branches (a runtime flag leaves them in every step, at several times the cost).
+    seed = np.uint64(seed % 2**64)
+    if p != 1.0 or q != 1.0:
+        _node2vec_walks(csr.offsets, csr.neighbors, csr.weights, csr.prob, csr.alias, csr.totals, starts, index,
+                        walk_length, 1.0 / p, 1.0 / q, seed, ids, offsets)
+    else:
+        _first_order_walks(csr.offsets, csr.neighbors, csr.prob, csr.alias, starts, index, walk_length, seed, ids,
+                           offsets)
     return (ids if offsets[-1] == len(ids) else ids[:offsets[-1]].copy()), offsets
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _step(offsets, neighbors, prob, alias, weighted, v, state):  # pragma: no cover - compiled
+def _step(offsets, neighbors, prob, alias, v, state):  # pragma: no cover - compiled
     """A first-order step from v (which has out-edges): (next node, new state). One uniform
-    picks the row position (integer part) and the alias coin (fraction), as noise.draw."""
+    picks the row position (integer part) and the alias coin (fraction), as noise.draw; without
+    alias tables (``prob`` None) the position alone."""
     a = offsets[v]
     u, state = _uniform(state)
     x = u * (offsets[v + 1] - a)
     i = np.int64(x)
-    if weighted and x - i >= prob[a + i]:
-        i = alias[a + i]
+    if prob is not None:
+        if x - i >= prob[a + i]:
+            i = alias[a + i]
     return neighbors[a + i], state
 
 
@@ -106,9 +111,53 @@ def _links(offsets, neighbors, t, x):  # pragma: no cover - compiled
     return _position(offsets, neighbors, t, x) >= 0
 
 
+# First-order walks in flight at once (_first_order_walks): enough to overlap the memory loads of
+# their steps, few enough that their state stays in registers and L1.
+_LANES = 16
+
+
 @numba.njit(cache=True, nogil=True)
-def _walks(offsets, neighbors, weights, prob, alias, totals, weighted, starts, walk_index, walk_length, inv_p, inv_q,
-           second, seed, ids, walk_offsets):  # pragma: no cover - compiled
+def _first_order_walks(offsets, neighbors, prob, alias, starts, walk_index, walk_length, seed, ids,
+                       walk_offsets):  # pragma: no cover - compiled
+    # DeepWalk's walks, _LANES of them advanced one step at a time, each on its own random stream
+    # (a walk is a function of (seed, start, walk index) whatever runs beside it). Within a walk
+    # every step waits for the last: v's row bounds, then the neighbour drawn from the row, are
+    # loads from memory, and the next step starts from that neighbour. Steps of different walks
+    # do not wait for each other, so the CPU overlaps their loads. Walk k is written at
+    # k * walk_length; walks that stopped early, at a node without out-edges, are closed up last.
+    v = np.empty(_LANES, np.int64)
+    state = np.empty(_LANES, np.uint64)
+    length = np.empty(_LANES, np.int64)
+    for first in range(0, len(starts), _LANES):
+        lanes = min(_LANES, len(starts) - first)
+        for j in range(lanes):
+            k = first + j
+            v[j] = starts[k]
+            state[j] = _hash3(seed ^ _WALK_KEY, starts[k], walk_index[k])
+            ids[k * walk_length] = starts[k]
+            length[j] = 1
+        for step in range(1, walk_length):
+            for j in range(lanes):
+                if length[j] == step and offsets[v[j] + 1] > offsets[v[j]]:
+                    x, state[j] = _step(offsets, neighbors, prob, alias, v[j], state[j])
+                    ids[(first + j) * walk_length + step] = x
+                    v[j] = x
+                    length[j] = step + 1
+        for j in range(lanes):
+            walk_offsets[first + j + 1] = length[j]
+    n = 0
+    for k in range(len(starts)):  # close up after short walks; a walk only moves to lower positions
+        at = k * walk_length
+        if n != at:
+            for i in range(walk_offsets[k + 1]):
+                ids[n + i] = ids[at + i]
+        n += walk_offsets[k + 1]
+        walk_offsets[k + 1] = n
+
+
+@numba.njit(cache=True, nogil=True)
+def _node2vec_walks(offsets, neighbors, weights, prob, alias, totals, starts, walk_index, walk_length,
+                    inv_p, inv_q, seed, ids, walk_offsets):  # pragma: no cover - compiled
     # node2vec by rejection (KnightKing): propose x from v's first-order distribution, accept
     # with probability bias(t, x) / envelope. The bias is 1/p for x == t, 1 if t -> x, 1/q
     # otherwise; below min(1, 1/q) every x != t is accepted without the search in t's row.
@@ -130,22 +179,25 @@ def _walks(offsets, neighbors, weights, prob, alias, totals, weighted, starts, w
             a, b = offsets[v], offsets[v + 1]
             if b == a:
                 break
-            if not second or t < 0:
-                x, state = _step(offsets, neighbors, prob, alias, weighted, v, state)
+            if t < 0:  # the first step has no previous node: first-order
+                x, state = _step(offsets, neighbors, prob, alias, v, state)
             else:
                 extra = mass = 0.0
                 if inv_p > envelope:
                     at = _position(offsets, neighbors, v, t)
                     if at >= 0:
-                        extra = (weights[at] if weighted else 1.0) * (inv_p - envelope)
-                        mass = envelope * (totals[v] if weighted else b - a) + extra
+                        weight, total = 1.0, float(b - a)
+                        if weights is not None:
+                            weight, total = float(weights[at]), totals[v]
+                        extra = weight * (inv_p - envelope)
+                        mass = envelope * total + extra
                 while True:
                     if extra > 0.0:
                         u, state = _uniform(state)
                         if u * mass < extra:
                             x = t
                             break
-                    x, state = _step(offsets, neighbors, prob, alias, weighted, v, state)
+                    x, state = _step(offsets, neighbors, prob, alias, v, state)
                     u, state = _uniform(state)
                     r = u * envelope
                     if x == t:
