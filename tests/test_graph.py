@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from nsdist import graph
-from nsdist.graph import walks
 from nsdist.corpus import Block, plan_blocks
 from nsdist.errors import ConfigError, DataError
+from nsdist.graph import walks
 
 # An undirected test graph with triangles (0-1-2, 1-2-3) and a longer cycle (1-3-4-5), so that
 # node2vec's three cases (return, stay near, move out) all occur. One duplicate (0, 1) and one

@@ -86,7 +86,7 @@ def _step(offsets, neighbors, prob, alias, v, state):  # pragma: no cover - comp
     u, state = _uniform(state)
     x = u * (offsets[v + 1] - a)
     i = np.int64(x)
-    if prob is not None:
+    if prob is not None:  # alone in its test: numba drops the branch when prob's type is None
         if x - i >= prob[a + i]:
             i = alias[a + i]
     return neighbors[a + i], state
