@@ -189,3 +189,68 @@ def shard_rates(counts: np.ndarray, keep: np.ndarray, shards: int, alpha: float,
         return np.full(n, top, np.float32)
     occurrences = np.asarray(counts, np.float64) * np.asarray(keep, np.float64)
     return (1.0 + (top - 1.0) / (1.0 + occurrences / pivot)).astype(np.float32)
+
+
+@numba.njit(cache=True, nogil=True)
+def _fold(num, den, master, ids, rows, counts, k, how):  # pragma: no cover - compiled
+    """num, den += one holder's changed rows (see merge_deltas)."""
+    for j in range(ids.shape[0]):
+        i = ids[j]
+        if how == 0:
+            w = 1.0 / k[i]
+        elif how == 1:
+            w = 1.0
+        else:
+            w = float(counts[j])
+        den[i] += w
+        for c in range(rows.shape[1]):
+            if how == 0:
+                num[i, c] += w * (float(rows[j, c]) - float(master[i, c]))
+            else:
+                num[i, c] += w * rows[j, c]
+
+
+@numba.njit(cache=True, nogil=True)
+def _settle(master, num, den, hits, k, how):  # pragma: no cover - compiled
+    for i in range(master.shape[0]):
+        if hits[i] == 0 or k[i] == 1:
+            continue
+        for c in range(master.shape[1]):
+            if how == 0:
+                master[i, c] = np.float32(float(master[i, c]) + num[i, c])
+            else:
+                master[i, c] = np.float32(num[i, c] / den[i])
+
+
+def merge_deltas(master: np.ndarray, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], k: np.ndarray,
+                 how: str) -> np.ndarray:
+    """Fold the rows that holders changed into the synchronised rows ``master``, in place (the
+    partitioned layout, see layout.py); returns which rows changed. ``parts``: per holder, in
+    model order, (ids into ``master``, sorted; those rows; their update counts, > 0); ``k``: how
+    many models hold each row. A holder that sent nothing for a row still holds the master's
+    value, so the rules need only the rows sent:
+    - ``mean``: master + sum over senders (W - master) / k, the mean over the k holders;
+    - ``touched``: the mean over the senders; ``weighted``: weighted by their update counts.
+    A row with one holder takes that holder's row as it is.
+
+    >>> g = np.zeros((3, 1), np.float32); k = np.array([2, 1, 4])
+    >>> a = (np.array([0, 1]), np.array([[2.0], [5.0]], np.float32), np.array([1, 1], np.uint32))
+    >>> b = (np.array([0, 2]), np.array([[4.0], [8.0]], np.float32), np.array([3, 1], np.uint32))
+    >>> merge_deltas(g, [a, b], k, "mean").tolist(), g.ravel().tolist()
+    ([True, True, True], [3.0, 5.0, 2.0])
+    """
+    n, dim = master.shape
+    num, den = np.zeros((n, dim), np.float64), np.zeros(n, np.float64)
+    hits = np.zeros(n, np.int64)
+    k = np.asarray(k, np.int64)
+    sole = []
+    for ids, rows, counts in parts:
+        ids = np.asarray(ids, np.int64)
+        _fold(num, den, master, ids, rows, counts, k, HOW[how])
+        hits[ids] += 1
+        sole.append((ids, rows))
+    _settle(master, num, den, hits, k, HOW[how])
+    for ids, rows in sole:  # rows of a sole holder: its values, untouched by arithmetic
+        mine = k[ids] == 1
+        master[ids[mine]] = rows[mine]
+    return hits > 0

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import plan
+from . import layout, plan
 from .config import TrainConfig
 from .encode import Shard
-from .merge import merge_rows
+from .merge import merge_deltas, merge_rows
 from .model import Model, Tables
 from .shard import round_spec, train_round
 
@@ -92,4 +92,69 @@ def _round_bytes(counts: list, n: int, rows: int, t: TrainConfig) -> int:
                       for m, k in enumerate(counts) if m != b % n_models)
         touched = [np.any([k[c][lo:hi] > 0 for k in counts], axis=0) for c in (0, 1)]
         nbytes += (n_models - 1) * merged_bytes(*touched, t.dim)
+    return nbytes
+
+
+def train_partitioned(shards: list[Shard], words: np.ndarray, counts: np.ndarray, t: TrainConfig, n_models: int,
+                      start: Model) -> Reference:
+    """``train_models`` in the partitioned layout (layout.py): model m holds only the rows its
+    shards use, trains them by local ids on its local tables, and each round the rows its holders
+    changed in the synchronised prefix are folded into the masters (``merge.merge_deltas``) and
+    copied back to their holders; rows with one holder go to the masters at an epoch's end only.
+    ``counts``: the vocabulary's counts. Returns the masters (the whole model) after the last round."""
+    n_shards, rounds = words.shape
+    rows = len(start.win)
+    groups = plan.model_groups(n_shards, n_models)
+    held = [layout.held_rows([p for s in g for p in shards[s]]) for g in groups]
+    k = layout.holders(held, rows)
+    tables = layout.partitioned_tables(counts, t, k)
+    local = [layout.local_tables(tables, counts, h, t.ns_exponent) for h in held]
+    mine = [[layout.localize(shards[s], h) for s in g] for g, h in zip(groups, held)]
+    master = Model(start.win.copy(), start.wout.copy())
+    models = [layout.local_model(start, h) for h in held]
+    updates = [(np.zeros(len(h), np.uint32), np.zeros(len(h), np.uint32)) for h in held]
+    total, done, prefixes, moved = t.epochs * int(words.sum()), 0, set(), []
+    for epoch in range(t.epochs):
+        for r in range(rounds):
+            a0 = plan.schedule(t.alpha, t.min_alpha, done, total)
+            done += int(words[:, r].sum())
+            a1 = plan.schedule(t.alpha, t.min_alpha, done, total)
+            for m, group in enumerate(groups):
+                for s, pieces in zip(group, mine[m]):
+                    spec = round_spec(t, epoch, r, rounds, s, a0, a1)
+                    train_round(models[m], pieces, local[m], spec, *updates[m])
+            n = plan.sync_rows(r, rounds, rows, t.sync_rows)
+            prefixes.add(n)
+            moved.append(_sync(models, held, k, updates, master, n, r == rounds - 1, t.merge))
+    return Reference(master, moved, prefixes)
+
+
+def _sync(models: list[Model], held: list[np.ndarray], k: np.ndarray, updates: list, master: Model, n: int,
+          last: bool, how: str) -> int:
+    """One round's merge in the partitioned layout, in place; returns the bytes it moves between
+    worker processes (model m lives on worker m, which keeps the masters of ``layout.owners``'
+    m-th range: a part crosses unless its holder is the row's owner, and so does a merged row
+    going back to a holder)."""
+    ranges = layout.owners(len(k), len(models))
+    owner = np.repeat(np.arange(len(ranges)), [hi - lo for lo, hi in ranges])
+    nbytes = 0
+    for matrix, c in (("win", 0), ("wout", 1)):
+        parts, target = [], getattr(master, matrix)
+        for m, (model, h, counts) in enumerate(zip(models, held, updates)):
+            cut = layout.synced(h, n)
+            sel = np.flatnonzero(counts[c][:cut])
+            if not last:  # a row one model holds is its own until the epoch's end
+                sel = sel[k[h[sel]] > 1]
+            parts.append((h[sel], getattr(model, matrix)[sel], counts[c][sel]))
+            nbytes += int((owner[h[sel]] != m).sum()) * (target.shape[1] * 4 + 8)
+        touched = merge_deltas(target[:n], parts, k[:n], how)
+        for m, (model, h) in enumerate(zip(models, held)):
+            ids = h[:layout.synced(h, n)]
+            back = np.flatnonzero(touched[ids] & (k[ids] > 1))
+            getattr(model, matrix)[back] = target[ids[back]]
+            nbytes += int((owner[ids[back]] != m).sum()) * (target.shape[1] * 4 + 4)
+    for h, counts in zip(held, updates):
+        cut = layout.synced(h, n)
+        for c in counts:
+            c[:cut][(k[h[:cut]] > 1) | last] = 0
     return nbytes
