@@ -97,6 +97,49 @@ def predict_epoch(counts: np.ndarray, *, models: int, rounds: int, tokens_per_mo
             "tables_bytes": tables, "memory_per_worker": model_bytes + shard_bytes + tables + peak_flight}
 
 
+def predict_partitioned(counts: np.ndarray, *, models: int, rounds: int, tokens_per_model_round: float, dim: int,
+                        negative: int = 5, sample: float = 1e-3, ns_exponent: float = 0.75, base: int | None = 1024,
+                        sentence_tokens: float = 20.0) -> dict:
+    """The partitioned layout (nsdist/layout.py): a model holds the rows its shards use, and the
+    masters of 1/M of the rows. Word i is in a model's shards with probability
+    h_i = 1 - exp(-c_i / M) (its c_i occurrences spread evenly), so k_i = M h_i models hold it.
+    Per round a holder sends the owner the synchronised rows it changed (rows it alone holds:
+    only in the epoch's last round), and every holder gets back the merged rows some holder
+    changed; the owner is one of them with probability about 1 / M."""
+    counts = np.asarray(counts, np.float64)
+    v = len(counts)
+    held = -np.expm1(-counts / models)  # P(word in a model's shards)
+    k = np.maximum(models * held, 1.0)
+    p = counts / counts.sum()
+    keep = keep_probs(counts, sample)
+    n = float(tokens_per_model_round)
+    # A holder trains a word's share of its occurrences: rates per holder, not per model.
+    rate_in = n * models * p * keep / k
+    q = counts ** ns_exponent
+    # Negatives come from the rows a model holds: q restricted to them (their expected mass).
+    rate_out = rate_in + negative * n * float((p * keep).sum()) * q / float((q * held).sum())
+    part_row, merged_row = dim * 4 + 8, dim * 4 + 4
+    last = np.full(v, -1)
+    total = 0.0
+    for r in range(rounds):
+        rows = sync_rows(r, rounds, v, base)
+        t = (r - last[:rows]).astype(np.float64)
+        last[:rows] = r
+        shared = (k[:rows] > 1.5) if r < rounds - 1 else np.ones(rows, bool)
+        for rate in (rate_in[:rows], rate_out[:rows]):
+            changed = -np.expm1(-rate * t)
+            total += float((k[:rows] * changed * shared).sum()) * part_row * (1 - 1 / models)
+            anyone = 1.0 - (1.0 - changed) ** k[:rows]
+            total += float((k[:rows] * anyone * (k[:rows] > 1.5)).sum()) * merged_row * (1 - 1 / models)
+    rows_per_worker = float(held.sum()) + v / models
+    shard_bytes = n * rounds * (4 + 8 / sentence_tokens)
+    tables = 30 * float(held.sum()) + 4 * v / models  # a held row's tables and ids; the masters' holder counts
+    return {"held_rows": float(held.sum()), "head_rows": float((held ** models).sum()),
+            "rows_per_worker": rows_per_worker, "model_bytes_per_worker": rows_per_worker * 2 * dim * 4,
+            "shard_bytes_per_worker": shard_bytes, "tables_bytes": tables, "bytes_per_epoch": total,
+            "memory_per_worker": rows_per_worker * 2 * dim * 4 + shard_bytes + tables}
+
+
 def zipf_counts(vocab: int, tokens: float, s: float = 1.0) -> np.ndarray:
     """Expected counts of a Zipf(s) vocabulary of ``vocab`` words in ``tokens`` tokens."""
     w = np.arange(1, vocab + 1, dtype=np.float64) ** -s
@@ -128,6 +171,12 @@ def main(argv=None) -> int:
           f"{out['bytes_per_epoch'] / a.workers / gb:.1f} GB per worker "
           f"({out['bytes_per_epoch'] / a.workers / out['model_bytes']:.2f} model sizes); "
           f"the epoch's last (full) round {full / gb:.0f} GB")
+    part = predict_partitioned(counts, models=a.workers, rounds=rounds, dim=a.dim, base=a.sync_rows,
+                               tokens_per_model_round=a.tokens / a.workers / rounds)
+    print(f"partitioned: a model holds {part['held_rows']:,.0f} rows ({part['head_rows']:,.0f} held by every model) "
+          f"and the masters of {a.vocab / a.workers:,.0f}; memory per worker {part['memory_per_worker'] / gb:.1f} GB "
+          f"(rows {part['model_bytes_per_worker'] / gb:.1f} GB, shards {part['shard_bytes_per_worker'] / gb:.1f} GB); "
+          f"network per worker per epoch {part['bytes_per_epoch'] / a.workers / gb:.1f} GB")
     return 0
 
 

@@ -27,6 +27,7 @@ from .errors import ConfigError
 from .storage import Store
 
 MERGES = ("mean", "weighted", "touched")
+LAYOUTS = ("auto", "replicated", "partitioned")
 KERNELS = ("batch", "pair")
 _TLS_KEYS = ("tls_ca_file", "tls_cert", "tls_key")
 TOPK_MAX = 2**15 - 1  # the top-k table's rank is an int16
@@ -82,6 +83,11 @@ class TrainConfig:
     explicit_negatives: int = 5
     explicit_weight: float = 1.0
     merge_blocks: int | None = None  # row blocks per round; None: plan.merge_blocks (the same results)
+    # Where the model's rows live (docs/scaling.md): "replicated", every worker holds the whole
+    # model (the fast path); "partitioned", a worker holds the rows its shards use plus the
+    # synchronised values of 1/M of the rows, so memory per worker falls as workers are added;
+    # "auto": replicated where it fits the workers' memory limits, else partitioned.
+    layout: str = "auto"
 
     def rounds(self, models: int) -> int:
         """Merges per epoch for ``models`` models (one per worker): ``syncs_per_epoch``, else 4,
@@ -137,6 +143,8 @@ class TrainConfig:
             raise ConfigError(f"train.merge must be one of {', '.join(MERGES)}, got {self.merge!r}")
         if self.kernel not in KERNELS:
             raise ConfigError(f"train.kernel must be one of {', '.join(KERNELS)}, got {self.kernel!r}")
+        if self.layout not in LAYOUTS:
+            raise ConfigError(f"train.layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         return self
 
 
@@ -332,6 +340,9 @@ HELP = {
     "train.explicit_weight": "with negatives_column: the weight of those items' gradient",
     "train.merge_blocks": "row blocks a round's averaged rows are cut into, each merged by one worker; unset: "
                           "enough that a worker receives at most 1/8 of the model at once; results do not depend on it",
+    "train.layout": "where the model's rows live: replicated (every worker holds the whole model: fastest), "
+                    "partitioned (a worker holds the rows its shards use and 1/M of the synchronised rows: memory "
+                    "per worker falls as workers are added), or auto (replicated where it fits the workers' memory)",
     "graph.directed": "follow edges from src to dst only; false: both ways",
     "graph.walks_per_node": "walks started from every node",
     "graph.walk_length": "nodes per walk, the start included (shorter at a node without out-edges)",

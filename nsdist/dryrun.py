@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import collections
 
+import numpy as np
+
 from . import cluster
 from .config import JobConfig
 from .inputs import check_inputs, plan_inputs
+from .layout import choose, expected_rows
 from .plan import sample_blocks
 from .runs import new_run_id
 
@@ -42,16 +45,28 @@ def dry_run(cfg: JobConfig, client, resume: str | None = None, init_from: str | 
     else:
         weights, picks = _block_weights(blocks, files), sample_blocks(len(blocks))
         fraction = sum(weights[i] for i in picks) / max(sum(weights), 1)
-        estimate = cluster.sample_vocab(client, cfg, blocks, picks, fraction, f"dry-{new_run_id()}")
+        estimate = cluster.sample_vocab(client, cfg, blocks, picks, fraction, f"dry-{new_run_id()}", n_models)
+    if cfg.edges:  # a node's walk positions fall in every shard alike
+        estimate["held_rows"], estimate["head_rows"] = expected_rows(
+            np.full(read.n_nodes, estimate["tokens"] / max(read.n_nodes, 1)), n_models)
     model_bytes = 2 * estimate["vocab_size"] * t.dim * 4  # input and output vectors, float32
     shards = {w: [s for s in range(n_shards) if s % len(workers) == i] for i, w in enumerate(workers)}
-    # Shards hold every token as an int32 id; a worker holds one model and its shards (and, for a
-    # graph, the whole adjacency: walks go anywhere).
-    need = {w: model_bytes + adjacency + 4 * estimate["tokens"] * len(mine) // n_shards for w, mine in shards.items()}
+    # Shards hold every token as an int32 id; a worker holds one model (replicated: every row;
+    # partitioned: its shards' rows and the masters of 1/M of the rows) and its shards (and, for
+    # a graph, the whole adjacency: walks go anywhere).
+    own = 4 * estimate["tokens"] // max(n_shards, 1)
+    rows = estimate["held_rows"] + 2 * -(-estimate["vocab_size"] // n_models)  # its masters, and one read out
+    need = {w: model_bytes + adjacency + own * len(mine) for w, mine in shards.items()}
+    parted = {w: 2 * rows * t.dim * 4 + adjacency + own * len(mine) for w, mine in shards.items()}
+    chosen = choose(t.layout, limits, max(need.values(), default=0), n_models)
     return {"corpus": {"files": len(files), "bytes": sum(s for _, s in files), "blocks": len(blocks)},
+            "layout": {"chosen": chosen, "asked": t.layout, "held_rows": estimate["held_rows"],
+                       "head_rows": estimate["head_rows"], "rows_per_worker": rows,
+                       "replicated_bytes": max(need.values(), default=0),
+                       "partitioned_bytes": max(parted.values(), default=0)},
             "graph": graph_plan,
             "sample": {"blocks": len(picks), "fraction": fraction, **estimate},
             "shards": n_shards, "models": n_models, "dim": t.dim, "model_bytes": model_bytes,
-            "workers": [{"address": w, "shards": shards[w], "bytes": need[w], "memory_limit": limits.get(w, 0)}
-                        for w in workers],
+            "workers": [{"address": w, "shards": shards[w], "bytes": (need if chosen == "replicated" else parted)[w],
+                         "memory_limit": limits.get(w, 0)} for w in workers],
             "rounds_per_epoch": t.rounds(n_models), "epochs": t.epochs, "sync_rows": t.sync_rows}

@@ -8,11 +8,12 @@ are added, down to the head plus a model's share of the tail.
 
 A model trains on its rows by *local* ids (positions in ``held[m]``): its shards are mapped to
 them once (``localize``), and its tables are the global ones restricted to its rows
-(``local_tables``): subsampling as before, negatives drawn from the noise distribution
+(``model_tables``): subsampling as before, negatives drawn from the noise distribution
 restricted to the rows it holds (PyTorch-BigGraph's partition-local negatives: the head holds
 most of the noise mass, and a tail word is drawn as a negative where it is trained), and local
 rates scaled by how many models hold the row (``holder_rates``: averaging a row over its k
-holders divides its progress by k, not by M).
+holders divides its progress by k, not by M); ``model_tables`` builds them from the model's
+rows alone, so no worker needs a table of the whole vocabulary.
 
 A row's synchronised value (the "master") lives with the row block's owner. A round sends the
 owner the rows each holder changed, and the owner folds them into the master
@@ -24,14 +25,14 @@ whole model for checkpoints and outputs.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
-
 import numpy as np
 
+from .config import TrainConfig
 from .encode import Shard
 from .merge import MAX_SHARD_ALPHA
 from .model import Model, Tables
 from .noise import noise_table
+from .plan import PEAK
 from .vocab import keep_probs
 
 
@@ -68,10 +69,15 @@ def localize(pieces: Sequence[Shard], held: np.ndarray) -> list[Shard]:
     >>> p[0].ids.tolist()
     [1, 0]
     """
+    return [localize_piece(p, held) for p in pieces]
+
+
+def localize_piece(piece: Shard, held: np.ndarray) -> Shard:
+    """One piece of ``localize``."""
     def local(ids):
         return None if ids is None else np.searchsorted(held, ids).astype(np.int32)
 
-    return [Shard(local(p.ids), p.offsets, local(p.shown_ids), p.shown_offsets) for p in pieces]
+    return Shard(local(piece.ids), piece.offsets, local(piece.shown_ids), piece.shown_offsets)
 
 
 def holder_rates(counts: np.ndarray, keep: np.ndarray, k: np.ndarray, alpha: float, how: str = "mean",
@@ -96,21 +102,22 @@ def holder_rates(counts: np.ndarray, keep: np.ndarray, k: np.ndarray, alpha: flo
     return (1.0 + (top - 1.0) / (1.0 + occurrences / pivot)).astype(np.float32)
 
 
-def local_tables(tables: Tables, counts: np.ndarray, held: np.ndarray, ns_exponent: float) -> Tables:
-    """A model's tables over the rows it holds: the global subsampling and rates of those rows,
-    and the noise distribution restricted to them (local ids).
+def model_tables(counts: np.ndarray, total: int, k: np.ndarray, t) -> Tables:
+    """A model's tables over the rows it holds, from those rows' ``counts`` and holder counts
+    ``k`` (``total``: the corpus's words in the vocabulary; ``t``: a TrainConfig): the global
+    subsampling of those rows, rates by holder count, and the noise distribution restricted to
+    them (by local id).
 
-    >>> from nsdist.model import make_tables
-    >>> t = local_tables(make_tables(np.array([8, 4, 2, 1]), 0, 1.0), np.array([8, 4, 2, 1]), np.array([1, 3]), 1.0)
-    >>> t.keep.tolist(), len(t.noise_prob)
-    ([1.0, 1.0], 2)
+    >>> t = model_tables(np.array([4, 1]), 15, np.array([2, 1]), TrainConfig(sample=0, ns_exponent=1.0, rate_pivot=None))
+    >>> t.keep.tolist(), t.noise_prob.tolist(), t.rate.tolist()
+    ([1.0, 1.0], [1.0, 0.4000000059604645], [2.0, 1.0])
     """
-    if len(held) == 0:  # a model without words trains nothing
-        prob, alias = np.zeros(0, np.float32), np.zeros(0, np.int32)
-    else:
-        prob, alias = noise_table(np.asarray(counts)[held], ns_exponent)
-    rate = None if tables.rate is None else tables.rate[held]
-    return replace(tables, keep=tables.keep[held], noise_prob=prob, noise_alias=alias, rate=rate)
+    keep = keep_probs(counts, t.sample, total)
+    rate = holder_rates(counts, keep, k, t.alpha, t.merge, t.alpha_scale, t.rate_pivot)
+    if len(counts) == 0:  # a model without words trains nothing
+        return Tables(keep, np.zeros(0, np.float32), np.zeros(0, np.int32), rate)
+    prob, alias = noise_table(counts, t.ns_exponent)
+    return Tables(keep, prob, alias, rate)
 
 
 def local_model(model: Model, held: np.ndarray) -> Model:
@@ -138,10 +145,31 @@ def owners(rows: int, models: int) -> list[tuple[int, int]]:
     return [(rows * m // models, rows * (m + 1) // models) for m in range(models)]
 
 
-def partitioned_tables(counts: np.ndarray, t, k: np.ndarray) -> Tables:
-    """The job's per-row tables for the partitioned layout (``t``: a TrainConfig): subsampling and
-    rates by holder count (``holder_rates``); each model draws its negatives from its own rows
-    (``local_tables``), so there is no noise table of the whole vocabulary."""
-    keep = keep_probs(counts, t.sample)
-    rate = holder_rates(counts, keep, k, t.alpha, t.merge, t.alpha_scale, t.rate_pivot)
-    return Tables(keep, np.zeros(0, np.float32), np.zeros(0, np.int32), rate)
+def choose(layout: str, limits: dict, replicated_bytes: int, models: int) -> str:
+    """The layout a job trains in: ``layout`` unless it is "auto", which keeps the replicated
+    layout (the fast path) wherever a worker's model and shards fit its memory limit at
+    training's peaks (plan.PEAK), and partitions the model past that, if there are several
+    models to share it. No known limit: replicated.
+
+    >>> choose("auto", {"w": 1000}, 400, 4), choose("auto", {"w": 1000}, 600, 4), choose("auto", {"w": 1}, 9, 1)
+    ('replicated', 'partitioned', 'replicated')
+    >>> choose("partitioned", {}, 1, 1)
+    'partitioned'
+    """
+    if layout != "auto":
+        return layout
+    known = [v for v in limits.values() if v]
+    return "partitioned" if models > 1 and known and PEAK * replicated_bytes > min(known) else "replicated"
+
+
+def expected_rows(counts: np.ndarray, models: int) -> tuple[int, int]:
+    """Rows a model is expected to hold, and rows every model holds (the head), when a word's
+    ``counts`` occurrences fall in the M models' shards independently and evenly: a word is in
+    a model's shards with probability 1 - (1 - 1/M)^count. Co-located data (shards of related
+    sentences) holds fewer; the dry run's figure is this estimate.
+
+    >>> expected_rows(np.array([10**6, 1, 1, 1, 1]), 2)  # 1 + 4 x 1/2 rows; head 1 + 4 x 1/4
+    (3, 2)
+    """
+    p = 1.0 - (1.0 - 1.0 / max(models, 1)) ** np.asarray(counts, np.float64)
+    return int(round(p.sum())), int(round((p ** models).sum()))

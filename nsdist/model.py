@@ -56,6 +56,32 @@ def init_model(vocab_size: int, dim: int, seed: int) -> Model:
     return Model(win, np.zeros((vocab_size, dim), np.float32))
 
 
+INIT_CHUNK = 65536  # rows drawn at a time by init_rows
+
+
+def init_rows(vocab_size: int, dim: int, seed: int, rows: np.ndarray) -> Model:
+    """Rows ``rows`` (sorted ids) of ``init_model(vocab_size, dim, seed)``, without its whole
+    matrix: the same random stream, drawn a chunk of rows at a time.
+
+    >>> whole, some = init_model(300, 4, 1), init_rows(300, 4, 1, np.array([0, 150, 299]))
+    >>> bool((some.win == whole.win[[0, 150, 299]]).all()), some.wout.shape
+    (True, (3, 4))
+    """
+    rng = np.random.default_rng([seed, vocab_size, dim])
+    win = np.empty((len(rows), dim), np.float32)
+    for lo in range(0, vocab_size, INIT_CHUNK):
+        hi = min(lo + INIT_CHUNK, vocab_size)
+        chunk = rng.random((hi - lo, dim), dtype=np.float32)
+        a, b = np.searchsorted(rows, (lo, hi))
+        if a < b:
+            part = chunk[rows[a:b] - lo]
+            part -= np.float32(0.5)
+            part *= np.float32(2.0)
+            part /= np.float32(dim)
+            win[a:b] = part
+    return Model(win, np.zeros((len(rows), dim), np.float32))
+
+
 def diverged(alpha: float, what: str) -> ConfigError:
     return ConfigError(f"training diverged ({what}); lower train.alpha (now {alpha}), e.g. --set alpha={alpha / 5:g}")
 

@@ -33,7 +33,7 @@ from importlib.metadata import version
 import dask
 import numpy as np
 
-from . import __version__, checkpoint, cluster, probe, report, storage
+from . import __version__, checkpoint, cluster, layout, probe, report, storage
 from .config import JobConfig, TrainConfig
 from .errors import ConfigError, DataError, Interrupted, OutOfMemory
 from .memory import release_memory
@@ -59,9 +59,9 @@ def _tables(vocab: Vocab, t: TrainConfig, models: int):
     return replace(tables, rate=rate)
 
 
-def _rate_summary(tables) -> dict:
+def _rate_summary(*tables) -> dict:
     """The models' per-row rate multipliers (merge.shard_rates), for the manifest."""
-    r = tables.rate
+    r = np.concatenate([t.rate for t in tables])
     return {"min": float(r.min()), "median": float(np.median(r)), "max": float(r.max())} if len(r) else {}
 
 
@@ -156,6 +156,7 @@ class _Run:
     url: str
     state: dict | None
     parent: str | None  # the published run a warm start reads
+    claim: dict | None = None  # a new run's claim, made once its corpus is counted (``_claim``)
 
 
 def _open_run(cfg: JobConfig, fingerprint: str, resume: str | None, init_from: str | None) -> _Run:
@@ -164,13 +165,8 @@ def _open_run(cfg: JobConfig, fingerprint: str, resume: str | None, init_from: s
     parent = resolve_run(storage.absolute(init_from), store) if init_from else None
     if not resume:
         run_id = new_run_id()
-        try:
-            claim_run(cfg.out, run_id, store, config=cfg.to_dict(), init_from=init_from,
-                      corpus_fingerprint=fingerprint)
-        except (FileNotFoundError, PermissionError, NotADirectoryError) as e:  # the first write under out
-            raise ConfigError(f"cannot write the run under {cfg.out!r} ({e}); pass a writable directory, or an "
-                              "s3:// prefix in an existing bucket, as --out (and check the credentials)") from None
-        return _Run(run_id, run_url(cfg.out, run_id), None, parent)
+        return _Run(run_id, run_url(cfg.out, run_id), None, parent,
+                    {"config": cfg.to_dict(), "init_from": init_from, "corpus_fingerprint": fingerprint})
     url = resume.rstrip("/")
     run_id = url.rsplit("/", 1)[-1]
     state = checkpoint.latest(url, store)
@@ -179,6 +175,19 @@ def _open_run(cfg: JobConfig, fingerprint: str, resume: str | None, init_from: s
     if state and state["corpus_fingerprint"] != fingerprint:
         raise DataError(f"the corpus changed since run {run_id} started (files or sizes differ); start a new run")
     return _Run(run_id, url, state, parent)
+
+
+def _claim(cfg: JobConfig, run: _Run) -> None:
+    """Claim a new run under ``out`` (an exclusive create): once its corpus is counted and the
+    job is known to fit, so that a job refused before training leaves nothing behind."""
+    if run.claim is None:
+        return
+    try:
+        claim_run(cfg.out, run.id, cfg.store, **run.claim)
+    except (FileNotFoundError, PermissionError, NotADirectoryError) as e:  # the first write under out
+        raise ConfigError(f"cannot write the run under {cfg.out!r} ({e}); pass a writable directory, or an "
+                          "s3:// prefix in an existing bucket, as --out (and check the credentials)") from None
+    run.claim = None
 
 
 def _check_words(summary: dict, files: list[tuple[str, int]], store) -> None:
@@ -252,10 +261,12 @@ def train(cfg: JobConfig, client, resume: str | None = None, init_from: str | No
     try:
         return _job(cfg, client, run, files, blocks, fingerprint, t_start, read)
     except OutOfMemory:
-        if not run.state and not checkpoint.latest(run.url, cfg.store):  # nothing trained: nothing to resume
+        if run.claim is None and not run.state and not checkpoint.latest(run.url, cfg.store):  # nothing to resume
             cfg.store.remove(run.url, recursive=True)
         raise
     except KeyboardInterrupt:
+        if run.claim is not None:
+            raise Interrupted(f"interrupted before run {run.id} was claimed: nothing written under {cfg.out}") from None
         store = cfg.store
         saved = checkpoint.latest(run.url, store)
         where = f"after epoch {saved['epoch']}" if saved else "before its first checkpoint"
@@ -314,21 +325,22 @@ def _job(cfg: JobConfig, client, run: _Run, files: list, blocks: list, fingerpri
         counted = (cluster.walk_corpus(client, cfg, graph_read, run.id, n_shards) if cfg.edges
                    else cluster.count_vocab(client, cfg, blocks, run.id, n_shards))
     digest = _check_counted(client, cfg, run, counted, files, timer.seconds["count"])
+    # From the counts (the shards' size is exact after encoding): a replicated model that cannot
+    # fit is refused here, before the run is claimed.
+    limits, vocab_size = cluster.memory_limits(client), counted.summary["vocab_size"]
+    if state.get("layout", layout.choose(t.layout, limits, _replicated_bytes(
+            vocab_size, t.dim, _shard_bytes(counted.summary), n_models), n_models)) == "replicated":
+        _check_memory(limits, vocab_size, t.dim, _shard_bytes(counted.summary), n_models)
+    _claim(cfg, run)
 
     with timer("encode"), cluster.out_of_memory(client, "encoding", "lower blocksize"):  # stay for all epochs
         shards, words, shard_bytes = cluster.encode_shards(client, cfg, counted, n_shards, t.rounds(n_models), run.id)
     _check_encoded(words, n_shards, timer.seconds["encode"])
-    _check_memory(cluster.memory_limits(client), counted.summary["vocab_size"], t.dim, shard_bytes, n_models)
-
-    tables, rates = _tables_on_workers(client, cfg, counted, n_models, run.id)
-    # The pairs each epoch's reported loss is scored on, drawn once from the first shard (probe.py).
-    pairs = cluster.submit(client, probe.sample, shards[0], tables, t.window, t.negative, t.explicit_negatives,
-                           t.explicit_weight, t.seed, key=f"probe-sample-{run.id}")
-    training = cluster.Training(shards, words, tables, counted.summary["vocab_size"], t.dim, n_models, t.merge_blocks,
-                                run.id, pairs)
     source, warm = _source(client, cfg, run, counted.vocab, counted.summary["vocab_size"])
+    training, rates, placed = _training(client, cfg, run, counted, shards, words, shard_bytes, n_models, source)
     epochs = {m["epoch"]: m for m in state.get("metrics", [])}
-    saves = _Checkpoints(cfg, run, {"shards": n_shards, "models": n_models, "shard_plan": SHARD_PLAN,
+    saves = _Checkpoints(cfg, run, {"shards": n_shards, "models": n_models, "layout": placed["layout"],
+                                    "shard_plan": SHARD_PLAN,
                                     "corpus_fingerprint": fingerprint, "vocab_sha256": digest, "warm_start": warm})
     with cluster.train_epochs(client, cfg, training, source, state.get("epoch", 0), saves.url_after) as trained:
         for epoch in trained:  # its rounds trained and merged on the workers; after a lost worker, again
@@ -343,7 +355,7 @@ def _job(cfg: JobConfig, client, run: _Run, files: list, blocks: list, fingerpri
                "encode_seconds": timer.seconds["encode"], "topk_seconds": written.get("topk_seconds"),
                "total_seconds": time.perf_counter() - t_start, "resumed_after_epoch": state.get("epoch") or None,
                "restarts_after_worker_loss": restarts, "rounds_per_epoch": training.rounds, "rate_multiplier": rates,
-               "models": n_models, "threads_per_model": threads,
+               "models": n_models, "threads_per_model": threads, **placed,
                # Threads sharing a model race (Hogwild): the bits then depend on timing.
                "bit_reproducible": max(threads) == 1, "client_peak_rss_bytes": _peak_rss()}
     corpus = {"files": [u for u, _ in files], "bytes": sum(s for _, s in files), "fingerprint": fingerprint,
@@ -366,6 +378,66 @@ def _check_counted(client, cfg: JobConfig, run: _Run, counted, files: list, seco
     if run.state and run.state["vocab_sha256"] != digest:
         raise DataError(f"the vocabulary of run {run.id} cannot be reproduced from the corpus; start a new run")
     return digest
+
+
+def _training(client, cfg: JobConfig, run: _Run, counted, shards: list, words: np.ndarray, shard_bytes: int,
+              n_models: int, source: tuple) -> tuple:
+    """What training needs on the workers in the job's layout (``train.layout``; a resumed run
+    keeps its own): (cluster.Training, the rate multipliers' summary, the layout's record for the
+    manifest). A layout that cannot fit the workers' memory limits is refused here, before any
+    model is built."""
+    t, vocab_size, limits = cfg.train, counted.summary["vocab_size"], cluster.memory_limits(client)
+    chosen = (run.state or {}).get("layout") or layout.choose(t.layout, limits, _replicated_bytes(
+        vocab_size, t.dim, shard_bytes, n_models), n_models)
+    parts = None
+    if chosen == "replicated":
+        _check_memory(limits, vocab_size, t.dim, shard_bytes, n_models)
+        tables, rates = _tables_on_workers(client, cfg, counted, n_models, run.id)
+        record = {"layout": "replicated"}
+    else:
+        parts = cluster.partition(client, shards, counted.vocab, t, n_models, vocab_size, cluster.workers(client),
+                                  run.id)
+        held = cluster.gather_alive(client, parts.held)
+        _check_partitioned(limits, held, parts.ranges, t.dim, shard_bytes, n_models, source[0] is not init_model)
+        shards, tables = parts.shards, parts.tables[0]
+        rates = cluster.compute(client, _rate_summary, *parts.tables, key=f"rates-{run.id}")
+        record = {"layout": "partitioned", "held_rows": held}
+        log.info("partitioned layout: each model holds %s of %d rows", ", ".join(f"{h:,}" for h in held), vocab_size,
+                 extra={"stage": "layout", **record})
+    # The pairs each epoch's reported loss is scored on, drawn once from the first shard (probe.py).
+    pairs = cluster.submit(client, probe.sample, shards[0], tables, t.window, t.negative, t.explicit_negatives,
+                           t.explicit_weight, t.seed, key=f"probe-sample-{run.id}")
+    training = cluster.Training(shards, words, tables, vocab_size, t.dim, n_models, t.merge_blocks, run.id, pairs,
+                                parts)
+    return training, rates, record
+
+
+def _shard_bytes(summary: dict) -> int:
+    """The shards' bytes from the counts (encode.Shard: an int32 per kept token, an int64 offset
+    per sentence), before they are encoded."""
+    return 4 * summary["vocab_tokens"] + 8 * summary["sentences"]
+
+
+def _replicated_bytes(vocab_size: int, dim: int, shard_bytes: int, n_models: int) -> int:
+    """A worker's model and shards in the replicated layout."""
+    return 2 * vocab_size * dim * 4 + shard_bytes // max(n_models, 1)
+
+
+def _check_partitioned(limits: dict, held: list[int], ranges: list, dim: int, shard_bytes: int, n_models: int,
+                       whole: bool) -> None:
+    """OutOfMemory when a worker's rows (its model's and its masters, and the range of them that a
+    checkpoint or output writer reads at a time) and shards would pass its memory limit at
+    training's peaks; ``whole``: the model training starts from is read whole on every worker (a
+    checkpoint or a warm start)."""
+    known = [v for v in limits.values() if v]
+    rows = max(h + 2 * (hi - lo) for h, (lo, hi) in zip(held, ranges)) + (ranges[-1][1] if whole else 0)
+    need = 2 * rows * dim * 4 + shard_bytes // max(n_models, 1)
+    if known and PEAK * need > min(known):
+        raise OutOfMemory(
+            f"in the partitioned layout a worker holds up to {rows:,} rows x dim {dim} x 2 float32 and its shards: up "
+            f"to {PEAK * need / 1e6:,.1f} MB while training, more than the workers' memory limit of "
+            f"{min(known) / 1e6:,.1f} MB; add workers or give them more memory, or train a smaller model (a lower dim, "
+            "a higher min_count, or max_vocab)")
 
 
 def _check_memory(limits: dict, vocab_size: int, dim: int, shard_bytes: int, n_models: int) -> None:

@@ -107,8 +107,7 @@ def train_partitioned(shards: list[Shard], words: np.ndarray, counts: np.ndarray
     groups = plan.model_groups(n_shards, n_models)
     held = [layout.held_rows([p for s in g for p in shards[s]]) for g in groups]
     k = layout.holders(held, rows)
-    tables = layout.partitioned_tables(counts, t, k)
-    local = [layout.local_tables(tables, counts, h, t.ns_exponent) for h in held]
+    local = [layout.model_tables(counts[h], int(counts.sum()), k[h], t) for h in held]
     mine = [[layout.localize(shards[s], h) for s in g] for g, h in zip(groups, held)]
     master = Model(start.win.copy(), start.wout.copy())
     models = [layout.local_model(start, h) for h in held]

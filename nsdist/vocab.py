@@ -44,10 +44,11 @@ def build_vocab(counts: Counts, min_count: int = 5, max_vocab: int | None = None
     return Vocab(table["word"].combine_chunks(), table["count"].to_numpy().astype(np.int64))
 
 
-def keep_probs(counts: np.ndarray, sample: float) -> np.ndarray:
+def keep_probs(counts: np.ndarray, sample: float, total: int | None = None) -> np.ndarray:
     """Probability of keeping each occurrence of a word (word2vec's subsampling formula).
 
-    keep = (sqrt(f / (s*T)) + 1) * (s*T) / f, capped at 1, for a word of count f among T words.
+    keep = (sqrt(f / (s*T)) + 1) * (s*T) / f, capped at 1, for a word of count f among T words
+    (``total``; default: the sum of ``counts``, the whole vocabulary's).
 
     >>> keep_probs(np.array([1000, 10, 1]), 1e-3).astype(float).round(3).tolist()
     [0.033, 0.419, 1.0]
@@ -57,6 +58,6 @@ def keep_probs(counts: np.ndarray, sample: float) -> np.ndarray:
     counts = np.asarray(counts, dtype=np.float64)
     if sample <= 0 or counts.size == 0:
         return np.ones(counts.shape, dtype=np.float32)
-    threshold = sample * counts.sum()
+    threshold = sample * (counts.sum() if total is None else float(total))
     keep = (np.sqrt(counts / threshold) + 1.0) * threshold / counts
     return np.minimum(keep, 1.0).astype(np.float32)

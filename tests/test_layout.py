@@ -115,12 +115,16 @@ def test_merge_deltas_by_hand():
         assert g.ravel().tolist() == [pytest.approx(row0), 9.0, 7.0]
 
 
-def test_local_tables_restrict_the_noise_to_the_held_rows():
+def test_model_tables_restrict_the_noise_to_the_held_rows():
+    """Subsampling and rates as the whole vocabulary's tables give those rows; negatives drawn
+    from the noise distribution over the held rows only."""
     counts = np.array([100, 50, 20, 5, 1])
-    tables = make_tables(counts, 1e-2, 0.75)
-    held = np.array([1, 3], np.int32)
-    local = layout.local_tables(tables, counts, held, 0.75)
-    assert local.keep.tolist() == tables.keep[held].tolist()
+    t = TrainConfig(sample=1e-2)
+    held, k = np.array([1, 3], np.int32), np.array([3, 2, 2, 1, 1])
+    local = layout.model_tables(counts[held], int(counts.sum()), k[held], t)
+    assert local.keep.tolist() == keep_probs(counts, 1e-2)[held].tolist()
+    assert local.rate.tolist() == layout.holder_rates(counts, keep_probs(counts, 1e-2), k, t.alpha,
+                                                      pivot=t.rate_pivot)[held].tolist()
     # An alias table draws column j (1/n each), keeps it with prob[j], else takes alias[j].
     n = len(held)
     p = local.noise_prob.astype(np.float64) / n
@@ -129,7 +133,6 @@ def test_local_tables_restrict_the_noise_to_the_held_rows():
             p[local.noise_alias[j]] += (1.0 - local.noise_prob[j]) / n
     w = counts[held] ** 0.75
     assert np.allclose(p, w / w.sum(), atol=1e-6)
-    assert keep_probs(counts, 1e-2)[3] == local.keep[1]
 
 
 def test_models_that_share_no_shards_hold_their_rows_once():
@@ -137,3 +140,86 @@ def test_models_that_share_no_shards_hold_their_rows_once():
     assert groups == [[0, 2], [1, 3]]
     held = [np.array([0, 1, 2]), np.array([0, 3])]
     assert layout.holders(held, 4).tolist() == [2, 1, 1, 1]
+
+
+def test_the_distributed_partitioned_layout_equals_the_reference(client, tmp_path):
+    """Two single-threaded workers train a long-tail corpus in the partitioned layout: each model
+    holds only its shards' rows, and the vectors, output vectors and bytes moved per round equal
+    reference.train_partitioned on the same shards."""
+    from nsdist.cluster import count_vocab, encode_shards
+    from nsdist.config import load_config
+    from nsdist.corpus import plan_blocks
+    from nsdist.pipeline import train
+    from nsdist.runs import load
+
+    rng = np.random.default_rng(7)
+    p = 1 / np.arange(1, 3001)
+    ids = rng.choice(3000, size=24_000, p=p / p.sum())
+    path = tmp_path / "zipf.txt"
+    path.write_text("".join(" ".join(f"w{i}" for i in line) + "\n" for line in ids.reshape(-1, 12)))
+    cfg = load_config(None, {"dim": 8, "epochs": 2, "min_count": 1, "shards": 4, "sync_rows": 64,
+                             "layout": "partitioned"}, environ={}, corpus=(str(path),), out=str(tmp_path / "out"))
+    t = cfg.train
+    counted = count_vocab(client, cfg, plan_blocks(cfg.corpus, {}, cfg.blocksize), "ref")
+    shards, words, _ = encode_shards(client, cfg, counted, 4, t.rounds(2), "ref")
+    vocab = counted.vocab.result()
+    ref = train_partitioned(client.gather(shards), words, vocab.counts, t, 2, init_model(len(vocab), t.dim, t.seed))
+
+    result = train(cfg, client)
+    metrics = result.manifest["metrics"]
+    assert metrics["layout"] == "partitioned" and metrics["models"] == 2 and metrics["bit_reproducible"]
+    assert max(metrics["held_rows"]) < len(vocab)  # no model holds every row
+    assert np.array_equal(load(result.run_url).vectors, ref.model.win)
+    import os
+    assert np.array_equal(np.load(os.path.join(result.run_url, "context.npy")), ref.model.wout)
+    assert [m["bytes"] for e in metrics["epochs"] for m in e["merges"]] == ref.moved
+    assert len(ref.prefixes) >= 3  # the tiers were exercised
+
+
+def _long_tail(path, types: int = 60_000, seed: int = 3) -> str:
+    """A corpus whose words mostly occur once or twice: a model's shards use a part of them."""
+    rng = np.random.default_rng(seed)
+    p = 1 / np.arange(1, types + 1) ** 0.6
+    ids = rng.choice(types, size=48_000, p=p / p.sum())
+    path.write_text("".join(" ".join(f"w{i}" for i in line) + "\n" for line in ids.reshape(-1, 12)))
+    return str(path)
+
+
+def test_a_model_too_large_for_each_worker_trains_partitioned_and_replicated_is_refused(tmp_path, capfd):
+    """Four workers whose memory limit cannot hold the replicated model: forced replicated, the
+    job is refused at --dry-run and before a run is claimed (exit 2); auto plans and trains the
+    partitioned layout, each model holding part of the rows."""
+    import dask
+    from distributed import LocalCluster
+
+    from nsdist.cli import main
+    from nsdist.runs import load
+
+    corpus, out = _long_tail(tmp_path / "c.txt"), tmp_path / "out"
+    # The limit is a number nsdist plans with: Dask's own memory management is off (the worker
+    # processes alone take more than it).
+    off = {"distributed.worker.memory.target": False, "distributed.worker.memory.spill": False,
+           "distributed.worker.memory.pause": False, "distributed.worker.memory.terminate": False}
+    with dask.config.set(off), LocalCluster(n_workers=4, threads_per_worker=1, memory_limit="100MB",
+                                            dashboard_address=":0", host="127.0.0.1") as lc:
+        base = ["train", "--corpus", corpus, "--out", str(out), "--scheduler", lc.scheduler_address,
+                "--set", "dim=256", "--set", "min_count=1", "--set", "epochs=1"]
+        capfd.readouterr()
+        assert main([*base, "--set", "layout=replicated", "--dry-run"]) == 2
+        text = capfd.readouterr()
+        assert "layout: replicated (train.layout)" in text.out
+        assert "error: the job does not fit in the replicated layout" in text.err
+        assert "set train.layout=auto or partitioned" in text.err
+        assert main([*base, "--set", "layout=replicated"]) == 2
+        assert "the model (" in capfd.readouterr().err and not out.exists()  # refused before the claim
+
+        assert main([*base, "--dry-run"]) == 0
+        plan = capfd.readouterr().out
+        assert "layout: partitioned (auto: the replicated model does not fit the workers' memory)" in plan
+        assert plan.count(": fits") == 4
+        assert main(base) == 0
+    emb = load(str(out))
+    metrics = emb.manifest["metrics"]
+    assert metrics["layout"] == "partitioned" and metrics["models"] == 4
+    assert max(metrics["held_rows"]) < 0.6 * len(emb)
+    assert np.isfinite(emb.vectors).all() and len(emb) > 25_000

@@ -6,7 +6,7 @@ import json
 import logging
 import os
 
-from ..errors import ConfigError
+from ..errors import ConfigError, OutOfMemory
 from .logs import VERBOSE
 from .parser import SYNTH_ITEMS, SYNTH_NODES, SYNTH_SESSIONS, SYNTH_TOKENS
 
@@ -49,6 +49,14 @@ def _print_plan(plan: dict) -> None:
               f"{s['vocab_size']:,} words")
     print(f"model: {s['vocab_size']:,} words x dim {plan['dim']} x 2 (input, output) float32 = "
           f"{plan['model_bytes'] / 1e6:,.1f} MB; {plan['models']} model(s), one per worker")
+    lay = plan["layout"]
+    why = {"auto": " (auto: the replicated model fits every worker)" if lay["chosen"] == "replicated" else
+           " (auto: the replicated model does not fit the workers' memory)"}.get(lay["asked"], " (train.layout)")
+    print(f"layout: {lay['chosen']}{why}; replicated, a worker holds all {s['vocab_size']:,} rows "
+          f"({lay['replicated_bytes'] / 1e6:,.1f} MB with its shards); partitioned, about {lay['rows_per_worker']:,} "
+          f"rows ({lay['held_rows']:,} its shards use, about {lay['head_rows']:,} of them used by every model, and "
+          f"the masters of 1/{plan['models']} of the rows, twice while they are written out; "
+          f"{lay['partitioned_bytes'] / 1e6:,.1f} MB with its shards)")
     print(f"rounds: {plan['rounds_per_epoch']} per epoch x {plan['epochs']} epoch(s); each averages the "
           f"{plan['sync_rows'] or 'all'} most frequent rows or more, all rows at each epoch's end")
     print(f"{plan['shards']} shard(s) over {len(plan['workers'])} worker(s):")
@@ -59,6 +67,15 @@ def _print_plan(plan: dict) -> None:
         print(f"  {w['address']}: shards {', '.join(map(str, w['shards'])) or 'none'}; about {need / 1e6:,.1f} MB "
               f"for its model{', the adjacency' if g else ''} and shards, up to {PEAK * need / 1e6:,.1f} MB at peaks, "
               f"{verdict}")
+    limits = [w["memory_limit"] for w in plan["workers"] if w["memory_limit"]]
+    worst = max((w["bytes"] for w in plan["workers"]), default=0)
+    if limits and PEAK * worst > min(limits):
+        fix = ("add workers, give them more memory" if lay["chosen"] == "partitioned" else
+               "set train.layout=auto or partitioned, give the workers more memory")
+        raise OutOfMemory(f"the job does not fit in the {lay['chosen']} layout: a worker needs up to "
+                          f"{PEAK * worst / 1e6:,.1f} MB at training's peaks, more than the workers' memory limit of "
+                          f"{min(limits) / 1e6:,.1f} MB; {fix}, or train a smaller model (a lower dim, a higher "
+                          "min_count, or max_vocab)")
 
 
 def _log_dashboard(client) -> None:

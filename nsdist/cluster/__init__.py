@@ -6,6 +6,7 @@
 - ``graph``: a graph job's edges, adjacency and walks, which then take the corpus's path;
 - ``models``: the one model each worker process holds and trains in place (worker state);
 - ``training``: rounds, merges, checkpoints and recovery from a lost worker;
+- ``parts`` and ``partitioned``: the partitioned layout's worker state and its placement;
 - ``plugin``: what every worker gets set up with (allocator, a log without nsdist's expected
   errors, Dask's sizes of nsdist objects).
 
@@ -13,14 +14,15 @@ The stages (counts.py, vocab.py, encode.py), the kernels (sgns.py) and the plann
 (plan.py) know nothing of Dask; pipeline.py reads top to bottom and calls into here.
 """
 
-from .client import (check_readable, close, compute, out_of_memory, connect, memory_limits, session, setup_workers, submit, threads, tree_levels,
+from .client import (check_readable, close, compute, gather_alive, out_of_memory, connect, memory_limits, session, setup_workers, submit, threads, tree_levels,
                      tree_reduce, workers)
 from .models import ModelLost
 from .plugin import ExpectedErrors, WorkerMemory
 from .graph import check_adjacency, read_graph, walk_corpus
 from .stages import Counted, count_vocab, encode_shards, sample_vocab
 from .training import Training, train_epochs
+from .partitioned import partition
 
 __all__ = ["check_readable", "close", "out_of_memory", "compute", "connect", "session", "memory_limits", "setup_workers", "submit", "threads", "tree_levels", "tree_reduce",
            "workers", "ModelLost", "ExpectedErrors", "WorkerMemory", "Counted", "count_vocab", "encode_shards", "sample_vocab",
-           "check_adjacency", "read_graph", "walk_corpus", "Training", "train_epochs"]
+           "check_adjacency", "read_graph", "walk_corpus", "Training", "train_epochs", "gather_alive", "partition"]

@@ -16,6 +16,7 @@ from ..corpus import Block, iter_tokens, read_session_block, word_type
 from ..counts import Counts, Scanned, merge_counts, scan, scan_sessions
 from ..encode import Shard, encode_scanned
 from ..memory import release_memory
+from ..layout import expected_rows
 from ..plan import block_workers, estimate_vocab, shard_plan
 from ..shard import round_words
 from ..vocab import Vocab, build_vocab
@@ -74,21 +75,26 @@ def _count_block(block: Block, storage_options, lowercase: bool, column: str, sh
     return _scan_block(block, storage_options, lowercase, column, shown_column, order_column).to_counts()
 
 
-def _sample_summary(fraction: float, min_count: int, max_vocab: int | None, *parts: Counts) -> dict:
+def _sample_summary(fraction: float, min_count: int, max_vocab: int | None, models: int, *parts: Counts) -> dict:
     counts = merge_counts(*parts)
+    kept = counts.table["count"].to_numpy()
+    kept = np.sort(kept[kept >= min_count * fraction])[::-1][:max_vocab] / fraction  # the vocabulary's, scaled up
+    held, head = expected_rows(kept, models)
     return {"sample_tokens": counts.tokens, "sample_distinct_words": counts.table.num_rows,
             "tokens": round(counts.tokens / fraction),
-            "vocab_size": estimate_vocab(counts.table["count"].to_numpy(), fraction, min_count, max_vocab)}
+            "vocab_size": estimate_vocab(counts.table["count"].to_numpy(), fraction, min_count, max_vocab),
+            "held_rows": held, "head_rows": head}
 
 
 def sample_vocab(client: Client, cfg: JobConfig, blocks: list[Block], picks: list[int], fraction: float,
-                 tag: str) -> dict:
+                 tag: str, models: int = 1) -> dict:
     """Count the blocks ``picks`` (``fraction`` of the corpus) on the workers; the corpus's
-    tokens and vocabulary size estimated from them (plan.estimate_vocab)."""
+    tokens and vocabulary size estimated from them (plan.estimate_vocab), and the rows each of
+    ``models`` models would hold in the partitioned layout (layout.expected_rows)."""
     t = cfg.train
     read_args = (cfg.storage_options, t.lowercase, cfg.parquet_column, cfg.negatives_column, cfg.order_column)
     counted = [client.submit(_count_block, blocks[i], *read_args, key=f"sample-{tag}-{i}") for i in picks]
-    return client.submit(_sample_summary, fraction, t.min_count, t.max_vocab, *counted,
+    return client.submit(_sample_summary, fraction, t.min_count, t.max_vocab, models, *counted,
                          key=f"sample-summary-{tag}").result()
 
 

@@ -54,6 +54,7 @@ class Training:
     blocks: int | None  # row blocks per round; None: plan.merge_blocks
     tag: str
     probe: object = None  # a future of probe.Sample: the pairs each epoch's reported loss is scored on
+    parts: object = None  # the partitioned layout's inputs (partitioned.Parts); None: replicated
 
     @property
     def rounds(self) -> int:
@@ -112,14 +113,18 @@ class _Attempt:
         t = cfg.train
         self.total = t.epochs * int(run.words.sum())
         self.done = start * int(run.words.sum())
-        build, args = source
-        ready = {w: self.submit(models.create, run.tag, attempt, start * run.rounds,
-                                [m for m, h in enumerate(self.layout.home) if h == w], build, *args,
-                                key=f"model-{run.tag}-{attempt}-{i}", worker=w)
-                 for i, w in enumerate(self.workers)}
+        ready = self._create(*source, start)
         self.after = [[ready[w]] for w in self.layout.home]  # per model: what its next task waits for
         self.last_end = time.perf_counter()
         self.bar, self.bar_words, self.last_loss = progress.off(), 0, None  # train_epochs sets the bar
+
+    def _create(self, build, args: tuple, start: int) -> dict:
+        """Per worker, the future of its models, built by ``build(*args)``, ready for epoch ``start``."""
+        run = self.run
+        return {w: self.submit(models.create, run.tag, self.attempt, start * run.rounds,
+                               [m for m, h in enumerate(self.layout.home) if h == w], build, *args,
+                               key=f"model-{run.tag}-{self.attempt}-{i}", worker=w)
+                for i, w in enumerate(self.workers)}
 
     def _round_ended(self, epoch: int, words: int, future) -> None:
         """A round's barrier finished (the bar's thread): the bar's words/s and last loss."""
@@ -372,7 +377,10 @@ class train_epochs:  # noqa: N801 - used as a function: ``with train_epochs(...)
         """Epochs from ``start`` on fresh models: epoch e + 1 is submitted before epoch e is
         collected, so the workers never wait for the client between epochs."""
         self.job = None
-        self.job = job = _Attempt(self.client, self.cfg, self.run, self.restarts, self.start, self.source)
+        attempt = _Attempt
+        if self.run.parts is not None:
+            from .partitioned import _Partitioned as attempt  # it builds on _Attempt
+        self.job = job = attempt(self.client, self.cfg, self.run, self.restarts, self.start, self.source)
         job.bar, self.bar.done = self.bar, (self.start - self.first) * self.run.rounds
         pending = None
         for epoch in range(self.start, self.cfg.train.epochs):

@@ -1,0 +1,288 @@
+"""Placing the partitioned layout (layout.py) on the workers: its fixed inputs, and its rounds.
+
+``partition`` runs once per job, after encoding: each model's rows (the ids its shards hold),
+how many models hold each row (counted by the row's owner from each model's rows in its range),
+the shards mapped to local ids and each model's tables, all on the workers; the client holds
+futures only. ``_Partitioned`` is ``training._Attempt`` with the rounds of parts.py: train, send
+each owner the changed rows of its range, merge into the masters, share out to the holders,
+install. Its checkpoints, outputs and top-k table read the whole model from the owners' masters
+a range at a time (``_Rows``): no worker holds it whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from distributed import Client, worker_client
+
+from .. import layout, progress
+from ..model import Model
+from ..nearest import unit_rows
+from ..plan import schedule, sync_rows
+from ..shard import round_spec
+from . import parts
+from .models import ModelLost
+from .training import _Attempt
+
+
+@dataclass(frozen=True)
+class Parts:
+    """The partitioned layout's inputs, fixed for a job (futures on the workers)."""
+
+    shards: list  # per shard: its pieces with local ids
+    tables: list  # per model: its tables (layout.model_tables)
+    rows: list  # per model: (held ids, their holder counts, holder counts of its range)
+    ranges: list[tuple[int, int]]  # per model: the rows whose masters its worker keeps
+    inrange: list[list]  # [owner][model]: the model's held ids in the owner's range
+    held: list  # per model: how many rows it holds (a future of an int)
+
+
+def _held(*pieces) -> np.ndarray:
+    return layout.held_rows(pieces)
+
+
+def _in_range(held: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    return held[np.searchsorted(held, lo):np.searchsorted(held, hi)]
+
+
+def _count(lo: int, hi: int, *inrange: np.ndarray) -> np.ndarray:
+    k = np.zeros(hi - lo, np.int32)
+    for ids in inrange:
+        k[ids - lo] += 1
+    return k
+
+
+def _k_at(k: np.ndarray, lo: int, ids: np.ndarray) -> np.ndarray:
+    return k[ids - lo]
+
+
+def _rows(held: np.ndarray, k_range: np.ndarray, *k_parts: np.ndarray) -> tuple:
+    return held, np.concatenate(k_parts) if k_parts else np.zeros(0, np.int32), k_range
+
+
+def _tables(vocab, t, rows: tuple):
+    held, k_held, _ = rows
+    return layout.model_tables(vocab.counts[held], vocab.total, k_held, t)
+
+
+def partition(client: Client, shards: list, vocab, t, n_models: int, rows: int, homes: list[str], tag: str) -> Parts:
+    """The partitioned layout's inputs from the encoded ``shards`` (piece futures), the
+    ``vocab`` (a future), ``n_models`` models on ``homes``; ``rows``: the vocabulary size."""
+    def on(m: int) -> dict:
+        return {"workers": [homes[m % len(homes)]], "allow_other_workers": True}
+
+    groups = [list(range(m, len(shards), n_models)) for m in range(n_models)]
+    ranges = layout.owners(rows, n_models)
+    held = [client.submit(_held, *[p for s in g for p in shards[s]], key=f"held-{tag}-{m}", **on(m))
+            for m, g in enumerate(groups)]
+    inrange = [[client.submit(_in_range, held[m], lo, hi, key=f"inrange-{tag}-{o}-{m}", **on(m))
+                for m in range(n_models)] for o, (lo, hi) in enumerate(ranges)]
+    k_range = [client.submit(_count, lo, hi, *inrange[o], key=f"holders-{tag}-{o}", **on(o))
+               for o, (lo, hi) in enumerate(ranges)]
+    k_of = [[client.submit(_k_at, k_range[o], ranges[o][0], inrange[o][m], key=f"k-{tag}-{o}-{m}", **on(o))
+             for m in range(n_models)] for o in range(n_models)]
+    model_rows = [client.submit(_rows, held[m], k_range[m], *[k_of[o][m] for o in range(n_models)],
+                                key=f"rows-{tag}-{m}", **on(m)) for m in range(n_models)]
+    tables = [client.submit(_tables, vocab, t, model_rows[m], key=f"tables-{tag}-{m}", **on(m))
+              for m in range(n_models)]
+    local = [None] * len(shards)
+    for m, g in enumerate(groups):
+        for s in g:
+            local[s] = [client.submit(layout.localize_piece, p, held[m], key=f"local-{p.key}", **on(m))
+                        for p in shards[s]]
+    sizes = [client.submit(len, h, key=f"nheld-{tag}-{m}", **on(m)) for m, h in enumerate(held)]
+    return Parts(local, tables, model_rows, ranges, inrange, sizes)
+
+
+def _info(merged, remote: tuple, *parts_and_stats) -> dict:
+    """One owner's merge record: bytes of the parts received from other processes, and (the
+    first owner) the shards' statistics."""
+    n = len(remote)
+    got, stats = parts_and_stats[:n], parts_and_stats[n:]
+    nbytes = sum(sum(a.nbytes for m in p for a in m) for p, r in zip(got, remote) if r and p is not None)
+    return {"seconds": 0.0, "bytes": nbytes, "stats": [s for group in stats if group for s in group]}
+
+
+class _Fetch:
+    """The owners' masters after a round, fetched by a task one range at a time (the last one
+    kept): a task that writes or scans the whole model holds one range of it, never all of it."""
+
+    def __init__(self, keys: list[str], ranges: list[tuple[int, int]]):
+        self.keys, self.ranges, self.starts = keys, ranges, np.array([lo for lo, _ in ranges])
+        self.held: tuple[int, Model] | None = None
+
+    def range(self, i: int) -> Model:
+        if self.held is None or self.held[0] != i:
+            self.held = None  # freed before the next range arrives
+            with worker_client() as client:  # waits without holding one of the worker's threads
+                got = client.get_dataset(self.keys[i]).result()
+            if got is None:
+                raise ModelLost("the masters are gone (the job stopped)")
+            self.held = (i, got[1])
+        return self.held[1]
+
+
+class _Rows:
+    """One matrix of the whole model (``matrix``: win or wout; ``unit``: its rows scaled to length
+    1) as the writers and ``nearest.block_topk`` read it: rows by slices or lists of row ids,
+    fetched from the owners' masters a range at a time (``_Fetch``)."""
+
+    dtype, ndim = np.dtype(np.float32), 2
+    flags = type("flags", (), {"c_contiguous": True, "f_contiguous": False})
+
+    def __init__(self, fetch: _Fetch, rows: int, dim: int, matrix: str, unit: bool = False):
+        self.fetch, self.shape, self.matrix, self.unit = fetch, (rows, dim), matrix, unit
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        return self.shape[0] * self.shape[1] * 4
+
+    def astype(self, dtype, copy: bool = True):
+        assert np.dtype(dtype) == self.dtype and not copy, dtype  # the writers ask for float32 views
+        return self
+
+    def _range(self, i: int, a: int, b: int) -> np.ndarray:
+        rows = getattr(self.fetch.range(i), self.matrix)[a:b]
+        return unit_rows(rows) if self.unit else rows
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, slice):
+            lo, hi, step = key.indices(self.shape[0])
+            assert step == 1, key
+            parts = []
+            for i, (a, b) in enumerate(self.fetch.ranges):
+                if a < hi and lo < b:
+                    parts.append(self._range(i, max(lo, a) - a, min(hi, b) - a))
+            return np.concatenate(parts) if parts else np.zeros((0, self.shape[1]), np.float32)
+        ids = np.asarray(key, np.int64)
+        out = np.empty((len(ids), self.shape[1]), np.float32)
+        where = np.searchsorted(self.fetch.starts, ids, side="right") - 1
+        for i in np.unique(where):
+            mine = where == i
+            out[mine] = self._range(int(i), 0, self.fetch.ranges[i][1] - self.fetch.ranges[i][0])[
+                ids[mine] - self.fetch.ranges[i][0]]
+        return out
+
+
+def _apply(fn, args: tuple, keys: list[str], ranges: list, dim: int, *after):
+    """``fn(*args, model)`` with the whole model read from the masters a range at a time."""
+    fetch = _Fetch(keys, ranges)
+    rows = ranges[-1][1]
+    return fn(*args, Model(_Rows(fetch, rows, dim, "win"), _Rows(fetch, rows, dim, "wout")))
+
+
+def _serve(task, args: tuple, item, keys: list[str], ranges: list, dim: int, *after):
+    """``task(*args, item, unit)`` with the whole model's unit rows read a range at a time."""
+    return task(*args, item, _Rows(_Fetch(keys, ranges), ranges[-1][1], dim, "win", unit=True))
+
+
+class _Partitioned(_Attempt):
+    """An attempt at training in the partitioned layout (parts.py on the workers)."""
+
+    def __init__(self, *args):
+        self.kept = []  # the names the masters' futures are published under
+        super().__init__(*args)
+
+    def _create(self, build, args: tuple, start: int) -> dict:
+        run, lay, p = self.run, self.layout, self.run.parts
+        return {w: self.submit(parts.create, run.tag, self.attempt, start * run.rounds, mine,
+                               [p.ranges[m] for m in mine], build, args, *[p.rows[m] for m in mine],
+                               key=f"model-{run.tag}-{self.attempt}-{i}", worker=w)
+                for i, w in enumerate(self.workers) for mine in [[m for m, h in enumerate(lay.home) if h == w]]}
+
+    def submit_round(self, epoch: int, r: int):
+        run, t, lay, p = self.run, self.cfg.train, self.layout, self.run.parts
+        key, g = f"{run.tag}-{self.attempt}-{epoch}-{r}", epoch * run.rounds + r
+        end = self.done + int(run.words[:, r].sum())
+        a0, a1 = schedule(t.alpha, t.min_alpha, self.done, self.total), schedule(t.alpha, t.min_alpha, end, self.total)
+        self.done = end
+        n, last = sync_rows(r, run.rounds, run.rows, t.sync_rows), r == run.rounds - 1
+        trained = [self.submit(parts.train, run.tag, self.attempt, g, m, [p.shards[s] for s in group], p.tables[m],
+                               [round_spec(t, epoch, r, run.rounds, s, a0, a1, walks=bool(self.cfg.edges))
+                                for s in group], lay.threads[m], *self.after[m],
+                               key=f"train-{key}-{m}", worker=lay.home[m])
+                   for m, group in enumerate(lay.groups)]
+        owners = [(o, lo, min(hi, n)) for o, (lo, hi) in enumerate(p.ranges) if lo < min(hi, n)]
+        infos, installs = [], [[] for _ in lay.groups]
+        for i, (o, lo, hi) in enumerate(owners):
+            sent = [self.submit(parts.send, run.tag, self.attempt, g, m, lo, hi, last, trained[m],
+                                key=f"send-{key}-{o}-{m}", worker=lay.home[m]) for m in range(len(lay.groups))]
+            remote = tuple(lay.home[m] != lay.home[o] for m in range(len(lay.groups)))
+            merged = self.submit(parts.merge, run.tag, self.attempt, g, o, lo, hi, t.merge, *sent,
+                                 key=f"merge-{key}-{o}", worker=lay.home[o])
+            infos.append(self.submit(_info, merged, remote, *sent, *(trained if i == 0 else []),
+                                     key=f"info-{key}-{o}", worker=lay.home[o]))
+            for m in range(len(lay.groups)):
+                shared = self.submit(parts.share, merged, p.inrange[o][m], key=f"share-{key}-{o}-{m}",
+                                     worker=lay.home[o])
+                installs[m].append(self.submit(parts.install, run.tag, self.attempt, g, m, lo, hi, last, len(owners),
+                                               shared, remote[m], key=f"install-{key}-{o}-{m}", worker=lay.home[m]))
+        done = self.submit(_barrier, *[f for i in installs for f in i], key=f"round-{key}",
+                           worker=self.workers[0])
+        self.bar.follow([done], functools.partial(self._round_ended, epoch, int(run.words[:, r].sum())))
+        self.after = [list(i) for i in installs]
+        return infos, [f for i in installs for f in i], n, done
+
+    def _masters(self, g: int, label: str) -> tuple[list, object]:
+        """The names of the owners' masters before round ``g`` (tasks fetch them a range at a
+        time), and a future that is done when they all are."""
+        run, lay = self.run, self.layout
+        masters = [self.submit(parts.master, run.tag, self.attempt, g, o, *self.after[o],
+                               key=f"master-{label}-{run.tag}-{self.attempt}-{g}-{o}", worker=lay.home[o])
+                   for o in range(len(lay.groups))]
+        # Published under their keys: a task fetches them by name (a future made from a bare key
+        # in a task never resolves).
+        self.client.publish_dataset(**{m.key: m for m in masters})
+        self.kept.extend(m.key for m in masters)
+        ready = self.submit(_barrier, *masters, key=f"masters-{label}-{run.tag}-{self.attempt}-{g}",
+                            worker=self.workers[0])
+        return [m.key for m in masters], ready
+
+    def _on_first(self, epoch: int, label: str, fn, args: tuple):
+        run, g = self.run, (epoch + 1) * self.run.rounds
+        if label == "probe":  # on the first model's own rows: the probe's pairs are in its local ids
+            future = self.submit(parts.local, run.tag, self.attempt, g, 0, fn, args, *self.after[0],
+                                 key=f"{label}-{run.tag}-{self.attempt}-{epoch}", worker=self.layout.home[0],
+                                 priority=10)
+            self.after[0] = self.after[0] + [future]
+            return future
+        keys, ready = self._masters(g, label)
+        future = self.submit(_apply, fn, args, keys, self.run.parts.ranges, self.cfg.train.dim, ready,
+                             key=f"{label}-{run.tag}-{self.attempt}-{epoch}", worker=self.workers[0], priority=10)
+        # The masters are read in place: the next round waits until they are written out.
+        self.after = [a + [future] for a in self.after]
+        return future
+
+    def stop(self) -> None:
+        super().stop()
+        with contextlib.suppress(Exception):  # a client that lost its scheduler has nothing to stop
+            self.client.run(parts.drop, self.run.tag, on_error="ignore")
+        for name in self.kept:  # the masters' last references
+            with contextlib.suppress(Exception):
+                self.client.unpublish_dataset(name)
+
+    def finish(self, write, args: tuple):
+        keys, ready = self._masters(self.cfg.train.epochs * self.run.rounds, "final")
+        return self.gather(self.submit(_apply, write, args, keys, self.run.parts.ranges, self.cfg.train.dim, ready,
+                                       key=f"write-{self.run.tag}-{self.attempt}", worker=self.workers[0]))
+
+    def deal(self, task, args: tuple, items: list, label: str) -> list:
+        run, dim = self.run, self.cfg.train.dim
+        keys, ready = self._masters(self.cfg.train.epochs * run.rounds, label)
+        futures = [self.submit(_serve, task, args, item, keys, run.parts.ranges, dim, ready,
+                               key=f"{label}-{run.tag}-{self.attempt}-{i}", worker=w)
+                   for i, item in enumerate(items) for w in [self.workers[i % len(self.workers)]]]
+        with progress.stage(label, len(futures), unit=" blocks") as bar:
+            bar.follow(futures)
+            return self.gather(futures)
+
+
+def _barrier(*after) -> float:
+    return time.time()
