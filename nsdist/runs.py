@@ -201,7 +201,7 @@ def load(url: str, storage_options=None, verify: bool = False, *, words=None, ro
         are read or mapped (the output vectors, ``context.npy``, when ``Embeddings.rank`` first
         needs them).
     words : list of str, optional
-        Load only these words' rows, in this order (read by byte ranges of ``vectors.npy``:
+        Load only these words' rows, in this order, each once (read by byte ranges of ``vectors.npy``:
         nothing else of it is read, locally or on S3). Queries then rank these words only. The
         whole-file checksums are not checked on a subset (``verify=True`` reads every file).
     rows : slice or array of int, optional
@@ -263,7 +263,7 @@ def _selection(run: str, vocab: list[str], words, rows, unknown: str) -> np.ndar
                                                  or picked.max() >= len(vocab))):
             raise ConfigError(f"rows must be a slice or row numbers in [0, {len(vocab)}) (the run's words), "
                               f"got {rows!r}")
-        return picked.astype(np.int64)
+        return _once(picked.astype(np.int64))
     if words is None:
         return None
     words = [words] if isinstance(words, str) else list(words)
@@ -274,7 +274,16 @@ def _selection(run: str, vocab: list[str], words, rows, unknown: str) -> np.ndar
         raise UnknownWord(lost[0], len(vocab), f"{len(lost)} of the {len(words)} words to load are not in the "
                           f"vocabulary of run {run.rsplit('/', 1)[-1]} ({len(vocab)} words): {shown}; leave them "
                           "out, or pass unknown='skip'")
-    return np.array([index[w] for w in words if w in index], np.int64)
+    return _once(np.array([index[w] for w in words if w in index], np.int64))
+
+
+def _once(rows: np.ndarray) -> np.ndarray:
+    """``rows`` without repeats, in the order they first come (an Embeddings holds a word once).
+
+    >>> _once(np.array([6, 0, 6, 2])).tolist()
+    [6, 0, 2]
+    """
+    return rows[np.sort(np.unique(rows, return_index=True)[1])]
 
 
 def _matrix(run: str, manifest: dict, storage_options, select: np.ndarray | None, n_rows: int, mmap: bool,
