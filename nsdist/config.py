@@ -242,6 +242,9 @@ class JobConfig:
     checkpoint_every: int = 1  # epochs between checkpoints (0: none); --resume continues from one
     # Each word's topk most cosine-similar words, published as neighbors/*.parquet (0: no table).
     topk: int = 0
+    # The word2vec text and binary formats, which their readers load whole, up to this many bytes of
+    # input vectors (vocabulary x dim x 4); a larger model publishes vectors.npy and vectors.parquet.
+    word2vec_max_bytes: int = 2**31
     # Graph jobs: also write the walks, one per line (node ids separated by spaces), under this URL.
     save_walks: str | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -263,6 +266,9 @@ class JobConfig:
             raise ConfigError(f"checkpoint_every must be >= 0 epochs (0: no checkpoints), got {self.checkpoint_every}")
         if not 0 <= self.topk <= TOPK_MAX:
             raise ConfigError(f"topk must be between 0 (no table) and {TOPK_MAX} neighbours per word, got {self.topk}")
+        if self.word2vec_max_bytes < 0:
+            raise ConfigError(f"word2vec_max_bytes must be >= 0 (0: never write vectors.txt and vectors.bin), got "
+                              f"{self.word2vec_max_bytes}")
         if not self.parquet_column:
             raise ConfigError("parquet_column must name the list<string> column of Parquet corpora")
         if self.corpus and self.edges:
@@ -305,6 +311,9 @@ HELP = {
     "checkpoint_every": "epochs between checkpoints (0: none); --resume continues from the last",
     "topk": "publish each word's topk most cosine-similar words as neighbors/*.parquet (item, neighbor, score, "
             "rank), computed on the workers; 0: no table",
+    "word2vec_max_bytes": "write vectors.txt and vectors.bin when the input vectors (vocabulary x dim x 4 bytes) "
+                          "are at most this size (2 GiB; 0: never): their readers load them whole; the manifest's "
+                          "outputs.word2vec says whether a run has them",
     "save_walks": "graph jobs: also write the walks as text, one per line, under this URL; unset: never written",
     "train.dim": "vector size",
     "train.window": "maximum context distance (each center word uses a random window of 1..window); "

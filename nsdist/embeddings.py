@@ -16,8 +16,10 @@ order, scores equal up to float32 rounding), except where gensim's answer is a t
 Unknown words raise :class:`~nsdist.errors.UnknownWord`, a ``KeyError``. As in gensim, an
 int that is not a word is a row index (``emb[0]`` is the most frequent word's vector).
 
-Memory: the vectors are held once. Queries divide scores by per-row norms (V floats, computed
-on first use) instead of keeping a normalised copy, as gensim's ``most_similar`` does;
+Memory: the vectors are held once, or memory-mapped (``nsdist.load`` of a local run: the
+operating system pages rows in as queries read them). Queries read the rows in blocks and
+divide scores by per-row norms (V floats, computed on first use) instead of keeping a normalised
+copy, as gensim's ``most_similar`` does;
 ``to_keyedvectors`` gives gensim its own copy, since gensim may change its vectors in place.
 The output (context) vectors, which ``rank`` scores by as SGNS was trained, are read from the
 run only when a query first needs them.
@@ -308,9 +310,13 @@ class Embeddings:
         start, stop, _ = slice(clip_start, clip_end or None).indices(len(self.vocab))
         return start, max(start, stop)
 
-    def _scores(self, query: np.ndarray, start: int, stop: int) -> np.ndarray:
-        """Cosine of rows start:stop with a unit ``query``: V floats, no normalised copy of the rows."""
-        scores = self.vectors[start:stop] @ query
+    def _scores(self, query: np.ndarray, start: int, stop: int, step: int = 65536) -> np.ndarray:
+        """Cosine of rows start:stop with a unit ``query``: V floats, no normalised copy of the rows;
+        ``step`` rows at a time, so a memory-mapped model is read block after block."""
+        scores = np.empty(stop - start, np.result_type(self.vectors.dtype, query.dtype))
+        for lo in range(start, stop, step):
+            hi = min(stop, lo + step)
+            np.matmul(self.vectors[lo:hi], query, out=scores[lo - start:hi - start])
         scores /= self.norms[start:stop]
         return scores
 

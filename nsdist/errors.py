@@ -36,15 +36,15 @@ class UnknownWord(NsdistError, KeyError):
 
     exit_code = 2
 
-    def __init__(self, word, vocab_size: int):
-        super().__init__(f"word {word!r} not in vocabulary ({vocab_size} words)")
+    def __init__(self, word, vocab_size: int, message: str | None = None):
+        super().__init__(message or f"word {word!r} not in vocabulary ({vocab_size} words)")
         self.word, self.vocab_size = word, vocab_size
 
     def __str__(self) -> str:  # KeyError's own quotes its message
         return self.args[0]
 
     def __reduce__(self):  # pickles (Dask ships exceptions) rebuild from the word, not the message
-        return type(self), (self.word, self.vocab_size)
+        return type(self), (self.word, self.vocab_size, self.args[0])
 
 
 class DataError(NsdistError, ValueError):

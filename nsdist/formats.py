@@ -12,11 +12,14 @@ unpickled, and every JSON format carries ``format`` and ``version``, checked on 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import math
 import re
 import urllib.parse
-from typing import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Mapping, Sequence
 
 import numpy as np
 import numpy.lib.format as npformat
@@ -26,6 +29,7 @@ import pyarrow.parquet as pq
 
 from . import __version__, storage
 from .errors import DataError
+from .plan import row_blocks
 
 WORD_ESCAPE = "percent"  # the manifest's name for escape_word's scheme
 
@@ -87,9 +91,10 @@ def unescape_word(written: str) -> str:
     return urllib.parse.unquote(written) if written.startswith("%") else written
 
 
-def _word2vec_text(words: Sequence[str], vectors: np.ndarray):
+def _word2vec_text(words: Sequence[str], vectors: np.ndarray, header: str | None):
     def fill(w):
-        w.write(f"{len(words)} {vectors.shape[1]}\n".encode())
+        if header:
+            w.write(header.encode())
         for start in range(0, len(words), 512):  # 512 rows: a few MB of Python floats and text
             block = vectors[start:start + 512]
             # repr-precision floats ('%.9g') round-trip float32 exactly.
@@ -101,9 +106,10 @@ def _word2vec_text(words: Sequence[str], vectors: np.ndarray):
     return fill
 
 
-def _word2vec_binary(words: Sequence[str], vectors: np.ndarray):
+def _word2vec_binary(words: Sequence[str], vectors: np.ndarray, header: str | None):
     def fill(w):
-        w.write(f"{len(words)} {vectors.shape[1]}\n".encode())
+        if header:
+            w.write(header.encode())
         le = vectors.astype("<f4", copy=False)
         for start in range(0, len(words), 4096):
             buf = io.BytesIO()
@@ -119,13 +125,27 @@ def write_npy(f, array: np.ndarray) -> None:
     """np.save's bytes (no pickles), written in slices of rows: np.save copies up to 16 MiB at a
     time into a bytes object when ``f`` is not a real file (s3fs, a hashing writer)."""
     npformat.write_array_header_1_0(f, npformat.header_data_from_array_1_0(array))
-    rows = max(1, 2**20 // max(array[:1].nbytes, 1))
-    for start in range(0, len(array), rows):
-        f.write(memoryview(np.ascontiguousarray(array[start:start + rows])).cast("B"))
+    _npy_rows(array)(f)
 
 
-def _npy(array: np.ndarray):
-    return lambda w: write_npy(w, array)
+def _npy_rows(array: np.ndarray, header: dict | None = None):
+    """The bytes of rows of a float32 ``.npy`` (little-endian), after its header when given."""
+    def fill(f):
+        if header:
+            npformat.write_array_header_1_0(f, header)
+        rows = max(1, 2**20 // max(array[:1].nbytes, 1))
+        for start in range(0, len(array), rows):
+            f.write(memoryview(np.ascontiguousarray(array[start:start + rows])).cast("B"))
+    return fill
+
+
+def npy_header(rows: int, dim: int) -> dict:
+    """The header of a (rows, dim) float32 ``.npy`` in C order, as ``np.save`` writes it.
+
+    >>> npy_header(3, 2)
+    {'descr': '<f4', 'fortran_order': False, 'shape': (3, 2)}
+    """
+    return {"descr": "<f4", "fortran_order": False, "shape": (rows, dim)}
 
 
 def _parquet(words: pa.Array, counts: np.ndarray, vectors: np.ndarray, rows: int | None = None, ids: bool = False):
@@ -157,21 +177,155 @@ def _vocab_tsv(words: Sequence[str], counts: np.ndarray):
     return fill
 
 
+# ---------------------------------------------------------------- a run's files by row blocks
+# The vectors are written by row blocks, each by a worker from the rows of its block, so that
+# when the model is partitioned the owner of a block writes it. vectors.parquet is a Parquet
+# dataset of one part per block (rows in vocabulary order across parts). vectors.npy,
+# context.npy, vectors.txt and vectors.bin stay one file each, which np.load, np.memmap and
+# gensim read: each block writes its rows as a part of the file (storage.write_part: on S3 the
+# parts of one multipart upload, S3 having no ranged writes), and one task per file assembles
+# it and hashes it for the manifest. The word2vec formats, which their readers load whole, are
+# written up to ``word2vec_max_bytes`` of input vectors (the manifest's ``outputs`` says whether).
+
+VECTORS_PARTS = "vectors.parquet"  # a Parquet dataset: one part per row block
+ASSEMBLED = ("vectors.npy", "context.npy", "vectors.txt", "vectors.bin")  # one file each, written by blocks
+WORD2VEC = ("vectors.txt", "vectors.bin")
+BLOCK_MAX_BYTES = 256 * 2**20  # input vectors per block at most (with one block per worker or more)
+# On S3, input vectors per block at least: every part of a multipart upload but the last holds at
+# least storage.S3_MIN_PART (5 MiB), and a block's text takes at least half its vectors' bytes;
+# and at most S3_BLOCKS blocks, each then owning 64 of the upload's 10,000 part numbers.
+S3_BLOCK_MIN_BYTES = 16 * 2**20
+S3_BLOCKS = storage.S3_MAX_PARTS // 64
+
+
+def output_blocks(rows: int, dim: int, workers: int, s3: bool = False) -> list[tuple[int, int]]:
+    """Rows [lo, hi) of each row block the outputs are written by: a multiple of ``workers``
+    blocks (equal shares), at most BLOCK_MAX_BYTES of input vectors each; on S3 (``s3``) at least
+    S3_BLOCK_MIN_BYTES each (a small model is one block there) and at most S3_BLOCKS blocks.
+
+    >>> output_blocks(10, 2, 4), len(output_blocks(2_500_000, 100, 4)), len(output_blocks(2_500_000, 100, 3))
+    ([(0, 2), (2, 5), (5, 7), (7, 10)], 4, 6)
+    >>> output_blocks(1000, 100, 4, s3=True), len(output_blocks(2_500_000, 100, 4, s3=True))
+    ([(0, 1000)], 4)
+    """
+    nbytes = rows * dim * 4
+    n = max(workers, math.ceil(nbytes / BLOCK_MAX_BYTES))
+    n = math.ceil(n / max(workers, 1)) * max(workers, 1)
+    if s3:
+        n = min(n, nbytes // S3_BLOCK_MIN_BYTES, S3_BLOCKS)
+    return row_blocks(rows, max(1, min(n, rows)))
+
+
+def vectors_part(block: int) -> str:
+    """The name of a part of vectors.parquet in a run (the manifest's key for it).
+
+    >>> vectors_part(2)
+    'vectors.parquet/part-00002.parquet'
+    """
+    return f"{VECTORS_PARTS}/part-{block:05d}.parquet"
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    """How a run's vectors are written: the row blocks, whether the word2vec formats are, and
+    (once ``start_outputs`` opened them) the token of each file written in parts."""
+
+    url: str
+    rows: int
+    dim: int
+    blocks: tuple
+    word2vec: bool
+    word_type: str = "string"
+    tokens: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def assembled(self) -> tuple[str, ...]:
+        """The files written in parts, one per block."""
+        return tuple(n for n in ASSEMBLED if self.word2vec or n not in WORD2VEC)
+
+    @property
+    def record(self) -> dict:
+        """The manifest's ``outputs``: how the run's vectors were written."""
+        return {"blocks": [list(b) for b in self.blocks], "word2vec": self.word2vec,
+                "vectors_parquet": "parts"}
+
+
+def plan_outputs(url: str, rows: int, dim: int, workers: int, word2vec_max_bytes: int,
+                 word_type: str = "string") -> OutputPlan:
+    """The plan of a run's outputs: blocks for ``workers`` writers; the word2vec formats when the
+    input vectors (rows x dim x 4 bytes) are at most ``word2vec_max_bytes``."""
+    blocks = output_blocks(rows, dim, workers, s3=storage.multipart(url))
+    return OutputPlan(url, rows, dim, tuple(blocks), rows * dim * 4 <= word2vec_max_bytes, word_type)
+
+
+def start_outputs(plan: OutputPlan, storage_options=None) -> OutputPlan:
+    """Open the files written in parts; the plan with their tokens."""
+    tokens = {}
+    try:
+        for name in plan.assembled:
+            tokens[name] = storage.start_parts(storage.join(plan.url, name), storage_options)
+    except BaseException:
+        abort_outputs(replace(plan, tokens=tokens), storage_options)
+        raise
+    return replace(plan, tokens=tokens)
+
+
+def write_block(plan: OutputPlan, block: int, words: pa.Array, counts: np.ndarray, win: np.ndarray,
+                wout: np.ndarray, storage_options=None) -> dict:
+    """Write rows [lo, hi) of block ``block`` given those rows (``words``, ``counts``, ``win``,
+    ``wout``: rows lo..hi only): its part of vectors.parquet, and its part of every file written
+    in parts. Returns {"files": {part name: {size, sha256}}, "parts": {file: its part's record}}."""
+    lo, hi = plan.blocks[block]
+    assert len(words) == len(counts) == len(win) == len(wout) == hi - lo, "a block's rows"
+    written = [escape_word(w) for w in words.to_pylist()] if plan.word2vec else []
+    header = f"{plan.rows} {plan.dim}\n" if lo == 0 else None
+    npy = npy_header(plan.rows, plan.dim) if lo == 0 else None
+    fills = {"vectors.npy": _npy_rows(win.astype("<f4", copy=False), npy),
+             "context.npy": _npy_rows(wout.astype("<f4", copy=False), npy),
+             "vectors.txt": _word2vec_text(written, win, header), "vectors.bin": _word2vec_binary(written, win, header)}
+    slots = storage.S3_MAX_PARTS // len(plan.blocks)
+    parts = {name: storage.write_part(storage.join(plan.url, name), plan.tokens[name], block, slots, fills[name],
+                                      storage_options) for name in plan.assembled}
+    name = vectors_part(block)
+    fill = _parquet(words, counts, win, ids=plan.word_type == "int64")
+    return {"files": {name: _write(storage.join(plan.url, name), storage_options, fill)}, "parts": parts}
+
+
+def complete_output(plan: OutputPlan, name: str, records: list[dict], storage_options=None) -> dict:
+    """Assemble file ``name`` from its blocks' parts; {name: {size, sha256}} for the manifest."""
+    return {name: storage.complete_parts(storage.join(plan.url, name), plan.tokens[name], records, storage_options)}
+
+
+def abort_outputs(plan: OutputPlan, storage_options=None) -> None:
+    """Give up the files written in parts (their parts are deleted; on S3 the uploads aborted)."""
+    for name, token in plan.tokens.items():
+        with contextlib.suppress(Exception):  # the job is failing already: its error is the one to report
+            storage.abort_parts(storage.join(plan.url, name), token, storage_options)
+
+
+def write_vocab(url: str, words: pa.Array, counts: np.ndarray, storage_options=None) -> dict:
+    """vocab.tsv (word<TAB>count in id order, words escaped); {vocab.tsv: {size, sha256}}."""
+    written = [escape_word(w) for w in words.to_pylist()]
+    return {"vocab.tsv": _write(storage.join(url, "vocab.tsv"), storage_options, _vocab_tsv(written, counts))}
+
+
 def write_run_files(url: str, words: pa.Array, counts: np.ndarray, win: np.ndarray, wout: np.ndarray,
-                    storage_options=None, word_type: str = "string") -> dict:
-    """Write every data file of a run (runs on a worker); return {name: {size, sha256}}.
-    ``word_type`` "int64": the words are item ids, and vectors.parquet holds them as int64 (the
-    text formats hold their decimal strings, as they came in)."""
-    written = [escape_word(w) for w in words.to_pylist()]  # the words themselves where unchanged
-    writers = {
-        "vectors.txt": _word2vec_text(written, win),
-        "vectors.bin": _word2vec_binary(written, win),
-        "vectors.npy": _npy(win),
-        "context.npy": _npy(wout),
-        "vectors.parquet": _parquet(words, counts, win, ids=word_type == "int64"),
-        "vocab.tsv": _vocab_tsv(written, counts),
-    }
-    return {name: _write(storage.join(url, name), storage_options, fill) for name, fill in writers.items()}
+                    storage_options=None, word_type: str = "string", word2vec_max_bytes: int = 2**31,
+                    workers: int = 1) -> dict:
+    """Write every data file of a run from one process, block after block (the job writes the
+    same bytes from its workers); return {name: {size, sha256}}."""
+    plan = start_outputs(plan_outputs(url, len(words), win.shape[1], workers, word2vec_max_bytes, word_type),
+                         storage_options)
+    try:
+        blocks = [write_block(plan, b, words[lo:hi], counts[lo:hi], win[lo:hi], wout[lo:hi], storage_options)
+                  for b, (lo, hi) in enumerate(plan.blocks)]
+        files = {k: v for blk in blocks for k, v in blk["files"].items()}
+        for name in plan.assembled:
+            files.update(complete_output(plan, name, [blk["parts"][name] for blk in blocks], storage_options))
+    except BaseException:
+        abort_outputs(plan, storage_options)
+        raise
+    return {**files, **write_vocab(url, words, counts, storage_options)}
 
 
 NEIGHBORS = "neighbors"  # the top-k table's folder in a run: a Parquet dataset of its parts
@@ -223,22 +377,48 @@ def write_file(url: str, data: bytes, storage_options=None) -> dict:
     return _write(url, storage_options, lambda w: w.write(data))
 
 
-def check_format(doc, fmt: str, version: int, url: str) -> None:
+def check_format(doc, fmt: str, version, url: str) -> None:
+    """DataError unless ``doc`` is a ``fmt`` document of ``version`` (an int, or the tuple of the
+    versions this nsdist reads)."""
+    versions = (version,) if isinstance(version, int) else tuple(version)
     if not isinstance(doc, dict) or doc.get("format") != fmt:
         found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
         raise DataError(
             f"{url!r} is not an {fmt} file (its format is {found!r}); point nsdist at an output URL "
             "(<out>, which has LATEST) or a run URL (<out>/runs/<run_id>) written by nsdist"
         )
-    if doc.get("version") != version:
+    if doc.get("version") not in versions:
         writer = (doc.get("versions") or {}).get("nsdist") if isinstance(doc.get("versions"), dict) else None
         by = f" (written by nsdist {writer})" if writer else ""
+        reads = f"version {versions[0]}" if len(versions) == 1 else f"versions {', '.join(map(str, versions))}"
         raise DataError(
-            f"{url!r} has {fmt} version {doc.get('version')!r}{by}, but nsdist {__version__} reads version "
-            f"{version}; upgrade nsdist to read it"
+            f"{url!r} has {fmt} version {doc.get('version')!r}{by}, but nsdist {__version__} reads {reads}; "
+            "upgrade nsdist to read it"
             + (" or use the nsdist release that wrote it" if isinstance(doc.get("version"), int)
-               and doc["version"] < version else "")
+               and doc["version"] < min(versions) else "")
         )
+
+
+def _npy_header(f, url: str) -> tuple[tuple, bool, np.dtype]:
+    """The (shape, fortran, dtype) of the ``.npy`` ``f`` reads, checked: a 2-d float array and no
+    Python objects (nsdist never unpickles); ``f`` is left at the first data byte."""
+    try:
+        version = npformat.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = npformat.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = npformat.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unsupported .npy format version {version}")
+    except ValueError as e:
+        raise DataError(f"{url!r} is not a readable .npy file ({e}): the run is corrupt") from None
+    if dtype.hasobject:
+        # Object arrays are pickles; unpickling a file from shared storage runs its code.
+        raise DataError(f"{url!r} holds Python objects (dtype {dtype}); nsdist never unpickles data: "
+                        "the file was not written by nsdist or is corrupt")
+    if dtype.kind != "f" or len(shape) != 2:
+        raise DataError(f"{url!r} holds {dtype} {shape}, expected a 2-d float32 array: the run is corrupt")
+    return shape, fortran, dtype
 
 
 def read_npy(url: str, storage_options=None, sha256: str | None = None) -> np.ndarray:
@@ -251,22 +431,7 @@ def read_npy(url: str, storage_options=None, sha256: str | None = None) -> np.nd
     in place keeps its size, which is all a reader checks otherwise).
     """
     with storage.open_read(url, storage_options, cache_type="none") as f:
-        try:
-            version = npformat.read_magic(f)
-            if version == (1, 0):
-                shape, fortran, dtype = npformat.read_array_header_1_0(f)
-            elif version == (2, 0):
-                shape, fortran, dtype = npformat.read_array_header_2_0(f)
-            else:
-                raise ValueError(f"unsupported .npy format version {version}")
-        except ValueError as e:
-            raise DataError(f"{url!r} is not a readable .npy file ({e}): the run is corrupt") from None
-        if dtype.hasobject:
-            # Object arrays are pickles; unpickling a file from shared storage runs its code.
-            raise DataError(f"{url!r} holds Python objects (dtype {dtype}); nsdist never unpickles data: "
-                            "the file was not written by nsdist or is corrupt")
-        if dtype.kind != "f" or len(shape) != 2:
-            raise DataError(f"{url!r} holds {dtype} {shape}, expected a 2-d float32 array: the run is corrupt")
+        shape, fortran, dtype = _npy_header(f, url)
         array = np.empty(shape, dtype=dtype, order="F" if fortran else "C")
         target = array.T if fortran else array  # C-contiguous view over the same bytes
         header = f.tell()
@@ -282,6 +447,69 @@ def read_npy(url: str, storage_options=None, sha256: str | None = None) -> np.nd
     if not dtype.isnative:
         array = array.byteswap(inplace=True).view(dtype.newbyteorder("="))
     return array if dtype == np.float32 else array.astype(np.float32)
+
+
+def map_npy(url: str, storage_options=None, sha256: str | None = None) -> np.ndarray | None:
+    """A local float32 ``.npy`` memory-mapped read-only (the operating system pages rows in and
+    out: a model larger than memory loads), after its ``sha256`` is checked by streaming the file
+    (a pass through the page cache, in bounded chunks); None where a map cannot stand in for
+    ``read_npy`` (not a local file, or not little-endian float32 in C order)."""
+    path = storage.local_path(url, storage_options)
+    if path is None:
+        return None
+    with storage.open_read(url, storage_options) as f:
+        shape, fortran, dtype = _npy_header(f, url)
+        offset = f.tell()
+    if fortran or dtype != np.dtype("<f4"):
+        return None
+    if storage.size(url, storage_options) != offset + shape[0] * shape[1] * 4:
+        raise DataError(f"{url!r} does not hold the {shape[0]} x {shape[1]} float32 values its header says: "
+                        "the file is truncated")
+    if sha256 is not None and storage.sha256(url, storage_options) != sha256:
+        raise DataError(f"{url!r} does not match its sha256 in the manifest: the run is corrupt")
+    return np.memmap(path, dtype=np.float32, mode="r", offset=offset, shape=tuple(shape))
+
+
+def row_runs(rows: np.ndarray, gap: int) -> list[tuple[int, int]]:
+    """Sorted distinct ``rows`` as runs [lo, hi) to read, a run spanning gaps of at most ``gap``
+    rows (one read of a few unwanted rows beats another request).
+
+    >>> row_runs(np.array([0, 1, 2, 5, 9, 10]), 2)
+    [(0, 6), (9, 11)]
+    """
+    if not len(rows):
+        return []
+    breaks = np.flatnonzero(np.diff(rows) > gap + 1) + 1
+    return [(int(r[0]), int(r[-1]) + 1) for r in np.split(rows, breaks)]
+
+
+def read_npy_rows(url: str, rows: np.ndarray, storage_options=None, expect_rows: int | None = None,
+                  gap_bytes: int = 2**16) -> np.ndarray:
+    """Rows ``rows`` (any order, repeats allowed) of a 2-d float ``.npy`` of ``expect_rows`` rows,
+    as float32, read by byte ranges: nothing else of the file is read beyond its header and gaps
+    of at most ``gap_bytes`` between wanted rows. No checksum here: the manifest's covers the
+    whole file."""
+    with storage.open_read(url, storage_options, cache_type="none") as f:
+        shape, fortran, dtype = _npy_header(f, url)
+        offset = f.tell()
+    if expect_rows is not None and shape[0] != expect_rows:
+        raise DataError(f"{url!r} has {shape[0]} rows for {expect_rows} words: the run is corrupt")
+    if fortran:
+        raise DataError(f"{url!r} is in Fortran order: rows cannot be read alone; load it whole")
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) and (rows.min() < 0 or rows.max() >= shape[0]):
+        raise DataError(f"{url!r} has {shape[0]} rows; asked for rows up to {int(rows.max())}: the run is corrupt")
+    wanted = np.unique(rows)
+    row_bytes = shape[1] * dtype.itemsize
+    runs = row_runs(wanted, max(0, gap_bytes // max(row_bytes, 1)))
+    buffers = [np.empty((hi - lo, shape[1]), dtype) for lo, hi in runs]
+    got = storage.read_ranges(url, [(offset + lo * row_bytes, b) for (lo, _), b in zip(runs, buffers)],
+                              storage_options)
+    if got != sum(b.nbytes for b in buffers):
+        raise DataError(f"{url!r} ends before its last rows: the file is truncated")
+    spans = np.concatenate(buffers) if buffers else np.empty((0, shape[1]), dtype)
+    have = np.concatenate([np.arange(lo, hi) for lo, hi in runs]) if runs else np.empty(0, np.int64)
+    return spans[np.searchsorted(have, rows)].astype(np.float32, copy=False)
 
 
 def read_whole(url: str, size: int, storage_options=None) -> pa.Buffer:

@@ -8,9 +8,10 @@
    (its threads share it); the round's synchronised rows (a frequency prefix, all rows at an
    epoch's end) are merged, per row block, by the worker that owns the block and copied to the
    others; a checkpoint after each epoch. The learning rate follows global progress;
-5. write the output files from a worker (and take there the small sample of the vocabulary and
-   the vectors that ``report.html`` shows); with ``topk``, the top-k table from every worker, a
-   row block per task (nearest.py); then the report, then the manifest, then LATEST.
+5. write the output files by row blocks, each from a worker's rows of its block (the small
+   sample of the vocabulary and the vectors that ``report.html`` shows from the first); with
+   ``topk``, the top-k table from every worker, a row block per task (nearest.py); then the
+   report, then the manifest, then LATEST.
 
 Everything that talks to Dask is in the ``cluster`` package. With one thread per worker every
 result is a deterministic function of the model a round starts from (random states derive from
@@ -39,7 +40,8 @@ from .errors import ConfigError, DataError, Interrupted, OutOfMemory
 from .memory import release_memory
 from .merge import shard_rates
 from .model import Model, check_finite, init_model, make_tables
-from .formats import neighbors_part, neighbors_table, write_file, write_neighbors, write_run_files
+from .formats import (OutputPlan, abort_outputs, complete_output, neighbors_part, neighbors_table, plan_outputs,
+                      start_outputs, write_block, write_file, write_neighbors, write_vocab)
 from .runs import claim_run, new_run_id, publish, resolve_run, run_url
 from .plan import PEAK, SHARD_PLAN, topk_blocks
 from .nearest import block_topk
@@ -65,13 +67,52 @@ def _rate_summary(*tables) -> dict:
     return {"min": float(r.min()), "median": float(np.median(r)), "max": float(r.max())} if len(r) else {}
 
 
-def _write_outputs(url: str, vocab: Vocab, alpha: float, store, word_type: str, model: Model) -> dict:
-    """The run's data files ({name: {size, sha256}}) and the report's sample of the model (a few
-    hundred numbers and words: the client never holds the vectors)."""
+def _start_outputs(plan: OutputPlan, vocab: Vocab, alpha: float, store, model: Model) -> dict:
+    """Open the run's files written by blocks, write vocab.tsv, and take the report's sample of
+    the model (a few hundred numbers and words: the client never holds the vectors)."""
     check_finite(model, alpha)
     release_memory()
-    files = write_run_files(url, vocab.words, vocab.counts, model.win, model.wout, store, word_type)
-    return {"files": files, "sample": report.sample(vocab.words, vocab.counts, model.win)}
+    plan = start_outputs(plan, store)
+    return {"plan": plan, "files": write_vocab(plan.url, vocab.words, vocab.counts, store),
+            "sample": report.sample(vocab.words, vocab.counts, model.win)}
+
+
+def _write_block(plan: OutputPlan, vocab: Vocab, store, block: int, model: Model) -> dict:
+    """One row block of the outputs, written from the rows of that block of this worker's model."""
+    lo, hi = plan.blocks[block]
+    return write_block(plan, block, vocab.words[lo:hi], vocab.counts[lo:hi], model.win[lo:hi], model.wout[lo:hi],
+                       store)
+
+
+def _complete_output(plan: OutputPlan, store, records: dict, name: str, model: Model) -> dict:
+    """A file written by blocks, assembled from their parts and hashed (one task per file)."""
+    return complete_output(plan, name, records[name], store)
+
+
+def _write_outputs(cfg: JobConfig, run: _Run, counted, final) -> dict:
+    """The run's data files ({name: {size, sha256}}) from the final model on the workers: vocab.tsv
+    and the report's sample from the first worker, the vectors by row blocks dealt over the
+    workers (formats.write_block), then each file written by blocks assembled by one task."""
+    t0, store = time.perf_counter(), cfg.store
+    plan = plan_outputs(run.url, counted.summary["vocab_size"], cfg.train.dim, len(final.workers),
+                        cfg.word2vec_max_bytes, counted.word_type)
+    started = final.write(_start_outputs, (plan, counted.vocab, cfg.train.alpha, store))
+    plan = started["plan"]
+    try:
+        blocks = final.each(_write_block, (plan, counted.vocab, store), list(range(len(plan.blocks))), "outputs")
+        records = {name: [b["parts"][name] for b in blocks] for name in plan.assembled}
+        done = final.each(_complete_output, (plan, store, records), list(plan.assembled), "assemble")
+    except BaseException:
+        abort_outputs(plan, store)  # the parts written so far (S3 keeps, and bills, an open upload's)
+        raise
+    files = {**started["files"], **{k: v for b in blocks for k, v in b["files"].items()},
+             **{k: v for d in done for k, v in d.items()}}
+    seconds = time.perf_counter() - t0
+    log.info("outputs: %d row block(s) on %d worker(s), %.1f s%s", len(plan.blocks), len(final.workers), seconds,
+             "" if plan.word2vec else " (no vectors.txt or vectors.bin: the input vectors pass word2vec_max_bytes)",
+             extra={"stage": "outputs", "blocks": len(plan.blocks), "workers": len(final.workers),
+                    "seconds": seconds, "word2vec": plan.word2vec})
+    return {"files": files, "sample": started["sample"], "outputs": plan.record, "outputs_seconds": seconds}
 
 
 def _write_topk(url: str, vocab: Vocab, k: int, store, kind: str, block: tuple[int, tuple[int, int]],
@@ -87,11 +128,11 @@ def _write_topk(url: str, vocab: Vocab, k: int, store, kind: str, block: tuple[i
 
 def _finish(cfg: JobConfig, run: _Run, counted, final) -> dict:
     """The run's data files, from the final model while it is on the workers (``final``,
-    cluster.training.Final): the vectors from the first worker, then the top-k table (``topk``
-    > 0) from every worker, a row block per task."""
+    cluster.training.Final): the vectors by row blocks from every worker, then the top-k table
+    (``topk`` > 0) from every worker, a row block per task."""
     vocab, vocab_size, kind = counted.vocab, counted.summary["vocab_size"], counted.word_type
     store = cfg.store
-    written = final.write(_write_outputs, (run.url, vocab, cfg.train.alpha, store, kind))
+    written = _write_outputs(cfg, run, counted, final)
     if not cfg.topk:
         return written
     t0 = time.perf_counter()
@@ -352,7 +393,8 @@ def _job(cfg: JobConfig, client, run: _Run, files: list, blocks: list, fingerpri
         threads, restarts = trained.threads, trained.restarts
 
     metrics = {"epochs": [epochs[e] for e in sorted(epochs)], "count_seconds": timer.seconds["count"],
-               "encode_seconds": timer.seconds["encode"], "topk_seconds": written.get("topk_seconds"),
+               "encode_seconds": timer.seconds["encode"],
+               "outputs_seconds": written.get("outputs_seconds"), "topk_seconds": written.get("topk_seconds"),
                "total_seconds": time.perf_counter() - t_start, "resumed_after_epoch": state.get("epoch") or None,
                "restarts_after_worker_loss": restarts, "rounds_per_epoch": training.rounds, "rate_multiplier": rates,
                "models": n_models, "threads_per_model": threads, **placed,
@@ -360,7 +402,8 @@ def _job(cfg: JobConfig, client, run: _Run, files: list, blocks: list, fingerpri
                "bit_reproducible": max(threads) == 1, "client_peak_rss_bytes": _peak_rss()}
     corpus = {"files": [u for u, _ in files], "bytes": sum(s for _, s in files), "fingerprint": fingerprint,
               "blocks": len(blocks), "shards": n_shards, "shard_bytes": shard_bytes, **counted.summary}
-    return _publish(cfg, run, _manifest(cfg, corpus, metrics, warm, counted, written["files"]), written["sample"])
+    manifest = {**_manifest(cfg, corpus, metrics, warm, counted, written["files"]), "outputs": written["outputs"]}
+    return _publish(cfg, run, manifest, written["sample"])
 
 
 def _log_start(run: _Run, files: list, blocks: list) -> None:

@@ -9,7 +9,9 @@ Layout of an output URL ``<out>``::
     <out>/runs/<run_id>/vectors.bin   word2vec binary format (binary=True)
     <out>/runs/<run_id>/vectors.npy   float32 (V, dim) input vectors, row i = vocab word i
     <out>/runs/<run_id>/context.npy   float32 (V, dim) output (context) vectors: warm starts, ranking
-    <out>/runs/<run_id>/vectors.parquet  word: string, count: int64, vector: fixed_size_list<float>
+    <out>/runs/<run_id>/vectors.parquet/part-NNNNN.parquet  word: string, count: int64,
+                                      vector: fixed_size_list<float>; one part per row block,
+                                      in row order (manifest version 1: one vectors.parquet file)
     <out>/runs/<run_id>/vocab.tsv     word<TAB>count, in id order
     <out>/runs/<run_id>/neighbors/part-NNNNN.parquet  with ``topk`` > 0: the top-k table, one part
                                       per row block (item, neighbor: string, score: float32,
@@ -41,10 +43,15 @@ import pyarrow.parquet as pq
 
 from . import __version__, storage
 from .embeddings import Embeddings
-from .errors import ConfigError, DataError
-from .formats import NEIGHBORS, NEIGHBORS_SCHEMA, WORD_ESCAPE, check_format, read_npy, read_whole, unescape_word
+from .errors import ConfigError, DataError, UnknownWord
+from .formats import (NEIGHBORS, NEIGHBORS_SCHEMA, WORD_ESCAPE, check_format, map_npy, read_npy, read_npy_rows,
+                      read_whole, unescape_word)
 
-MANIFEST_FORMAT, MANIFEST_VERSION = "nsdist-manifest", 1
+# Manifest version 2: vectors.parquet is a Parquet dataset of parts (one per row block, each
+# listed), and ``outputs`` says how the vectors were written; version 1 (one vectors.parquet file)
+# is read too: users keep such runs in object storage.
+MANIFEST_FORMAT, MANIFEST_VERSION = "nsdist-manifest", 2
+MANIFEST_READS = (1, 2)
 LATEST_FORMAT, LATEST_VERSION = "nsdist-latest", 1
 
 _RUN_ID = re.compile(r"^(\d{8}T\d{6}Z)-[0-9a-f]+$")
@@ -160,7 +167,7 @@ def read_manifest(run: str, storage_options=None, verify: bool = False) -> dict:
         manifest = storage.read_json(murl, storage_options)
     except FileNotFoundError:
         raise DataError(f"{murl!r} does not exist: the run was never published (or was deleted)") from None
-    check_format(manifest, MANIFEST_FORMAT, MANIFEST_VERSION, murl)
+    check_format(manifest, MANIFEST_FORMAT, MANIFEST_READS, murl)
     files = manifest.get("files")
     if not isinstance(files, dict) or not all(isinstance(m, dict) and "size" in m for m in files.values()):
         raise DataError(f"{murl!r} has no valid 'files' table: the run is corrupt")
@@ -177,8 +184,9 @@ def read_manifest(run: str, storage_options=None, verify: bool = False) -> dict:
     return manifest
 
 
-def load(url: str, storage_options=None, verify: bool = False) -> Embeddings:
-    """Load published vectors.
+def load(url: str, storage_options=None, verify: bool = False, *, words=None, rows=None, mmap: bool = True,
+         unknown: str = "raise") -> Embeddings:
+    """Load published vectors: all of them, or the rows of some words.
 
     Parameters
     ----------
@@ -189,8 +197,22 @@ def load(url: str, storage_options=None, verify: bool = False) -> Embeddings:
         fsspec options (S3 endpoint and credentials).
     verify : bool
         Also check every other file of the run against its sha256 in the manifest (reads each
-        once more). Sizes are always checked, and the vectors against their sha256 as they are
-        read (the output vectors, ``context.npy``, when ``Embeddings.rank`` first needs them).
+        once more). Sizes are always checked, and the whole vectors against their sha256 as they
+        are read or mapped (the output vectors, ``context.npy``, when ``Embeddings.rank`` first
+        needs them).
+    words : list of str, optional
+        Load only these words' rows, in this order, each once (read by byte ranges of ``vectors.npy``:
+        nothing else of it is read, locally or on S3). Queries then rank these words only. The
+        whole-file checksums are not checked on a subset (``verify=True`` reads every file).
+    rows : slice or array of int, optional
+        Load only these rows (row i is the i-th word by falling count), as ``words`` does.
+    mmap : bool
+        Memory-map a local ``vectors.npy`` (and ``context.npy``): the operating system pages rows
+        in as queries read them, so a model larger than memory loads. ``False``, and any run
+        on object storage: read into memory, in bounded chunks.
+    unknown : {"raise", "skip"}
+        What ``words`` naming words the run does not know does: raise ``UnknownWord``, or
+        leave them out.
 
     Returns
     -------
@@ -201,11 +223,14 @@ def load(url: str, storage_options=None, verify: bool = False) -> Embeddings:
     ------
     DataError
         Nothing published there, or a file missing, truncated or altered.
+    UnknownWord
+        ``words`` names words the run does not know (the message names them).
 
     Examples
     --------
     >>> emb = load("runs/demo")  # doctest: +SKIP
     >>> emb.most_similar("king", topn=3)  # doctest: +SKIP
+    >>> load("runs/demo", words=["king", "queen"]).similarity("king", "queen")  # doctest: +SKIP
     >>> load("/nonexistent/out")
     Traceback (most recent call last):
     ...
@@ -216,13 +241,64 @@ def load(url: str, storage_options=None, verify: bool = False) -> Embeddings:
     missing = sorted({"vectors.npy", "vocab.tsv"} - set(manifest["files"]))
     if missing:  # a file the manifest does not vouch for is neither size- nor checksum-checked
         raise DataError(f"run {run!r}: its manifest lists no {' or '.join(missing)}: the run is corrupt")
-    vectors = read_npy(storage.join(run, "vectors.npy"), storage_options, manifest["files"]["vectors.npy"].get("sha256"))
-    words, counts = read_vocab(run, storage_options, manifest)
-    if len(words) != len(vectors):
-        raise DataError(f"run {run!r} has {len(words)} words but {len(vectors)} vectors: the run is corrupt")
-    meta = manifest["files"].get("context.npy")  # read when a ranking first needs it
-    context = meta and functools.partial(read_npy, storage.join(run, "context.npy"), storage_options, meta.get("sha256"))
-    return Embeddings(words, counts, vectors, manifest, context or None)
+    vocab, counts = read_vocab(run, storage_options, manifest)
+    select = _selection(run, vocab, words, rows, unknown)
+    read = functools.partial(_matrix, run, manifest, storage_options, select, len(vocab), mmap)
+    vectors = read("vectors.npy")
+    if select is not None:
+        vocab, counts = [vocab[i] for i in select.tolist()], counts[select]
+    context = functools.partial(read, "context.npy") if "context.npy" in manifest["files"] else None
+    return Embeddings(vocab, counts, vectors, manifest, context)  # context: read when a ranking first needs it
+
+
+def _selection(run: str, vocab: list[str], words, rows, unknown: str) -> np.ndarray | None:
+    """The rows ``load`` reads (None: all of them)."""
+    if words is not None and rows is not None:
+        raise ConfigError("load takes words or rows, not both")
+    if unknown not in ("raise", "skip"):
+        raise ConfigError(f"unknown must be 'raise' or 'skip', got {unknown!r}")
+    if rows is not None:
+        picked = np.arange(len(vocab))[rows] if isinstance(rows, slice) else np.asarray(rows)
+        if picked.ndim != 1 or (len(picked) and (picked.dtype.kind not in "iu" or picked.min() < 0
+                                                 or picked.max() >= len(vocab))):
+            raise ConfigError(f"rows must be a slice or row numbers in [0, {len(vocab)}) (the run's words), "
+                              f"got {rows!r}")
+        return _once(picked.astype(np.int64))
+    if words is None:
+        return None
+    words = [words] if isinstance(words, str) else list(words)
+    index = {w: i for i, w in enumerate(vocab)}
+    lost = [w for w in words if w not in index]
+    if lost and unknown == "raise":
+        shown = ", ".join(repr(w) for w in lost[:5]) + (f" and {len(lost) - 5} more" if len(lost) > 5 else "")
+        raise UnknownWord(lost[0], len(vocab), f"{len(lost)} of the {len(words)} words to load are not in the "
+                          f"vocabulary of run {run.rsplit('/', 1)[-1]} ({len(vocab)} words): {shown}; leave them "
+                          "out, or pass unknown='skip'")
+    return _once(np.array([index[w] for w in words if w in index], np.int64))
+
+
+def _once(rows: np.ndarray) -> np.ndarray:
+    """``rows`` without repeats, in the order they first come (an Embeddings holds a word once).
+
+    >>> _once(np.array([6, 0, 6, 2])).tolist()
+    [6, 0, 2]
+    """
+    return rows[np.sort(np.unique(rows, return_index=True)[1])]
+
+
+def _matrix(run: str, manifest: dict, storage_options, select: np.ndarray | None, n_rows: int, mmap: bool,
+            name: str) -> np.ndarray:
+    """A run's ``name`` (vectors.npy or context.npy): the rows ``select`` by byte ranges, or a
+    memory map of a local file (its sha256 checked by streaming it), or the whole read into
+    memory (checked as read)."""
+    url, sha256 = storage.join(run, name), manifest["files"][name].get("sha256")
+    if select is not None:
+        return read_npy_rows(url, select, storage_options, expect_rows=n_rows)
+    matrix = map_npy(url, storage_options, sha256) if mmap else None
+    matrix = read_npy(url, storage_options, sha256) if matrix is None else matrix
+    if len(matrix) != n_rows:
+        raise DataError(f"run {run!r} has {n_rows} words but {len(matrix)} rows in {name}: the run is corrupt")
+    return matrix
 
 
 def read_neighbors(url: str, storage_options=None, verify: bool = False) -> pa.Table:
@@ -366,7 +442,7 @@ def _scan(out: str, storage_options=None) -> tuple[str | None, list[dict]]:
             continue
         entry["published"] = True
         try:
-            check_format(manifest, MANIFEST_FORMAT, MANIFEST_VERSION, murl)
+            check_format(manifest, MANIFEST_FORMAT, MANIFEST_READS, murl)
         except DataError as e:  # e.g. a newer nsdist's run: listed (and kept/collected) all the same
             entry["error"] = str(e)
         if isinstance(manifest, dict):

@@ -72,21 +72,33 @@ def test_parquet_schema_and_values(tmp_path, publish_run):
     assert np.array_equal(flat.reshape(-1, 4), v)
 
 
-def test_files_written_in_slices_equal_whole_writes(tmp_path):
-    """Enough rows for several text chunks, Parquet row groups and .npy slices."""
+def test_files_written_by_blocks_equal_whole_writes(tmp_path):
+    """Three row blocks, each with several text chunks, Parquet row groups and .npy slices: every
+    single file equals the whole write, and vectors.parquet's parts hold the rows in order."""
     words = [f"w{i}" for i in range(20000)]
     v = vectors(n=len(words), dim=64, seed=3)
-    files = formats.write_run_files(str(tmp_path), pa.array(words), np.arange(len(words))[::-1], v, v[::-1])
-    assert set(files) >= {"vectors.npy", "context.npy", "vectors.parquet", "vectors.txt"}
+    files = formats.write_run_files(str(tmp_path), pa.array(words), np.arange(len(words))[::-1], v, v[::-1],
+                                    workers=3)
+    parts = [formats.vectors_part(b) for b in range(3)]
+    assert set(files) == {"vectors.npy", "context.npy", "vectors.txt", "vectors.bin", "vocab.tsv", *parts}
     for name, array in (("vectors.npy", v), ("context.npy", np.ascontiguousarray(v[::-1]))):
         expected = tmp_path / f"expected-{name}"
         np.save(expected, array, allow_pickle=False)
         assert (tmp_path / name).read_bytes() == expected.read_bytes()
-    pf = pq.ParquetFile(tmp_path / "vectors.parquet")
-    assert pf.metadata.num_row_groups == 5  # 4096 words (1 MiB of vectors at dim 64) each
-    assert np.array_equal(pf.read().column("vector").combine_chunks().flatten().to_numpy().reshape(-1, 64), v)
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # the blocks' parts are gone
+    sizes = [pq.ParquetFile(tmp_path / p).metadata for p in parts]
+    assert [m.num_rows for m in sizes] == [6666, 6667, 6667]  # rows [0, 6666), [6666, 13333), [13333, 20000)
+    assert [m.num_row_groups for m in sizes] == [2, 2, 2]  # 4096 words (1 MiB of vectors at dim 64) each
+    table = pq.read_table(tmp_path / "vectors.parquet")  # the folder, as a dataset: parts in name order
+    assert table.column("word").to_pylist() == words
+    assert np.array_equal(table.column("vector").combine_chunks().flatten().to_numpy().reshape(-1, 64), v)
     kv = KeyedVectors.load_word2vec_format(str(tmp_path / "vectors.txt"))
     assert kv.index_to_key == words and np.array_equal(kv.vectors, v)
+    kv = KeyedVectors.load_word2vec_format(str(tmp_path / "vectors.bin"), binary=True)
+    assert kv.index_to_key == words and np.array_equal(kv.vectors, v)
+    for name, meta in files.items():
+        assert storage.sha256(str(tmp_path / name)) == meta["sha256"]
+        assert os.path.getsize(tmp_path / name) == meta["size"]
 
 
 # ---------------------------------------------------------------- versions and corruption
@@ -101,10 +113,13 @@ def run(tmp_path, publish_run):
 def test_manifest_and_latest_versions_are_checked(run):
     out, url = run
     manifest = storage.join(url, "manifest.json")
-    rewrite_json(manifest, version=2)
-    with pytest.raises(DataError, match=r"nsdist-manifest version 2\b.*upgrade nsdist"):
+    rewrite_json(manifest, version=3)
+    with pytest.raises(DataError, match=r"nsdist-manifest version 3\b.*reads versions 1, 2; upgrade nsdist to read it$"):
         nsdist.load(out)
-    rewrite_json(manifest, version=1, format="something-else")
+    rewrite_json(manifest, version=0)
+    with pytest.raises(DataError, match=r"version 0\b.*upgrade nsdist to read it or use the nsdist release that wrote"):
+        nsdist.load(out)
+    rewrite_json(manifest, version=2, format="something-else")
     with pytest.raises(DataError, match=r"not an nsdist-manifest file .*'something-else'.*point nsdist at an output URL"):
         nsdist.load(out)
     rewrite_json(manifest, format="nsdist-manifest")

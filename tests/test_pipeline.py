@@ -8,10 +8,11 @@ import os
 
 import dask
 import numpy as np
+import pyarrow as pa
 import pytest
 from distributed import Client, LocalCluster
 
-from nsdist import storage
+from nsdist import formats, storage
 from nsdist.config import load_config
 from nsdist.corpus import plan_blocks
 from nsdist.errors import ConfigError, DataError
@@ -119,10 +120,22 @@ def test_publish_layout_and_manifest(client, write, tmp_path):
     assert latest == {"format": "nsdist-latest", "version": 1, "run": result.run_id}
     manifest = json.loads(open(os.path.join(result.run_url, "manifest.json")).read())
     assert manifest["format"] == "nsdist-manifest" and manifest["config"]["train"]["dim"] == 16
+    # The outputs are written by one row block per worker: vectors.parquet in two parts, the other
+    # files each assembled from the two blocks' parts, byte for byte what one process writes.
+    rows = manifest["corpus"]["vocab_size"]
+    assert manifest["outputs"] == {"blocks": [[0, rows // 2], [rows // 2, rows]], "word2vec": True,
+                                   "vectors_parquet": "parts"}
     assert set(manifest["files"]) == {"vectors.txt", "vectors.bin", "vectors.npy", "context.npy",
-                                      "vectors.parquet", "vocab.tsv", "report.html"}
+                                      "vectors.parquet/part-00000.parquet", "vectors.parquet/part-00001.parquet",
+                                      "vocab.tsv", "report.html"}
     for name, meta in manifest["files"].items():
         assert os.path.getsize(os.path.join(result.run_url, name)) == meta["size"]
+        assert storage.sha256(os.path.join(result.run_url, name)) == meta["sha256"]
+    assert not [n for n in os.listdir(result.run_url) if n.startswith(".")]  # no part left behind
+    emb = load(result.run_url)
+    alone = formats.write_run_files(str(tmp_path / "alone"), pa.array(emb.vocab), emb.counts, np.asarray(emb.vectors),
+                                    np.asarray(emb.context_vectors), workers=2)
+    assert {n: m for n, m in manifest["files"].items() if n != "report.html"} == alone
     epochs = manifest["metrics"]["epochs"]
     assert [e["epoch"] for e in epochs] == [1, 2]
     assert all(e["words_per_second"] > 0 and e["merge_bytes"] > 0 for e in epochs)

@@ -42,13 +42,20 @@ def run_recipe(name: str, s3) -> dict:
     return namespace
 
 
-def _publish(out: str, run_id: str, vectors: np.ndarray, storage_options: dict) -> None:
-    """A run with a top-k table in two parts, written and published as a job writes them."""
+def _publish(out: str, run_id: str, vectors: np.ndarray, storage_options: dict, local) -> None:
+    """A run with vectors.parquet in two parts and a top-k table in two parts, published as a job
+    publishes them. The files are written by two row blocks under ``local``, then copied to S3:
+    on S3 a block holds at least 16 MiB of vectors (formats.output_blocks), and these are a few
+    hundred bytes."""
     words = pa.array(WORDS)
     url = runs.run_url(out, run_id)
     runs.claim_run(out, run_id, storage_options)
-    files = formats.write_run_files(url, words, np.arange(len(WORDS), 0, -1), vectors, vectors[::-1].copy(),
-                                    storage_options)
+    files = formats.write_run_files(str(local), words, np.arange(len(WORDS), 0, -1), vectors, vectors[::-1].copy(),
+                                    workers=2)
+    assert sorted(n for n in files if n.startswith("vectors.parquet/")) == [formats.vectors_part(0),
+                                                                            formats.vectors_part(1)]
+    for name in files:
+        storage.write_bytes(storage.join(url, name), (local / name).read_bytes(), storage_options)
     unit = nearest.unit_rows(vectors)
     for part, lo in enumerate(range(0, len(WORDS), 8)):
         idx, scores = nearest.block_topk(unit, lo, min(lo + 8, len(WORDS)), K)
@@ -60,14 +67,15 @@ def _publish(out: str, run_id: str, vectors: np.ndarray, storage_options: dict) 
 
 
 @pytest.fixture
-def published(s3):
+def published(s3, tmp_path):
     """Two runs under <out>: LATEST names the one published last, whose id sorts first, so a
     reader that picked the newest-looking run of a listing would read the other one."""
     out = s3.url("models", "wiki")
     rng = np.random.default_rng(7)
-    _publish(out, SUPERSEDED_RUN, rng.standard_normal((len(WORDS), 6)).astype(np.float32), s3.storage_options)
+    _publish(out, SUPERSEDED_RUN, rng.standard_normal((len(WORDS), 6)).astype(np.float32), s3.storage_options,
+             tmp_path / SUPERSEDED_RUN)
     vectors = rng.standard_normal((len(WORDS), 6)).astype(np.float32)
-    _publish(out, LATEST_RUN, vectors, s3.storage_options)
+    _publish(out, LATEST_RUN, vectors, s3.storage_options, tmp_path / LATEST_RUN)
     emb = nsdist.load(out, s3.storage_options)
     assert emb.manifest["run_id"] == LATEST_RUN and np.array_equal(emb.vectors, vectors)
     unit = nearest.unit_rows(vectors)
@@ -130,6 +138,8 @@ def test_duckdb_recipe_reads_the_latest_run_from_s3(s3, published, duckdb_httpfs
     import duckdb
 
     with pytest.raises(duckdb.BinderException, match="array_cosine_similarity"):
-        ns["con"].execute(f"SELECT array_cosine_similarity(vector, vector) FROM read_parquet('{ns['run']}/vectors.parquet')")
-    assert ns["con"].execute(f"SELECT DISTINCT typeof(vector) FROM read_parquet('{ns['run']}/vectors.parquet')"
-                             ).fetchall() == [("FLOAT[]",)]
+        ns["con"].execute(f"SELECT array_cosine_similarity(vector, vector) FROM read_parquet('{ns['run']}/"
+                          "vectors.parquet/*.parquet')")
+    assert ns["con"].execute(f"SELECT DISTINCT typeof(vector) FROM read_parquet('{ns['run']}/vectors.parquet/"
+                             "*.parquet')").fetchall() == [("FLOAT[]",)]
+    assert ns["con"].execute("SELECT count(*) FROM vectors").fetchone() == (len(WORDS),)  # both parts

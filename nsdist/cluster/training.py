@@ -267,14 +267,17 @@ class _Attempt:
                                        args, *self.after[0], key=f"write-{run.tag}-{self.attempt}",
                                        worker=self.workers[0]))
 
-    def deal(self, task, args: tuple, items: list, label: str) -> list:
-        """``task(*args, item, unit)`` for each item on the final model's unit rows, item i on
-        worker i mod W (every worker holding a model holds the same final rows); the results
-        in item order. A bar labelled ``label`` follows the items."""
+    def deal(self, task, args: tuple, items: list, label: str, whole: bool = False) -> list:
+        """``task(*args, item, unit)`` for each item on the final model's unit rows (``whole``:
+        ``task(*args, item, model)`` on the model itself), item i on worker i mod W (every worker
+        holding a model holds the same final rows); the results in item order. A bar labelled
+        ``label`` follows the items."""
         run, g = self.run, self.cfg.train.epochs * self.run.rounds
         after = {home: self.after[m] for m, home in enumerate(self.layout.home)}
-        futures = [self.submit(models.serve, run.tag, self.attempt, g, task, args, item, *after[w],
-                               key=f"{label}-{run.tag}-{self.attempt}-{i}", worker=w)
+        futures = [self.submit(models.save, run.tag, self.attempt, g, task, (*args, item), *after[w],
+                               key=f"{label}-{run.tag}-{self.attempt}-{i}", worker=w) if whole
+                   else self.submit(models.serve, run.tag, self.attempt, g, task, args, item, *after[w],
+                                    key=f"{label}-{run.tag}-{self.attempt}-{i}", worker=w)
                    for i, item in enumerate(items) for w in [self.workers[i % len(self.workers)]]]
         with progress.stage(label, len(futures), unit=" blocks") as bar:
             bar.follow(futures)
@@ -283,7 +286,8 @@ class _Attempt:
 
 class Final:
     """The trained model while it is still on the workers: ``write`` runs a function on the first
-    worker's copy, ``deal`` runs tasks over every worker's copy of its unit rows."""
+    worker's copy, ``deal`` runs tasks over every worker's copy of its unit rows, ``each`` over
+    every worker's copy of the model."""
 
     def __init__(self, job: _Attempt):
         self._job = job
@@ -302,6 +306,12 @@ class Final:
         final model's rows scaled to length 1 (computed once per worker); the results in item
         order."""
         return self._job.deal(task, args, items, label)
+
+    def each(self, task, args: tuple, items: list, label: str) -> list:
+        """``task(*args, item, model)`` for each item, dealt over the workers as ``deal`` deals
+        them, on their copy of the final model: the outputs by row blocks (when the model is
+        partitioned, the worker that owns a block's rows writes it); the results in item order."""
+        return self._job.deal(task, args, items, label, whole=True)
 
 
 @dataclass(frozen=True)
