@@ -273,11 +273,15 @@ class _Partitioned(_Attempt):
         return self.gather(self.submit(_apply, write, args, keys, self.run.parts.ranges, self.cfg.train.dim, ready,
                                        key=f"write-{self.run.tag}-{self.attempt}", worker=self.workers[0]))
 
-    def deal(self, task, args: tuple, items: list, label: str) -> list:
+    def deal(self, task, args: tuple, items: list, label: str, whole: bool = False) -> list:
+        """``task(*args, item, unit)`` (``whole``: ``task(*args, item, model)``) for each item,
+        dealt over the workers, on the final model read from the masters a range at a time."""
         run, dim = self.run, self.cfg.train.dim
         keys, ready = self._masters(self.cfg.train.epochs * run.rounds, label)
-        futures = [self.submit(_serve, task, args, item, keys, run.parts.ranges, dim, ready,
-                               key=f"{label}-{run.tag}-{self.attempt}-{i}", worker=w)
+        futures = [self.submit(_apply, task, (*args, item), keys, run.parts.ranges, dim, ready,
+                               key=f"{label}-{run.tag}-{self.attempt}-{i}", worker=w) if whole
+                   else self.submit(_serve, task, args, item, keys, run.parts.ranges, dim, ready,
+                                    key=f"{label}-{run.tag}-{self.attempt}-{i}", worker=w)
                    for i, item in enumerate(items) for w in [self.workers[i % len(self.workers)]]]
         with progress.stage(label, len(futures), unit=" blocks") as bar:
             bar.follow(futures)
