@@ -1,0 +1,116 @@
+"""Quality of the partitioned layout against the replicated one, same shards, same seeds.
+
+Counts and encodes a job on a LocalCluster (as a run does), then trains the same shards twice in
+this process with ``nsdist.reference``: every model holding all rows (``train_models``, what the
+cluster computes today), and each model holding only its shards' rows (``train_partitioned``,
+layout.py); then scores both and prints the rows each model held.
+
+    python benchmarks/bench_partitioned.py text CORPUS.txt --models 8 --seeds 1 2 \\
+        --analogies $GD/questions-words.txt --pairs $GD/wordsim353.tsv
+    python benchmarks/bench_partitioned.py sessions DIR --models 8      # nsdist synth --sessions DIR
+    python benchmarks/bench_partitioned.py graph DIR --models 8         # nsdist synth --graph DIR
+
+``GD``: gensim's test data directory (docs/quality.md). Models train one after another in one
+thread, so a run takes about (epochs x tokens / 1M) seconds per layout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from nsdist import cluster, layout  # noqa: E402
+from nsdist.config import load_config  # noqa: E402
+from nsdist.embeddings import Embeddings  # noqa: E402
+from nsdist.inputs import plan_inputs  # noqa: E402
+from nsdist.model import init_model  # noqa: E402
+from nsdist.pipeline import _tables  # noqa: E402
+from nsdist.reference import train_models, train_partitioned  # noqa: E402
+
+JOBS = {"text": None, "sessions": "jobs/sessions.yaml", "graph": "jobs/graph.yaml"}
+
+
+def encoded(client, cfg, n_shards: int, n_models: int, tag: str):
+    """The job's vocabulary and shards, as a run counts and encodes them (on the cluster)."""
+    files = [(u, os.path.getsize(u)) for u in (cfg.edges or cfg.corpus)]
+    blocks = plan_inputs(cfg, files)
+    if cfg.edges:
+        read = cluster.read_graph(client, cfg, blocks, tag)
+        counted = cluster.walk_corpus(client, cfg, read, tag, n_shards)
+    else:
+        counted = cluster.count_vocab(client, cfg, blocks, tag, n_shards)
+    shards, words, _ = cluster.encode_shards(client, cfg, counted, n_shards, cfg.train.rounds(n_models), tag)
+    return client.gather(counted.vocab), client.gather(shards), words
+
+
+def scores(kind: str, args, cfg, vocab, model) -> dict:
+    emb = Embeddings(vocab.words.to_pylist(), vocab.counts, model.win, context=model.wout)
+    if kind == "text":
+        from nsdist.evaluate import evaluate_files
+        r = evaluate_files(emb, analogies=args.analogies, pairs=args.pairs)
+        return {"analogy": r["analogies"]["accuracy"], "wordsim": r["pairs"]["spearman"]}
+    if kind == "sessions":
+        from nsdist.evaluate import evaluate_files
+        r = evaluate_files(emb, sessions=os.path.join(args.data, "sessions.test.parquet"),
+                           clusters=os.path.join(args.data, "items.tsv"))
+        return {"hr@10": r["sessions"]["hit_rate"], "group_precision": r["cluster_precision"]}
+    from nsdist.evaluate.graph import evaluate_graph_files
+    r = evaluate_graph_files(emb, node_labels=os.path.join(args.data, "labels.tsv"),
+                             link_edges=os.path.join(args.data, "edges.test.parquet"))
+    half = [x for x in r["node_classification"]["ratios"] if x["train_ratio"] == 0.5][0]
+    return {"micro_f1": half["micro_f1"], "link_auc": r["link_prediction"]["auc_cosine"]}
+
+
+def job(kind: str, args, seed: int):
+    overrides = {"seed": seed, **dict(kv.split("=", 1) for kv in args.set)}
+    if kind == "text":
+        return load_config(corpus=[args.data], out="unused", overrides=overrides)
+    spec = JOBS[kind]
+    where = {"corpus": [os.path.join(args.data, "sessions.parquet")]} if kind == "sessions" else \
+        {"edges": [os.path.join(args.data, "edges.parquet")]}
+    return load_config(spec, overrides=overrides, **where)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("kind", choices=sorted(JOBS))
+    ap.add_argument("data", help="text corpus file, or the directory nsdist synth wrote")
+    ap.add_argument("--models", type=int, default=8)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1])
+    ap.add_argument("--set", action="append", default=[], help="KEY=VALUE config overrides")
+    ap.add_argument("--analogies")
+    ap.add_argument("--pairs")
+    args = ap.parse_args(argv)
+    from distributed import Client, LocalCluster
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as lc, Client(lc) as client:
+        for seed in args.seeds:
+            cfg = job(args.kind, args, seed)
+            t = cfg.train
+            vocab, shards, words = encoded(client, cfg, args.models, args.models, f"bench-{seed}")
+            start = init_model(len(vocab), t.dim, t.seed)
+            t0 = time.perf_counter()
+            rep = train_models(shards, words, _tables(vocab, t, args.models), t, args.models, start)
+            t1 = time.perf_counter()
+            part = train_partitioned(shards, words, vocab.counts, t, args.models, start)
+            t2 = time.perf_counter()
+            groups = [[p for s in range(m, len(shards), args.models) for p in shards[s]] for m in range(args.models)]
+            held = [len(layout.held_rows(g)) for g in groups]
+            print(json.dumps({
+                "kind": args.kind, "seed": seed, "models": args.models, "vocab": len(vocab),
+                "tokens": int(words.sum()), "held_rows_max": max(held), "held_rows_mean": float(np.mean(held)),
+                "replicated": {**scores(args.kind, args, cfg, vocab, rep.model), "seconds": t1 - t0,
+                               "bytes_per_epoch": sum(rep.moved) / t.epochs},
+                "partitioned": {**scores(args.kind, args, cfg, vocab, part.model), "seconds": t2 - t1,
+                                "bytes_per_epoch": sum(part.moved) / t.epochs},
+            }), flush=True)
+
+
+if __name__ == "__main__":
+    main()
