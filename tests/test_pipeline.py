@@ -166,10 +166,9 @@ def test_failed_run_publishes_nothing(client, write, tmp_path):
     with pytest.raises(DataError, match="empty vocabulary"):
         train(config([write("small.txt", "a b c\n")], out, min_count=100), client)
     assert (tmp_path / "out" / "LATEST").read_bytes() == before
-    # The failed run keeps its claim (a resume needs it) but was never published.
+    # Refused once its corpus was counted, before it claimed a run: nothing of it is left.
     assert [r["run_id"] for r in list_runs(out)] == [good.run_id]
-    failed = [r for r in storage.listdir(os.path.join(out, "runs")) if r != good.run_id]
-    assert len(failed) == 1 and not os.path.exists(os.path.join(out, "runs", failed[0], "manifest.json"))
+    assert storage.listdir(os.path.join(out, "runs")) == [good.run_id]
 
 
 def test_a_diverging_run_fails_and_publishes_nothing(client, write, tmp_path):
