@@ -379,6 +379,7 @@ def _job(cfg: JobConfig, client, run: _Run, files: list, blocks: list, fingerpri
     _check_encoded(words, n_shards, timer.seconds["encode"])
     source, warm = _source(client, cfg, run, counted.vocab, counted.summary["vocab_size"])
     training, rates, placed = _training(client, cfg, run, counted, shards, words, shard_bytes, n_models, source)
+    del shards  # the partitioned layout trains copies in local ids: the originals go once those are built
     epochs = {m["epoch"]: m for m in state.get("metrics", [])}
     saves = _Checkpoints(cfg, run, {"shards": n_shards, "models": n_models, "layout": placed["layout"],
                                     "shard_plan": SHARD_PLAN,
