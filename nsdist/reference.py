@@ -53,6 +53,17 @@ def merged_bytes(touched_in, touched_out, dim: int) -> int:
     return sum(len(t) * dim * 4 if t.all() else int(t.sum()) * (dim * 4 + 4) for t in (touched_in, touched_out))
 
 
+def _rounds(t: TrainConfig, words: np.ndarray):
+    """(epoch, round, learning rate at its start, at its end) of every round of ``t``: one global
+    schedule over the words of all epochs (``words[shard, round]``)."""
+    total, done = t.epochs * int(words.sum()), 0
+    for epoch in range(t.epochs):
+        for r in range(words.shape[1]):
+            a0 = plan.schedule(t.alpha, t.min_alpha, done, total)
+            done += int(words[:, r].sum())
+            yield epoch, r, a0, plan.schedule(t.alpha, t.min_alpha, done, total)
+
+
 def train_models(shards: list[Shard], words: np.ndarray, tables: Tables, t: TrainConfig, n_models: int,
                  start: Model) -> Reference:
     """Every epoch of ``t`` on ``n_models`` copies of ``start``; ``words[shard, round]`` are the
@@ -61,23 +72,19 @@ def train_models(shards: list[Shard], words: np.ndarray, tables: Tables, t: Trai
     rows = len(start.win)
     models = [Model(start.win.copy(), start.wout.copy()) for _ in range(n_models)]
     counts = [(np.zeros(rows, np.uint32), np.zeros(rows, np.uint32)) for _ in models]
-    total, done, prefixes, moved = t.epochs * int(words.sum()), 0, set(), []
-    for epoch in range(t.epochs):
-        for r in range(rounds):
-            a0 = plan.schedule(t.alpha, t.min_alpha, done, total)
-            done += int(words[:, r].sum())
-            a1 = plan.schedule(t.alpha, t.min_alpha, done, total)
-            for model, (n_in, n_out), group in zip(models, counts, plan.model_groups(n_shards, n_models)):
-                for s in group:
-                    train_round(model, shards[s], tables, round_spec(t, epoch, r, rounds, s, a0, a1), n_in, n_out)
-            n = plan.sync_rows(r, rounds, rows, t.sync_rows)
-            prefixes.add(n)
-            moved.append(_round_bytes(counts, n, rows, t))
-            for matrix, c in (("win", 0), ("wout", 1)):
-                merge_rows([getattr(m, matrix)[:n] for m in models], [getattr(m, matrix)[:n] for m in models],
-                           [k[c][:n] for k in counts], t.merge)
-            for k in counts:
-                k[0][:n], k[1][:n] = 0, 0
+    prefixes, moved = set(), []
+    for epoch, r, a0, a1 in _rounds(t, words):
+        for model, (n_in, n_out), group in zip(models, counts, plan.model_groups(n_shards, n_models)):
+            for s in group:
+                train_round(model, shards[s], tables, round_spec(t, epoch, r, rounds, s, a0, a1), n_in, n_out)
+        n = plan.sync_rows(r, rounds, rows, t.sync_rows)
+        prefixes.add(n)
+        moved.append(_round_bytes(counts, n, rows, t))
+        for matrix, c in (("win", 0), ("wout", 1)):
+            merge_rows([getattr(m, matrix)[:n] for m in models], [getattr(m, matrix)[:n] for m in models],
+                       [k[c][:n] for k in counts], t.merge)
+        for k in counts:
+            k[0][:n], k[1][:n] = 0, 0
     return Reference(models[0], moved, prefixes)
 
 
@@ -112,19 +119,15 @@ def train_partitioned(shards: list[Shard], words: np.ndarray, counts: np.ndarray
     master = Model(start.win.copy(), start.wout.copy())
     models = [layout.local_model(start, h) for h in held]
     updates = [(np.zeros(len(h), np.uint32), np.zeros(len(h), np.uint32)) for h in held]
-    total, done, prefixes, moved = t.epochs * int(words.sum()), 0, set(), []
-    for epoch in range(t.epochs):
-        for r in range(rounds):
-            a0 = plan.schedule(t.alpha, t.min_alpha, done, total)
-            done += int(words[:, r].sum())
-            a1 = plan.schedule(t.alpha, t.min_alpha, done, total)
-            for m, group in enumerate(groups):
-                for s, pieces in zip(group, mine[m]):
-                    spec = round_spec(t, epoch, r, rounds, s, a0, a1)
-                    train_round(models[m], pieces, local[m], spec, *updates[m])
-            n = plan.sync_rows(r, rounds, rows, t.sync_rows)
-            prefixes.add(n)
-            moved.append(_sync(models, held, k, updates, master, n, r == rounds - 1, t.merge))
+    prefixes, moved = set(), []
+    for epoch, r, a0, a1 in _rounds(t, words):
+        for m, group in enumerate(groups):
+            for s, pieces in zip(group, mine[m]):
+                spec = round_spec(t, epoch, r, rounds, s, a0, a1)
+                train_round(models[m], pieces, local[m], spec, *updates[m])
+        n = plan.sync_rows(r, rounds, rows, t.sync_rows)
+        prefixes.add(n)
+        moved.append(_sync(models, held, k, updates, master, n, r == rounds - 1, t.merge))
     return Reference(master, moved, prefixes)
 
 
