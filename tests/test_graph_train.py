@@ -116,7 +116,7 @@ def test_text_edges_string_ids_directed_weighted_with_saved_walks(client, tmp_pa
     m = result.manifest
     # "lonely" has only a self-loop, which is dropped: a node without edges keeps a vector.
     assert m["graph"] == {"nodes": 6, "edges": 6, "weighted": True, "isolated_nodes": 1, "dead_ends": 0,
-                          "isolated_examples": ["lonely"], "walks": 18}
+                          "isolated_examples": ["lonely"], "walks": 18, "layout": "replicated"}
     assert m["word_type"] == "string" and m["config"]["graph"]["directed"] is True
     info = subprocess.run(nsdist_cmd("info", str(tmp_path / "out")), capture_output=True, text=True, timeout=120)
     assert ("graph: 6 nodes, 6 directed edges, weighted, 18 walks; 1 node(s) without edges (e.g. lonely), "
@@ -138,6 +138,39 @@ def test_text_edges_string_ids_directed_weighted_with_saved_walks(client, tmp_pa
         for node in walk:
             counts[node] += 1
     assert {w: emb.get_vecattr(w, "count") for w in emb.index_to_key} == counts
+
+
+def _saved_walks(url):
+    return [line for f in sorted(glob.glob(os.path.join(url, "part-*.txt"))) for line in open(f).read().splitlines()]
+
+
+@pytest.mark.parametrize("case", ["undirected-node2vec", "directed-weighted-dead-ends"])
+def test_partitioned_layout_gives_the_same_walks_and_vectors(client, planted, tmp_path, case):
+    """graph.layout=partitioned: each worker holds a node range's rows and the walkers move
+    between the two workers in supersteps; the walks, in the same order, and the vectors are
+    the replicated layout's, bit for bit."""
+    if case == "undirected-node2vec":
+        edges, keys = [planted.train], {"p": 0.5, "q": 2.0, "walks_per_node": 2, "walk_length": 20}
+    else:  # string ids, weights, a node without edges (a self-loop only), dead ends ("z*"), repeats
+        rng = np.random.default_rng(4)
+        lines = [f"n{a} {'z' if b % 7 == 0 else 'n'}{b} {w:.2f}" for a, b, w in
+                 zip(rng.integers(0, 60, 300), rng.integers(0, 60, 300), rng.uniform(0.2, 3, 300))]
+        path = tmp_path / "edges.txt"
+        path.write_text("\n".join(lines + ["lonely lonely 1", "n1 n2 1.5", "n1 n2 1.5"]) + "\n")
+        edges, keys = [str(path)], {"directed": True, "q": 0.5, "walks_per_node": 3, "walk_length": 12}
+    runs = {layout: _train(client, tmp_path / layout, edges, {**keys, "layout": layout}, {"dim": 16},
+                           save_walks=str(tmp_path / f"walks-{layout}"))
+            for layout in ("replicated", "partitioned")}
+    one, other = runs["replicated"].manifest["graph"], runs["partitioned"].manifest["graph"]
+    assert other.pop("layout") == "partitioned" and one.pop("layout") == "replicated"
+    assert other.pop("supersteps") > 2 and other.pop("walk_bytes") > 0  # the walkers did cross
+    assert one == other
+    if case != "undirected-node2vec":
+        assert one["isolated_nodes"] == 1 and one["dead_ends"] > 0 and one["weighted"]
+    walks = _saved_walks(str(tmp_path / "walks-replicated"))
+    assert len(walks) == one["walks"] and walks == _saved_walks(str(tmp_path / "walks-partitioned"))
+    a, b = runs["replicated"].load(), runs["partitioned"].load()
+    assert a.index_to_key == b.index_to_key and np.array_equal(a.vectors, b.vectors)
 
 
 def test_int64_ids_round_trip_in_every_output(client, tmp_path):

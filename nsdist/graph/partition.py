@@ -8,10 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import LAYOUTS
 from ..errors import ConfigError
 from .csr import CSR, csr_bytes, csr_rows, with_tables
-
-LAYOUTS = ("auto", "replicated", "partitioned")
 
 
 @dataclass(frozen=True)
@@ -90,6 +89,20 @@ def make_part(rows, lo: int, hi: int, weighted: bool) -> Part:
     return Part(lo, hi, with_tables(*rows, weighted))
 
 
+def pick_layout(layout: str, adjacency: int, limit: int, share: float) -> str:
+    """``graph.layout`` resolved: ``auto`` is replicated when the whole adjacency fits in
+    ``share`` of the smallest worker memory ``limit`` (0: unknown, anything fits).
+
+    >>> pick_layout("auto", 100, 1000, 0.5), pick_layout("auto", 600, 1000, 0.5), pick_layout("auto", 600, 0, 0.5)
+    ('replicated', 'partitioned', 'replicated')
+    """
+    if layout not in LAYOUTS:
+        raise ConfigError(f"graph.layout is {layout!r}; set it to one of {', '.join(LAYOUTS)}")
+    if layout != "auto":
+        return layout
+    return "replicated" if not limit or adjacency <= share * limit else "partitioned"
+
+
 def choose_layout(layout: str, adjacency: int, largest_part: int, limit: int, share: float, workers: int) -> str:
     """The layout a graph job uses: ``replicated`` (every worker holds the whole adjacency, the
     fast path) when asked or, for ``auto``, when it fits in ``share`` of the smallest worker
@@ -99,16 +112,14 @@ def choose_layout(layout: str, adjacency: int, largest_part: int, limit: int, sh
     >>> choose_layout("auto", 100, 30, 1000, 0.5, 4), choose_layout("auto", 600, 160, 1000, 0.5, 4)
     ('replicated', 'partitioned')
     """
-    if layout not in LAYOUTS:
-        raise ConfigError(f"graph.layout is {layout!r}; set it to one of {', '.join(LAYOUTS)}")
-    fits = not limit or adjacency <= share * limit
-    if layout == "replicated" and not fits:
+    chosen = pick_layout(layout, adjacency, limit, share)
+    if chosen == "replicated" and limit and adjacency > share * limit:
         raise ConfigError(f"the graph's adjacency needs {adjacency / 1e6:,.1f} MB on every worker with "
                           f"graph.layout=replicated, more than {share:.0%} of a worker's memory limit "
                           f"({limit / 1e6:,.1f} MB); set graph.layout=partitioned (or auto), or give the workers "
                           "more memory")
-    if layout == "replicated" or (layout == "auto" and fits):
-        return "replicated"
+    if chosen == "replicated":
+        return chosen
     if limit and largest_part > share * limit:
         raise ConfigError(f"the graph's adjacency needs {adjacency / 1e6:,.1f} MB, and even partitioned over "
                           f"{workers} worker(s) its largest range needs {largest_part / 1e6:,.1f} MB, more than "
