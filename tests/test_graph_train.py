@@ -6,6 +6,7 @@ when they were set are in the comments.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import subprocess
@@ -245,21 +246,51 @@ def test_bad_edge_lists_fail_with_one_line_before_a_run_is_claimed(tmp_path):
     assert both.returncode == 2 and "not both" in both.stderr
 
 
-def test_an_adjacency_too_big_for_the_workers_is_refused(planted, tmp_path):
-    """The plan compares the adjacency with the workers' memory limit before building it."""
+@contextlib.contextmanager
+def small_workers(n, limit):
+    """A LocalCluster whose workers have a memory limit far below their processes' own size;
+    Dask's memory management is off, so that the workers keep running and nsdist's checks are
+    what the limit meets."""
     import dask
     from distributed import Client, LocalCluster
 
-    # A limit far below the adjacency; Dask's own memory management is off, so that the workers
-    # (whose processes alone take more) keep running and nsdist's check is what refuses.
     off = {"distributed.worker.memory.target": False, "distributed.worker.memory.spill": False,
            "distributed.worker.memory.pause": False, "distributed.worker.memory.terminate": False}
-    with dask.config.set(off), LocalCluster(n_workers=1, threads_per_worker=1, memory_limit="64kB",
-                                            dashboard_address=None) as lc, Client(lc) as small:
-        with pytest.raises(ConfigError, match=r"needs 0\.\d MB on every worker, more than 50% of a worker's memory "
-                                              r"limit \(0\.1 MB\); give the workers more memory"):
+    with dask.config.set(off), LocalCluster(n_workers=n, threads_per_worker=1, memory_limit=limit,
+                                            dashboard_address=":0") as lc, Client(lc) as small:
+        small.wait_for_workers(n, timeout=120)
+        yield small
+
+
+def test_an_adjacency_too_big_for_the_workers_is_refused(planted, tmp_path):
+    """The plan compares the adjacency with the workers' memory limit before building it: what
+    does not fit replicated is partitioned, and what does not fit even so is refused."""
+    with small_workers(1, "64kB") as small:
+        with pytest.raises(ConfigError, match=r"needs 0\.\d MB, and even partitioned over 1 worker\(s\) its largest "
+                                              r"range needs 0\.\d MB, more than 50% of a worker's memory limit "
+                                              r"\(0\.1 MB\); add workers or give them more memory"):
             _train(small, tmp_path / "out", [planted.train])
+        with pytest.raises(ConfigError, match=r"needs 0\.\d MB on every worker with graph.layout=replicated, more than "
+                                              r"50% .* set graph.layout=partitioned \(or auto\), or give the workers"):
+            _train(small, tmp_path / "out", [planted.train], {"layout": "replicated"})
     assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")  # no run was claimed
+
+
+def test_auto_partitions_an_adjacency_too_big_to_replicate(client, tmp_path):
+    """With 260 kB workers, the adjacency (176 kB) exceeds half a worker's limit, its two node
+    ranges (88 kB each) do not: graph.layout=auto walks partitioned, and the vectors are those
+    of the replicated layout on workers without a limit."""
+    rng = np.random.default_rng(2)
+    src, dst = rng.integers(0, 2000, 30000), rng.integers(0, 2000, 30000)
+    pairs = np.unique(np.sort(np.stack([src, dst])[:, src != dst], axis=0), axis=1)[:, :20000]
+    path = tmp_path / "dense.parquet"
+    pq.write_table(pa.table({"src": pairs[0], "dst": pairs[1]}), path)
+    keys, train_keys = {"walks_per_node": 1, "walk_length": 5}, {"dim": 4}
+    with small_workers(2, "260kB") as small:
+        auto = _train(small, tmp_path / "auto", [str(path)], keys, train_keys)
+    assert auto.manifest["graph"]["layout"] == "partitioned" and auto.manifest["graph"]["edges"] == 40000
+    replicated = _train(client, tmp_path / "replicated", [str(path)], {**keys, "layout": "replicated"}, train_keys)
+    assert np.array_equal(auto.load().vectors, replicated.load().vectors)
 
 
 def test_dry_run_states_the_graph_and_the_adjacency_per_worker(planted, tmp_path):
@@ -269,10 +300,20 @@ def test_dry_run_states_the_graph_and_the_adjacency_per_worker(planted, tmp_path
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     edges = 2 * pq.read_metadata(planted.train).num_rows
-    assert f"graph: 2,000 nodes, {edges:,} directed edges; its adjacency takes 0.1 MB on every worker" in r.stdout
+    assert (f"graph: 2,000 nodes, {edges:,} directed edges; layout replicated: its adjacency takes 0.1 MB on every "
+            "worker") in r.stdout
     assert "walks: 20,000 of up to 40 nodes = up to 800,000 tokens" in r.stdout
     assert r.stdout.count("for its model, the adjacency and shards") == 2 and "fits" in r.stdout
     assert not out.exists() or not os.listdir(out)
+    r = subprocess.run(nsdist_cmd("train", "--edges", planted.train, "--out", str(out), "--workers", "2",
+                                  "--set", "directed=false", "--set", "layout=partitioned", "--dry-run"),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    # Two ranges of about equal bytes: (8 (n + 1) + 4 e) / 2 each, a range's offsets adding 8 bytes.
+    half = (8 * 2001 + 4 * edges) / 2 / 1e6
+    assert (f"layout partitioned: its adjacency (0.1 MB) is cut into node ranges of up to {half:.1f} MB, one per "
+            "worker") in r.stdout
+    assert r.stdout.count("for its model, its adjacency range and shards") == 2
 
 
 def test_karate_club_factions(client, tmp_path):
