@@ -10,6 +10,8 @@ same blocks and bits as the replicated layout's).
 
 from __future__ import annotations
 
+import collections
+import itertools
 import logging
 import operator
 
@@ -28,6 +30,9 @@ log = logging.getLogger("nsdist")
 # Walk blocks per worker in a wave: a range holds its share of a wave's walk nodes (12 bytes each)
 # until the wave's blocks are assembled; 4 blocks of 2**20 tokens is about 50 MB per worker.
 WAVE_BLOCKS_PER_WORKER = 4
+# Supersteps submitted beyond the one whose counts the client waits for, so that the workers do
+# not wait for the client; after the last walker they are empty and cost a few tasks each.
+AHEAD = 2
 
 
 def waves(ranges: list, per_wave: int) -> list[list]:
@@ -91,6 +96,28 @@ def _assemble(pieces, lo: int, hi: int, walk_length: int) -> Walks:
     return Walks(*assemble(pieces, lo, hi, walk_length))
 
 
+def _supersteps(client: Client, parts: list, bounds, starting: list, params: WalkParams, where: list,
+                tag: str) -> tuple[list, dict]:
+    """Supersteps until no walker, query or answer is in flight: each range's final Step (its
+    walk nodes) and the counts. The client learns a superstep's counts while the next AHEAD run."""
+    nparts = len(parts)
+    steps, inbox, pending = [None] * nparts, [[] for _ in range(nparts)], collections.deque()
+    stats = {"supersteps": 0, "steps": 0, "bytes": 0}
+    for s in itertools.count():
+        steps = [client.submit(_superstep, parts[i], bounds, steps[i], inbox[i], params,
+                               starting[i] if steps[i] is None else [], key=f"superstep-{tag}-{s}-{i}", **where[i])
+                 for i in range(nparts)]
+        pending.append([client.submit(_counts, st, key=f"counts-{st.key}") for st in steps])
+        inbox = [[client.submit(_mail, steps[j], i, key=f"mail-{tag}-{s}-{j}-{i}") for j in range(nparts)]
+                 for i in range(nparts)]
+        if len(pending) > AHEAD:
+            counts = client.gather(pending.popleft())
+            stats = {"supersteps": stats["supersteps"] + 1, "steps": stats["steps"] + sum(c[1] for c in counts),
+                     "bytes": stats["bytes"] + sum(c[2] for c in counts)}
+            if not sum(c[0] for c in counts):  # the supersteps after it are empty: their states are final
+                return steps, stats
+
+
 def walk_partitioned(client: Client, parts: list, bounds, ranges: list, places: list, g: GraphConfig, seed: int,
                      n: int, workers: list, tag: str) -> tuple[list, dict]:
     """The walk blocks ``ranges`` (walks [lo, hi) each, the block placed on ``places``) over the
@@ -103,19 +130,8 @@ def walk_partitioned(client: Client, parts: list, bounds, ranges: list, places: 
                   for lo, hi in wave]
         starting = [[client.submit(operator.getitem, s, i, key=f"start-{i}-{s.key}") for s in starts]
                     for i in range(nparts)]
-        steps, inbox = [None] * nparts, [[] for _ in range(nparts)]
-        while True:
-            s = stats["supersteps"]
-            steps = [client.submit(_superstep, parts[i], bounds, steps[i], inbox[i], params,
-                                   starting[i] if steps[i] is None else [], key=f"superstep-{tag}-{s}-{i}",
-                                   **where[i]) for i in range(nparts)]
-            counts = client.gather([client.submit(_counts, st, key=f"counts-{st.key}") for st in steps])
-            stats = {"supersteps": s + 1, "steps": stats["steps"] + sum(c[1] for c in counts),
-                     "bytes": stats["bytes"] + sum(c[2] for c in counts)}
-            if not sum(c[0] for c in counts):
-                break
-            inbox = [[client.submit(_mail, steps[j], i, key=f"mail-{tag}-{s}-{j}-{i}") for j in range(nparts)]
-                     for i in range(nparts)]
+        steps, counted = _supersteps(client, parts, bounds, starting, params, where, f"{tag}-{k}")
+        stats = {key: stats[key] + counted[key] for key in stats}
         cut = [client.submit(_paths, st, wave, g.walk_length, key=f"paths-{st.key}") for st in steps]
         for b, (lo, hi) in enumerate(wave):
             pieces = [client.submit(operator.getitem, c, b, key=f"piece-{b}-{c.key}") for c in cut]

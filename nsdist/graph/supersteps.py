@@ -23,7 +23,7 @@ import numba
 import numpy as np
 
 from .partition import Part
-from .walks import _WALK_KEY, _hash3, _links, _position, _step, _uniform, check_walk_params
+from .walks import _LANES, _WALK_KEY, _hash3, _links, _position, _step, _uniform, check_walk_params
 
 
 @dataclass(frozen=True)
@@ -144,9 +144,23 @@ def _start_states(starts, index, seed, out):  # pragma: no cover - compiled
         out[k] = _hash3(seed ^ _WALK_KEY, starts[k], index[k])
 
 
+def grouped(labels: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """(order, cuts): ``order[cuts[g]:cuts[g + 1]]`` are the positions of label g, in order.
+    Labels of fewer than 2**16 groups sort as uint16, which numpy's stable sort does in linear
+    time (a radix sort): a superstep groups every walker and every written node this way.
+
+    >>> order, cuts = grouped(np.array([1, 0, 1, 2]), 3)
+    >>> order.tolist(), cuts.tolist()
+    ([1, 0, 2, 3], [0, 1, 3, 4])
+    """
+    small = labels.astype(np.uint16) if groups < 2**16 else labels
+    cuts = np.zeros(groups + 1, np.int64)
+    np.cumsum(np.bincount(small, minlength=groups), out=cuts[1:])
+    return np.argsort(small, kind="stable"), cuts
+
+
 def _by_owner(walkers: Walkers, owner: np.ndarray, parts: int) -> list[Mail]:
-    order = np.argsort(owner, kind="stable")
-    cuts = np.searchsorted(owner[order], np.arange(parts + 1))
+    order, cuts = grouped(owner, parts)
     return [Mail(walkers=walkers.take(order[cuts[i]:cuts[i + 1]])) for i in range(parts)]
 
 
@@ -169,15 +183,20 @@ def superstep(part: Part, bounds: np.ndarray, held: Held, inbox: list[Mail], par
     nodes = np.empty(len(keys), np.int32)
     status = np.empty(len(w), np.int8)
     c = part.csr
-    written = _advance(c.offsets, c.neighbors, c.weights, c.prob, c.alias, c.totals, part.lo, part.hi, w.wid, v, t,
-                       state, length, x, r, answer, params.walk_length, params.second_order, 1.0 / params.p,
-                       1.0 / params.q, keys, nodes, status)
+    if params.second_order:
+        written = _advance(c.offsets, c.neighbors, c.weights, c.prob, c.alias, c.totals, part.lo, part.hi, w.wid, v,
+                           t, state, length, x, r, answer, params.walk_length, 1.0 / params.p, 1.0 / params.q, keys,
+                           nodes, status)
+    else:
+        written = _advance_first(c.offsets, c.neighbors, c.prob, c.alias, part.lo, part.hi, w.wid, v, t, state, length,
+                                 params.walk_length, keys, nodes, status)
     after = Walkers(w.wid, v, t, state, length)
     asking, moved = status == ASKING, status == MOVED
     wait = ~ready
     new_held = Held(Walkers.concat([held.walkers.take(wait), after.take(asking)]),
                     np.concatenate([held.x[wait], x[asking]]), np.concatenate([held.r[wait], r[asking]]),
-                    held.paths + (((keys[:written], nodes[:written]),) if written else ()))
+                    # copies: the buffers have room for every walker's whole remaining walk
+                    held.paths + (((keys[:written].copy(), nodes[:written].copy()),) if written else ()))
     going = _by_owner(after.take(moved), owners(bounds, v[moved]), parts)
     ask_to = owners(bounds, t[asking])
     ask = (w.wid[asking], t[asking], x[asking])
@@ -217,11 +236,11 @@ DONE, MOVED, ASKING = 0, 1, 2
 
 @numba.njit(cache=True, nogil=True)
 def _advance(offsets, neighbors, weights, prob, alias, totals, lo, hi, wid, v, t, state, length, x, r, answer,
-             walk_length, second_order, inv_p, inv_q, keys, nodes, status):  # pragma: no cover - compiled
-    # walks._node2vec_walks (and, first-order, walks._first_order_walks' steps) for the walkers
-    # at this range's nodes, with the same draws in the same order, until each walker's walk
-    # ends (DONE), its next node is another range's (MOVED), or its acceptance test needs a
-    # node it left behind (ASKING: x and r hold the candidate and the coin until the answer).
+             walk_length, inv_p, inv_q, keys, nodes, status):  # pragma: no cover - compiled
+    # walks._node2vec_walks for the walkers at this range's nodes, with the same draws in the
+    # same order, until each walker's walk ends (DONE), its next node is another range's
+    # (MOVED), or its acceptance test needs a node it left behind (ASKING: x and r hold the
+    # candidate and the coin until the answer comes).
     envelope = max(1.0, inv_q)
     sure = min(1.0, inv_q)
     back = min(inv_p, envelope)
@@ -238,7 +257,7 @@ def _advance(offsets, neighbors, weights, prob, alias, totals, lo, hi, wid, v, t
             a, b = offsets[vv - lo], offsets[vv - lo + 1]
             if b == a:
                 break
-            if tt < 0 or not second_order:
+            if tt < 0:
                 nx, st = _step(offsets, neighbors, prob, alias, vv - lo, st)
             else:
                 extra = mass = 0.0
@@ -292,6 +311,58 @@ def _advance(offsets, neighbors, weights, prob, alias, totals, lo, hi, wid, v, t
     return n
 
 
+@numba.njit(cache=True, nogil=True)
+def _advance_first(offsets, neighbors, prob, alias, lo, hi, wid, v, t, state, length, walk_length, keys, nodes,
+                   status):  # pragma: no cover - compiled
+    # First-order walkers until each is DONE or MOVED, _LANES of them a step at a time (as
+    # walks._first_order_walks: their memory loads overlap); a lane whose walker stops takes the
+    # next one. Nodes are written in the order the steps are taken: their keys place them.
+    lane = np.full(_LANES, -1, np.int64)
+    vv, tt, ln = np.empty(_LANES, np.int64), np.empty(_LANES, np.int64), np.empty(_LANES, np.int64)
+    st = np.empty(_LANES, np.uint64)
+    n, following, busy = 0, 0, 0
+    for j in range(_LANES):
+        if following < len(wid):
+            lane[j], vv[j], tt[j], st[j], ln[j] = following, v[following], t[following], state[following], \
+                length[following]
+            following += 1
+            busy += 1
+    while busy:
+        for j in range(_LANES):
+            k = lane[j]
+            if k < 0:
+                continue
+            if ln[j] == 0:  # a new walk: its start node
+                keys[n], nodes[n] = wid[k] * walk_length, vv[j]
+                n += 1
+                ln[j] = 1
+            done = ln[j] >= walk_length or offsets[vv[j] - lo + 1] == offsets[vv[j] - lo]
+            if not done:
+                x, st[j] = _step(offsets, neighbors, prob, alias, vv[j] - lo, st[j])
+                keys[n], nodes[n] = wid[k] * walk_length + ln[j], x
+                n += 1
+                ln[j] += 1
+                tt[j], vv[j] = vv[j], x
+                if ln[j] < walk_length and not (lo <= x < hi):
+                    status[k] = MOVED
+                    done = True
+                elif ln[j] >= walk_length:
+                    status[k] = DONE
+                    done = True
+            else:
+                status[k] = DONE
+            if done:
+                v[k], t[k], state[k], length[k] = vv[j], tt[j], st[j], ln[j]
+                lane[j] = -1
+                busy -= 1
+                if following < len(wid):
+                    f = following
+                    lane[j], vv[j], tt[j], st[j], ln[j] = f, v[f], t[f], state[f], length[f]
+                    following += 1
+                    busy += 1
+    return n
+
+
 # The whole walk in one process ----------------------------------------------------------------
 
 def walk_supersteps(parts: list[Part], bounds: np.ndarray, wid: np.ndarray, starts: np.ndarray, walk_index,
@@ -314,13 +385,30 @@ def walk_supersteps(parts: list[Part], bounds: np.ndarray, wid: np.ndarray, star
 
 
 def block_paths(held: Held, ranges: list[tuple[int, int]], walk_length: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """A range's written walk nodes cut by walk block (walks [lo, hi) of each range)."""
+    """A range's written walk nodes cut by walk block (walks [lo, hi) of each of ``ranges``,
+    consecutive and of one size but the last, as ``corpus.walk_blocks`` cuts them)."""
     keys = np.concatenate([k for k, _ in held.paths]) if held.paths else np.zeros(0, np.int64)
     nodes = np.concatenate([n for _, n in held.paths]) if held.paths else np.zeros(0, np.int32)
-    order = np.argsort(keys, kind="stable")
-    keys, nodes = keys[order], nodes[order]
-    cuts = np.searchsorted(keys, [lo * walk_length for lo, _ in ranges] + [ranges[-1][1] * walk_length])
-    return [(keys[a:b], nodes[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
+    per = max(ranges[0][1] - ranges[0][0], 1)  # walk blocks: consecutive, of one size but the last
+    out_keys, out_nodes, cuts = np.empty_like(keys), np.empty_like(nodes), np.zeros(len(ranges) + 1, np.int64)
+    _split_blocks(keys, nodes, ranges[0][0], per, walk_length, out_keys, out_nodes, cuts)
+    return [(out_keys[a:b], out_nodes[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
+
+
+@numba.njit(cache=True, nogil=True)
+def _split_blocks(keys, nodes, first, per, walk_length, out_keys, out_nodes, cuts):  # pragma: no cover - compiled
+    # A counting sort by walk block: two sequential passes (a gather through an argsort order
+    # would load every node from a random place).
+    blocks = len(cuts) - 1
+    for i in range(len(keys)):
+        cuts[min((keys[i] // walk_length - first) // per, blocks - 1) + 1] += 1
+    for b in range(blocks):
+        cuts[b + 1] += cuts[b]
+    pos = cuts[:-1].copy()
+    for i in range(len(keys)):
+        b = min((keys[i] // walk_length - first) // per, blocks - 1)
+        out_keys[pos[b]], out_nodes[pos[b]] = keys[i], nodes[i]
+        pos[b] += 1
 
 
 def assemble(pieces, lo: int, hi: int, walk_length: int) -> tuple[np.ndarray, np.ndarray]:
