@@ -6,6 +6,7 @@ Run by hand (never by the test suite):
 
     PYTHONPATH=. python benchmarks/bench_graph_scale.py --repeats 3        # 100k nodes, 1M edges
     PYTHONPATH=. python benchmarks/bench_graph_scale.py --big               # 25M undirected edges, 4 workers
+    PYTHONPATH=. python benchmarks/bench_graph_scale.py --extrapolate       # 10B edges, 100 workers, on paper
 
 The graph is bench_walks.py's Chung-Lu power-law graph (degree exponent 2.5, hubs anywhere in
 the id order), undirected, unweighted. Every node starts ``--walks-per-node`` walks of
@@ -222,11 +223,24 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--skip-cluster", action="store_true")
     ap.add_argument("--big", action="store_true", help="only the job on a graph no worker holds whole")
-    ap.add_argument("--big-nodes", type=int, default=2_000_000)
+    ap.add_argument("--big-nodes", type=int, default=1_000_000)
     ap.add_argument("--big-edges", type=int, default=26_000_000, help="undirected edges drawn (before merging)")
     ap.add_argument("--big-workers", type=int, default=4)
-    ap.add_argument("--big-limit", default="250MB")
+    ap.add_argument("--big-limit", default="200MB")
+    ap.add_argument("--big-dim", type=int, default=8)
+    ap.add_argument("--big-walk-length", type=int, default=20)
+    ap.add_argument("--extrapolate", action="store_true", help="only print the extrapolation (--x-* options)")
+    ap.add_argument("--x-nodes", type=int, default=1_000_000_000)
+    ap.add_argument("--x-edges", type=int, default=10_000_000_000, help="directed adjacency entries")
+    ap.add_argument("--x-workers", type=int, default=100)
+    ap.add_argument("--x-gbps", type=float, default=25.0)
+    ap.add_argument("--x-query-bytes", type=float, default=10.3,
+                    help="node2vec's query and answer bytes per step measured at 2 ranges")
+    ap.add_argument("--x-n2v-supersteps", type=int, default=211, help="node2vec supersteps per wave measured")
+    ap.add_argument("--x-wave-gb", type=float, default=8.0)
     args = ap.parse_args(argv)
+    if args.extrapolate:
+        return extrapolate(args)
     if args.big:
         return big_job(args)
     grid = [tuple(float(v) for v in pair.split(",")) for pair in args.pq.split(";")]
@@ -239,8 +253,93 @@ def main(argv=None):
         print(f"  {what}, p {p:g}, q {q:g}: {statistics.median(values):.2f} (runs {', '.join(f'{v:.2f}' for v in values)})")
 
 
+def extrapolate(args):
+    """The partitioned layout's memory, traffic and tasks for ``--x-edges`` directed adjacency
+    entries over ``--x-nodes`` nodes on ``--x-workers`` workers, from the per-step figures this
+    script measures (a walker message of 28 bytes, a query 16 and its answer 9)."""
+    from nsdist.cluster.walkers import WAVE_BLOCKS_PER_WORKER
+    from nsdist.graph.corpus import WALK_BLOCK_TOKENS
+    from nsdist.graph.csr import csr_bytes
+
+    n, e, P, L, wpn = args.x_nodes, args.x_edges, args.x_workers, args.walk_length, args.walks_per_node
+    adjacency = csr_bytes(n, e, weighted=False)
+    steps = n * wpn * (L - 1)
+    cross = (P - 1) / P
+    first = 28 * cross  # bytes per walk step, first-order
+    # node2vec at p = 0.5, q = 2: the queries and answers measured per step at 2 ranges, scaled
+    # to this crossing rate; supersteps per wave as measured (211 for L = 80 at 2 ranges).
+    n2v = first + args.x_query_bytes * cross / 0.5
+    wave_tokens = WAVE_BLOCKS_PER_WORKER * WALK_BLOCK_TOKENS * P
+    waves = -(-n * wpn * L // wave_tokens)
+    tasks = P + P * P
+    print(f"adjacency {adjacency / 1e9:,.1f} GB: {adjacency / P / 1e9:,.2f} GB per worker partitioned over {P}")
+    print(f"walks: {n * wpn:,} of {L} nodes = {steps:,} steps; the corpus {4 * n * wpn * L / 1e12:,.1f} TB of int32 "
+          f"tokens ({4 * n * wpn * L / P / 1e9:,.1f} GB per worker, either layout)")
+    for name, per_step, supersteps in (("first-order", first, L), ("node2vec p=0.5 q=2", n2v, args.x_n2v_supersteps)):
+        total = steps * per_step
+        print(f"{name}: {per_step:.1f} B/step, {total / 1e12:,.1f} TB between workers, {total / P / 1e9:,.0f} GB "
+              f"out of each ({total / P / (args.x_gbps * 1e9 / 8):,.0f} s at {args.x_gbps:g} Gb/s); "
+              f"{waves:,} waves x ~{supersteps} supersteps x {tasks:,} tasks = {waves * supersteps * tasks:,.0f} tasks; "
+              f"a superstep moves {wave_tokens / L * per_step / P / 1e6:,.1f} MB out of each worker")
+    held = args.x_wave_gb * 1e9 / 12
+    big_waves = -(-n * wpn * L // int(held * P))
+    print(f"waves of {args.x_wave_gb:g} GB of walk nodes per worker ({held / 1e6:,.0f}M tokens): {big_waves:,} waves, "
+          f"{big_waves * L * tasks:,.0f} tasks first-order")
+
+
+def _peak_rss() -> int:
+    """This process's peak resident set (VmHWM), in bytes."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+
 def big_job(args):
-    raise SystemExit("--big: not written yet")
+    """A whole job (walks, one epoch, publishing) on a graph whose adjacency exceeds every
+    worker's memory limit: graph.layout=auto partitions it."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    from nsdist.config import load_config
+    from nsdist.pipeline import train
+
+    tmp = tempfile.mkdtemp(prefix="bench-graph-big-")
+    t0 = time.perf_counter()
+    ends = power_law_edges(args.big_nodes, args.big_edges, args.gamma, args.seed)
+    path = os.path.join(tmp, "edges.parquet")
+    pq.write_table(pa.table({"src": ends[0], "dst": ends[1]}), path, row_group_size=1_000_000)
+    print(f"edge list: {ends.shape[1]:,} undirected edges ({2 * ends.shape[1]:,} directed) over {args.big_nodes:,} "
+          f"nodes, {os.path.getsize(path) / 1e6:,.0f} MB of Parquet, written in {time.perf_counter() - t0:.0f} s")
+    del ends
+    off = {"distributed.worker.memory.target": False, "distributed.worker.memory.spill": False,
+           "distributed.worker.memory.pause": False, "distributed.worker.memory.terminate": False}
+    keys = {"graph": {"directed": False, "walks_per_node": 1, "walk_length": args.big_walk_length},
+            "train": {"dim": args.big_dim, "window": 5, "min_count": 1, "sample": 0, "epochs": 1, "seed": 1}}
+    cfg = load_config(None, keys, environ={}, edges=(path,), out=os.path.join(tmp, "out"))
+    with dask.config.set(off), LocalCluster(n_workers=args.big_workers, threads_per_worker=1,
+                                            memory_limit=args.big_limit, dashboard_address=":0") as lc, \
+            Client(lc) as client:
+        client.wait_for_workers(args.big_workers)
+        t0 = time.perf_counter()
+        result = train(cfg, client)
+        seconds = time.perf_counter() - t0
+        peaks = client.run(_peak_rss)
+    m = result.manifest
+    g, limit = m["graph"], dask.utils.parse_bytes(args.big_limit)
+    from nsdist.graph.csr import csr_bytes
+    adjacency = csr_bytes(g["nodes"], g["edges"], g["weighted"])
+    print(f"graph: {g['nodes']:,} nodes, {g['edges']:,} directed edges; adjacency {adjacency / 1e6:,.1f} MB against "
+          f"a memory limit of {limit / 1e6:,.1f} MB per worker; layout {g['layout']}")
+    print(f"walks: {g['walks']:,} in {g.get('supersteps')} supersteps, {g.get('walk_bytes', 0) / 1e6:,.0f} MB between "
+          f"workers; job {seconds:,.0f} s: {json_stages(m)}")
+    print("worker peak RSS (process, Python and Dask included): "
+          + ", ".join(f"{v / 1e6:,.0f} MB" for v in peaks.values()))
+
+
+def json_stages(m) -> str:
+    """The manifest's stage timings: walking (the graph's "count"), encoding, each epoch."""
+    metrics = m["metrics"]
+    epochs = ", ".join(f"epoch {i + 1} {e['seconds']:,.0f} s" for i, e in enumerate(metrics["epochs"]))
+    return f"walk and count {metrics['count_seconds']:,.0f} s, encode {metrics['encode_seconds']:,.0f} s, {epochs}"
 
 
 if __name__ == "__main__":
