@@ -237,7 +237,7 @@ def main(argv=None):
     ap.add_argument("--x-query-bytes", type=float, default=10.3,
                     help="node2vec's query and answer bytes per step measured at 2 ranges")
     ap.add_argument("--x-n2v-supersteps", type=int, default=211, help="node2vec supersteps per wave measured")
-    ap.add_argument("--x-wave-gb", type=float, default=8.0)
+    ap.add_argument("--x-limit-gb", type=float, default=64.0, help="each worker's memory limit")
     args = ap.parse_args(argv)
     if args.extrapolate:
         return extrapolate(args)
@@ -257,7 +257,7 @@ def extrapolate(args):
     """The partitioned layout's memory, traffic and tasks for ``--x-edges`` directed adjacency
     entries over ``--x-nodes`` nodes on ``--x-workers`` workers, from the per-step figures this
     script measures (a walker message of 28 bytes, a query 16 and its answer 9)."""
-    from nsdist.cluster.walkers import WAVE_BLOCKS_PER_WORKER
+    from nsdist.cluster.walkers import wave_blocks
     from nsdist.graph.corpus import WALK_BLOCK_TOKENS
     from nsdist.graph.csr import csr_bytes
 
@@ -269,10 +269,12 @@ def extrapolate(args):
     # node2vec at p = 0.5, q = 2: the queries and answers measured per step at 2 ranges, scaled
     # to this crossing rate; supersteps per wave as measured (211 for L = 80 at 2 ranges).
     n2v = first + args.x_query_bytes * cross / 0.5
-    wave_tokens = WAVE_BLOCKS_PER_WORKER * WALK_BLOCK_TOKENS * P
+    wave_tokens = wave_blocks(P, int(args.x_limit_gb * 1e9)) * WALK_BLOCK_TOKENS
     waves = -(-n * wpn * L // wave_tokens)
     tasks = P + P * P
-    print(f"adjacency {adjacency / 1e9:,.1f} GB: {adjacency / P / 1e9:,.2f} GB per worker partitioned over {P}")
+    print(f"adjacency {adjacency / 1e9:,.1f} GB: {adjacency / P / 1e9:,.2f} GB per worker partitioned over {P}; "
+          f"waves of {wave_tokens / P / 1e6:,.0f}M tokens per worker ({12 * wave_tokens / P / 1e9:,.1f} GB of walk "
+          f"nodes) with {args.x_limit_gb:g} GB workers")
     print(f"walks: {n * wpn:,} of {L} nodes = {steps:,} steps; the corpus {4 * n * wpn * L / 1e12:,.1f} TB of int32 "
           f"tokens ({4 * n * wpn * L / P / 1e9:,.1f} GB per worker, either layout)")
     for name, per_step, supersteps in (("first-order", first, L), ("node2vec p=0.5 q=2", n2v, args.x_n2v_supersteps)):
@@ -281,10 +283,6 @@ def extrapolate(args):
               f"out of each ({total / P / (args.x_gbps * 1e9 / 8):,.0f} s at {args.x_gbps:g} Gb/s); "
               f"{waves:,} waves x ~{supersteps} supersteps x {tasks:,} tasks = {waves * supersteps * tasks:,.0f} tasks; "
               f"a superstep moves {wave_tokens / L * per_step / P / 1e6:,.1f} MB out of each worker")
-    held = args.x_wave_gb * 1e9 / 12
-    big_waves = -(-n * wpn * L // int(held * P))
-    print(f"waves of {args.x_wave_gb:g} GB of walk nodes per worker ({held / 1e6:,.0f}M tokens): {big_waves:,} waves, "
-          f"{big_waves * L * tasks:,.0f} tasks first-order")
 
 
 def _peak_rss() -> int:

@@ -22,6 +22,7 @@ from ..graph.corpus import (add, make_walks, node_counts, node_lookup, node_voca
 from ..graph.partition import choose_layout, node_ranges, part_bytes, pick_layout
 from .client import tree_reduce
 from .stages import Counted
+from .client import memory_limits
 from .client import workers as client_workers
 from .walkers import build_parts, walk_partitioned
 
@@ -174,7 +175,7 @@ def _partitioned_walks(client: Client, cfg: JobConfig, read: GraphRead, ranges: 
     weighted = client.submit(_is_weighted, parts[0], key=f"weighted-{tag}").result()
     info = client.submit(_parts_info, read.nodes, into, weighted, *outs, key=f"graph-summary-{tag}")
     walks, stats = walk_partitioned(client, parts, read.bounds, ranges, places, cfg.graph, cfg.train.seed,
-                                    read.n_nodes, workers, tag)
+                                    read.n_nodes, workers, tag, _smallest(memory_limits(client)))
     log.info("walks: %d supersteps over %d node ranges, %.1f MB of walkers, queries and answers between workers",
              stats["supersteps"], len(parts), stats["bytes"] / 1e6,
              extra={"stage": "graph", "supersteps": stats["supersteps"], "walk_bytes": stats["bytes"]})

@@ -20,19 +20,32 @@ from distributed import Client
 
 from .. import graph
 from ..config import GraphConfig
-from ..graph.corpus import Walks
+from ..graph.corpus import WALK_BLOCK_TOKENS, Walks
 from ..graph.csr import uniform_weights, weight_range
 from ..graph.partition import make_part, part_rows, split_edges
 from ..graph.supersteps import Held, Mail, WalkParams, assemble, block_paths, start_walkers, superstep
 
 log = logging.getLogger("nsdist")
 
-# Walk blocks per worker in a wave: a range holds its share of a wave's walk nodes (12 bytes each)
-# until the wave's blocks are assembled; 4 blocks of 2**20 tokens is about 50 MB per worker.
+# A range holds its share of a wave's walk nodes (12 bytes each) until the wave's blocks are
+# assembled: a wave takes up to this share of a worker's memory limit, and 4 walk blocks per
+# worker (about 50 MB) when the limit is unknown. Larger waves mean fewer supersteps in all
+# (a wave takes about walk_length of them whatever its size), so fewer tasks.
+WAVE_SHARE = 0.05
 WAVE_BLOCKS_PER_WORKER = 4
 # Supersteps submitted beyond the one whose counts the client waits for, so that the workers do
 # not wait for the client; after the last walker they are empty and cost a few tasks each.
 AHEAD = 2
+
+
+def wave_blocks(workers: int, limit: int) -> int:
+    """Walk blocks per wave for ``workers`` workers of memory ``limit`` (0: unknown).
+
+    >>> wave_blocks(4, 0), wave_blocks(4, 8 * 10**9), wave_blocks(4, 10**8)
+    (16, 124, 4)
+    """
+    per_worker = int(WAVE_SHARE * limit // (12 * WALK_BLOCK_TOKENS)) if limit else WAVE_BLOCKS_PER_WORKER
+    return max(1, per_worker) * max(workers, 1)
 
 
 def waves(ranges: list, per_wave: int) -> list[list]:
@@ -119,13 +132,14 @@ def _supersteps(client: Client, parts: list, bounds, starting: list, params: Wal
 
 
 def walk_partitioned(client: Client, parts: list, bounds, ranges: list, places: list, g: GraphConfig, seed: int,
-                     n: int, workers: list, tag: str) -> tuple[list, dict]:
+                     n: int, workers: list, tag: str, limit: int = 0) -> tuple[list, dict]:
     """The walk blocks ``ranges`` (walks [lo, hi) each, the block placed on ``places``) over the
-    ranges ``parts``, in supersteps: futures of ``Walks`` and the supersteps' counts."""
+    ranges ``parts``, in supersteps, in waves sized for workers of memory ``limit``: futures of
+    ``Walks`` and the supersteps' counts."""
     params, nparts = WalkParams(g.walk_length, g.p, g.q), len(parts)
     where = [_pinned(workers[i % len(workers)]) for i in range(nparts)]
     out, stats = [], {"supersteps": 0, "steps": 0, "bytes": 0}
-    for k, wave in enumerate(waves(ranges, WAVE_BLOCKS_PER_WORKER * max(len(workers), 1))):
+    for k, wave in enumerate(waves(ranges, wave_blocks(len(workers), limit))):
         starts = [client.submit(_starts, n, g.walks_per_node, lo, hi, seed, bounds, key=f"starts-{tag}-{lo}")
                   for lo, hi in wave]
         starting = [[client.submit(operator.getitem, s, i, key=f"start-{i}-{s.key}") for s in starts]
