@@ -178,7 +178,7 @@ def _partitioned_walks(client: Client, cfg: JobConfig, read: GraphRead, ranges: 
                                     read.n_nodes, workers, tag, _smallest(memory_limits(client)))
     log.info("walks: %d supersteps over %d node ranges, %.1f MB of walkers, queries and answers between workers",
              stats["supersteps"], len(parts), stats["bytes"] / 1e6,
-             extra={"stage": "graph", "supersteps": stats["supersteps"], "walk_bytes": stats["bytes"]})
+             extra={"stage": "walks", "supersteps": stats["supersteps"], "walk_bytes": stats["bytes"]})
     read.walk_stats = stats
     return walks, info
 
