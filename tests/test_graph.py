@@ -16,7 +16,7 @@ from nsdist.corpus import Block, plan_blocks
 from nsdist.errors import ConfigError, DataError
 from nsdist.graph import walks
 from nsdist.graph.csr import uniform_weights, weight_range
-from nsdist.graph.partition import make_part, node_ranges, part_rows, split_edges
+from nsdist.graph.partition import choose_layout, make_part, node_ranges, part_bytes, part_rows, split_edges
 from nsdist.graph.supersteps import partitioned_walks
 
 # An undirected test graph with triangles (0-1-2, 1-2-3) and a longer cycle (1-3-4-5), so that
@@ -471,3 +471,47 @@ def test_parquet_reading_errors(tmp_path, table, kwargs, message):
     with pytest.raises(DataError) as err:
         graph.read_edges(Block(path, 0, parquet=True), **kwargs)
     assert f"edge file '{path}'" in str(err.value) and message in str(err.value)
+
+
+# The layout ------------------------------------------------------------------------------------
+
+def test_node_ranges_balance_bytes_and_cover_every_node():
+    rng = np.random.default_rng(3)
+    degrees = rng.zipf(2.0, 5000).clip(max=400)
+    for ranges in (1, 2, 3, 8):
+        bounds = node_ranges(degrees, ranges, weighted=False)
+        assert bounds[0] == 0 and bounds[-1] == len(degrees) and np.all(np.diff(bounds) >= 0)
+        sizes = part_bytes(degrees, bounds, weighted=False)
+        assert sum(sizes) == graph.csr_bytes(len(degrees), int(degrees.sum()), False) + 8 * (ranges - 1)
+        # Each range within one node's bytes (its largest row) of an equal share.
+        assert max(sizes) <= sum(sizes) / ranges + 8 + 4 * degrees.max() + 8
+    assert node_ranges(np.zeros(0, np.int64), 3, False).tolist() == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("layout,adjacency,largest,limit,chosen", [
+    ("auto", 400, 100, 1000, "replicated"),  # fits in half the limit: the fast path
+    ("auto", 600, 150, 1000, "partitioned"),
+    ("auto", 10**12, 10**12, 0, "replicated"),  # no known limit: anything fits
+    ("partitioned", 400, 100, 1000, "partitioned"),
+    ("replicated", 400, 100, 1000, "replicated")])
+def test_the_layout_is_the_fast_path_when_it_fits(layout, adjacency, largest, limit, chosen):
+    assert choose_layout(layout, adjacency, largest, limit, 0.5, 4) == chosen
+
+
+@pytest.mark.parametrize("layout,largest,fix", [
+    ("auto", 600, "even partitioned over 4 worker.s. its largest range needs 0.0 MB.*add workers or give them more"),
+    ("partitioned", 600, "add workers or give them more memory"),
+    ("replicated", 100, "with graph.layout=replicated.*set graph.layout=partitioned")])
+def test_a_layout_that_does_not_fit_is_refused_with_the_fix(layout, largest, fix):
+    with pytest.raises(ConfigError, match=fix):
+        choose_layout(layout, 1100, largest, 1000, 0.5, 4)
+
+
+def test_graph_layout_is_validated():
+    from nsdist.config import GraphConfig, load_config, parse_set
+
+    assert GraphConfig().layout == "auto"
+    assert load_config(None, parse_set(["layout=partitioned"]), environ={}).graph.layout == "partitioned"
+    assert load_config(None, parse_set(["graph.layout=replicated"]), environ={}).graph.layout == "replicated"
+    with pytest.raises(ConfigError, match="graph.layout must be one of auto, replicated, partitioned, got 'sharded'"):
+        GraphConfig(layout="sharded")
