@@ -29,6 +29,8 @@ from .storage import Store
 MERGES = ("mean", "weighted", "touched")
 LAYOUTS = ("auto", "replicated", "partitioned")
 KERNELS = ("batch", "pair")
+# Where a graph job's adjacency lives: auto picks replicated when it fits (graph/partition.py).
+LAYOUTS = ("auto", "replicated", "partitioned")
 _TLS_KEYS = ("tls_ca_file", "tls_cert", "tls_key")
 TOPK_MAX = 2**15 - 1  # the top-k table's rank is an int16
 # The largest window whose context words share one draw of negatives by default (share_negatives).
@@ -205,6 +207,9 @@ class GraphConfig:
     src_column: str = "src"
     dst_column: str = "dst"
     weight_column: str = "weight"  # Parquet edges: used when present
+    # "replicated": every worker holds the whole adjacency (the fast path); "partitioned": each a
+    # node range's rows, walkers moving between them (the same walks); "auto": replicated if it fits.
+    layout: str = "auto"
 
     def __post_init__(self):
         _coerce_fields(self, "graph.")
@@ -220,6 +225,8 @@ class GraphConfig:
         for name in ("src_column", "dst_column", "weight_column"):
             if not getattr(self, name):
                 raise ConfigError(f"graph.{name} must name a column")
+        if self.layout not in LAYOUTS:
+            raise ConfigError(f"graph.layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         return self
 
 
@@ -361,6 +368,9 @@ HELP = {
     "graph.src_column": "Parquet edges: the source node column (int64 or string)",
     "graph.dst_column": "Parquet edges: the destination node column",
     "graph.weight_column": "Parquet edges: the weight column, used when present (text: an optional third field)",
+    "graph.layout": "replicated: every worker holds the whole adjacency (fastest); partitioned: each worker holds "
+                    "the rows of a node range and walkers move between workers (the same walks, for graphs no "
+                    "worker holds whole); auto: replicated when it fits in half a worker's memory limit",
     "cluster.scheduler": "Dask scheduler address (also DASK_SCHEDULER_ADDRESS); unset: a local cluster",
     "cluster.workers": "local cluster worker processes; unset: one per core",
     "cluster.threads_per_worker": "threads per local worker (more than 1: not bit-reproducible)",

@@ -32,16 +32,18 @@ def dry_run(cfg: JobConfig, client, resume: str | None = None, init_from: str | 
     workers, limits = cluster.workers(client), cluster.memory_limits(client)
     n_shards = t.shards or sum(cluster.threads(client).values())
     n_models = max(1, min(len(workers), n_shards))
-    graph_plan, adjacency = None, 0
+    graph_plan, adjacency = None, [0] * len(workers)
     if cfg.edges:  # the edges are read whole: the node table and edge count are exact
         read = cluster.read_graph(client, cfg, blocks, f"dry-{new_run_id()}")
         g = cfg.graph
         # Every node starts walks_per_node walks of at most walk_length nodes (dead ends stop early).
         estimate = {"tokens": read.n_nodes * g.walks_per_node * g.walk_length, "vocab_size": read.n_nodes}
-        picks, fraction, adjacency = list(range(len(blocks))), 1.0, read.adjacency_bytes
+        layout = cluster.plan_layout(read, limits)
+        picks, fraction, adjacency = list(range(len(blocks))), 1.0, read.per_worker(layout)
         graph_plan = {"nodes": read.n_nodes, "edges": read.n_edges, "weighted": read.weighted,
-                      "adjacency_bytes": adjacency, "walks": read.n_nodes * g.walks_per_node,
-                      "walk_length": g.walk_length}
+                      "adjacency_bytes": read.adjacency_bytes, "layout": layout,
+                      "adjacency_bytes_per_worker": max(adjacency, default=0),
+                      "walks": read.n_nodes * g.walks_per_node, "walk_length": g.walk_length}
     else:
         weights, picks = _block_weights(blocks, files), sample_blocks(len(blocks))
         fraction = sum(weights[i] for i in picks) / max(sum(weights), 1)
@@ -52,12 +54,13 @@ def dry_run(cfg: JobConfig, client, resume: str | None = None, init_from: str | 
     model_bytes = 2 * estimate["vocab_size"] * t.dim * 4  # input and output vectors, float32
     shards = {w: [s for s in range(n_shards) if s % len(workers) == i] for i, w in enumerate(workers)}
     # Shards hold every token as an int32 id; a worker holds one model (replicated: every row;
-    # partitioned: its shards' rows and the masters of 1/M of the rows) and its shards (and, for
-    # a graph, the whole adjacency: walks go anywhere).
+    # partitioned: its shards' rows and the masters of 1/M of the rows), its shards and, for a
+    # graph, the whole adjacency or its node range of it (cluster.read_graph's ranges follow the
+    # sorted workers).
     own = 4 * estimate["tokens"] // max(n_shards, 1)
     rows = estimate["held_rows"] + 2 * -(-estimate["vocab_size"] // n_models)  # its masters, and one read out
-    need = {w: model_bytes + adjacency + own * len(mine) for w, mine in shards.items()}
-    parted = {w: 2 * rows * t.dim * 4 + adjacency + own * len(mine) for w, mine in shards.items()}
+    need = {w: model_bytes + adjacency[i] + own * len(shards[w]) for i, w in enumerate(workers)}
+    parted = {w: 2 * rows * t.dim * 4 + adjacency[i] + own * len(shards[w]) for i, w in enumerate(workers)}
     chosen = choose(t.layout, limits, max(need.values(), default=0), n_models)
     return {"corpus": {"files": len(files), "bytes": sum(s for _, s in files), "blocks": len(blocks)},
             "layout": {"chosen": chosen, "asked": t.layout, "held_rows": estimate["held_rows"],

@@ -15,6 +15,9 @@ from nsdist import graph
 from nsdist.corpus import Block, plan_blocks
 from nsdist.errors import ConfigError, DataError
 from nsdist.graph import walks
+from nsdist.graph.csr import uniform_weights, weight_range
+from nsdist.graph.partition import choose_layout, make_part, node_ranges, part_bytes, part_rows, split_edges
+from nsdist.graph.supersteps import partitioned_walks
 
 # An undirected test graph with triangles (0-1-2, 1-2-3) and a longer cycle (1-3-4-5), so that
 # node2vec's three cases (return, stay near, move out) all occur. One duplicate (0, 1) and one
@@ -35,6 +38,32 @@ def make_csr(edges, directed, weighted, blocks=1):
     parts = [graph.edge_ids(e, nodes, directed) for e in parts_edges]
     degrees = sum(graph.out_degrees(s, len(nodes)) for s, _, _ in parts)
     return graph.build_csr(parts, len(nodes), degrees), nodes
+
+
+def partition(parts, n, ranges):
+    """The adjacency of ``edge_ids`` parts cut into ``ranges`` node ranges, as a job's workers
+    hold it: (Part per range, bounds)."""
+    degrees = sum(graph.out_degrees(s, n) for s, _, _ in parts)
+    bounds = node_ranges(degrees, ranges, weighted=False)
+    pieces = [split_edges(p, bounds) for p in parts]
+    rows = [part_rows([piece[i] for piece in pieces], bounds[i], bounds[i + 1]) for i in range(ranges)]
+    weighted = not uniform_weights([weight_range(r[2]) for r in rows])
+    return [make_part(r, bounds[i], bounds[i + 1], weighted) for i, r in enumerate(rows)], bounds
+
+
+def walker(edges, directed, weighted, layout, blocks=1):
+    """(random_walks with the graph bound, nodes): the replicated kernels on the whole CSR, or
+    the supersteps over 3 node ranges (a walk crosses between them at most steps)."""
+    csr, nodes = make_csr(edges, directed, weighted, blocks)
+    if layout == "replicated":
+        return (lambda *args, **kw: graph.random_walks(csr, *args, **kw)), nodes
+    src, dst, w = (np.array(c) for c in zip(*edges))
+    e = graph.Edges(pa.array(src, pa.int64()), pa.array(dst, pa.int64()), np.asarray(w, np.float32) if weighted else None)
+    parts, bounds = partition([graph.edge_ids(e, nodes, directed)], len(nodes), 3)
+    return (lambda *args, **kw: partitioned_walks(parts, bounds, *args, **kw)), nodes
+
+
+LAYOUTS = pytest.mark.parametrize("layout", ["replicated", "partitioned"])
 
 
 def dense(edges, n, directed, weighted):
@@ -69,13 +98,14 @@ GRAPHS = [pytest.param(EDGES, False, False, id="undirected"),
           pytest.param(DIRECTED_EDGES, True, True, id="directed-weighted")]
 
 
+@LAYOUTS
 @pytest.mark.parametrize("edges,directed,weighted", GRAPHS)
-def test_first_step_matches_deepwalk_probabilities(edges, directed, weighted):
-    csr, nodes = make_csr(edges, directed, weighted)
+def test_first_step_matches_deepwalk_probabilities(edges, directed, weighted, layout):
+    random_walks, nodes = walker(edges, directed, weighted, layout)
     W = dense(edges, len(nodes), directed, weighted)
     walks = 20000
     for v in range(len(nodes)):
-        ids, offsets = graph.random_walks(csr, np.full(walks, v, np.int32), np.arange(walks), 2, seed=3)
+        ids, offsets = random_walks(np.full(walks, v, np.int32), np.arange(walks), 2, seed=3)
         if W[v].sum() == 0:  # no out-edges: the walk is the start alone
             assert np.array_equal(offsets, np.arange(walks + 1)) and np.all(ids == v)
             continue
@@ -86,14 +116,15 @@ def test_first_step_matches_deepwalk_probabilities(edges, directed, weighted):
 
 
 @pytest.mark.parametrize("p,q", [(1, 1), (1, 0.5), (1, 2), (0.25, 1), (4, 0.25), (0.5, 3)])
+@LAYOUTS
 @pytest.mark.parametrize("edges,directed,weighted", GRAPHS)
-def test_second_step_matches_node2vec_probabilities(edges, directed, weighted, p, q):
-    csr, nodes = make_csr(edges, directed, weighted)
+def test_second_step_matches_node2vec_probabilities(edges, directed, weighted, p, q, layout):
+    random_walks, nodes = walker(edges, directed, weighted, layout)
     n = len(nodes)
     W = dense(edges, n, directed, weighted)
     walks, checked, discriminating = 30000, 0, False
     for t in range(n):
-        ids, offsets = graph.random_walks(csr, np.full(walks, t, np.int32), np.arange(walks), 3, p, q, seed=11)
+        ids, offsets = random_walks(np.full(walks, t, np.int32), np.arange(walks), 3, p, q, seed=11)
         if W[t].sum() > 0:  # the first step has no previous node: first-order
             ok, excess = within_5_sigma(np.bincount(ids[offsets[:-1] + 1], minlength=n), W[t] / W[t].sum())
             assert ok, (t, excess)
@@ -185,32 +216,68 @@ def test_walk_starts_shuffle_each_pass_differently():
         graph.walk_starts(n, per_node, 0, n * per_node + 1)
 
 
-def test_dead_ends_isolated_nodes_and_walk_length():
+@LAYOUTS
+def test_dead_ends_isolated_nodes_and_walk_length(layout):
     # 0 -> 1 -> 2 (a dead end); 3 appears only in a self-loop, so it is a node without edges.
     e = graph.Edges(pa.array([0, 1, 3], pa.int64()), pa.array([1, 2, 3], pa.int64()), None)
     nodes = graph.block_nodes(e)
     csr = graph.build_csr([graph.edge_ids(e, nodes, directed=True)], len(nodes))
     assert csr.offsets.tolist() == [0, 1, 2, 2, 2] and csr.neighbors.tolist() == [1, 2]
+    random_walks, _ = walker([(0, 1, 1.0), (1, 2, 1.0), (3, 3, 1.0)], True, False, layout)
     for p, q in [(1, 1), (0.5, 2)]:
-        ids, offsets = graph.random_walks(csr, np.array([0, 3, 1, 2], np.int32), 0, 80, p, q, seed=1)
+        ids, offsets = random_walks(np.array([0, 3, 1, 2], np.int32), 0, 80, p, q, seed=1)
         assert ids.tolist() == [0, 1, 2, 3, 1, 2, 2] and offsets.tolist() == [0, 3, 4, 6, 7]
-    ids, offsets = graph.random_walks(csr, np.array([0, 1], np.int32), 0, 1)
+    ids, offsets = random_walks(np.array([0, 1], np.int32), 0, 1)
     assert ids.tolist() == [0, 1] and offsets.tolist() == [0, 1, 2]
-    ids, offsets = graph.random_walks(csr, np.zeros(0, np.int32), 0, 5)
+    ids, offsets = random_walks(np.zeros(0, np.int32), 0, 5)
     assert len(ids) == 0 and offsets.tolist() == [0]
 
 
-def test_walks_stay_on_edges_and_reach_full_length():
+@LAYOUTS
+def test_walks_stay_on_edges_and_reach_full_length(layout):
     rng = np.random.default_rng(0)
     edges = [(int(a), int(b), float(w)) for a, b, w in zip(rng.integers(0, 50, 400), rng.integers(0, 50, 400),
                                                            rng.uniform(0.1, 3, 400))]
-    csr, nodes = make_csr(edges, directed=False, weighted=True)
+    random_walks, nodes = walker(edges, directed=False, weighted=True, layout=layout)
     W = dense(edges, len(nodes), directed=False, weighted=True)
     starts, index = graph.walk_starts(len(nodes), 4, 0, 4 * len(nodes), seed=1)
-    ids, offsets = graph.random_walks(csr, starts, index, 40, p=2.0, q=0.5, seed=1)
+    ids, offsets = random_walks(starts, index, 40, p=2.0, q=0.5, seed=1)
     assert np.all(np.diff(offsets) == 40)  # no dead ends in an undirected graph without isolated nodes
     for a, b in zip(offsets[:-1], offsets[1:]):
         assert np.all(W[ids[a:b - 1], ids[a + 1:b]] > 0)
+
+
+def random_graph(seed, directed, weighted):
+    """Edges among up to 120 nodes: sparse enough for dead ends and (ids past the last edge's)
+    isolated nodes, with repeats (merged into heavier edges) and self-loops (dropped)."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(20, 120))
+    m = int(rng.integers(n // 2, 3 * n))
+    ends = rng.integers(0, n - 5, (2, m))  # the last 5 ids: no edges
+    e = graph.Edges(pa.array(ends[0], pa.int64()), pa.array(ends[1], pa.int64()),
+                    rng.uniform(0.1, 3, m).astype(np.float32) if weighted else None)
+    nodes = pa.array(np.arange(n), pa.int64())
+    return [graph.edge_ids(part, nodes, directed) for part in (e,)], n
+
+
+@pytest.mark.parametrize("ranges", [1, 2, 3, 7])
+@pytest.mark.parametrize("p,q", [(1, 1), (0.5, 2), (2, 0.5), (0.25, 4), (4, 0.25)])
+@pytest.mark.parametrize("directed,weighted", [(True, False), (False, False), (True, True), (False, True)])
+def test_partitioned_walks_are_the_replicated_walks(directed, weighted, p, q, ranges):
+    """Every walk, bit for bit: the walkers carry their random state across the ranges, and a
+    node2vec walker asks the range it left whether its previous node links to a candidate."""
+    for seed in range(3):
+        parts, n = random_graph(seed, directed, weighted)
+        csr = graph.build_csr(parts, n)
+        pieces, bounds = partition(parts, n, ranges)
+        assert sum(part.csr.edges for part in pieces) == csr.edges and bounds[-1] == n
+        starts, index = graph.walk_starts(n, 3, 0, 3 * n, seed=seed)
+        want = graph.random_walks(csr, starts, index, 25, p, q, seed=seed)
+        got = partitioned_walks(pieces, bounds, starts, index, 25, p, q, seed=seed)
+        assert np.array_equal(want[0], got[0]) and np.array_equal(want[1], got[1])
+        lengths = np.diff(want[1])
+        assert lengths.min() == 1  # the isolated nodes' walks
+        assert lengths.max() == 25 if not directed else np.any((lengths > 1) & (lengths < 25))  # dead ends
 
 
 @pytest.mark.parametrize("key,value,fix", [("walk_length", 0, "set it to 1 or more"),
@@ -404,3 +471,47 @@ def test_parquet_reading_errors(tmp_path, table, kwargs, message):
     with pytest.raises(DataError) as err:
         graph.read_edges(Block(path, 0, parquet=True), **kwargs)
     assert f"edge file '{path}'" in str(err.value) and message in str(err.value)
+
+
+# The layout ------------------------------------------------------------------------------------
+
+def test_node_ranges_balance_bytes_and_cover_every_node():
+    rng = np.random.default_rng(3)
+    degrees = rng.zipf(2.0, 5000).clip(max=400)
+    for ranges in (1, 2, 3, 8):
+        bounds = node_ranges(degrees, ranges, weighted=False)
+        assert bounds[0] == 0 and bounds[-1] == len(degrees) and np.all(np.diff(bounds) >= 0)
+        sizes = part_bytes(degrees, bounds, weighted=False)
+        assert sum(sizes) == graph.csr_bytes(len(degrees), int(degrees.sum()), False) + 8 * (ranges - 1)
+        # Each range within one node's bytes (its largest row) of an equal share.
+        assert max(sizes) <= sum(sizes) / ranges + 8 + 4 * degrees.max() + 8
+    assert node_ranges(np.zeros(0, np.int64), 3, False).tolist() == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("layout,adjacency,largest,limit,chosen", [
+    ("auto", 400, 100, 1000, "replicated"),  # fits in half the limit: the fast path
+    ("auto", 600, 150, 1000, "partitioned"),
+    ("auto", 10**12, 10**12, 0, "replicated"),  # no known limit: anything fits
+    ("partitioned", 400, 100, 1000, "partitioned"),
+    ("replicated", 400, 100, 1000, "replicated")])
+def test_the_layout_is_the_fast_path_when_it_fits(layout, adjacency, largest, limit, chosen):
+    assert choose_layout(layout, adjacency, largest, limit, 0.5, 4) == chosen
+
+
+@pytest.mark.parametrize("layout,largest,fix", [
+    ("auto", 600, "even partitioned over 4 worker.s. its largest range needs 0.0 MB.*add workers or give them more"),
+    ("partitioned", 600, "add workers or give them more memory"),
+    ("replicated", 100, "with graph.layout=replicated.*set graph.layout=partitioned")])
+def test_a_layout_that_does_not_fit_is_refused_with_the_fix(layout, largest, fix):
+    with pytest.raises(ConfigError, match=fix):
+        choose_layout(layout, 1100, largest, 1000, 0.5, 4)
+
+
+def test_graph_layout_is_validated():
+    from nsdist.config import GraphConfig, load_config, parse_set
+
+    assert GraphConfig().layout == "auto"
+    assert load_config(None, parse_set(["layout=partitioned"]), environ={}).graph.layout == "partitioned"
+    assert load_config(None, parse_set(["graph.layout=replicated"]), environ={}).graph.layout == "replicated"
+    with pytest.raises(ConfigError, match="graph.layout must be one of auto, replicated, partitioned, got 'sharded'"):
+        GraphConfig(layout="sharded")

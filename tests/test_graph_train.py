@@ -6,6 +6,7 @@ when they were set are in the comments.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import subprocess
@@ -116,7 +117,7 @@ def test_text_edges_string_ids_directed_weighted_with_saved_walks(client, tmp_pa
     m = result.manifest
     # "lonely" has only a self-loop, which is dropped: a node without edges keeps a vector.
     assert m["graph"] == {"nodes": 6, "edges": 6, "weighted": True, "isolated_nodes": 1, "dead_ends": 0,
-                          "isolated_examples": ["lonely"], "walks": 18}
+                          "isolated_examples": ["lonely"], "walks": 18, "layout": "replicated"}
     assert m["word_type"] == "string" and m["config"]["graph"]["directed"] is True
     info = subprocess.run(nsdist_cmd("info", str(tmp_path / "out")), capture_output=True, text=True, timeout=120)
     assert ("graph: 6 nodes, 6 directed edges, weighted, 18 walks; 1 node(s) without edges (e.g. lonely), "
@@ -138,6 +139,39 @@ def test_text_edges_string_ids_directed_weighted_with_saved_walks(client, tmp_pa
         for node in walk:
             counts[node] += 1
     assert {w: emb.get_vecattr(w, "count") for w in emb.index_to_key} == counts
+
+
+def _saved_walks(url):
+    return [line for f in sorted(glob.glob(os.path.join(url, "part-*.txt"))) for line in open(f).read().splitlines()]
+
+
+@pytest.mark.parametrize("case", ["undirected-node2vec", "directed-weighted-dead-ends"])
+def test_partitioned_layout_gives_the_same_walks_and_vectors(client, planted, tmp_path, case):
+    """graph.layout=partitioned: each worker holds a node range's rows and the walkers move
+    between the two workers in supersteps; the walks, in the same order, and the vectors are
+    the replicated layout's, bit for bit."""
+    if case == "undirected-node2vec":
+        edges, keys = [planted.train], {"p": 0.5, "q": 2.0, "walks_per_node": 2, "walk_length": 20}
+    else:  # string ids, weights, a node without edges (a self-loop only), dead ends ("z*"), repeats
+        rng = np.random.default_rng(4)
+        lines = [f"n{a} {'z' if b % 7 == 0 else 'n'}{b} {w:.2f}" for a, b, w in
+                 zip(rng.integers(0, 60, 300), rng.integers(0, 60, 300), rng.uniform(0.2, 3, 300))]
+        path = tmp_path / "edges.txt"
+        path.write_text("\n".join(lines + ["lonely lonely 1", "n1 n2 1.5", "n1 n2 1.5"]) + "\n")
+        edges, keys = [str(path)], {"directed": True, "q": 0.5, "walks_per_node": 3, "walk_length": 12}
+    runs = {layout: _train(client, tmp_path / layout, edges, {**keys, "layout": layout}, {"dim": 16},
+                           save_walks=str(tmp_path / f"walks-{layout}"))
+            for layout in ("replicated", "partitioned")}
+    one, other = runs["replicated"].manifest["graph"], runs["partitioned"].manifest["graph"]
+    assert other.pop("layout") == "partitioned" and one.pop("layout") == "replicated"
+    assert other.pop("supersteps") > 2 and other.pop("walk_bytes") > 0  # the walkers did cross
+    assert one == other
+    if case != "undirected-node2vec":
+        assert one["isolated_nodes"] == 1 and one["dead_ends"] > 0 and one["weighted"]
+    walks = _saved_walks(str(tmp_path / "walks-replicated"))
+    assert len(walks) == one["walks"] and walks == _saved_walks(str(tmp_path / "walks-partitioned"))
+    a, b = runs["replicated"].load(), runs["partitioned"].load()
+    assert a.index_to_key == b.index_to_key and np.array_equal(a.vectors, b.vectors)
 
 
 def test_int64_ids_round_trip_in_every_output(client, tmp_path):
@@ -212,21 +246,51 @@ def test_bad_edge_lists_fail_with_one_line_before_a_run_is_claimed(tmp_path):
     assert both.returncode == 2 and "not both" in both.stderr
 
 
-def test_an_adjacency_too_big_for_the_workers_is_refused(planted, tmp_path):
-    """The plan compares the adjacency with the workers' memory limit before building it."""
+@contextlib.contextmanager
+def small_workers(n, limit):
+    """A LocalCluster whose workers have a memory limit far below their processes' own size;
+    Dask's memory management is off, so that the workers keep running and nsdist's checks are
+    what the limit meets."""
     import dask
     from distributed import Client, LocalCluster
 
-    # A limit far below the adjacency; Dask's own memory management is off, so that the workers
-    # (whose processes alone take more) keep running and nsdist's check is what refuses.
     off = {"distributed.worker.memory.target": False, "distributed.worker.memory.spill": False,
            "distributed.worker.memory.pause": False, "distributed.worker.memory.terminate": False}
-    with dask.config.set(off), LocalCluster(n_workers=1, threads_per_worker=1, memory_limit="64kB",
-                                            dashboard_address=None) as lc, Client(lc) as small:
-        with pytest.raises(ConfigError, match=r"needs 0\.\d MB on every worker, more than 50% of a worker's memory "
-                                              r"limit \(0\.1 MB\); give the workers more memory"):
+    with dask.config.set(off), LocalCluster(n_workers=n, threads_per_worker=1, memory_limit=limit,
+                                            dashboard_address=":0") as lc, Client(lc) as small:
+        small.wait_for_workers(n, timeout=120)
+        yield small
+
+
+def test_an_adjacency_too_big_for_the_workers_is_refused(planted, tmp_path):
+    """The plan compares the adjacency with the workers' memory limit before building it: what
+    does not fit replicated is partitioned, and what does not fit even so is refused."""
+    with small_workers(1, "64kB") as small:
+        with pytest.raises(ConfigError, match=r"needs 0\.\d MB, and even partitioned over 1 worker\(s\) its largest "
+                                              r"range needs 0\.\d MB, more than 50% of a worker's memory limit "
+                                              r"\(0\.1 MB\); add workers or give them more memory"):
             _train(small, tmp_path / "out", [planted.train])
+        with pytest.raises(ConfigError, match=r"needs 0\.\d MB on every worker with graph.layout=replicated, more than "
+                                              r"50% .* set graph.layout=partitioned \(or auto\), or give the workers"):
+            _train(small, tmp_path / "out", [planted.train], {"layout": "replicated"})
     assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")  # no run was claimed
+
+
+def test_auto_partitions_an_adjacency_too_big_to_replicate(client, tmp_path):
+    """With 260 kB workers, the adjacency (176 kB) exceeds half a worker's limit, its two node
+    ranges (88 kB each) do not: graph.layout=auto walks partitioned, and the vectors are those
+    of the replicated layout on workers without a limit."""
+    rng = np.random.default_rng(2)
+    src, dst = rng.integers(0, 2000, 30000), rng.integers(0, 2000, 30000)
+    pairs = np.unique(np.sort(np.stack([src, dst])[:, src != dst], axis=0), axis=1)[:, :20000]
+    path = tmp_path / "dense.parquet"
+    pq.write_table(pa.table({"src": pairs[0], "dst": pairs[1]}), path)
+    keys, train_keys = {"walks_per_node": 1, "walk_length": 5}, {"dim": 4}
+    with small_workers(2, "260kB") as small:
+        auto = _train(small, tmp_path / "auto", [str(path)], keys, train_keys)
+    assert auto.manifest["graph"]["layout"] == "partitioned" and auto.manifest["graph"]["edges"] == 40000
+    replicated = _train(client, tmp_path / "replicated", [str(path)], {**keys, "layout": "replicated"}, train_keys)
+    assert np.array_equal(auto.load().vectors, replicated.load().vectors)
 
 
 def test_dry_run_states_the_graph_and_the_adjacency_per_worker(planted, tmp_path):
@@ -236,10 +300,20 @@ def test_dry_run_states_the_graph_and_the_adjacency_per_worker(planted, tmp_path
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     edges = 2 * pq.read_metadata(planted.train).num_rows
-    assert f"graph: 2,000 nodes, {edges:,} directed edges; its adjacency takes 0.1 MB on every worker" in r.stdout
+    assert (f"graph: 2,000 nodes, {edges:,} directed edges; layout replicated: its adjacency takes 0.1 MB on every "
+            "worker") in r.stdout
     assert "walks: 20,000 of up to 40 nodes = up to 800,000 tokens" in r.stdout
     assert r.stdout.count("for its model, the adjacency and shards") == 2 and "fits" in r.stdout
     assert not out.exists() or not os.listdir(out)
+    r = subprocess.run(nsdist_cmd("train", "--edges", planted.train, "--out", str(out), "--workers", "2",
+                                  "--set", "directed=false", "--set", "layout=partitioned", "--dry-run"),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    # Two ranges of about equal bytes: (8 (n + 1) + 4 e) / 2 each, a range's offsets adding 8 bytes.
+    half = (8 * 2001 + 4 * edges) / 2 / 1e6
+    assert (f"layout partitioned: its adjacency (0.1 MB) is cut into node ranges of up to {half:.1f} MB, one per "
+            "worker") in r.stdout
+    assert r.stdout.count("for its model, its adjacency range and shards") == 2
 
 
 def test_karate_club_factions(client, tmp_path):

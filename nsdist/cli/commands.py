@@ -39,8 +39,11 @@ def _print_plan(plan: dict) -> None:
     exact = s["fraction"] >= 1
     g = plan.get("graph")
     if g:
+        where = (f"takes {g['adjacency_bytes'] / 1e6:,.1f} MB on every worker" if g["layout"] == "replicated" else
+                 f"({g['adjacency_bytes'] / 1e6:,.1f} MB) is cut into node ranges of up to "
+                 f"{g['adjacency_bytes_per_worker'] / 1e6:,.1f} MB, one per worker")
         print(f"graph: {g['nodes']:,} nodes, {g['edges']:,} directed edges{' (weighted)' if g['weighted'] else ''}; "
-              f"its adjacency takes {g['adjacency_bytes'] / 1e6:,.1f} MB on every worker")
+              f"layout {g['layout']}: its adjacency {where}")
         print(f"walks: {g['walks']:,} of up to {g['walk_length']} nodes = up to {s['tokens']:,} tokens; "
               f"vocabulary up to {s['vocab_size']:,} nodes")
     else:
@@ -60,12 +63,13 @@ def _print_plan(plan: dict) -> None:
     print(f"rounds: {plan['rounds_per_epoch']} per epoch x {plan['epochs']} epoch(s); each averages the "
           f"{plan['sync_rows'] or 'all'} most frequent rows or more, all rows at each epoch's end")
     print(f"{plan['shards']} shard(s) over {len(plan['workers'])} worker(s):")
+    held = "" if not g else ", the adjacency" if g["layout"] == "replicated" else ", its adjacency range"
     for w in plan["workers"]:
         need, limit = w["bytes"], w["memory_limit"]
         verdict = ("no memory limit" if not limit else
                    f"of {limit / 1e9:,.1f} GB: {'fits' if PEAK * need <= limit else 'DOES NOT FIT'}")
         print(f"  {w['address']}: shards {', '.join(map(str, w['shards'])) or 'none'}; about {need / 1e6:,.1f} MB "
-              f"for its model{', the adjacency' if g else ''} and shards, up to {PEAK * need / 1e6:,.1f} MB at peaks, "
+              f"for its model{held} and shards, up to {PEAK * need / 1e6:,.1f} MB at peaks, "
               f"{verdict}")
     limits = [w["memory_limit"] for w in plan["workers"] if w["memory_limit"]]
     worst = max((w["bytes"] for w in plan["workers"]), default=0)

@@ -4,6 +4,7 @@
   tree reductions, waiting while watching that workers stay;
 - ``stages``: placing the scan, count, vocabulary and encoding tasks;
 - ``graph``: a graph job's edges, adjacency and walks, which then take the corpus's path;
+- ``walkers``: the partitioned layout: node ranges, one per worker, and walks in supersteps;
 - ``models``: the one model each worker process holds and trains in place (worker state);
 - ``training``: rounds, merges, checkpoints and recovery from a lost worker;
 - ``parts`` and ``partitioned``: the partitioned layout's worker state and its placement;
@@ -18,11 +19,12 @@ from .client import (check_readable, close, compute, gather_alive, out_of_memory
                      tree_reduce, workers)
 from .models import ModelLost
 from .plugin import ExpectedErrors, WorkerMemory
-from .graph import check_adjacency, read_graph, walk_corpus
+from .graph import check_adjacency, plan_layout, read_graph, walk_corpus
 from .stages import Counted, count_vocab, encode_shards, sample_vocab
 from .training import Training, train_epochs
 from .partitioned import partition
 
 __all__ = ["check_readable", "close", "out_of_memory", "compute", "connect", "session", "memory_limits", "setup_workers", "submit", "threads", "tree_levels", "tree_reduce",
            "workers", "ModelLost", "ExpectedErrors", "WorkerMemory", "Counted", "count_vocab", "encode_shards", "sample_vocab",
-           "check_adjacency", "read_graph", "walk_corpus", "Training", "train_epochs", "gather_alive", "partition"]
+           "check_adjacency", "plan_layout", "read_graph", "walk_corpus", "Training", "train_epochs", "gather_alive",
+           "partition"]

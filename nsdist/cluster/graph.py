@@ -16,18 +16,21 @@ from distributed import Client
 from .. import graph, progress, storage
 from ..config import JobConfig
 from ..corpus import Block
-from ..errors import ConfigError
 from ..plan import block_workers
 from ..graph.corpus import (add, make_walks, node_counts, node_lookup, node_vocab, walk_blocks, walk_lengths,
                      write_walks)
+from ..graph.partition import choose_layout, node_ranges, part_bytes, pick_layout
 from .client import tree_reduce
 from .stages import Counted
+from .client import memory_limits
 from .client import workers as client_workers
+from .walkers import build_parts, walk_partitioned
 
 log = logging.getLogger("nsdist")
 
-# Of a worker's memory limit, what the adjacency may take: the worker also holds its model, its
-# shards and, while walks are generated, a few walk blocks.
+# Of a worker's memory limit, what the adjacency (replicated: all of it; partitioned: its node
+# range) may take: the worker also holds its model, its shards and, while walks are generated, a
+# few walk blocks.
 ADJACENCY_SHARE = 0.5
 # Directed walks averaging less than this share of walk_length are worth a warning (dead ends).
 SHORT_WALKS = 0.9
@@ -56,12 +59,31 @@ LISTED = 20
 def _graph_info(csr, nodes) -> dict:
     """Nodes, directed edges, and the nodes without edges (isolated) or without out-edges
     (dead ends: walks stop there), for the manifest."""
-    out = np.diff(csr.offsets)
-    into = np.bincount(csr.neighbors, minlength=len(out))
+    return _node_summary(np.diff(csr.offsets), np.bincount(csr.neighbors, minlength=csr.nodes), csr.weights is not None,
+                         nodes)
+
+
+def _node_summary(out, into, weighted: bool, nodes) -> dict:
     isolated = np.flatnonzero((out == 0) & (into == 0))
-    return {"nodes": int(len(out)), "edges": int(len(csr.neighbors)), "weighted": csr.weights is not None,
+    return {"nodes": int(len(out)), "edges": int(out.sum()), "weighted": weighted,
             "isolated_nodes": int(len(isolated)), "dead_ends": int(((out == 0) & (into > 0)).sum()),
             "isolated_examples": nodes.take(isolated[:LISTED]).to_pylist()}
+
+
+def _part_in_degrees(part, n: int):
+    return np.bincount(part.csr.neighbors, minlength=n)
+
+
+def _part_out_degrees(part):
+    return np.diff(part.csr.offsets)
+
+
+def _parts_info(nodes, into, weighted, *outs) -> dict:
+    return _node_summary(np.concatenate(outs) if outs else np.zeros(0, np.int64), into, weighted, nodes)
+
+
+def _is_weighted(part) -> bool:
+    return part.csr.weights is not None
 
 
 @dataclass
@@ -75,6 +97,16 @@ class GraphRead:
     n_edges: int  # directed edges (an undirected edge counts twice), duplicates included
     weighted: bool
     adjacency_bytes: int
+    degrees: object  # future of the out-degrees (duplicates included)
+    bounds: np.ndarray  # node ranges, one per worker, were the adjacency partitioned (partition.node_ranges)
+    part_bytes: list  # each range's adjacency bytes
+    requested: str = "auto"  # graph.layout
+    layout: str = "replicated"  # as check_adjacency chose
+    walk_stats: dict | None = None  # partitioned: the walk supersteps' counts
+
+    def per_worker(self, layout: str) -> list[int]:
+        """Adjacency bytes each worker holds in ``layout``."""
+        return self.part_bytes if layout == "partitioned" else [self.adjacency_bytes] * len(self.part_bytes)
 
 
 def read_graph(client: Client, cfg: JobConfig, blocks: list[Block], tag: str) -> GraphRead:
@@ -95,17 +127,60 @@ def read_graph(client: Client, cfg: JobConfig, blocks: list[Block], tag: str) ->
         n_nodes = client.submit(len, nodes, key=f"n-nodes-{tag}").result()
         n_edges = sum(client.gather([client.submit(_edge_count, i, key=f"ne-{i.key}") for i in ids]))
         weighted = any(client.gather([client.submit(_weighted, x, key=f"w-{x.key}") for x in ids]))
-    return GraphRead(nodes, ids, n_nodes, n_edges, weighted, graph.csr_bytes(n_nodes, n_edges, weighted))
+    degrees = tree_reduce(client, add, [client.submit(_degrees, i, n_nodes, key=f"deg-{i.key}") for i in ids],
+                          key=f"degrees-{tag}")
+    # Where each worker's node range would be: a few numbers, from the degrees on a worker.
+    bounds = client.submit(node_ranges, degrees, max(len(workers), 1), weighted, key=f"bounds-{tag}").result()
+    sizes = client.submit(part_bytes, degrees, bounds, weighted, key=f"part-bytes-{tag}").result()
+    return GraphRead(nodes, ids, n_nodes, n_edges, weighted, graph.csr_bytes(n_nodes, n_edges, weighted), degrees,
+                     bounds, sizes, g.layout)
 
 
-def check_adjacency(read: GraphRead, limits: dict[str, int]) -> None:
-    """ConfigError when the adjacency would take more than ADJACENCY_SHARE of a worker's memory
-    limit (every worker that generates walks holds all of it)."""
+def _smallest(limits: dict[str, int]) -> int:
     known = [v for v in limits.values() if v]
-    if known and read.adjacency_bytes > ADJACENCY_SHARE * min(known):
-        raise ConfigError(f"the graph's adjacency ({read.n_nodes} nodes, {read.n_edges} directed edges) needs "
-                          f"{read.adjacency_bytes / 1e6:,.1f} MB on every worker, more than {ADJACENCY_SHARE:.0%} "
-                          f"of a worker's memory limit ({min(known) / 1e6:,.1f} MB); give the workers more memory")
+    return min(known) if known else 0
+
+
+def check_adjacency(read: GraphRead, limits: dict[str, int]) -> str:
+    """The layout the graph's walks use (``graph.layout``; ``auto``: replicated when the whole
+    adjacency fits in ADJACENCY_SHARE of a worker's memory limit, else partitioned), set on
+    ``read``; ConfigError when even that layout does not fit."""
+    read.layout = choose_layout(read.requested, read.adjacency_bytes, max(read.part_bytes, default=0), _smallest(limits),
+                                ADJACENCY_SHARE, len(read.part_bytes))
+    return read.layout
+
+
+def plan_layout(read: GraphRead, limits: dict[str, int]) -> str:
+    """The layout ``check_adjacency`` would choose, without refusing (for ``--dry-run``)."""
+    return pick_layout(read.requested, read.adjacency_bytes, _smallest(limits), ADJACENCY_SHARE)
+
+
+def _replicated_walks(client: Client, cfg: JobConfig, read: GraphRead, ranges: list, places: list, tag: str):
+    """Every walk block from the whole adjacency, built once and fetched by the workers that walk."""
+    csr = client.submit(graph.build_csr, read.ids, read.n_nodes, read.degrees, key=f"csr-{tag}")
+    info = client.submit(_graph_info, csr, read.nodes, key=f"graph-summary-{tag}")
+    walks = [client.submit(make_walks, csr, lo, hi, cfg.graph, cfg.train.seed, key=f"walks-{tag}-{i}",
+                           **({"workers": [w], "allow_other_workers": True} if w else {}))
+             for i, ((lo, hi), w) in enumerate(zip(ranges, places))]
+    return walks, info
+
+
+def _partitioned_walks(client: Client, cfg: JobConfig, read: GraphRead, ranges: list, places: list, tag: str):
+    """Every walk block in supersteps over the node ranges, range i on worker i."""
+    workers = client_workers(client)
+    parts = build_parts(client, read.ids, read.bounds, workers, tag)
+    into = tree_reduce(client, add, [client.submit(_part_in_degrees, p, read.n_nodes, key=f"into-{p.key}")
+                                     for p in parts], key=f"in-degrees-{tag}")
+    outs = [client.submit(_part_out_degrees, p, key=f"out-{p.key}") for p in parts]
+    weighted = client.submit(_is_weighted, parts[0], key=f"weighted-{tag}").result()
+    info = client.submit(_parts_info, read.nodes, into, weighted, *outs, key=f"graph-summary-{tag}")
+    walks, stats = walk_partitioned(client, parts, read.bounds, ranges, places, cfg.graph, cfg.train.seed,
+                                    read.n_nodes, workers, tag, _smallest(memory_limits(client)))
+    log.info("walks: %d supersteps over %d node ranges, %.1f MB of walkers, queries and answers between workers",
+             stats["supersteps"], len(parts), stats["bytes"] / 1e6,
+             extra={"stage": "walks", "supersteps": stats["supersteps"], "walk_bytes": stats["bytes"]})
+    read.walk_stats = stats
+    return walks, info
 
 
 def walk_corpus(client: Client, cfg: JobConfig, read: GraphRead, tag: str, shards: int) -> Counted:
@@ -113,24 +188,18 @@ def walk_corpus(client: Client, cfg: JobConfig, read: GraphRead, tag: str, shard
     vocabulary, and the node -> vocabulary id lookup for the encoding."""
     g, opts = cfg.graph, cfg.storage_options
     workers = client_workers(client)
-    nodes, ids, n_nodes = read.nodes, read.ids, read.n_nodes
-    log.info("graph: %d nodes, %d directed edges; the adjacency takes %.1f MB per worker", n_nodes, read.n_edges,
-             read.adjacency_bytes / 1e6, extra={"stage": "graph", "nodes": n_nodes, "edges": read.n_edges,
-                                                "adjacency_bytes": read.adjacency_bytes})
-    degrees = tree_reduce(client, add, [client.submit(_degrees, i, n_nodes, key=f"deg-{i.key}") for i in ids],
-                          key=f"degrees-{tag}")
-    csr = client.submit(graph.build_csr, ids, n_nodes, degrees, key=f"csr-{tag}")
-    read.ids = []  # the parts are freed once the adjacency is built
-    del ids
-    info = client.submit(_graph_info, csr, nodes, key=f"graph-summary-{tag}")
-
+    nodes, n_nodes = read.nodes, read.n_nodes
+    per_worker = max(read.per_worker(read.layout), default=0)
+    log.info("graph: %d nodes, %d directed edges; layout %s: the adjacency takes %.1f MB, %.1f MB per worker", n_nodes,
+             read.n_edges, read.layout, read.adjacency_bytes / 1e6, per_worker / 1e6,
+             extra={"stage": "graph", "nodes": n_nodes, "edges": read.n_edges, "layout": read.layout,
+                    "adjacency_bytes": read.adjacency_bytes, "adjacency_bytes_per_worker": per_worker})
     # Walk blocks, dealt like corpus blocks: each near the shard it will feed.
     ranges = walk_blocks(n_nodes, g.walks_per_node, g.walk_length)
     places = block_workers([hi - lo for lo, hi in ranges], shards, workers, 1)
-    seed = cfg.train.seed
-    walks = [client.submit(make_walks, csr, lo, hi, g, seed, key=f"walks-{tag}-{i}",
-                           **({"workers": [w], "allow_other_workers": True} if w else {}))
-             for i, ((lo, hi), w) in enumerate(zip(ranges, places))]
+    place = _partitioned_walks if read.layout == "partitioned" else _replicated_walks
+    walks, info = place(client, cfg, read, ranges, places, tag)
+    read.ids = []  # the parts are freed once the adjacency is built
     counts = tree_reduce(client, add, [client.submit(node_counts, w, n_nodes, key=f"count-{w.key}") for w in walks],
                          key=f"node-counts-{tag}")
     tokens = [client.submit(walk_lengths, w, key=f"n-{w.key}") for w in walks]
@@ -158,4 +227,10 @@ def walk_corpus(client: Client, cfg: JobConfig, read: GraphRead, tag: str, shard
     summary = {"vocab_size": vocab_size, "vocab_tokens": vocab_tokens, "raw_tokens": sum(block_tokens),
                "sentences": sentences, "distinct_words": n_nodes}
     kind = client.submit(graph.node_type, nodes, key=f"node-type-{tag}").result()
-    return Counted(vocab, summary, walks, block_tokens, kind, lookup, {**graph_info, "walks": sentences})
+    return Counted(vocab, summary, walks, block_tokens, kind, lookup,
+                   {**graph_info, "walks": sentences, "layout": read.layout, **_walk_stats(read)})
+
+
+def _walk_stats(read: GraphRead) -> dict:
+    stats = read.walk_stats
+    return {"supersteps": stats["supersteps"], "walk_bytes": stats["bytes"]} if stats else {}

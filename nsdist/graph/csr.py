@@ -73,6 +73,14 @@ def build_csr(parts, n: int, degrees: np.ndarray | None = None) -> CSR:
     >>> g.offsets.tolist(), g.neighbors.tolist(), g.weights.tolist()
     ([0, 2, 3, 3], [1, 2, 2], [2.0, 1.0, 1.0])
     """
+    offsets, neighbors, weights = csr_rows(parts, n, degrees)
+    return with_tables(offsets, neighbors, weights, not uniform_weights([weight_range(weights)]))
+
+
+def csr_rows(parts, n: int, degrees: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``build_csr``'s rows before the sampler tables: (offsets, neighbours, merged weights).
+    Each row depends only on its own edges, in block order: a node range's rows built from that
+    range's edges (``partition.split_edges``) are the same bits as the whole graph's."""
     parts = list(parts)
     if degrees is None:
         degrees = sum((out_degrees(s, n) for s, _, _ in parts), np.zeros(n, np.int64))
@@ -87,13 +95,39 @@ def build_csr(parts, n: int, degrees: np.ndarray | None = None) -> CSR:
     assert np.array_equal(pos, offsets[1:]), "degrees do not match the parts"
     merged = np.zeros(n + 1, np.int64)
     e = _sort_merge(offsets, neighbors, weights, merged)
-    neighbors, weights = neighbors[:e].copy(), weights[:e].copy()  # drop the merged duplicates' room
-    if e == 0 or np.all(weights == weights[0]):
-        return CSR(merged, neighbors)
+    return merged, neighbors[:e].copy(), weights[:e].copy()  # drop the merged duplicates' room
+
+
+def weight_range(weights: np.ndarray) -> tuple[float, float] | None:
+    """(smallest, largest) merged weight; None for no edges. A graph whose edges all weigh the
+    same (over all its rows) needs no sampler tables: a constant weight changes no probability.
+
+    >>> weight_range(np.array([2.0, 1.0], np.float32)), weight_range(np.zeros(0, np.float32))
+    ((1.0, 2.0), None)
+    """
+    return (float(weights.min()), float(weights.max())) if len(weights) else None
+
+
+def uniform_weights(ranges) -> bool:
+    """Whether rows whose ``weight_range`` are ``ranges`` all weigh the same.
+
+    >>> uniform_weights([(2.0, 2.0), None, (2.0, 2.0)]), uniform_weights([(1.0, 1.0), (2.0, 2.0)])
+    (True, False)
+    """
+    values = {v for r in ranges if r is not None for v in r}
+    return len(values) <= 1
+
+
+def with_tables(offsets: np.ndarray, neighbors: np.ndarray, weights: np.ndarray, weighted: bool) -> CSR:
+    """A CSR of ``csr_rows``' rows; ``weighted``: with the alias tables and row totals (false
+    when every edge of the whole graph weighs the same: ``uniform_weights``)."""
+    if not weighted:
+        return CSR(offsets, neighbors)
+    e, n = len(neighbors), len(offsets) - 1
     prob, alias = np.ones(e, np.float32), np.zeros(e, np.int32)
     totals = np.zeros(n, np.float64)
-    _alias_rows(merged, weights, prob, alias, totals)
-    return CSR(merged, neighbors, weights, prob, alias, totals)
+    _alias_rows(offsets, weights, prob, alias, totals)
+    return CSR(offsets, neighbors, weights, prob, alias, totals)
 
 
 @numba.njit(cache=True, nogil=True)

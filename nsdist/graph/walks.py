@@ -56,11 +56,7 @@ def random_walks(csr: CSR, starts: np.ndarray, walk_index, walk_length: int, p: 
     >>> ids.tolist(), offsets.tolist()
     ([0, 1, 2, 0, 1, 3], [0, 5, 6])
     """
-    if walk_length < 1:
-        raise ConfigError(f"walk_length is {walk_length}; set it to 1 or more (nodes per walk)")
-    for name, value in (("p", p), ("q", q)):
-        if not (np.isfinite(value) and value > 0):
-            raise ConfigError(f"node2vec {name} is {value}; set it to a positive number (1: no bias)")
+    check_walk_params(walk_length, p, q)
     starts = np.ascontiguousarray(starts, np.int32)
     index = np.broadcast_to(np.asarray(walk_index, np.int64), starts.shape).copy()
     ids = np.empty(len(starts) * walk_length, np.int32)
@@ -75,6 +71,15 @@ def random_walks(csr: CSR, starts: np.ndarray, walk_index, walk_length: int, p: 
         _first_order_walks(csr.offsets, csr.neighbors, csr.prob, csr.alias, starts, index, walk_length, seed, ids,
                            offsets)
     return (ids if offsets[-1] == len(ids) else ids[:offsets[-1]].copy()), offsets
+
+
+def check_walk_params(walk_length: int, p: float, q: float) -> None:
+    """ConfigError unless walks have a node or more and p, q are positive and finite."""
+    if walk_length < 1:
+        raise ConfigError(f"walk_length is {walk_length}; set it to 1 or more (nodes per walk)")
+    for name, value in (("p", p), ("q", q)):
+        if not (np.isfinite(value) and value > 0):
+            raise ConfigError(f"node2vec {name} is {value}; set it to a positive number (1: no bias)")
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

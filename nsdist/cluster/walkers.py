@@ -1,0 +1,157 @@
+"""A graph job's partitioned layout on the workers: the adjacency cut into node ranges (range
+i held by worker i), and the walks in supersteps over them (graph/supersteps.py).
+
+Each superstep is one task per range, pinned to the range's worker; what range j sends range i
+is a task of its own (``_mail``), so only that part of j's outbox crosses the network. Walk
+blocks are walked in waves of a few blocks per worker, which bounds the walk nodes a range holds
+before they are assembled into the blocks the corpus path takes (``graph.corpus.Walks``, the
+same blocks and bits as the replicated layout's).
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import operator
+
+import numpy as np
+from distributed import Client
+
+from .. import graph
+from ..config import GraphConfig
+from ..graph.corpus import WALK_BLOCK_TOKENS, Walks
+from ..graph.csr import uniform_weights, weight_range
+from ..graph.partition import make_part, part_rows, split_edges
+from ..graph.supersteps import Held, Mail, WalkParams, assemble, block_paths, start_walkers, superstep
+
+log = logging.getLogger("nsdist")
+
+# A range holds its share of a wave's walk nodes (12 bytes each) until the wave's blocks are
+# assembled: a wave takes up to this share of a worker's memory limit, and 4 walk blocks per
+# worker (about 50 MB) when the limit is unknown. Larger waves mean fewer supersteps in all
+# (a wave takes about walk_length of them whatever its size), so fewer tasks.
+WAVE_SHARE = 0.05
+WAVE_BLOCKS_PER_WORKER = 4
+# Supersteps submitted beyond the one whose counts the client waits for, so that the workers do
+# not wait for the client; after the last walker they are empty and cost a few tasks each.
+AHEAD = 2
+
+
+def wave_blocks(workers: int, limit: int) -> int:
+    """Walk blocks per wave for ``workers`` workers of memory ``limit`` (0: unknown).
+
+    >>> wave_blocks(4, 0), wave_blocks(4, 8 * 10**9), wave_blocks(4, 10**8)
+    (16, 124, 4)
+    """
+    per_worker = int(WAVE_SHARE * limit // (12 * WALK_BLOCK_TOKENS)) if limit else WAVE_BLOCKS_PER_WORKER
+    return max(1, per_worker) * max(workers, 1)
+
+
+def waves(ranges: list, per_wave: int) -> list[list]:
+    """Consecutive walk blocks, ``per_wave`` at a time.
+
+    >>> waves([(0, 2), (2, 4), (4, 5)], 2)
+    [[(0, 2), (2, 4)], [(4, 5)]]
+    """
+    return [ranges[i:i + per_wave] for i in range(0, len(ranges), per_wave)]
+
+
+def _pinned(worker) -> dict:
+    # Loose: a range lost with its worker is recomputed elsewhere from lineage.
+    return {"workers": [worker], "allow_other_workers": True} if worker else {}
+
+
+def build_parts(client: Client, ids: list, bounds, workers: list, tag: str) -> list:
+    """The node ranges' CSRs, range i built on worker i from its edges of every block."""
+    ranges = len(bounds) - 1
+    splits = [client.submit(split_edges, x, bounds, key=f"split-{x.key}") for x in ids]
+    rows = []
+    for i in range(ranges):
+        pieces = [client.submit(operator.getitem, s, i, key=f"piece-{i}-{s.key}") for s in splits]
+        rows.append(client.submit(part_rows, pieces, int(bounds[i]), int(bounds[i + 1]), key=f"rows-{tag}-{i}",
+                                  **_pinned(workers[i % len(workers)])))
+    spans = client.gather([client.submit(_weight_range, r, key=f"wr-{r.key}") for r in rows])
+    weighted = not uniform_weights(spans)
+    return [client.submit(make_part, r, int(bounds[i]), int(bounds[i + 1]), weighted, key=f"part-{tag}-{i}",
+                          **_pinned(workers[i % len(workers)])) for i, r in enumerate(rows)]
+
+
+def _weight_range(rows):
+    return weight_range(rows[2])
+
+
+def _starts(n: int, walks_per_node: int, lo: int, hi: int, seed: int, bounds) -> list:
+    """Walks lo..hi-1's walkers, one batch per range (the owner of their start)."""
+    starts, index = graph.walk_starts(n, walks_per_node, lo, hi, seed)
+    return [m.walkers for m in start_walkers(np.arange(lo, hi, dtype=np.int64), starts, index, bounds, seed)]
+
+
+def _superstep(part, bounds, previous, inbox, params: WalkParams, starting):
+    held = previous.held if previous is not None else Held()
+    return superstep(part, bounds, held, inbox if inbox else [Mail()] * (len(bounds) - 1), params,
+                     [w for w in starting if len(w)])
+
+
+def _mail(step, i: int) -> Mail:
+    return step.outbox[i]
+
+
+def _counts(step) -> tuple[int, int, int]:
+    return step.active, step.steps, step.sent
+
+
+def _paths(step, wave: list, walk_length: int) -> list:
+    return block_paths(step.held, wave, walk_length)
+
+
+def _assemble(pieces, lo: int, hi: int, walk_length: int) -> Walks:
+    return Walks(*assemble(pieces, lo, hi, walk_length))
+
+
+def _supersteps(client: Client, parts: list, bounds, starting: list, params: WalkParams, where: list,
+                tag: str) -> tuple[list, dict]:
+    """Supersteps until no walker, query or answer is in flight: each range's final Step (its
+    walk nodes) and the counts. The client learns a superstep's counts while the next AHEAD run."""
+    nparts = len(parts)
+    steps, inbox, pending = [None] * nparts, [[] for _ in range(nparts)], collections.deque()
+    stats = {"supersteps": 0, "steps": 0, "bytes": 0}
+    for s in itertools.count():
+        steps = [client.submit(_superstep, parts[i], bounds, steps[i], inbox[i], params,
+                               starting[i] if steps[i] is None else [], key=f"superstep-{tag}-{s}-{i}", **where[i])
+                 for i in range(nparts)]
+        pending.append([client.submit(_counts, st, key=f"counts-{st.key}") for st in steps])
+        inbox = [[client.submit(_mail, steps[j], i, key=f"mail-{tag}-{s}-{j}-{i}") for j in range(nparts)]
+                 for i in range(nparts)]
+        if len(pending) > AHEAD:
+            counts = client.gather(pending.popleft())
+            stats = {"supersteps": stats["supersteps"] + 1, "steps": stats["steps"] + sum(c[1] for c in counts),
+                     "bytes": stats["bytes"] + sum(c[2] for c in counts)}
+            if not sum(c[0] for c in counts):  # the supersteps after it are empty: their states are final
+                return steps, stats
+
+
+def walk_partitioned(client: Client, parts: list, bounds, ranges: list, places: list, g: GraphConfig, seed: int,
+                     n: int, workers: list, tag: str, limit: int = 0) -> tuple[list, dict]:
+    """The walk blocks ``ranges`` (walks [lo, hi) each, the block placed on ``places``) over the
+    ranges ``parts``, in supersteps, in waves sized for workers of memory ``limit``: futures of
+    ``Walks`` and the supersteps' counts."""
+    params, nparts = WalkParams(g.walk_length, g.p, g.q), len(parts)
+    where = [_pinned(workers[i % len(workers)]) for i in range(nparts)]
+    out, stats = [], {"supersteps": 0, "steps": 0, "bytes": 0}
+    for k, wave in enumerate(waves(ranges, wave_blocks(len(workers), limit))):
+        starts = [client.submit(_starts, n, g.walks_per_node, lo, hi, seed, bounds, key=f"starts-{tag}-{lo}")
+                  for lo, hi in wave]
+        starting = [[client.submit(operator.getitem, s, i, key=f"start-{i}-{s.key}") for s in starts]
+                    for i in range(nparts)]
+        steps, counted = _supersteps(client, parts, bounds, starting, params, where, f"{tag}-{k}")
+        stats = {key: stats[key] + counted[key] for key in stats}
+        cut = [client.submit(_paths, st, wave, g.walk_length, key=f"paths-{st.key}") for st in steps]
+        for b, (lo, hi) in enumerate(wave):
+            pieces = [client.submit(operator.getitem, c, b, key=f"piece-{b}-{c.key}") for c in cut]
+            i = len(out)  # the block's index, as the replicated layout names its walk blocks
+            out.append(client.submit(_assemble, pieces, lo, hi, g.walk_length, key=f"walks-{tag}-{i}",
+                                     **_pinned(places[i])))
+        log.debug("walk wave %d: %d blocks, %d supersteps so far", k, len(wave), stats["supersteps"])
+    return out, stats
+
