@@ -28,6 +28,7 @@ from .storage import Store
 
 MERGES = ("mean", "weighted", "touched")
 KERNELS = ("batch", "pair")
+WARM_NEW = ("cooccur", "random")  # warm.py: how --init-from starts the rows of new words
 _TLS_KEYS = ("tls_ca_file", "tls_cert", "tls_key")
 TOPK_MAX = 2**15 - 1  # the top-k table's rank is an int16
 # The largest window whose context words share one draw of negatives by default (share_negatives).
@@ -82,6 +83,7 @@ class TrainConfig:
     explicit_negatives: int = 5
     explicit_weight: float = 1.0
     merge_blocks: int | None = None  # row blocks per round; None: plan.merge_blocks (the same results)
+    warm_new: str = "cooccur"  # --init-from: a new word's row from its known neighbours (warm.py), or random
 
     def rounds(self, models: int) -> int:
         """Merges per epoch for ``models`` models (one per worker): ``syncs_per_epoch``, else 4,
@@ -137,6 +139,8 @@ class TrainConfig:
             raise ConfigError(f"train.merge must be one of {', '.join(MERGES)}, got {self.merge!r}")
         if self.kernel not in KERNELS:
             raise ConfigError(f"train.kernel must be one of {', '.join(KERNELS)}, got {self.kernel!r}")
+        if self.warm_new not in WARM_NEW:
+            raise ConfigError(f"train.warm_new must be one of {', '.join(WARM_NEW)}, got {self.warm_new!r}")
         return self
 
 
@@ -332,6 +336,9 @@ HELP = {
     "train.explicit_weight": "with negatives_column: the weight of those items' gradient",
     "train.merge_blocks": "row blocks a round's averaged rows are cut into, each merged by one worker; unset: "
                           "enough that a worker receives at most 1/8 of the model at once; results do not depend on it",
+    "train.warm_new": "--init-from: a new word's input vector starts from the mean of the published input vectors "
+                      "of the known words within window of it in the new corpus (cooccur; random without any), or "
+                      "random",
     "graph.directed": "follow edges from src to dst only; false: both ways",
     "graph.walks_per_node": "walks started from every node",
     "graph.walk_length": "nodes per walk, the start included (shorter at a node without out-edges)",
