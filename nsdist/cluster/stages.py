@@ -162,10 +162,13 @@ def new_row_sums(client: Client, cfg: JobConfig, shards: list, vocab, parent: st
     shards' sums meet in a tree, in shard order, so the result depends on the shard count only."""
     t = cfg.train
     workers = client_workers(client)
-    known = [client.submit(neighbours, vocab, parent, cfg.store, t.dim, key=f"warm-neighbours-{tag}-{i}",
-                           workers=[w], allow_other_workers=True) for i, w in enumerate(workers)]
+
+    def place(i: int) -> dict:  # as encode_shards deals shards: no worker known yet places it anywhere
+        return {"workers": [workers[i % len(workers)]], "allow_other_workers": True} if workers else {}
+
+    known = [client.submit(neighbours, vocab, parent, cfg.store, t.dim, key=f"warm-neighbours-{tag}-{i}", **place(i))
+             for i in range(max(1, len(workers)))]
     sums = [client.submit(cooccur_sums, known[s % len(known)], t.window, *pieces, key=f"warm-sums-{tag}-{s}",
-                          workers=[workers[s % len(workers)]], allow_other_workers=True)
-            for s, pieces in enumerate(shards)]
+                          **place(s)) for s, pieces in enumerate(shards)]
     merged = tree_reduce(client, merge_sums, sums, key=f"warm-merge-{tag}")
     return merged, gather_alive(client, client.submit(initialised, merged, key=f"warm-initialised-{tag}"))
