@@ -24,9 +24,10 @@ Scored on day 2's held-out sessions (the latest tenth):
   item of the model) in its planted group.
 
 ``--variants`` also trains, in process (``nsdist.reference``, the same bits as the cluster with
-the same shards and models), day 2 from other starts of the new rows: the plain mean over the
-distinct co-occurring known items instead of one term per co-occurrence, and the output vector
-from the mean of the known items' output vectors instead of zero. The results:
+the same shards and models: its ``cooccur`` row equals the cluster's), day 2 from other starts of
+the new rows, for the smallest ``--day2``: the output vector zero (as fresh rows) instead of the
+mean of the known items' output vectors, and the plain mean over the distinct co-occurring known
+items instead of one term per co-occurrence. The results:
 docs/recommendations.md ("New items at a warm start").
 """
 
@@ -46,13 +47,16 @@ import pyarrow.parquet as pq
 JOB = Path(__file__).resolve().parents[1] / "jobs" / "sessions.yaml"
 
 
-def write_days(tmp: Path, sessions: int, items: int, new: int, seed: int) -> dict:
+def write_days(tmp: Path, sessions: int, items: int, new: int, seed: int, day2: list[int]) -> dict:
+    """Day 1's training sessions, and the first N of day 2's for each N of ``day2`` (the data a
+    retrain sees since the last model), as Parquet; day 2's held-out sessions; the ground truth."""
     from nsdist.synth.sessions import retrain_days
 
     (train1, _), (train2, test2), cat, new_ids = retrain_days(sessions, items, new, seed)
-    paths = {"day1": tmp / "day1.parquet", "day2": tmp / "day2.parquet"}
+    paths = {"day1": tmp / "day1.parquet", **{n: tmp / f"day2-{n}.parquet" for n in day2}}
     pq.write_table(train1, paths["day1"], row_group_size=2000)
-    pq.write_table(train2, paths["day2"], row_group_size=2000)
+    for n in day2:
+        pq.write_table(train2.slice(0, n), paths[n], row_group_size=min(n // 2, 2000))
     group = dict(zip(map(str, cat.ids.tolist()), cat.group.tolist()))
     return {**paths, "test": test2.column("items").to_pylist(), "group": group, "new": set(map(str, new_ids.tolist()))}
 
@@ -89,22 +93,24 @@ def score(emb, days: dict) -> dict:
 def run_seed(client, tmp: Path, seed: int, args) -> dict:
     import nsdist
 
-    days = write_days(tmp, args.sessions, args.items, args.new, seed)
-    common = {"client": client, "config": str(JOB), "seed": seed, "topk": 0}
+    days = write_days(tmp, args.sessions, args.items, args.new, seed, args.day2)
+    common = {"client": client, "config": str(JOB), "seed": seed, "topk": 0, "shards": 2}
     t0 = time.perf_counter()
     nsdist.train(str(days["day1"]), str(tmp / "day1-out"), epochs=args.epochs1, **common)
     print(f"seed {seed}: day 1 trained in {time.perf_counter() - t0:.0f} s", flush=True)
     out = {}
-    for how in ("cooccur", "random"):
-        t0 = time.perf_counter()
-        result = nsdist.train(str(days["day2"]), str(tmp / f"day2-{how}"), epochs=args.epochs2, warm_new=how,
-                              init_from=str(tmp / "day1-out"), **common)
-        out[how] = {**score(result.load(), days), "seconds": time.perf_counter() - t0,
-                    "cooccur_words": result.manifest["parent"]["cooccur_words"],
-                    "new_words": result.manifest["parent"]["new_words"]}
-        print(f"seed {seed} {how}: {json.dumps(out[how])}", flush=True)
-    if args.variants:
-        out.update(variants(client, tmp, seed, days, args))
+    for n, epochs in [(n, e) for n in args.day2 for e in args.epochs2]:
+        for how in ("cooccur", "random"):
+            t0 = time.perf_counter()
+            result = nsdist.train(str(days[n]), str(tmp / f"day2-{n}-{epochs}-{how}"), epochs=epochs, warm_new=how,
+                                  init_from=str(tmp / "day1-out"), **common)
+            name = f"{n} sessions, {epochs} epoch(s), {how}"
+            out[name] = {**score(result.load(), days), "seconds": time.perf_counter() - t0,
+                         "cooccur_words": result.manifest["parent"]["cooccur_words"],
+                         "new_words": result.manifest["parent"]["new_words"]}
+            print(f"seed {seed} {name}: {json.dumps(out[name])}", flush=True)
+        if args.variants and n == min(args.day2):
+            out.update(variants(client, tmp, seed, days, n, epochs))
     return out
 
 
@@ -141,7 +147,7 @@ def plain_means(pieces: list, slot: np.ndarray, window: int, vectors: np.ndarray
     return rows, (sums / counts[:, None]).astype(np.float32)
 
 
-def variants(client, tmp: Path, seed: int, days: dict, args) -> dict:
+def variants(client, tmp: Path, seed: int, days: dict, n: int, epochs: int) -> dict:
     """Day 2 from other starts of the new rows, trained in process on the cluster's shards."""
     from nsdist import pipeline
     from nsdist.cluster import count_vocab, encode_shards
@@ -151,52 +157,53 @@ def variants(client, tmp: Path, seed: int, days: dict, args) -> dict:
     from nsdist.model import Model
     from nsdist.reference import train_models
     from nsdist.runs import resolve_run
-    from nsdist.warm import Neighbours, cooccur_sums, init_new_rows, merge_sums, neighbours, warm_model, warm_rows
+    from nsdist.warm import cooccur_sums, init_new_rows, merge_sums, neighbours, warm_model
 
-    cfg = load_config(str(JOB), {"epochs": args.epochs2, "seed": seed, "topk": 0, "shards": 2},
-                      corpus=(str(days["day2"]),), out=str(tmp / "variants"), environ={})
+    cfg = load_config(str(JOB), {"epochs": epochs, "seed": seed, "topk": 0, "shards": 2},
+                      corpus=(str(days[n]),), out=str(tmp / "variants"), environ={})
     t, models = cfg.train, 2
-    counted = count_vocab(client, cfg, plan_blocks(cfg.corpus, {}, cfg.blocksize), f"v{seed}", 2)
-    shards, words, _ = encode_shards(client, cfg, counted, 2, t.rounds(models), f"v{seed}")
+    tag = f"v{seed}-{n}-{epochs}"
+    counted = count_vocab(client, cfg, plan_blocks(cfg.corpus, {}, cfg.blocksize, "items"), tag, 2)
+    shards, words, _ = encode_shards(client, cfg, counted, 2, t.rounds(models), tag)
     vocab, pieces = counted.vocab.result(), client.gather(shards)
     tables = pipeline._tables(vocab, t, models)
     parent = resolve_run(str(tmp / "day1-out"), None)
     base = warm_model(vocab, parent, None, t.dim, t.seed)[0]
     known = neighbours(vocab, parent, None, t.dim)
-    _, src, _ = warm_rows(vocab, parent, None)
-    ctx = Neighbours(known.slot, np.zeros_like(known.win))
-    ctx.win[known.slot < 0] = np.load(Path(parent) / "context.npy")[src]
     weighted = merge_sums(*[cooccur_sums(known, t.window, *p) for p in pieces])
-    weighted_out = merge_sums(*[cooccur_sums(ctx, t.window, *p) for p in pieces])
-    plain_rows, plain_win = plain_means([q for p in pieces for q in p], known.slot, t.window, known.win)
+    flat = [q for p in pieces for q in p]
+    plain = [plain_means(flat, known.slot, t.window, m) for m in (known.win, known.wout)]
 
     def start(name):
         m = Model(base.win.copy(), base.wout.copy())
-        if name in ("weighted", "weighted, output mean"):
-            init_new_rows(m, weighted)
-        if name == "weighted, output mean":
-            m.wout[weighted_out.rows] = (weighted_out.win / weighted_out.counts[:, None]).astype(np.float32)
-        if name == "plain":
-            m.win[plain_rows] = plain_win
+        init_new_rows(m, weighted)  # what warm_new=cooccur starts from
+        if name == "output zero":
+            m.wout[weighted.rows] = 0
+        if name == "plain mean":
+            (rows, win), (_, wout) = plain
+            m.win[rows], m.wout[rows] = win, wout
         return m
 
     out = {}
-    for name in ("random", "weighted", "plain", "weighted, output mean"):
+    for name in ("cooccur", "output zero", "plain mean"):
         model = train_models(pieces, words, tables, t, models, start(name)).model
         emb = Embeddings(vocab.words.to_pylist(), vocab.counts, model.win, context=model.wout)
-        out[f"in-process {name}"] = score(emb, days)
-        print(f"seed {seed} in-process {name}: {json.dumps(out[f'in-process {name}'])}", flush=True)
+        key = f"{n} sessions, {epochs} epoch(s), in process: {name}"
+        out[key] = score(emb, days)
+        print(f"seed {seed} {key}: {json.dumps(out[key])}", flush=True)
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--sessions", type=int, default=20_000, help="sessions per day")
-    parser.add_argument("--items", type=int, default=10_000)
-    parser.add_argument("--new", type=int, default=500, help="items new on day 2")
-    parser.add_argument("--epochs1", type=int, default=10)
-    parser.add_argument("--epochs2", type=int, default=2)
+    parser.add_argument("--sessions", type=int, default=10_000, help="sessions planted per day")
+    parser.add_argument("--items", type=int, default=5_000)
+    parser.add_argument("--new", type=int, default=250, help="items new on day 2")
+    parser.add_argument("--day2", type=int, nargs="+", default=[1000, 9000],
+                        help="day-2 sessions the retrain sees (the first N of the day's training sessions)")
+    parser.add_argument("--epochs1", type=int, default=5)
+    parser.add_argument("--epochs2", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--variants", action="store_true")
     args = parser.parse_args()
     from distributed import Client, LocalCluster
@@ -209,8 +216,8 @@ def main() -> None:
             results[seed] = run_seed(client, Path(tmp) / str(seed), seed, args)
     names = list(results[args.seeds[0]])
     keys = ("new_hr10_blend", "new_hr10_cosine", "new_group_p10", "all_hr10_blend")
-    print(f"\nmean of seeds {args.seeds} ({args.epochs2} day-2 epochs):")
-    print("| start | " + " | ".join(keys) + " |")
+    print(f"\nmean of seeds {args.seeds}:")
+    print("| day 2 | " + " | ".join(keys) + " |")
     for name in names:
         means = [np.mean([results[s][name][k] for s in args.seeds]) for k in keys]
         print(f"| {name} | " + " | ".join(f"{m:.3f}" for m in means) + " |")

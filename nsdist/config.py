@@ -336,9 +336,8 @@ HELP = {
     "train.explicit_weight": "with negatives_column: the weight of those items' gradient",
     "train.merge_blocks": "row blocks a round's averaged rows are cut into, each merged by one worker; unset: "
                           "enough that a worker receives at most 1/8 of the model at once; results do not depend on it",
-    "train.warm_new": "--init-from: a new word's input vector starts from the mean of the published input vectors "
-                      "of the known words within window of it in the new corpus (cooccur; random without any), or "
-                      "random",
+    "train.warm_new": "--init-from: a new word's vectors start from the means of the published vectors of the "
+                      "known words within window of it in the new corpus (cooccur; random without any), or random",
     "graph.directed": "follow edges from src to dst only; false: both ways",
     "graph.walks_per_node": "walks started from every node",
     "graph.walk_length": "nodes per walk, the start included (shorter at a node without out-edges)",

@@ -1,4 +1,4 @@
-"""A warm start's new words start from the mean of the published input vectors of the known words
+"""A warm start's new words start from the means of the published vectors of the known words
 they co-occur with (train.warm_new = cooccur): by hand on a literal corpus, on the cluster equal
 to an in-process computation, through a whole job and its resume, and on a planted clickstream."""
 
@@ -23,7 +23,7 @@ from nsdist.pipeline import train
 from nsdist.synth import generate
 from nsdist.synth.sessions import retrain_days
 from nsdist.vocab import Vocab
-from nsdist.warm import NewSums, cooccur_sums, merge_sums, neighbours, warm_start_model
+from nsdist.warm import cooccur_sums, merge_sums, neighbours, warm_start_model
 from killjobs import kill, wait_for_checkpoint
 
 # The parent knows a, b, c, d; the new vocabulary drops d and adds x and y.
@@ -65,14 +65,16 @@ def test_new_rows_are_the_mean_of_their_known_neighbours_by_hand(parent, window,
     assert merged.rows.tolist() == rows
     assert merged.counts.tolist() == [len(expected[r]) for r in rows]
     assert np.array_equal(merged.win, [np.sum([vec[k] for k in expected[r]], axis=0) for r in rows])
+    # publish_run's output vectors are the input vectors reversed.
+    assert np.array_equal(merged.wout, [np.sum([vec[k][::-1] for k in expected[r]], axis=0) for r in rows])
 
     model = warm_start_model(VOCAB, parent, None, 3, seed=5, new=merged)
     fresh = init_model(5, 3, seed=5)
-    for r in rows:  # the mean of the parent's input vectors, one term per co-occurrence
+    for r in rows:  # the means of the parent's input and output vectors, one term per co-occurrence
         assert np.array_equal(model.win[r], np.mean([vec[k] for k in expected[r]], axis=0).astype(np.float32))
-    for r in {X, Y} - set(rows):  # no known neighbour: the random start
-        assert np.array_equal(model.win[r], fresh.win[r])
-    assert not model.wout[[X, Y]].any()  # output vectors start at zero, as fresh rows do
+        assert np.array_equal(model.wout[r], np.mean([vec[k][::-1] for k in expected[r]], axis=0).astype(np.float32))
+    for r in {X, Y} - set(rows):  # no known neighbour: the random start, output zero
+        assert np.array_equal(model.win[r], fresh.win[r]) and not model.wout[r].any()
     assert np.array_equal(model.win[[A, B, C]], PARENT[:3])
     assert np.array_equal(model.wout[[A, B, C]], PARENT[:3, ::-1])  # publish_run's output vectors
 
@@ -80,9 +82,10 @@ def test_new_rows_are_the_mean_of_their_known_neighbours_by_hand(parent, window,
 def test_a_shard_without_new_words_adds_nothing(parent):
     known = neighbours(VOCAB, parent, None, 3)
     empty = cooccur_sums(known, 2, shard([A, B, C]), shard([]))
-    assert empty.rows.tolist() == [] and empty.win.shape == (0, 3)
+    assert empty.rows.tolist() == [] and empty.win.shape == empty.wout.shape == (0, 3)
     merged = merge_sums(empty, cooccur_sums(known, 2, shard([X, A])))
     assert merged.rows.tolist() == [X] and merged.win.tolist() == [[1.0, 0.0, 0.0]]
+    assert merged.wout.tolist() == [[0.0, 0.0, 1.0]]
 
 
 def test_warm_new_is_a_checked_config_key():
@@ -128,7 +131,7 @@ def test_the_cluster_sums_equal_in_process_sums(client, publish_run, tmp_path):
     known = neighbours(vocab, parent, None, 8)
     local = merge_sums(*[cooccur_sums(known, 3, *pieces) for pieces in client.gather(shards)])
     assert initialised == len(got.rows) > 20
-    for name in ("rows", "win", "counts"):
+    for name in ("rows", "win", "wout", "counts"):
         assert np.array_equal(getattr(got, name), getattr(local, name)), name
 
     by_hand = python_sums(files.corpus, words, dict(zip(old, vectors)), 3)
