@@ -109,9 +109,11 @@ class NewSums:
 
 
 def neighbours(vocab: Vocab, parent: str, store, dim: int) -> Neighbours:
-    """The parent's vectors in this vocabulary's rows, and the new rows' slots."""
+    """The parent's vectors in this vocabulary's rows, and the new rows' slots; one parent
+    matrix read at a time."""
     known, src, _ = warm_rows(vocab, parent, store)
-    return neighbours_of(known, src, *[_read_parent(parent, store, name, dim) for name in ("vectors.npy", "context.npy")])
+    return Neighbours(_slots(known), *[_rows(known, src, _read_parent(parent, store, name, dim))
+                                       for name in ("vectors.npy", "context.npy")])
 
 
 def neighbours_of(known: np.ndarray, src: np.ndarray, old_in: np.ndarray, old_out: np.ndarray) -> Neighbours:
@@ -121,12 +123,20 @@ def neighbours_of(known: np.ndarray, src: np.ndarray, old_in: np.ndarray, old_ou
     >>> n.slot.tolist(), n.win.tolist(), n.wout.tolist()
     ([-1, 0, -1], [[0.0, 1.0], [0.0, 0.0], [1.0, 0.0]], [[-0.0, -1.0], [0.0, 0.0], [-1.0, -0.0]])
     """
+    return Neighbours(_slots(known), _rows(known, src, old_in), _rows(known, src, old_out))
+
+
+def _slots(known: np.ndarray) -> np.ndarray:
     slot = np.full(len(known), -1, np.int32)
     slot[~known] = np.arange(int((~known).sum()), dtype=np.int32)
-    mats = [np.zeros((len(known), old_in.shape[1]), np.float32) for _ in range(2)]
-    for mat, old in zip(mats, (old_in, old_out)):
-        mat[known] = old[src]
-    return Neighbours(slot, *mats)
+    return slot
+
+
+def _rows(known: np.ndarray, src: np.ndarray, old: np.ndarray) -> np.ndarray:
+    """The parent's rows ``src`` of ``old`` at this vocabulary's known rows, zero elsewhere."""
+    mat = np.zeros((len(known), old.shape[1]), np.float32)
+    mat[known] = old[src]
+    return mat
 
 
 @numba.njit(cache=True, nogil=True)
