@@ -27,10 +27,10 @@ from .errors import ConfigError
 from .storage import Store
 
 MERGES = ("mean", "weighted", "touched")
+# Where the model's rows (train.layout) and a graph's adjacency (graph.layout) live.
 LAYOUTS = ("auto", "replicated", "partitioned")
 KERNELS = ("batch", "pair")
-# Where a graph job's adjacency lives: auto picks replicated when it fits (graph/partition.py).
-LAYOUTS = ("auto", "replicated", "partitioned")
+WARM_NEW = ("cooccur", "random")  # warm.py: how --init-from starts the rows of new words
 _TLS_KEYS = ("tls_ca_file", "tls_cert", "tls_key")
 TOPK_MAX = 2**15 - 1  # the top-k table's rank is an int16
 # The largest window whose context words share one draw of negatives by default (share_negatives).
@@ -90,6 +90,7 @@ class TrainConfig:
     # synchronised values of 1/M of the rows, so memory per worker falls as workers are added;
     # "auto": replicated where it fits the workers' memory limits, else partitioned.
     layout: str = "auto"
+    warm_new: str = "cooccur"  # --init-from: a new word's row from its known neighbours (warm.py), or random
 
     def rounds(self, models: int) -> int:
         """Merges per epoch for ``models`` models (one per worker): ``syncs_per_epoch``, else 4,
@@ -145,8 +146,8 @@ class TrainConfig:
             raise ConfigError(f"train.merge must be one of {', '.join(MERGES)}, got {self.merge!r}")
         if self.kernel not in KERNELS:
             raise ConfigError(f"train.kernel must be one of {', '.join(KERNELS)}, got {self.kernel!r}")
-        if self.layout not in LAYOUTS:
-            raise ConfigError(f"train.layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+        if self.warm_new not in WARM_NEW:
+            raise ConfigError(f"train.warm_new must be one of {', '.join(WARM_NEW)}, got {self.warm_new!r}")
         return self
 
 
@@ -359,6 +360,8 @@ HELP = {
     "train.layout": "where the model's rows live: replicated (every worker holds the whole model: fastest), "
                     "partitioned (a worker holds the rows its shards use and 1/M of the synchronised rows: memory "
                     "per worker falls as workers are added), or auto (replicated where it fits the workers' memory)",
+    "train.warm_new": "--init-from: a new word's vectors start from the means of the published vectors of the "
+                      "known words within window of it in the new corpus (cooccur; random without any), or random",
     "graph.directed": "follow edges from src to dst only; false: both ways",
     "graph.walks_per_node": "walks started from every node",
     "graph.walk_length": "nodes per walk, the start included (shorter at a node without out-edges)",

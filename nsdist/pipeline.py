@@ -250,9 +250,10 @@ def _check_vocab(summary: dict, t: TrainConfig, seconds: float) -> None:
              summary["raw_tokens"] / max(seconds, 1e-9), extra={"stage": "count", "seconds": seconds, **summary})
 
 
-def _source(client, cfg: JobConfig, run: _Run, vocab, vocab_size: int) -> tuple[tuple, dict | None]:
+def _source(client, cfg: JobConfig, run: _Run, vocab, vocab_size: int, shards: list) -> tuple[tuple, dict | None]:
     """How each worker builds the model training starts from: the last checkpoint, a warm start
-    from a published run, or a fresh model; and the warm-start record for the manifest."""
+    from a published run (new words from their known neighbours in ``shards``, warm.py), or a
+    fresh model; and the warm-start record for the manifest."""
     t, store = cfg.train, cfg.store
     if run.state:
         log.info("resuming run %s after epoch %d", run.id, run.state["epoch"])
@@ -261,9 +262,12 @@ def _source(client, cfg: JobConfig, run: _Run, vocab, vocab_size: int) -> tuple[
     if run.parent:
         warm = {"parent_run": run.parent,
                 **cluster.compute(client, warm_stats, vocab, run.parent, store, key=f"warm-{run.id}")}
-        log.info("warm start from %s: %d known, %d new, %d dropped words", run.parent, warm["known_words"],
-                 warm["new_words"], warm["dropped_words"])
-        return (warm_start_model, (vocab, run.parent, store, t.dim, t.seed)), warm
+        new, warm["cooccur_words"] = None, 0
+        if t.warm_new == "cooccur" and warm["new_words"]:
+            new, warm["cooccur_words"] = cluster.new_row_sums(client, cfg, shards, vocab, run.parent, run.id)
+        log.info("warm start from %s: %d known, %d new (%d of them from known neighbours), %d dropped words",
+                 run.parent, warm["known_words"], warm["new_words"], warm["cooccur_words"], warm["dropped_words"])
+        return (warm_start_model, (vocab, run.parent, store, t.dim, t.seed, new)), warm
     return (init_model, (vocab_size, t.dim, t.seed)), None
 
 
@@ -377,7 +381,7 @@ def _job(cfg: JobConfig, client, run: _Run, files: list, blocks: list, fingerpri
     with timer("encode"), cluster.out_of_memory(client, "encoding", "lower blocksize"):  # stay for all epochs
         shards, words, shard_bytes = cluster.encode_shards(client, cfg, counted, n_shards, t.rounds(n_models), run.id)
     _check_encoded(words, n_shards, timer.seconds["encode"])
-    source, warm = _source(client, cfg, run, counted.vocab, counted.summary["vocab_size"])
+    source, warm = _source(client, cfg, run, counted.vocab, counted.summary["vocab_size"], shards)
     training, rates, placed = _training(client, cfg, run, counted, shards, words, shard_bytes, n_models, source)
     del shards  # the partitioned layout trains copies in local ids: the originals go once those are built
     epochs = {m["epoch"]: m for m in state.get("metrics", [])}

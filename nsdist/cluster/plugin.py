@@ -16,6 +16,7 @@ from ..counts import Scanned
 from ..encode import Shard
 from ..memory import set_malloc_thresholds
 from ..merge import Part
+from ..warm import Neighbours, NewSums
 from .models import Merged
 
 
@@ -102,3 +103,5 @@ sizeof.register(Scanned)(lambda s: s.nbytes)
 sizeof.register(Shard)(lambda s: s.nbytes)
 sizeof.register(Part)(lambda p: p.nbytes if p.ids_in is not None else 0)
 sizeof.register(Merged)(lambda m: m.nbytes if m.ids_in is not None else 0)
+sizeof.register(Neighbours)(lambda n: n.nbytes)
+sizeof.register(NewSums)(lambda n: n.nbytes)

@@ -1,6 +1,6 @@
 """The stages that run on the cluster before training: scan and count, build the vocabulary,
-encode the shards that stay on the workers. The work itself is in counts.py, vocab.py and
-encode.py; this module places it."""
+encode the shards that stay on the workers; for a warm start, the new words' co-occurrence sums.
+The work itself is in counts.py, vocab.py, encode.py and warm.py; this module places it."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from ..layout import expected_rows
 from ..plan import block_workers, estimate_vocab, shard_plan
 from ..shard import round_words
 from ..vocab import Vocab, build_vocab
+from ..warm import cooccur_sums, initialised, merge_sums, neighbours
 from .client import gather_alive, tree_reduce
 from .client import workers as client_workers
 
@@ -156,3 +157,24 @@ def encode_shards(client: Client, cfg: JobConfig, counted: Counted, n_shards: in
         nbytes = gather_alive(client, [client.submit(operator.attrgetter("nbytes"), p, key=f"nbytes-{p.key}")
                                 for pieces in shards for p in pieces])
     return shards, np.array(words, dtype=np.int64).reshape(n_shards, rounds), sum(nbytes)
+
+
+def new_row_sums(client: Client, cfg: JobConfig, shards: list, vocab, parent: str, tag: str):
+    """For a warm start from ``parent``: per new word, the sum of the parent's input vectors of
+    the known words it co-occurs with (within ``train.window``) in the encoded ``shards``, and
+    their number (warm.NewSums, a future), and how many new words have such a neighbour.
+
+    Each worker reads the parent's input vectors once; each shard sums where it is held; the
+    shards' sums meet in a tree, in shard order, so the result depends on the shard count only."""
+    t = cfg.train
+    workers = client_workers(client)
+
+    def place(i: int) -> dict:  # as encode_shards deals shards: no worker known yet places it anywhere
+        return {"workers": [workers[i % len(workers)]], "allow_other_workers": True} if workers else {}
+
+    known = [client.submit(neighbours, vocab, parent, cfg.store, t.dim, key=f"warm-neighbours-{tag}-{i}", **place(i))
+             for i in range(max(1, len(workers)))]
+    sums = [client.submit(cooccur_sums, known[s % len(known)], t.window, *pieces, key=f"warm-sums-{tag}-{s}",
+                          **place(s)) for s, pieces in enumerate(shards)]
+    merged = tree_reduce(client, merge_sums, sums, key=f"warm-merge-{tag}")
+    return merged, gather_alive(client, client.submit(initialised, merged, key=f"warm-initialised-{tag}"))

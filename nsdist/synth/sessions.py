@@ -71,7 +71,7 @@ import numpy as np
 import pyarrow as pa
 
 __all__ = ["Catalogue", "SessionFiles", "SessionSpec", "catalogue", "generate_sessions", "impression_table",
-           "session_tables"]
+           "retrain_days", "session_tables"]
 
 #: The smallest item id: ids beyond int32 make narrowing bugs visible.
 ID_LOW = 2**32
@@ -358,7 +358,7 @@ def _list_array(values: np.ndarray, lengths: np.ndarray) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.int64()))
 
 
-def session_tables(sessions: int, items: int, seed: int = 1, spec: SessionSpec | None = None):
+def session_tables(sessions: int, items: int, seed: int = 1, spec: SessionSpec | None = None, day: int = 0):
     """Generate the clickstream as Arrow tables (no IO).
 
     Parameters
@@ -371,6 +371,9 @@ def session_tables(sessions: int, items: int, seed: int = 1, spec: SessionSpec |
         Random seed; equal arguments give equal tables.
     spec : SessionSpec, optional
         Structure parameters; defaults to :class:`SessionSpec` ().
+    day : int
+        Which day of sessions over the same catalogue: each day has its own random stream, and
+        its sessions start a day (86400 s) after the previous day's.
 
     Returns
     -------
@@ -392,14 +395,16 @@ def session_tables(sessions: int, items: int, seed: int = 1, spec: SessionSpec |
     if sessions < 2:
         raise ValueError(f"need at least 2 sessions (training and held out), got {sessions}")
     cat = catalogue(items, seed, spec)
-    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[1])
+    # Day 0 takes the seed's second child; later days take children past impression_table's third.
+    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[1] if day == 0 else
+                                np.random.SeedSequence(seed, spawn_key=(2 + day,)))
     sampler = _Sampler(cat, spec.n_groups)
     lens = _lengths(rng, sessions, spec)
     interest = _interests(rng, sessions, lens, spec)
     clicks, click_group = _clicks(rng, sampler, lens, interest, spec)
     imp, imp_sess = _impressions(rng, sampler, lens, click_group, interest, spec)
     imp, imp_sess = _shown_not_clicked(imp, imp_sess, clicks, np.repeat(np.arange(sessions), lens), items)
-    ts = TS_START + np.cumsum(rng.exponential(20.0, sessions)).astype(np.int64)
+    ts = TS_START + 86400 * day + np.cumsum(rng.exponential(20.0, sessions)).astype(np.int64)
     table = pa.table({
         "session": pa.array(np.arange(1, sessions + 1, dtype=np.int64)),
         "items": _list_array(cat.ids[clicks], lens),
@@ -408,6 +413,50 @@ def session_tables(sessions: int, items: int, seed: int = 1, spec: SessionSpec |
     })
     n_test = min(sessions - 1, max(1, round(sessions * spec.test_fraction)))
     return table.slice(0, sessions - n_test), table.slice(sessions - n_test), cat
+
+
+def _without(table: pa.Table, ids: np.ndarray) -> pa.Table:
+    """``table`` with the items ``ids`` removed from its ``items`` and ``impressions`` lists."""
+    import pyarrow.compute as pc
+
+    for name in ("items", "impressions"):
+        lists = table.column(name).combine_chunks()
+        values = lists.flatten()
+        keep = pc.invert(pc.is_in(values, value_set=pa.array(ids, pa.int64())))
+        session = pc.list_parent_indices(lists)
+        lengths = np.bincount(pc.filter(session, keep).to_numpy(), minlength=len(lists))
+        table = table.set_column(table.schema.get_field_index(name), name,
+                                 _list_array(pc.filter(values, keep).to_numpy(), lengths))
+    return table
+
+
+def retrain_days(sessions: int, items: int, new_items: int, seed: int = 1, spec: SessionSpec | None = None):
+    """Two days of the clickstream over one catalogue, for a daily retrain: ``new_items`` items,
+    drawn at random (so spread over the groups and the popularity ranks, beside known items of
+    the same groups), are never clicked nor shown on day 1 and enter on day 2.
+
+    Returns
+    -------
+    day1, day2 : tuple of pyarrow.Table
+        Each day's (train, test) tables, as :func:`session_tables` returns them (``day`` 0 and 1).
+    catalogue : Catalogue
+        The ground truth of both days.
+    new : ndarray of int64
+        The ids of the items new on day 2.
+
+    Examples
+    --------
+    >>> (d1, _), (d2, _), cat, new = retrain_days(300, 500, 50, seed=1)
+    >>> clicked = lambda t: set(t.column("items").combine_chunks().flatten().to_pylist())
+    >>> len(new), clicked(d1) & set(new.tolist()), len(clicked(d2) & set(new.tolist())) > 10
+    (50, set(), True)
+    """
+    spec = spec or _DEFAULT_SPEC
+    train, test, cat = session_tables(sessions, items, seed, spec)
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2,)).spawn(1)[0])
+    new = np.sort(cat.ids[rng.choice(items, new_items, replace=False)])
+    day2 = session_tables(sessions, items, seed, spec, day=1)[:2]
+    return (_without(train, new), _without(test, new)), day2, cat, new
 
 
 def impression_table(test: pa.Table, seed: int = 1, slate: int = 20) -> pa.Table:
