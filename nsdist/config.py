@@ -6,7 +6,7 @@ values of the wrong type are rejected with a message that names the key, so a ty
 scheduled job fails at submission instead of silently training with a default.
 
 Training and graph keys may be given bare (``dim=300``, ``q=0.5``) or with their section
-(``train.dim=300``, ``graph.q=0.5``).
+(``train.dim=300``, ``graph.q=0.5``); a key both sections have (``layout``) needs its section.
 """
 
 from __future__ import annotations
@@ -537,6 +537,8 @@ def _nest(flat: Mapping[str, Any]) -> dict:
             nested.setdefault(key, {}).update(value)
         elif key in top:
             nested[key] = value
+        elif key in train and key in graph:
+            raise ConfigError(f"config key {key!r} is in two sections: write train.{key} or graph.{key}")
         elif key in train:
             nested.setdefault("train", {})[key] = value
         elif key in graph:

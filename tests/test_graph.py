@@ -511,7 +511,9 @@ def test_graph_layout_is_validated():
     from nsdist.config import GraphConfig, load_config, parse_set
 
     assert GraphConfig().layout == "auto"
-    assert load_config(None, parse_set(["layout=partitioned"]), environ={}).graph.layout == "partitioned"
+    assert load_config(None, parse_set(["graph.layout=partitioned"]), environ={}).graph.layout == "partitioned"
+    with pytest.raises(ConfigError, match="config key 'layout' is in two sections: write train.layout or graph.layout"):
+        load_config(None, parse_set(["layout=partitioned"]), environ={})
     assert load_config(None, parse_set(["graph.layout=replicated"]), environ={}).graph.layout == "replicated"
     with pytest.raises(ConfigError, match="graph.layout must be one of auto, replicated, partitioned, got 'sharded'"):
         GraphConfig(layout="sharded")

@@ -306,7 +306,7 @@ def test_dry_run_states_the_graph_and_the_adjacency_per_worker(planted, tmp_path
     assert r.stdout.count("for its model, the adjacency and shards") == 2 and "fits" in r.stdout
     assert not out.exists() or not os.listdir(out)
     r = subprocess.run(nsdist_cmd("train", "--edges", planted.train, "--out", str(out), "--workers", "2",
-                                  "--set", "directed=false", "--set", "layout=partitioned", "--dry-run"),
+                                  "--set", "directed=false", "--set", "graph.layout=partitioned", "--dry-run"),
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     # Two ranges of about equal bytes: (8 (n + 1) + 4 e) / 2 each, a range's offsets adding 8 bytes.

@@ -205,12 +205,12 @@ def test_a_model_too_large_for_each_worker_trains_partitioned_and_replicated_is_
         base = ["train", "--corpus", corpus, "--out", str(out), "--scheduler", lc.scheduler_address,
                 "--set", "dim=256", "--set", "min_count=1", "--set", "epochs=1"]
         capfd.readouterr()
-        assert main([*base, "--set", "layout=replicated", "--dry-run"]) == 2
+        assert main([*base, "--set", "train.layout=replicated", "--dry-run"]) == 2
         text = capfd.readouterr()
         assert "layout: replicated (train.layout)" in text.out
         assert "error: the job does not fit in the replicated layout" in text.err
         assert "set train.layout=auto or partitioned" in text.err
-        assert main([*base, "--set", "layout=replicated"]) == 2
+        assert main([*base, "--set", "train.layout=replicated"]) == 2
         assert "the model (" in capfd.readouterr().err and not out.exists()  # refused before the claim
 
         assert main([*base, "--dry-run"]) == 0
