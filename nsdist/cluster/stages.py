@@ -131,8 +131,10 @@ def count_vocab(client: Client, cfg: JobConfig, blocks: list[Block], tag: str, s
     read_args = (cfg.storage_options, t.lowercase, cfg.parquet_column, cfg.negatives_column, cfg.order_column)
     workers = client_workers(client)
     places = block_workers([b.length for b in blocks], shards or len(workers), workers, cfg.blocksize)
-    scanned = [client.submit(_scan_block, b, *read_args, key=f"scan-{tag}-{i}", workers=[w] if w else None,
-                             allow_other_workers=True) for i, (b, w) in enumerate(zip(blocks, places))]
+    # Dask refuses allow_other_workers without workers: with no worker known, a block goes anywhere.
+    scanned = [client.submit(_scan_block, b, *read_args, key=f"scan-{tag}-{i}",
+                             **({"workers": [w], "allow_other_workers": True} if w else {}))
+               for i, (b, w) in enumerate(zip(blocks, places))]
     tokens = [client.submit(_tokens, s, key=f"n-{s.key}") for s in scanned]
     parts = _VocabParts(client, workers, tag)
     with progress.stage("counting", len(blocks), unit=" blocks") as bar:
