@@ -5,6 +5,7 @@ Run by hand (never by the test suite):
 
     python benchmarks/bench_preprocess.py /tmp/nsdist-text.txt --repeat 3
     python benchmarks/bench_preprocess.py --synth 2000000 --repeat 3
+    python benchmarks/bench_preprocess.py --zipf 3000000 --tokens 15000000 --min-count 1 --workers 4 --skip-gensim
 
 Each repeat starts a fresh LocalCluster of ``--workers`` single-threaded worker processes, warms
 every worker up (imports, and the preprocessing code run once on a tiny text, so that neither is
@@ -13,7 +14,9 @@ then ``encode_shards`` with shards = workers. It records, per worker, the idle R
 warm-up (after ``gc.collect``) and the peak RSS during each stage (Linux ``VmHWM``, reset by writing ``5`` to ``/proc/self/clear_refs``), and the
 bytes the worker holds at the end: its encoded shards plus one model copy (vocab x dim x 2
 float32, the ``dim`` of ``--dim``; no model exists yet at this stage, it is the yardstick of the
-memory target). gensim's ``Word2Vec(...).build_vocab(corpus_file=...)`` (scan, count, prune,
+memory target), and the peak RSS of this process (the client) over both stages. ``--zipf TYPES``
+writes bench_scale.py's Zipf corpus (``--tokens`` words over TYPES word types): a vocabulary as
+large as wanted, to see what grows with it. gensim's ``Word2Vec(...).build_vocab(corpus_file=...)`` (scan, count, prune,
 initialise the weights) is timed in this process with ``workers`` = ``--workers``. Every timing
 is the minimum over the repeats (the machine may be shared).
 """
@@ -78,6 +81,7 @@ def run_nsdist(cfg, blocks) -> dict:
         idle = client.run(_worker_warmup)
         workers = sorted(idle)
         client.run(_worker_reset_peak)
+        reset_peak()
         t0 = time.perf_counter()
         counted = count_vocab(client, cfg, blocks, "bench")
         summary = counted.summary
@@ -88,6 +92,7 @@ def run_nsdist(cfg, blocks) -> dict:
         shards, words, _ = encode_shards(client, cfg, counted, len(workers), cfg.train.rounds(len(workers)), "bench")
         encode_s = time.perf_counter() - t0
         encode_mem = client.run(_worker_memory)
+        client_peak = memory()["peak"]
         pieces = [p for shard in shards for p in shard]  # a shard is a list of pieces
         nbytes = client.gather([client.submit(operator.attrgetter("nbytes"), p, key=f"nb-{p.key}") for p in pieces])
         held = dict.fromkeys(workers, 0)
@@ -98,7 +103,7 @@ def run_nsdist(cfg, blocks) -> dict:
     finally:
         client.close()
         cluster is not None and cluster.close()
-    return {"count_s": count_s, "encode_s": encode_s, "summary": summary, "held": held,
+    return {"count_s": count_s, "encode_s": encode_s, "summary": summary, "held": held, "client_peak": client_peak,
             "model": summary["vocab_size"] * cfg.train.dim * 2 * 4,
             "idle": {w: idle[w]["rss"] for w in workers},
             "count_peak": {w: count_mem[w]["peak"] for w in workers},
@@ -123,6 +128,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("corpus", nargs="?", help="text corpus: one sentence per line")
     p.add_argument("--synth", type=int, metavar="TOKENS", help="generate a planted corpus of this size instead")
+    p.add_argument("--zipf", type=int, metavar="TYPES", help="generate a Zipf corpus over this many word types")
+    p.add_argument("--tokens", type=int, default=10_000_000, help="the --zipf corpus's tokens")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--min-count", type=int, default=5)
@@ -131,8 +138,8 @@ def main(argv=None) -> int:
                    help="nsdist config key, e.g. blocksize=8388608 or lowercase=true")
     p.add_argument("--skip-gensim", action="store_true")
     a = p.parse_args(argv)
-    if (a.corpus is None) == (a.synth is None):
-        p.error("give a CORPUS file or --synth TOKENS (not both)")
+    if sum(x is not None for x in (a.corpus, a.synth, a.zipf)) != 1:
+        p.error("give one of a CORPUS file, --synth TOKENS or --zipf TYPES")
 
     import distributed  # noqa: F401  configures its loggers on import: quieten them afterwards
 
@@ -145,7 +152,13 @@ def main(argv=None) -> int:
     from nsdist.synth import generate
 
     with tempfile.TemporaryDirectory(prefix="nsdist-bench-") as tmp:
-        corpus = a.corpus or generate(os.path.join(tmp, "synth.txt"), tokens=a.synth, seed=1).corpus
+        corpus = a.corpus
+        if a.synth:
+            corpus = generate(os.path.join(tmp, "synth.txt"), tokens=a.synth, seed=1).corpus
+        elif a.zipf:
+            from bench_scale import write_zipf_corpus
+            corpus = os.path.join(tmp, "zipf.txt")
+            write_zipf_corpus(corpus, a.zipf, a.tokens, 1.0, 1)
         overrides = {"min_count": a.min_count, "dim": a.dim, "shards": a.workers, **parse_set(a.set)}
         cluster_keys = {"cluster.workers": a.workers, "cluster.threads_per_worker": 1}
         cfg = load_config(None, overrides, environ={}, corpus=(corpus,), out=tmp, **cluster_keys)
@@ -165,6 +178,8 @@ def main(argv=None) -> int:
         print(f"gensim build_vocab s: {g:.2f}  (all: {_all(gensim)})")
         print(f"gensim / nsdist count+vocab: {g / count_s:.2f}x")
     print(f"encode / count+vocab: {encode_s / count_s:.2f}x")
+    print(f"client peak MB: {_mb(min(r['client_peak'] for r in rows))}  (all: "
+          f"{', '.join(_mb(r['client_peak']) for r in rows)})")
     print("\nper worker, MB (peak and idle RSS; growth = peak - idle; target: growth < 1.5 x (model + shards)):")
     print("repeat  worker  idle  count peak  encode peak  growth  model+shards  growth/(model+shards)")
     for i, r in enumerate(rows):

@@ -19,7 +19,8 @@ from ..memory import release_memory
 from ..layout import expected_rows
 from ..plan import block_workers, estimate_vocab, shard_plan
 from ..shard import round_words
-from ..vocab import Vocab, build_vocab
+from .. import vocab_parts as vp
+from ..vocab import Vocab
 from ..warm import cooccur_sums, initialised, merge_sums, neighbours
 from .client import gather_alive, tree_reduce
 from .client import workers as client_workers
@@ -31,9 +32,9 @@ class Counted:
     hands to encoding and training.
 
     ``vocab`` is a future of the Vocab; ``blocks`` the futures of the read blocks (scans, or a
-    graph's walk blocks) with ``block_tokens`` tokens each; ``lookup`` (graphs) a future of the
-    node -> vocabulary id array the encoding maps walks through, None for a corpus of words;
-    ``word_type`` the words' type in the outputs ("string" or "int64"); ``graph`` a graph's entry
+    graph's walk blocks) with ``block_tokens`` tokens each; ``lookups`` per block a future of the
+    array the encoding maps the block's word indices (a graph's: node indices) through to
+    vocabulary ids; ``word_type`` the words' type in the outputs ("string" or "int64"); ``graph`` a graph's entry
     in the manifest."""
 
     vocab: object
@@ -41,7 +42,7 @@ class Counted:
     blocks: list
     block_tokens: list[int]
     word_type: str
-    lookup: object = None
+    lookups: list
     graph: dict | None = None
 
 
@@ -58,17 +59,12 @@ def _scan_block(block: Block, storage_options, lowercase: bool, column: str, sho
     return scanned
 
 
-def _encode_piece(lo: int, hi: int, vocab: Vocab, max_len: int, block: Scanned) -> Shard:
-    """Encode the chunks that start in token range [lo, hi) of a scanned block: one piece of a
-    shard (each block's scan is freed once its pieces exist; a shard is never concatenated)."""
+def _encode_piece(lo: int, hi: int, lookup: np.ndarray, max_len: int, block) -> Shard:
+    """Encode the chunks that start in token range [lo, hi) of a scanned block (or a graph's walk
+    block), its word indices mapped to vocabulary ids through ``lookup``: one piece of a shard
+    (each block's scan is freed once its pieces exist; a shard is never concatenated)."""
     release_memory()  # what earlier scans and pieces freed, before this piece is allocated
-    return encode_scanned([(block, lo, hi)], vocab.words, max_len)
-
-
-def _encode_walk_piece(lo: int, hi: int, lookup: np.ndarray, max_len: int, walks) -> Shard:
-    """``_encode_piece`` of a graph job's walk block: node indices mapped through ``lookup``."""
-    release_memory()
-    return encode_scanned([(walks, lo, hi)], None, max_len, lookup=lookup)
+    return encode_scanned([(block, lo, hi)], None, max_len, lookup=lookup)
 
 
 def _count_block(block: Block, storage_options, lowercase: bool, column: str, shown_column: str | None,
@@ -99,13 +95,34 @@ def sample_vocab(client: Client, cfg: JobConfig, blocks: list[Block], picks: lis
                          key=f"sample-summary-{tag}").result()
 
 
-def _vocab_summary(vocab: Vocab, counts: Counts) -> dict:
-    return {"vocab_size": len(vocab), "vocab_tokens": vocab.total, "raw_tokens": counts.tokens,
-            "sentences": counts.sentences, "distinct_words": counts.table.num_rows}
+def _tokens(scanned: Scanned) -> int:
+    return len(scanned.ids)
+
+
+def _totals(local: vp.Local) -> tuple[int, int]:
+    return local.tokens, local.sentences
+
+
+def _distinct(bucket: vp.Bucket) -> int:
+    return int((bucket.counts > 0).sum())
+
+
+def _vocab_tokens(vocab: Vocab) -> int:
+    return vocab.total
+
+
+def _ranks(part: vp.Range, bucket: int) -> np.ndarray:
+    return part.ranks[bucket]
+
+
+def _len(x) -> int:
+    return len(x)
 
 
 def count_vocab(client: Client, cfg: JobConfig, blocks: list[Block], tag: str, shards: int | None = None) -> Counted:
-    """Read each block once, count, merge the counts in a tree, build the vocabulary.
+    """Read each block once, count, build the vocabulary in parts (vocab_parts.py), and give each
+    block the ids of its words, so that no worker holds all distinct words to build the
+    vocabulary, nor the vocabulary to encode.
 
     The scanned blocks stay on the workers until ``encode_shards`` has turned them into
     ``shards`` shards (placed for that count; default one per worker).
@@ -114,17 +131,72 @@ def count_vocab(client: Client, cfg: JobConfig, blocks: list[Block], tag: str, s
     read_args = (cfg.storage_options, t.lowercase, cfg.parquet_column, cfg.negatives_column, cfg.order_column)
     workers = client_workers(client)
     places = block_workers([b.length for b in blocks], shards or len(workers), workers, cfg.blocksize)
-    scanned = [client.submit(_scan_block, b, *read_args, key=f"scan-{tag}-{i}", workers=[w] if w else None,
-                             allow_other_workers=True) for i, (b, w) in enumerate(zip(blocks, places))]
-    counted = [client.submit(Scanned.to_counts, s, key=f"count-{s.key}") for s in scanned]
-    tokens = [client.submit(getattr, c, "tokens", key=f"n-{c.key}") for c in counted]
-    counts = tree_reduce(client, merge_counts, counted, key=f"merge-counts-{tag}")
-    vocab = client.submit(build_vocab, counts, t.min_count, t.max_vocab, key=f"vocab-{tag}")
+    # Dask refuses allow_other_workers without workers: with no worker known, a block goes anywhere.
+    scanned = [client.submit(_scan_block, b, *read_args, key=f"scan-{tag}-{i}",
+                             **({"workers": [w], "allow_other_workers": True} if w else {}))
+               for i, (b, w) in enumerate(zip(blocks, places))]
+    tokens = [client.submit(_tokens, s, key=f"n-{s.key}") for s in scanned]
+    parts = _VocabParts(client, workers, tag)
     with progress.stage("counting", len(blocks), unit=" blocks") as bar:
-        bar.follow(counted)
-        block_tokens = gather_alive(client, tokens)  # after the whole graph is submitted: the merges start early
-        summary = gather_alive(client, client.submit(_vocab_summary, vocab, counts, key=f"summary-{tag}"))
-    return Counted(vocab, summary, scanned, block_tokens, word_type(blocks))
+        bar.follow(tokens)
+        lookups, vocab, summary = parts.build(scanned, places, t.min_count, t.max_vocab)
+        block_tokens = gather_alive(client, tokens)
+        summary = {**summary, "raw_tokens": sum(block_tokens)}
+    return Counted(vocab, summary, scanned, block_tokens, word_type(blocks), lookups)
+
+
+class _VocabParts:
+    """The task graph of vocab_parts.py's three exchanges: one bucket and one range per worker,
+    bucket q and range q merged on worker q, each worker's blocks merged where they were scanned."""
+
+    def __init__(self, client: Client, workers: list[str], tag: str):
+        self.client, self.workers, self.tag = client, workers, tag
+        self.n = max(1, len(workers))
+
+    def submit(self, fn, *args, name: str, at: int | None = None):
+        place = ({"workers": [self.workers[at % len(self.workers)]], "allow_other_workers": True}
+                 if at is not None and self.workers else {})
+        return self.client.submit(fn, *args, key=f"{name}-{self.tag}", **place)
+
+    def build(self, scanned: list, places: list, min_count: int, max_vocab: int | None):
+        """Per block the future of its lookup; the vocabulary's future; the summary."""
+        groups = [[i for i, p in enumerate(places) if p == w] for w in self.workers] if self.workers else [
+            list(range(len(scanned)))]
+        n, sub = self.n, self.submit
+        local = [sub(vp.local_counts, *[scanned[i] for i in g], name=f"vocab-local-{k}", at=k)
+                 for k, g in enumerate(groups)]
+        split = [sub(vp.split_local, loc, n, name=f"vocab-split-{k}", at=k) for k, loc in enumerate(local)]
+        buckets = [sub(vp.merge_bucket, *[sub(operator.getitem, s, q, name=f"vocab-piece-{k}-{q}", at=k)
+                                          for k, s in enumerate(split)], name=f"vocab-bucket-{q}", at=q)
+                   for q in range(n)]
+        ordered = [sub(vp.sort_bucket, b, min_count, name=f"vocab-sort-{q}", at=q) for q, b in enumerate(buckets)]
+        keys = sub(vp.splitters, n, *[sub(vp.sample, o, name=f"vocab-sample-{q}", at=q) for q, o in enumerate(ordered)],
+                   name="vocab-splitters")
+        cuts = [sub(vp.cut_bucket, o, keys, name=f"vocab-cut-{q}", at=q) for q, o in enumerate(ordered)]
+        ranges = [sub(vp.merge_range, *[sub(operator.getitem, c, r, name=f"vocab-cut-{q}-{r}", at=q)
+                                        for q, c in enumerate(cuts)], name=f"vocab-range-{r}", at=r)
+                  for r in range(n)]
+        sizes = gather_alive(self.client, [sub(_len, r, name=f"vocab-size-{i}", at=i) for i, r in enumerate(ranges)])
+        starts = vp.offsets(sizes)
+        ids = [sub(vp.bucket_ids, b, o, starts, max_vocab,
+                   *[sub(_ranks, r, q, name=f"vocab-ranks-{i}-{q}", at=i) for i, r in enumerate(ranges)],
+                   name=f"vocab-ids-{q}", at=q) for q, (b, o) in enumerate(zip(buckets, ordered))]
+        known = [sub(vp.local_ids, loc, n, *[sub(vp.answer, ids[q], buckets[q], k, name=f"vocab-answer-{q}-{k}", at=q)
+                                             for q in range(n)], name=f"vocab-known-{k}", at=k)
+                 for k, loc in enumerate(local)]
+        lookups = [None] * len(scanned)
+        for k, g in enumerate(groups):
+            for j, i in enumerate(g):
+                lookups[i] = sub(vp.block_lookup, local[k], known[k], j, name=f"vocab-lookup-{i}", at=k)
+        vocab = sub(vp.vocab_of, max_vocab, *ranges, name="vocab")
+        totals = gather_alive(self.client, [sub(_totals, loc, name=f"vocab-totals-{k}", at=k)
+                                            for k, loc in enumerate(local)])
+        distinct = gather_alive(self.client, [sub(_distinct, b, name=f"vocab-distinct-{q}", at=q)
+                                              for q, b in enumerate(buckets)])
+        summary = {"vocab_size": min(sum(sizes), max_vocab if max_vocab is not None else sum(sizes)),
+                   "vocab_tokens": gather_alive(self.client, sub(_vocab_tokens, vocab, name="vocab-tokens")),
+                   "sentences": sum(s for _, s in totals), "distinct_words": sum(distinct)}
+        return lookups, vocab, summary
 
 
 def encode_shards(client: Client, cfg: JobConfig, counted: Counted, n_shards: int, rounds: int, tag: str):
@@ -134,7 +206,7 @@ def encode_shards(client: Client, cfg: JobConfig, counted: Counted, n_shards: in
     (``shard.round_slices``), so no worker ever holds a shard and its scanned blocks twice.
     Empties ``counted.blocks``: each block is freed as soon as its pieces are built."""
     t = cfg.train
-    scanned, block_tokens, vocab, lookup = counted.blocks, counted.block_tokens, counted.vocab, counted.lookup
+    scanned, block_tokens, lookups = counted.blocks, counted.block_tokens, counted.lookups
     # Deal the shards round-robin over the workers: model m trains shards m, m + M, ... on worker
     # m (training.py), so each shard is built where it trains; left to itself the scheduler may
     # build several next to the same scanned blocks, on one worker.
@@ -143,13 +215,13 @@ def encode_shards(client: Client, cfg: JobConfig, counted: Counted, n_shards: in
     for s, plan in enumerate(shard_plan(block_tokens, n_shards)):
         # Dask refuses allow_other_workers without workers: no worker known yet places it anywhere.
         place = {"workers": [workers[s % len(workers)]], "allow_other_workers": True} if workers else {}
-        piece, table = (_encode_piece, vocab) if lookup is None else (_encode_walk_piece, lookup)
-        shards.append([client.submit(piece, lo, hi, table, t.max_sentence_length, scanned[b],
+        shards.append([client.submit(_encode_piece, lo, hi, lookups[b], t.max_sentence_length, scanned[b],
                                      key=f"shard-{tag}-{s}-{b}", **place) for b, lo, hi in plan]
                       # more shards than tokens: an empty one
                       or [client.submit(Shard, np.zeros(0, np.int32), np.zeros(1, np.int64), key=f"shard-{tag}-{s}",
                                         **place)])
     scanned.clear()
+    lookups.clear()
     with progress.stage("encoding", sum(len(p) for p in shards), unit=" pieces") as bar:
         bar.follow([p for pieces in shards for p in pieces])
         words = gather_alive(client, [client.submit(round_words, pieces, rounds, key=f"rw-{tag}-{s}")
