@@ -92,6 +92,17 @@ def job(kind: str, args, seed: int):
     return load_config(spec, overrides=overrides, **where)
 
 
+def held(shards, counts: np.ndarray, t, n_models: int) -> dict:
+    """The rows each model holds, and the share of the noise distribution (counts ** ns_exponent)
+    they carry: the partitioned layout draws a model's negatives from that share alone."""
+    groups = [[p for s in range(m, len(shards), n_models) for p in shards[s]] for m in range(n_models)]
+    rows = [layout.held_rows(g) for g in groups]
+    weights = np.asarray(counts, np.float64) ** t.ns_exponent
+    mass = [weights[r].sum() / weights.sum() for r in rows]
+    return {"held_rows_max": max(map(len, rows)), "held_rows_mean": float(np.mean([len(r) for r in rows])),
+            "noise_held_min": float(min(mass)), "noise_held_mean": float(np.mean(mass))}
+
+
 def movielens_sessions(args, tmp: str) -> None:
     """MovieLens 100k's sessions (``args.full``) and its training sessions, each without its last
     movie, written to ``args.train`` in ``tmp`` (bench_movielens.py's protocol)."""
@@ -126,11 +137,9 @@ def main(argv=None) -> None:
             t1 = time.perf_counter()
             part = train_partitioned(shards, words, vocab.counts, t, args.models, start)
             t2 = time.perf_counter()
-            groups = [[p for s in range(m, len(shards), args.models) for p in shards[s]] for m in range(args.models)]
-            held = [len(layout.held_rows(g)) for g in groups]
             print(json.dumps({
                 "kind": args.kind, "seed": seed, "models": args.models, "vocab": len(vocab),
-                "tokens": int(words.sum()), "held_rows_max": max(held), "held_rows_mean": float(np.mean(held)),
+                "tokens": int(words.sum()), **held(shards, vocab.counts, t, args.models),
                 "replicated": {**scores(args.kind, args, cfg, vocab, rep.model), "seconds": t1 - t0,
                                "bytes_per_epoch": sum(rep.moved) / t.epochs},
                 "partitioned": {**scores(args.kind, args, cfg, vocab, part.model), "seconds": t2 - t1,
