@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from nsdist import cluster, layout  # noqa: E402
+from nsdist import cluster, layout, plan  # noqa: E402
 from nsdist.config import load_config  # noqa: E402
 from nsdist.embeddings import Embeddings  # noqa: E402
 from nsdist.inputs import plan_inputs  # noqa: E402
@@ -95,8 +95,7 @@ def job(kind: str, args, seed: int):
 def held(shards, counts: np.ndarray, t, n_models: int) -> dict:
     """The rows each model holds, and the share of the noise distribution (counts ** ns_exponent)
     they carry: the partitioned layout draws a model's negatives from that share alone."""
-    groups = [[p for s in range(m, len(shards), n_models) for p in shards[s]] for m in range(n_models)]
-    rows = [layout.held_rows(g) for g in groups]
+    rows = [layout.held_rows([p for s in g for p in shards[s]]) for g in plan.model_groups(len(shards), n_models)]
     weights = np.asarray(counts, np.float64) ** t.ns_exponent
     mass = [weights[r].sum() / weights.sum() for r in rows]
     return {"held_rows_max": max(map(len, rows)), "held_rows_mean": float(np.mean([len(r) for r in rows])),
