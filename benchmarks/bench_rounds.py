@@ -108,6 +108,9 @@ def main(argv=None) -> int:
     ap.add_argument("--json", metavar="FILE")
     a = ap.parse_args(argv)
 
+    # On a shared machine a loaded scheduler may answer late: not a lost connection (the workers
+    # inherit the setting through the environment).
+    os.environ["DASK_DISTRIBUTED__COMM__TIMEOUTS__TCP"] = "600s"
     import distributed  # noqa: F401  configures its loggers: quieten them afterwards
 
     from nsdist import plan

@@ -10,8 +10,8 @@ holds its shards, and that worker's threads train all of them on it. Per round:
    turn, the owner asks every other model for the rows it or the owner changed
    (``merge.changed``; ``Peer.part`` on the model's worker) and averages them
    (``merge.merge_rows``) into its models;
-3. ``install`` (one task per worker): fetch each block some other worker merged
-   (``Peer.merged``), one at a time in block order, and copy its changed rows into its models.
+3. ``install`` (one task per worker): fetch the blocks other workers merged (``Peer.merged``),
+   a few at a time, and copy their changed rows into its models in block order.
 
 The rows cross between workers through ``Peer``, a Dask actor on every worker: a call goes
 straight to the worker that holds the rows, so a round costs the scheduler a few tasks per
@@ -312,19 +312,24 @@ def _merge_block(held: list[_Held], parts: list[Part], lo: int, hi: int, how: st
 
 def install(tag: str, attempt: int, g: int, blocks: list[tuple[int, int, int, int]], n_blocks: int,
             peers: list[tuple[str, str]], *after) -> int | None:
-    """Copy the merged row blocks that other workers own into this worker's models, one block at
-    a time in block order (``blocks``: block, lo, hi, its owner's index in ``peers``); returns
-    the bytes received. ``after``: every merge of round g, only waited for."""
+    """Copy the merged row blocks that other workers own into this worker's models, in block
+    order (``blocks``: block, lo, hi, its owner's index in ``peers``); returns the bytes
+    received. The blocks are asked for W - 1 at a time (W workers): no more than the W - 1 parts
+    of a block that an owner receives at once (``plan.merge_blocks``). ``after``: every merge of
+    round g, only waited for."""
     if _stopped(tag, attempt):
         return None
-    received = 0
-    for block, lo, hi, owner in blocks:
-        merged = _answer(_ask(peers[owner], "merged", tag, attempt, g, block), peers[owner])
-        if merged is None:
-            return None  # the job stopped
-        _install_block(_refresh(tag, attempt, g, block), merged, g, block, n_blocks, lo, hi)
-        received += merged.nbytes
-        del merged
+    received, window = 0, max(1, len(peers) - 1)
+    for first in range(0, len(blocks), window):
+        asked = [(_ask(peers[owner], "merged", tag, attempt, g, block), owner)
+                 for block, _, _, owner in blocks[first:first + window]]
+        for (block, lo, hi, _), (future, owner) in zip(blocks[first:first + window], asked):
+            merged = _answer(future, peers[owner])
+            if merged is None:
+                return None  # the job stopped
+            _install_block(_refresh(tag, attempt, g, block), merged, g, block, n_blocks, lo, hi)
+            received += merged.nbytes
+        del asked, merged
     return received
 
 
