@@ -2,8 +2,9 @@
 
 ``train_epochs`` runs epochs on one model per worker (models.py): every round each model trains
 its shards in place, then the round's synchronised rows are merged block by block, each block
-by the worker that owns it, and copied to the others. A lost worker restarts training from the
-last checkpoint.
+by the worker that owns it, and copied to the others. A round is a few tasks per worker: the
+rows themselves cross from worker to worker through the ``models.Peer`` actors. A lost worker
+restarts training from the last checkpoint.
 """
 
 from __future__ import annotations
