@@ -157,3 +157,14 @@ def test_model_copies_are_independent():
         assert isinstance(a.model, Model) and not np.may_share_memory(a.model.win, b.model.win)
     finally:
         models.drop("u")
+
+
+def test_a_peer_that_does_not_answer_is_a_lost_model(client):
+    """An install that asks a worker for a block its Peer actor cannot serve (this one has no
+    actor of the attempt: it was restarted) reports the model lost, and the job restarts."""
+    first, second = sorted(client.scheduler_info()["workers"])
+    assert client.submit(models.create, "p", 0, 0, [0], init_model, V, DIM, 1, workers=[first], pure=False).result()
+    peers = [(first, "peer-p-0-0"), (second, "peer-p-0-1")]
+    with pytest.raises(ModelLost, match=f"worker {second} holds no actor peer-p-0-1"):
+        client.submit(models.install, "p", 0, 0, [(1, 15, 30, 1)], 2, peers, workers=[first], pure=False).result()
+    assert client.run(models.drop, "p")[first] == 1

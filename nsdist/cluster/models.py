@@ -38,13 +38,16 @@ The registry is per worker process and per job (``tag``); ``drop`` frees a job's
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-from distributed import Actor, get_worker
+from distributed import get_worker
+from distributed.protocol import to_serialize
+from distributed.utils import sync
 
 from ..encode import Shard
 from ..memory import release_memory
@@ -230,22 +233,45 @@ class Peer:
         return merged
 
 
-def _ask(peer: tuple[str, str], method: str, *args):
-    """Call ``Peer.method(*args)`` on the worker at ``peer`` (address, actor key): an actor
-    future. A worker that left makes ``_answer`` raise ModelLost."""
+async def _call(worker, peer: tuple[str, str], method: str, args: tuple):
+    """``Peer.method(*args)`` on the worker at ``peer`` (address, actor key), through this
+    worker's connections; the exception it raised is raised here."""
     try:
-        return getattr(Actor(Peer, *peer), method)(*args)
-    except RuntimeError as e:  # Dask's "worker holding Actor was lost"
-        raise ModelLost(f"worker {peer[0]} is gone ({e})") from None
-
-
-def _answer(future, peer: tuple[str, str]):
-    try:
-        return future.result()
-    except ModelLost:
-        raise
-    except (OSError, RuntimeError, KeyError) as e:  # the worker left, or holds no such actor
+        answer = await worker.rpc(peer[0]).actor_execute(actor=peer[1], function=method,
+                                                         args=[to_serialize(a) for a in args], kwargs={})
+    except OSError as e:  # its worker left
         raise ModelLost(f"worker {peer[0]} did not answer ({type(e).__name__}: {e})") from None
+    except KeyError:  # no such actor there: a worker that took the address of one that left
+        raise ModelLost(f"worker {peer[0]} holds no actor {peer[1]}") from None
+    if answer["status"] != "OK":
+        raise answer["exception"]
+    return answer["result"]
+
+
+async def _calls(worker, tag: str, attempt: int, calls: list) -> list | None:
+    """Every call at once; None as soon as the job stops while they wait (a worker that left
+    is seen by the coordinator, which stops the job)."""
+    pending = [asyncio.ensure_future(_call(worker, *c)) for c in calls]
+    while True:
+        done, waiting = await asyncio.wait(pending, timeout=1.0, return_when=asyncio.FIRST_EXCEPTION)
+        if not waiting or any(t.exception() is not None for t in done):
+            for t in waiting:
+                t.cancel()
+            return [t.result() for t in pending]  # the first error, if any
+        if _stopped(tag, attempt):
+            for t in waiting:
+                t.cancel()
+            return None
+
+
+def _ask(tag: str, attempt: int, calls: list[tuple[tuple[str, str], str, tuple]]) -> list | None:
+    """The answers of ``calls`` (peer, method, args) to other workers' ``Peer`` actors, asked
+    straight from this worker, all at once. They bypass Dask's ``Actor`` handle, whose call waits
+    for the actor's future forever when its worker is gone. None: the job stopped."""
+    if not calls:
+        return []
+    worker = get_worker()
+    return sync(worker.loop, _calls, worker, tag, attempt, calls)
 
 
 @dataclass(frozen=True)
@@ -286,11 +312,12 @@ def merge(tag: str, attempt: int, g: int, blocks: list[tuple[int, int, int]], n_
         held = _refresh(tag, attempt, g, block)
         release_memory()  # the parts of this owner's previous block
         masks = _mask(held, lo, hi)
-        asked = {m: _ask(p, "part", tag, attempt, g, m, block, lo, hi, masks) for m, p in enumerate(peers)
-                 if m not in local}
-        parts = [_part(job.held[m], lo, hi) if m in local else _answer(asked[m], peers[m]) for m in range(len(peers))]
-        if any(p is None for p in parts):
+        remote = [m for m in range(len(peers)) if m not in local]
+        answers = _ask(tag, attempt, [(peers[m], "part", (tag, attempt, g, m, block, lo, hi, masks)) for m in remote])
+        if answers is None or any(p is None for p in answers):
             return None  # the job stopped
+        asked = dict(zip(remote, answers))
+        parts = [_part(job.held[m], lo, hi) if m in local else asked[m] for m in range(len(peers))]
         received += sum(p.nbytes for m, p in enumerate(parts) if m not in local)
         job.merged[(g, block)] = _merge_block(held, parts, lo, hi, how)
         _done(held, g, block, n_blocks, lo, hi)
@@ -321,12 +348,11 @@ def install(tag: str, attempt: int, g: int, blocks: list[tuple[int, int, int, in
         return None
     received, window = 0, max(1, len(peers) - 1)
     for first in range(0, len(blocks), window):
-        asked = [(_ask(peers[owner], "merged", tag, attempt, g, block), owner)
-                 for block, _, _, owner in blocks[first:first + window]]
-        for (block, lo, hi, _), (future, owner) in zip(blocks[first:first + window], asked):
-            merged = _answer(future, peers[owner])
-            if merged is None:
-                return None  # the job stopped
+        asked = _ask(tag, attempt, [(peers[owner], "merged", (tag, attempt, g, block))
+                                    for block, _, _, owner in blocks[first:first + window]])
+        if asked is None or any(m is None for m in asked):
+            return None  # the job stopped
+        for (block, lo, hi, _), merged in zip(blocks[first:first + window], asked):
             _install_block(_refresh(tag, attempt, g, block), merged, g, block, n_blocks, lo, hi)
             received += merged.nbytes
         del asked, merged
