@@ -157,22 +157,26 @@ class _Attempt:
                                run.tables, [specs[s] for s in group], lay.threads[m], *self.after[m],
                                key=f"train-{key}-{m}", worker=lay.home[m])
                    for m, group in enumerate(lay.groups)]
-        # Barriers instead of every task depending on each of the previous step's: a round is
-        # a few tasks per worker. Rows cross between workers through the Peer actors.
-        ready = self.submit(models.barrier, *trained, key=f"trained-{key}", worker=self.workers[0])
+        # Rows cross between workers through the Peer actors. Where several workers merge, a
+        # barrier stands between the steps instead of every task depending on each of the
+        # previous step's: a round is a few tasks per worker. One owner (the frequent tiers)
+        # waits for the trains itself, and the installs wait for it.
         w = len(self.workers)
+        owned = [[(b, lo, hi) for b, (lo, hi) in enumerate(ranges) if b % w == i] for i in range(w)]
+        step = trained if len(ranges) == 1 else [self.submit(models.barrier, *trained, key=f"trained-{key}",
+                                                             worker=self.workers[0])]
         index = {h: i for i, h in enumerate(self.workers)}
         homes = [self.peers[index[h]] for h in lay.home]  # where each model's rows are asked for
-        owned = [[(b, lo, hi) for b, (lo, hi) in enumerate(ranges) if b % w == i] for i in range(w)]
-        merges = [self.submit(models.merge, run.tag, self.attempt, g, blocks, len(ranges), t.merge, homes, ready,
+        merges = [self.submit(models.merge, run.tag, self.attempt, g, blocks, len(ranges), t.merge, homes, *step,
                               key=f"merge-{key}-{i}", worker=self.workers[i])
                   for i, blocks in enumerate(owned) if blocks]
         installs = []
         if w > 1:
-            merged = self.submit(models.barrier, *merges, key=f"merged-{key}", worker=self.workers[0])
+            step = merges if len(merges) == 1 else [self.submit(models.barrier, *merges, key=f"merged-{key}",
+                                                                worker=self.workers[0])]
             installs = [self.submit(models.install, run.tag, self.attempt, g,
                                     [(b, lo, hi, b % w) for b, (lo, hi) in enumerate(ranges) if b % w != i],
-                                    len(ranges), self.peers, merged, key=f"install-{key}-{i}", worker=x)
+                                    len(ranges), self.peers, *step, key=f"install-{key}-{i}", worker=x)
                         for i, x in enumerate(self.workers)]
         # The next round waits for every install (they read the owners' models).
         done = self.submit(models.ended, trained, merges, installs, key=f"round-{key}", worker=self.workers[0])
