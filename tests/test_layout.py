@@ -158,7 +158,7 @@ def test_the_distributed_partitioned_layout_equals_the_reference(client, tmp_pat
     path = tmp_path / "zipf.txt"
     path.write_text("".join(" ".join(f"w{i}" for i in line) + "\n" for line in ids.reshape(-1, 12)))
     cfg = load_config(None, {"dim": 8, "epochs": 2, "min_count": 1, "shards": 4, "sync_rows": 64,
-                             "layout": "partitioned"}, environ={}, corpus=(str(path),), out=str(tmp_path / "out"))
+                             "train.layout": "partitioned"}, environ={}, corpus=(str(path),), out=str(tmp_path / "out"))
     t = cfg.train
     counted = count_vocab(client, cfg, plan_blocks(cfg.corpus, {}, cfg.blocksize), "ref")
     shards, words, _ = encode_shards(client, cfg, counted, 4, t.rounds(2), "ref")

@@ -18,7 +18,7 @@ from nsdist.synth import generate
 
 # 12 rounds per epoch: the job lasts long enough (seconds) for the kill to land mid-training.
 TRAIN = {"dim": 24, "epochs": 3, "min_count": 3, "shards": 2, "syncs_per_epoch": 12, "seed": 5}
-MERGED_BLOCK = re.compile(r"merge-.+-\d+-\d+-\d+-\d+$")  # merge-{run}-{attempt}-{epoch}-{round}-{block}
+ROUND_ENDED = re.compile(r"round-.+-\d+-\d+-\d+$")  # round-{run}-{attempt}-{epoch}-{round}
 
 
 def test_killing_a_worker_mid_training_gives_identical_vectors(client, tmp_path):
@@ -30,10 +30,10 @@ def test_killing_a_worker_mid_training_gives_identical_vectors(client, tmp_path)
         result = {}
         job = threading.Thread(target=lambda: result.setdefault("run", train(cfg, own)))
         job.start()
-        # Wait until training is under way (a round has been merged), then kill a worker. A merged
-        # block stays in memory for a whole round; a train task's output only until it is split.
+        # Wait until training is under way (a round has ended: its record stays in memory until
+        # the epoch is collected), then kill a worker.
         deadline = time.time() + 300
-        while not any(MERGED_BLOCK.match(k) for k in own.run_on_scheduler(
+        while not any(ROUND_ENDED.match(k) for k in own.run_on_scheduler(
                 lambda dask_scheduler: [str(t.key) for t in dask_scheduler.tasks.values() if t.state == "memory"])):
             assert time.time() < deadline and job.is_alive()
             time.sleep(0.05)

@@ -224,11 +224,11 @@ class _Partitioned(_Attempt):
                                      worker=lay.home[o])
                 installs[m].append(self.submit(parts.install, run.tag, self.attempt, g, m, lo, hi, last, len(owners),
                                                shared, remote[m], key=f"install-{key}-{o}-{m}", worker=lay.home[m]))
-        done = self.submit(_barrier, *[f for i in installs for f in i], key=f"round-{key}",
+        done = self.submit(_ended, infos, [f for i in installs for f in i], key=f"round-{key}",
                            worker=self.workers[0])
         self.bar.follow([done], functools.partial(self._round_ended, epoch, int(run.words[:, r].sum())))
         self.after = [list(i) for i in installs]
-        return infos, [f for i in installs for f in i], n, done
+        return done, n, len(owners)
 
     def _masters(self, g: int, label: str) -> tuple[list, object]:
         """The names of the owners' masters before round ``g`` (tasks fetch them a range at a
@@ -290,3 +290,11 @@ class _Partitioned(_Attempt):
 
 def _barrier(*after) -> float:
     return time.time()
+
+
+def _ended(infos: list, installs: list) -> dict | None:
+    """The round's record once every install ended, as ``models.ended`` gives it."""
+    if any(x is None for x in (*infos, *installs)):
+        return None  # the job stopped
+    return {"end": time.time(), "stats": [s for i in infos for s in i["stats"]],
+            "seconds": sum(i["seconds"] for i in infos), "bytes": sum(i["bytes"] for i in infos) + sum(installs)}
