@@ -9,6 +9,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 from distributed import Client, LocalCluster
 
 from nsdist.config import load_config
@@ -21,9 +22,13 @@ TRAIN = {"dim": 24, "epochs": 3, "min_count": 3, "shards": 2, "syncs_per_epoch":
 ROUND_ENDED = re.compile(r"round-.+-\d+-\d+-\d+$")  # round-{run}-{attempt}-{epoch}-{round}
 
 
-def test_killing_a_worker_mid_training_gives_identical_vectors(client, tmp_path):
+@pytest.mark.parametrize("layout", ["replicated", "partitioned"])
+def test_killing_a_worker_mid_training_gives_identical_vectors(client, tmp_path, layout):
+    """Either layout: its rows cross between workers through actors on the workers, and the
+    killed worker's actor with it; the new attempt's actors serve the same rounds."""
     files = generate(str(tmp_path / "corpus.txt"), tokens=300_000, seed=6)
-    cfg = load_config(None, TRAIN, environ={}, corpus=(files.corpus,), out=str(tmp_path / "killed"))
+    train_cfg = {**TRAIN, "train.layout": layout}
+    cfg = load_config(None, train_cfg, environ={}, corpus=(files.corpus,), out=str(tmp_path / "killed"))
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                       host="127.0.0.1") as cluster, Client(cluster) as own:
         own.wait_for_workers(2)
@@ -44,10 +49,11 @@ def test_killing_a_worker_mid_training_gives_identical_vectors(client, tmp_path)
         assert not job.is_alive() and "run" in result
         assert pid not in own.run(os.getpid).values()  # the nanny started a new worker process
 
-    reference_cfg = load_config(None, TRAIN, environ={}, corpus=(files.corpus,), out=str(tmp_path / "reference"))
+    reference_cfg = load_config(None, train_cfg, environ={}, corpus=(files.corpus,), out=str(tmp_path / "reference"))
     reference = load(train(reference_cfg, client).run_url)
     killed = load(result["run"].run_url)
     assert killed.manifest["metrics"]["restarts_after_worker_loss"] == 1
     assert reference.manifest["metrics"]["restarts_after_worker_loss"] == 0
+    assert killed.manifest["metrics"]["layout"] == reference.manifest["metrics"]["layout"] == layout
     assert killed.vocab == reference.vocab
     assert np.array_equal(killed.vectors, reference.vectors)

@@ -253,7 +253,7 @@ async def _call(worker, peer: tuple[str, str], method: str, args: tuple):
     return answer["result"]
 
 
-async def _calls(worker, tag: str, attempt: int, calls: list) -> list | None:
+async def _calls(worker, tag: str, attempt: int, calls: list, stopped) -> list | None:
     """Every call at once; None as soon as the job stops while they wait (a worker that left
     is seen by the coordinator, which stops the job)."""
     pending = [asyncio.ensure_future(_call(worker, *c)) for c in calls]
@@ -263,20 +263,21 @@ async def _calls(worker, tag: str, attempt: int, calls: list) -> list | None:
             for t in waiting:
                 t.cancel()
             return [t.result() for t in pending]  # the first error, if any
-        if _stopped(tag, attempt):
+        if stopped(tag, attempt):
             for t in waiting:
                 t.cancel()
             return None
 
 
-def _ask(tag: str, attempt: int, calls: list[tuple[tuple[str, str], str, tuple]]) -> list | None:
+def _ask(tag: str, attempt: int, calls: list[tuple[tuple[str, str], str, tuple]], stopped=None) -> list | None:
     """The answers of ``calls`` (peer, method, args) to other workers' ``Peer`` actors, asked
     straight from this worker, all at once. They bypass Dask's ``Actor`` handle, whose call waits
-    for the actor's future forever when its worker is gone. None: the job stopped."""
+    for the actor's future forever when its worker is gone. None: the job stopped (``stopped``:
+    whether it did, given tag and attempt; this module's models by default)."""
     if not calls:
         return []
     worker = get_worker()
-    return sync(worker.loop, _calls, worker, tag, attempt, calls)
+    return sync(worker.loop, _calls, worker, tag, attempt, calls, stopped or _stopped)
 
 
 @dataclass(frozen=True)

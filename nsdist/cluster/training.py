@@ -107,6 +107,8 @@ class _Attempt:
     that owns it, and copied to the others. Epoch e + 1 is submitted before epoch e is collected, so the
     workers never wait for the client between epochs."""
 
+    peer = models.Peer  # the actor on every worker that the rounds ask for rows
+
     def __init__(self, client: Client, cfg: JobConfig, run: Training, attempt: int, start: int, source: tuple):
         self.client, self.cfg, self.run, self.attempt = client, cfg, run, attempt
         self.layout = _place_models(client, run)
@@ -116,7 +118,7 @@ class _Attempt:
         self.done = start * int(run.words.sum())
         ready = self._create(*source, start)
         # A Peer actor on every worker: the merges and installs ask it for rows (address, key).
-        self._actors = [self.submit(models.Peer, key=f"peer-{run.tag}-{attempt}-{i}", worker=w, actor=True)
+        self._actors = [self.submit(self.peer, key=f"peer-{run.tag}-{attempt}-{i}", worker=w, actor=True)
                         for i, w in enumerate(self.workers)]
         self.peers = [(w, a.key) for w, a in zip(self.workers, self._actors)]
         # Per model: what its next task waits for (its worker's actor must exist before other
