@@ -9,6 +9,8 @@ one. A tiny model needs no cutting into row blocks (``plan.MIN_IN_FLIGHT``); ``-
 (the default) plans the blocks as for a model far larger than that minimum
 (``plan.MIN_IN_FLIGHT`` = 0 in the coordinator), so the epoch's last round is cut into
 ``plan.merge_blocks`` blocks as on a large vocabulary: the round whose cost grows fastest.
+``--layout partitioned`` trains the partitioned layout instead: its rounds merge the prefix by
+owner ranges (the tiers: the first owner's; the last round: all M), not by planned blocks.
 
     python benchmarks/bench_rounds.py --workers 4,8,16,32 --json rounds.json
 
@@ -42,25 +44,28 @@ class _Counted:
         self.rounds: list[dict] = []
 
     def install(self) -> None:
-        from nsdist.cluster import training
+        from nsdist.cluster import partitioned, training
 
-        counted, submit_round, submit = self, training._Attempt.submit_round, training._Attempt.submit
+        counted, submit = self, training._Attempt.submit
 
         def counting_submit(attempt, *args, **kw):
             counted.tasks += 1
             return submit(attempt, *args, **kw)
 
-        def timed_round(attempt, epoch, r):
-            counted.tasks = 0
-            attempt.submit = counting_submit.__get__(attempt)
-            t0 = time.perf_counter()
-            try:
-                return submit_round(attempt, epoch, r)
-            finally:
-                counted.rounds.append({"round": r, "tasks": counted.tasks, "submit_s": time.perf_counter() - t0})
-                del attempt.submit
+        def timed(submit_round):
+            def timed_round(attempt, epoch, r):
+                counted.tasks = 0
+                attempt.submit = counting_submit.__get__(attempt)
+                t0 = time.perf_counter()
+                try:
+                    return submit_round(attempt, epoch, r)
+                finally:
+                    counted.rounds.append({"round": r, "tasks": counted.tasks, "submit_s": time.perf_counter() - t0})
+                    del attempt.submit
+            return timed_round
 
-        training._Attempt.submit_round = timed_round
+        for layout in (training._Attempt, partitioned._Partitioned):  # each layout's own rounds
+            layout.submit_round = timed(layout.submit_round)
 
 
 def run(workers: int, cfg, workdir: str, counted: _Counted) -> dict:
@@ -101,6 +106,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tokens", type=int, default=200_000)
     ap.add_argument("--dim", type=int, default=8)
     ap.add_argument("--sync-rows", type=int, default=16)
+    ap.add_argument("--layout", default="replicated", choices=("replicated", "partitioned"), help="train.layout")
     ap.add_argument("--small-model", dest="as_large", action="store_false",
                     help="plan the row blocks for the tiny model itself (one block per round)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other nsdist config key")
@@ -130,11 +136,11 @@ def main(argv=None) -> int:
     results = []
     for w in [int(x) for x in a.workers.split(",")]:
         overrides = {"dim": a.dim, "epochs": 1, "min_count": 1, "shards": w, "sync_rows": a.sync_rows,
-                     "checkpoint_every": 0, **parse_set(a.set)}
+                     "checkpoint_every": 0, "train.layout": a.layout, **parse_set(a.set)}
         cfg = load_config(None, overrides, environ={}, corpus=(corpus,), out=os.path.join(workdir, "out"))
         results.append(run(w, cfg, workdir, counted))
         print(f"{w} workers done: {results[-1]['epoch_s']:.1f} s", file=sys.stderr)
-    print(f"\nvocabulary {results[0]['vocab']:,}, dim {a.dim}, {a.tokens:,} tokens, 1 epoch, sync_rows {a.sync_rows}, "
+    print(f"\n{a.layout} layout, vocabulary {results[0]['vocab']:,}, dim {a.dim}, {a.tokens:,} tokens, 1 epoch, sync_rows {a.sync_rows}, "
           f"blocks planned {'as for a large model' if a.as_large else 'for this model'}; load before: "
           f"{os.getloadavg()[0]:.2f}")
     print(_table(["workers", "rounds", "last blocks", "tasks/round (tiers)", "tasks (last)", "submit ms (tiers)",
