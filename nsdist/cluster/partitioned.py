@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -213,11 +212,11 @@ class _Partitioned(_Attempt):
         homes = [self.peers[index[h]] for h in lay.home]  # where each model and its range's masters live
         mine = {w: [x for x in owners if lay.home[x[0]] == w] for w in self.workers}
         merging = [w for w in self.workers if mine[w]]
-        step = trained if len(merging) == 1 else [self.submit(_barrier, *trained, key=f"trained-{key}",
+        step = trained if len(merging) == 1 else [self.submit(models.barrier, *trained, key=f"trained-{key}",
                                                               worker=self.workers[0])]
         merges = [self.submit(parts.merge, run.tag, self.attempt, g, mine[w], last, t.merge, homes, *step,
                               key=f"merge-{key}-{index[w]}", worker=w) for w in merging]
-        step = merges if len(merges) == 1 else [self.submit(_barrier, *merges, key=f"merged-{key}",
+        step = merges if len(merges) == 1 else [self.submit(models.barrier, *merges, key=f"merged-{key}",
                                                             worker=self.workers[0])]
         installs = [self.submit(parts.install, run.tag, self.attempt, g, owners, last, homes, *step,
                                 key=f"install-{key}-{i}", worker=w) for i, w in enumerate(self.workers)]
@@ -237,7 +236,7 @@ class _Partitioned(_Attempt):
         # in a task never resolves).
         self.client.publish_dataset(**{m.key: m for m in masters})
         self.kept.extend(m.key for m in masters)
-        ready = self.submit(_barrier, *masters, key=f"masters-{label}-{run.tag}-{self.attempt}-{g}",
+        ready = self.submit(models.barrier, *masters, key=f"masters-{label}-{run.tag}-{self.attempt}-{g}",
                             worker=self.workers[0])
         return [m.key for m in masters], ready
 
@@ -282,8 +281,4 @@ class _Partitioned(_Attempt):
         with progress.stage(label, len(futures), unit=" blocks") as bar:
             bar.follow(futures)
             return self.gather(futures)
-
-
-def _barrier(*after) -> float:
-    return time.time()
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..encode import Shard
-from ..layout import local_model, synced
+from ..layout import local_model
 from ..memory import release_memory
 from ..merge import merge_deltas
 from ..model import Model, Tables, init_model, init_rows
