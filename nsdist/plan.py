@@ -80,7 +80,8 @@ def sync_rows(round_: int, rounds: int, vocab_size: int, base: int | None) -> in
 # The most an owner receives at once for one block: this share of the model, or MIN_IN_FLIGHT
 # bytes if more (small models need no cutting). The synchronised rows are cut into enough blocks
 # that M - 1 models' rows of one block fit (merge_blocks), and each owner merges its blocks one
-# after another. At most MAX_BLOCKS_PER_MODEL blocks per model: every block costs M tasks.
+# after another. At most MAX_BLOCKS_PER_MODEL blocks per model: every block costs M - 1 calls
+# between workers to merge and W - 1 to copy (cluster/models.py).
 IN_FLIGHT = 0.125
 MIN_IN_FLIGHT = 4 * 2**20
 MAX_BLOCKS_PER_MODEL = 4

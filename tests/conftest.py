@@ -59,6 +59,30 @@ def client(dead_endpoint):
 
 
 @pytest.fixture
+def round_tasks(monkeypatch):
+    """The keys of the tasks the coordinator submits for each round (either layout's
+    ``submit_round``), one list per round in order: a round's coordination cost, exactly."""
+    from nsdist.cluster import partitioned, training
+
+    rounds, submit = [], training._Attempt.submit
+
+    def counted(submit_round):
+        def submit_counted_round(attempt, epoch, r):
+            keys = []
+            rounds.append(keys)
+            attempt.submit = lambda *args, key, **kw: keys.append(key) or submit(attempt, *args, key=key, **kw)
+            try:
+                return submit_round(attempt, epoch, r)
+            finally:
+                del attempt.submit
+        return submit_counted_round
+
+    for layout in (training._Attempt, partitioned._Partitioned):
+        monkeypatch.setattr(layout, "submit_round", counted(layout.submit_round))
+    return rounds
+
+
+@pytest.fixture
 def write(tmp_path):
     """write('name.txt', text_or_bytes) -> path of a file under tmp_path."""
 

@@ -142,10 +142,11 @@ def test_models_that_share_no_shards_hold_their_rows_once():
     assert layout.holders(held, 4).tolist() == [2, 1, 1, 1]
 
 
-def test_the_distributed_partitioned_layout_equals_the_reference(client, tmp_path):
+def test_the_distributed_partitioned_layout_equals_the_reference(client, tmp_path, round_tasks):
     """Two single-threaded workers train a long-tail corpus in the partitioned layout: each model
     holds only its shards' rows, and the vectors, output vectors and bytes moved per round equal
-    reference.train_partitioned on the same shards."""
+    reference.train_partitioned on the same shards. A round is a few tasks per worker: M trains,
+    a merge per owner, an install per worker, the round's end, and barriers where both merge."""
     from nsdist.cluster import count_vocab, encode_shards
     from nsdist.config import load_config
     from nsdist.corpus import plan_blocks
@@ -174,6 +175,10 @@ def test_the_distributed_partitioned_layout_equals_the_reference(client, tmp_pat
     assert np.array_equal(np.load(os.path.join(result.run_url, "context.npy")), ref.model.wout)
     assert [m["bytes"] for e in metrics["epochs"] for m in e["merges"]] == ref.moved
     assert len(ref.prefixes) >= 3  # the tiers were exercised
+    owners = [m["blocks"] for e in metrics["epochs"] for m in e["merges"]]
+    assert owners == ([1] * (len(owners) // 2 - 1) + [2]) * 2  # the tiers: the first owner's range
+    # 2 trains + 1 merge + 2 installs + the end; the last round: + 1 merge + 2 barriers.
+    assert [len(keys) for keys in round_tasks] == [6 if n == 1 else 9 for n in owners]
 
 
 def _long_tail(path, types: int = 60_000, seed: int = 3) -> str:

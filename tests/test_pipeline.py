@@ -238,10 +238,11 @@ def test_models_equal_an_in_process_reference(client, write, tmp_path):
     assert moved[0] < moved[1] < moved[2]  # 8 rows, 16 rows, every row
 
 
-def test_many_workers_long_tail_small_scale(tmp_path):
+def test_many_workers_long_tail_small_scale(tmp_path, round_tasks):
     """A small version of benchmarks/bench_scale.py: 4 single-threaded workers (4 models), a
-    long-tail vocabulary, the rows merged in 3 blocks (one owner merges two, one after the
-    other; the installs come one at a time): the same bits and bytes as the in-process loop."""
+    long-tail vocabulary, the rows merged in 3 blocks by 3 owners: the same bits and bytes as
+    the in-process loop, and a round is a few tasks per worker: 4 trains, a barrier, 3 merges,
+    a barrier, 4 installs and the round's end."""
     rng = np.random.default_rng(7)
     p = 1 / np.arange(1, 5001)
     ids = rng.choice(5000, size=60_000, p=p / p.sum())
@@ -253,4 +254,5 @@ def test_many_workers_long_tail_small_scale(tmp_path):
         four.wait_for_workers(4)
         prefixes, moved = check_against_reference(cfg, four, 4, 4, "zipf")
     assert len(prefixes) >= 3 and max(prefixes) > 2000  # tiers, and a long tail at the end
+    assert round_tasks and all(len(keys) == 14 for keys in round_tasks)
     assert moved[0] < moved[-1]

@@ -9,6 +9,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 from distributed import Client, LocalCluster
 
 from nsdist.config import load_config
@@ -18,22 +19,26 @@ from nsdist.synth import generate
 
 # 12 rounds per epoch: the job lasts long enough (seconds) for the kill to land mid-training.
 TRAIN = {"dim": 24, "epochs": 3, "min_count": 3, "shards": 2, "syncs_per_epoch": 12, "seed": 5}
-MERGED_BLOCK = re.compile(r"merge-.+-\d+-\d+-\d+-\d+$")  # merge-{run}-{attempt}-{epoch}-{round}-{block}
+ROUND_ENDED = re.compile(r"round-.+-\d+-\d+-\d+$")  # round-{run}-{attempt}-{epoch}-{round}
 
 
-def test_killing_a_worker_mid_training_gives_identical_vectors(client, tmp_path):
+@pytest.mark.parametrize("layout", ["replicated", "partitioned"])
+def test_killing_a_worker_mid_training_gives_identical_vectors(client, tmp_path, layout):
+    """Either layout: its rows cross between workers through actors on the workers, and the
+    killed worker's actor with it; the new attempt's actors serve the same rounds."""
     files = generate(str(tmp_path / "corpus.txt"), tokens=300_000, seed=6)
-    cfg = load_config(None, TRAIN, environ={}, corpus=(files.corpus,), out=str(tmp_path / "killed"))
+    train_cfg = {**TRAIN, "train.layout": layout}
+    cfg = load_config(None, train_cfg, environ={}, corpus=(files.corpus,), out=str(tmp_path / "killed"))
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                       host="127.0.0.1") as cluster, Client(cluster) as own:
         own.wait_for_workers(2)
         result = {}
         job = threading.Thread(target=lambda: result.setdefault("run", train(cfg, own)))
         job.start()
-        # Wait until training is under way (a round has been merged), then kill a worker. A merged
-        # block stays in memory for a whole round; a train task's output only until it is split.
+        # Wait until training is under way (a round has ended: its record stays in memory until
+        # the epoch is collected), then kill a worker.
         deadline = time.time() + 300
-        while not any(MERGED_BLOCK.match(k) for k in own.run_on_scheduler(
+        while not any(ROUND_ENDED.match(k) for k in own.run_on_scheduler(
                 lambda dask_scheduler: [str(t.key) for t in dask_scheduler.tasks.values() if t.state == "memory"])):
             assert time.time() < deadline and job.is_alive()
             time.sleep(0.05)
@@ -44,10 +49,11 @@ def test_killing_a_worker_mid_training_gives_identical_vectors(client, tmp_path)
         assert not job.is_alive() and "run" in result
         assert pid not in own.run(os.getpid).values()  # the nanny started a new worker process
 
-    reference_cfg = load_config(None, TRAIN, environ={}, corpus=(files.corpus,), out=str(tmp_path / "reference"))
+    reference_cfg = load_config(None, train_cfg, environ={}, corpus=(files.corpus,), out=str(tmp_path / "reference"))
     reference = load(train(reference_cfg, client).run_url)
     killed = load(result["run"].run_url)
     assert killed.manifest["metrics"]["restarts_after_worker_loss"] == 1
     assert reference.manifest["metrics"]["restarts_after_worker_loss"] == 0
+    assert killed.manifest["metrics"]["layout"] == reference.manifest["metrics"]["layout"] == layout
     assert killed.vocab == reference.vocab
     assert np.array_equal(killed.vectors, reference.vectors)

@@ -3,9 +3,10 @@
 ``partition`` runs once per job, after encoding: each model's rows (the ids its shards hold),
 how many models hold each row (counted by the row's owner from each model's rows in its range),
 the shards mapped to local ids and each model's tables, all on the workers; the client holds
-futures only. ``_Partitioned`` is ``training._Attempt`` with the rounds of parts.py: train, send
-each owner the changed rows of its range, merge into the masters, share out to the holders,
-install. Its checkpoints, outputs and top-k table read the whole model from the owners' masters
+futures only. ``_Partitioned`` is ``training._Attempt`` with the rounds of parts.py, a few tasks
+per worker: train; merge (each owner asks every model for the changed rows of its range and
+folds them into its masters); install (each model asks every owner for the merged rows it
+holds). Its checkpoints, outputs and top-k table read the whole model from the owners' masters
 a range at a time (``_Rows``): no worker holds it whole.
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +24,7 @@ from ..model import Model
 from ..nearest import unit_rows
 from ..plan import schedule, sync_rows
 from ..shard import round_spec
-from . import parts
+from . import models, parts
 from .models import ModelLost
 from .training import _Attempt
 
@@ -96,15 +96,6 @@ def partition(client: Client, shards: list, vocab, t, n_models: int, rows: int, 
                         for p in shards[s]]
     sizes = [client.submit(len, h, key=f"nheld-{tag}-{m}", **on(m)) for m, h in enumerate(held)]
     return Parts(local, tables, model_rows, ranges, inrange, sizes)
-
-
-def _info(merged, remote: tuple, *parts_and_stats) -> dict:
-    """One owner's merge record: bytes of the parts received from other processes, and (the
-    first owner) the shards' statistics."""
-    n = len(remote)
-    got, stats = parts_and_stats[:n], parts_and_stats[n:]
-    nbytes = sum(sum(a.nbytes for m in p for a in m) for p, r in zip(got, remote) if r and p is not None)
-    return {"seconds": 0.0, "bytes": nbytes, "stats": [s for group in stats if group for s in group]}
 
 
 class _Fetch:
@@ -186,6 +177,8 @@ def _serve(task, args: tuple, item, keys: list[str], ranges: list, dim: int, *af
 class _Partitioned(_Attempt):
     """An attempt at training in the partitioned layout (parts.py on the workers)."""
 
+    peer = parts.Peer
+
     def __init__(self, *args):
         self.kept = []  # the names the masters' futures are published under
         super().__init__(*args)
@@ -193,11 +186,16 @@ class _Partitioned(_Attempt):
     def _create(self, build, args: tuple, start: int) -> dict:
         run, lay, p = self.run, self.layout, self.run.parts
         return {w: self.submit(parts.create, run.tag, self.attempt, start * run.rounds, mine,
-                               [p.ranges[m] for m in mine], build, args, *[p.rows[m] for m in mine],
+                               [p.ranges[m] for m in mine], [p.inrange[m] for m in mine], build, args,
+                               *[p.rows[m] for m in mine],
                                key=f"model-{run.tag}-{self.attempt}-{i}", worker=w)
                 for i, w in enumerate(self.workers) for mine in [[m for m, h in enumerate(lay.home) if h == w]]}
 
     def submit_round(self, epoch: int, r: int):
+        """Train every model, merge the synchronised prefix into the masters of its owners,
+        install the merged rows in their holders; the round's end (a future of its record,
+        ``models.ended``). Rows cross through the ``parts.Peer`` actors, as in the replicated
+        layout's rounds: one barrier between the steps where several workers merge."""
         run, t, lay, p = self.run, self.cfg.train, self.layout, self.run.parts
         key, g = f"{run.tag}-{self.attempt}-{epoch}-{r}", epoch * run.rounds + r
         end = self.done + int(run.words[:, r].sum())
@@ -210,25 +208,22 @@ class _Partitioned(_Attempt):
                                key=f"train-{key}-{m}", worker=lay.home[m])
                    for m, group in enumerate(lay.groups)]
         owners = [(o, lo, min(hi, n)) for o, (lo, hi) in enumerate(p.ranges) if lo < min(hi, n)]
-        infos, installs = [], [[] for _ in lay.groups]
-        for i, (o, lo, hi) in enumerate(owners):
-            sent = [self.submit(parts.send, run.tag, self.attempt, g, m, lo, hi, last, trained[m],
-                                key=f"send-{key}-{o}-{m}", worker=lay.home[m]) for m in range(len(lay.groups))]
-            remote = tuple(lay.home[m] != lay.home[o] for m in range(len(lay.groups)))
-            merged = self.submit(parts.merge, run.tag, self.attempt, g, o, lo, hi, t.merge, *sent,
-                                 key=f"merge-{key}-{o}", worker=lay.home[o])
-            infos.append(self.submit(_info, merged, remote, *sent, *(trained if i == 0 else []),
-                                     key=f"info-{key}-{o}", worker=lay.home[o]))
-            for m in range(len(lay.groups)):
-                shared = self.submit(parts.share, merged, p.inrange[o][m], key=f"share-{key}-{o}-{m}",
-                                     worker=lay.home[o])
-                installs[m].append(self.submit(parts.install, run.tag, self.attempt, g, m, lo, hi, last, len(owners),
-                                               shared, remote[m], key=f"install-{key}-{o}-{m}", worker=lay.home[m]))
-        done = self.submit(_barrier, *[f for i in installs for f in i], key=f"round-{key}",
-                           worker=self.workers[0])
+        index = {h: i for i, h in enumerate(self.workers)}
+        homes = [self.peers[index[h]] for h in lay.home]  # where each model and its range's masters live
+        mine = {w: [x for x in owners if lay.home[x[0]] == w] for w in self.workers}
+        merging = [w for w in self.workers if mine[w]]
+        step = trained if len(merging) == 1 else [self.submit(models.barrier, *trained, key=f"trained-{key}",
+                                                              worker=self.workers[0])]
+        merges = [self.submit(parts.merge, run.tag, self.attempt, g, mine[w], last, t.merge, homes, *step,
+                              key=f"merge-{key}-{index[w]}", worker=w) for w in merging]
+        step = merges if len(merges) == 1 else [self.submit(models.barrier, *merges, key=f"merged-{key}",
+                                                            worker=self.workers[0])]
+        installs = [self.submit(parts.install, run.tag, self.attempt, g, owners, last, homes, *step,
+                                key=f"install-{key}-{i}", worker=w) for i, w in enumerate(self.workers)]
+        done = self.submit(models.ended, trained, merges, installs, key=f"round-{key}", worker=self.workers[0])
         self.bar.follow([done], functools.partial(self._round_ended, epoch, int(run.words[:, r].sum())))
-        self.after = [list(i) for i in installs]
-        return infos, [f for i in installs for f in i], n, done
+        self.after = [[done] for _ in lay.groups]
+        return done, n, len(owners)
 
     def _masters(self, g: int, label: str) -> tuple[list, object]:
         """The names of the owners' masters before round ``g`` (tasks fetch them a range at a
@@ -241,7 +236,7 @@ class _Partitioned(_Attempt):
         # in a task never resolves).
         self.client.publish_dataset(**{m.key: m for m in masters})
         self.kept.extend(m.key for m in masters)
-        ready = self.submit(_barrier, *masters, key=f"masters-{label}-{run.tag}-{self.attempt}-{g}",
+        ready = self.submit(models.barrier, *masters, key=f"masters-{label}-{run.tag}-{self.attempt}-{g}",
                             worker=self.workers[0])
         return [m.key for m in masters], ready
 
@@ -287,6 +282,3 @@ class _Partitioned(_Attempt):
             bar.follow(futures)
             return self.gather(futures)
 
-
-def _barrier(*after) -> float:
-    return time.time()

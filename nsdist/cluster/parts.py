@@ -4,15 +4,18 @@ and each worker keeps the masters of one range of rows.
 Per round, as ``reference.train_partitioned`` states it:
 
 1. ``train``: a model trains its shards (local ids) in place, as in the replicated layout;
-2. ``send`` (on the model's worker, one per owner): the rows of the owner's range in the
-   synchronised prefix that the model changed since they were last synchronised, with global
-   ids and update counts; rows no other model holds stay home until the epoch's last round;
-3. ``merge`` (on the owner): ``merge.merge_deltas`` folds the parts, in model order, into the
-   masters; ``share`` then cuts, for each model, the merged rows it holds and another model
-   holds too (``inrange``: the model's rows in the owner's range, sent once per job);
-4. ``install`` (on the model's worker): copy those rows in, and restart the update counts of
-   the synchronised rows.
+2. ``merge`` (one task per worker that owns ranges in the synchronised prefix): for each of its
+   ranges, the owner asks every model for the rows of the range it changed since they were last
+   synchronised, with global ids and update counts (``Peer.part`` on the model's worker; rows
+   no other model holds stay home until the epoch's last round), and ``merge.merge_deltas``
+   folds them, in model order, into the masters;
+3. ``install`` (one task per worker): each of its models asks every owner for the merged rows
+   it holds and another model holds too (``Peer.shared``: cut by ``inrange``, the model's rows
+   in the owner's range, given to the owner once per attempt), copies them in, and restarts the
+   update counts of its synchronised rows.
 
+The rows cross between workers through ``Peer``, a Dask actor on every worker, asked as
+models.py asks its own (``models._ask``): a round costs the scheduler a few tasks per worker.
 After an epoch's last round the masters hold the whole model (``master``). Every operation
 checks the model's position and raises ``ModelLost`` when it does not match, as models.py does.
 """
@@ -20,17 +23,18 @@ checks the model's position and raises ``ModelLost`` when it does not match, as 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..encode import Shard
-from ..layout import local_model, synced
+from ..layout import local_model
 from ..memory import release_memory
 from ..merge import merge_deltas
 from ..model import Model, Tables, init_model, init_rows
 from ..shard import RoundSpec
-from .models import ModelLost, _address, _train_shards, _Held
+from .models import ModelLost, _address, _ask, _Held, _train_shards
 
 _LOCK = threading.Lock()
 _JOBS: dict[tuple[str, str], _Job] = {}  # (worker address, job tag) -> this worker's models and masters
@@ -50,6 +54,7 @@ class _Master:
     lo: int
     rows: Model  # the synchronised rows [lo, lo + len)
     k: np.ndarray  # how many models hold each of them
+    inrange: list  # per model: its held ids in [lo, lo + len) (what ``share`` sends it)
 
 
 @dataclass
@@ -57,6 +62,7 @@ class _Job:
     attempt: int
     models: dict  # model index -> _Model
     masters: dict  # model index -> _Master: the range its worker owns
+    merged: dict = field(default_factory=dict)  # (round, owner) -> the merged rows more than one model holds
 
 
 def _job(tag: str, attempt: int) -> _Job:
@@ -77,12 +83,13 @@ def _stopped(tag: str, attempt: int) -> bool:
     return (_address(), tag, attempt) in _DROPPED
 
 
-def create(tag: str, attempt: int, start: int, indices: list[int], ranges: list[tuple[int, int]], build, args: tuple,
-           *rows) -> int:
+def create(tag: str, attempt: int, start: int, indices: list[int], ranges: list[tuple[int, int]], inrange: list,
+           build, args: tuple, *rows) -> int:
     """Give this worker the models ``indices`` and the masters of their ``ranges``, from
     ``build(*args)`` (a fresh model: only the rows needed are drawn; a checkpoint or a warm
-    start: read whole, then cut), ready to train round ``start``. ``rows``: per model, (its held
-    ids, their holder counts, the holder counts of its range). Returns bytes held."""
+    start: read whole, then cut), ready to train round ``start``. ``inrange``: per range, every
+    model's held ids in it; ``rows``: per model, (its held ids, their holder counts, the holder
+    counts of its range). Returns bytes held."""
     release_memory()
     whole = None if build is init_model else build(*args)
 
@@ -90,10 +97,10 @@ def create(tag: str, attempt: int, start: int, indices: list[int], ranges: list[
         return init_rows(*args, ids) if whole is None else local_model(whole, ids)
 
     job = _Job(attempt, {}, {})
-    for m, (lo, hi), (held, k_held, k_range) in zip(indices, ranges, rows):
+    for m, (lo, hi), ids, (held, k_held, k_range) in zip(indices, ranges, inrange, rows):
         n = len(held)
         job.models[m] = _Model(_Held(cut(held), np.zeros(n, np.uint32), np.zeros(n, np.uint32), start), held, k_held > 1)
-        job.masters[m] = _Master(lo, cut(np.arange(lo, hi)), k_range)
+        job.masters[m] = _Master(lo, cut(np.arange(lo, hi)), k_range, list(ids))
     del whole
     release_memory()
     with _LOCK:
@@ -117,9 +124,11 @@ def train(tag: str, attempt: int, g: int, index: int, shards: list[list[Shard]],
     """Train round ``g`` of model ``index``'s shards in place; the shards' statistics."""
     if _stopped(tag, attempt):
         return None
+    job = _job(tag, attempt)
     model = _model(tag, attempt, index)
     if model.state.ready != g:
         raise ModelLost(f"model {index} is at round {model.state.ready}, not {g}")
+    job.merged = {}  # the previous round's merged rows: every model has installed them
     release_memory()
     model.state.ready = -1
     stats = _train_shards(model.state, shards, tables, specs, threads)
@@ -127,15 +136,10 @@ def train(tag: str, attempt: int, g: int, index: int, shards: list[list[Shard]],
     return stats
 
 
-def send(tag: str, attempt: int, g: int, index: int, lo: int, hi: int, last: bool, *after):
-    """Model ``index``'s part for the owner of rows [lo, hi) (already cut to the synchronised
-    prefix): per matrix (global ids, rows, update counts) of the rows it changed, those of a
-    sole holder only in an epoch's ``last`` round."""
-    if _stopped(tag, attempt):
-        return None
-    model = _model(tag, attempt, index)
-    if model.state.trained != g:
-        raise ModelLost(f"model {index} has not trained round {g}")
+def _send(model: _Model, lo: int, hi: int, last: bool) -> tuple:
+    """A model's part for the owner of rows [lo, hi) (already cut to the synchronised prefix):
+    per matrix (global ids, rows, update counts) of the rows it changed, those of a sole holder
+    only in an epoch's ``last`` round."""
     a, b = np.searchsorted(model.held, lo), np.searchsorted(model.held, hi)
     out = []
     for matrix, counts in (("win", model.state.n_in), ("wout", model.state.n_out)):
@@ -147,15 +151,16 @@ def send(tag: str, attempt: int, g: int, index: int, lo: int, hi: int, last: boo
     return tuple(out)
 
 
-def merge(tag: str, attempt: int, g: int, owner: int, lo: int, hi: int, how: str, *parts) -> tuple | None:
-    """The owner's merge of rows [lo, hi): fold every model's part into the masters; returns
-    per matrix the merged rows that more than one model holds (global ids, rows), and the bytes
-    of the parts received from other processes."""
-    if _stopped(tag, attempt) or any(p is None for p in parts):
-        return None
-    master = _job(tag, attempt).masters.get(owner)
-    if master is None:
-        raise ModelLost(f"the masters of model {owner} are not on this worker")
+def _trained(tag: str, attempt: int, g: int, index: int) -> _Model:
+    model = _model(tag, attempt, index)
+    if model.state.trained != g or model.state.ready == g + 1:
+        raise ModelLost(f"model {index} is not waiting for the merges of round {g}")
+    return model
+
+
+def _fold(master: _Master, lo: int, hi: int, parts: list, how: str) -> tuple:
+    """Fold every model's part (model order) into the masters of rows [lo, hi); per matrix the
+    merged rows that more than one model holds (global ids, rows)."""
     base, out = lo - master.lo, []
     k = master.k[base:base + hi - lo]
     for c, matrix in enumerate(("win", "wout")):
@@ -166,10 +171,39 @@ def merge(tag: str, attempt: int, g: int, owner: int, lo: int, hi: int, how: str
     return tuple(out)
 
 
-def share(merged: tuple | None, inrange: np.ndarray) -> tuple | None:
-    """The merged rows one model holds (``inrange``: its held ids in the owner's range)."""
-    if merged is None:
+def _nbytes(rows: tuple) -> int:
+    return sum(a.nbytes for matrix in rows for a in matrix)
+
+
+def merge(tag: str, attempt: int, g: int, owners: list[tuple[int, int, int]], last: bool, how: str,
+          peers: list[tuple[str, str]], *after) -> dict | None:
+    """The owner's task: for each of its ``owners`` (owner, lo, hi) of round ``g``, fold every
+    model's part (``peers[m]``: where model m lives) into the masters, and keep the merged rows
+    for the holders (``Peer.shared``). Returns the compute seconds and the bytes of the parts
+    received from other workers. ``after``: every model's train of round g, only waited for."""
+    if _stopped(tag, attempt):
         return None
+    t0, received, job = time.perf_counter(), 0, _job(tag, attempt)
+    for owner, lo, hi in owners:
+        master = job.masters.get(owner)
+        if master is None:
+            raise ModelLost(f"the masters of model {owner} are not on this worker")
+        remote = [m for m in range(len(peers)) if m not in job.models]
+        answers = _ask(tag, attempt, [(peers[m], "part", (tag, attempt, g, m, lo, hi, last)) for m in remote],
+                       _stopped)
+        if answers is None or any(p is None for p in answers):
+            return None  # the job stopped
+        asked = dict(zip(remote, answers))
+        parts = [asked[m] if m in asked else _send(_trained(tag, attempt, g, m), lo, hi, last)
+                 for m in range(len(peers))]
+        received += sum(_nbytes(p) for p in answers)
+        job.merged[(g, owner)] = _fold(master, lo, hi, parts, how)
+        del parts, asked, answers
+    return {"seconds": time.perf_counter() - t0, "bytes": received}
+
+
+def share(merged: tuple, inrange: np.ndarray) -> tuple:
+    """The merged rows one model holds (``inrange``: its held ids in the owner's range)."""
     out = []
     for ids, rows in merged:
         mine = np.isin(ids, inrange, assume_unique=True)
@@ -177,16 +211,35 @@ def share(merged: tuple | None, inrange: np.ndarray) -> tuple | None:
     return tuple(out)
 
 
-def install(tag: str, attempt: int, g: int, index: int, lo: int, hi: int, last: bool, owners: int,
-            rows: tuple | None, remote: bool) -> int | None:
-    """Copy the merged rows into model ``index`` and restart the update counts of its rows in
-    [lo, hi) that were synchronised; after ``owners`` installs it is ready for round g + 1.
-    Returns the bytes received (``remote``: from another worker process; else 0)."""
-    if _stopped(tag, attempt) or rows is None:
-        return None
-    model = _model(tag, attempt, index)
-    if model.state.trained != g:
-        raise ModelLost(f"model {index} is not waiting for the merges of round {g}")
+def _shared(tag: str, attempt: int, g: int, owner: int, index: int) -> tuple:
+    job = _job(tag, attempt)
+    merged = job.merged.get((g, owner))
+    if merged is None:
+        raise ModelLost(f"the range of model {owner} is not merged for round {g} on this worker")
+    return share(merged, job.masters[owner].inrange[index])
+
+
+class Peer:
+    """The Dask actor on every worker in the partitioned layout: other workers' tasks call it
+    for a model's part or an owner's merged rows, straight from worker to worker (models.Peer
+    says why). It holds nothing itself: the models and masters are in this module's registry."""
+
+    def part(self, tag: str, attempt: int, g: int, index: int, lo: int, hi: int, last: bool) -> tuple | None:
+        """Model ``index``'s part for the owner of rows [lo, hi). None: the job stopped."""
+        if _stopped(tag, attempt):
+            return None
+        return _send(_trained(tag, attempt, g, index), lo, hi, last)
+
+    def shared(self, tag: str, attempt: int, g: int, owner: int, index: int) -> tuple | None:
+        """The merged rows of ``owner``'s range that model ``index`` holds. None: the job stopped."""
+        if _stopped(tag, attempt):
+            return None
+        return _shared(tag, attempt, g, owner, index)
+
+
+def _install(model: _Model, lo: int, hi: int, last: bool, rows: tuple) -> None:
+    """Copy merged rows into a model and restart the update counts of its rows in [lo, hi)
+    that were synchronised."""
     for (ids, values), matrix in zip(rows, ("win", "wout")):
         getattr(model.state.model, matrix)[np.searchsorted(model.held, ids)] = values
     a, b = np.searchsorted(model.held, lo), np.searchsorted(model.held, hi)
@@ -195,10 +248,30 @@ def install(tag: str, attempt: int, g: int, index: int, lo: int, hi: int, last: 
             counts[a:b] = 0
         else:
             counts[a:b][model.shared[a:b]] = 0
-    model.installs += 1
-    if model.installs == owners:
+
+
+def install(tag: str, attempt: int, g: int, owners: list[tuple[int, int, int]], last: bool,
+            peers: list[tuple[str, str]], *after) -> int | None:
+    """Each of this worker's models asks every owner (``owners``: owner, lo, hi; ``peers[o]``:
+    where owner o lives) for the merged rows it holds, all owners at once, copies them in and is
+    ready for round g + 1. Returns the bytes received from other workers. ``after``: every
+    merge of round g, only waited for."""
+    if _stopped(tag, attempt):
+        return None
+    received, job = 0, _job(tag, attempt)
+    for m in sorted(job.models):
+        model = _trained(tag, attempt, g, m)
+        remote = [o for o, _, _ in owners if o not in job.masters]
+        answers = _ask(tag, attempt, [(peers[o], "shared", (tag, attempt, g, o, m)) for o in remote], _stopped)
+        if answers is None or any(p is None for p in answers):
+            return None  # the job stopped
+        asked = dict(zip(remote, answers))
+        for o, lo, hi in owners:
+            _install(model, lo, hi, last, asked[o] if o in asked else _shared(tag, attempt, g, o, m))
+        received += sum(_nbytes(p) for p in answers)
         model.state.ready = g + 1
-    return sum(ids.nbytes + values.nbytes for ids, values in rows) if remote else 0
+        del asked, answers
+    return received
 
 
 def master(tag: str, attempt: int, g: int, owner: int, *after) -> tuple[int, Model] | None:

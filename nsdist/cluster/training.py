@@ -2,8 +2,9 @@
 
 ``train_epochs`` runs epochs on one model per worker (models.py): every round each model trains
 its shards in place, then the round's synchronised rows are merged block by block, each block
-by the worker that owns it, and copied to the others. A lost worker restarts training from the
-last checkpoint.
+by the worker that owns it, and copied to the others. A round is a few tasks per worker: the
+rows themselves cross from worker to worker through the ``models.Peer`` actors. A lost worker
+restarts training from the last checkpoint.
 """
 
 from __future__ import annotations
@@ -106,6 +107,8 @@ class _Attempt:
     that owns it, and copied to the others. Epoch e + 1 is submitted before epoch e is collected, so the
     workers never wait for the client between epochs."""
 
+    peer = models.Peer  # the actor on every worker that the rounds ask for rows
+
     def __init__(self, client: Client, cfg: JobConfig, run: Training, attempt: int, start: int, source: tuple):
         self.client, self.cfg, self.run, self.attempt = client, cfg, run, attempt
         self.layout = _place_models(client, run)
@@ -114,7 +117,13 @@ class _Attempt:
         self.total = t.epochs * int(run.words.sum())
         self.done = start * int(run.words.sum())
         ready = self._create(*source, start)
-        self.after = [[ready[w]] for w in self.layout.home]  # per model: what its next task waits for
+        # A Peer actor on every worker: the merges and installs ask it for rows (address, key).
+        self._actors = [self.submit(self.peer, key=f"peer-{run.tag}-{attempt}-{i}", worker=w, actor=True)
+                        for i, w in enumerate(self.workers)]
+        self.peers = [(w, a.key) for w, a in zip(self.workers, self._actors)]
+        # Per model: what its next task waits for (its worker's actor must exist before other
+        # workers ask it for rows).
+        self.after = [[ready[w], self._actors[self.workers.index(w)]] for w in self.layout.home]
         self.last_end = time.perf_counter()
         self.bar, self.bar_words, self.last_loss = progress.off(), 0, None  # train_epochs sets the bar
 
@@ -140,7 +149,8 @@ class _Attempt:
         return gather_watching(self.client, futures, self.workers)
 
     def submit_round(self, epoch: int, r: int):
-        """Train every model, merge the synchronised row blocks, install them everywhere."""
+        """Train every model, merge the synchronised row blocks on their owners, install them
+        everywhere; the round's end (a future of its record, ``models.ended``)."""
         run, t, lay, key = self.run, self.cfg.train, self.layout, f"{self.run.tag}-{self.attempt}-{epoch}-{r}"
         g = epoch * run.rounds + r
         end = self.done + int(run.words[:, r].sum())
@@ -150,44 +160,36 @@ class _Attempt:
         ranges = row_blocks(rows, run.blocks or merge_blocks(rows, run.rows, run.models, run.model_bytes))
         specs = {s: round_spec(t, epoch, r, run.rounds, s, a0, a1, walks=bool(self.cfg.edges))
                  for s in range(len(run.shards))}
-        trained = [self.submit(models.train, run.tag, self.attempt, g, m, ranges, [run.shards[s] for s in group],
+        trained = [self.submit(models.train, run.tag, self.attempt, g, m, [run.shards[s] for s in group],
                                run.tables, [specs[s] for s in group], lay.threads[m], *self.after[m],
                                key=f"train-{key}-{m}", worker=lay.home[m])
                    for m, group in enumerate(lay.groups)]
-        owners = [self.workers[b % len(self.workers)] for b in range(len(ranges))]
-        # An owner merges its blocks one after another, and parts of a block go out only once
-        # the owner's previous merge is done: what a worker holds in flight stays bounded
-        # (plan.IN_FLIGHT) whatever the model size.
-        merged, previous = [], {}
-        for b, (lo, hi) in enumerate(ranges):
-            # The owner's models' parts are views; the others send only what the owner lacks:
-            # the rows they changed, and the rows the owner's models changed (its mask).
-            owner, chain = owners[b], [previous[owners[b]]] if owners[b] in previous else []
-            local = [m for m, h in enumerate(lay.home) if h == owner]
-            masks = self.submit(models.mask, run.tag, self.attempt, g, lo, hi, *[trained[m] for m in local],
-                                key=f"mask-{key}-{b}", worker=owner)
-            parts = [self.submit(models.local, d, b, *chain, key=f"part-{b}-{d.key}", worker=owner) if m in local
-                     else self.submit(models.send, d, b, masks, *chain, key=f"part-{b}-{d.key}", worker=lay.home[m])
-                     for m, d in enumerate(trained)]
-            merged.append(self.submit(models.merge, run.tag, self.attempt, g, b, len(ranges), lo, hi, t.merge,
-                                      *parts, key=f"merge-{key}-{b}", worker=owner))
-            previous[owner] = merged[-1]
-        # Each worker installs the other owners' blocks one at a time, in block order.
-        installs, last = [], {}
-        for b, (lo, hi) in enumerate(ranges):
-            for i, w in enumerate(self.workers):
-                if w != owners[b]:
-                    installs.append(self.submit(models.install, run.tag, self.attempt, g, b, len(ranges), lo, hi,
-                                                merged[b], *([last[w]] if w in last else []),
-                                                key=f"install-{key}-{b}-{i}", worker=w))
-                    last[w] = installs[-1]
-        infos = [self.submit(models.info, m, key=f"info-{m.key}", worker=owners[b]) for b, m in enumerate(merged)]
-        # The next round waits for every install (they read the owners' models) or, on one
-        # worker, for the merges: one barrier task instead of every train depending on each.
-        done = self.submit(models.barrier, *(installs or merged), key=f"round-{key}", worker=self.workers[0])
+        # Rows cross between workers through the Peer actors. Where several workers merge, a
+        # barrier stands between the steps instead of every task depending on each of the
+        # previous step's: a round is a few tasks per worker. One owner (the frequent tiers)
+        # waits for the trains itself, and the installs wait for it.
+        w = len(self.workers)
+        owned = [[(b, lo, hi) for b, (lo, hi) in enumerate(ranges) if b % w == i] for i in range(w)]
+        step = trained if len(ranges) == 1 else [self.submit(models.barrier, *trained, key=f"trained-{key}",
+                                                             worker=self.workers[0])]
+        index = {h: i for i, h in enumerate(self.workers)}
+        homes = [self.peers[index[h]] for h in lay.home]  # where each model's rows are asked for
+        merges = [self.submit(models.merge, run.tag, self.attempt, g, blocks, len(ranges), t.merge, homes, *step,
+                              key=f"merge-{key}-{i}", worker=self.workers[i])
+                  for i, blocks in enumerate(owned) if blocks]
+        installs = []
+        if w > 1:
+            step = merges if len(merges) == 1 else [self.submit(models.barrier, *merges, key=f"merged-{key}",
+                                                                worker=self.workers[0])]
+            installs = [self.submit(models.install, run.tag, self.attempt, g,
+                                    [(b, lo, hi, b % w) for b, (lo, hi) in enumerate(ranges) if b % w != i],
+                                    len(ranges), self.peers, *step, key=f"install-{key}-{i}", worker=x)
+                        for i, x in enumerate(self.workers)]
+        # The next round waits for every install (they read the owners' models).
+        done = self.submit(models.ended, trained, merges, installs, key=f"round-{key}", worker=self.workers[0])
         self.bar.follow([done], functools.partial(self._round_ended, epoch, int(run.words[:, r].sum())))
         self.after = [[done] for _ in lay.groups]
-        return infos, installs, rows, done
+        return done, rows, len(ranges)
 
     def submit_epoch(self, epoch: int, checkpoint_url: str | None):
         rounds = [self.submit_round(epoch, r) for r in range(self.run.rounds)]
@@ -212,15 +214,14 @@ class _Attempt:
                 ) -> tuple[dict, int | None]:
         """The epoch's metrics, and the bytes of its checkpoint once saved (None: no checkpoint)."""
         t = self.cfg.train
-        infos, installed, ends = self.gather([[r[0] for r in rounds], [r[1] for r in rounds], [r[3] for r in rounds]])
+        records = self.gather([r[0] for r in rounds])
         probed = self.gather(scored) if scored is not None else None
-        stats = [s for blk in infos for s in blk[0]["stats"]]
+        stats = [s for rec in records for s in rec["stats"]]
         # One record per merge (round): its row blocks' merges summed (seconds: compute time;
         # bytes: what crossed between worker processes: parts into the merges, merged blocks out),
         # and when the round ended (a worker's clock, Unix time).
-        merges = [{"seconds": sum(i["seconds"] for i in blk), "bytes": sum(i["bytes"] for i in blk) + sum(inst),
-                   "rows": r[2], "blocks": len(blk), "end": end}
-                  for blk, inst, r, end in zip(infos, installed, rounds, ends)]
+        merges = [{"seconds": rec["seconds"], "bytes": rec["bytes"], "rows": rows, "blocks": blocks, "end": rec["end"]}
+                  for rec, (_, rows, blocks) in zip(records, rounds)]
         # From the previous epoch's end (not from this collection's start: the next epoch is
         # already running while the client checkpoints this one).
         now = time.perf_counter()
@@ -259,6 +260,7 @@ class _Attempt:
         self.bar = progress.off()  # the rounds still queued end too: they must not move the bar
         with contextlib.suppress(Exception):  # a client that lost its scheduler has nothing to stop
             self.client.run(models.drop, self.run.tag, on_error="ignore")
+        self._actors = []  # released: Dask frees the Peer actors
 
     def finish(self, write, args: tuple):
         """``write(*args, model)`` on the final model, by the first worker."""
