@@ -275,6 +275,33 @@ def test_a_worker_paused_for_long_ends_the_wait_with_its_memory_limit(monkeypatc
         assert waiting.status == "pending"  # the paused worker ran nothing
 
 
+class _Held:
+    """An actor: what a worker's Peer is to Dask."""
+
+
+def test_a_task_failed_by_a_lost_actor_is_a_lost_model():
+    """Dask errs the tasks that take an actor once the actor's worker leaves (RuntimeError "Worker
+    holding Actor was lost"); training must see a lost model, and restart from its checkpoint."""
+    import time as _time
+
+    from nsdist.cluster import ModelLost
+    from nsdist.cluster import client as cluster_client
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                      host="127.0.0.1") as cluster, Client(cluster) as client:
+        client.wait_for_workers(2)
+        stays, goes = sorted(client.scheduler_info()["workers"])
+        actor = client.submit(_Held, actor=True, workers=[goes], key="held-actor")
+        actor.result()
+        os.kill(client.run(os.getpid, workers=[goes])[goes], 9)
+        deadline = _time.monotonic() + 60
+        while actor.status != "error" and _time.monotonic() < deadline:
+            _time.sleep(0.1)
+        assert actor.status == "error"  # Dask's RuntimeError, not yet a ModelLost
+        with pytest.raises(ModelLost, match=rf"^worker {goes} left the cluster \(Worker holding Actor was lost\)"):
+            cluster_client.gather_watching(client, actor, [stays, goes])
+
+
 def test_verbose_shows_the_traceback_of_an_error(tmp_path, capfd):
     path = str(tmp_path / "vectors.txt")
     open(path, "w").write("3 4\n")

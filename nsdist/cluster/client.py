@@ -261,7 +261,7 @@ def tree_reduce(client: Client, fn, futures: list, key: str, fan_in: int = 8):
 
 def gather_watching(client: Client, futures, workers: list[str]):
     """``client.gather(futures)``; raises ModelLost as soon as one of ``workers`` has left the
-    cluster. Tasks on models are pinned to their worker (work stealing must not move them to a
+    cluster, or a task failed because it did. Tasks on models are pinned to their worker (work stealing must not move them to a
     worker without the model), so after a loss they would wait for it forever; and a worker that
     stays paused (its memory above Dask's pause threshold) would hold them forever: OutOfMemory
     after PAUSED_SECONDS."""
@@ -278,6 +278,13 @@ def gather_watching(client: Client, futures, workers: list[str]):
             gone = sorted(set(workers) - set(status))
             if gone:
                 raise ModelLost(f"worker {', '.join(gone)} left the cluster") from None
+        except RuntimeError as e:
+            # When a worker holding an actor (models.Peer) leaves, Dask errs the actor's future and
+            # the tasks that take it ("Worker holding Actor was lost"): a lost model, not a bug.
+            gone = sorted(set(workers) - set(client.run_on_scheduler(_worker_status)))
+            if gone and not isinstance(e, ModelLost):
+                raise ModelLost(f"worker {', '.join(gone)} left the cluster ({e})") from None
+            raise
             now = time.monotonic()
             paused_since = {w: paused_since.get(w, now) for w in workers if status.get(w) == "paused"}
             stuck = [w for w, since in paused_since.items() if now - since >= PAUSED_SECONDS]
