@@ -278,13 +278,6 @@ def gather_watching(client: Client, futures, workers: list[str]):
             gone = sorted(set(workers) - set(status))
             if gone:
                 raise ModelLost(f"worker {', '.join(gone)} left the cluster") from None
-        except RuntimeError as e:
-            # When a worker holding an actor (models.Peer) leaves, Dask errs the actor's future and
-            # the tasks that take it ("Worker holding Actor was lost"): a lost model, not a bug.
-            gone = sorted(set(workers) - set(client.run_on_scheduler(_worker_status)))
-            if gone and not isinstance(e, ModelLost):
-                raise ModelLost(f"worker {', '.join(gone)} left the cluster ({e})") from None
-            raise
             now = time.monotonic()
             paused_since = {w: paused_since.get(w, now) for w in workers if status.get(w) == "paused"}
             stuck = [w for w, since in paused_since.items() if now - since >= PAUSED_SECONDS]
@@ -293,6 +286,13 @@ def gather_watching(client: Client, futures, workers: list[str]):
                                   f"Dask's pause threshold ({_limit(client, stuck[0])}) while training; give the "
                                   "workers more memory, or train a smaller model (a lower dim, a higher min_count "
                                   "or max_vocab)") from None
+        except RuntimeError as e:
+            # When a worker holding an actor (models.Peer) leaves, Dask errs the actor's future and
+            # the tasks that take it ("Worker holding Actor was lost"): a lost model, not a bug.
+            gone = sorted(set(workers) - set(client.run_on_scheduler(_worker_status)))
+            if gone and not isinstance(e, ModelLost):
+                raise ModelLost(f"worker {', '.join(gone)} left the cluster ({e})") from None
+            raise
 
 
 class Stranded(RuntimeError):
