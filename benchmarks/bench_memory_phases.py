@@ -91,7 +91,7 @@ def main(argv=None) -> int:
                 kind = key.split("-")[0]
                 kinds[kind] = max(kinds.get(kind, 0), rss - idle[worker])
         top = ", ".join(f"{k} {v / 1e6:.0f}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])[:6])
-        print(f"{worker}: peak growth {(peak - idle[worker]) / 1e6:.0f} MB ({(peak - idle[worker]) / yard:.2f}x) "
+        print(f"{worker}: idle {idle[worker] / 1e6:.0f} MB, peak growth {(peak - idle[worker]) / 1e6:.0f} MB ({(peak - idle[worker]) / yard:.2f}x) "
               f"at {at - t0:.1f} s running {running or 'nothing'}; largest growth while running (MB): {top}")
     return 0
 

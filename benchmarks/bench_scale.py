@@ -59,6 +59,8 @@ def main(argv=None) -> int:
     ap.add_argument("--corpus", help="reuse this corpus file (written if missing)")
     ap.add_argument("--workdir")
     ap.add_argument("--json", metavar="FILE")
+    ap.add_argument("--memory-limit", help="each worker's memory limit (Dask's form: 850MB, 1GB); default: Dask's share")
+    ap.add_argument("--dry-run", action="store_true", help="print the job's plan (nsdist train --dry-run) and stop")
     a = ap.parse_args(argv)
 
     import distributed  # noqa: F401  configures its loggers: quieten them afterwards
@@ -83,9 +85,15 @@ def main(argv=None) -> int:
     overrides = {"dim": a.dim, "epochs": a.epochs, "min_count": a.min_count, "shards": a.workers,
                  "checkpoint_every": 0, **parse_set(a.set)}
     cfg = load_config(None, overrides, environ={}, corpus=(corpus,), out=os.path.join(workdir, "out"))
+    limit = {} if a.memory_limit is None else {"memory_limit": a.memory_limit}
     with LocalCluster(n_workers=a.workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                      host="127.0.0.1") as cluster, Client(cluster) as client:
+                      host="127.0.0.1", **limit) as cluster, Client(cluster) as client:
         client.wait_for_workers(a.workers)
+        if a.dry_run:
+            from nsdist.dryrun import dry_run
+
+            print(json.dumps(dry_run(cfg, client), indent=1, default=str))
+            return 0
         warm = os.path.join(workdir, "warm.txt")
         write_zipf_corpus(warm, 1000, 40_000, 1.0, 2)
         train(dataclasses.replace(cfg, corpus=(warm,), out=os.path.join(workdir, "warm"), blocksize=4096), client)
@@ -97,6 +105,7 @@ def main(argv=None) -> int:
         result = train(cfg, client)
         wall = time.perf_counter() - t0
         peak = client.run(_worker_memory)
+        client_info = client.scheduler_info()
 
     man = result.manifest
     m, c = man["metrics"], man["corpus"]
@@ -131,6 +140,12 @@ def main(argv=None) -> int:
     print(f"seconds: epoch {epoch_s:.1f} ({epoch_s / rounds:.2f} per round), kernel {m['epochs'][0]['kernel_seconds']:.1f} "
           f"summed over workers, wall {wall:.1f}")
     yard = model_bytes + c["shard_bytes"] / a.workers
+    limits = [info["memory_limit"] for info in client_info["workers"].values()] if client_info else []
+    absolute = sorted(peak[w]["peak"] for w in peak)
+    print(f"layout {m.get('layout', 'replicated')}; worker peak RSS: median "
+          f"{absolute[len(absolute) // 2] / 1e6:.0f} MB, max {absolute[-1] / 1e6:.0f} MB"
+          + (f" = {absolute[-1] / min(limits):.2f} x the memory limit of {min(limits) / 1e6:.0f} MB "
+             f"({min(limits) / model_bytes:.2f} x the model)" if limits and min(limits) else ""))
     print(f"worker peak growth: min {growth[0] / 1e6:.0f} MB, median {growth[len(growth) // 2] / 1e6:.0f} MB, "
           f"max {growth[-1] / 1e6:.0f} MB = {growth[-1] / yard:.2f}x (model + shards per worker {yard / 1e6:.0f} MB); "
           f"predicted {pred['memory_per_worker'] / 1e6:.0f} MB "

@@ -162,6 +162,26 @@ def choose(layout: str, limits: dict, replicated_bytes: int, models: int) -> str
     return "partitioned" if models > 1 and known and PEAK * replicated_bytes > min(known) else "replicated"
 
 
+# What one exchange of rows holds at most, all models' parts of a chunk together (above the
+# floor of CHUNK_ROWS rows): a round's merges and installs go through a range a chunk at a time,
+# so their memory does not grow with the range (the head's range is held by every model).
+EXCHANGE_BYTES = 64 * 2**20
+CHUNK_ROWS = 1024
+
+
+def chunks(lo: int, hi: int, dim: int, models: int) -> list[tuple[int, int]]:
+    """Rows [lo, hi) in chunks whose rows from ``models`` models (both matrices, their ids and
+    update counts) hold at most EXCHANGE_BYTES, and at least CHUNK_ROWS rows each.
+
+    >>> chunks(0, 2500, 32, 8), chunks(5, 5, 32, 8)
+    ([(0, 2500)], [])
+    >>> chunks(0, 5000, 300, 100)
+    [(0, 1024), (1024, 2048), (2048, 3072), (3072, 4096), (4096, 5000)]
+    """
+    step = max(CHUNK_ROWS, EXCHANGE_BYTES // (max(models, 1) * (2 * dim * 4 + 16)))
+    return [(a, min(hi, a + step)) for a in range(lo, hi, step)]
+
+
 def expected_rows(counts: np.ndarray, models: int) -> tuple[int, int]:
     """Rows a model is expected to hold, and rows every model holds (the head), when a word's
     ``counts`` occurrences fall in the M models' shards independently and evenly: a word is in

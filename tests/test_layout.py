@@ -142,11 +142,18 @@ def test_models_that_share_no_shards_hold_their_rows_once():
     assert layout.holders(held, 4).tolist() == [2, 1, 1, 1]
 
 
-def test_the_distributed_partitioned_layout_equals_the_reference(client, tmp_path, round_tasks):
+@pytest.mark.parametrize("chunk_rows", [None, 37])
+def test_the_distributed_partitioned_layout_equals_the_reference(client, tmp_path, round_tasks, monkeypatch,
+                                                                   chunk_rows):
     """Two single-threaded workers train a long-tail corpus in the partitioned layout: each model
     holds only its shards' rows, and the vectors, output vectors and bytes moved per round equal
     reference.train_partitioned on the same shards. A round is a few tasks per worker: M trains,
-    a merge per owner, an install per worker, the round's end, and barriers where both merge."""
+    a merge per owner, an install per worker, the round's end, and barriers where both merge.
+    ``chunk_rows``: merges and installs go through each range 37 rows at a time (the client
+    plans the chunks), with the same bits and bytes."""
+    if chunk_rows:
+        monkeypatch.setattr(layout, "EXCHANGE_BYTES", 1)
+        monkeypatch.setattr(layout, "CHUNK_ROWS", chunk_rows)
     from nsdist.cluster import count_vocab, encode_shards
     from nsdist.config import load_config
     from nsdist.corpus import plan_blocks

@@ -207,7 +207,8 @@ class _Partitioned(_Attempt):
                                 for s in group], lay.threads[m], *self.after[m],
                                key=f"train-{key}-{m}", worker=lay.home[m])
                    for m, group in enumerate(lay.groups)]
-        owners = [(o, lo, min(hi, n)) for o, (lo, hi) in enumerate(p.ranges) if lo < min(hi, n)]
+        owners = [(o, lo, min(hi, n), layout.chunks(lo, min(hi, n), t.dim, len(lay.groups)))
+                  for o, (lo, hi) in enumerate(p.ranges) if lo < min(hi, n)]
         index = {h: i for i, h in enumerate(self.workers)}
         homes = [self.peers[index[h]] for h in lay.home]  # where each model and its range's masters live
         mine = {w: [x for x in owners if lay.home[x[0]] == w] for w in self.workers}

@@ -160,14 +160,14 @@ def _trained(tag: str, attempt: int, g: int, index: int) -> _Model:
 
 def _fold(master: _Master, lo: int, hi: int, parts: list, how: str) -> tuple:
     """Fold every model's part (model order) into the masters of rows [lo, hi); per matrix the
-    merged rows that more than one model holds (global ids, rows)."""
+    global ids of the merged rows that more than one model holds (their values stay in the
+    masters, where ``share`` reads them)."""
     base, out = lo - master.lo, []
     k = master.k[base:base + hi - lo]
     for c, matrix in enumerate(("win", "wout")):
         rows = getattr(master.rows, matrix)[base:base + hi - lo]
         touched = merge_deltas(rows, [(p[c][0] - lo, p[c][1], p[c][2]) for p in parts], k, how)
-        ids = np.flatnonzero(touched & (k > 1))
-        out.append((ids.astype(np.int32) + lo, rows[ids]))
+        out.append(np.flatnonzero(touched & (k > 1)).astype(np.int32) + lo)
     return tuple(out)
 
 
@@ -175,48 +175,57 @@ def _nbytes(rows: tuple) -> int:
     return sum(a.nbytes for matrix in rows for a in matrix)
 
 
-def merge(tag: str, attempt: int, g: int, owners: list[tuple[int, int, int]], last: bool, how: str,
+def merge(tag: str, attempt: int, g: int, owners: list[tuple[int, int, int, list]], last: bool, how: str,
           peers: list[tuple[str, str]], *after) -> dict | None:
-    """The owner's task: for each of its ``owners`` (owner, lo, hi) of round ``g``, fold every
-    model's part (``peers[m]``: where model m lives) into the masters, and keep the merged rows
-    for the holders (``Peer.shared``). Returns the compute seconds and the bytes of the parts
-    received from other workers. ``after``: every model's train of round g, only waited for."""
+    """The owner's task: for each of its ``owners`` (owner, lo, hi, chunks) of round ``g``, fold
+    every model's part (``peers[m]``: where model m lives) into the masters, a chunk of rows at a
+    time (``layout.chunks``: what one exchange holds is bounded, whatever the range), and keep the ids
+    of the merged rows for the holders (``Peer.shared``). Returns the compute seconds and the
+    bytes of the parts received from other workers. ``after``: every model's train of round g,
+    only waited for."""
     if _stopped(tag, attempt):
         return None
     t0, received, job = time.perf_counter(), 0, _job(tag, attempt)
-    for owner, lo, hi in owners:
+    remote = [m for m in range(len(peers)) if m not in job.models]
+    for owner, _, _, grid in owners:
         master = job.masters.get(owner)
         if master is None:
             raise ModelLost(f"the masters of model {owner} are not on this worker")
-        remote = [m for m in range(len(peers)) if m not in job.models]
-        answers = _ask(tag, attempt, [(peers[m], "part", (tag, attempt, g, m, lo, hi, last)) for m in remote],
-                       _stopped)
-        if answers is None or any(p is None for p in answers):
-            return None  # the job stopped
-        asked = dict(zip(remote, answers))
-        parts = [asked[m] if m in asked else _send(_trained(tag, attempt, g, m), lo, hi, last)
-                 for m in range(len(peers))]
-        received += sum(_nbytes(p) for p in answers)
-        job.merged[(g, owner)] = _fold(master, lo, hi, parts, how)
-        del parts, asked, answers
+        merged = []
+        for a, b in grid:
+            answers = _ask(tag, attempt, [(peers[m], "part", (tag, attempt, g, m, a, b, last)) for m in remote],
+                           _stopped)
+            if answers is None or any(p is None for p in answers):
+                return None  # the job stopped
+            asked = dict(zip(remote, answers))
+            parts = [asked[m] if m in asked else _send(_trained(tag, attempt, g, m), a, b, last)
+                     for m in range(len(peers))]
+            received += sum(_nbytes(p) for p in answers)
+            merged.append(_fold(master, a, b, parts, how))
+            del parts, asked, answers
+        job.merged[(g, owner)] = tuple(np.concatenate([m[c] for m in merged]) if merged else np.zeros(0, np.int32)
+                                       for c in range(2))
     return {"seconds": time.perf_counter() - t0, "bytes": received}
 
 
-def share(merged: tuple, inrange: np.ndarray) -> tuple:
-    """The merged rows one model holds (``inrange``: its held ids in the owner's range)."""
+def share(master: _Master, merged: tuple, inrange: np.ndarray, a: int, b: int) -> tuple:
+    """The merged rows in [a, b) that one model holds (``merged``: per matrix the ids merged;
+    ``inrange``: the model's held ids in the owner's range), read from the masters."""
     out = []
-    for ids, rows in merged:
-        mine = np.isin(ids, inrange, assume_unique=True)
-        out.append((ids[mine], rows[mine]))
+    for ids, matrix in zip(merged, ("win", "wout")):
+        ids = ids[np.searchsorted(ids, a):np.searchsorted(ids, b)]
+        ids = ids[np.isin(ids, inrange, assume_unique=True)]
+        out.append((ids, getattr(master.rows, matrix)[ids - master.lo]))
     return tuple(out)
 
 
-def _shared(tag: str, attempt: int, g: int, owner: int, index: int) -> tuple:
+def _shared(tag: str, attempt: int, g: int, owner: int, index: int, a: int, b: int) -> tuple:
     job = _job(tag, attempt)
     merged = job.merged.get((g, owner))
     if merged is None:
         raise ModelLost(f"the range of model {owner} is not merged for round {g} on this worker")
-    return share(merged, job.masters[owner].inrange[index])
+    master = job.masters[owner]
+    return share(master, merged, master.inrange[index], a, b)
 
 
 class Peer:
@@ -230,18 +239,22 @@ class Peer:
             return None
         return _send(_trained(tag, attempt, g, index), lo, hi, last)
 
-    def shared(self, tag: str, attempt: int, g: int, owner: int, index: int) -> tuple | None:
-        """The merged rows of ``owner``'s range that model ``index`` holds. None: the job stopped."""
+    def shared(self, tag: str, attempt: int, g: int, owner: int, index: int, a: int, b: int) -> tuple | None:
+        """The merged rows in [a, b) of ``owner``'s range that model ``index`` holds. None: the
+        job stopped."""
         if _stopped(tag, attempt):
             return None
-        return _shared(tag, attempt, g, owner, index)
+        return _shared(tag, attempt, g, owner, index, a, b)
 
 
-def _install(model: _Model, lo: int, hi: int, last: bool, rows: tuple) -> None:
-    """Copy merged rows into a model and restart the update counts of its rows in [lo, hi)
-    that were synchronised."""
+def _install(model: _Model, rows: tuple) -> None:
+    """Copy merged rows (per matrix: global ids, values) into a model."""
     for (ids, values), matrix in zip(rows, ("win", "wout")):
         getattr(model.state.model, matrix)[np.searchsorted(model.held, ids)] = values
+
+
+def _restart(model: _Model, lo: int, hi: int, last: bool) -> None:
+    """Restart the update counts of the model's rows in [lo, hi) that were synchronised."""
     a, b = np.searchsorted(model.held, lo), np.searchsorted(model.held, hi)
     for counts in (model.state.n_in, model.state.n_out):
         if last:
@@ -250,27 +263,33 @@ def _install(model: _Model, lo: int, hi: int, last: bool, rows: tuple) -> None:
             counts[a:b][model.shared[a:b]] = 0
 
 
-def install(tag: str, attempt: int, g: int, owners: list[tuple[int, int, int]], last: bool,
+def install(tag: str, attempt: int, g: int, owners: list[tuple[int, int, int, list]], last: bool,
             peers: list[tuple[str, str]], *after) -> int | None:
-    """Each of this worker's models asks every owner (``owners``: owner, lo, hi; ``peers[o]``:
-    where owner o lives) for the merged rows it holds, all owners at once, copies them in and is
-    ready for round g + 1. Returns the bytes received from other workers. ``after``: every
-    merge of round g, only waited for."""
+    """Each of this worker's models asks the owners (``owners``: owner, lo, hi, chunks; ``peers[o]``:
+    where owner o lives) for the merged rows it holds, the same chunk of every range at once
+    (``layout.chunks``), copies them in and is ready for round g + 1. Returns the bytes received
+    from other workers. ``after``: every merge of round g, only waited for."""
     if _stopped(tag, attempt):
         return None
     received, job = 0, _job(tag, attempt)
+    grid = {o: c for o, _, _, c in owners}
     for m in sorted(job.models):
         model = _trained(tag, attempt, g, m)
-        remote = [o for o, _, _ in owners if o not in job.masters]
-        answers = _ask(tag, attempt, [(peers[o], "shared", (tag, attempt, g, o, m)) for o in remote], _stopped)
-        if answers is None or any(p is None for p in answers):
-            return None  # the job stopped
-        asked = dict(zip(remote, answers))
-        for o, lo, hi in owners:
-            _install(model, lo, hi, last, asked[o] if o in asked else _shared(tag, attempt, g, o, m))
-        received += sum(_nbytes(p) for p in answers)
+        for j in range(max((len(c) for c in grid.values()), default=0)):
+            calls = [(o, *grid[o][j]) for o, _, _, _ in owners if j < len(grid[o])]
+            remote = [c for c in calls if c[0] not in job.masters]
+            answers = _ask(tag, attempt, [(peers[o], "shared", (tag, attempt, g, o, m, a, b)) for o, a, b in remote],
+                           _stopped)
+            if answers is None or any(p is None for p in answers):
+                return None  # the job stopped
+            asked = dict(zip([c[0] for c in remote], answers))
+            for o, a, b in calls:
+                _install(model, asked[o] if o in asked else _shared(tag, attempt, g, o, m, a, b))
+            received += sum(_nbytes(p) for p in answers)
+            del asked, answers
+        for _, lo, hi, _ in owners:
+            _restart(model, lo, hi, last)
         model.state.ready = g + 1
-        del asked, answers
     return received
 
 
