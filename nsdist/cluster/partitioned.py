@@ -174,6 +174,11 @@ def _serve(task, args: tuple, item, keys: list[str], ranges: list, dim: int, *af
     return task(*args, item, _Rows(_Fetch(keys, ranges), ranges[-1][1], dim, "win", unit=True))
 
 
+def _first(master: tuple | None) -> int | None:
+    """The first row of an owner's masters (None: the job stopped): a marker that they are read."""
+    return None if master is None else master[0]
+
+
 class _Partitioned(_Attempt):
     """An attempt at training in the partitioned layout (parts.py on the workers)."""
 
@@ -237,7 +242,10 @@ class _Partitioned(_Attempt):
         # in a task never resolves).
         self.client.publish_dataset(**{m.key: m for m in masters})
         self.kept.extend(m.key for m in masters)
-        ready = self.submit(models.barrier, *masters, key=f"masters-{label}-{run.tag}-{self.attempt}-{g}",
+        # Waited for through a marker beside each: a task that took the masters themselves would
+        # fetch every range, the whole model, onto its worker.
+        marks = [self.submit(_first, m, key=f"mark-{m.key}", worker=lay.home[o]) for o, m in enumerate(masters)]
+        ready = self.submit(models.barrier, *marks, key=f"masters-{label}-{run.tag}-{self.attempt}-{g}",
                             worker=self.workers[0])
         return [m.key for m in masters], ready
 
