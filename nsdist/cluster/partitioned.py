@@ -17,7 +17,7 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
-from distributed import Client, worker_client
+from distributed import Client
 
 from .. import layout, progress
 from ..model import Model
@@ -99,34 +99,37 @@ def partition(client: Client, shards: list, vocab, t, n_models: int, rows: int, 
 
 
 class _Fetch:
-    """The owners' masters after a round, fetched by a task one range at a time (the last one
-    kept): a task that writes or scans the whole model holds one range of it, never all of it."""
+    """The owners' masters after a round, read by a task through the owners' ``parts.Peer``
+    actors (``where``: the job's tag, attempt and each owner's peer), rows [a, b) or some row
+    ids at a time: a task that writes or scans the whole model holds what it asked for, never a
+    range of it, let alone all of it."""
 
-    def __init__(self, keys: list[str], ranges: list[tuple[int, int]]):
-        self.keys, self.ranges, self.starts = keys, ranges, np.array([lo for lo, _ in ranges])
-        self.held: tuple[int, Model] | None = None
+    def __init__(self, where: tuple, ranges: list[tuple[int, int]]):
+        self.tag, self.attempt, self.peers = where
+        self.ranges, self.starts = ranges, np.array([lo for lo, _ in ranges])
 
-    def range(self, i: int) -> Model:
-        if self.held is None or self.held[0] != i:
-            self.held = None  # freed before the next range arrives
-            with worker_client() as client:  # waits without holding one of the worker's threads
-                got = client.get_dataset(self.keys[i]).result()
-            if got is None:
-                raise ModelLost("the masters are gone (the job stopped)")
-            self.held = (i, got[1])
-        return self.held[1]
+    def ask(self, owner: int, method: str, *args) -> np.ndarray:
+        if parts.has_masters(self.tag, self.attempt, owner):
+            return getattr(parts, method)(self.tag, self.attempt, owner, *args)
+        got = models._ask(self.tag, self.attempt, [(self.peers[owner], method, (self.tag, self.attempt, owner, *args))],
+                          parts._stopped)
+        if got is None or got[0] is None:
+            raise ModelLost("the masters are gone (the job stopped)")
+        return got[0]
 
 
 class _Rows:
     """One matrix of the whole model (``matrix``: win or wout; ``unit``: its rows scaled to length
     1) as the writers and ``nearest.block_topk`` read it: rows by slices or lists of row ids,
-    fetched from the owners' masters a range at a time (``_Fetch``)."""
+    each asked of the owners' masters when read (``_Fetch``)."""
 
     dtype, ndim = np.dtype(np.float32), 2
     flags = type("flags", (), {"c_contiguous": True, "f_contiguous": False})
 
     def __init__(self, fetch: _Fetch, rows: int, dim: int, matrix: str, unit: bool = False):
         self.fetch, self.shape, self.matrix, self.unit = fetch, (rows, dim), matrix, unit
+        self.step = max(layout.CHUNK_ROWS, layout.EXCHANGE_BYTES // (dim * 4))  # rows of one read
+        self.held: tuple[int, int, np.ndarray] | None = None  # the last chunk read: (first row, last + 1, rows)
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -139,54 +142,58 @@ class _Rows:
         assert np.dtype(dtype) == self.dtype and not copy, dtype  # the writers ask for float32 views
         return self
 
-    def _range(self, i: int, a: int, b: int) -> np.ndarray:
-        rows = getattr(self.fetch.range(i), self.matrix)[a:b]
+    def _unit(self, rows: np.ndarray) -> np.ndarray:
         return unit_rows(rows) if self.unit else rows
 
+    def _slice(self, owner: int, a: int, b: int) -> np.ndarray:
+        """Rows [a, b) of one owner's range: from the chunk last read, else a chunk of ``step``
+        rows from ``a`` is read and kept (writers and the top-k table read in order, in small
+        slices); a slice longer than a chunk is read as it is."""
+        if b - a > self.step:
+            return self.fetch.ask(owner, "master_rows", self.matrix, a, b)
+        held = self.held
+        if held is None or not held[0] <= a < b <= held[1]:
+            self.held = None  # freed before the next chunk arrives
+            end = min(self.fetch.ranges[owner][1], a + self.step)
+            held = self.held = (a, end, self.fetch.ask(owner, "master_rows", self.matrix, a, end))
+        return held[2][a - held[0]:b - held[0]]
+
     def __getitem__(self, key) -> np.ndarray:
+        fetch, out = self.fetch, []
         if isinstance(key, slice):
             lo, hi, step = key.indices(self.shape[0])
             assert step == 1, key
-            parts = []
-            for i, (a, b) in enumerate(self.fetch.ranges):
+            for o, (a, b) in enumerate(fetch.ranges):
                 if a < hi and lo < b:
-                    parts.append(self._range(i, max(lo, a) - a, min(hi, b) - a))
-            return np.concatenate(parts) if parts else np.zeros((0, self.shape[1]), np.float32)
+                    out.append(self._unit(self._slice(o, max(lo, a), min(hi, b))))
+            if not out:
+                return np.zeros((0, self.shape[1]), np.float32)
+            return np.concatenate(out) if len(out) > 1 else out[0]
         ids = np.asarray(key, np.int64)
-        out = np.empty((len(ids), self.shape[1]), np.float32)
-        where = np.searchsorted(self.fetch.starts, ids, side="right") - 1
-        for i in np.unique(where):
-            mine = where == i
-            out[mine] = self._range(int(i), 0, self.fetch.ranges[i][1] - self.fetch.ranges[i][0])[
-                ids[mine] - self.fetch.ranges[i][0]]
-        return out
+        got = np.empty((len(ids), self.shape[1]), np.float32)
+        where = np.searchsorted(fetch.starts, ids, side="right") - 1
+        for o in np.unique(where):
+            mine = where == o
+            got[mine] = self._unit(fetch.ask(int(o), "master_pick", self.matrix, ids[mine]))
+        return got
 
 
-def _apply(fn, args: tuple, keys: list[str], ranges: list, dim: int, *after):
-    """``fn(*args, model)`` with the whole model read from the masters a range at a time."""
-    fetch = _Fetch(keys, ranges)
+def _apply(fn, args: tuple, where: tuple, ranges: list, dim: int, *after):
+    """``fn(*args, model)`` with the whole model read from the masters as it asks for rows."""
+    fetch = _Fetch(where, ranges)
     rows = ranges[-1][1]
     return fn(*args, Model(_Rows(fetch, rows, dim, "win"), _Rows(fetch, rows, dim, "wout")))
 
 
-def _serve(task, args: tuple, item, keys: list[str], ranges: list, dim: int, *after):
-    """``task(*args, item, unit)`` with the whole model's unit rows read a range at a time."""
-    return task(*args, item, _Rows(_Fetch(keys, ranges), ranges[-1][1], dim, "win", unit=True))
-
-
-def _first(master: tuple | None) -> int | None:
-    """The first row of an owner's masters (None: the job stopped): a marker that they are read."""
-    return None if master is None else master[0]
+def _serve(task, args: tuple, item, where: tuple, ranges: list, dim: int, *after):
+    """``task(*args, item, unit)`` with the whole model's unit rows read from the masters."""
+    return task(*args, item, _Rows(_Fetch(where, ranges), ranges[-1][1], dim, "win", unit=True))
 
 
 class _Partitioned(_Attempt):
     """An attempt at training in the partitioned layout (parts.py on the workers)."""
 
     peer = parts.Peer
-
-    def __init__(self, *args):
-        self.kept = []  # the names the masters' futures are published under
-        super().__init__(*args)
 
     def _create(self, build, args: tuple, start: int) -> dict:
         run, lay, p = self.run, self.layout, self.run.parts
@@ -231,23 +238,17 @@ class _Partitioned(_Attempt):
         self.after = [[done] for _ in lay.groups]
         return done, n, len(owners)
 
-    def _masters(self, g: int, label: str) -> tuple[list, object]:
-        """The names of the owners' masters before round ``g`` (tasks fetch them a range at a
-        time), and a future that is done when they all are."""
+    def _masters(self, g: int, label: str) -> tuple[tuple, object]:
+        """Where tasks read the owners' masters before round ``g`` (``_Fetch``), and a future
+        that is done when they all are."""
         run, lay = self.run, self.layout
         masters = [self.submit(parts.master, run.tag, self.attempt, g, o, *self.after[o],
                                key=f"master-{label}-{run.tag}-{self.attempt}-{g}-{o}", worker=lay.home[o])
                    for o in range(len(lay.groups))]
-        # Published under their keys: a task fetches them by name (a future made from a bare key
-        # in a task never resolves).
-        self.client.publish_dataset(**{m.key: m for m in masters})
-        self.kept.extend(m.key for m in masters)
-        # Waited for through a marker beside each: a task that took the masters themselves would
-        # fetch every range, the whole model, onto its worker.
-        marks = [self.submit(_first, m, key=f"mark-{m.key}", worker=lay.home[o]) for o, m in enumerate(masters)]
-        ready = self.submit(models.barrier, *marks, key=f"masters-{label}-{run.tag}-{self.attempt}-{g}",
+        ready = self.submit(models.barrier, *masters, key=f"masters-{label}-{run.tag}-{self.attempt}-{g}",
                             worker=self.workers[0])
-        return [m.key for m in masters], ready
+        index = {h: i for i, h in enumerate(self.workers)}
+        return (run.tag, self.attempt, [self.peers[index[h]] for h in lay.home]), ready
 
     def _on_first(self, epoch: int, label: str, fn, args: tuple):
         run, g = self.run, (epoch + 1) * self.run.rounds
@@ -257,8 +258,8 @@ class _Partitioned(_Attempt):
                                  priority=10)
             self.after[0] = self.after[0] + [future]
             return future
-        keys, ready = self._masters(g, label)
-        future = self.submit(_apply, fn, args, keys, self.run.parts.ranges, self.cfg.train.dim, ready,
+        where, ready = self._masters(g, label)
+        future = self.submit(_apply, fn, args, where, self.run.parts.ranges, self.cfg.train.dim, ready,
                              key=f"{label}-{run.tag}-{self.attempt}-{epoch}", worker=self.workers[0], priority=10)
         # The masters are read in place: the next round waits until they are written out.
         self.after = [a + [future] for a in self.after]
@@ -268,23 +269,20 @@ class _Partitioned(_Attempt):
         super().stop()
         with contextlib.suppress(Exception):  # a client that lost its scheduler has nothing to stop
             self.client.run(parts.drop, self.run.tag, on_error="ignore")
-        for name in self.kept:  # the masters' last references
-            with contextlib.suppress(Exception):
-                self.client.unpublish_dataset(name)
 
     def finish(self, write, args: tuple):
-        keys, ready = self._masters(self.cfg.train.epochs * self.run.rounds, "final")
-        return self.gather(self.submit(_apply, write, args, keys, self.run.parts.ranges, self.cfg.train.dim, ready,
+        where, ready = self._masters(self.cfg.train.epochs * self.run.rounds, "final")
+        return self.gather(self.submit(_apply, write, args, where, self.run.parts.ranges, self.cfg.train.dim, ready,
                                        key=f"write-{self.run.tag}-{self.attempt}", worker=self.workers[0]))
 
     def deal(self, task, args: tuple, items: list, label: str, whole: bool = False) -> list:
         """``task(*args, item, unit)`` (``whole``: ``task(*args, item, model)``) for each item,
         dealt over the workers, on the final model read from the masters a range at a time."""
         run, dim = self.run, self.cfg.train.dim
-        keys, ready = self._masters(self.cfg.train.epochs * run.rounds, label)
-        futures = [self.submit(_apply, task, (*args, item), keys, run.parts.ranges, dim, ready,
+        where, ready = self._masters(self.cfg.train.epochs * run.rounds, label)
+        futures = [self.submit(_apply, task, (*args, item), where, run.parts.ranges, dim, ready,
                                key=f"{label}-{run.tag}-{self.attempt}-{i}", worker=w) if whole
-                   else self.submit(_serve, task, args, item, keys, run.parts.ranges, dim, ready,
+                   else self.submit(_serve, task, args, item, where, run.parts.ranges, dim, ready,
                                     key=f"{label}-{run.tag}-{self.attempt}-{i}", worker=w)
                    for i, item in enumerate(items) for w in [self.workers[i % len(self.workers)]]]
         with progress.stage(label, len(futures), unit=" blocks") as bar:

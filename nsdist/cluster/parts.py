@@ -246,6 +246,18 @@ class Peer:
             return None
         return _shared(tag, attempt, g, owner, index, a, b)
 
+    def master_rows(self, tag: str, attempt: int, owner: int, matrix: str, a: int, b: int) -> np.ndarray | None:
+        """Rows [a, b) of a matrix of the masters of model ``owner``'s range. None: the job stopped."""
+        if _stopped(tag, attempt):
+            return None
+        return master_rows(tag, attempt, owner, matrix, a, b)
+
+    def master_pick(self, tag: str, attempt: int, owner: int, matrix: str, ids: np.ndarray) -> np.ndarray | None:
+        """The rows ``ids`` of a matrix of the masters of model ``owner``'s range. None: the job stopped."""
+        if _stopped(tag, attempt):
+            return None
+        return master_pick(tag, attempt, owner, matrix, ids)
+
 
 def _install(model: _Model, rows: tuple) -> None:
     """Copy merged rows (per matrix: global ids, values) into a model."""
@@ -293,15 +305,38 @@ def install(tag: str, attempt: int, g: int, owners: list[tuple[int, int, int, li
     return received
 
 
-def master(tag: str, attempt: int, g: int, owner: int, *after) -> tuple[int, Model] | None:
-    """The masters of model ``owner``'s range after round g - 1 (an epoch's last: the whole
-    model's rows there): (first row, rows)."""
+def master(tag: str, attempt: int, g: int, owner: int, *after) -> int | None:
+    """Once the masters of model ``owner``'s range hold round g - 1 (an epoch's last: the whole
+    model's rows there): its first row. Tasks then read them (``master_rows``, ``master_pick``)
+    before the next round's merges change them (partitioned._on_first)."""
     if _stopped(tag, attempt):
         return None
+    return _masters(tag, attempt, owner).lo
+
+
+def _masters(tag: str, attempt: int, owner: int) -> _Master:
     m = _job(tag, attempt).masters.get(owner)
     if m is None:
         raise ModelLost(f"the masters of model {owner} are not on this worker")
-    return m.lo, m.rows  # read before the next round's merges change them (partitioned._on_first)
+    return m
+
+
+def has_masters(tag: str, attempt: int, owner: int) -> bool:
+    """Whether this worker keeps the masters of model ``owner``'s range."""
+    job = _JOBS.get((_address(), tag))
+    return job is not None and job.attempt == attempt and owner in job.masters
+
+
+def master_rows(tag: str, attempt: int, owner: int, matrix: str, a: int, b: int) -> np.ndarray:
+    """Rows [a, b) of one ``matrix`` (win, wout) of the masters of model ``owner``'s range (a view)."""
+    m = _masters(tag, attempt, owner)
+    return getattr(m.rows, matrix)[a - m.lo:b - m.lo]
+
+
+def master_pick(tag: str, attempt: int, owner: int, matrix: str, ids: np.ndarray) -> np.ndarray:
+    """The rows ``ids`` (global, in model ``owner``'s range) of one ``matrix`` of its masters."""
+    m = _masters(tag, attempt, owner)
+    return getattr(m.rows, matrix)[ids - m.lo]
 
 
 def local(tag: str, attempt: int, g: int, index: int, fn, args: tuple, *after):
