@@ -9,7 +9,7 @@ import numpy as np
 from . import cluster
 from .config import JobConfig
 from .inputs import check_inputs, plan_inputs
-from .layout import choose, expected_rows
+from .layout import choose, expected_rows, worker_bytes
 from .plan import sample_blocks
 from .runs import new_run_id
 
@@ -58,9 +58,11 @@ def dry_run(cfg: JobConfig, client, resume: str | None = None, init_from: str | 
     # graph, the whole adjacency or its node range of it (cluster.read_graph's ranges follow the
     # sorted workers).
     own = 4 * estimate["tokens"] // max(n_shards, 1)
-    rows = estimate["held_rows"] + 2 * -(-estimate["vocab_size"] // n_models)  # its masters, and one read out
+    masters = -(-estimate["vocab_size"] // n_models)
+    rows = estimate["held_rows"] + masters
     need = {w: model_bytes + adjacency[i] + own * len(shards[w]) for i, w in enumerate(workers)}
-    parted = {w: 2 * rows * t.dim * 4 + adjacency[i] + own * len(shards[w]) for i, w in enumerate(workers)}
+    parted = {w: worker_bytes(estimate["held_rows"], masters, t.dim, n_models) + adjacency[i] + own * len(shards[w])
+              for i, w in enumerate(workers)}
     chosen = choose(t.layout, limits, max(need.values(), default=0), n_models)
     return {"corpus": {"files": len(files), "bytes": sum(s for _, s in files), "blocks": len(blocks)},
             "layout": {"chosen": chosen, "asked": t.layout, "held_rows": estimate["held_rows"],

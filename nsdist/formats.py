@@ -169,11 +169,13 @@ def _parquet(words: pa.Array, counts: np.ndarray, vectors: np.ndarray, rows: int
     return fill
 
 
-def _vocab_tsv(words: Sequence[str], counts: np.ndarray):
+def _vocab_tsv(words: pa.Array, counts: np.ndarray):
+    """The lines of vocab.tsv, 65,536 words at a time: only those become Python strings (a
+    vocabulary of 10M words as one list would take about 650 MB)."""
     def fill(w):
         for start in range(0, len(words), 65536):
-            chunk = zip(words[start:start + 65536], counts[start:start + 65536].tolist())
-            w.write("".join(f"{word}\t{c}\n" for word, c in chunk).encode())
+            chunk = zip(words[start:start + 65536].to_pylist(), counts[start:start + 65536].tolist())
+            w.write("".join(f"{escape_word(word)}\t{c}\n" for word, c in chunk).encode())
     return fill
 
 
@@ -305,8 +307,7 @@ def abort_outputs(plan: OutputPlan, storage_options=None) -> None:
 
 def write_vocab(url: str, words: pa.Array, counts: np.ndarray, storage_options=None) -> dict:
     """vocab.tsv (word<TAB>count in id order, words escaped); {vocab.tsv: {size, sha256}}."""
-    written = [escape_word(w) for w in words.to_pylist()]
-    return {"vocab.tsv": _write(storage.join(url, "vocab.tsv"), storage_options, _vocab_tsv(written, counts))}
+    return {"vocab.tsv": _write(storage.join(url, "vocab.tsv"), storage_options, _vocab_tsv(words, counts))}
 
 
 def write_run_files(url: str, words: pa.Array, counts: np.ndarray, win: np.ndarray, wout: np.ndarray,

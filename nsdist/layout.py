@@ -169,17 +169,45 @@ EXCHANGE_BYTES = 64 * 2**20
 CHUNK_ROWS = 1024
 
 
-def chunks(lo: int, hi: int, dim: int, models: int) -> list[tuple[int, int]]:
-    """Rows [lo, hi) in chunks whose rows from ``models`` models (both matrices, their ids and
-    update counts) hold at most EXCHANGE_BYTES, and at least CHUNK_ROWS rows each.
+def _row_bytes(dim: int) -> int:
+    return 2 * dim * 4 + 16  # both matrices' rows, their ids and update counts
 
-    >>> chunks(0, 2500, 32, 8), chunks(5, 5, 32, 8)
+
+def chunk_rows(dim: int, models: int, span: int) -> int:
+    """Rows per chunk of an owner's range of ``span`` rows: ``models`` models' parts of a chunk
+    hold at most EXCHANGE_BYTES and about as much as the range's own masters (so a small model's
+    exchanges are small too), and a chunk at least CHUNK_ROWS rows.
+
+    >>> chunk_rows(32, 8, 1_250_000), chunk_rows(300, 100, 1_000_000), chunk_rows(256, 4, 7_500)
+    (30840, 1024, 1875)
+    """
+    models = max(models, 1)
+    return max(CHUNK_ROWS, min(EXCHANGE_BYTES // (models * _row_bytes(dim)), span // models))
+
+
+def chunks(lo: int, hi: int, dim: int, models: int, span: int) -> list[tuple[int, int]]:
+    """Rows [lo, hi) of an owner's range of ``span`` rows in chunks of ``chunk_rows`` rows.
+
+    >>> chunks(0, 2500, 32, 8, 10**6), chunks(5, 5, 32, 8, 10)
     ([(0, 2500)], [])
-    >>> chunks(0, 5000, 300, 100)
+    >>> chunks(0, 5000, 300, 100, 10**6)
     [(0, 1024), (1024, 2048), (2048, 3072), (3072, 4096), (4096, 5000)]
     """
-    step = max(CHUNK_ROWS, EXCHANGE_BYTES // (max(models, 1) * (2 * dim * 4 + 16)))
+    step = chunk_rows(dim, models, span)
     return [(a, min(hi, a + step)) for a in range(lo, hi, step)]
+
+
+def worker_bytes(held: int, masters: int, dim: int, models: int) -> int:
+    """What a worker's model and masters take in the partitioned layout: the ``held`` rows of its
+    model and the ``masters`` of its range, both matrices, and one exchange of rows in transit
+    (every model's part of a chunk of its range, as the head's owner receives them in an epoch's
+    last round), before training's peaks (plan.PEAK).
+
+    >>> worker_bytes(1000, 50_000, 32, 2)  # 51,000 rows, and 2 models' parts of 25,000 rows
+    26656000
+    """
+    transit = models * min(masters, chunk_rows(dim, models, masters)) * _row_bytes(dim)
+    return 2 * (held + masters) * dim * 4 + transit
 
 
 def expected_rows(counts: np.ndarray, models: int) -> tuple[int, int]:

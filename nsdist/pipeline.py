@@ -473,13 +473,14 @@ def _replicated_bytes(vocab_size: int, dim: int, shard_bytes: int, n_models: int
 
 def _check_partitioned(limits: dict, held: list[int], ranges: list, dim: int, shard_bytes: int, n_models: int,
                        whole: bool) -> None:
-    """OutOfMemory when a worker's rows (its model's and its masters, and the range of them that a
-    checkpoint or output writer reads at a time) and shards would pass its memory limit at
-    training's peaks; ``whole``: the model training starts from is read whole on every worker (a
-    checkpoint or a warm start)."""
+    """OutOfMemory when a worker's rows (its model's and its masters, and one exchange of rows in
+    transit: layout.worker_bytes) and shards would pass its memory limit at training's peaks;
+    ``whole``: the model training starts from is read whole on every worker (a checkpoint or a
+    warm start)."""
     known = [v for v in limits.values() if v]
-    rows = max(h + 2 * (hi - lo) for h, (lo, hi) in zip(held, ranges)) + (ranges[-1][1] if whole else 0)
-    need = 2 * rows * dim * 4 + shard_bytes // max(n_models, 1)
+    rows = max(h + hi - lo for h, (lo, hi) in zip(held, ranges)) + (ranges[-1][1] if whole else 0)
+    need = max(layout.worker_bytes(h + (ranges[-1][1] if whole else 0), hi - lo, dim, n_models)
+               for h, (lo, hi) in zip(held, ranges)) + shard_bytes // max(n_models, 1)
     if known and PEAK * need > min(known):
         raise OutOfMemory(
             f"in the partitioned layout a worker holds up to {rows:,} rows x dim {dim} x 2 float32 and its shards: up "

@@ -31,6 +31,7 @@ def cmd_train(args) -> int:
 
 
 def _print_plan(plan: dict) -> None:
+    from ..layout import EXCHANGE_BYTES
     from ..plan import PEAK
 
     c, s = plan["corpus"], plan["sample"]
@@ -58,7 +59,8 @@ def _print_plan(plan: dict) -> None:
     print(f"layout: {lay['chosen']}{why}; replicated, a worker holds all {s['vocab_size']:,} rows "
           f"({lay['replicated_bytes'] / 1e6:,.1f} MB with its shards); partitioned, about {lay['rows_per_worker']:,} "
           f"rows ({lay['held_rows']:,} its shards use, about {lay['head_rows']:,} of them used by every model, and "
-          f"the masters of 1/{plan['models']} of the rows, twice while they are written out; "
+          f"the masters of 1/{plan['models']} of the rows, and up to {EXCHANGE_BYTES // 2**20} MiB of rows in "
+          f"transit; "
           f"{lay['partitioned_bytes'] / 1e6:,.1f} MB with its shards)")
     print(f"rounds: {plan['rounds_per_epoch']} per epoch x {plan['epochs']} epoch(s); each averages the "
           f"{plan['sync_rows'] or 'all'} most frequent rows or more, all rows at each epoch's end")

@@ -6,8 +6,9 @@ the shards mapped to local ids and each model's tables, all on the workers; the 
 futures only. ``_Partitioned`` is ``training._Attempt`` with the rounds of parts.py, a few tasks
 per worker: train; merge (each owner asks every model for the changed rows of its range and
 folds them into its masters); install (each model asks every owner for the merged rows it
-holds). Its checkpoints, outputs and top-k table read the whole model from the owners' masters
-a range at a time (``_Rows``): no worker holds it whole.
+holds), both a chunk of rows at a time (``layout.chunks``). Its checkpoints, outputs and top-k
+table read the whole model from the owners' masters through their ``parts.Peer`` actors, a chunk
+of rows at a time (``_Rows``): no worker holds it whole.
 """
 
 from __future__ import annotations
@@ -219,7 +220,7 @@ class _Partitioned(_Attempt):
                                 for s in group], lay.threads[m], *self.after[m],
                                key=f"train-{key}-{m}", worker=lay.home[m])
                    for m, group in enumerate(lay.groups)]
-        owners = [(o, lo, min(hi, n), layout.chunks(lo, min(hi, n), t.dim, len(lay.groups)))
+        owners = [(o, lo, min(hi, n), layout.chunks(lo, min(hi, n), t.dim, len(lay.groups), hi - lo))
                   for o, (lo, hi) in enumerate(p.ranges) if lo < min(hi, n)]
         index = {h: i for i, h in enumerate(self.workers)}
         homes = [self.peers[index[h]] for h in lay.home]  # where each model and its range's masters live
@@ -277,7 +278,7 @@ class _Partitioned(_Attempt):
 
     def deal(self, task, args: tuple, items: list, label: str, whole: bool = False) -> list:
         """``task(*args, item, unit)`` (``whole``: ``task(*args, item, model)``) for each item,
-        dealt over the workers, on the final model read from the masters a range at a time."""
+        dealt over the workers, on the final model read from the masters as it is asked for."""
         run, dim = self.run, self.cfg.train.dim
         where, ready = self._masters(self.cfg.train.epochs * run.rounds, label)
         futures = [self.submit(_apply, task, (*args, item), where, run.parts.ranges, dim, ready,
