@@ -33,6 +33,7 @@ from importlib.metadata import version
 
 import dask
 import numpy as np
+import pyarrow as pa
 
 from . import __version__, checkpoint, cluster, layout, probe, report, storage
 from .config import JobConfig, TrainConfig
@@ -77,11 +78,17 @@ def _start_outputs(plan: OutputPlan, vocab: Vocab, alpha: float, store, model: M
             "sample": report.sample(vocab.words, vocab.counts, model.win)}
 
 
-def _write_block(plan: OutputPlan, vocab: Vocab, store, block: int, model: Model) -> dict:
-    """One row block of the outputs, written from the rows of that block of this worker's model."""
+def _vocab_block(vocab: Vocab, lo: int, hi: int) -> Vocab:
+    """Words [lo, hi) of the vocabulary, compact (an Arrow slice would carry its whole buffers)."""
+    return Vocab(pa.concat_arrays([vocab.words[lo:hi]]), vocab.counts[lo:hi].copy())
+
+
+def _write_block(plan: OutputPlan, store, item: tuple[int, Vocab], model: Model) -> dict:
+    """One row block of the outputs (``item``: the block and its words), written from the rows of
+    that block of this worker's model."""
+    block, words = item
     lo, hi = plan.blocks[block]
-    return write_block(plan, block, vocab.words[lo:hi], vocab.counts[lo:hi], model.win[lo:hi], model.wout[lo:hi],
-                       store)
+    return write_block(plan, block, words.words, words.counts, model.win[lo:hi], model.wout[lo:hi], store)
 
 
 def _complete_output(plan: OutputPlan, store, records: dict, name: str, model: Model) -> dict:
@@ -89,7 +96,7 @@ def _complete_output(plan: OutputPlan, store, records: dict, name: str, model: M
     return complete_output(plan, name, records[name], store)
 
 
-def _write_outputs(cfg: JobConfig, run: _Run, counted, final) -> dict:
+def _write_outputs(client, cfg: JobConfig, run: _Run, counted, final) -> dict:
     """The run's data files ({name: {size, sha256}}) from the final model on the workers: vocab.tsv
     and the report's sample from the first worker, the vectors by row blocks dealt over the
     workers (formats.write_block), then each file written by blocks assembled by one task."""
@@ -99,7 +106,10 @@ def _write_outputs(cfg: JobConfig, run: _Run, counted, final) -> dict:
     started = final.write(_start_outputs, (plan, counted.vocab, cfg.train.alpha, store))
     plan = started["plan"]
     try:
-        blocks = final.each(_write_block, (plan, counted.vocab, store), list(range(len(plan.blocks))), "outputs")
+        # Each writer receives its block's words only.
+        words = [cluster.submit(client, _vocab_block, counted.vocab, lo, hi, key=f"words-{run.id}-{b}")
+                 for b, (lo, hi) in enumerate(plan.blocks)]
+        blocks = final.each(_write_block, (plan, store), list(enumerate(words)), "outputs")
         records = {name: [b["parts"][name] for b in blocks] for name in plan.assembled}
         done = final.each(_complete_output, (plan, store, records), list(plan.assembled), "assemble")
     except BaseException:
@@ -126,13 +136,13 @@ def _write_topk(url: str, vocab: Vocab, k: int, store, kind: str, block: tuple[i
                                   store)}
 
 
-def _finish(cfg: JobConfig, run: _Run, counted, final) -> dict:
+def _finish(client, cfg: JobConfig, run: _Run, counted, final) -> dict:
     """The run's data files, from the final model while it is on the workers (``final``,
     cluster.training.Final): the vectors by row blocks from every worker, then the top-k table
     (``topk`` > 0) from every worker, a row block per task."""
     vocab, vocab_size, kind = counted.vocab, counted.summary["vocab_size"], counted.word_type
     store = cfg.store
-    written = _write_outputs(cfg, run, counted, final)
+    written = _write_outputs(client, cfg, run, counted, final)
     if not cfg.topk:
         return written
     t0 = time.perf_counter()
@@ -394,7 +404,7 @@ def _job(cfg: JobConfig, client, run: _Run, files: list, blocks: list, fingerpri
             if epoch.checkpoint:
                 saves.saved(epoch, [epochs[e] for e in sorted(epochs) if e <= epoch.number + 1])
         # The outputs are written from the workers' models, once the last round is merged.
-        written = trained.finish(functools.partial(_finish, cfg, run, counted))
+        written = trained.finish(functools.partial(_finish, client, cfg, run, counted))
         threads, restarts = trained.threads, trained.restarts
 
     metrics = {"epochs": [epochs[e] for e in sorted(epochs)], "count_seconds": timer.seconds["count"],

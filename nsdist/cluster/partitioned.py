@@ -65,9 +65,18 @@ def _rows(held: np.ndarray, k_range: np.ndarray, *k_parts: np.ndarray) -> tuple:
     return held, np.concatenate(k_parts) if k_parts else np.zeros(0, np.int32), k_range
 
 
-def _tables(vocab, t, rows: tuple):
+def _range_counts(vocab, lo: int, hi: int) -> np.ndarray:
+    return vocab.counts[lo:hi]
+
+
+def _total(vocab) -> int:
+    return vocab.total
+
+
+def _tables(t, total: int, rows: tuple, *counts: np.ndarray):
+    """A model's tables from the counts of its held rows, given by each owner for its range."""
     held, k_held, _ = rows
-    return layout.model_tables(vocab.counts[held], vocab.total, k_held, t)
+    return layout.model_tables(np.concatenate(counts) if counts else np.zeros(0, np.int64), total, k_held, t)
 
 
 def partition(client: Client, shards: list, vocab, t, n_models: int, rows: int, homes: list[str], tag: str) -> Parts:
@@ -88,8 +97,14 @@ def partition(client: Client, shards: list, vocab, t, n_models: int, rows: int, 
              for m in range(n_models)] for o in range(n_models)]
     model_rows = [client.submit(_rows, held[m], k_range[m], *[k_of[o][m] for o in range(n_models)],
                                 key=f"rows-{tag}-{m}", **on(m)) for m in range(n_models)]
-    tables = [client.submit(_tables, vocab, t, model_rows[m], key=f"tables-{tag}-{m}", **on(m))
-              for m in range(n_models)]
+    # Each owner takes its range's counts from the vocabulary once, and gives each model the
+    # counts of its rows there: no model's worker receives the whole vocabulary.
+    counts = [client.submit(_range_counts, vocab, lo, hi, key=f"counts-{tag}-{o}") for o, (lo, hi) in enumerate(ranges)]
+    counts_of = [[client.submit(_k_at, counts[o], ranges[o][0], inrange[o][m], key=f"c-{tag}-{o}-{m}", **on(o))
+                  for m in range(n_models)] for o in range(n_models)]
+    total = client.submit(_total, vocab, key=f"total-{tag}")
+    tables = [client.submit(_tables, t, total, model_rows[m], *[counts_of[o][m] for o in range(n_models)],
+                            key=f"tables-{tag}-{m}", **on(m)) for m in range(n_models)]
     local = [None] * len(shards)
     for m, g in enumerate(groups):
         for s in g:
