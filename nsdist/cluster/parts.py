@@ -10,14 +10,17 @@ Per round, as ``reference.train_partitioned`` states it:
    no other model holds stay home until the epoch's last round), and ``merge.merge_deltas``
    folds them, in model order, into the masters;
 3. ``install`` (one task per worker): each of its models asks every owner for the merged rows
-   it holds and another model holds too (``Peer.shared``: cut by ``inrange``, the model's rows
-   in the owner's range, given to the owner once per attempt), copies them in, and restarts the
-   update counts of its synchronised rows.
+   it holds and another model holds too (``Peer.shared``: read from the masters, cut by
+   ``inrange``, the model's rows in the owner's range, given to the owner once per attempt),
+   copies them in, and restarts the update counts of its synchronised rows.
 
-The rows cross between workers through ``Peer``, a Dask actor on every worker, asked as
-models.py asks its own (``models._ask``): a round costs the scheduler a few tasks per worker.
-After an epoch's last round the masters hold the whole model (``master``). Every operation
-checks the model's position and raises ``ModelLost`` when it does not match, as models.py does.
+Both steps go through a range a chunk of rows at a time (the client's ``layout.chunks``), so
+what crosses at once is bounded whatever the range. The rows cross between workers through
+``Peer``, a Dask actor on every worker, asked as models.py asks its own (``models._ask``): a
+round costs the scheduler a few tasks per worker. After an epoch's last round the masters hold
+the whole model (``master``), which checkpoints and outputs read as they go (``master_rows``,
+``master_pick``). Every operation checks the model's position and raises ``ModelLost`` when it
+does not match, as models.py does.
 """
 
 from __future__ import annotations
@@ -211,7 +214,7 @@ def merge(tag: str, attempt: int, g: int, owners: list[tuple[int, int, int, list
 def share(master: _Master, merged: tuple, inrange: np.ndarray, a: int, b: int) -> tuple:
     """The merged rows in [a, b) that one model holds (``merged``: per matrix the ids merged;
     ``inrange``: the model's held ids in the owner's range), read from the masters."""
-    out = []
+    out, inrange = [], inrange[np.searchsorted(inrange, a):np.searchsorted(inrange, b)]  # both sorted
     for ids, matrix in zip(merged, ("win", "wout")):
         ids = ids[np.searchsorted(ids, a):np.searchsorted(ids, b)]
         ids = ids[np.isin(ids, inrange, assume_unique=True)]
