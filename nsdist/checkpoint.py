@@ -17,7 +17,7 @@ import numpy as np
 from . import storage
 from .errors import DataError
 from .model import Model
-from .formats import read_npy, write_npy
+from .formats import read_npy, read_npy_rows, write_npy
 from .vocab import Vocab
 
 FORMAT, VERSION = "nsdist-checkpoint", 1
@@ -39,6 +39,13 @@ def save_model(where: str, storage_options, model: Model) -> int:
 def load_model(where: str, storage_options) -> Model:
     return Model(read_npy(storage.join(where, "win.npy"), storage_options),
                  read_npy(storage.join(where, "wout.npy"), storage_options))
+
+
+def load_rows(where: str, storage_options, rows: np.ndarray) -> Model:
+    """Rows ``rows`` (sorted ids) of a saved model, read by byte ranges: a worker of the
+    partitioned layout reads the rows it holds, never the whole model."""
+    return Model(read_npy_rows(storage.join(where, "win.npy"), rows, storage_options),
+                 read_npy_rows(storage.join(where, "wout.npy"), rows, storage_options))
 
 
 def write_state(where: str, state: dict, storage_options) -> None:

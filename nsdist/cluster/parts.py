@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..checkpoint import load_model, load_rows
 from ..encode import Shard
 from ..layout import local_model
 from ..memory import release_memory
@@ -86,18 +87,24 @@ def _stopped(tag: str, attempt: int) -> bool:
     return (_address(), tag, attempt) in _DROPPED
 
 
+# Builds of the model training starts from whose rows can be had alone: a fresh model's, and a
+# checkpoint's (by byte ranges). A warm start is built whole, then cut.
+_ROWS = {init_model: init_rows, load_model: load_rows}
+
+
 def create(tag: str, attempt: int, start: int, indices: list[int], ranges: list[tuple[int, int]], inrange: list,
            build, args: tuple, *rows) -> int:
     """Give this worker the models ``indices`` and the masters of their ``ranges``, from
-    ``build(*args)`` (a fresh model: only the rows needed are drawn; a checkpoint or a warm
-    start: read whole, then cut), ready to train round ``start``. ``inrange``: per range, every
+    ``build(*args)`` (a fresh model or a checkpoint: only the rows needed are drawn or read; a
+    warm start: built whole, then cut), ready to train round ``start``. ``inrange``: per range, every
     model's held ids in it; ``rows``: per model, (its held ids, their holder counts, the holder
     counts of its range). Returns bytes held."""
     release_memory()
-    whole = None if build is init_model else build(*args)
+    rows_of = _ROWS.get(build)  # the model's rows alone, where they can be read so
+    whole = None if rows_of else build(*args)
 
     def cut(ids: np.ndarray) -> Model:
-        return init_rows(*args, ids) if whole is None else local_model(whole, ids)
+        return rows_of(*args, ids) if whole is None else local_model(whole, ids)
 
     job = _Job(attempt, {}, {})
     for m, (lo, hi), ids, (held, k_held, k_range) in zip(indices, ranges, inrange, rows):
