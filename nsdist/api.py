@@ -76,15 +76,13 @@ def train(corpus: str | os.PathLike | list | tuple | None, out: str | os.PathLik
 
 
 def run(cfg: JobConfig, *, resume: str | None = None, init_from: str | None = None, client=None, active: bool = False,
-        quiet: bool = True, connected=None, dry_run: bool = False, writing=None):
+        quiet: bool = True, connected=None, dry_run: bool = False):
     """Check a resolved job, connect, train (or plan, with ``dry_run``), close: the one path of
     ``nsdist.train``, ``nsdist train`` and ``nsdist demo``.
 
     The inputs are checked before any cluster starts. ``client``, ``active`` and ``quiet`` are
     ``cluster.session``'s; ``connected(client)`` runs once connected (the CLI logs the dashboard
-    link there). ``writing``: a future (``concurrent.futures``) of the corpus being written, as
-    ``nsdist demo`` writes its own: the cluster starts meanwhile, and the inputs are checked once
-    it is done. Returns the ``TrainResult``, or with ``dry_run`` the plan (``pipeline.dry_run``).
+    link there). Returns the ``TrainResult``, or with ``dry_run`` the plan (``pipeline.dry_run``).
     """
     from . import storage
     from .cluster import session
@@ -96,11 +94,8 @@ def run(cfg: JobConfig, *, resume: str | None = None, init_from: str | None = No
     if resume:
         cfg = resume_config(resume, cfg)
     cfg = absolute_urls(cfg)
-    files = check_inputs(cfg, init_from, resume) if writing is None else None
+    files = check_inputs(cfg, init_from, resume)
     with session(cfg.cluster, client, quiet=quiet, active=active) as c:
-        if writing is not None:
-            writing.result()
-            files = check_inputs(cfg, init_from, resume)
         if connected is not None:
             connected(c)
         job = plan_job if dry_run else train_job

@@ -199,9 +199,9 @@ def test_a_job_lists_its_corpus_once(tmp_path, client, monkeypatch):
         assert listed == [(corpus,)], extra
 
 
-def test_the_demo_writes_its_corpus_while_its_cluster_starts(tmp_path):
-    """``nsdist demo``: the corpus it writes (while the cluster starts) is the one ``synth`` writes,
-    and the run trained on it is published and scored."""
+def test_the_demo_trains_on_the_corpus_synth_writes(tmp_path):
+    """``nsdist demo``: the corpus it writes is the one ``synth`` writes, and the run trained on
+    it is published and scored."""
     code, stdout, stderr = run("demo", "--dir", str(tmp_path / "demo"), "--tokens", "100000", "--set", "dim=16",
                                "--set", "epochs=1")
     assert code == 0, stderr

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import logging
 import os
@@ -447,13 +446,9 @@ def cmd_demo(args) -> int:
     corpus = os.path.join(args.dir, "corpus.txt")
     cfg = load_config(None, parse_set(args.set), corpus=(corpus,), out=os.path.join(args.dir, "out"),
                       **{"cluster.workers": args.workers})
-    # The corpus is written while the local cluster starts: both take a second or so, on
-    # different cores (the cluster's are its worker processes).
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="nsdist-demo") as pool:
-        writing = pool.submit(generate, corpus, tokens=args.tokens, seed=1)
-        writing.add_done_callback(_log_corpus)
-        result = run(cfg, quiet=not VERBOSE, connected=_log_dashboard, writing=writing)
-    files = writing.result()
+    files = generate(corpus, tokens=args.tokens, seed=1)
+    log.info("synthetic corpus: %d tokens in %s", files.tokens, files.corpus)
+    result = run(cfg, quiet=not VERBOSE, connected=_log_dashboard)
     emb = load(cfg.out)
     print(f"\npublished {result.run_url}")
     for e in result.manifest["metrics"]["epochs"]:
@@ -464,12 +459,6 @@ def cmd_demo(args) -> int:
         print(f"neighbours of {word}: {neigh}")
     print(f"\nnext: nsdist neighbors {cfg.out} WORD  |  nsdist evaluate {cfg.out} --analogies {files.analogies}")
     return 0
-
-
-def _log_corpus(writing) -> None:
-    if writing.exception() is None:
-        files = writing.result()
-        log.info("synthetic corpus: %d tokens in %s", files.tokens, files.corpus)
 
 
 def _demo_words(clusters_url: str, emb, n: int = 3) -> list[str]:
