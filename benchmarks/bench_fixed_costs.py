@@ -25,7 +25,9 @@ Every command runs as ``python -m nsdist``, in a process of its own, started by 
   manifest and LATEST, evaluation, cluster shutdown);
 - before the cluster closes, the compute seconds of the job's tasks per kind from the Dask
   scheduler (``train``, ``merge``, ``install``, ``checkpoint``, ``probe``, ...), for the rounds;
-- the process's wall time from this script (start to exit, so interpreter start and exit count).
+- the process's wall time from this script (start to exit, so interpreter start and exit count),
+  and the CPU seconds of its processes (the command's, its scheduler's and its workers', which it
+  waits for): less sensitive than wall time to what else runs on the machine.
 
 ``others``: the CPU share other processes took while a command ran (the machine's busy CPU
 seconds minus the command's own process tree, over wall x cores): above 0.05 the run's timings
@@ -255,12 +257,13 @@ def _median_rows(recs: list[dict], kind: str) -> tuple[list[str], dict, list[boo
     return names, med, [tr for _, _, tr in tables[0]]
 
 
-def _fixed(recs: list[dict]) -> tuple[float, float, float]:
-    """Median (wall, training epochs, fixed share)."""
+def _fixed(recs: list[dict]) -> tuple[float, float, float, float]:
+    """Median (wall, training epochs, fixed share, CPU seconds)."""
     walls = [r["wall"] for r in recs]
     train = [sum(e["seconds"] for e in _epochs(r)) for r in recs]
     shares = [(w - t) / w for w, t in zip(walls, train)]
-    return statistics.median(walls), statistics.median(train), statistics.median(shares)
+    return (statistics.median(walls), statistics.median(train), statistics.median(shares),
+            statistics.median(r["cpu"] for r in recs))
 
 
 def report(kind: str, results: dict[str, list[dict]], synth: dict[str, list[dict]] | None) -> str:
@@ -279,7 +282,8 @@ def report(kind: str, results: dict[str, list[dict]], synth: dict[str, list[dict
         lines.append(f"| {n} | " + " | ".join(cells) + " |" + ratio)
     fixed = {t: _fixed(results[t]) for t in trees}
     for label, i, fmt in (("**total (wall)**", 0, "{:.2f}"), ("training epochs", 1, "{:.2f}"),
-                          ("**fixed share** (total - epochs) / total", 2, "{:.1%}")):
+                          ("**fixed share** (total - epochs) / total", 2, "{:.1%}"),
+                          ("CPU seconds of the command's processes (client, scheduler, workers)", 3, "{:.2f}")):
         vals = [fixed[t][i] for t in trees]
         ratio = f" {vals[1] / vals[0]:.2f} |" if len(trees) == 2 and vals[0] else (" |" if len(trees) == 2 else "")
         lines.append(f"| {label} | " + " | ".join(fmt.format(v) for v in vals) + " |" + ratio)
