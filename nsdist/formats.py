@@ -92,16 +92,17 @@ def unescape_word(written: str) -> str:
 
 
 def _word2vec_text(words: Sequence[str], vectors: np.ndarray, header: str | None):
+    # repr-precision floats ('%.9g') round-trip float32 exactly. One format per row, applied to
+    # the whole row at once, so that formatting its numbers stays in C.
+    row_format = "%s " + " ".join(["%.9g"] * vectors.shape[1])
+
     def fill(w):
         if header:
             w.write(header.encode())
         for start in range(0, len(words), 512):  # 512 rows: a few MB of Python floats and text
             block = vectors[start:start + 512]
-            # repr-precision floats ('%.9g') round-trip float32 exactly.
-            text = "\n".join(
-                word + " " + " ".join(f"{x:.9g}" for x in row)
-                for word, row in zip(words[start:start + 512], block.tolist())
-            )
+            text = "\n".join([row_format % (word, *row)
+                              for word, row in zip(words[start:start + 512], block.tolist())])
             w.write((text + "\n").encode())
     return fill
 

@@ -197,3 +197,26 @@ def test_a_job_lists_its_corpus_once(tmp_path, client, monkeypatch):
         assert main(["train", "--corpus", corpus, "--out", str(tmp_path / "out"), "--scheduler",
                      client.scheduler.address, "--set", "dim=8", "--set", "epochs=1", *extra]) == 0
         assert listed == [(corpus,)], extra
+
+
+def test_the_demo_trains_on_the_corpus_synth_writes(tmp_path):
+    """``nsdist demo``: the corpus it writes is the one ``synth`` writes, and the run trained on
+    it is published and scored."""
+    code, stdout, stderr = run("demo", "--dir", str(tmp_path / "demo"), "--tokens", "100000", "--set", "dim=16",
+                               "--set", "epochs=1")
+    assert code == 0, stderr
+    reference = generate(str(tmp_path / "reference.txt"), tokens=100_000, seed=1)
+    assert (tmp_path / "demo" / "corpus.txt").read_bytes() == open(reference.corpus, "rb").read()
+    assert f"synthetic corpus: 100000 tokens in {tmp_path / 'demo' / 'corpus.txt'}" in stderr
+    assert "starting a local cluster of 2 worker process(es)" in stderr and "epoch 1/1" in stderr
+    published = nsdist.load(str(tmp_path / "demo" / "out"))
+    assert published.manifest["corpus"]["files"] == [str(tmp_path / "demo" / "corpus.txt")]
+    assert published.manifest["corpus"]["raw_tokens"] == 100_000
+    assert f"published {os.path.join(tmp_path, 'demo', 'out', 'runs', published.manifest['run_id'])}" in stdout
+    assert "neighbours of c00_w" in stdout
+
+
+def test_the_demo_checks_its_settings_before_writing_or_starting_anything(tmp_path, capsys):
+    assert main(["demo", "--dir", str(tmp_path / "demo"), "--set", "dim=-1"]) == 2
+    assert "dim" in capsys.readouterr().err
+    assert not (tmp_path / "demo" / "corpus.txt").exists()

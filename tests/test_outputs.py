@@ -45,6 +45,20 @@ def rewrite_json(url, **changes):
 
 # ---------------------------------------------------------------- formats other tools read
 
+def test_vectors_txt_writes_each_number_as_repr_precision_text(tmp_path):
+    """Every number of vectors.txt is ``f"{x:.9g}"`` of its float32, whatever the value
+    (signed zero, subnormals, the largest float32, 9 significant digits), after the escaped word."""
+    special = np.array([[-0.0, 0.0, 1.4e-45, -1.1754944e-38, 3.4028235e38, 123456789.0, 0.1, -1.0]], np.float32)
+    v = np.concatenate([special, vectors(n=3, dim=8, seed=3)])
+    words = pa.array(["%d", "new york", "50%", "x"])
+    formats.write_run_files(str(tmp_path), words, np.arange(4, 0, -1), v, v, word2vec_max_bytes=2**30)
+    lines = (tmp_path / "vectors.txt").read_text(encoding="utf-8").splitlines()
+    expected = ["4 8"] + [formats.escape_word(w) + " " + " ".join(f"{x:.9g}" for x in row)
+                          for w, row in zip(words.to_pylist(), v.tolist())]
+    assert lines == expected
+    assert lines[1].split()[1:3] == ["-0", "0"] and lines[1].split()[5] == "3.40282347e+38"
+
+
 def test_word2vec_text_and_binary_round_trip_through_gensim(tmp_path, publish_run):
     out = str(tmp_path / "out")
     v = vectors(extremes=True)

@@ -445,10 +445,11 @@ def cmd_demo(args) -> int:
     from ..synth import generate
 
     os.makedirs(args.dir, exist_ok=True)
-    files = generate(os.path.join(args.dir, "corpus.txt"), tokens=args.tokens, seed=1)
-    log.info("synthetic corpus: %d tokens in %s", files.tokens, files.corpus)
-    cfg = load_config(None, parse_set(args.set), corpus=(files.corpus,), out=os.path.join(args.dir, "out"),
+    corpus = os.path.join(args.dir, "corpus.txt")
+    cfg = load_config(None, parse_set(args.set), corpus=(corpus,), out=os.path.join(args.dir, "out"),
                       **{"cluster.workers": args.workers})
+    files = generate(corpus, tokens=args.tokens, seed=1)
+    log.info("synthetic corpus: %d tokens in %s", files.tokens, files.corpus)
     result = run(cfg, quiet=not VERBOSE, connected=_log_dashboard)
     emb = load(cfg.out)
     print(f"\npublished {result.run_url}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -161,13 +162,14 @@ def close(client: Client, cluster: LocalCluster | None, quiet: bool = True) -> N
     """Close a client and the local cluster nsdist started for it. Its workers outlive its
     scheduler for a moment and would log failed heartbeats with tracebacks after a job that
     succeeded: with ``quiet``, they and this process's Dask loggers are silenced while it closes
-    (this process's levels are restored after)."""
+    (this process's levels are restored after). The local cluster's workers then exit without
+    the garbage collector's passes over everything they imported (``_closing``)."""
     levels = {name: logging.getLogger(name).level for name in DASK_LOGGERS}
     if quiet:
         _silence()
-        if cluster is not None:
-            with contextlib.suppress(Exception):
-                client.run(_silence, on_error="ignore")
+    if cluster is not None:
+        with contextlib.suppress(Exception):
+            client.run(_closing, quiet, on_error="ignore")
     try:
         client.close()
         if cluster is not None:
@@ -175,6 +177,16 @@ def close(client: Client, cluster: LocalCluster | None, quiet: bool = True) -> N
     finally:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
+
+
+def _closing(quiet: bool) -> None:
+    """On a worker of the local cluster, just before it closes: silence Dask's loggers (with
+    ``quiet``), and freeze what the process holds (``gc.freeze``), so that the collections at
+    its exit skip it: the cluster's close waits for every worker's exit, and those passes over
+    numba's, pyarrow's and Dask's objects are most of that wait (benchmarks/README.md)."""
+    if quiet:
+        _silence()
+    gc.freeze()
 
 
 def _silence() -> None:

@@ -1,0 +1,79 @@
+"""The end of a job: the workers of the local cluster nsdist started, and the ``nsdist`` command's
+own process, exit without the garbage collector's passes over what they imported (``gc.freeze``
+just before); a cluster nsdist did not start is left as it was."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import subprocess
+import sys
+
+from distributed import Client, LocalCluster, WorkerPlugin
+
+from nsdist.cli import main
+from nsdist.cluster import close, connect
+from nsdist.config import ClusterConfig
+
+
+class FreezeAtClose(WorkerPlugin):
+    """Writes the worker's frozen object count (``gc.get_freeze_count``) to a file as the worker
+    closes."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def teardown(self, worker):
+        with open(os.path.join(self.path, str(worker.name)), "w") as f:
+            f.write(str(gc.get_freeze_count()))
+
+
+def test_the_local_cluster_workers_are_frozen_as_they_close(tmp_path):
+    client, cluster = connect(ClusterConfig(workers=2))
+    assert cluster is not None
+    try:
+        assert set(client.run(gc.get_freeze_count).values()) == {0}
+        client.register_plugin(FreezeAtClose(str(tmp_path)))
+    finally:
+        close(client, cluster)
+    counts = [int((tmp_path / name).read_text()) for name in os.listdir(tmp_path)]
+    assert len(counts) == 2 and min(counts) > 0
+
+
+def test_a_cluster_nsdist_did_not_start_is_not_frozen():
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0",
+                      host="127.0.0.1") as cluster:
+        close(Client(cluster), None)  # a client of a cluster the caller runs: only the client closes
+        with Client(cluster) as other:
+            assert list(other.run(gc.get_freeze_count).values()) == [0]
+
+
+EXIT_PROBE = """
+import atexit, gc, json, sys
+# Registered before main(), so it runs after what main() registers (atexit runs last-in first-out).
+atexit.register(lambda: print(json.dumps({"frozen": gc.get_freeze_count()})))
+from nsdist.cli import main
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "frozen_after_main": gc.get_freeze_count()}))
+sys.exit(code)
+"""
+
+
+def test_the_command_freezes_its_process_only_at_exit(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", EXIT_PROBE, "synth", str(corpus), "--tokens", "1000"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert lines[0] == {"code": 0, "frozen_after_main": 0}
+    assert lines[1]["frozen"] > 0
+    assert corpus.stat().st_size > 0
+
+
+def test_main_called_in_a_process_leaves_its_collections_alone(tmp_path):
+    before = gc.get_freeze_count()
+    assert main(["synth", str(tmp_path / "corpus.txt"), "--tokens", "1000"]) == 0
+    assert gc.get_freeze_count() == before
