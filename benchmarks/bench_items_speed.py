@@ -92,8 +92,9 @@ def walks_data(work: str, seed: int) -> Data:
     from bench_graph import load_csr
     from bench_walks import nsdist_walks
 
-    from nsdist.evaluate_graph import link_prediction, node_classification, read_edges, read_labels
-    from nsdist.synth_graph import generate_graph
+    from nsdist.evaluate.graph import link_prediction, node_classification
+    from nsdist.evaluate.readers import read_edges, read_labels
+    from nsdist.synth.graph import generate_graph
 
     f = generate_graph(os.path.join(work, "sbm"), nodes=10_000, seed=1)
     csr, names = load_csr(f.train)
@@ -113,7 +114,7 @@ def walks_data(work: str, seed: int) -> Data:
 
 def sessions_data(sessions: int, items: int, epochs: int) -> Data:
     import nsdist.evaluate as ev
-    from nsdist.synth_sessions import session_tables
+    from nsdist.synth.sessions import session_tables
 
     train, test, cat = session_tables(sessions, items, seed=1)
     sentences = [np.array(s, dtype=np.int64).astype(str) for s in train.column("items").to_pylist() if s]
