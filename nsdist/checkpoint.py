@@ -16,7 +16,7 @@ import numpy as np
 
 from . import storage
 from .errors import DataError
-from .model import Model
+from .model import Model, init_model, init_rows
 from .formats import read_npy, read_npy_rows, write_npy
 from .vocab import Vocab
 
@@ -46,6 +46,12 @@ def load_rows(where: str, storage_options, rows: np.ndarray) -> Model:
     partitioned layout reads the rows it holds, never the whole model."""
     return Model(read_npy_rows(storage.join(where, "win.npy"), rows, storage_options),
                  read_npy_rows(storage.join(where, "wout.npy"), rows, storage_options))
+
+
+# Builds of the model training starts from whose rows can be had alone (``build`` -> ``rows_of``,
+# called with build's arguments and the sorted ids): a fresh model's, drawn, and a checkpoint's,
+# read by byte ranges. A warm start is built whole, then cut (cluster.parts.create).
+ROW_BUILDS = {init_model: init_rows, load_model: load_rows}
 
 
 def write_state(where: str, state: dict, storage_options) -> None:

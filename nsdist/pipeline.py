@@ -456,7 +456,7 @@ def _training(client, cfg: JobConfig, run: _Run, counted, shards: list, words: n
         parts = cluster.partition(client, shards, counted.vocab, t, n_models, vocab_size, cluster.workers(client),
                                   run.id)
         held = cluster.gather_alive(client, parts.held)
-        _check_partitioned(limits, held, parts.ranges, t.dim, shard_bytes, n_models, source[0] not in (init_model, checkpoint.load_model))
+        _check_partitioned(limits, held, parts.ranges, t.dim, shard_bytes, n_models, source[0] not in checkpoint.ROW_BUILDS)
         shards, tables = parts.shards, parts.tables[0]
         rates = cluster.compute(client, _rate_summary, *parts.tables, key=f"rates-{run.id}")
         record = {"layout": "partitioned", "held_rows": held}
@@ -487,8 +487,9 @@ def _check_partitioned(limits: dict, held: list[int], ranges: list, dim: int, sh
     transit: layout.worker_bytes) and shards would pass its memory limit at training's peaks;
     ``whole``: the model training starts from is built whole on every worker (a warm start)."""
     known = [v for v in limits.values() if v]
-    rows = max(h + hi - lo for h, (lo, hi) in zip(held, ranges)) + (ranges[-1][1] if whole else 0)
-    need = max(layout.worker_bytes(h + (ranges[-1][1] if whole else 0), hi - lo, dim, n_models)
+    extra = ranges[-1][1] if whole else 0  # the whole model, built before it is cut
+    rows = max(h + hi - lo for h, (lo, hi) in zip(held, ranges)) + extra
+    need = max(layout.worker_bytes(h + extra, hi - lo, dim, n_models)
                for h, (lo, hi) in zip(held, ranges)) + shard_bytes // max(n_models, 1)
     if known and PEAK * need > min(known):
         raise OutOfMemory(

@@ -31,9 +31,8 @@ def test_the_newest_complete_checkpoint_is_read_back(tmp_path):
 
 
 def test_a_partitioned_worker_reads_only_its_rows_of_a_checkpoint(tmp_path):
-    """What a resumed partitioned model starts from (parts.create): the held rows alone, read by
-    byte ranges, equal to those rows of the whole checkpoint."""
-    from nsdist.cluster import parts
+    """What a resumed partitioned model starts from (parts.create, through ROW_BUILDS): the held
+    rows alone, read by byte ranges, equal to those rows of the whole checkpoint."""
     from nsdist.model import Model
 
     model = init_model(5000, 4, seed=2)
@@ -41,7 +40,7 @@ def test_a_partitioned_worker_reads_only_its_rows_of_a_checkpoint(tmp_path):
     where = checkpoint.url(str(tmp_path / "run"), 0)
     checkpoint.save_model(where, None, model)
     rows = np.array([0, 1, 2, 700, 4098, 4999], np.int32)
-    back = parts._ROWS[checkpoint.load_model](where, None, rows)
+    back = checkpoint.ROW_BUILDS[checkpoint.load_model](where, None, rows)
     assert np.array_equal(back.win, model.win[rows]) and np.array_equal(back.wout, model.wout[rows])
 
 

@@ -75,7 +75,7 @@ def _total(vocab) -> int:
 
 def _tables(t, total: int, rows: tuple, *counts: np.ndarray):
     """A model's tables from the counts of its held rows, given by each owner for its range."""
-    held, k_held, _ = rows
+    _, k_held, _ = rows
     return layout.model_tables(np.concatenate(counts) if counts else np.zeros(0, np.int64), total, k_held, t)
 
 

@@ -31,12 +31,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..checkpoint import load_model, load_rows
+from ..checkpoint import ROW_BUILDS
 from ..encode import Shard
 from ..layout import local_model
 from ..memory import release_memory
 from ..merge import merge_deltas
-from ..model import Model, Tables, init_model, init_rows
+from ..model import Model, Tables
 from ..shard import RoundSpec
 from .models import ModelLost, _address, _ask, _Held, _train_shards
 
@@ -87,11 +87,6 @@ def _stopped(tag: str, attempt: int) -> bool:
     return (_address(), tag, attempt) in _DROPPED
 
 
-# Builds of the model training starts from whose rows can be had alone: a fresh model's, and a
-# checkpoint's (by byte ranges). A warm start is built whole, then cut.
-_ROWS = {init_model: init_rows, load_model: load_rows}
-
-
 def create(tag: str, attempt: int, start: int, indices: list[int], ranges: list[tuple[int, int]], inrange: list,
            build, args: tuple, *rows) -> int:
     """Give this worker the models ``indices`` and the masters of their ``ranges``, from
@@ -100,7 +95,7 @@ def create(tag: str, attempt: int, start: int, indices: list[int], ranges: list[
     model's held ids in it; ``rows``: per model, (its held ids, their holder counts, the holder
     counts of its range). Returns bytes held."""
     release_memory()
-    rows_of = _ROWS.get(build)  # the model's rows alone, where they can be read so
+    rows_of = ROW_BUILDS.get(build)  # the model's rows alone, where they can be had so
     whole = None if rows_of else build(*args)
 
     def cut(ids: np.ndarray) -> Model:
@@ -111,7 +106,7 @@ def create(tag: str, attempt: int, start: int, indices: list[int], ranges: list[
         n = len(held)
         job.models[m] = _Model(_Held(cut(held), np.zeros(n, np.uint32), np.zeros(n, np.uint32), start), held, k_held > 1)
         job.masters[m] = _Master(lo, cut(np.arange(lo, hi)), k_range, list(ids))
-    del whole
+    whole = None  # freed before the job is registered
     release_memory()
     with _LOCK:
         _JOBS[(_address(), tag)] = job
