@@ -3,11 +3,12 @@
 A bar is drawn only where a person watches (stderr is a TTY and the log format is plain); elsewhere
 ``stage`` returns a bar that draws nothing, and the per-stage log lines are the record. Bars are
 advanced from Dask's callback thread, so every method takes the lock. Log lines printed while a bar
-is shown go through ``clear_line``/``redraw`` (the CLI's log handler), so they never cut into it.
+is shown go through ``log_line`` (the CLI's log handler), so they never cut into it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -46,6 +47,16 @@ def redraw() -> None:
     with _LOCK:
         if _ACTIVE:
             _ACTIVE[-1].draw()
+
+
+@contextlib.contextmanager
+def log_line():
+    """Erase the bar on screen, let a log line be written, draw the bar again, all under the lock:
+    a bar advanced from another thread between the erase and the line would run into it."""
+    with _LOCK:
+        clear_line()
+        yield
+        redraw()
 
 
 def eta(seconds: float) -> str:

@@ -97,3 +97,35 @@ def test_no_bars_off_a_terminal(tmp_path, client, capfd):
                  client.scheduler.address, "--set", "dim=8", "--set", "epochs=1"]) == 0
     err = capfd.readouterr().err
     assert "\r" not in err and "\x1b" not in err and "epoch 1/1: loss" in err
+
+
+def test_a_log_line_is_never_written_after_a_bar_another_thread_draws(monkeypatch):
+    """A bar advanced from another thread (Dask's callbacks) while log lines are written: every
+    log line starts on an erased line, none runs on after a bar's text."""
+    import logging
+    import threading
+
+    from nsdist.cli.logs import _TerminalHandler
+
+    monkeypatch.setattr(progress, "_ENABLED", [True])
+    stream = io.StringIO()
+    handler = _TerminalHandler(stream)
+    handler.setFormatter(logging.Formatter("LOG %(message)s"))
+    record = logging.LogRecord("nsdist", logging.INFO, __file__, 0, "line %d", (0,), None)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch between any two steps: the race shows in one run
+    with progress.stage("training", 10**6, stream=stream) as bar:
+        stop = threading.Event()
+        drawer = threading.Thread(target=lambda: [bar.advance() for _ in iter(stop.is_set, True)])
+        drawer.start()
+        try:
+            for i in range(20000):
+                record.args = (i,)
+                handler.emit(record)
+        finally:
+            stop.set()
+            drawer.join()
+            sys.setswitchinterval(switch)
+    out = stream.getvalue()
+    assert out.count("LOG line ") == 20000
+    assert out.count("\r\x1b[KLOG line ") == 20000

@@ -33,9 +33,8 @@ class _TerminalHandler(logging.StreamHandler):
     drawn again below it."""
 
     def emit(self, record):
-        progress.clear_line()
-        super().emit(record)
-        progress.redraw()
+        with progress.log_line():
+            super().emit(record)
 
 
 def setup_logging(fmt: str, verbose: bool) -> None:
