@@ -90,6 +90,9 @@ class TrainConfig:
     # synchronised values of 1/M of the rows, so memory per worker falls as workers are added;
     # "auto": replicated where it fits the workers' memory limits, else partitioned.
     layout: str = "auto"
+    # Partitioned: a model holds the rows of a group of an epoch's rounds at a time, every row
+    # synchronised at a group's end (layout.py); None: the fewest groups that fit the workers.
+    row_groups: int | None = None
     warm_new: str = "cooccur"  # --init-from: a new word's row from its known neighbours (warm.py), or random
 
     def rounds(self, models: int) -> int:
@@ -115,7 +118,8 @@ class TrainConfig:
             raise ConfigError(f"train.explicit_weight must be a positive number, got {self.explicit_weight}")
         if self.share_negatives is not None and self.share_negatives < 0:
             raise ConfigError(f"train.share_negatives must be >= 0 (0: a whole window), got {self.share_negatives}")
-        positive = ("dim", "epochs", "syncs_per_epoch", "max_sentence_length", "merge_blocks", "sync_rows")
+        positive = ("dim", "epochs", "syncs_per_epoch", "max_sentence_length", "merge_blocks", "sync_rows",
+                    "row_groups")
         for name in positive:
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
@@ -360,6 +364,9 @@ HELP = {
     "train.layout": "where the model's rows live: replicated (every worker holds the whole model: fastest), "
                     "partitioned (a worker holds the rows its shards use and 1/M of the synchronised rows: memory "
                     "per worker falls as workers are added), or auto (replicated where it fits the workers' memory)",
+    "train.row_groups": "partitioned layout: a model holds the rows of this many groups of an epoch's rounds one "
+                        "group at a time (all rows averaged at each group's end): fewer rows per worker, more "
+                        "traffic; unset: the fewest that fit the workers' memory limits",
     "train.warm_new": "--init-from: a new word's vectors start from the means of the published vectors of the "
                       "known words within window of it in the new corpus (cooccur; random without any), or random",
     "graph.directed": "follow edges from src to dst only; false: both ways",

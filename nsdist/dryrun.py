@@ -9,7 +9,7 @@ import numpy as np
 from . import cluster
 from .config import JobConfig
 from .inputs import check_inputs, plan_inputs
-from .layout import choose, expected_rows, worker_bytes
+from .layout import choose, expected_rows, group_choices, row_groups, worker_bytes
 from .plan import sample_blocks
 from .runs import new_run_id
 
@@ -32,6 +32,7 @@ def dry_run(cfg: JobConfig, client, resume: str | None = None, init_from: str | 
     workers, limits = cluster.workers(client), cluster.memory_limits(client)
     n_shards = t.shards or sum(cluster.threads(client).values())
     n_models = max(1, min(len(workers), n_shards))
+    rounds = t.rounds(n_models)
     graph_plan, adjacency = None, [0] * len(workers)
     if cfg.edges:  # the edges are read whole: the node table and edge count are exact
         read = cluster.read_graph(client, cfg, blocks, f"dry-{new_run_id()}")
@@ -47,10 +48,12 @@ def dry_run(cfg: JobConfig, client, resume: str | None = None, init_from: str | 
     else:
         weights, picks = _block_weights(blocks, files), sample_blocks(len(blocks))
         fraction = sum(weights[i] for i in picks) / max(sum(weights), 1)
-        estimate = cluster.sample_vocab(client, cfg, blocks, picks, fraction, f"dry-{new_run_id()}", n_models)
+        estimate = cluster.sample_vocab(client, cfg, blocks, picks, fraction, f"dry-{new_run_id()}", n_models,
+                                        group_choices(rounds))
     if cfg.edges:  # a node's walk positions fall in every shard alike
-        estimate["held_rows"], estimate["head_rows"] = expected_rows(
-            np.full(read.n_nodes, estimate["tokens"] / max(read.n_nodes, 1)), n_models)
+        visits = np.full(read.n_nodes, estimate["tokens"] / max(read.n_nodes, 1))
+        estimate["held_rows"], estimate["head_rows"] = expected_rows(visits, n_models)
+        estimate["group_rows"] = {g: expected_rows(visits, n_models * g)[0] for g in group_choices(rounds)}
     model_bytes = 2 * estimate["vocab_size"] * t.dim * 4  # input and output vectors, float32
     shards = {w: [s for s in range(n_shards) if s % len(workers) == i] for i, w in enumerate(workers)}
     # Shards hold every token as an int32 id; a worker holds one model (replicated: every row;
@@ -59,14 +62,20 @@ def dry_run(cfg: JobConfig, client, resume: str | None = None, init_from: str | 
     # sorted workers).
     own = 4 * estimate["tokens"] // max(n_shards, 1)
     masters = -(-estimate["vocab_size"] // n_models)
-    rows = estimate["held_rows"] + masters
+    # A partitioned model holds its rows for a group of rounds at a time: train.row_groups, else
+    # the fewest groups whose rows fit (layout.row_groups, from the expected rows per group).
+    known, extra = [v for v in limits.values() if v], max(adjacency, default=0) + own * max(map(len, shards.values()))
+    groups = (min(t.row_groups, rounds) if t.row_groups else 1 if not known else
+              row_groups(estimate["group_rows"], masters, t.dim, n_models, extra, min(known)))
+    held = estimate["group_rows"].get(groups, estimate["held_rows"])
     need = {w: model_bytes + adjacency[i] + own * len(shards[w]) for i, w in enumerate(workers)}
-    parted = {w: worker_bytes(estimate["held_rows"], masters, t.dim, n_models) + adjacency[i] + own * len(shards[w])
+    parted = {w: worker_bytes(held, masters, t.dim, n_models) + adjacency[i] + own * len(shards[w])
               for i, w in enumerate(workers)}
     chosen = choose(t.layout, limits, max(need.values(), default=0), n_models)
     return {"corpus": {"files": len(files), "bytes": sum(s for _, s in files), "blocks": len(blocks)},
             "layout": {"chosen": chosen, "asked": t.layout, "held_rows": estimate["held_rows"],
-                       "head_rows": estimate["head_rows"], "rows_per_worker": rows,
+                       "head_rows": estimate["head_rows"], "rows_per_worker": held + masters, "row_groups": groups,
+                       "group_rows": held,
                        "replicated_bytes": max(need.values(), default=0),
                        "partitioned_bytes": max(parted.values(), default=0)},
             "graph": graph_plan,
@@ -74,4 +83,4 @@ def dry_run(cfg: JobConfig, client, resume: str | None = None, init_from: str | 
             "shards": n_shards, "models": n_models, "dim": t.dim, "model_bytes": model_bytes,
             "workers": [{"address": w, "shards": shards[w], "bytes": (need if chosen == "replicated" else parted)[w],
                          "memory_limit": limits.get(w, 0)} for w in workers],
-            "rounds_per_epoch": t.rounds(n_models), "epochs": t.epochs, "sync_rows": t.sync_rows}
+            "rounds_per_epoch": rounds, "epochs": t.epochs, "sync_rows": t.sync_rows}

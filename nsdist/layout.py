@@ -6,8 +6,9 @@ items). The frequent words occur in every shard, so they are held everywhere (th
 rare word only by the models whose shards contain it. Memory per model then falls as models
 are added, down to the head plus a model's share of the tail.
 
-A model trains on its rows by *local* ids (positions in ``held[m]``): its shards are mapped to
-them once (``localize``), and its tables are the global ones restricted to its rows
+A model trains on its rows by *local* ids (positions in ``held[m]``): each round's sentences
+are mapped to them as the round starts (``shard.piece_slice``), and its tables are the global
+ones restricted to its rows
 (``model_tables``): subsampling as before, negatives drawn from the noise distribution
 restricted to the rows it holds (PyTorch-BigGraph's partition-local negatives: the head holds
 most of the noise mass, and a tail word is drawn as a negative where it is trained), and local
@@ -20,6 +21,13 @@ owner the rows each holder changed, and the owner folds them into the master
 (``merge.merge_deltas``), then sends the new values back to the holders. A row held by one
 model is its own: it crosses to the owner only at an epoch's end, so that the masters hold the
 whole model for checkpoints and outputs.
+
+On text whose words fall in shards at random, a model's shards use far more rows than its 1/M
+share: a word of c occurrences is in them with probability 1 - (1 - 1/M)^c, so the rare words'
+occurrences each add a row to some model. A model can then hold its rows for a group of the
+epoch's rounds at a time (``plan.round_groups``; ``group_pieces``): every row is synchronised at
+a group's end, the model gives its rows back to the masters and takes the next group's (the
+rows a group of 1/G of its sentences uses). The tables and holder counts are the group's.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from .merge import MAX_SHARD_ALPHA
 from .model import Model, Tables
 from .noise import noise_table
 from .plan import PEAK
+from .shard import piece_slice, round_slices
 from .vocab import keep_probs
 
 
@@ -50,6 +59,17 @@ def held_rows(pieces: Sequence[Shard]) -> np.ndarray:
     return np.unique(np.concatenate(arrays)).astype(np.int32)
 
 
+def group_pieces(pieces: Sequence[Shard], rounds: int, r0: int, r1: int) -> list[Shard]:
+    """The sentences of a shard (held as ``pieces``) that rounds [r0, r1) of ``rounds`` train.
+
+    >>> s = Shard(np.array([3, 1, 1, 2, 5, 4], np.int32), np.array([0, 2, 4, 6]))
+    >>> [held_rows(group_pieces([s], 3, j, j + 1)).tolist() for j in range(3)]
+    [[1, 3], [1, 2], [4, 5]]
+    """
+    first, last = round_slices(pieces, r0, rounds), round_slices(pieces, r1 - 1, rounds)
+    return [piece_slice(p, b, e) for p, (b, _), (_, e) in zip(pieces, first, last)]
+
+
 def holders(held: Sequence[np.ndarray], rows: int) -> np.ndarray:
     """How many models hold each row (int32, ``rows`` long).
 
@@ -60,24 +80,6 @@ def holders(held: Sequence[np.ndarray], rows: int) -> np.ndarray:
     for h in held:
         k[h] += 1
     return k
-
-
-def localize(pieces: Sequence[Shard], held: np.ndarray) -> list[Shard]:
-    """The pieces with their ids as positions in ``held`` (which must hold every id).
-
-    >>> p = localize([Shard(np.array([7, 2], np.int32), np.array([0, 2]))], np.array([2, 7], np.int32))
-    >>> p[0].ids.tolist()
-    [1, 0]
-    """
-    return [localize_piece(p, held) for p in pieces]
-
-
-def localize_piece(piece: Shard, held: np.ndarray) -> Shard:
-    """One piece of ``localize``."""
-    def local(ids):
-        return None if ids is None else np.searchsorted(held, ids).astype(np.int32)
-
-    return Shard(local(piece.ids), piece.offsets, local(piece.shown_ids), piece.shown_offsets)
 
 
 def holder_rates(counts: np.ndarray, keep: np.ndarray, k: np.ndarray, alpha: float, how: str = "mean",
@@ -199,15 +201,40 @@ def chunks(lo: int, hi: int, dim: int, models: int, span: int) -> list[tuple[int
 
 def worker_bytes(held: int, masters: int, dim: int, models: int) -> int:
     """What a worker's model and masters take in the partitioned layout: the ``held`` rows of its
-    model and the ``masters`` of its range, both matrices, and one exchange of rows in transit
-    (every model's part of a chunk of its range, as the head's owner receives them in an epoch's
-    last round), before training's peaks (plan.PEAK).
+    model (in its largest group of rounds: a model drops a group's rows before it takes the
+    next's) and the ``masters`` of its range, both matrices, and one exchange of rows in
+    transit (every model's part of a chunk of its range, as the head's owner receives them at
+    an epoch's end), before training's peaks (plan.PEAK).
 
     >>> worker_bytes(1000, 50_000, 32, 2)  # 51,000 rows, and 2 models' parts of 25,000 rows
     26656000
     """
     transit = models * min(masters, chunk_rows(dim, models, masters)) * _row_bytes(dim)
     return 2 * (held + masters) * dim * 4 + transit
+
+
+def group_choices(rounds: int) -> list[int]:
+    """The groups of rounds a job may hold its rows for: 1, 2, 4, ... and ``rounds`` (one per round).
+
+    >>> group_choices(16), group_choices(6)
+    ([1, 2, 4, 8, 16], [1, 2, 4, 6])
+    """
+    out = [1 << i for i in range(rounds.bit_length()) if 1 << i < rounds]
+    return out + [rounds]
+
+
+def row_groups(held: dict[int, int], masters: int, dim: int, models: int, shard_bytes: int, limit: int) -> int:
+    """The fewest groups of rounds (``held``: groups -> rows a model holds in one) whose rows,
+    masters and shards (``worker_bytes``) fit a worker's memory ``limit`` at training's peaks;
+    the most there are if none does (the check before training then says what is missing).
+
+    >>> row_groups({1: 900_000, 2: 500_000, 4: 300_000}, 250_000, 32, 8, 0, 600_000_000)
+    2
+    """
+    for groups in sorted(held):
+        if PEAK * (worker_bytes(held[groups], masters, dim, models) + shard_bytes) <= limit:
+            return groups
+    return max(held)
 
 
 def expected_rows(counts: np.ndarray, models: int) -> tuple[int, int]:

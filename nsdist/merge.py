@@ -157,6 +157,17 @@ def merge_rows(targets: list[np.ndarray], rows: list[np.ndarray], counts: list[n
     return touched
 
 
+def rate_summary(rates: np.ndarray) -> dict:
+    """The per-row rate multipliers' min, median and max, for the manifest (empty: none).
+
+    >>> rate_summary(np.array([1.0, 3.0, 2.0]))
+    {'min': 1.0, 'median': 2.0, 'max': 3.0}
+    """
+    if not len(rates):
+        return {}
+    return {"min": float(rates.min()), "median": float(np.median(rates)), "max": float(rates.max())}
+
+
 def shard_rates(counts: np.ndarray, keep: np.ndarray, shards: int, alpha: float,
                 how: str = "mean", scale: float | None = None, pivot: float | None = None) -> np.ndarray:
     """Per-row multiplier of the shards' local learning rate (float32, one per vocabulary word).

@@ -39,7 +39,7 @@ from . import __version__, checkpoint, cluster, layout, probe, report, storage
 from .config import JobConfig, TrainConfig
 from .errors import ConfigError, DataError, Interrupted, OutOfMemory
 from .memory import release_memory
-from .merge import shard_rates
+from .merge import rate_summary, shard_rates
 from .model import Model, check_finite, init_model, make_tables
 from .formats import (OutputPlan, abort_outputs, complete_output, neighbors_part, neighbors_table, plan_outputs,
                       start_outputs, write_block, write_file, write_neighbors, write_vocab)
@@ -64,8 +64,7 @@ def _tables(vocab: Vocab, t: TrainConfig, models: int):
 
 def _rate_summary(*tables) -> dict:
     """The models' per-row rate multipliers (merge.shard_rates), for the manifest."""
-    r = np.concatenate([t.rate for t in tables])
-    return {"min": float(r.min()), "median": float(np.median(r)), "max": float(r.max())} if len(r) else {}
+    return rate_summary(np.concatenate([t.rate for t in tables]))
 
 
 def _start_outputs(plan: OutputPlan, vocab: Vocab, alpha: float, store, model: Model) -> dict:
@@ -393,9 +392,9 @@ def _job(cfg: JobConfig, client, run: _Run, files: list, blocks: list, fingerpri
     _check_encoded(words, n_shards, timer.seconds["encode"])
     source, warm = _source(client, cfg, run, counted.vocab, counted.summary["vocab_size"], shards)
     training, rates, placed = _training(client, cfg, run, counted, shards, words, shard_bytes, n_models, source)
-    del shards  # the partitioned layout trains copies in local ids: the originals go once those are built
     epochs = {m["epoch"]: m for m in state.get("metrics", [])}
     saves = _Checkpoints(cfg, run, {"shards": n_shards, "models": n_models, "layout": placed["layout"],
+                                    "row_groups": placed.get("row_groups", 1),
                                     "shard_plan": SHARD_PLAN,
                                     "corpus_fingerprint": fingerprint, "vocab_sha256": digest, "warm_start": warm})
     with cluster.train_epochs(client, cfg, training, source, state.get("epoch", 0), saves.url_after) as trained:
@@ -452,22 +451,45 @@ def _training(client, cfg: JobConfig, run: _Run, counted, shards: list, words: n
         _check_memory(limits, vocab_size, t.dim, shard_bytes, n_models)
         tables, rates = _tables_on_workers(client, cfg, counted, n_models, run.id)
         record = {"layout": "replicated"}
+        sampled = (shards[0], tables)
     else:
+        groups = _row_groups(client, cfg, run, counted, limits, shard_bytes, n_models, words.shape[1])
         parts = cluster.partition(client, shards, counted.vocab, t, n_models, vocab_size, cluster.workers(client),
-                                  run.id)
-        held = cluster.gather_alive(client, parts.held)
+                                  run.id, words.shape[1], groups)
+        held = cluster.gather_alive(client, parts.sizes)
         _check_partitioned(limits, held, parts.ranges, t.dim, shard_bytes, n_models, source[0] not in checkpoint.ROW_BUILDS)
-        shards, tables = parts.shards, parts.tables[0]
-        rates = cluster.compute(client, _rate_summary, *parts.tables, key=f"rates-{run.id}")
-        record = {"layout": "partitioned", "held_rows": held}
-        log.info("partitioned layout: each model holds %s of %d rows", ", ".join(f"{h:,}" for h in held), vocab_size,
-                 extra={"stage": "layout", **record})
-    # The pairs each epoch's reported loss is scored on, drawn once from the first shard (probe.py).
-    pairs = cluster.submit(client, probe.sample, shards[0], tables, t.window, t.negative, t.explicit_negatives,
+        rates, tables, sampled = cluster.gather_alive(client, [parts.rates])[0], None, parts.probe
+        record = {"layout": "partitioned", "held_rows": held, "row_groups": parts.groups}
+        log.info("partitioned layout: each model holds %s of %d rows (in %d group(s) of rounds)",
+                 ", ".join(f"{h:,}" for h in held), vocab_size, parts.groups, extra={"stage": "layout", **record})
+    # The pairs each epoch's reported loss is scored on, drawn once from the first shard (probe.py;
+    # partitioned: in the first model's local ids, from the rounds of its first group).
+    pairs = cluster.submit(client, probe.sample, *sampled, t.window, t.negative, t.explicit_negatives,
                            t.explicit_weight, t.seed, key=f"probe-sample-{run.id}")
     training = cluster.Training(shards, words, tables, vocab_size, t.dim, n_models, t.merge_blocks, run.id, pairs,
                                 parts)
     return training, rates, record
+
+
+def _row_groups(client, cfg: JobConfig, run: _Run, counted, limits: dict, shard_bytes: int, n_models: int,
+                rounds: int) -> int:
+    """The groups of rounds a partitioned model holds its rows for: a resumed run's own, else
+    ``train.row_groups``, else the fewest whose rows fit the workers' memory limits, from the
+    rows a model is expected to hold in a group (layout.expected_rows, on the vocabulary's worker)."""
+    t, known = cfg.train, [v for v in limits.values() if v]
+    if run.state:
+        return run.state.get("row_groups", 1)
+    if t.row_groups or not known:
+        return min(t.row_groups or 1, rounds)
+    choices = layout.group_choices(rounds)
+    held = cluster.compute(client, _expected_held, counted.vocab, n_models, choices, key=f"held-estimate-{run.id}")
+    masters = -(-counted.summary["vocab_size"] // n_models)
+    return layout.row_groups(dict(zip(choices, held)), masters, t.dim, n_models, shard_bytes // n_models, min(known))
+
+
+def _expected_held(vocab: Vocab, models: int, choices: list[int]) -> list[int]:
+    """Rows a model is expected to hold in one of ``g`` groups of rounds, for each ``g`` of ``choices``."""
+    return [layout.expected_rows(vocab.counts, models * g)[0] for g in choices]
 
 
 def _shard_bytes(summary: dict) -> int:

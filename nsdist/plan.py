@@ -56,25 +56,57 @@ def model_groups(shards: int, models: int) -> list[list[int]]:
     return [list(range(m, shards, models)) for m in range(models)]
 
 
-def sync_rows(round_: int, rounds: int, vocab_size: int, base: int | None) -> int:
+def sync_rows(round_: int, rounds: int, vocab_size: int, base: int | None, groups: int = 1) -> int:
     """Rows [0, n) that round ``round_`` of an epoch averages across the models.
 
     The vocabulary is sorted by falling count, so a row prefix is a frequency tier. As in
     pWord2Vec's MPI trainer, round r syncs ``base * 2**z`` rows, z the number of trailing zero
     bits of r + 1: the top ``base`` rows every round, twice as many every other round, and so
     on. The last round of an epoch syncs every row, so that the models agree at every epoch
-    boundary (checkpoints, resume, the outputs). ``base`` None: every row every round.
+    boundary (checkpoints, resume, the outputs), and so does the last round of each of the
+    epoch's ``groups`` (``round_groups``: a partitioned model changes its rows there).
+    ``base`` None: every row every round.
 
     >>> [sync_rows(r, 8, 10_000, 1000) for r in range(8)]
     [1000, 2000, 1000, 4000, 1000, 2000, 1000, 10000]
-    >>> sync_rows(0, 4, 300, 1000), sync_rows(0, 4, 10_000, None)
-    (300, 10000)
+    >>> sync_rows(0, 4, 300, 1000), sync_rows(0, 4, 10_000, None), sync_rows(2, 6, 10_000, 1000, groups=2)
+    (300, 10000, 10000)
     """
-    if base is None or round_ == rounds - 1:
+    if base is None or group_end(round_, rounds, groups):
         return vocab_size
     r = round_ + 1
     zeros = (r & -r).bit_length() - 1
     return min(vocab_size, base << zeros)
+
+
+def round_groups(rounds: int, groups: int) -> list[tuple[int, int]]:
+    """The epoch's rounds [r0, r1) cut into ``groups`` contiguous groups, as even as they can be
+    (at most one group per round): a partitioned model holds the rows of one group's sentences
+    at a time (layout.py).
+
+    >>> round_groups(16, 4), round_groups(5, 2), round_groups(3, 8)
+    ([(0, 4), (4, 8), (8, 12), (12, 16)], [(0, 2), (2, 5)], [(0, 1), (1, 2), (2, 3)])
+    """
+    groups = max(1, min(groups, rounds))
+    return [(rounds * j // groups, rounds * (j + 1) // groups) for j in range(groups)]
+
+
+def group_of(round_: int, rounds: int, groups: int) -> int:
+    """The group (``round_groups``) that round ``round_`` of an epoch is in.
+
+    >>> [group_of(r, 5, 2) for r in range(5)]
+    [0, 0, 1, 1, 1]
+    """
+    return next(j for j, (r0, r1) in enumerate(round_groups(rounds, groups)) if r0 <= round_ < r1)
+
+
+def group_end(round_: int, rounds: int, groups: int) -> bool:
+    """Whether round ``round_`` is the last of its group (the epoch's last round always is).
+
+    >>> [group_end(r, 5, 2) for r in range(5)]
+    [False, True, False, False, True]
+    """
+    return any(round_ == r1 - 1 for _, r1 in round_groups(rounds, groups))
 
 
 # The most an owner receives at once for one block: this share of the model, or MIN_IN_FLIGHT

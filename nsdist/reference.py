@@ -103,40 +103,69 @@ def _round_bytes(counts: list, n: int, rows: int, t: TrainConfig) -> int:
 
 
 def train_partitioned(shards: list[Shard], words: np.ndarray, counts: np.ndarray, t: TrainConfig, n_models: int,
-                      start: Model) -> Reference:
+                      start: Model, groups: int = 1) -> Reference:
     """``train_models`` in the partitioned layout (layout.py): model m holds only the rows its
     shards use, trains them by local ids on its local tables, and each round the rows its holders
     changed in the synchronised prefix are folded into the masters (``merge.merge_deltas``) and
     copied back to their holders; rows with one holder go to the masters at an epoch's end only.
-    ``counts``: the vocabulary's counts. Returns the masters (the whole model) after the last round."""
+    ``groups``: a model holds the rows of one group of the epoch's rounds at a time
+    (``plan.round_groups``), every row is synchronised at a group's end, and the model takes the
+    next group's rows, tables and holder counts from the masters. ``counts``: the vocabulary's
+    counts. Returns the masters (the whole model) after the last round."""
     n_shards, rounds = words.shape
     rows = len(start.win)
-    groups = plan.model_groups(n_shards, n_models)
-    held = [layout.held_rows([p for s in g for p in shards[s]]) for g in groups]
-    k = layout.holders(held, rows)
-    local = [layout.model_tables(counts[h], int(counts.sum()), k[h], t) for h in held]
-    mine = [[layout.localize(shards[s], h) for s in g] for g, h in zip(groups, held)]
+    spans = plan.round_groups(rounds, groups)
+    mine = plan.model_groups(n_shards, n_models)
+    held = [[layout.held_rows([p for s in g for p in layout.group_pieces(shards[s], rounds, r0, r1)]) for g in mine]
+            for r0, r1 in spans]  # held[group][model]
+    k = [layout.holders(h, rows) for h in held]
     master = Model(start.win.copy(), start.wout.copy())
-    models = [layout.local_model(start, h) for h in held]
-    updates = [(np.zeros(len(h), np.uint32), np.zeros(len(h), np.uint32)) for h in held]
+    models, updates, local = _take(master, held[0], k[0], counts, t)
     prefixes, moved = set(), []
     for epoch, r, a0, a1 in _rounds(t, words):
-        for m, group in enumerate(groups):
-            for s, pieces in zip(group, mine[m]):
+        j = plan.group_of(r, rounds, len(spans))
+        for m, group in enumerate(mine):
+            for s in group:
                 spec = round_spec(t, epoch, r, rounds, s, a0, a1)
-                train_round(models[m], pieces, local[m], spec, *updates[m])
-        n = plan.sync_rows(r, rounds, rows, t.sync_rows)
+                train_round(models[m], shards[s], local[m], spec, *updates[m], held=held[j][m])
+        n = plan.sync_rows(r, rounds, rows, t.sync_rows, len(spans))
         prefixes.add(n)
-        moved.append(_sync(models, held, k, updates, master, n, r == rounds - 1, t.merge))
+        end = plan.group_end(r, rounds, len(spans))
+        regroup = end and len(spans) > 1
+        moved.append(_sync(models, held[j], k[j], updates, master, n, end, t.merge, install=not regroup))
+        if regroup:
+            following = (j + 1) % len(spans)
+            models, updates, local = _take(master, held[following], k[following], counts, t)
+            moved[-1] += _taken_bytes(held[following], rows, t.dim)
     return Reference(master, moved, prefixes)
 
 
+def _take(master: Model, held: list[np.ndarray], k: np.ndarray, counts: np.ndarray, t: TrainConfig) -> tuple:
+    """Each model's rows ``held[m]`` read from the masters, its update counts from zero, and its
+    tables (the holder counts ``k`` of the rows' group)."""
+    total = int(counts.sum())
+    return ([layout.local_model(master, h) for h in held],
+            [(np.zeros(len(h), np.uint32), np.zeros(len(h), np.uint32)) for h in held],
+            [layout.model_tables(counts[h], total, k[h], t) for h in held])
+
+
+def _taken_bytes(held: list[np.ndarray], rows: int, dim: int) -> int:
+    """What the models' taking of a group's rows moves between worker processes: per row not
+    owned by its model's worker, its id, both matrices' values, count (int64) and holder count
+    (int32)."""
+    ranges = layout.owners(rows, len(held))
+    owner = np.repeat(np.arange(len(ranges)), [hi - lo for lo, hi in ranges])
+    return sum(int((owner[h] != m).sum()) for m, h in enumerate(held)) * (4 + 2 * dim * 4 + 8 + 4)
+
+
 def _sync(models: list[Model], held: list[np.ndarray], k: np.ndarray, updates: list, master: Model, n: int,
-          last: bool, how: str) -> int:
+          last: bool, how: str, install: bool = True) -> int:
     """One round's merge in the partitioned layout, in place; returns the bytes it moves between
     worker processes (model m lives on worker m, which keeps the masters of ``layout.owners``'
     m-th range: a part crosses unless its holder is the row's owner, and so does a merged row
-    going back to a holder)."""
+    going back to a holder). ``last``: the end of a group of rounds, where every row a model
+    changed goes to the masters; ``install``: the merged rows go back to their holders (not
+    when the models take the next group's rows instead)."""
     ranges = layout.owners(len(k), len(models))
     owner = np.repeat(np.arange(len(ranges)), [hi - lo for lo, hi in ranges])
     nbytes = 0
@@ -145,12 +174,12 @@ def _sync(models: list[Model], held: list[np.ndarray], k: np.ndarray, updates: l
         for m, (model, h, counts) in enumerate(zip(models, held, updates)):
             cut = layout.synced(h, n)
             sel = np.flatnonzero(counts[c][:cut])
-            if not last:  # a row one model holds is its own until the epoch's end
+            if not last:  # a row one model holds is its own until the group's end
                 sel = sel[k[h[sel]] > 1]
             parts.append((h[sel], getattr(model, matrix)[sel], counts[c][sel]))
             nbytes += int((owner[h[sel]] != m).sum()) * (target.shape[1] * 4 + 8)
         touched = merge_deltas(target[:n], parts, k[:n], how)
-        for m, (model, h) in enumerate(zip(models, held)):
+        for m, (model, h) in enumerate(zip(models, held) if install else ()):
             ids = h[:layout.synced(h, n)]
             back = np.flatnonzero(touched[ids] & (k[ids] > 1))
             getattr(model, matrix)[back] = target[ids[back]]

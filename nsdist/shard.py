@@ -103,14 +103,34 @@ def round_words(pieces: Sequence[Shard], rounds: int) -> list[int]:
             for r in range(rounds)]
 
 
+def piece_slice(piece: Shard, begin: int, end: int, held: np.ndarray | None = None) -> Shard:
+    """Sentences [begin, end) of a piece, offsets from 0; ``held`` (sorted, holding every id):
+    each id as its position there, the local ids a partitioned model trains on (layout.py).
+
+    >>> p = piece_slice(Shard(np.array([7, 2, 2, 9], np.int32), np.array([0, 1, 3, 4])), 1, 3, np.array([2, 9]))
+    >>> p.ids.tolist(), p.offsets.tolist()
+    ([0, 0, 1], [0, 2, 3])
+    """
+    def cut(ids, offsets):
+        if ids is None:
+            return None, None
+        a, b = offsets[begin], offsets[end]
+        ids = ids[a:b] if held is None else np.searchsorted(held, ids[a:b]).astype(np.int32)
+        return ids, offsets[begin:end + 1] - a
+
+    return Shard(*cut(piece.ids, piece.offsets), *cut(piece.shown_ids, piece.shown_offsets))
+
+
 def train_round(model: Model, pieces: Sequence[Shard], tables: Tables, spec: RoundSpec,
-                n_in: np.ndarray | None = None, n_out: np.ndarray | None = None
+                n_in: np.ndarray | None = None, n_out: np.ndarray | None = None, held: np.ndarray | None = None
                 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Train this round's slice of a shard (held as ``pieces``) in place on ``model``; returns
     how often each row of win and of wout was updated (uint32: added to ``n_in``/``n_out`` when
     given, else counted from zero) and the statistics (loss, pairs, words, seconds). One kernel
     call per piece, with the round's learning-rate schedule and random state carried across:
-    the same as one call on the pieces' concatenation."""
+    the same as one call on the pieces' concatenation. ``held``: the model holds these rows
+    only (sorted global ids): the round's sentences are mapped to their positions first, a
+    round at a time, so a shard is kept once, with global ids (``piece_slice``)."""
     t0 = time.perf_counter()
     win, wout = model.win, model.wout
     n_in = np.zeros(len(win), np.uint32) if n_in is None else n_in
@@ -123,6 +143,8 @@ def train_round(model: Model, pieces: Sequence[Shard], tables: Tables, spec: Rou
     for p, (begin, end) in zip(pieces, slices):
         if begin == end:
             continue
+        if held is not None:
+            p, begin, end = piece_slice(p, begin, end, held), 0, end - begin
         piece_loss, piece_pairs, piece_words, state = kernel(spec)(
             win, wout, p.ids, p.offsets, begin, end,
             tables.keep, tables.noise_prob, tables.noise_alias,

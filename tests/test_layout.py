@@ -16,7 +16,7 @@ from nsdist.counts import count_tokens
 from nsdist.encode import Shard
 from nsdist.merge import merge_deltas, shard_rates
 from nsdist.model import init_model, make_tables
-from nsdist.plan import model_groups
+from nsdist.plan import model_groups, round_groups
 from nsdist.reference import train_models, train_partitioned
 from nsdist.shard import round_words
 from nsdist.vocab import build_vocab, keep_probs
@@ -142,15 +142,17 @@ def test_models_that_share_no_shards_hold_their_rows_once():
     assert layout.holders(held, 4).tolist() == [2, 1, 1, 1]
 
 
-@pytest.mark.parametrize("chunk_rows", [None, 37])
+@pytest.mark.parametrize("chunk_rows, groups", [(None, 1), (37, 1), (None, 2), (37, 4)])
 def test_the_distributed_partitioned_layout_equals_the_reference(client, tmp_path, round_tasks, monkeypatch,
-                                                                   chunk_rows):
+                                                                   chunk_rows, groups):
     """Two single-threaded workers train a long-tail corpus in the partitioned layout: each model
     holds only its shards' rows, and the vectors, output vectors and bytes moved per round equal
     reference.train_partitioned on the same shards. A round is a few tasks per worker: M trains,
     a merge per owner, an install per worker, the round's end, and barriers where both merge.
     ``chunk_rows``: merges and installs go through each range 37 rows at a time (the client
-    plans the chunks), with the same bits and bytes."""
+    plans the chunks), with the same bits and bytes. ``groups``: a model holds the rows of 1/groups
+    of an epoch's rounds at a time, taking the next group's from the masters, every row merged
+    at a group's end."""
     if chunk_rows:
         monkeypatch.setattr(layout, "EXCHANGE_BYTES", 1)
         monkeypatch.setattr(layout, "CHUNK_ROWS", chunk_rows)
@@ -166,25 +168,31 @@ def test_the_distributed_partitioned_layout_equals_the_reference(client, tmp_pat
     path = tmp_path / "zipf.txt"
     path.write_text("".join(" ".join(f"w{i}" for i in line) + "\n" for line in ids.reshape(-1, 12)))
     cfg = load_config(None, {"dim": 8, "epochs": 2, "min_count": 1, "shards": 4, "sync_rows": 64,
-                             "train.layout": "partitioned"}, environ={}, corpus=(str(path),), out=str(tmp_path / "out"))
+                             "train.layout": "partitioned", "row_groups": groups}, environ={}, corpus=(str(path),),
+                      out=str(tmp_path / "out"))
     t = cfg.train
     counted = count_vocab(client, cfg, plan_blocks(cfg.corpus, {}, cfg.blocksize), "ref")
     shards, words, _ = encode_shards(client, cfg, counted, 4, t.rounds(2), "ref")
     vocab = counted.vocab.result()
-    ref = train_partitioned(client.gather(shards), words, vocab.counts, t, 2, init_model(len(vocab), t.dim, t.seed))
+    ref = train_partitioned(client.gather(shards), words, vocab.counts, t, 2, init_model(len(vocab), t.dim, t.seed),
+                            groups)
 
     result = train(cfg, client)
     metrics = result.manifest["metrics"]
     assert metrics["layout"] == "partitioned" and metrics["models"] == 2 and metrics["bit_reproducible"]
+    assert metrics["row_groups"] == groups
     assert max(metrics["held_rows"]) < len(vocab)  # no model holds every row
     assert np.array_equal(load(result.run_url).vectors, ref.model.win)
     import os
     assert np.array_equal(np.load(os.path.join(result.run_url, "context.npy")), ref.model.wout)
     assert [m["bytes"] for e in metrics["epochs"] for m in e["merges"]] == ref.moved
-    assert len(ref.prefixes) >= 3  # the tiers were exercised
+    if groups == 1:  # (with groups, every group's end syncs all rows: the owners below)
+        assert len(ref.prefixes) >= 3  # the tiers were exercised
     owners = [m["blocks"] for e in metrics["epochs"] for m in e["merges"]]
-    assert owners == ([1] * (len(owners) // 2 - 1) + [2]) * 2  # the tiers: the first owner's range
-    # 2 trains + 1 merge + 2 installs + the end; the last round: + 1 merge + 2 barriers.
+    rounds = len(owners) // 2
+    ends = {r1 - 1 for _, r1 in round_groups(rounds, groups)}
+    assert owners == [2 if r in ends else 1 for r in range(rounds)] * 2  # the tiers: the first owner's range
+    # 2 trains + 1 merge + 2 installs + the end; a group's last round: + 1 merge + 2 barriers.
     assert [len(keys) for keys in round_tasks] == [6 if n == 1 else 9 for n in owners]
 
 

@@ -82,13 +82,15 @@ def test_interrupted_job_says_how_to_resume(tmp_path, sig, code):
     assert load(out).manifest["run_id"] == match[1]
 
 
-@pytest.mark.parametrize("layout", ["replicated", "partitioned"])
+@pytest.mark.parametrize("layout", ["replicated", "partitioned", "partitioned/2"])
 def test_killed_job_resumes_to_identical_vectors(client, tmp_path, layout):
     """SIGKILL after a checkpoint, then --resume: the vectors of an uninterrupted run. In the
-    partitioned layout each worker reads only the rows it holds from the checkpoint."""
+    partitioned layout each worker reads only the rows it holds from the checkpoint (``/2``: its
+    first group's, of 2 groups of rounds)."""
     files = generate(str(tmp_path / "corpus.txt"), tokens=400_000, seed=3)
     out = str(tmp_path / "out")
-    train_keys = [*TRAIN, f"train.layout={layout}"]
+    layout, _, groups = layout.partition("/")
+    train_keys = [*TRAIN, f"train.layout={layout}", *([f"train.row_groups={groups}"] if groups else [])]
     sets = [a for kv in train_keys for a in ("--set", kv)]
     # A new session: killing its process group takes the LocalCluster's workers down too.
     job = subprocess.Popen(nsdist_cmd("train", "--corpus", files.corpus, "--out", out, "--workers", "2", *sets),
@@ -123,6 +125,8 @@ def test_killed_job_resumes_to_identical_vectors(client, tmp_path, layout):
     reference = load(train(cfg, client).run_url)
     got = load(out)
     assert got.manifest["metrics"]["layout"] == reference.manifest["metrics"]["layout"] == layout
+    assert got.manifest["metrics"].get("row_groups") == reference.manifest["metrics"].get("row_groups")
+    assert got.manifest["metrics"].get("row_groups") == (int(groups) if groups else None if layout == "replicated" else 1)
     assert got.vocab == reference.vocab
     assert np.array_equal(got.vectors, reference.vectors)
     assert not os.path.exists(os.path.join(run, "checkpoints"))  # removed once published

@@ -22,12 +22,13 @@ TRAIN = {"dim": 24, "epochs": 3, "min_count": 3, "shards": 2, "syncs_per_epoch":
 ROUND_ENDED = re.compile(r"round-.+-\d+-\d+-\d+$")  # round-{run}-{attempt}-{epoch}-{round}
 
 
-@pytest.mark.parametrize("layout", ["replicated", "partitioned"])
-def test_killing_a_worker_mid_training_gives_identical_vectors(client, tmp_path, layout):
+@pytest.mark.parametrize("layout, groups", [("replicated", None), ("partitioned", 1), ("partitioned", 3)])
+def test_killing_a_worker_mid_training_gives_identical_vectors(client, tmp_path, layout, groups):
     """Either layout: its rows cross between workers through actors on the workers, and the
-    killed worker's actor with it; the new attempt's actors serve the same rounds."""
+    killed worker's actor with it; the new attempt's actors serve the same rounds. ``groups``:
+    partitioned models that take their rows for one of 3 groups of rounds at a time."""
     files = generate(str(tmp_path / "corpus.txt"), tokens=300_000, seed=6)
-    train_cfg = {**TRAIN, "train.layout": layout}
+    train_cfg = {**TRAIN, "train.layout": layout, "train.row_groups": groups}
     cfg = load_config(None, train_cfg, environ={}, corpus=(files.corpus,), out=str(tmp_path / "killed"))
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                       host="127.0.0.1") as cluster, Client(cluster) as own:

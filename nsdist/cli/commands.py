@@ -58,12 +58,13 @@ def _print_plan(plan: dict) -> None:
            " (auto: the replicated model does not fit the workers' memory)"}.get(lay["asked"], " (train.layout)")
     print(f"layout: {lay['chosen']}{why}; replicated, a worker holds all {s['vocab_size']:,} rows "
           f"({lay['replicated_bytes'] / 1e6:,.1f} MB with its shards); partitioned, about {lay['rows_per_worker']:,} "
-          f"rows ({lay['held_rows']:,} its shards use, about {lay['head_rows']:,} of them used by every model, and "
-          f"the masters of 1/{plan['models']} of the rows, and up to {EXCHANGE_BYTES // 2**20} MiB of rows in "
-          f"transit; "
-          f"{lay['partitioned_bytes'] / 1e6:,.1f} MB with its shards)")
+          f"rows ({lay['held_rows']:,} its shards use, about {lay['head_rows']:,} of them used by every model, "
+          f"{_groups(lay)}and the masters of 1/{plan['models']} of the rows, and up to {EXCHANGE_BYTES // 2**20} MiB "
+          f"of rows in transit; {lay['partitioned_bytes'] / 1e6:,.1f} MB with its shards)")
+    ends = ("each epoch's end" if lay["chosen"] != "partitioned" or lay["row_groups"] == 1 else
+            f"the end of each of an epoch's {lay['row_groups']} groups of rounds")
     print(f"rounds: {plan['rounds_per_epoch']} per epoch x {plan['epochs']} epoch(s); each averages the "
-          f"{plan['sync_rows'] or 'all'} most frequent rows or more, all rows at each epoch's end")
+          f"{plan['sync_rows'] or 'all'} most frequent rows or more, all rows at {ends}")
     print(f"{plan['shards']} shard(s) over {len(plan['workers'])} worker(s):")
     held = "" if not g else ", the adjacency" if g["layout"] == "replicated" else ", its adjacency range"
     for w in plan["workers"]:
@@ -82,6 +83,13 @@ def _print_plan(plan: dict) -> None:
                           f"{PEAK * worst / 1e6:,.1f} MB at training's peaks, more than the workers' memory limit of "
                           f"{min(limits) / 1e6:,.1f} MB; {fix}, or train a smaller model (a lower dim, a higher "
                           "min_count, or max_vocab)")
+
+
+def _groups(lay: dict) -> str:
+    """The dry run's words on the groups of rounds a partitioned model holds its rows for."""
+    if lay["row_groups"] == 1:
+        return "held for the whole epoch, "
+    return f"held {lay['group_rows']:,} at a time for each of {lay['row_groups']} groups of rounds, "
 
 
 def _log_dashboard(client) -> None:

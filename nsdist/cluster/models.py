@@ -139,16 +139,17 @@ def _stopped(tag: str, attempt: int) -> bool:
 
 
 def _train_shards(held: _Held, shards: list[list[Shard]], tables: Tables, specs: list[RoundSpec],
-                  threads: int) -> list[dict]:
-    """Train every shard's round slice on the model; returns each shard's statistics."""
+                  threads: int, rows: np.ndarray | None = None) -> list[dict]:
+    """Train every shard's round slice on the model; returns each shard's statistics. ``rows``:
+    the global ids of the model's rows, when it holds only those (parts.py)."""
     if threads <= 1 or len(shards) <= 1:
-        return [train_round(held.model, pieces, tables, spec, held.n_in, held.n_out)[2]
+        return [train_round(held.model, pieces, tables, spec, held.n_in, held.n_out, held=rows)[2]
                 for pieces, spec in zip(shards, specs)]
 
     # Hogwild: the threads update the shared rows without locks (the kernels release the GIL).
     # Each counts its updates apart, so the counts are exact whatever the interleaving.
     def one(i: int):
-        return train_round(held.model, shards[i], tables, specs[i])
+        return train_round(held.model, shards[i], tables, specs[i], held=rows)
 
     with ThreadPoolExecutor(min(threads, len(shards)), thread_name_prefix="nsdist-hogwild") as pool:
         results = list(pool.map(one, range(len(shards))))

@@ -1,12 +1,14 @@
 """Placing the partitioned layout (layout.py) on the workers: its fixed inputs, and its rounds.
 
-``partition`` runs once per job, after encoding: each model's rows (the ids its shards hold),
-how many models hold each row (counted by the row's owner from each model's rows in its range),
-the shards mapped to local ids and each model's tables, all on the workers; the client holds
-futures only. ``_Partitioned`` is ``training._Attempt`` with the rounds of parts.py, a few tasks
-per worker: train; merge (each owner asks every model for the changed rows of its range and
-folds them into its masters); install (each model asks every owner for the merged rows it
-holds), both a chunk of rows at a time (``layout.chunks``). Its checkpoints, outputs and top-k
+``partition`` runs once per job, after encoding: each model's rows in each group of rounds (the
+ids its shards' sentences of those rounds hold), how many models hold each row in the first
+group (counted by the row's owner from each model's rows in its range) and the counts of those
+rows, all on the workers; the client holds futures only. The shards keep their global ids: a
+model maps each round's sentences to its rows as it trains them. ``_Partitioned`` is
+``training._Attempt`` with the rounds of parts.py, a few tasks per worker: train; merge (each
+owner asks every model for the changed rows of its range and folds them into its masters);
+install (each model asks every owner for the merged rows it holds, or at a group's end for the
+next group's rows), both a chunk of rows at a time (``layout.chunks``). Its checkpoints, outputs and top-k
 table read the whole model from the owners' masters through their ``parts.Peer`` actors, a chunk
 of rows at a time (``_Rows``): no worker holds it whole.
 """
@@ -21,10 +23,11 @@ import numpy as np
 from distributed import Client
 
 from .. import layout, progress
+from ..merge import rate_summary
 from ..model import Model
 from ..nearest import unit_rows
-from ..plan import schedule, sync_rows
-from ..shard import round_spec
+from ..plan import group_end, group_of, model_groups, round_groups, schedule, sync_rows
+from ..shard import piece_slice, round_spec
 from . import models, parts
 from .models import ModelLost
 from .training import _Attempt
@@ -34,16 +37,26 @@ from .training import _Attempt
 class Parts:
     """The partitioned layout's inputs, fixed for a job (futures on the workers)."""
 
-    shards: list  # per shard: its pieces with local ids
-    tables: list  # per model: its tables (layout.model_tables)
-    rows: list  # per model: (held ids, their holder counts, holder counts of its range)
+    shards: list  # per shard: its pieces (global ids: a model maps each round's sentences to its rows)
+    groups: int  # groups of an epoch's rounds a model holds its rows for (plan.round_groups)
+    rows: list  # per model: (its held ids, their holder counts, their counts) in the first group
+    held: list  # [group][model]: the ids the model holds in the group of rounds
     ranges: list[tuple[int, int]]  # per model: the rows whose masters its worker keeps
-    inrange: list[list]  # [owner][model]: the model's held ids in the owner's range
-    held: list  # per model: how many rows it holds (a future of an int)
+    inrange: list[list]  # [owner][group][model]: the model's held ids in the owner's range
+    counts: list  # per owner: the vocabulary's counts of its range
+    total: object  # the corpus's words in the vocabulary
+    sizes: list  # per model: the most rows it holds in a group (a future of an int)
+    probe: tuple  # (pieces, tables): the first model's first shard in its first group, in its local ids
+    rates: object  # a future of the rate multipliers' summary (the first group's)
 
 
-def _held(*pieces) -> np.ndarray:
-    return layout.held_rows(pieces)
+def _held(rounds: int, r0: int, r1: int, shards: list) -> np.ndarray:
+    """The rows that rounds [r0, r1) of a model's ``shards`` (each a list of pieces) use."""
+    return layout.held_rows([p for pieces in shards for p in layout.group_pieces(pieces, rounds, r0, r1)])
+
+
+def _most(*held: np.ndarray) -> int:
+    return max(len(h) for h in held)
 
 
 def _in_range(held: np.ndarray, lo: int, hi: int) -> np.ndarray:
@@ -51,67 +64,74 @@ def _in_range(held: np.ndarray, lo: int, hi: int) -> np.ndarray:
 
 
 def _count(lo: int, hi: int, *inrange: np.ndarray) -> np.ndarray:
-    k = np.zeros(hi - lo, np.int32)
-    for ids in inrange:
-        k[ids - lo] += 1
-    return k
+    return layout.holders([ids - lo for ids in inrange], hi - lo)
 
 
 def _k_at(k: np.ndarray, lo: int, ids: np.ndarray) -> np.ndarray:
     return k[ids - lo]
 
 
-def _rows(held: np.ndarray, k_range: np.ndarray, *k_parts: np.ndarray) -> tuple:
-    return held, np.concatenate(k_parts) if k_parts else np.zeros(0, np.int32), k_range
+def _rows(held: np.ndarray, k_parts: list, c_parts: list) -> tuple:
+    def join(arrays, dtype):
+        return np.concatenate(arrays) if arrays else np.zeros(0, dtype)
+
+    return held, join(k_parts, np.int32), join(c_parts, np.int64)
 
 
 def _range_counts(vocab, lo: int, hi: int) -> np.ndarray:
-    return vocab.counts[lo:hi]
+    return vocab.counts[lo:hi].copy()
 
 
 def _total(vocab) -> int:
     return vocab.total
 
 
-def _tables(t, total: int, rows: tuple, *counts: np.ndarray):
-    """A model's tables from the counts of its held rows, given by each owner for its range."""
-    _, k_held, _ = rows
-    return layout.model_tables(np.concatenate(counts) if counts else np.zeros(0, np.int64), total, k_held, t)
+def _tables(t, total: int, rows: tuple):
+    """A model's tables over its rows (``_rows``: ids, holder counts, counts)."""
+    _, k, counts = rows
+    return layout.model_tables(counts, total, k, t)
 
 
-def partition(client: Client, shards: list, vocab, t, n_models: int, rows: int, homes: list[str], tag: str) -> Parts:
+def _rate_summary(t, total: int, *rows: tuple) -> dict:
+    """The models' per-row rate multipliers in their first group, for the manifest."""
+    return rate_summary(np.concatenate([_tables(t, total, x).rate for x in rows]))
+
+
+def _probe_pieces(rounds: int, r0: int, r1: int, held: np.ndarray, *pieces) -> list:
+    return [piece_slice(p, 0, p.sentences, held) for p in layout.group_pieces(pieces, rounds, r0, r1)]
+
+
+def partition(client: Client, shards: list, vocab, t, n_models: int, rows: int, homes: list[str], tag: str,
+              rounds: int, groups: int) -> Parts:
     """The partitioned layout's inputs from the encoded ``shards`` (piece futures), the
-    ``vocab`` (a future), ``n_models`` models on ``homes``; ``rows``: the vocabulary size."""
+    ``vocab`` (a future), ``n_models`` models on ``homes``; ``rows``: the vocabulary size; a
+    model holds its rows for ``groups`` groups of the epoch's ``rounds`` at a time."""
     def on(m: int) -> dict:
         return {"workers": [homes[m % len(homes)]], "allow_other_workers": True}
 
-    groups = [list(range(m, len(shards), n_models)) for m in range(n_models)]
+    mine, spans = model_groups(len(shards), n_models), round_groups(rounds, groups)
     ranges = layout.owners(rows, n_models)
-    held = [client.submit(_held, *[p for s in g for p in shards[s]], key=f"held-{tag}-{m}", **on(m))
-            for m, g in enumerate(groups)]
-    inrange = [[client.submit(_in_range, held[m], lo, hi, key=f"inrange-{tag}-{o}-{m}", **on(m))
-                for m in range(n_models)] for o, (lo, hi) in enumerate(ranges)]
-    k_range = [client.submit(_count, lo, hi, *inrange[o], key=f"holders-{tag}-{o}", **on(o))
+    held = [[client.submit(_held, rounds, r0, r1, [shards[s] for s in g], key=f"held-{tag}-{j}-{m}", **on(m))
+             for m, g in enumerate(mine)] for j, (r0, r1) in enumerate(spans)]
+    inrange = [[[client.submit(_in_range, held[j][m], lo, hi, key=f"inrange-{tag}-{o}-{j}-{m}", **on(m))
+                 for m in range(n_models)] for j in range(len(spans))] for o, (lo, hi) in enumerate(ranges)]
+    # The first group's holder counts and counts, given by each owner for the models' rows in its
+    # range: no model's worker receives the whole vocabulary. Later groups' come with their rows.
+    k_range = [client.submit(_count, lo, hi, *inrange[o][0], key=f"holders-{tag}-{o}", **on(o))
                for o, (lo, hi) in enumerate(ranges)]
-    k_of = [[client.submit(_k_at, k_range[o], ranges[o][0], inrange[o][m], key=f"k-{tag}-{o}-{m}", **on(o))
-             for m in range(n_models)] for o in range(n_models)]
-    model_rows = [client.submit(_rows, held[m], k_range[m], *[k_of[o][m] for o in range(n_models)],
-                                key=f"rows-{tag}-{m}", **on(m)) for m in range(n_models)]
-    # Each owner takes its range's counts from the vocabulary once, and gives each model the
-    # counts of its rows there: no model's worker receives the whole vocabulary.
-    counts = [client.submit(_range_counts, vocab, lo, hi, key=f"counts-{tag}-{o}") for o, (lo, hi) in enumerate(ranges)]
-    counts_of = [[client.submit(_k_at, counts[o], ranges[o][0], inrange[o][m], key=f"c-{tag}-{o}-{m}", **on(o))
-                  for m in range(n_models)] for o in range(n_models)]
+    counts = [client.submit(_range_counts, vocab, lo, hi, key=f"counts-{tag}-{o}", **on(o))
+              for o, (lo, hi) in enumerate(ranges)]
+    first = [client.submit(_rows, held[0][m],
+                           [client.submit(_k_at, k_range[o], ranges[o][0], inrange[o][0][m], key=f"k-{tag}-{o}-{m}", **on(o))
+                            for o in range(n_models)],
+                           [client.submit(_k_at, counts[o], ranges[o][0], inrange[o][0][m], key=f"c-{tag}-{o}-{m}", **on(o))
+                            for o in range(n_models)], key=f"rows-{tag}-{m}", **on(m)) for m in range(n_models)]
     total = client.submit(_total, vocab, key=f"total-{tag}")
-    tables = [client.submit(_tables, t, total, model_rows[m], *[counts_of[o][m] for o in range(n_models)],
-                            key=f"tables-{tag}-{m}", **on(m)) for m in range(n_models)]
-    local = [None] * len(shards)
-    for m, g in enumerate(groups):
-        for s in g:
-            local[s] = [client.submit(layout.localize_piece, p, held[m], key=f"local-{p.key}", **on(m))
-                        for p in shards[s]]
-    sizes = [client.submit(len, h, key=f"nheld-{tag}-{m}", **on(m)) for m, h in enumerate(held)]
-    return Parts(local, tables, model_rows, ranges, inrange, sizes)
+    probe = (client.submit(_probe_pieces, rounds, *spans[0], held[0][0], *shards[0], key=f"probe-pieces-{tag}", **on(0)),
+             client.submit(_tables, t, total, first[0], key=f"probe-tables-{tag}", **on(0)))
+    sizes = [client.submit(_most, *[h[m] for h in held], key=f"nheld-{tag}-{m}", **on(m)) for m in range(n_models)]
+    rates = client.submit(_rate_summary, t, total, *first, key=f"rates-{tag}")
+    return Parts(shards, len(spans), first, held, ranges, inrange, counts, total, sizes, probe, rates)
 
 
 class _Fetch:
@@ -213,9 +233,10 @@ class _Partitioned(_Attempt):
 
     def _create(self, build, args: tuple, start: int) -> dict:
         run, lay, p = self.run, self.layout, self.run.parts
+        plan = (self.cfg.train, p.total, run.rounds, p.groups)
         return {w: self.submit(parts.create, run.tag, self.attempt, start * run.rounds, mine,
-                               [p.ranges[m] for m in mine], [p.inrange[m] for m in mine], build, args,
-                               *[p.rows[m] for m in mine],
+                               [p.ranges[m] for m in mine], [p.inrange[m] for m in mine],
+                               [p.counts[m] for m in mine], build, args, plan, *[p.rows[m] for m in mine],
                                key=f"model-{run.tag}-{self.attempt}-{i}", worker=w)
                 for i, w in enumerate(self.workers) for mine in [[m for m, h in enumerate(lay.home) if h == w]]}
 
@@ -229,8 +250,8 @@ class _Partitioned(_Attempt):
         end = self.done + int(run.words[:, r].sum())
         a0, a1 = schedule(t.alpha, t.min_alpha, self.done, self.total), schedule(t.alpha, t.min_alpha, end, self.total)
         self.done = end
-        n, last = sync_rows(r, run.rounds, run.rows, t.sync_rows), r == run.rounds - 1
-        trained = [self.submit(parts.train, run.tag, self.attempt, g, m, [p.shards[s] for s in group], p.tables[m],
+        n, last = sync_rows(r, run.rounds, run.rows, t.sync_rows, p.groups), group_end(r, run.rounds, p.groups)
+        trained = [self.submit(parts.train, run.tag, self.attempt, g, m, [p.shards[s] for s in group],
                                [round_spec(t, epoch, r, run.rounds, s, a0, a1, walks=bool(self.cfg.edges))
                                 for s in group], lay.threads[m], *self.after[m],
                                key=f"train-{key}-{m}", worker=lay.home[m])
@@ -247,8 +268,11 @@ class _Partitioned(_Attempt):
                               key=f"merge-{key}-{index[w]}", worker=w) for w in merging]
         step = merges if len(merges) == 1 else [self.submit(models.barrier, *merges, key=f"merged-{key}",
                                                             worker=self.workers[0])]
-        installs = [self.submit(parts.install, run.tag, self.attempt, g, owners, last, homes, *step,
-                                key=f"install-{key}-{i}", worker=w) for i, w in enumerate(self.workers)]
+        # At a group's end (when there are several) each model takes the next group's rows.
+        following = p.held[(group_of(r, run.rounds, p.groups) + 1) % p.groups] if last and p.groups > 1 else None
+        installs = [self.submit(parts.install, run.tag, self.attempt, g, owners, last, homes,
+                                None if following is None else {m: following[m] for m, h in enumerate(lay.home) if h == w},
+                                *step, key=f"install-{key}-{i}", worker=w) for i, w in enumerate(self.workers)]
         done = self.submit(models.ended, trained, merges, installs, key=f"round-{key}", worker=self.workers[0])
         self.bar.follow([done], functools.partial(self._round_ended, epoch, int(run.words[:, r].sum())))
         self.after = [[done] for _ in lay.groups]

@@ -3,7 +3,8 @@ and each worker keeps the masters of one range of rows.
 
 Per round, as ``reference.train_partitioned`` states it:
 
-1. ``train``: a model trains its shards (local ids) in place, as in the replicated layout;
+1. ``train``: a model trains its shards in place, as in the replicated layout, each round's
+   sentences mapped to its local ids (positions in its held rows) as the round starts;
 2. ``merge`` (one task per worker that owns ranges in the synchronised prefix): for each of its
    ranges, the owner asks every model for the rows of the range it changed since they were last
    synchronised, with global ids and update counts (``Peer.part`` on the model's worker; rows
@@ -12,7 +13,10 @@ Per round, as ``reference.train_partitioned`` states it:
 3. ``install`` (one task per worker): each of its models asks every owner for the merged rows
    it holds and another model holds too (``Peer.shared``: read from the masters, cut by
    ``inrange``, the model's rows in the owner's range, given to the owner once per attempt),
-   copies them in, and restarts the update counts of its synchronised rows.
+   copies them in, and restarts the update counts of its synchronised rows. At the end of a
+   group of rounds (``plan.round_groups``, when there are several), every row was synchronised:
+   the model drops its rows and takes the next group's from the masters instead, with their
+   counts and holder counts, from which it builds that group's tables (``Peer.taken``).
 
 Both steps go through a range a chunk of rows at a time (the client's ``layout.chunks``), so
 what crosses at once is bounded whatever the range. The rows cross between workers through
@@ -33,10 +37,11 @@ import numpy as np
 
 from ..checkpoint import ROW_BUILDS
 from ..encode import Shard
-from ..layout import local_model
+from ..layout import holders, local_model, model_tables
 from ..memory import release_memory
 from ..merge import merge_deltas
 from ..model import Model, Tables
+from ..plan import group_of, round_groups
 from ..shard import RoundSpec
 from .models import ModelLost, _address, _ask, _Held, _train_shards
 
@@ -50,6 +55,7 @@ class _Model:
     state: _Held  # the local model, its update counts and position (models._Held)
     held: np.ndarray  # int32: the global id of each local row, sorted
     shared: np.ndarray  # bool: whether another model holds the row too
+    tables: Tables  # over its rows (layout.model_tables)
     installs: int = 0  # owners' installs received in the round being synchronised
 
 
@@ -57,8 +63,9 @@ class _Model:
 class _Master:
     lo: int
     rows: Model  # the synchronised rows [lo, lo + len)
-    k: np.ndarray  # how many models hold each of them
-    inrange: list  # per model: its held ids in [lo, lo + len) (what ``share`` sends it)
+    counts: np.ndarray  # int64: the vocabulary's counts of those rows
+    inrange: list  # [group][model]: the model's held ids in [lo, lo + len) in that group of rounds
+    k: dict = field(default_factory=dict)  # group -> how many models hold each row in it (``_holders``)
 
 
 @dataclass
@@ -66,7 +73,25 @@ class _Job:
     attempt: int
     models: dict  # model index -> _Model
     masters: dict  # model index -> _Master: the range its worker owns
+    train: object  # the TrainConfig (the tables a model builds for a group)
+    total: int  # the corpus's words in the vocabulary (subsampling)
+    rounds: int  # per epoch
+    groups: int  # groups of rounds a model holds its rows for (plan.round_groups)
     merged: dict = field(default_factory=dict)  # (round, owner) -> the merged rows more than one model holds
+
+    def group(self, g: int) -> int:
+        """The group of rounds that round ``g`` (epoch * rounds + round) is in."""
+        return group_of(g % self.rounds, self.rounds, self.groups)
+
+
+def _holders(master: _Master, j: int) -> np.ndarray:
+    """How many models hold each row of the range in group ``j`` (int32), kept for the group
+    being trained and the next."""
+    k = master.k.get(j)
+    if k is None:
+        k = holders([ids - master.lo for ids in master.inrange[j]], len(master.counts))
+        master.k = {**dict(list(master.k.items())[-1:]), j: k}  # the last group asked for, and this one
+    return k
 
 
 def _job(tag: str, attempt: int) -> _Job:
@@ -88,12 +113,14 @@ def _stopped(tag: str, attempt: int) -> bool:
 
 
 def create(tag: str, attempt: int, start: int, indices: list[int], ranges: list[tuple[int, int]], inrange: list,
-           build, args: tuple, *rows) -> int:
+           counts: list, build, args: tuple, plan: tuple, *rows) -> int:
     """Give this worker the models ``indices`` and the masters of their ``ranges``, from
     ``build(*args)`` (a fresh model or a checkpoint: only the rows needed are drawn or read; a
-    warm start: built whole, then cut), ready to train round ``start``. ``inrange``: per range, every
-    model's held ids in it; ``rows``: per model, (its held ids, their holder counts, the holder
-    counts of its range). Returns bytes held."""
+    warm start: built whole, then cut), ready to train round ``start`` (an epoch's first).
+    ``inrange``: per range, per group of rounds, every model's held ids in it; ``counts``: per
+    range, the vocabulary's counts of its rows; ``plan``: (TrainConfig, the corpus's words in the
+    vocabulary, rounds per epoch, groups); ``rows``: per model, (its held ids in the first group,
+    their holder counts, their counts). Returns bytes held."""
     release_memory()
     rows_of = ROW_BUILDS.get(build)  # the model's rows alone, where they can be had so
     whole = None if rows_of else build(*args)
@@ -101,11 +128,13 @@ def create(tag: str, attempt: int, start: int, indices: list[int], ranges: list[
     def cut(ids: np.ndarray) -> Model:
         return rows_of(*args, ids) if whole is None else local_model(whole, ids)
 
-    job = _Job(attempt, {}, {})
-    for m, (lo, hi), ids, (held, k_held, k_range) in zip(indices, ranges, inrange, rows):
+    t, total, rounds, groups = plan
+    job = _Job(attempt, {}, {}, t, total, rounds, len(round_groups(rounds, groups)))
+    for m, (lo, hi), ids, c, (held, k_held, c_held) in zip(indices, ranges, inrange, counts, rows):
         n = len(held)
-        job.models[m] = _Model(_Held(cut(held), np.zeros(n, np.uint32), np.zeros(n, np.uint32), start), held, k_held > 1)
-        job.masters[m] = _Master(lo, cut(np.arange(lo, hi)), k_range, list(ids))
+        job.models[m] = _Model(_Held(cut(held), np.zeros(n, np.uint32), np.zeros(n, np.uint32), start), held,
+                               k_held > 1, model_tables(c_held, total, k_held, t))
+        job.masters[m] = _Master(lo, cut(np.arange(lo, hi)), c, [list(group) for group in ids])
     whole = None  # freed before the job is registered
     release_memory()
     with _LOCK:
@@ -124,9 +153,10 @@ def drop(tag: str, dask_worker=None) -> int:
     return len(job.models) if job else 0
 
 
-def train(tag: str, attempt: int, g: int, index: int, shards: list[list[Shard]], tables: Tables,
-          specs: list[RoundSpec], threads: int, *after) -> list[dict] | None:
-    """Train round ``g`` of model ``index``'s shards in place; the shards' statistics."""
+def train(tag: str, attempt: int, g: int, index: int, shards: list[list[Shard]], specs: list[RoundSpec],
+          threads: int, *after) -> list[dict] | None:
+    """Train round ``g`` of model ``index``'s shards (global ids: each round's sentences are
+    mapped to the model's rows as it starts) in place; the shards' statistics."""
     if _stopped(tag, attempt):
         return None
     job = _job(tag, attempt)
@@ -136,7 +166,7 @@ def train(tag: str, attempt: int, g: int, index: int, shards: list[list[Shard]],
     job.merged = {}  # the previous round's merged rows: every model has installed them
     release_memory()
     model.state.ready = -1
-    stats = _train_shards(model.state, shards, tables, specs, threads)
+    stats = _train_shards(model.state, shards, model.tables, specs, threads, model.held)
     model.state.trained, model.installs = g, 0
     return stats
 
@@ -163,12 +193,12 @@ def _trained(tag: str, attempt: int, g: int, index: int) -> _Model:
     return model
 
 
-def _fold(master: _Master, lo: int, hi: int, parts: list, how: str) -> tuple:
-    """Fold every model's part (model order) into the masters of rows [lo, hi); per matrix the
-    global ids of the merged rows that more than one model holds (their values stay in the
-    masters, where ``share`` reads them)."""
+def _fold(master: _Master, lo: int, hi: int, parts: list, how: str, j: int) -> tuple:
+    """Fold every model's part (model order) into the masters of rows [lo, hi), held in group
+    ``j``; per matrix the global ids of the merged rows that more than one model holds (their
+    values stay in the masters, where ``share`` reads them)."""
     base, out = lo - master.lo, []
-    k = master.k[base:base + hi - lo]
+    k = _holders(master, j)[base:base + hi - lo]
     for c, matrix in enumerate(("win", "wout")):
         rows = getattr(master.rows, matrix)[base:base + hi - lo]
         touched = merge_deltas(rows, [(p[c][0] - lo, p[c][1], p[c][2]) for p in parts], k, how)
@@ -206,7 +236,7 @@ def merge(tag: str, attempt: int, g: int, owners: list[tuple[int, int, int, list
             parts = [asked[m] if m in asked else _send(_trained(tag, attempt, g, m), a, b, last)
                      for m in range(len(peers))]
             received += sum(_nbytes(p) for p in answers)
-            merged.append(_fold(master, a, b, parts, how))
+            merged.append(_fold(master, a, b, parts, how, job.group(g)))
             del parts, asked, answers
         job.merged[(g, owner)] = tuple(np.concatenate([m[c] for m in merged]) if merged else np.zeros(0, np.int32)
                                        for c in range(2))
@@ -230,7 +260,23 @@ def _shared(tag: str, attempt: int, g: int, owner: int, index: int, a: int, b: i
     if merged is None:
         raise ModelLost(f"the range of model {owner} is not merged for round {g} on this worker")
     master = job.masters[owner]
-    return share(master, merged, master.inrange[index], a, b)
+    return share(master, merged, master.inrange[job.group(g)][index], a, b)
+
+
+def take(master: _Master, ids: np.ndarray, k: np.ndarray, a: int, b: int) -> tuple:
+    """The rows in [a, b) of the sorted ``ids`` (a model's held ids in the range in a group; ``k``:
+    the range's holder counts in it): (ids, their rows of both matrices, counts, holder counts)."""
+    ids = ids[np.searchsorted(ids, a):np.searchsorted(ids, b)]
+    at = ids - master.lo
+    return ids, master.rows.win[at], master.rows.wout[at], master.counts[at], k[at]
+
+
+def _taken(tag: str, attempt: int, g: int, owner: int, index: int, a: int, b: int) -> tuple:
+    job = _job(tag, attempt)
+    if (g, owner) not in job.merged:
+        raise ModelLost(f"the range of model {owner} is not merged for round {g} on this worker")
+    master, j = job.masters[owner], job.group(g + 1)
+    return take(master, master.inrange[j][index], _holders(master, j), a, b)
 
 
 class Peer:
@@ -250,6 +296,13 @@ class Peer:
         if _stopped(tag, attempt):
             return None
         return _shared(tag, attempt, g, owner, index, a, b)
+
+    def taken(self, tag: str, attempt: int, g: int, owner: int, index: int, a: int, b: int) -> tuple | None:
+        """The rows in [a, b) of ``owner``'s range that model ``index`` holds in the group after
+        round ``g``'s (``take``). None: the job stopped."""
+        if _stopped(tag, attempt):
+            return None
+        return _taken(tag, attempt, g, owner, index, a, b)
 
     def master_rows(self, tag: str, attempt: int, owner: int, matrix: str, a: int, b: int) -> np.ndarray | None:
         """Rows [a, b) of a matrix of the masters of model ``owner``'s range. None: the job stopped."""
@@ -281,17 +334,25 @@ def _restart(model: _Model, lo: int, hi: int, last: bool) -> None:
 
 
 def install(tag: str, attempt: int, g: int, owners: list[tuple[int, int, int, list]], last: bool,
-            peers: list[tuple[str, str]], *after) -> int | None:
+            peers: list[tuple[str, str]], following: dict | None, *after) -> int | None:
     """Each of this worker's models asks the owners (``owners``: owner, lo, hi, chunks; ``peers[o]``:
     where owner o lives) for the merged rows it holds, the same chunk of every range at once
-    (``layout.chunks``), copies them in and is ready for round g + 1. Returns the bytes received
-    from other workers. ``after``: every merge of round g, only waited for."""
+    (``layout.chunks``), copies them in and is ready for round g + 1. ``following``: at the end
+    of a group of rounds when there are several, per model the ids of the rows it holds in the
+    next group, which it takes instead (``_regroup``). Returns the bytes received from other
+    workers. ``after``: every merge of round g, only waited for."""
     if _stopped(tag, attempt):
         return None
     received, job = 0, _job(tag, attempt)
     grid = {o: c for o, _, _, c in owners}
     for m in sorted(job.models):
         model = _trained(tag, attempt, g, m)
+        if following is not None:
+            got = _regroup(job, tag, attempt, g, m, following[m], owners, peers)
+            if got is None:
+                return None
+            received += got
+            continue
         for j in range(max((len(c) for c in grid.values()), default=0)):
             calls = [(o, *grid[o][j]) for o, _, _, _ in owners if j < len(grid[o])]
             remote = [c for c in calls if c[0] not in job.masters]
@@ -307,6 +368,39 @@ def install(tag: str, attempt: int, g: int, owners: list[tuple[int, int, int, li
         for _, lo, hi, _ in owners:
             _restart(model, lo, hi, last)
         model.state.ready = g + 1
+    return received
+
+
+def _regroup(job: _Job, tag: str, attempt: int, g: int, m: int, ids: np.ndarray, owners: list,
+             peers: list) -> int | None:
+    """Model ``m`` drops its rows (every one is in the masters after the group's last round)
+    and takes the next group's, ``ids``, from the owners a chunk at a time, with their counts
+    and holder counts, from which it builds the group's tables. Bytes received, or None: the
+    job stopped."""
+    old = job.models[m]
+    dim = old.state.model.win.shape[1]
+    old.state.model = None  # freed before the next group's rows arrive
+    release_memory()
+    n, received = len(ids), 0
+    win, wout = np.empty((n, dim), np.float32), np.empty((n, dim), np.float32)
+    counts, k = np.empty(n, np.int64), np.empty(n, np.int32)
+    calls = [(o, a, b) for o, _, _, chunks in owners for a, b in chunks]
+    for w in range(0, len(calls), max(len(owners), 1)):  # as many calls at once as there are ranges
+        wave = calls[w:w + max(len(owners), 1)]
+        remote = [c for c in wave if c[0] not in job.masters]
+        answers = _ask(tag, attempt, [(peers[o], "taken", (tag, attempt, g, o, m, a, b)) for o, a, b in remote],
+                       _stopped)
+        if answers is None or any(p is None for p in answers):
+            return None
+        asked = dict(zip(remote, answers))
+        for c in wave:
+            got = asked[c] if c in asked else _taken(tag, attempt, g, c[0], m, c[1], c[2])
+            at = np.searchsorted(ids, got[0])
+            win[at], wout[at], counts[at], k[at] = got[1:]
+        received += sum(a.nbytes for p in answers for a in p)
+        del asked, answers
+    job.models[m] = _Model(_Held(Model(win, wout), np.zeros(n, np.uint32), np.zeros(n, np.uint32), g + 1), ids,
+                           k > 1, model_tables(counts, job.total, k, job.train))
     return received
 
 

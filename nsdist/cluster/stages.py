@@ -72,7 +72,8 @@ def _count_block(block: Block, storage_options, lowercase: bool, column: str, sh
     return _scan_block(block, storage_options, lowercase, column, shown_column, order_column).to_counts()
 
 
-def _sample_summary(fraction: float, min_count: int, max_vocab: int | None, models: int, *parts: Counts) -> dict:
+def _sample_summary(fraction: float, min_count: int, max_vocab: int | None, models: int, groups: list[int],
+                    *parts: Counts) -> dict:
     counts = merge_counts(*parts)
     kept = counts.table["count"].to_numpy()
     kept = np.sort(kept[kept >= min_count * fraction])[::-1][:max_vocab] / fraction  # the vocabulary's, scaled up
@@ -80,18 +81,20 @@ def _sample_summary(fraction: float, min_count: int, max_vocab: int | None, mode
     return {"sample_tokens": counts.tokens, "sample_distinct_words": counts.table.num_rows,
             "tokens": round(counts.tokens / fraction),
             "vocab_size": estimate_vocab(counts.table["count"].to_numpy(), fraction, min_count, max_vocab),
-            "held_rows": held, "head_rows": head}
+            "held_rows": held, "head_rows": head,
+            "group_rows": {g: expected_rows(kept, models * g)[0] for g in groups}}
 
 
 def sample_vocab(client: Client, cfg: JobConfig, blocks: list[Block], picks: list[int], fraction: float,
-                 tag: str, models: int = 1) -> dict:
+                 tag: str, models: int = 1, groups: list[int] = (1,)) -> dict:
     """Count the blocks ``picks`` (``fraction`` of the corpus) on the workers; the corpus's
     tokens and vocabulary size estimated from them (plan.estimate_vocab), and the rows each of
-    ``models`` models would hold in the partitioned layout (layout.expected_rows)."""
+    ``models`` models would hold in the partitioned layout (layout.expected_rows), in all, and
+    in one of each count of ``groups`` of rounds."""
     t = cfg.train
     read_args = (cfg.storage_options, t.lowercase, cfg.parquet_column, cfg.negatives_column, cfg.order_column)
     counted = [client.submit(_count_block, blocks[i], *read_args, key=f"sample-{tag}-{i}") for i in picks]
-    return client.submit(_sample_summary, fraction, t.min_count, t.max_vocab, models, *counted,
+    return client.submit(_sample_summary, fraction, t.min_count, t.max_vocab, models, list(groups), *counted,
                          key=f"sample-summary-{tag}").result()
 
 
