@@ -56,6 +56,7 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other nsdist config key")
     ap.add_argument("--workdir", default="/tmp/nsdist-memory-phases")
+    ap.add_argument("--warm", metavar="CORPUS", help="warm the workers up on this corpus (default: the measured one)")
     a = ap.parse_args(argv)
 
     import distributed  # noqa: F401  configures its loggers: quieten them afterwards
@@ -69,8 +70,8 @@ def main(argv=None) -> int:
         logging.getLogger(name).setLevel(logging.ERROR)
     with LocalCluster(n_workers=a.workers, threads_per_worker=a.threads_per_worker, processes=True,
                       dashboard_address=":0", host="127.0.0.1") as cluster, Client(cluster) as client:
-        warm = load_config(None, {"epochs": 1, "checkpoint_every": 0}, environ={}, corpus=(a.corpus,),
-                           out=f"{a.workdir}/warm", blocksize=2**20)
+        warm = load_config(None, {"epochs": 1, "checkpoint_every": 0, **parse_set(a.set)}, environ={},
+                           corpus=(a.warm or a.corpus,), out=f"{a.workdir}/warm", blocksize=2**20)
         train(warm, client)
         idle = client.run(_idle)
         client.run(_start)

@@ -63,6 +63,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="print the job's plan (nsdist train --dry-run) and stop")
     a = ap.parse_args(argv)
 
+    import dask
     import distributed  # noqa: F401  configures its loggers: quieten them afterwards
     from distributed import Client, LocalCluster
 
@@ -86,6 +87,10 @@ def main(argv=None) -> int:
                  "checkpoint_every": 0, **parse_set(a.set)}
     cfg = load_config(None, overrides, environ={}, corpus=(corpus,), out=os.path.join(workdir, "out"))
     limit = {} if a.memory_limit is None else {"memory_limit": a.memory_limit}
+    # With a limit, Dask spills what it manages and kills a worker at 95% of it; its pause (at
+    # 80%) is off: the partitioned layout's rows are outside Dask's managed memory, so pausing
+    # the worker cannot free them, only stall the job (docs/scaling.md).
+    dask.config.set({"distributed.worker.memory.pause": False} if a.memory_limit else {})
     with LocalCluster(n_workers=a.workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                       host="127.0.0.1", **limit) as cluster, Client(cluster) as client:
         client.wait_for_workers(a.workers)

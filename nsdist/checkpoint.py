@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+import pyarrow as pa
 
 from . import storage
 from .errors import DataError
@@ -82,11 +83,24 @@ def latest(run: str, storage_options=None) -> dict | None:
     return None
 
 
-def vocab_digest(vocab: Vocab) -> str:
-    """Identity of a vocabulary: a resumed run must recount exactly the same one."""
-    h = hashlib.sha256()
-    for buf in vocab.words.buffers():
-        if buf is not None:
-            h.update(buf)
-    h.update(np.ascontiguousarray(vocab.counts).tobytes())
-    return h.hexdigest()
+def vocab_digest(parts) -> str:
+    """Identity of a vocabulary, from its consecutive ``parts`` (an iterable of Vocab, read one
+    at a time): a resumed run must recount exactly the same one. The words' UTF-8 bytes, their
+    lengths and their counts are hashed apart, in id order, so the digest does not depend on how
+    the vocabulary is cut into parts.
+
+    >>> import pyarrow as pa
+    >>> whole = Vocab(pa.array(["a", "bc", "d"]), np.array([3, 2, 1]))
+    >>> cut = [Vocab(whole.words[:1], whole.counts[:1]), Vocab(whole.words[1:], whole.counts[1:])]
+    >>> vocab_digest([whole]) == vocab_digest(cut)
+    True
+    """
+    hashes = [hashlib.sha256() for _ in range(3)]
+    for part in parts:
+        words = part.words.cast(pa.large_string())
+        offsets = np.frombuffer(words.buffers()[1], np.int64)[words.offset:words.offset + len(words) + 1]
+        data = words.buffers()[2]
+        hashes[0].update(memoryview(data)[int(offsets[0]):int(offsets[-1])] if len(words) else b"")
+        hashes[1].update(np.diff(offsets).astype("<i8").tobytes())
+        hashes[2].update(np.ascontiguousarray(part.counts, "<i8").tobytes())
+    return hashlib.sha256(b"".join(h.digest() for h in hashes)).hexdigest()

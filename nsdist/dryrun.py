@@ -9,7 +9,8 @@ import numpy as np
 from . import cluster
 from .config import JobConfig
 from .inputs import check_inputs, plan_inputs
-from .layout import choose, expected_rows, group_choices, row_groups, worker_bytes
+from .layout import choose, expected_rows, group_choices, row_groups, worker_bytes, worker_peak
+from .plan import PEAK
 from .plan import sample_blocks
 from .runs import new_run_id
 
@@ -72,6 +73,9 @@ def dry_run(cfg: JobConfig, client, resume: str | None = None, init_from: str | 
     parted = {w: worker_bytes(held, masters, t.dim, n_models) + adjacency[i] + own * len(shards[w])
               for i, w in enumerate(workers)}
     chosen = choose(t.layout, limits, max(need.values(), default=0), n_models)
+    peaks = ({w: PEAK * need[w] for w in workers} if chosen == "replicated" else
+             {w: worker_peak(held, masters, t.dim, n_models, adjacency[i] + own * len(shards[w]))
+              for i, w in enumerate(workers)})
     return {"corpus": {"files": len(files), "bytes": sum(s for _, s in files), "blocks": len(blocks)},
             "layout": {"chosen": chosen, "asked": t.layout, "held_rows": estimate["held_rows"],
                        "head_rows": estimate["head_rows"], "rows_per_worker": held + masters, "row_groups": groups,
@@ -82,5 +86,5 @@ def dry_run(cfg: JobConfig, client, resume: str | None = None, init_from: str | 
             "sample": {"blocks": len(picks), "fraction": fraction, **estimate},
             "shards": n_shards, "models": n_models, "dim": t.dim, "model_bytes": model_bytes,
             "workers": [{"address": w, "shards": shards[w], "bytes": (need if chosen == "replicated" else parted)[w],
-                         "memory_limit": limits.get(w, 0)} for w in workers],
+                         "peak": int(peaks[w]), "memory_limit": limits.get(w, 0)} for w in workers],
             "rounds_per_epoch": rounds, "epochs": t.epochs, "sync_rows": t.sync_rows}

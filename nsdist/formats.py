@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from . import __version__, storage
 from .errors import DataError
 from .plan import row_blocks
+from .vocab import Vocab
 
 WORD_ESCAPE = "percent"  # the manifest's name for escape_word's scheme
 
@@ -170,13 +171,16 @@ def _parquet(words: pa.Array, counts: np.ndarray, vectors: np.ndarray, rows: int
     return fill
 
 
-def _vocab_tsv(words: pa.Array, counts: np.ndarray):
-    """The lines of vocab.tsv, 65,536 words at a time: only those become Python strings (a
-    vocabulary of 10M words as one list would take about 650 MB)."""
+def _vocab_tsv(parts):
+    """The lines of vocab.tsv from the vocabulary's consecutive ``parts`` (each with ``words``
+    and ``counts``), 65,536 words at a time: only those become Python strings (a vocabulary of
+    10M words as one list would take about 650 MB)."""
     def fill(w):
-        for start in range(0, len(words), 65536):
-            chunk = zip(words[start:start + 65536].to_pylist(), counts[start:start + 65536].tolist())
-            w.write("".join(f"{escape_word(word)}\t{c}\n" for word, c in chunk).encode())
+        for part in parts:
+            words, counts = part.words, part.counts
+            for start in range(0, len(words), 65536):
+                chunk = zip(words[start:start + 65536].to_pylist(), counts[start:start + 65536].tolist())
+                w.write("".join(f"{escape_word(word)}\t{c}\n" for word, c in chunk).encode())
     return fill
 
 
@@ -308,9 +312,10 @@ def abort_outputs(plan: OutputPlan, storage_options=None) -> None:
             storage.abort_parts(storage.join(plan.url, name), token, storage_options)
 
 
-def write_vocab(url: str, words: pa.Array, counts: np.ndarray, storage_options=None) -> dict:
-    """vocab.tsv (word<TAB>count in id order, words escaped); {vocab.tsv: {size, sha256}}."""
-    return {"vocab.tsv": _write(storage.join(url, "vocab.tsv"), storage_options, _vocab_tsv(words, counts))}
+def write_vocab(url: str, parts, storage_options=None) -> dict:
+    """vocab.tsv (word<TAB>count in id order, words escaped) from the vocabulary's consecutive
+    ``parts`` (an iterable of Vocab: read one at a time); {vocab.tsv: {size, sha256}}."""
+    return {"vocab.tsv": _write(storage.join(url, "vocab.tsv"), storage_options, _vocab_tsv(parts))}
 
 
 def write_run_files(url: str, words: pa.Array, counts: np.ndarray, win: np.ndarray, wout: np.ndarray,
@@ -329,7 +334,7 @@ def write_run_files(url: str, words: pa.Array, counts: np.ndarray, win: np.ndarr
     except BaseException:
         abort_outputs(plan, storage_options)
         raise
-    return {**files, **write_vocab(url, words, counts, storage_options)}
+    return {**files, **write_vocab(url, [Vocab(words, counts)], storage_options)}
 
 
 NEIGHBORS = "neighbors"  # the top-k table's folder in a run: a Parquet dataset of its parts

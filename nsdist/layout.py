@@ -204,13 +204,29 @@ def worker_bytes(held: int, masters: int, dim: int, models: int) -> int:
     model (in its largest group of rounds: a model drops a group's rows before it takes the
     next's) and the ``masters`` of its range, both matrices, and one exchange of rows in
     transit (every model's part of a chunk of its range, as the head's owner receives them at
-    an epoch's end), before training's peaks (plan.PEAK).
+    a group's end).
 
     >>> worker_bytes(1000, 50_000, 32, 2)  # 51,000 rows, and 2 models' parts of 25,000 rows
     26656000
     """
-    transit = models * min(masters, chunk_rows(dim, models, masters)) * _row_bytes(dim)
-    return 2 * (held + masters) * dim * 4 + transit
+    return 2 * (held + masters) * dim * 4 + _transit(masters, dim, models)
+
+
+def _transit(masters: int, dim: int, models: int) -> int:
+    return models * min(masters, chunk_rows(dim, models, masters)) * _row_bytes(dim)
+
+
+def worker_peak(held: int, masters: int, dim: int, models: int, shard_bytes: int) -> int:
+    """A partitioned worker's memory at training's peaks (what the memory checks allow): its
+    masters and shards, allocated once and changed in place, and plan.PEAK times what training
+    allocates and frees as it goes: its model's rows of a group, their tables and update
+    counts, and one exchange in transit.
+
+    >>> worker_peak(1000, 50_000, 32, 2, 0)  # 50,000 x 256 + 2 x (1,000 x 280 + 2 x 25,000 x 272)
+    40560000
+    """
+    rows = held * (2 * dim * 4 + 24)  # + update counts (2 x 4 bytes) and tables (16 bytes) per row
+    return 2 * masters * dim * 4 + shard_bytes + int(PEAK * (rows + _transit(masters, dim, models)))
 
 
 def group_choices(rounds: int) -> list[int]:
@@ -225,14 +241,14 @@ def group_choices(rounds: int) -> list[int]:
 
 def row_groups(held: dict[int, int], masters: int, dim: int, models: int, shard_bytes: int, limit: int) -> int:
     """The fewest groups of rounds (``held``: groups -> rows a model holds in one) whose rows,
-    masters and shards (``worker_bytes``) fit a worker's memory ``limit`` at training's peaks;
+    masters and shards fit a worker's memory ``limit`` at training's peaks (``worker_peak``);
     the most there are if none does (the check before training then says what is missing).
 
-    >>> row_groups({1: 900_000, 2: 500_000, 4: 300_000}, 250_000, 32, 8, 0, 600_000_000)
+    >>> row_groups({1: 900_000, 2: 500_000, 4: 300_000}, 250_000, 32, 8, 0, 500_000_000)
     2
     """
     for groups in sorted(held):
-        if PEAK * (worker_bytes(held[groups], masters, dim, models) + shard_bytes) <= limit:
+        if worker_peak(held[groups], masters, dim, models, shard_bytes) <= limit:
             return groups
     return max(held)
 

@@ -33,7 +33,6 @@ from importlib.metadata import version
 
 import dask
 import numpy as np
-import pyarrow as pa
 
 from . import __version__, checkpoint, cluster, layout, probe, report, storage
 from .config import JobConfig, TrainConfig
@@ -67,19 +66,24 @@ def _rate_summary(*tables) -> dict:
     return rate_summary(np.concatenate([t.rate for t in tables]))
 
 
-def _start_outputs(plan: OutputPlan, vocab: Vocab, alpha: float, store, model: Model) -> dict:
+def _start_outputs(plan: OutputPlan, vocab, alpha: float, store, model: Model) -> dict:
     """Open the run's files written by blocks, write vocab.tsv, and take the report's sample of
-    the model (a few hundred numbers and words: the client never holds the vectors)."""
+    the model (a few hundred numbers and words: the client never holds the vectors). ``vocab``:
+    the vocabulary's parts (cluster.VocabParts), read one at a time."""
     check_finite(model, alpha)
     release_memory()
     plan = start_outputs(plan, store)
-    return {"plan": plan, "files": write_vocab(plan.url, vocab.words, vocab.counts, store),
+    return {"plan": plan, "files": write_vocab(plan.url, vocab.blocks(), store),
             "sample": report.sample(vocab.words, vocab.counts, model.win)}
 
 
-def _vocab_block(vocab: Vocab, lo: int, hi: int) -> Vocab:
-    """Words [lo, hi) of the vocabulary, compact (an Arrow slice would carry its whole buffers)."""
-    return Vocab(pa.concat_arrays([vocab.words[lo:hi]]), vocab.counts[lo:hi].copy())
+def _vocab_block(vocab, lo: int, hi: int) -> Vocab:
+    """Words [lo, hi) of the vocabulary (cluster.VocabParts), compact."""
+    return vocab.slice(lo, hi)
+
+
+def _digest(vocab) -> str:
+    return checkpoint.vocab_digest(vocab.blocks())
 
 
 def _write_block(plan: OutputPlan, store, item: tuple[int, Vocab], model: Model) -> dict:
@@ -102,11 +106,11 @@ def _write_outputs(client, cfg: JobConfig, run: _Run, counted, final) -> dict:
     t0, store = time.perf_counter(), cfg.store
     plan = plan_outputs(run.url, counted.summary["vocab_size"], cfg.train.dim, len(final.workers),
                         cfg.word2vec_max_bytes, counted.word_type)
-    started = final.write(_start_outputs, (plan, counted.vocab, cfg.train.alpha, store))
+    started = final.write(_start_outputs, (plan, counted.view(), cfg.train.alpha, store))
     plan = started["plan"]
     try:
-        # Each writer receives its block's words only.
-        words = [cluster.submit(client, _vocab_block, counted.vocab, lo, hi, key=f"words-{run.id}-{b}")
+        # Each writer receives its block's words only, read from the vocabulary's parts.
+        words = [cluster.submit(client, _vocab_block, counted.view(), lo, hi, key=f"words-{run.id}-{b}")
                  for b, (lo, hi) in enumerate(plan.blocks)]
         blocks = final.each(_write_block, (plan, store), list(enumerate(words)), "outputs")
         records = {name: [b["parts"][name] for b in blocks] for name in plan.assembled}
@@ -327,6 +331,8 @@ def train(cfg: JobConfig, client, resume: str | None = None, init_from: str | No
         url = run.url if "://" in run.url else os.path.abspath(run.url)
         raise Interrupted(f"interrupted: run {run.id} stopped {where}, nothing published; resume with: "
                           f"nsdist train --resume {url}") from None
+    finally:
+        cluster.release_vocab(client, run.id)
 
 
 @dataclass
@@ -431,7 +437,7 @@ def _check_counted(client, cfg: JobConfig, run: _Run, counted, files: list, seco
     must equal."""
     _check_words(counted.summary, files, cfg.store)
     _check_vocab(counted.summary, cfg.train, seconds)
-    digest = cluster.compute(client, checkpoint.vocab_digest, counted.vocab, key=f"digest-{run.id}")
+    digest = cluster.compute(client, _digest, counted.view(), key=f"digest-{run.id}")
     if run.state and run.state["vocab_sha256"] != digest:
         raise DataError(f"the vocabulary of run {run.id} cannot be reproduced from the corpus; start a new run")
     return digest
@@ -454,8 +460,8 @@ def _training(client, cfg: JobConfig, run: _Run, counted, shards: list, words: n
         sampled = (shards[0], tables)
     else:
         groups = _row_groups(client, cfg, run, counted, limits, shard_bytes, n_models, words.shape[1])
-        parts = cluster.partition(client, shards, counted.vocab, t, n_models, vocab_size, cluster.workers(client),
-                                  run.id, words.shape[1], groups)
+        parts = cluster.partition(client, shards, counted.view(), counted.summary["vocab_tokens"], t, n_models,
+                                  vocab_size, cluster.workers(client), run.id, words.shape[1], groups)
         held = cluster.gather_alive(client, parts.sizes)
         _check_partitioned(limits, held, parts.ranges, t.dim, shard_bytes, n_models, source[0] not in checkpoint.ROW_BUILDS)
         rates, tables, sampled = cluster.gather_alive(client, [parts.rates])[0], None, parts.probe
@@ -482,14 +488,18 @@ def _row_groups(client, cfg: JobConfig, run: _Run, counted, limits: dict, shard_
     if t.row_groups or not known:
         return min(t.row_groups or 1, rounds)
     choices = layout.group_choices(rounds)
-    held = cluster.compute(client, _expected_held, counted.vocab, n_models, choices, key=f"held-estimate-{run.id}")
+    held = cluster.compute(client, _expected_held, counted.view(), n_models, choices, key=f"held-estimate-{run.id}")
     masters = -(-counted.summary["vocab_size"] // n_models)
     return layout.row_groups(dict(zip(choices, held)), masters, t.dim, n_models, shard_bytes // n_models, min(known))
 
 
-def _expected_held(vocab: Vocab, models: int, choices: list[int]) -> list[int]:
-    """Rows a model is expected to hold in one of ``g`` groups of rounds, for each ``g`` of ``choices``."""
-    return [layout.expected_rows(vocab.counts, models * g)[0] for g in choices]
+def _expected_held(vocab, models: int, choices: list[int]) -> list[int]:
+    """Rows a model is expected to hold in one of ``g`` groups of rounds, for each ``g`` of
+    ``choices`` (``vocab``: the vocabulary's parts, read one at a time)."""
+    held = np.zeros(len(choices), np.int64)
+    for part in vocab.blocks():
+        held += [layout.expected_rows(part.counts, models * g)[0] for g in choices]
+    return held.tolist()
 
 
 def _shard_bytes(summary: dict) -> int:
@@ -505,18 +515,19 @@ def _replicated_bytes(vocab_size: int, dim: int, shard_bytes: int, n_models: int
 
 def _check_partitioned(limits: dict, held: list[int], ranges: list, dim: int, shard_bytes: int, n_models: int,
                        whole: bool) -> None:
-    """OutOfMemory when a worker's rows (its model's and its masters, and one exchange of rows in
-    transit: layout.worker_bytes) and shards would pass its memory limit at training's peaks;
-    ``whole``: the model training starts from is built whole on every worker (a warm start)."""
+    """OutOfMemory when a worker's rows (its model's in a group of rounds and its masters, and one
+    exchange of rows in transit) and shards would pass its memory limit at training's peaks
+    (layout.worker_peak); ``whole``: the model training starts from is built whole on every
+    worker (a warm start)."""
     known = [v for v in limits.values() if v]
     extra = ranges[-1][1] if whole else 0  # the whole model, built before it is cut
     rows = max(h + hi - lo for h, (lo, hi) in zip(held, ranges)) + extra
-    need = max(layout.worker_bytes(h + extra, hi - lo, dim, n_models)
-               for h, (lo, hi) in zip(held, ranges)) + shard_bytes // max(n_models, 1)
-    if known and PEAK * need > min(known):
+    need = max(layout.worker_peak(h + extra, hi - lo, dim, n_models, shard_bytes // max(n_models, 1))
+               for h, (lo, hi) in zip(held, ranges))
+    if known and need > min(known):
         raise OutOfMemory(
             f"in the partitioned layout a worker holds up to {rows:,} rows x dim {dim} x 2 float32 and its shards: up "
-            f"to {PEAK * need / 1e6:,.1f} MB while training, more than the workers' memory limit of "
+            f"to {need / 1e6:,.1f} MB while training, more than the workers' memory limit of "
             f"{min(known) / 1e6:,.1f} MB; add workers or give them more memory, or train a smaller model (a lower dim, "
             "a higher min_count, or max_vocab)")
 

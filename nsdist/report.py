@@ -33,7 +33,7 @@ def count_ranks(counts: np.ndarray, points: int = 200) -> tuple[list[int], list[
     if len(counts) == 0:
         return [], []
     ranks = np.unique(np.round(np.geomspace(1, len(counts), points)).astype(np.int64))
-    return ranks.tolist(), np.asarray(counts)[ranks - 1].astype(np.int64).tolist()
+    return ranks.tolist(), np.asarray(counts[ranks - 1]).astype(np.int64).tolist()
 
 
 def query_ids(vocab_size: int, n: int = 8, top: int = 2000) -> list[int]:

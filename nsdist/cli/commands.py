@@ -32,7 +32,6 @@ def cmd_train(args) -> int:
 
 def _print_plan(plan: dict) -> None:
     from ..layout import EXCHANGE_BYTES
-    from ..plan import PEAK
 
     c, s = plan["corpus"], plan["sample"]
     print("dry run: nothing trained, nothing written")
@@ -68,19 +67,19 @@ def _print_plan(plan: dict) -> None:
     print(f"{plan['shards']} shard(s) over {len(plan['workers'])} worker(s):")
     held = "" if not g else ", the adjacency" if g["layout"] == "replicated" else ", its adjacency range"
     for w in plan["workers"]:
-        need, limit = w["bytes"], w["memory_limit"]
+        need, peak, limit = w["bytes"], w["peak"], w["memory_limit"]
         verdict = ("no memory limit" if not limit else
-                   f"of {limit / 1e9:,.1f} GB: {'fits' if PEAK * need <= limit else 'DOES NOT FIT'}")
+                   f"of {limit / 1e9:,.1f} GB: {'fits' if peak <= limit else 'DOES NOT FIT'}")
         print(f"  {w['address']}: shards {', '.join(map(str, w['shards'])) or 'none'}; about {need / 1e6:,.1f} MB "
-              f"for its model{held} and shards, up to {PEAK * need / 1e6:,.1f} MB at peaks, "
+              f"for its model{held} and shards, up to {peak / 1e6:,.1f} MB at peaks, "
               f"{verdict}")
     limits = [w["memory_limit"] for w in plan["workers"] if w["memory_limit"]]
-    worst = max((w["bytes"] for w in plan["workers"]), default=0)
-    if limits and PEAK * worst > min(limits):
+    worst = max((w["peak"] for w in plan["workers"]), default=0)
+    if limits and worst > min(limits):
         fix = ("add workers, give them more memory" if lay["chosen"] == "partitioned" else
                "set train.layout=auto or partitioned, give the workers more memory")
         raise OutOfMemory(f"the job does not fit in the {lay['chosen']} layout: a worker needs up to "
-                          f"{PEAK * worst / 1e6:,.1f} MB at training's peaks, more than the workers' memory limit of "
+                          f"{worst / 1e6:,.1f} MB at training's peaks, more than the workers' memory limit of "
                           f"{min(limits) / 1e6:,.1f} MB; {fix}, or train a smaller model (a lower dim, a higher "
                           "min_count, or max_vocab)")
 

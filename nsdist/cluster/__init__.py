@@ -21,11 +21,11 @@ from .client import (check_readable, close, compute, gather_alive, out_of_memory
 from .models import ModelLost
 from .plugin import ExpectedErrors, WorkerMemory
 from .graph import check_adjacency, plan_layout, read_graph, walk_corpus
-from .stages import Counted, count_vocab, encode_shards, new_row_sums, sample_vocab
+from .stages import Counted, count_vocab, encode_shards, new_row_sums, release_vocab, sample_vocab
 from .training import Training, train_epochs
 from .partitioned import partition
 
 __all__ = ["check_readable", "close", "out_of_memory", "compute", "connect", "session", "memory_limits", "setup_workers", "submit", "threads", "tree_levels", "tree_reduce",
-           "workers", "ModelLost", "ExpectedErrors", "WorkerMemory", "Counted", "count_vocab", "encode_shards", "new_row_sums",
+           "workers", "ModelLost", "ExpectedErrors", "WorkerMemory", "Counted", "count_vocab", "release_vocab", "encode_shards", "new_row_sums",
            "sample_vocab", "check_adjacency", "plan_layout", "read_graph", "walk_corpus", "Training", "train_epochs",
            "gather_alive", "partition"]

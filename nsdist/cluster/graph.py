@@ -227,8 +227,8 @@ def walk_corpus(client: Client, cfg: JobConfig, read: GraphRead, tag: str, shard
     summary = {"vocab_size": vocab_size, "vocab_tokens": vocab_tokens, "raw_tokens": sum(block_tokens),
                "sentences": sentences, "distinct_words": n_nodes}
     kind = client.submit(graph.node_type, nodes, key=f"node-type-{tag}").result()
-    return Counted(vocab, summary, walks, block_tokens, kind, [lookup] * len(walks),
-                   {**graph_info, "walks": sentences, "layout": read.layout, **_walk_stats(read)})
+    return Counted([vocab], [vocab_size], summary, walks, block_tokens, kind, [lookup] * len(walks),
+                   {**graph_info, "walks": sentences, "layout": read.layout, **_walk_stats(read)}, client=client, tag=tag)
 
 
 def _walk_stats(read: GraphRead) -> dict:

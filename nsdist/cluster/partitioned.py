@@ -44,7 +44,7 @@ class Parts:
     ranges: list[tuple[int, int]]  # per model: the rows whose masters its worker keeps
     inrange: list[list]  # [owner][group][model]: the model's held ids in the owner's range
     counts: list  # per owner: the vocabulary's counts of its range
-    total: object  # the corpus's words in the vocabulary
+    total: int  # the corpus's words in the vocabulary
     sizes: list  # per model: the most rows it holds in a group (a future of an int)
     probe: tuple  # (pieces, tables): the first model's first shard in its first group, in its local ids
     rates: object  # a future of the rate multipliers' summary (the first group's)
@@ -79,11 +79,7 @@ def _rows(held: np.ndarray, k_parts: list, c_parts: list) -> tuple:
 
 
 def _range_counts(vocab, lo: int, hi: int) -> np.ndarray:
-    return vocab.counts[lo:hi].copy()
-
-
-def _total(vocab) -> int:
-    return vocab.total
+    return vocab.slice(lo, hi).counts
 
 
 def _tables(t, total: int, rows: tuple):
@@ -101,11 +97,12 @@ def _probe_pieces(rounds: int, r0: int, r1: int, held: np.ndarray, *pieces) -> l
     return [piece_slice(p, 0, p.sentences, held) for p in layout.group_pieces(pieces, rounds, r0, r1)]
 
 
-def partition(client: Client, shards: list, vocab, t, n_models: int, rows: int, homes: list[str], tag: str,
-              rounds: int, groups: int) -> Parts:
+def partition(client: Client, shards: list, vocab, total: int, t, n_models: int, rows: int, homes: list[str],
+              tag: str, rounds: int, groups: int) -> Parts:
     """The partitioned layout's inputs from the encoded ``shards`` (piece futures), the
-    ``vocab`` (a future), ``n_models`` models on ``homes``; ``rows``: the vocabulary size; a
-    model holds its rows for ``groups`` groups of the epoch's ``rounds`` at a time."""
+    vocabulary's parts (``vocab``: stages.VocabParts, ``total`` words in it), ``n_models`` models
+    on ``homes``; ``rows``: the vocabulary size; a model holds its rows for ``groups`` groups of
+    the epoch's ``rounds`` at a time."""
     def on(m: int) -> dict:
         return {"workers": [homes[m % len(homes)]], "allow_other_workers": True}
 
@@ -126,7 +123,6 @@ def partition(client: Client, shards: list, vocab, t, n_models: int, rows: int, 
                             for o in range(n_models)],
                            [client.submit(_k_at, counts[o], ranges[o][0], inrange[o][0][m], key=f"c-{tag}-{o}-{m}", **on(o))
                             for o in range(n_models)], key=f"rows-{tag}-{m}", **on(m)) for m in range(n_models)]
-    total = client.submit(_total, vocab, key=f"total-{tag}")
     probe = (client.submit(_probe_pieces, rounds, *spans[0], held[0][0], *shards[0], key=f"probe-pieces-{tag}", **on(0)),
              client.submit(_tables, t, total, first[0], key=f"probe-tables-{tag}", **on(0)))
     sizes = [client.submit(_most, *[h[m] for h in held], key=f"nheld-{tag}-{m}", **on(m)) for m in range(n_models)]
@@ -311,6 +307,13 @@ class _Partitioned(_Attempt):
             self.client.run(parts.drop, self.run.tag, on_error="ignore")
 
     def finish(self, write, args: tuple):
+        # The models are no longer needed (the last epoch's probe has run): their rows go before
+        # the outputs are written from the masters.
+        freed = [self.submit(parts.trained_out, self.run.tag, self.attempt, *[a for m, h in enumerate(self.layout.home)
+                                                                            if h == w for a in self.after[m]],
+                             key=f"trained-out-{self.run.tag}-{self.attempt}-{i}", worker=w)
+                 for i, w in enumerate(self.workers)]
+        self.after = [a + freed for a in self.after]
         where, ready = self._masters(self.cfg.train.epochs * self.run.rounds, "final")
         return self.gather(self.submit(_apply, write, args, where, self.run.parts.ranges, self.cfg.train.dim, ready,
                                        key=f"write-{self.run.tag}-{self.attempt}", worker=self.workers[0]))

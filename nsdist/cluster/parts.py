@@ -153,6 +153,19 @@ def drop(tag: str, dask_worker=None) -> int:
     return len(job.models) if job else 0
 
 
+def trained_out(tag: str, attempt: int, *after) -> int | None:
+    """Free this worker's models once training is over (the masters hold the whole model, which
+    the outputs read); their rows' bytes."""
+    if _stopped(tag, attempt):
+        return None
+    freed = 0
+    for model in _job(tag, attempt).models.values():
+        freed += model.state.model.nbytes if model.state.model is not None else 0
+        model.state.model, model.tables = None, None
+    release_memory()
+    return freed
+
+
 def train(tag: str, attempt: int, g: int, index: int, shards: list[list[Shard]], specs: list[RoundSpec],
           threads: int, *after) -> list[dict] | None:
     """Train round ``g`` of model ``index``'s shards (global ids: each round's sentences are

@@ -4,10 +4,12 @@ The work itself is in counts.py, vocab.py, encode.py and warm.py; this module pl
 
 from __future__ import annotations
 
+import contextlib
 import operator
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 from distributed import Client
 
 from .. import progress
@@ -31,19 +33,129 @@ class Counted:
     """A job's corpus on the workers, counted: what every source (text, sessions, a graph's walks)
     hands to encoding and training.
 
-    ``vocab`` is a future of the Vocab; ``blocks`` the futures of the read blocks (scans, or a
-    graph's walk blocks) with ``block_tokens`` tokens each; ``lookups`` per block a future of the
-    array the encoding maps the block's word indices (a graph's: node indices) through to
-    vocabulary ids; ``word_type`` the words' type in the outputs ("string" or "int64"); ``graph`` a graph's entry
+    ``parts`` are futures of the vocabulary's consecutive id ranges (Vocab each, ``sizes`` words
+    each: text's one per worker, where vocab_parts built it; a graph's one); ``vocab`` a future of
+    the whole Vocab, assembled on one worker the first time a stage asks for it (the replicated
+    layout's tables, a warm start, the top-k table's words); the partitioned layout reads the
+    parts (``VocabParts``). ``blocks`` the futures of the read blocks (scans, or a graph's walk
+    blocks) with ``block_tokens`` tokens each; ``lookups`` per block a future of the array the
+    encoding maps the block's word indices (a graph's: node indices) through to vocabulary ids;
+    ``word_type`` the words' type in the outputs ("string" or "int64"); ``graph`` a graph's entry
     in the manifest."""
 
-    vocab: object
+    parts: list
+    sizes: list[int]
     summary: dict
     blocks: list
     block_tokens: list[int]
     word_type: str
     lookups: list
     graph: dict | None = None
+    whole: object = None  # the vocab future, once assembled
+    client: object = None
+    tag: str = ""  # the job's: the parts are published as the dataset VOCAB_DATASET + tag for tasks to read
+
+    @property
+    def vocab(self):
+        if self.whole is None:
+            self.whole = self.parts[0] if len(self.parts) == 1 else self.client.submit(_joined, *self.parts)
+        return self.whole
+
+    def view(self) -> VocabParts:
+        """The parts as tasks read them, a range at a time (``VocabParts``), published on the
+        scheduler until the job ends (``release_vocab``)."""
+        name = VOCAB_DATASET + self.tag
+        if name not in self.client.list_datasets():
+            self.client.publish_dataset(**{name: self.parts})
+        return VocabParts(name, vp.offsets(self.sizes) + [sum(self.sizes)])
+
+
+VOCAB_DATASET = "nsdist-vocab-"
+
+
+def release_vocab(client: Client, tag: str) -> None:
+    """Forget job ``tag``'s published vocabulary parts (the job holds them no more)."""
+    with contextlib.suppress(Exception):  # never published, or the scheduler is gone
+        client.unpublish_dataset(VOCAB_DATASET + tag)
+
+
+class _Picks:
+    """One column of the vocabulary (words or counts) by ids, the part that holds each id read
+    when asked and kept for the next (``report.sample`` picks a few hundred, mostly in order)."""
+
+    def __init__(self, parts: VocabParts, column: str):
+        self.parts, self.column, self.held = parts, column, (-1, None)
+
+    def __len__(self) -> int:
+        return len(self.parts)
+
+    def __getitem__(self, key):
+        ids = np.atleast_1d(np.asarray(key, np.int64))
+        where = np.searchsorted(self.parts.starts, ids, side="right") - 1
+        out = []
+        for i, w in zip(ids.tolist(), where.tolist()):
+            if self.held[0] != w:
+                self.held = (-1, None)  # freed before the next part arrives
+                self.held = (w, self.parts.part(w))
+            x = getattr(self.held[1], self.column)[i - self.parts.starts[w]]
+            out.append(x.as_py() if hasattr(x, "as_py") else x)
+        return out[0] if np.ndim(key) == 0 else np.array(out)
+
+
+def _joined(*parts: Vocab) -> Vocab:
+    if not parts:
+        return Vocab(pa.array([], pa.large_string()), np.zeros(0, np.int64))
+    return Vocab(pa.concat_arrays([p.words for p in parts]), np.concatenate([p.counts for p in parts]))
+
+
+def _range_vocab(part: vp.Range, keep: int) -> Vocab:
+    """A range's words and counts (its first ``keep``: max_vocab cuts the last ranges)."""
+    return Vocab(part.words[:keep], part.counts[:keep])
+
+
+@dataclass(frozen=True)
+class VocabParts:
+    """The vocabulary's parts as a task reads them: a dataset of their futures published on the
+    scheduler (``name``), each part fetched from its worker when the task asks, so a task holds
+    one part at a time (``distributed.get_client`` in a task: Dask's tasks-from-tasks API).
+    ``starts``: each part's first id, and the vocabulary's size last."""
+
+    name: str
+    starts: list
+
+    def __len__(self) -> int:
+        return self.starts[-1]
+
+    def part(self, i: int) -> Vocab:
+        from distributed import get_client
+
+        client = get_client()
+        return client.gather(client.get_dataset(self.name)[i])
+
+    def blocks(self):
+        """The parts in id order, one at a time."""
+        for i in range(len(self.starts) - 1):
+            yield self.part(i)
+
+    @property
+    def words(self) -> _Picks:
+        return _Picks(self, "words")
+
+    @property
+    def counts(self) -> _Picks:
+        return _Picks(self, "counts")
+
+    def slice(self, lo: int, hi: int) -> Vocab:
+        """Words [lo, hi), compact, from the parts they are in."""
+        words, counts = [], []
+        for i, (a, b) in enumerate(zip(self.starts[:-1], self.starts[1:])):
+            if a < hi and lo < b:
+                p = self.part(i)
+                words.append(p.words[max(lo, a) - a:min(hi, b) - a])
+                counts.append(p.counts[max(lo, a) - a:min(hi, b) - a])
+        if not words:
+            return Vocab(pa.array([], pa.large_string()), np.zeros(0, np.int64))
+        return Vocab(pa.concat_arrays(words), np.concatenate(counts))
 
 
 # Task functions: module-level, plain inputs and outputs, never mutating their arguments.
@@ -142,10 +254,10 @@ def count_vocab(client: Client, cfg: JobConfig, blocks: list[Block], tag: str, s
     parts = _VocabParts(client, workers, tag)
     with progress.stage("counting", len(blocks), unit=" blocks") as bar:
         bar.follow(tokens)
-        lookups, vocab, summary = parts.build(scanned, places, t.min_count, t.max_vocab)
+        lookups, vocab, sizes, summary = parts.build(scanned, places, t.min_count, t.max_vocab)
         block_tokens = gather_alive(client, tokens)
         summary = {**summary, "raw_tokens": sum(block_tokens)}
-    return Counted(vocab, summary, scanned, block_tokens, word_type(blocks), lookups)
+    return Counted(vocab, sizes, summary, scanned, block_tokens, word_type(blocks), lookups, client=client, tag=tag)
 
 
 class _VocabParts:
@@ -191,15 +303,19 @@ class _VocabParts:
         for k, g in enumerate(groups):
             for j, i in enumerate(g):
                 lookups[i] = sub(vp.block_lookup, local[k], known[k], j, name=f"vocab-lookup-{i}", at=k)
-        vocab = sub(vp.vocab_of, max_vocab, *ranges, name="vocab")
+        # Each range's words and counts stay on its worker (max_vocab keeps the first ids).
+        keep = [max(0, min(n, (max_vocab if max_vocab is not None else sum(sizes)) - a))
+                for n, a in zip(sizes, starts)]
+        vocab = [sub(_range_vocab, r, k, name=f"vocab-{i}", at=i) for i, (r, k) in enumerate(zip(ranges, keep)) if k]
         totals = gather_alive(self.client, [sub(_totals, loc, name=f"vocab-totals-{k}", at=k)
                                             for k, loc in enumerate(local)])
         distinct = gather_alive(self.client, [sub(_distinct, b, name=f"vocab-distinct-{q}", at=q)
                                               for q, b in enumerate(buckets)])
-        summary = {"vocab_size": min(sum(sizes), max_vocab if max_vocab is not None else sum(sizes)),
-                   "vocab_tokens": gather_alive(self.client, sub(_vocab_tokens, vocab, name="vocab-tokens")),
+        summary = {"vocab_size": sum(keep),
+                   "vocab_tokens": sum(gather_alive(self.client, [sub(_vocab_tokens, v, name=f"vocab-tokens-{i}", at=i)
+                                                                  for i, v in enumerate(vocab)])),
                    "sentences": sum(s for _, s in totals), "distinct_words": sum(distinct)}
-        return lookups, vocab, summary
+        return lookups, vocab, [k for k in keep if k], summary
 
 
 def encode_shards(client: Client, cfg: JobConfig, counted: Counted, n_shards: int, rounds: int, tag: str):
