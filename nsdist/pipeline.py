@@ -143,12 +143,11 @@ def _finish(client, cfg: JobConfig, run: _Run, counted, final) -> dict:
     """The run's data files, from the final model while it is on the workers (``final``,
     cluster.training.Final): the vectors by row blocks from every worker, then the top-k table
     (``topk`` > 0) from every worker, a row block per task."""
-    vocab, vocab_size, kind = counted.vocab, counted.summary["vocab_size"], counted.word_type
-    store = cfg.store
+    vocab_size, kind, store = counted.summary["vocab_size"], counted.word_type, cfg.store
     written = _write_outputs(client, cfg, run, counted, final)
     if not cfg.topk:
         return written
-    t0 = time.perf_counter()
+    t0, vocab = time.perf_counter(), counted.vocab  # the neighbours' words: the whole vocabulary, assembled
     blocks = topk_blocks(vocab_size, len(final.workers), cfg.topk)
     parts = final.deal(_write_topk, (run.url, vocab, cfg.topk, store, kind), list(enumerate(blocks)), "top-k")
     seconds = time.perf_counter() - t0
@@ -263,16 +262,18 @@ def _check_vocab(summary: dict, t: TrainConfig, seconds: float) -> None:
              summary["raw_tokens"] / max(seconds, 1e-9), extra={"stage": "count", "seconds": seconds, **summary})
 
 
-def _source(client, cfg: JobConfig, run: _Run, vocab, vocab_size: int, shards: list) -> tuple[tuple, dict | None]:
+def _source(client, cfg: JobConfig, run: _Run, counted, vocab_size: int, shards: list) -> tuple[tuple, dict | None]:
     """How each worker builds the model training starts from: the last checkpoint, a warm start
     from a published run (new words from their known neighbours in ``shards``, warm.py), or a
-    fresh model; and the warm-start record for the manifest."""
+    fresh model; and the warm-start record for the manifest. ``counted``: the job's
+    cluster.Counted."""
     t, store = cfg.train, cfg.store
     if run.state:
         log.info("resuming run %s after epoch %d", run.id, run.state["epoch"])
         return (checkpoint.load_model, (checkpoint.url(run.url, run.state["epoch"] - 1), store)), run.state.get(
             "warm_start")
     if run.parent:
+        vocab = counted.vocab  # assembled whole: the warm start joins it with the parent's vocabulary
         warm = {"parent_run": run.parent,
                 **cluster.compute(client, warm_stats, vocab, run.parent, store, key=f"warm-{run.id}")}
         new, warm["cooccur_words"] = None, 0
@@ -396,7 +397,7 @@ def _job(cfg: JobConfig, client, run: _Run, files: list, blocks: list, fingerpri
     with timer("encode"), cluster.out_of_memory(client, "encoding", "lower blocksize"):  # stay for all epochs
         shards, words, shard_bytes = cluster.encode_shards(client, cfg, counted, n_shards, t.rounds(n_models), run.id)
     _check_encoded(words, n_shards, timer.seconds["encode"])
-    source, warm = _source(client, cfg, run, counted.vocab, counted.summary["vocab_size"], shards)
+    source, warm = _source(client, cfg, run, counted, counted.summary["vocab_size"], shards)
     training, rates, placed = _training(client, cfg, run, counted, shards, words, shard_bytes, n_models, source)
     epochs = {m["epoch"]: m for m in state.get("metrics", [])}
     saves = _Checkpoints(cfg, run, {"shards": n_shards, "models": n_models, "layout": placed["layout"],

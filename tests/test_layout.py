@@ -152,7 +152,7 @@ def test_the_distributed_partitioned_layout_equals_the_reference(client, tmp_pat
     ``chunk_rows``: merges and installs go through each range 37 rows at a time (the client
     plans the chunks), with the same bits and bytes. ``groups``: a model holds the rows of 1/groups
     of an epoch's rounds at a time, taking the next group's from the masters, every row merged
-    at a group's end."""
+    at a group's end. No stage assembles the whole vocabulary."""
     if chunk_rows:
         monkeypatch.setattr(layout, "EXCHANGE_BYTES", 1)
         monkeypatch.setattr(layout, "CHUNK_ROWS", chunk_rows)
@@ -177,6 +177,10 @@ def test_the_distributed_partitioned_layout_equals_the_reference(client, tmp_pat
     ref = train_partitioned(client.gather(shards), words, vocab.counts, t, 2, init_model(len(vocab), t.dim, t.seed),
                             groups)
 
+    from nsdist.cluster import stages
+
+    # No stage of the partitioned layout assembles the whole vocabulary: each reads its parts.
+    monkeypatch.setattr(stages.Counted, "vocab", property(lambda self: pytest.fail("the vocabulary was assembled")))
     result = train(cfg, client)
     metrics = result.manifest["metrics"]
     assert metrics["layout"] == "partitioned" and metrics["models"] == 2 and metrics["bit_reproducible"]
