@@ -372,6 +372,18 @@ def test_job_spec_configmaps_are_copies_of_jobs_yaml(tmp_path, job_file, spec_fi
         assert container["args"][container["args"].index("--init-from") + 1] == cfg.out
 
 
+def test_workers_do_not_pause_at_dasks_memory_threshold():
+    """Every worker container turns Dask's pause off (its value parsed as Dask parses it): the
+    models live outside the memory Dask manages, so a pause could only stall the job."""
+    import dask
+
+    workers = [(w, c) for w, c in _containers() if c["name"] == "worker"]
+    assert len(workers) == 2, [w for w, _ in workers]  # the DaskJob's and the CronJob's
+    for where, c in workers:
+        env = {e["name"]: e["value"] for e in c["env"] if e["name"].startswith("DASK_")}
+        assert dask.config.collect_env(env) == {"distributed": {"worker": {"memory": {"pause": False}}}}, where
+
+
 SECRET_NAME = re.compile(r"SECRET|PASSWORD|TOKEN|ACCESS_KEY|PRIVATE", re.I)
 
 
