@@ -482,7 +482,7 @@ def _row_groups(client, cfg: JobConfig, run: _Run, counted, limits: dict, shard_
                 rounds: int) -> int:
     """The groups of rounds a partitioned model holds its rows for: a resumed run's own, else
     ``train.row_groups``, else the fewest whose rows fit the workers' memory limits, from the
-    rows a model is expected to hold in a group (layout.expected_rows, on the vocabulary's worker)."""
+    rows a model is expected to hold in a group (layout.expected_rows over the vocabulary's parts)."""
     t, known = cfg.train, [v for v in limits.values() if v]
     if run.state:
         return run.state.get("row_groups", 1)

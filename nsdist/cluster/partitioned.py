@@ -88,9 +88,13 @@ def _tables(t, total: int, rows: tuple):
     return layout.model_tables(counts, total, k, t)
 
 
-def _rate_summary(t, total: int, *rows: tuple) -> dict:
-    """The models' per-row rate multipliers in their first group, for the manifest."""
-    return rate_summary(np.concatenate([_tables(t, total, x).rate for x in rows]))
+def _rates(t, total: int, rows: tuple) -> np.ndarray:
+    """A model's per-row rate multipliers in its first group."""
+    return _tables(t, total, rows).rate
+
+
+def _rate_summary(*rates: np.ndarray) -> dict:
+    return rate_summary(np.concatenate(rates))
 
 
 def _probe_pieces(rounds: int, r0: int, r1: int, held: np.ndarray, *pieces) -> list:
@@ -126,7 +130,8 @@ def partition(client: Client, shards: list, vocab, total: int, t, n_models: int,
     probe = (client.submit(_probe_pieces, rounds, *spans[0], held[0][0], *shards[0], key=f"probe-pieces-{tag}", **on(0)),
              client.submit(_tables, t, total, first[0], key=f"probe-tables-{tag}", **on(0)))
     sizes = [client.submit(_most, *[h[m] for h in held], key=f"nheld-{tag}-{m}", **on(m)) for m in range(n_models)]
-    rates = client.submit(_rate_summary, t, total, *first, key=f"rates-{tag}")
+    rates = client.submit(_rate_summary, *[client.submit(_rates, t, total, first[m], key=f"rate-{tag}-{m}", **on(m))
+                                           for m in range(n_models)], key=f"rates-{tag}")
     return Parts(shards, len(spans), first, held, ranges, inrange, counts, total, sizes, probe, rates)
 
 
