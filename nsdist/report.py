@@ -78,15 +78,15 @@ def nearest(vectors: np.ndarray, ids: Sequence[int], topn: int = 5,
     return [[(int(i), float(s)) for i, s in zip(row_i, row_s) if np.isfinite(s)] for row_i, row_s in zip(rows, scores)]
 
 
-def sample(words, counts: np.ndarray, vectors: np.ndarray, n: int = 8, topn: int = 5) -> dict:
+def sample(words, counts, vectors: np.ndarray, n: int = 8, topn: int = 5) -> dict:
     """What the page shows of a model, small and plain: runs on the worker holding the model.
 
     Parameters
     ----------
     words : pyarrow Array or sequence of str
-        The vocabulary in id order.
+        The vocabulary in id order (or anything indexed by id so: the vocabulary's parts).
     counts : ndarray of int
-        Their counts, non-increasing.
+        Their counts, non-increasing (or anything indexed by ids and arrays of ids so).
     vectors : ndarray, shape (V, dim)
         The word vectors.
     n, topn : int

@@ -117,7 +117,7 @@ def _range_vocab(part: vp.Range, keep: int) -> Vocab:
 class VocabParts:
     """The vocabulary's parts as a task reads them: a dataset of their futures published on the
     scheduler (``name``), each part fetched from its worker when the task asks, so a task holds
-    one part at a time (``distributed.get_client`` in a task: Dask's tasks-from-tasks API).
+    one part at a time (``distributed.worker_client`` in a task: Dask's tasks-from-tasks API).
     ``starts``: each part's first id, and the vocabulary's size last."""
 
     name: str
@@ -127,10 +127,12 @@ class VocabParts:
         return self.starts[-1]
 
     def part(self, i: int) -> Vocab:
-        from distributed import get_client
+        from distributed import worker_client
 
-        client = get_client()
-        return client.gather(client.get_dataset(self.name)[i])
+        # The task leaves its worker's thread pool while it waits (worker_client secedes): a
+        # part lost with a worker is computed again, which needs a thread this task would hold.
+        with worker_client() as client:
+            return client.gather(client.get_dataset(self.name)[i])
 
     def blocks(self):
         """The parts in id order, one at a time."""
