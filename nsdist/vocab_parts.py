@@ -260,7 +260,8 @@ def block_lookup(local: Local, ids: np.ndarray, block: int) -> np.ndarray:
 
 
 def vocab_of(max_vocab: int | None, *ranges: Range) -> Vocab:
-    """The whole vocabulary, the ranges in order (for the stages that still read it whole)."""
+    """The whole vocabulary from its consecutive parts (Ranges, or Vocab parts: anything with
+    words and counts), for the stages that read it whole."""
     words = pa.concat_arrays([r.words for r in ranges]) if ranges else pa.array([], pa.large_string())
     counts = np.concatenate([r.counts for r in ranges]) if ranges else np.zeros(0, np.int64)
     return Vocab(words[:max_vocab], counts[:max_vocab])

@@ -58,7 +58,8 @@ class Counted:
     @property
     def vocab(self):
         if self.whole is None:
-            self.whole = self.parts[0] if len(self.parts) == 1 else self.client.submit(_joined, *self.parts)
+            self.whole = (self.parts[0] if len(self.parts) == 1 else
+                          self.client.submit(vp.vocab_of, None, *self.parts))
         return self.whole
 
     def view(self) -> VocabParts:
@@ -100,12 +101,6 @@ class _Picks:
             x = getattr(self.held[1], self.column)[i - self.parts.starts[w]]
             out.append(x.as_py() if hasattr(x, "as_py") else x)
         return out[0] if np.ndim(key) == 0 else np.array(out)
-
-
-def _joined(*parts: Vocab) -> Vocab:
-    if not parts:
-        return Vocab(pa.array([], pa.large_string()), np.zeros(0, np.int64))
-    return Vocab(pa.concat_arrays([p.words for p in parts]), np.concatenate([p.counts for p in parts]))
 
 
 def _range_vocab(part: vp.Range, keep: int) -> Vocab:
