@@ -69,6 +69,7 @@ def encode_scanned(parts, words: pa.Array | None, max_sentence_length: int = 100
         if k0 < k1 and lookup is not None:
             plan.append((scanned, k0, k1, lo, hi, lookup))
         elif k0 < k1 and len(words):
+            assert len(scanned.words) or not len(scanned.ids), "a block folded into its worker's counts: use its lookup"
             value_set = words if words.type == scanned.words.type else pc.cast(words, scanned.words.type)
             ids = pc.fill_null(pc.index_in(scanned.words, value_set=value_set), -1).to_numpy().astype(np.int32)
             plan.append((scanned, k0, k1, lo, hi, ids))

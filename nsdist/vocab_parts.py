@@ -23,7 +23,7 @@ order as Python's ``str`` comparison), so the ranges concatenated are ``build_vo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numba
 import numpy as np
@@ -81,23 +81,41 @@ class Range:
         return len(self.counts)
 
 
-def local_counts(*blocks: Scanned) -> Local:
-    """The blocks' words and counts merged into one dictionary (first-seen order).
+def local_counts(*blocks: Scanned, into: Local | None = None) -> Local:
+    """The blocks' words and counts merged into one dictionary (first-seen order), after the
+    words of ``into`` when given: a worker folds its blocks in as they are scanned, so each block's
+    own dictionary (two thirds of a scanned block's bytes) is freed once folded, and a word keeps
+    its position as later blocks come in.
 
     >>> from nsdist.counts import scan
     >>> a, b = scan([pa.array([["x", "y", "x"]])]), scan([pa.array([["y", "z"]])])
     >>> m = local_counts(a, b)
     >>> m.words.to_pylist(), m.counts.tolist(), [x.tolist() for x in m.maps], m.tokens
     (['x', 'y', 'z'], [2, 2, 1], [[0, 1], [1, 2]], 5)
+    >>> f = local_counts(b, into=local_counts(a))
+    >>> f.words.to_pylist(), f.counts.tolist(), [x.tolist() for x in f.maps], f.tokens
+    (['x', 'y', 'z'], [2, 2, 1], [[0, 1], [1, 2]], 5)
     """
+    into = into or Local(pa.array([], pa.large_string()), np.zeros(0, np.int64), [], 0, 0)
     if not blocks:
-        return Local(pa.array([], pa.large_string()), np.zeros(0, np.int64), [], 0, 0)
-    encoded = pc.dictionary_encode(pa.concat_arrays([b.words for b in blocks]))
-    index = encoded.indices.to_numpy().astype(np.int32)
-    counts = np.bincount(index, weights=np.concatenate([b.counts for b in blocks]), minlength=len(encoded.dictionary))
+        return into
+    known = len(into.counts)
+    # Arrow's dictionary keeps first-seen order: ``into``'s words (distinct) come out first, in place.
+    encoded = pc.dictionary_encode(pa.concat_arrays([into.words, *[b.words for b in blocks]]))
+    index = encoded.indices.to_numpy()[known:].astype(np.int32)
+    counts = np.zeros(len(encoded.dictionary), np.int64)
+    counts[:known] = into.counts
+    counts += np.bincount(index, weights=np.concatenate([b.counts for b in blocks]),
+                          minlength=len(counts)).astype(np.int64)
     bounds = np.cumsum([0] + [len(b.words) for b in blocks])
-    return Local(encoded.dictionary, counts.astype(np.int64), [index[bounds[i]:bounds[i + 1]] for i in range(len(blocks))],
-                 sum(len(b.ids) for b in blocks), sum(b.sentences for b in blocks))
+    return Local(encoded.dictionary, counts, into.maps + [index[bounds[i]:bounds[i + 1]] for i in range(len(blocks))],
+                 into.tokens + sum(len(b.ids) for b in blocks), into.sentences + sum(b.sentences for b in blocks))
+
+
+def body(block: Scanned) -> Scanned:
+    """A scanned block without its dictionary and counts (folded into its worker's ``Local``):
+    what encoding reads (``encode_scanned`` with a lookup), sharing the block's arrays."""
+    return replace(block, words=pa.array([], pa.large_string()), counts=np.zeros(0, np.int64))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -278,7 +296,12 @@ def in_process(groups: list[list[Scanned]], n: int, min_count: int, max_vocab: i
     >>> vocab.words.to_pylist(), vocab.counts.tolist(), [[x.tolist() for x in g] for g in lookups]
     (['b', 'a'], [3, 2], [[[0, 1]], [[-1, 1, 0]]])
     """
-    local = [local_counts(*g) for g in groups]
+    local = []
+    for g in groups:  # folded a block at a time, as each worker does while its blocks are scanned
+        loc = local_counts()
+        for block in g:
+            loc = local_counts(block, into=loc)
+        local.append(loc)
     split = [split_local(loc, n) for loc in local]
     buckets = [merge_bucket(*[s[q] for s in split]) for q in range(n)]
     ordered = [sort_bucket(b, min_count) for b in buckets]

@@ -14,7 +14,8 @@ from distributed import Client, LocalCluster
 
 from nsdist import formats, storage
 from nsdist.config import load_config
-from nsdist.corpus import plan_blocks
+from nsdist.corpus import iter_tokens, plan_blocks
+from nsdist.counts import scan
 from nsdist.errors import ConfigError, DataError
 from nsdist.runs import list_runs, load
 from nsdist import pipeline, plan
@@ -80,7 +81,6 @@ def test_shards_are_dealt_over_the_workers(unstolen, write):
     blocks = plan_blocks(cfg.corpus, blocksize=cfg.blocksize)
     counted = count_vocab(client, cfg, blocks, "test-deal")
     vocab, summary, block_tokens = counted.vocab, counted.summary, counted.block_tokens
-    kept = list(counted.blocks)
     shards, words, _ = encode_shards(client, cfg, counted, 4, 8, "test-deal")
     assert counted.blocks == []  # handed over: each block is freed once its pieces exist
     who = client.who_has([p for pieces in shards for p in pieces])
@@ -89,7 +89,7 @@ def test_shards_are_dealt_over_the_workers(unstolen, write):
     assert sorted(collections.Counter(w for h in homes for w in h).values()) == [2, 2], homes
     assert words.sum() == summary["vocab_tokens"]
     # The pieces, concatenated, are the shard encode_scanned builds from the same ranges.
-    scans = client.gather(kept)
+    scans = [scan(iter_tokens(b)) for b in blocks]
     for pieces, ranges in zip(client.gather(shards), plan.shard_plan(block_tokens, 4)):
         whole = encode_scanned([(scans[b], lo, hi) for b, lo, hi in ranges], vocab.result().words)
         assert np.array_equal(np.concatenate([p.ids for p in pieces]), whole.ids)

@@ -12,7 +12,7 @@ import pytest
 from nsdist import vocab_parts as vp
 from nsdist.cluster import count_vocab, encode_shards
 from nsdist.config import load_config
-from nsdist.corpus import plan_blocks
+from nsdist.corpus import iter_tokens, plan_blocks
 from nsdist.counts import merge_counts, scan, scan_sessions
 from nsdist.encode import encode_scanned
 from nsdist.vocab import build_vocab
@@ -92,7 +92,8 @@ def test_the_cluster_builds_the_same_vocabulary_and_shards(client, tmp_path):
     blocks = plan_blocks(cfg.corpus, blocksize=cfg.blocksize)
     assert len(blocks) > 4
     counted = count_vocab(client, cfg, blocks, "parts")
-    scans = client.gather(counted.blocks)
+    # The workers keep each block's token indices only: its own dictionary is folded and freed.
+    assert all(len(b.words) == 0 and len(b.counts) == 0 for b in client.gather(counted.blocks))
     vocab = counted.vocab.result()
     tokens = collections.Counter(w for line in lines for w in line.split())
     want = sorted((w for w in tokens if tokens[w] >= 2), key=lambda w: (-tokens[w], w))[:500]
@@ -102,4 +103,5 @@ def test_the_cluster_builds_the_same_vocabulary_and_shards(client, tmp_path):
                                "distinct_words": len(tokens)}
     shards, _, _ = encode_shards(client, cfg, counted, 3, 2, "parts")
     got = np.concatenate([p.ids for pieces in client.gather(shards) for p in pieces])
+    scans = [scan(iter_tokens(b)) for b in blocks]
     assert np.array_equal(got, encode_scanned([(s, 0, None) for s in scans], vocab.words).ids)

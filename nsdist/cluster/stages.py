@@ -207,6 +207,20 @@ def sample_vocab(client: Client, cfg: JobConfig, blocks: list[Block], picks: lis
                          key=f"sample-summary-{tag}").result()
 
 
+def _released(fn, *args):
+    """``fn(*args)``, then the memory its temporaries freed returned to the OS (memory.py): the
+    steps of counting allocate and free hundreds of MB each, and a worker's RSS would otherwise
+    stay at their peak into training."""
+    try:
+        return fn(*args)
+    finally:
+        release_memory()
+
+
+def _fold(scanned: Scanned, local: vp.Local | None) -> vp.Local:
+    return vp.local_counts(scanned, into=local)
+
+
 def _tokens(scanned: Scanned) -> int:
     return len(scanned.ids)
 
@@ -236,30 +250,44 @@ def count_vocab(client: Client, cfg: JobConfig, blocks: list[Block], tag: str, s
     block the ids of its words, so that no worker holds all distinct words to build the
     vocabulary, nor the vocabulary to encode.
 
-    The scanned blocks stay on the workers until ``encode_shards`` has turned them into
-    ``shards`` shards (placed for that count; default one per worker).
+    Each worker folds its blocks' counts into one dictionary as they are scanned (each block's
+    own dictionary is freed then); the blocks' token indices stay on the workers until
+    ``encode_shards`` has turned them into ``shards`` shards (placed for that count; default one
+    per worker).
     """
     t = cfg.train
     read_args = (cfg.storage_options, t.lowercase, cfg.parquet_column, cfg.negatives_column, cfg.order_column)
     workers = client_workers(client)
     places = block_workers([b.length for b in blocks], shards or len(workers), workers, cfg.blocksize)
-    # Dask refuses allow_other_workers without workers: with no worker known, a block goes anywhere.
-    scanned = [client.submit(_scan_block, b, *read_args, key=f"scan-{tag}-{i}",
-                             **({"workers": [w], "allow_other_workers": True} if w else {}))
-               for i, (b, w) in enumerate(zip(blocks, places))]
-    tokens = [client.submit(_tokens, s, key=f"n-{s.key}") for s in scanned]
     parts = _VocabParts(client, workers, tag)
+    # Dask refuses allow_other_workers without workers: with no worker known, a block goes anywhere.
+    group = [workers.index(w) if w else None for w in places]
+    bodies, tokens, local = [], [], [None] * parts.n
+    for i, (b, k) in enumerate(zip(blocks, group)):
+        scanned = parts.submit(_scan_block, b, *read_args, name=f"scan-{i}", at=k)
+        # Submitted after its scan and before the next block's: a fold runs as soon as its block
+        # is scanned (Dask runs earlier submissions first), so a worker holds one dictionary.
+        local[k or 0] = parts.submit(_fold, scanned, local[k or 0], name=f"vocab-fold-{i}", at=k)
+        bodies.append(parts.submit(vp.body, scanned, name=f"body-{i}", at=k))
+        tokens.append(parts.submit(_tokens, scanned, name=f"n-{i}", at=k))
+        del scanned  # the client holds its parts, so that Dask frees each block's dictionary once folded
+    local = [loc if loc is not None else parts.submit(vp.local_counts, name=f"vocab-fold-none-{k}", at=k)
+             for k, loc in enumerate(local)]  # a worker without blocks: its empty dictionary
     with progress.stage("counting", len(blocks), unit=" blocks") as bar:
         bar.follow(tokens)
-        lookups, vocab, sizes, summary = parts.build(scanned, places, t.min_count, t.max_vocab)
+        lookups, vocab, sizes, summary = parts.build(local, [k or 0 for k in group], t.min_count, t.max_vocab)
         block_tokens = gather_alive(client, tokens)
         summary = {**summary, "raw_tokens": sum(block_tokens)}
-    return Counted(vocab, sizes, summary, scanned, block_tokens, word_type(blocks), lookups, client=client, tag=tag)
+    return Counted(vocab, sizes, summary, bodies, block_tokens, word_type(blocks), lookups, client=client, tag=tag)
 
 
 class _VocabParts:
     """The task graph of vocab_parts.py's three exchanges: one bucket and one range per worker,
-    bucket q and range q merged on worker q, each worker's blocks merged where they were scanned."""
+    bucket q and range q merged on worker q, each worker's blocks folded where they were scanned.
+
+    The client lets go of each step's futures as soon as the steps that read them are submitted:
+    Dask frees a result once no client holds it and its dependents have run, so a worker holds
+    a step's data only while the next one needs it (all at once, they were most of counting's peak)."""
 
     def __init__(self, client: Client, workers: list[str], tag: str):
         self.client, self.workers, self.tag = client, workers, tag
@@ -268,19 +296,19 @@ class _VocabParts:
     def submit(self, fn, *args, name: str, at: int | None = None):
         place = ({"workers": [self.workers[at % len(self.workers)]], "allow_other_workers": True}
                  if at is not None and self.workers else {})
-        return self.client.submit(fn, *args, key=f"{name}-{self.tag}", **place)
+        return self.client.submit(_released, fn, *args, key=f"{name}-{self.tag}", **place)
 
-    def build(self, scanned: list, places: list, min_count: int, max_vocab: int | None):
-        """Per block the future of its lookup; the vocabulary's future; the summary."""
-        groups = [[i for i, p in enumerate(places) if p == w] for w in self.workers] if self.workers else [
-            list(range(len(scanned)))]
+    def build(self, local: list, group: list[int], min_count: int, max_vocab: int | None):
+        """Per block the future of its lookup; the vocabulary's futures, their sizes; the summary.
+        ``local``: each worker's folded blocks (vp.Local), ``group``: each block's worker."""
         n, sub = self.n, self.submit
-        local = [sub(vp.local_counts, *[scanned[i] for i in g], name=f"vocab-local-{k}", at=k)
-                 for k, g in enumerate(groups)]
+        totals = [sub(_totals, loc, name=f"vocab-totals-{k}", at=k) for k, loc in enumerate(local)]
         split = [sub(vp.split_local, loc, n, name=f"vocab-split-{k}", at=k) for k, loc in enumerate(local)]
         buckets = [sub(vp.merge_bucket, *[sub(operator.getitem, s, q, name=f"vocab-piece-{k}-{q}", at=k)
                                           for k, s in enumerate(split)], name=f"vocab-bucket-{q}", at=q)
                    for q in range(n)]
+        del split
+        distinct = [sub(_distinct, b, name=f"vocab-distinct-{q}", at=q) for q, b in enumerate(buckets)]
         ordered = [sub(vp.sort_bucket, b, min_count, name=f"vocab-sort-{q}", at=q) for q, b in enumerate(buckets)]
         keys = sub(vp.splitters, n, *[sub(vp.sample, o, name=f"vocab-sample-{q}", at=q) for q, o in enumerate(ordered)],
                    name="vocab-splitters")
@@ -288,30 +316,32 @@ class _VocabParts:
         ranges = [sub(vp.merge_range, *[sub(operator.getitem, c, r, name=f"vocab-cut-{q}-{r}", at=q)
                                         for q, c in enumerate(cuts)], name=f"vocab-range-{r}", at=r)
                   for r in range(n)]
+        del cuts
         sizes = gather_alive(self.client, [sub(_len, r, name=f"vocab-size-{i}", at=i) for i, r in enumerate(ranges)])
         starts = vp.offsets(sizes)
-        ids = [sub(vp.bucket_ids, b, o, starts, max_vocab,
-                   *[sub(_ranks, r, q, name=f"vocab-ranks-{i}-{q}", at=i) for i, r in enumerate(ranges)],
-                   name=f"vocab-ids-{q}", at=q) for q, (b, o) in enumerate(zip(buckets, ordered))]
-        known = [sub(vp.local_ids, loc, n, *[sub(vp.answer, ids[q], buckets[q], k, name=f"vocab-answer-{q}-{k}", at=q)
-                                             for q in range(n)], name=f"vocab-known-{k}", at=k)
-                 for k, loc in enumerate(local)]
-        lookups = [None] * len(scanned)
-        for k, g in enumerate(groups):
-            for j, i in enumerate(g):
-                lookups[i] = sub(vp.block_lookup, local[k], known[k], j, name=f"vocab-lookup-{i}", at=k)
         # Each range's words and counts stay on its worker (max_vocab keeps the first ids).
         keep = [max(0, min(n, (max_vocab if max_vocab is not None else sum(sizes)) - a))
                 for n, a in zip(sizes, starts)]
         vocab = [sub(_range_vocab, r, k, name=f"vocab-{i}", at=i) for i, (r, k) in enumerate(zip(ranges, keep)) if k]
-        totals = gather_alive(self.client, [sub(_totals, loc, name=f"vocab-totals-{k}", at=k)
-                                            for k, loc in enumerate(local)])
-        distinct = gather_alive(self.client, [sub(_distinct, b, name=f"vocab-distinct-{q}", at=q)
-                                              for q, b in enumerate(buckets)])
+        ids = [sub(vp.bucket_ids, b, o, starts, max_vocab,
+                   *[sub(_ranks, r, q, name=f"vocab-ranks-{i}-{q}", at=i) for i, r in enumerate(ranges)],
+                   name=f"vocab-ids-{q}", at=q) for q, (b, o) in enumerate(zip(buckets, ordered))]
+        del ranges, ordered
+        known = [sub(vp.local_ids, loc, n, *[sub(vp.answer, ids[q], buckets[q], k, name=f"vocab-answer-{q}-{k}", at=q)
+                                             for q in range(n)], name=f"vocab-known-{k}", at=k)
+                 for k, loc in enumerate(local)]
+        del ids, buckets
+        seen = [0] * n  # each worker's blocks in the order they were folded
+        lookups = []
+        for i, k in enumerate(group):
+            lookups.append(sub(vp.block_lookup, local[k], known[k], seen[k], name=f"vocab-lookup-{i}", at=k))
+            seen[k] += 1
+        del known
         summary = {"vocab_size": sum(keep),
                    "vocab_tokens": sum(gather_alive(self.client, [sub(_vocab_tokens, v, name=f"vocab-tokens-{i}", at=i)
                                                                   for i, v in enumerate(vocab)])),
-                   "sentences": sum(s for _, s in totals), "distinct_words": sum(distinct)}
+                   "sentences": sum(s for _, s in gather_alive(self.client, totals)),
+                   "distinct_words": sum(gather_alive(self.client, distinct))}
         return lookups, vocab, [k for k in keep if k], summary
 
 
