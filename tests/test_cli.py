@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from gensim.models import KeyedVectors
 
 import nsdist
@@ -177,6 +178,25 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, client, capsys):
     assert abs(plan["sample"]["vocab_size"] / len(truth) - 1) < 0.1, plan["sample"]
     assert abs(plan["sample"]["tokens"] / 300_000 - 1) < 0.1, plan["sample"]
     assert [w["shards"] for w in plan["workers"]] == [[0, 2], [1, 3]] and not out.exists()
+
+
+@pytest.mark.parametrize("min_count", [1, 3, 10])
+def test_the_dry_runs_vocabulary_estimate_finds_a_long_tail(min_count):
+    """A 5% sample of a Zipf corpus sees a fraction of its rare words; the estimate extrapolates
+    them (plan.estimate_vocab), erring high where the vocabulary saturates (1.3x at min_count 1
+    here) and within 10% from min_count 3 on, where the threshold scaled down to the sample
+    (min_count x 5%) is off by 0.1x, 0.5x and 2.4x."""
+    from nsdist.plan import estimate_vocab
+
+    rng = np.random.default_rng(3)
+    p = 1.0 / np.arange(1, 1_000_001)
+    counts = rng.multinomial(2_000_000, p / p.sum())  # 1M ids, 2M tokens: most ids rare
+    truth = int((counts >= min_count).sum())
+    sample = rng.binomial(counts, 0.05)
+    sample = sample[sample > 0]
+    assert 0.85 < estimate_vocab(sample, 0.05, min_count, None) / truth < 1.4
+    assert not 0.85 < (sample >= min_count * 0.05).sum() / truth < 1.4
+    assert estimate_vocab(sample, 0.05, min_count, 1000) == 1000
 
 
 def test_a_job_lists_its_corpus_once(tmp_path, client, monkeypatch):

@@ -184,13 +184,14 @@ def _count_block(block: Block, storage_options, lowercase: bool, column: str, sh
 def _sample_summary(fraction: float, min_count: int, max_vocab: int | None, models: int, groups: list[int],
                     *parts: Counts) -> dict:
     counts = merge_counts(*parts)
-    kept = counts.table["count"].to_numpy()
-    kept = np.sort(kept[kept >= min_count * fraction])[::-1][:max_vocab] / fraction  # the vocabulary's, scaled up
+    sampled = counts.table["count"].to_numpy()
+    vocab = estimate_vocab(sampled, fraction, min_count, max_vocab)
+    # The vocabulary's counts: the sample's, scaled up, and the words it missed at min_count.
+    kept = np.sort(sampled[sampled >= min_count * fraction])[::-1][:vocab] / fraction
+    kept = np.concatenate([kept, np.full(vocab - len(kept), float(min_count))])
     held, head = expected_rows(kept, models)
     return {"sample_tokens": counts.tokens, "sample_distinct_words": counts.table.num_rows,
-            "tokens": round(counts.tokens / fraction),
-            "vocab_size": estimate_vocab(counts.table["count"].to_numpy(), fraction, min_count, max_vocab),
-            "held_rows": held, "head_rows": head,
+            "tokens": round(counts.tokens / fraction), "vocab_size": vocab, "held_rows": held, "head_rows": head,
             "group_rows": {g: expected_rows(kept, models * g)[0] for g in groups}}
 
 
