@@ -198,8 +198,9 @@ VECTORS_PARTS = "vectors.parquet"  # a Parquet dataset: one part per row block
 ASSEMBLED = ("vectors.npy", "context.npy", "vectors.txt", "vectors.bin")  # one file each, written by blocks
 WORD2VEC = ("vectors.txt", "vectors.bin")
 # Input vectors per block at most (with one block per worker or more): a writer holds its block's
-# rows of both matrices and their text, so this bounds its memory whatever the model's size.
-BLOCK_MAX_BYTES = 64 * 2**20
+# rows of both matrices, their words and a piece of their text, about 3x this, whatever the
+# model's size.
+BLOCK_MAX_BYTES = 16 * 2**20
 # On S3, input vectors per block at least: every part of a multipart upload but the last holds at
 # least storage.S3_MIN_PART (5 MiB), and a block's text takes at least half its vectors' bytes;
 # and at most S3_BLOCKS blocks, each then owning 64 of the upload's 10,000 part numbers.
@@ -213,9 +214,9 @@ def output_blocks(rows: int, dim: int, workers: int, s3: bool = False) -> list[t
     S3_BLOCK_MIN_BYTES each (a small model is one block there) and at most S3_BLOCKS blocks.
 
     >>> output_blocks(10, 2, 4), len(output_blocks(600_000, 100, 4)), len(output_blocks(600_000, 100, 3))
-    ([(0, 2), (2, 5), (5, 7), (7, 10)], 4, 6)
+    ([(0, 2), (2, 5), (5, 7), (7, 10)], 16, 15)
     >>> output_blocks(1000, 100, 4, s3=True), len(output_blocks(600_000, 100, 4, s3=True))
-    ([(0, 1000)], 4)
+    ([(0, 1000)], 14)
     """
     nbytes = rows * dim * 4
     n = max(workers, math.ceil(nbytes / BLOCK_MAX_BYTES))

@@ -155,6 +155,11 @@ class _Fetch:
         return got[0]
 
 
+# Rows read from the masters at once for small slices (the top-k table's tiles of 2,048 rows: one
+# read in 16 at dim 32): small beside a writer's block, which is read as it is asked for.
+READ_BYTES = 4 * 2**20
+
+
 class _Rows:
     """One matrix of the whole model (``matrix``: win or wout; ``unit``: its rows scaled to length
     1) as the writers and ``nearest.block_topk`` read it: rows by slices or lists of row ids,
@@ -165,7 +170,7 @@ class _Rows:
 
     def __init__(self, fetch: _Fetch, rows: int, dim: int, matrix: str, unit: bool = False):
         self.fetch, self.shape, self.matrix, self.unit = fetch, (rows, dim), matrix, unit
-        self.step = max(layout.CHUNK_ROWS, layout.EXCHANGE_BYTES // (dim * 4))  # rows of one read
+        self.step = max(layout.CHUNK_ROWS, READ_BYTES // (dim * 4))  # rows of one read
         self.held: tuple[int, int, np.ndarray] | None = None  # the last chunk read: (first row, last + 1, rows)
 
     def __len__(self) -> int:
