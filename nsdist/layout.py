@@ -253,14 +253,18 @@ def row_groups(held: dict[int, int], masters: int, dim: int, models: int, shard_
     return max(held)
 
 
-def expected_rows(counts: np.ndarray, models: int) -> tuple[int, int]:
+def expected_rows(counts: np.ndarray, models: int, times: np.ndarray | None = None) -> tuple[int, int]:
     """Rows a model is expected to hold, and rows every model holds (the head), when a word's
     ``counts`` occurrences fall in the M models' shards independently and evenly: a word is in
     a model's shards with probability 1 - (1 - 1/M)^count. Co-located data (shards of related
-    sentences) holds fewer; the dry run's figure is this estimate.
+    sentences) holds fewer; the dry run's figure is this estimate. ``times``: how many words
+    have each of ``counts`` (default: one each).
 
     >>> expected_rows(np.array([10**6, 1, 1, 1, 1]), 2)  # 1 + 4 x 1/2 rows; head 1 + 4 x 1/4
     (3, 2)
+    >>> expected_rows(np.array([10**6, 1]), 2, times=np.array([1, 4]))
+    (3, 2)
     """
     p = 1.0 - (1.0 - 1.0 / max(models, 1)) ** np.asarray(counts, np.float64)
-    return int(round(p.sum())), int(round((p ** models).sum()))
+    w = np.ones(len(p)) if times is None else np.asarray(times, np.float64)
+    return int(round((w * p).sum())), int(round((w * p ** models).sum()))

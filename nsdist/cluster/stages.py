@@ -186,13 +186,15 @@ def _sample_summary(fraction: float, min_count: int, max_vocab: int | None, mode
     counts = merge_counts(*parts)
     sampled = counts.table["count"].to_numpy()
     vocab = estimate_vocab(sampled, fraction, min_count, max_vocab)
-    # The vocabulary's counts: the sample's, scaled up, and the words it missed at min_count.
-    kept = np.sort(sampled[sampled >= min_count * fraction])[::-1][:vocab] / fraction
-    kept = np.concatenate([kept, np.full(vocab - len(kept), float(min_count))])
-    held, head = expected_rows(kept, models)
+    # The vocabulary's counts, each with how many words have it: the sample's, scaled up, and
+    # the words it missed, at min_count.
+    kept = np.sort(sampled[sampled >= min_count * fraction])[::-1][:vocab]
+    kept, times = np.unique(kept / fraction, return_counts=True)
+    kept, times = np.append(kept, float(min_count)), np.append(times, vocab - times.sum())
+    held, head = expected_rows(kept, models, times)
     return {"sample_tokens": counts.tokens, "sample_distinct_words": counts.table.num_rows,
             "tokens": round(counts.tokens / fraction), "vocab_size": vocab, "held_rows": held, "head_rows": head,
-            "group_rows": {g: expected_rows(kept, models * g)[0] for g in groups}}
+            "group_rows": {g: expected_rows(kept, models * g, times)[0] for g in groups}}
 
 
 def sample_vocab(client: Client, cfg: JobConfig, blocks: list[Block], picks: list[int], fraction: float,
