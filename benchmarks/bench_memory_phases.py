@@ -83,6 +83,7 @@ def main(argv=None) -> int:
     c = result.manifest["corpus"]
     yard = 2 * c["vocab_size"] * cfg.train.dim * 4 + c["shard_bytes"] / a.workers
     print(f"model + shards per worker: {yard / 1e6:.1f} MB")
+    by_kind: dict[str, list[int]] = {}
     for worker, rows in sorted(samples.items()):
         rows = [r for r in rows if r[0] >= t0]
         at, peak, running = max(rows, key=lambda r: r[1])
@@ -91,9 +92,14 @@ def main(argv=None) -> int:
             for key in keys or ["idle"]:
                 kind = key.split("-")[0]
                 kinds[kind] = max(kinds.get(kind, 0), rss - idle[worker])
+        for k, v in kinds.items():
+            by_kind.setdefault(k, []).append(v)
         top = ", ".join(f"{k} {v / 1e6:.0f}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])[:6])
         print(f"{worker}: idle {idle[worker] / 1e6:.0f} MB, peak growth {(peak - idle[worker]) / 1e6:.0f} MB ({(peak - idle[worker]) / yard:.2f}x) "
               f"at {at - t0:.1f} s running {running or 'nothing'}; largest growth while running (MB): {top}")
+    print("largest growth over idle while each kind of task ran, min-max over the workers (MB):")
+    for k, v in sorted(by_kind.items(), key=lambda kv: -max(kv[1])):
+        print(f"  {k}: {min(v) / 1e6:.0f}-{max(v) / 1e6:.0f} ({len(v)} workers)")
     return 0
 
 

@@ -77,11 +77,6 @@ def _start_outputs(plan: OutputPlan, vocab, alpha: float, store, model: Model) -
             "sample": report.sample(vocab.words, vocab.counts, model.win)}
 
 
-def _vocab_block(vocab, lo: int, hi: int) -> Vocab:
-    """Words [lo, hi) of the vocabulary (cluster.VocabParts), compact."""
-    return vocab.slice(lo, hi)
-
-
 def _digest(vocab) -> str:
     return checkpoint.vocab_digest(vocab.blocks())
 
@@ -110,8 +105,7 @@ def _write_outputs(client, cfg: JobConfig, run: _Run, counted, final) -> dict:
     plan = started["plan"]
     try:
         # Each writer receives its block's words only, read from the vocabulary's parts.
-        words = [cluster.submit(client, _vocab_block, counted.view(), lo, hi, key=f"words-{run.id}-{b}")
-                 for b, (lo, hi) in enumerate(plan.blocks)]
+        words = counted.slices(plan.blocks, key=f"words-{run.id}")
         blocks = final.each(_write_block, (plan, store), list(enumerate(words)), "outputs")
         records = {name: [b["parts"][name] for b in blocks] for name in plan.assembled}
         done = final.each(_complete_output, (plan, store, records), list(plan.assembled), "assemble")

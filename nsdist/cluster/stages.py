@@ -62,6 +62,18 @@ class Counted:
                           self.client.submit(vp.vocab_of, None, *self.parts))
         return self.whole
 
+    def slices(self, ranges: list[tuple[int, int]], key: str) -> list:
+        """Futures of words [lo, hi) of each of ``ranges`` (Vocab, compact), each sliced by a
+        task that depends on the parts it reads: Dask runs it where they are, so no part crosses
+        the network whole (``VocabParts.slice`` fetches whole parts into the task)."""
+        starts = vp.offsets(self.sizes) + [sum(self.sizes)]
+        out = []
+        for b, (lo, hi) in enumerate(ranges):
+            mine = [i for i, (a, z) in enumerate(zip(starts[:-1], starts[1:])) if a < hi and lo < z]
+            out.append(self.client.submit(_vocab_slice, lo, hi, [starts[i] for i in mine],
+                                          *[self.parts[i] for i in mine], key=f"{key}-{b}"))
+        return out
+
     def view(self) -> VocabParts:
         """The parts as tasks read them, a range at a time (``VocabParts``), published on the
         scheduler until the job ends (``release_vocab``)."""
@@ -101,6 +113,18 @@ class _Picks:
             x = getattr(self.held[1], self.column)[i - self.parts.starts[w]]
             out.append(x.as_py() if hasattr(x, "as_py") else x)
         return out[0] if np.ndim(key) == 0 else np.array(out)
+
+
+def _vocab_slice(lo: int, hi: int, firsts: list[int], *parts: Vocab) -> Vocab:
+    """Words [lo, hi) of the vocabulary, compact, from the consecutive ``parts`` that hold them
+    (``firsts``: each part's first id)."""
+    cuts = []
+    for a, p in zip(firsts, parts):
+        i, j = max(lo, a) - a, min(hi, a + len(p.counts)) - a
+        cuts.append((p.words[i:j], p.counts[i:j]))
+    if not cuts:
+        return Vocab(pa.array([], pa.large_string()), np.zeros(0, np.int64))
+    return Vocab(pa.concat_arrays([w for w, _ in cuts]), np.concatenate([c for _, c in cuts]))
 
 
 def _range_vocab(part: vp.Range, keep: int) -> Vocab:
