@@ -167,16 +167,9 @@ class VocabParts:
         return _Picks(self, "counts")
 
     def slice(self, lo: int, hi: int) -> Vocab:
-        """Words [lo, hi), compact, from the parts they are in."""
-        words, counts = [], []
-        for i, (a, b) in enumerate(zip(self.starts[:-1], self.starts[1:])):
-            if a < hi and lo < b:
-                p = self.part(i)
-                words.append(p.words[max(lo, a) - a:min(hi, b) - a])
-                counts.append(p.counts[max(lo, a) - a:min(hi, b) - a])
-        if not words:
-            return Vocab(pa.array([], pa.large_string()), np.zeros(0, np.int64))
-        return Vocab(pa.concat_arrays(words), np.concatenate(counts))
+        """Words [lo, hi), compact, from the parts they are in (fetched into the task)."""
+        mine = [i for i, (a, z) in enumerate(zip(self.starts[:-1], self.starts[1:])) if a < hi and lo < z]
+        return _vocab_slice(lo, hi, [self.starts[i] for i in mine], *[self.part(i) for i in mine])
 
 
 # Task functions: module-level, plain inputs and outputs, never mutating their arguments.
