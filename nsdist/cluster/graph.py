@@ -168,7 +168,8 @@ def _replicated_walks(client: Client, cfg: JobConfig, read: GraphRead, ranges: l
 def _partitioned_walks(client: Client, cfg: JobConfig, read: GraphRead, ranges: list, places: list, tag: str):
     """Every walk block in supersteps over the node ranges, range i on worker i."""
     workers = client_workers(client)
-    parts = build_parts(client, read.ids, read.bounds, workers, tag)
+    ids, read.ids = read.ids, []  # build_parts frees each block's edges once it is split
+    parts = build_parts(client, ids, read.bounds, read.degrees, workers, tag)
     into = tree_reduce(client, add, [client.submit(_part_in_degrees, p, read.n_nodes, key=f"into-{p.key}")
                                      for p in parts], key=f"in-degrees-{tag}")
     outs = [client.submit(_part_out_degrees, p, key=f"out-{p.key}") for p in parts]

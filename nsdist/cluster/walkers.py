@@ -21,8 +21,8 @@ from distributed import Client
 from .. import graph
 from ..config import GraphConfig
 from ..graph.corpus import WALK_BLOCK_TOKENS, Walks
-from ..graph.csr import uniform_weights, weight_range
-from ..graph.partition import make_part, part_rows, split_edges
+from ..graph.csr import Rows, uniform_weights, weight_range
+from ..graph.partition import make_part, split_edges
 from ..graph.supersteps import Held, Mail, WalkParams, assemble, block_paths, start_walkers, superstep
 
 log = logging.getLogger("nsdist")
@@ -62,19 +62,39 @@ def _pinned(worker) -> dict:
     return {"workers": [worker], "allow_other_workers": True} if worker else {}
 
 
-def build_parts(client: Client, ids: list, bounds, workers: list, tag: str) -> list:
-    """The node ranges' CSRs, range i built on worker i from its edges of every block."""
+def build_parts(client: Client, ids: list, bounds, degrees, workers: list, tag: str) -> list:
+    """The node ranges' CSRs, range i built on worker i from its edges of every block.
+
+    Takes the blocks' edge futures ``ids`` and empties the list: each block is freed once it is
+    split by range, and each piece once its range's rows hold it (``csr.Rows``, filled block by
+    block in block order), so the edges are never held twice over while the ranges are built."""
     ranges = len(bounds) - 1
     splits = [client.submit(split_edges, x, bounds, key=f"split-{x.key}") for x in ids]
-    rows = []
-    for i in range(ranges):
-        pieces = [client.submit(operator.getitem, s, i, key=f"piece-{i}-{s.key}") for s in splits]
-        rows.append(client.submit(part_rows, pieces, int(bounds[i]), int(bounds[i + 1]), key=f"rows-{tag}-{i}",
-                                  **_pinned(workers[i % len(workers)])))
+    ids.clear()
+    rows = [_range_rows(client, splits, degrees, int(bounds[i]), int(bounds[i + 1]), i,
+                        _pinned(workers[i % len(workers)]), tag) for i in range(ranges)]
+    del splits  # held by the rows' tasks until each has taken its piece
     spans = client.gather([client.submit(_weight_range, r, key=f"wr-{r.key}") for r in rows])
     weighted = not uniform_weights(spans)
     return [client.submit(make_part, r, int(bounds[i]), int(bounds[i + 1]), weighted, key=f"part-{tag}-{i}",
                           **_pinned(workers[i % len(workers)])) for i, r in enumerate(rows)]
+
+
+def _range_rows(client: Client, splits: list, degrees, lo: int, hi: int, i: int, where: dict, tag: str):
+    """Range i's rows (nodes [lo, hi)): a ``csr.Rows`` made room for on its worker from the
+    range's out-degrees (sliced where the degrees are: only the slice crosses), then each
+    block's piece added in block order, each add filling the previous one's Rows in place (no
+    other task reads it): one allocation per range, whatever the number of blocks."""
+    part = client.submit(operator.getitem, degrees, slice(lo, hi), key=f"degrees-{tag}-{i}")
+    built = client.submit(Rows, part, key=f"room-{tag}-{i}", **where)
+    for s in splits:
+        piece = client.submit(operator.getitem, s, i, key=f"piece-{i}-{s.key}")
+        built = client.submit(_add, built, piece, key=f"add-{i}-{s.key}", **where)
+    return client.submit(Rows.finish, built, key=f"rows-{tag}-{i}", **where)
+
+
+def _add(rows: Rows, piece) -> Rows:
+    return rows.add(*piece)
 
 
 def _weight_range(rows):

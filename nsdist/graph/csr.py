@@ -84,18 +84,50 @@ def csr_rows(parts, n: int, degrees: np.ndarray | None = None) -> tuple[np.ndarr
     parts = list(parts)
     if degrees is None:
         degrees = sum((out_degrees(s, n) for s, _, _ in parts), np.zeros(n, np.int64))
-    offsets = np.zeros(n + 1, np.int64)
-    np.cumsum(degrees, out=offsets[1:])
-    neighbors, weights = np.empty(offsets[-1], np.int32), np.empty(offsets[-1], np.float32)
-    pos = offsets[:-1].copy()
-    no_weights = np.zeros(0, np.float32)
-    for s, d, w in parts:
-        _scatter(np.asarray(s, np.int32), np.asarray(d, np.int32),
-                 no_weights if w is None else np.asarray(w, np.float32), w is not None, pos, neighbors, weights)
-    assert np.array_equal(pos, offsets[1:]), "degrees do not match the parts"
-    merged = np.zeros(n + 1, np.int64)
-    e = _sort_merge(offsets, neighbors, weights, merged)
-    return merged, neighbors[:e].copy(), weights[:e].copy()  # drop the merged duplicates' room
+    rows = Rows(degrees)
+    for part in parts:
+        rows.add(*part)
+    return rows.finish()
+
+
+class Rows:
+    """The counting sort of ``csr_rows`` one block of edges at a time, so that a block's
+    edges can be freed once placed: room for every edge of rows whose out-degrees are
+    ``degrees`` (duplicates counted), filled by ``add`` in block order, sorted and merged by
+    ``finish``. Holds 8 bytes per edge (neighbour and weight) and 16 per row.
+
+    >>> rows = Rows(np.array([2, 1]))
+    >>> rows.add(np.array([0]), np.array([5]), None).add(np.array([1, 0]), np.array([3, 4]), None).finish()[1].tolist()
+    [4, 5, 3]
+    """
+
+    def __init__(self, degrees: np.ndarray):
+        self.offsets = np.zeros(len(degrees) + 1, np.int64)
+        np.cumsum(degrees, out=self.offsets[1:])
+        self.neighbors = np.empty(self.offsets[-1], np.int32)
+        self.weights = np.empty(self.offsets[-1], np.float32)
+        self.pos = self.offsets[:-1].copy()  # each row's next free slot
+
+    def __sizeof__(self) -> int:  # what Dask counts for a task's Rows
+        return self.offsets.nbytes + self.neighbors.nbytes + self.weights.nbytes + self.pos.nbytes
+
+    def add(self, src, dst, weight=None) -> "Rows":
+        """Place edges ``src -> dst`` (row indices, neighbours; ``weight`` None: 1 each)."""
+        _scatter(np.asarray(src, np.int32), np.asarray(dst, np.int32), _NO_WEIGHTS if weight is None else
+                 np.asarray(weight, np.float32), weight is not None, self.pos, self.neighbors, self.weights)
+        return self
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(offsets, neighbours, weights): each row sorted by neighbour, duplicates merged."""
+        assert np.array_equal(self.pos, self.offsets[1:]), "degrees do not match the edges added"
+        merged = np.zeros(len(self.offsets), np.int64)
+        e = _sort_merge(self.offsets, self.neighbors, self.weights, merged)
+        if e == len(self.neighbors):  # no duplicates: the arrays are the rows, no copy
+            return merged, self.neighbors, self.weights
+        return merged, self.neighbors[:e].copy(), self.weights[:e].copy()  # drop the merged duplicates' room
+
+
+_NO_WEIGHTS = np.zeros(0, np.float32)
 
 
 def weight_range(weights: np.ndarray) -> tuple[float, float] | None:
