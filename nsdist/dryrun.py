@@ -30,7 +30,7 @@ def dry_run(cfg: JobConfig, client, resume: str | None = None, init_from: str | 
     and the rounds."""
     t, files = cfg.train, files if files is not None else check_inputs(cfg, init_from, resume)
     blocks = plan_inputs(cfg, files)
-    workers, limits = cluster.workers(client), cluster.memory_limits(client)
+    workers, limits, process = cluster.workers(client), cluster.memory_limits(client), cluster.process_memory(client)
     n_shards = t.shards or sum(cluster.threads(client).values())
     n_models = max(1, min(len(workers), n_shards))
     rounds = t.rounds(n_models)
@@ -86,5 +86,6 @@ def dry_run(cfg: JobConfig, client, resume: str | None = None, init_from: str | 
             "sample": {"blocks": len(picks), "fraction": fraction, **estimate},
             "shards": n_shards, "models": n_models, "dim": t.dim, "model_bytes": model_bytes,
             "workers": [{"address": w, "shards": shards[w], "bytes": (need if chosen == "replicated" else parted)[w],
-                         "peak": int(peaks[w]), "memory_limit": limits.get(w, 0)} for w in workers],
+                         "peak": int(peaks[w]), "memory_limit": limits.get(w, 0), "process": process.get(w, 0)}
+                        for w in workers],
             "rounds_per_epoch": rounds, "epochs": t.epochs, "sync_rows": t.sync_rows}

@@ -171,6 +171,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, client, capsys):
     workers = sorted(client.scheduler_info()["workers"])
     assert f"  {workers[0]}: shards 0;" in text and f"  {workers[1]}: shards 1;" in text
     assert text.count(": fits") == 2
+    assert text.count("MB at peaks, of") == 2 and text.count(" MB besides") == 2  # what the workers' processes hold
     # Many blocks: the sample's estimate of the vocabulary and tokens.
     cfg = load_config(None, {"blocksize": 2**16, "shards": 4}, environ={}, corpus=(corpus,), out=str(out))
     plan = dry_run(cfg, client)
@@ -178,6 +179,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, client, capsys):
     assert abs(plan["sample"]["vocab_size"] / len(truth) - 1) < 0.1, plan["sample"]
     assert abs(plan["sample"]["tokens"] / 300_000 - 1) < 0.1, plan["sample"]
     assert [w["shards"] for w in plan["workers"]] == [[0, 2], [1, 3]] and not out.exists()
+    assert all(w["process"] > 50e6 for w in plan["workers"])  # Python, Dask and numba at least
 
 
 @pytest.mark.parametrize("min_count", [1, 3, 10])

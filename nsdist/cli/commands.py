@@ -72,7 +72,7 @@ def _print_plan(plan: dict) -> None:
                    f"of {limit / 1e9:,.1f} GB: {'fits' if peak <= limit else 'DOES NOT FIT'}")
         print(f"  {w['address']}: shards {', '.join(map(str, w['shards'])) or 'none'}; about {need / 1e6:,.1f} MB "
               f"for its model{held} and shards, up to {peak / 1e6:,.1f} MB at peaks, "
-              f"{verdict}")
+              f"{verdict}; its process holds {w['process'] / 1e6:,.0f} MB besides")
     limits = [w["memory_limit"] for w in plan["workers"] if w["memory_limit"]]
     worst = max((w["peak"] for w in plan["workers"]), default=0)
     if limits and worst > min(limits):

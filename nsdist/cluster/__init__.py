@@ -16,7 +16,7 @@ The stages (counts.py, vocab.py, encode.py), the kernels (sgns.py) and the plann
 (plan.py) know nothing of Dask; pipeline.py reads top to bottom and calls into here.
 """
 
-from .client import (check_readable, close, compute, gather_alive, out_of_memory, connect, memory_limits, session, setup_workers, submit, threads, tree_levels,
+from .client import (check_readable, close, compute, gather_alive, out_of_memory, connect, memory_limits, process_memory, session, setup_workers, submit, threads, tree_levels,
                      tree_reduce, workers)
 from .models import ModelLost
 from .plugin import ExpectedErrors, WorkerMemory
@@ -25,7 +25,7 @@ from .stages import Counted, count_vocab, encode_shards, new_row_sums, release_v
 from .training import Training, train_epochs
 from .partitioned import partition
 
-__all__ = ["check_readable", "close", "out_of_memory", "compute", "connect", "session", "memory_limits", "setup_workers", "submit", "threads", "tree_levels", "tree_reduce",
+__all__ = ["check_readable", "close", "out_of_memory", "compute", "connect", "session", "memory_limits", "process_memory", "setup_workers", "submit", "threads", "tree_levels", "tree_reduce",
            "workers", "ModelLost", "ExpectedErrors", "WorkerMemory", "Counted", "count_vocab", "release_vocab", "encode_shards", "new_row_sums",
            "sample_vocab", "check_adjacency", "plan_layout", "read_graph", "walk_corpus", "Training", "train_epochs",
            "gather_alive", "partition"]

@@ -222,6 +222,12 @@ def memory_limits(client: Client) -> dict[str, int]:
     return {w: info.get("memory_limit") or 0 for w, info in client.scheduler_info()["workers"].items()}
 
 
+def process_memory(client: Client) -> dict[str, int]:
+    """Each worker process's memory in bytes as of its last heartbeat (Python, Dask, numba's
+    kernels and what it holds): what a job's own memory comes on top of."""
+    return {w: (info.get("metrics") or {}).get("memory") or 0 for w, info in client.scheduler_info()["workers"].items()}
+
+
 def threads(client: Client) -> dict[str, int]:
     """Threads per worker."""
     return {w: info["nthreads"] for w, info in client.scheduler_info()["workers"].items()}
