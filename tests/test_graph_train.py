@@ -145,6 +145,51 @@ def _saved_walks(url):
     return [line for f in sorted(glob.glob(os.path.join(url, "part-*.txt"))) for line in open(f).read().splitlines()]
 
 
+def _held_keys(dask_scheduler=None) -> list[str]:
+    return sorted(str(k) for k, ts in dask_scheduler.tasks.items() if ts.state == "memory")
+
+
+def test_ranges_are_filled_block_by_block_and_let_the_edges_go(client):
+    """cluster.walkers.build_parts on the workers: each range's CSR (its rows filled one block
+    at a time, in block order) equals the in-process cut of the same blocks, array for array;
+    the list of the blocks' futures is emptied, and once the ranges are built no block, split,
+    piece or partly filled range is held anywhere."""
+    import time
+
+    from nsdist.cluster.walkers import build_parts
+    from nsdist.graph.csr import out_degrees, uniform_weights, weight_range
+    from nsdist.graph.partition import make_part, node_ranges, part_rows, split_edges
+
+    rng, n = np.random.default_rng(3), 400
+    blocks = [(rng.integers(0, n, 3000).astype(np.int32), rng.integers(0, n, 3000).astype(np.int32),
+               rng.uniform(0.5, 2.0, 3000).astype(np.float32)) for _ in range(5)]
+    degrees = sum(out_degrees(s, n) for s, _, _ in blocks)
+    bounds = node_ranges(degrees, 3, weighted=True)
+    pieces = [split_edges(b, bounds) for b in blocks]
+    rows = [part_rows([p[i] for p in pieces], bounds[i], bounds[i + 1]) for i in range(3)]
+    weighted = not uniform_weights([weight_range(r[2]) for r in rows])
+    want = [make_part(r, bounds[i], bounds[i + 1], weighted) for i, r in enumerate(rows)]
+
+    ids, held_degrees = client.scatter(blocks), client.scatter(degrees)
+    edge_keys = {str(f.key) for f in ids}
+    parts = build_parts(client, ids, bounds, held_degrees, sorted(client.scheduler_info()["workers"]), "fill")
+    assert ids == []
+    got = client.gather(parts)
+    fields = ("offsets", "neighbors", "weights", "prob", "alias", "totals")
+    for a, b in zip(got, want):
+        assert (a.lo, a.hi) == (b.lo, b.hi)
+        assert all(np.array_equal(getattr(a.csr, f), getattr(b.csr, f)) for f in fields)
+    def building() -> list[str]:  # the blocks' edges and every step of building the ranges
+        return [k for k in client.run_on_scheduler(_held_keys) if k in edge_keys or k.startswith(
+            ("split-", "piece-", "room-fill-", "add-", "rows-fill-", "degrees-fill-", "wr-rows-fill-"))]
+
+    deadline = time.monotonic() + 10  # the client lets go of keys in batches
+    while building() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert building() == []
+    assert {str(f.key) for f in parts} <= set(client.run_on_scheduler(_held_keys))
+
+
 @pytest.mark.parametrize("case", ["undirected-node2vec", "directed-weighted-dead-ends"])
 def test_partitioned_layout_gives_the_same_walks_and_vectors(client, planted, tmp_path, case):
     """graph.layout=partitioned: each worker holds a node range's rows and the walkers move
