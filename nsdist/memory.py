@@ -23,6 +23,16 @@ def release_memory() -> None:
         _MALLOC_TRIM(0)
 
 
+def released(fn, *args):
+    """``fn(*args)``, then the memory its temporaries freed returned to the OS: a task that
+    allocates and frees hundreds of MB would otherwise leave its worker's RSS at its peak for
+    the stages after it."""
+    try:
+        return fn(*args)
+    finally:
+        release_memory()
+
+
 def _libc(name: str):
     if not sys.platform.startswith("linux"):
         return None

@@ -14,6 +14,7 @@ import numpy as np
 from distributed import Client
 
 from .. import graph, progress, storage
+from ..memory import released
 from ..config import JobConfig
 from ..corpus import Block
 from ..plan import block_workers
@@ -24,7 +25,7 @@ from .client import tree_reduce
 from .stages import Counted
 from .client import memory_limits
 from .client import workers as client_workers
-from .walkers import build_parts, walk_partitioned
+from .walkers import pinned, build_parts, walk_partitioned
 
 log = logging.getLogger("nsdist")
 
@@ -110,18 +111,21 @@ class GraphRead:
 
 
 def read_graph(client: Client, cfg: JobConfig, blocks: list[Block], tag: str) -> GraphRead:
-    """Read the edge blocks on the workers (each near where a later stage needs it), merge their
-    node ids into one sorted table, map the edges to node indices; the sizes come back."""
+    """Read the edge blocks on the workers (each near where a later stage needs it) twice: once
+    for their node ids, merged into one sorted table, then for their edges as node indices, so
+    that a block's edges as read (int64 or string ids) are never held past its task; the sizes
+    come back."""
     g, opts = cfg.graph, cfg.storage_options
     workers = client_workers(client)
     places = block_workers([b.length for b in blocks], len(workers) or 1, workers, cfg.blocksize)
     where = [{"workers": [w], "allow_other_workers": True} if w else {} for w in places]
-    edges = [client.submit(graph.read_edges, b, opts, g.src_column, g.dst_column, g.weight_column,
-                           key=f"edges-{tag}-{i}", **where[i]) for i, b in enumerate(blocks)]
+    columns = (g.src_column, g.dst_column, g.weight_column)
     nodes = tree_reduce(client, graph.merge_nodes,
-                        [client.submit(graph.block_nodes, e, key=f"nodes-{e.key}") for e in edges],
+                        [client.submit(released, graph.read_nodes, b, opts, *columns, key=f"nodes-edges-{tag}-{i}",
+                                       **where[i]) for i, b in enumerate(blocks)],
                         key=f"node-table-{tag}")
-    ids = [client.submit(graph.edge_ids, e, nodes, g.directed, key=f"ids-{e.key}") for e in edges]
+    ids = [client.submit(released, graph.read_edge_ids, b, nodes, g.directed, opts, *columns,
+                         key=f"ids-edges-{tag}-{i}", **where[i]) for i, b in enumerate(blocks)]
     with progress.stage("reading edges", len(blocks), unit=" blocks") as bar:
         bar.follow(ids)
         n_nodes = client.submit(len, nodes, key=f"n-nodes-{tag}").result()
@@ -170,10 +174,13 @@ def _partitioned_walks(client: Client, cfg: JobConfig, read: GraphRead, ranges: 
     workers = client_workers(client)
     ids, read.ids = read.ids, []  # build_parts frees each block's edges once it is split
     parts = build_parts(client, ids, read.bounds, read.degrees, workers, tag)
-    into = tree_reduce(client, add, [client.submit(_part_in_degrees, p, read.n_nodes, key=f"into-{p.key}")
-                                     for p in parts], key=f"in-degrees-{tag}")
-    outs = [client.submit(_part_out_degrees, p, key=f"out-{p.key}") for p in parts]
-    weighted = client.submit(_is_weighted, parts[0], key=f"weighted-{tag}").result()
+    # Each range's summaries are computed where the range is: a range moved to another worker
+    # for them would stay there too, as a second copy.
+    where = [pinned(workers[i % len(workers)]) for i in range(len(parts))]
+    into = tree_reduce(client, add, [client.submit(_part_in_degrees, p, read.n_nodes, key=f"into-{p.key}", **w)
+                                     for p, w in zip(parts, where)], key=f"in-degrees-{tag}")
+    outs = [client.submit(_part_out_degrees, p, key=f"out-{p.key}", **w) for p, w in zip(parts, where)]
+    weighted = client.submit(_is_weighted, parts[0], key=f"weighted-{tag}", **where[0]).result()
     info = client.submit(_parts_info, read.nodes, into, weighted, *outs, key=f"graph-summary-{tag}")
     walks, stats = walk_partitioned(client, parts, read.bounds, ranges, places, cfg.graph, cfg.train.seed,
                                     read.n_nodes, workers, tag, _smallest(memory_limits(client)))

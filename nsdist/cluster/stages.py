@@ -17,7 +17,7 @@ from ..config import JobConfig
 from ..corpus import Block, iter_tokens, read_session_block, word_type
 from ..counts import Counts, Scanned, merge_counts, scan, scan_sessions
 from ..encode import Shard, encode_scanned
-from ..memory import release_memory
+from ..memory import release_memory, released
 from ..layout import expected_rows
 from ..plan import block_workers, estimate_vocab, shard_plan
 from ..shard import round_words
@@ -227,16 +227,6 @@ def sample_vocab(client: Client, cfg: JobConfig, blocks: list[Block], picks: lis
                          key=f"sample-summary-{tag}").result()
 
 
-def _released(fn, *args):
-    """``fn(*args)``, then the memory its temporaries freed returned to the OS (memory.py): the
-    steps of counting allocate and free hundreds of MB each, and a worker's RSS would otherwise
-    stay at their peak into training."""
-    try:
-        return fn(*args)
-    finally:
-        release_memory()
-
-
 def _fold(scanned: Scanned, local: vp.Local | None) -> vp.Local:
     return vp.local_counts(scanned, into=local)
 
@@ -316,7 +306,7 @@ class _VocabParts:
     def submit(self, fn, *args, name: str, at: int | None = None):
         place = ({"workers": [self.workers[at % len(self.workers)]], "allow_other_workers": True}
                  if at is not None and self.workers else {})
-        return self.client.submit(_released, fn, *args, key=f"{name}-{self.tag}", **place)
+        return self.client.submit(released, fn, *args, key=f"{name}-{self.tag}", **place)
 
     def build(self, local: list, group: list[int], min_count: int, max_vocab: int | None):
         """Per block the future of its lookup; the vocabulary's futures, their sizes; the summary.

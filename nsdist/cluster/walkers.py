@@ -19,6 +19,7 @@ import numpy as np
 from distributed import Client
 
 from .. import graph
+from ..memory import released
 from ..config import GraphConfig
 from ..graph.corpus import WALK_BLOCK_TOKENS, Walks
 from ..graph.csr import Rows, uniform_weights, weight_range
@@ -57,7 +58,7 @@ def waves(ranges: list, per_wave: int) -> list[list]:
     return [ranges[i:i + per_wave] for i in range(0, len(ranges), per_wave)]
 
 
-def _pinned(worker) -> dict:
+def pinned(worker) -> dict:
     # Loose: a range lost with its worker is recomputed elsewhere from lineage.
     return {"workers": [worker], "allow_other_workers": True} if worker else {}
 
@@ -69,15 +70,15 @@ def build_parts(client: Client, ids: list, bounds, degrees, workers: list, tag: 
     split by range, and each piece once its range's rows hold it (``csr.Rows``, filled block by
     block in block order), so the edges are never held twice over while the ranges are built."""
     ranges = len(bounds) - 1
-    splits = [client.submit(split_edges, x, bounds, key=f"split-{x.key}") for x in ids]
+    splits = [client.submit(released, split_edges, x, bounds, key=f"split-{x.key}") for x in ids]
     ids.clear()
     rows = [_range_rows(client, splits, degrees, int(bounds[i]), int(bounds[i + 1]), i,
-                        _pinned(workers[i % len(workers)]), tag) for i in range(ranges)]
+                        pinned(workers[i % len(workers)]), tag) for i in range(ranges)]
     del splits  # held by the rows' tasks until each has taken its piece
     spans = client.gather([client.submit(_weight_range, r, key=f"wr-{r.key}") for r in rows])
     weighted = not uniform_weights(spans)
-    return [client.submit(make_part, r, int(bounds[i]), int(bounds[i + 1]), weighted, key=f"part-{tag}-{i}",
-                          **_pinned(workers[i % len(workers)])) for i, r in enumerate(rows)]
+    return [client.submit(released, make_part, r, int(bounds[i]), int(bounds[i + 1]), weighted,
+                          key=f"part-{tag}-{i}", **pinned(workers[i % len(workers)])) for i, r in enumerate(rows)]
 
 
 def _range_rows(client: Client, splits: list, degrees, lo: int, hi: int, i: int, where: dict, tag: str):
@@ -157,7 +158,7 @@ def walk_partitioned(client: Client, parts: list, bounds, ranges: list, places: 
     ranges ``parts``, in supersteps, in waves sized for workers of memory ``limit``: futures of
     ``Walks`` and the supersteps' counts."""
     params, nparts = WalkParams(g.walk_length, g.p, g.q), len(parts)
-    where = [_pinned(workers[i % len(workers)]) for i in range(nparts)]
+    where = [pinned(workers[i % len(workers)]) for i in range(nparts)]
     out, stats = [], {"supersteps": 0, "steps": 0, "bytes": 0}
     for k, wave in enumerate(waves(ranges, wave_blocks(len(workers), limit))):
         starts = [client.submit(_starts, n, g.walks_per_node, lo, hi, seed, bounds, key=f"starts-{tag}-{lo}")
@@ -171,7 +172,7 @@ def walk_partitioned(client: Client, parts: list, bounds, ranges: list, places: 
             pieces = [client.submit(operator.getitem, c, b, key=f"piece-{b}-{c.key}") for c in cut]
             i = len(out)  # the block's index, as the replicated layout names its walk blocks
             out.append(client.submit(_assemble, pieces, lo, hi, g.walk_length, key=f"walks-{tag}-{i}",
-                                     **_pinned(places[i])))
+                                     **pinned(places[i])))
         log.debug("walk wave %d: %d blocks, %d supersteps so far", k, len(wave), stats["supersteps"])
     return out, stats
 

@@ -7,9 +7,9 @@ their inputs only, so a retried or re-split task gives the same bits.
 
 Data flow (a tree reduction and one gather, then walks wherever the CSR is)::
 
-    read_edges(block)                -> Edges            one per block
-    block_nodes(edges)               -> sorted ids       merge_nodes(...) in a tree -> nodes
-    edge_ids(edges, nodes, directed) -> (src, dst, w)    int32 node indices, self-loops dropped
+    read_edges(block)                -> Edges            one per block, read twice on the workers:
+    block_nodes(edges)               -> sorted ids       merge_nodes(...) in a tree -> nodes (read_nodes)
+    edge_ids(edges, nodes, directed) -> (src, dst, w)    int32 node indices, self-loops dropped (read_edge_ids)
     out_degrees(src, n)              -> int64[n]         summed across blocks
     build_csr(parts, n, degrees)     -> CSR              rows sorted, duplicates merged, sampler tables
     walk_starts(n, walks, lo, hi)    -> (starts, walk)   a task's slice of the shuffled walk order
@@ -30,8 +30,10 @@ the workers: walks as the corpus; ``cluster/graph.py`` places them).
 """
 
 from .csr import CSR, build_csr, csr_bytes, out_degrees
-from .edges import MAX_NODES, Edges, block_nodes, edge_ids, merge_nodes, node_type, read_edges, text_edges
+from .edges import (MAX_NODES, Edges, block_nodes, edge_ids, merge_nodes, node_type, read_edge_ids, read_edges,
+                    read_nodes, text_edges)
 from .walks import random_walks, walk_starts
 
 __all__ = ["CSR", "Edges", "MAX_NODES", "block_nodes", "build_csr", "csr_bytes", "edge_ids", "merge_nodes",
-           "node_type", "out_degrees", "random_walks", "read_edges", "text_edges", "walk_starts"]
+           "node_type", "out_degrees", "random_walks", "read_edge_ids", "read_edges", "read_nodes", "text_edges",
+           "walk_starts"]

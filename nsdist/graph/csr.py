@@ -39,6 +39,9 @@ class CSR:
         return sum(a.nbytes for a in (self.offsets, self.neighbors, self.weights, self.prob, self.alias, self.totals)
                    if a is not None)
 
+    def __sizeof__(self) -> int:  # what Dask counts for it, so that tasks run where it is
+        return self.nbytes
+
 
 def csr_bytes(n: int, e: int, weighted: bool) -> int:
     """Bytes a worker holds for a CSR of ``n`` nodes and ``e`` adjacency entries (directed

@@ -199,6 +199,21 @@ def merge_nodes(*arrays: pa.Array) -> pa.Array:
     return pc.take(joined, pc.sort_indices(joined))
 
 
+def read_nodes(block: Block, storage_options=None, src: str = "src", dst: str = "dst",
+               weight: str | None = "weight") -> pa.Array:
+    """A block's distinct node ids (``block_nodes`` of ``read_edges``): the first of the two
+    reads of an edge list, which keeps only the ids, so that no block's edges are held while
+    the node table is merged."""
+    return block_nodes(read_edges(block, storage_options, src, dst, weight))
+
+
+def read_edge_ids(block: Block, nodes: pa.Array, directed: bool, storage_options=None, src: str = "src",
+                  dst: str = "dst", weight: str | None = "weight") -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """A block's edges as node indices (``edge_ids`` of ``read_edges``): the second read, once
+    the node table is known, so that only the indices are held."""
+    return edge_ids(read_edges(block, storage_options, src, dst, weight), nodes, directed)
+
+
 def node_type(nodes: pa.Array) -> str:
     """"int64" or "string": the type node ids come back as (``corpus.word_type``'s words).
 

@@ -26,6 +26,9 @@ class Part:
     def nbytes(self) -> int:
         return self.csr.nbytes
 
+    def __sizeof__(self) -> int:  # what Dask counts for a range: tasks then run where it is
+        return self.csr.nbytes
+
 
 def node_ranges(degrees: np.ndarray, parts: int, weighted: bool) -> np.ndarray:
     """Bounds of ``parts`` contiguous node ranges (``bounds[i]:bounds[i + 1]``) of about equal
