@@ -30,15 +30,21 @@ over the replicated row's of the same repeat; ``MB moved`` is the walkers, queri
 that crossed between ranges; ``others`` the CPU share other processes took (bench_speed.CpuWatch).
 
 ``--big``: writes a power-law edge list of ``--big-edges`` undirected edges over ``--big-nodes``
-nodes as Parquet, then runs a whole job (walks, one epoch, publishing) on ``--big-workers``
-workers whose memory limit (``--big-limit``) is below the adjacency (Dask's own memory management
-off, so that the limit is nsdist's plan): graph.layout=auto must partition it.
+nodes as Parquet (``--big-weighted``: with weights drawn uniformly from [0.5, 2)), then runs a
+whole job (walks, one epoch, publishing) on ``--big-workers`` workers whose memory limit
+(``--big-limit``) is below the adjacency: graph.layout=auto must partition it. Dask enforces the
+limit (a worker past 95% of it is killed; its pause at 80% is off, as in bench_scale.py: the
+adjacency and the models are outside Dask's managed memory), and each worker's peak RSS is
+printed against it. Dask spills the edges it manages to disk past 70% of the limit unless
+``DASK_DISTRIBUTED__WORKER__MEMORY__SPILL=false`` and ``..._TARGET=false`` are set, which shows
+what the job itself holds.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -192,7 +198,7 @@ def on_cluster(ends, args, grid):
                 want = client.gather(walks)
                 ref = row("replicated", p, q, seconds, want, {}, cores, watch) if rep else None
                 del csr
-                parts = build_parts(client, read.ids, read.bounds, workers, f"{rep}-{p}-{q}")
+                parts = build_parts(client, list(read.ids), read.bounds, read.degrees, workers, f"{rep}-{p}-{q}")
                 wait(parts)
                 watch = CpuWatch()
                 t0 = time.perf_counter()
@@ -226,7 +232,9 @@ def main(argv=None):
     ap.add_argument("--big-nodes", type=int, default=1_000_000)
     ap.add_argument("--big-edges", type=int, default=26_000_000, help="undirected edges drawn (before merging)")
     ap.add_argument("--big-workers", type=int, default=4)
-    ap.add_argument("--big-limit", default="200MB")
+    ap.add_argument("--big-limit", default="800MB")
+    ap.add_argument("--big-weighted", action="store_true", help="edges with weights (16 adjacency bytes each, not 4)")
+    ap.add_argument("--big-edges-file", help="train this Parquet edge list (src, dst[, weight]) instead of drawing one")
     ap.add_argument("--big-dim", type=int, default=8)
     ap.add_argument("--big-walk-length", type=int, default=20)
     ap.add_argument("--extrapolate", action="store_true", help="only print the extrapolation (--x-* options)")
@@ -293,23 +301,39 @@ def _peak_rss() -> int:
 
 def big_job(args):
     """A whole job (walks, one epoch, publishing) on a graph whose adjacency exceeds every
-    worker's memory limit: graph.layout=auto partitions it."""
+    worker's memory limit: graph.layout=auto partitions it. Its files are removed at the end."""
+    tmp = tempfile.mkdtemp(prefix="bench-graph-big-")
+    try:
+        return _big_run(args, _big_edges(args, tmp), tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _big_edges(args, tmp: str) -> str:
+    """The edge list's path: ``--big-edges-file``, or a power-law graph written into ``tmp``."""
+    if args.big_edges_file:
+        return args.big_edges_file
+    t0 = time.perf_counter()
+    ends = power_law_edges(args.big_nodes, args.big_edges, args.gamma, args.seed)
+    path = os.path.join(tmp, "edges.parquet")
+    columns = {"src": ends[0], "dst": ends[1]}
+    if args.big_weighted:
+        columns["weight"] = np.random.default_rng(args.seed + 1).uniform(0.5, 2.0, ends.shape[1]).astype(np.float32)
+    pq.write_table(pa.table(columns), path, row_group_size=1_000_000)
+    print(f"edge list: {ends.shape[1]:,} undirected edges ({2 * ends.shape[1]:,} directed) over {args.big_nodes:,} "
+          f"nodes{', weighted' if args.big_weighted else ''}, {os.path.getsize(path) / 1e6:,.0f} MB of Parquet, "
+          f"written in {time.perf_counter() - t0:.0f} s")
+    return path
+
+
+def _big_run(args, path: str, tmp: str):
     import dask
     from distributed import Client, LocalCluster
 
     from nsdist.config import load_config
     from nsdist.pipeline import train
 
-    tmp = tempfile.mkdtemp(prefix="bench-graph-big-")
-    t0 = time.perf_counter()
-    ends = power_law_edges(args.big_nodes, args.big_edges, args.gamma, args.seed)
-    path = os.path.join(tmp, "edges.parquet")
-    pq.write_table(pa.table({"src": ends[0], "dst": ends[1]}), path, row_group_size=1_000_000)
-    print(f"edge list: {ends.shape[1]:,} undirected edges ({2 * ends.shape[1]:,} directed) over {args.big_nodes:,} "
-          f"nodes, {os.path.getsize(path) / 1e6:,.0f} MB of Parquet, written in {time.perf_counter() - t0:.0f} s")
-    del ends
-    off = {"distributed.worker.memory.target": False, "distributed.worker.memory.spill": False,
-           "distributed.worker.memory.pause": False, "distributed.worker.memory.terminate": False}
+    off = {"distributed.worker.memory.pause": False}
     keys = {"graph": {"directed": False, "walks_per_node": 1, "walk_length": args.big_walk_length},
             "train": {"dim": args.big_dim, "window": 5, "min_count": 1, "sample": 0, "epochs": 1, "seed": 1}}
     cfg = load_config(None, keys, environ={}, edges=(path,), out=os.path.join(tmp, "out"))
@@ -317,10 +341,13 @@ def big_job(args):
                                             memory_limit=args.big_limit, dashboard_address=":0") as lc, \
             Client(lc) as client:
         client.wait_for_workers(args.big_workers)
+        pids = set(client.run(os.getpid).values())
         t0 = time.perf_counter()
         result = train(cfg, client)
         seconds = time.perf_counter() - t0
         peaks = client.run(_peak_rss)
+        # A worker Dask killed comes back as a new process, whose peak says nothing of the job's.
+        lost = len(pids - set(client.run(os.getpid).values()))
     m = result.manifest
     g, limit = m["graph"], dask.utils.parse_bytes(args.big_limit)
     from nsdist.graph.csr import csr_bytes
@@ -329,8 +356,12 @@ def big_job(args):
           f"a memory limit of {limit / 1e6:,.1f} MB per worker; layout {g['layout']}")
     print(f"walks: {g['walks']:,} in {g.get('supersteps')} supersteps, {g.get('walk_bytes', 0) / 1e6:,.0f} MB between "
           f"workers; job {seconds:,.0f} s: {json_stages(m)}")
-    print("worker peak RSS (process, Python and Dask included): "
-          + ", ".join(f"{v / 1e6:,.0f} MB" for v in peaks.values()))
+    memory = dask.config.get("distributed.worker.memory")
+    print(f"Dask's memory management: spill {memory['spill']}, target {memory['target']}, terminate "
+          f"{memory['terminate']}, pause {memory['pause']}")
+    print(f"adjacency / memory limit {adjacency / limit:.2f}; worker peak RSS (process, Python and Dask included): "
+          + ", ".join(f"{v / 1e6:,.0f} MB" for v in peaks.values())
+          + f"; the highest {max(peaks.values()) / limit:.2f} x the limit; workers lost: {lost}")
 
 
 def json_stages(m) -> str:

@@ -57,6 +57,9 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other nsdist config key")
     ap.add_argument("--workdir", default="/tmp/nsdist-memory-phases")
     ap.add_argument("--warm", metavar="CORPUS", help="warm the workers up on this corpus (default: the measured one)")
+    ap.add_argument("--edges", action="store_true", help="the corpus (and --warm) are edge lists: a graph job")
+    ap.add_argument("--memory-limit", help="each worker's memory limit, which the job plans with (its walk waves, "
+                    "layouts); Dask's own memory management is off, so that nothing is spilled or killed")
     a = ap.parse_args(argv)
 
     import distributed  # noqa: F401  configures its loggers: quieten them afterwards
@@ -68,16 +71,22 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING)
     for name in ("distributed", "tornado", "bokeh"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    with LocalCluster(n_workers=a.workers, threads_per_worker=a.threads_per_worker, processes=True,
-                      dashboard_address=":0", host="127.0.0.1") as cluster, Client(cluster) as client:
+    import dask
+
+    source = "edges" if a.edges else "corpus"
+    limit = {"memory_limit": a.memory_limit} if a.memory_limit else {}
+    off = {f"distributed.worker.memory.{k}": False for k in ("target", "spill", "pause", "terminate")}
+    with dask.config.set(off if a.memory_limit else {}), \
+            LocalCluster(n_workers=a.workers, threads_per_worker=a.threads_per_worker, processes=True,
+                         dashboard_address=":0", host="127.0.0.1", **limit) as cluster, Client(cluster) as client:
         warm = load_config(None, {"epochs": 1, "checkpoint_every": 0, **parse_set(a.set)}, environ={},
-                           corpus=(a.warm or a.corpus,), out=f"{a.workdir}/warm", blocksize=2**20)
+                           out=f"{a.workdir}/warm", blocksize=2**20, **{source: (a.warm or a.corpus,)})
         train(warm, client)
         idle = client.run(_idle)
         client.run(_start)
         t0 = time.time()
-        cfg = load_config(None, {"epochs": a.epochs, **parse_set(a.set)}, environ={}, corpus=(a.corpus,),
-                          out=f"{a.workdir}/run")
+        cfg = load_config(None, {"epochs": a.epochs, **parse_set(a.set)}, environ={}, out=f"{a.workdir}/run",
+                          **{source: (a.corpus,)})
         result = train(cfg, client)
         samples = client.run(_samples)
     c = result.manifest["corpus"]
