@@ -5,7 +5,7 @@ on a graph both fit; and, with ``--big``, a job on a graph no worker holds whole
 Run by hand (never by the test suite):
 
     PYTHONPATH=. python benchmarks/bench_graph_scale.py --repeats 3        # 100k nodes, 1M edges
-    PYTHONPATH=. python benchmarks/bench_graph_scale.py --big               # 25M undirected edges, 4 workers
+    PYTHONPATH=. python benchmarks/bench_graph_scale.py --big --big-weighted  # 51.5M weighted edges, 4 workers
     PYTHONPATH=. python benchmarks/bench_graph_scale.py --extrapolate       # 10B edges, 100 workers, on paper
 
 The graph is bench_walks.py's Chung-Lu power-law graph (degree exponent 2.5, hubs anywhere in
@@ -348,6 +348,7 @@ def _big_run(args, path: str, tmp: str):
         peaks = client.run(_peak_rss)
         # A worker Dask killed comes back as a new process, whose peak says nothing of the job's.
         lost = len(pids - set(client.run(os.getpid).values()))
+        memory = dask.config.get("distributed.worker.memory")
     m = result.manifest
     g, limit = m["graph"], dask.utils.parse_bytes(args.big_limit)
     from nsdist.graph.csr import csr_bytes
@@ -356,7 +357,6 @@ def _big_run(args, path: str, tmp: str):
           f"a memory limit of {limit / 1e6:,.1f} MB per worker; layout {g['layout']}")
     print(f"walks: {g['walks']:,} in {g.get('supersteps')} supersteps, {g.get('walk_bytes', 0) / 1e6:,.0f} MB between "
           f"workers; job {seconds:,.0f} s: {json_stages(m)}")
-    memory = dask.config.get("distributed.worker.memory")
     print(f"Dask's memory management: spill {memory['spill']}, target {memory['target']}, terminate "
           f"{memory['terminate']}, pause {memory['pause']}")
     print(f"adjacency / memory limit {adjacency / limit:.2f}; worker peak RSS (process, Python and Dask included): "
