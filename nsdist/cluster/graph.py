@@ -14,13 +14,13 @@ import numpy as np
 from distributed import Client
 
 from .. import graph, progress, storage
-from ..memory import released
 from ..config import JobConfig
 from ..corpus import Block
 from ..plan import block_workers
 from ..graph.corpus import (add, make_walks, node_counts, node_lookup, node_vocab, walk_blocks, walk_lengths,
                      write_walks)
 from ..graph.partition import choose_layout, node_ranges, part_bytes, pick_layout
+from ..memory import released
 from .client import tree_reduce
 from .stages import Counted
 from .client import memory_limits

@@ -14,17 +14,18 @@ import collections
 import itertools
 import logging
 import operator
+from dataclasses import dataclass
 
 import numpy as np
 from distributed import Client
 
 from .. import graph
-from ..memory import released
 from ..config import GraphConfig
 from ..graph.corpus import WALK_BLOCK_TOKENS, Walks
 from ..graph.csr import Rows, uniform_weights, weight_range
 from ..graph.partition import make_part, split_edges
 from ..graph.supersteps import Held, Mail, WalkParams, assemble, block_paths, start_walkers, superstep
+from ..memory import released
 
 log = logging.getLogger("nsdist")
 
@@ -141,8 +142,9 @@ def _supersteps(client: Client, parts: list, bounds, starting: list, params: Wal
         steps = [client.submit(_superstep, parts[i], bounds, steps[i], inbox[i], params,
                                starting[i] if steps[i] is None else [], key=f"superstep-{tag}-{s}-{i}", **where[i])
                  for i in range(nparts)]
-        pending.append([client.submit(_counts, st, key=f"counts-{st.key}") for st in steps])
-        inbox = [[client.submit(_mail, steps[j], i, key=f"mail-{tag}-{s}-{j}-{i}") for j in range(nparts)]
+        # Read where each Step is: a Step moved for its counts or mail would stay as a second copy.
+        pending.append([client.submit(_counts, st, key=f"counts-{st.key}", **where[i]) for i, st in enumerate(steps)])
+        inbox = [[client.submit(_mail, steps[j], i, key=f"mail-{tag}-{s}-{j}-{i}", **where[j]) for j in range(nparts)]
                  for i in range(nparts)]
         if len(pending) > AHEAD:
             counts = client.gather(pending.popleft())
@@ -152,27 +154,58 @@ def _supersteps(client: Client, parts: list, bounds, starting: list, params: Wal
                 return steps, stats
 
 
+@dataclass(frozen=True)
+class _Walking:
+    """What every wave of a job's partitioned walks shares."""
+
+    client: Client
+    parts: list  # futures of the ranges' Parts, range i on worker i
+    bounds: np.ndarray
+    params: WalkParams
+    g: GraphConfig
+    seed: int
+    n: int  # nodes
+    where: list  # per range, its worker's placement
+    tag: str
+
+
+def _wave(w: _Walking, k: int, wave: list, places: list, first: int) -> tuple[list, dict]:
+    """Wave k's walk blocks (numbered from ``first``, placed on ``places``) and its supersteps'
+    counts. The client holds none of the wave's starts, supersteps or cuts once it returns, so
+    each is freed as soon as the tasks that read it have run, not a wave later."""
+    client, nparts = w.client, len(w.parts)
+    starts = [client.submit(_starts, w.n, w.g.walks_per_node, lo, hi, w.seed, w.bounds, key=f"starts-{w.tag}-{lo}")
+              for lo, hi in wave]
+    starting = [[client.submit(operator.getitem, s, i, key=f"start-{i}-{s.key}") for s in starts]
+                for i in range(nparts)]
+    del starts
+    steps, counted = _supersteps(client, w.parts, w.bounds, starting, w.params, w.where, f"{w.tag}-{k}")
+    del starting
+    # A range's walk nodes are cut where they are (a Step moved elsewhere would be a second copy).
+    cut = [client.submit(_paths, st, wave, w.g.walk_length, key=f"paths-{st.key}", **w.where[i])
+           for i, st in enumerate(steps)]
+    blocks = []
+    for b, (lo, hi) in enumerate(wave):
+        pieces = [client.submit(operator.getitem, c, b, key=f"piece-{b}-{c.key}", **w.where[i])
+                  for i, c in enumerate(cut)]
+        # Named by the block's index, as the replicated layout names its walk blocks.
+        blocks.append(client.submit(_assemble, pieces, lo, hi, w.g.walk_length, key=f"walks-{w.tag}-{first + b}",
+                                    **pinned(places[b])))
+    return blocks, counted
+
+
 def walk_partitioned(client: Client, parts: list, bounds, ranges: list, places: list, g: GraphConfig, seed: int,
                      n: int, workers: list, tag: str, limit: int = 0) -> tuple[list, dict]:
     """The walk blocks ``ranges`` (walks [lo, hi) each, the block placed on ``places``) over the
     ranges ``parts``, in supersteps, in waves sized for workers of memory ``limit``: futures of
     ``Walks`` and the supersteps' counts."""
-    params, nparts = WalkParams(g.walk_length, g.p, g.q), len(parts)
-    where = [pinned(workers[i % len(workers)]) for i in range(nparts)]
+    where = [pinned(workers[i % len(workers)]) for i in range(len(parts))]
+    walking = _Walking(client, parts, bounds, WalkParams(g.walk_length, g.p, g.q), g, seed, n, where, tag)
     out, stats = [], {"supersteps": 0, "steps": 0, "bytes": 0}
     for k, wave in enumerate(waves(ranges, wave_blocks(len(workers), limit))):
-        starts = [client.submit(_starts, n, g.walks_per_node, lo, hi, seed, bounds, key=f"starts-{tag}-{lo}")
-                  for lo, hi in wave]
-        starting = [[client.submit(operator.getitem, s, i, key=f"start-{i}-{s.key}") for s in starts]
-                    for i in range(nparts)]
-        steps, counted = _supersteps(client, parts, bounds, starting, params, where, f"{tag}-{k}")
+        blocks, counted = _wave(walking, k, wave, places[len(out):], len(out))
+        out += blocks
         stats = {key: stats[key] + counted[key] for key in stats}
-        cut = [client.submit(_paths, st, wave, g.walk_length, key=f"paths-{st.key}") for st in steps]
-        for b, (lo, hi) in enumerate(wave):
-            pieces = [client.submit(operator.getitem, c, b, key=f"piece-{b}-{c.key}") for c in cut]
-            i = len(out)  # the block's index, as the replicated layout names its walk blocks
-            out.append(client.submit(_assemble, pieces, lo, hi, g.walk_length, key=f"walks-{tag}-{i}",
-                                     **pinned(places[i])))
         log.debug("walk wave %d: %d blocks, %d supersteps so far", k, len(wave), stats["supersteps"])
     return out, stats
 
