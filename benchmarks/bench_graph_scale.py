@@ -299,6 +299,12 @@ def _peak_rss() -> int:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 
 
+def _memory_config() -> dict:
+    import dask
+
+    return dask.config.get("distributed.worker.memory")
+
+
 def big_job(args):
     """A whole job (walks, one epoch, publishing) on a graph whose adjacency exceeds every
     worker's memory limit: graph.layout=auto partitions it. Its files are removed at the end."""
@@ -348,7 +354,7 @@ def _big_run(args, path: str, tmp: str):
         peaks = client.run(_peak_rss)
         # A worker Dask killed comes back as a new process, whose peak says nothing of the job's.
         lost = len(pids - set(client.run(os.getpid).values()))
-        memory = dask.config.get("distributed.worker.memory")
+        memory = next(iter(client.run(_memory_config).values()))  # as the workers have it
     m = result.manifest
     g, limit = m["graph"], dask.utils.parse_bytes(args.big_limit)
     from nsdist.graph.csr import csr_bytes
