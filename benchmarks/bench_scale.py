@@ -61,6 +61,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", metavar="FILE")
     ap.add_argument("--memory-limit", help="each worker's memory limit (Dask's form: 850MB, 1GB); default: Dask's share")
     ap.add_argument("--dry-run", action="store_true", help="print the job's plan (nsdist train --dry-run) and stop")
+    ap.add_argument("--init-from", metavar="OUT", help="warm-start the job from this published model (nsdist train "
+                    "--init-from): the workers' peaks then include the warm start")
     a = ap.parse_args(argv)
 
     import dask
@@ -107,7 +109,7 @@ def main(argv=None) -> int:
         idle = client.run(_worker_memory)
         client.run(_worker_reset_peak)
         t0 = time.perf_counter()
-        result = train(cfg, client)
+        result = train(cfg, client, init_from=a.init_from)
         wall = time.perf_counter() - t0
         peak = client.run(_worker_memory)
         client_info = client.scheduler_info()
@@ -155,6 +157,8 @@ def main(argv=None) -> int:
           f"max {growth[-1] / 1e6:.0f} MB = {growth[-1] / yard:.2f}x (model + shards per worker {yard / 1e6:.0f} MB); "
           f"predicted {pred['memory_per_worker'] / 1e6:.0f} MB "
           f"({growth[-1] / pred['memory_per_worker'] - 1:+.1%})")
+    if man.get("parent"):
+        print(f"warm start in {m['warm_seconds']:.1f} s: {json.dumps(man['parent'])}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"manifest": man, "predicted": pred, "idle": idle, "peak": peak, "wall_s": wall}, f, default=str)

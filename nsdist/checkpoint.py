@@ -20,6 +20,7 @@ from .errors import DataError
 from .model import Model, init_model, init_rows
 from .formats import read_npy, read_npy_rows, write_npy
 from .vocab import Vocab
+from .warm import start_rows
 
 FORMAT, VERSION = "nsdist-checkpoint", 1
 
@@ -49,10 +50,11 @@ def load_rows(where: str, storage_options, rows: np.ndarray) -> Model:
                  read_npy_rows(storage.join(where, "wout.npy"), rows, storage_options))
 
 
-# Builds of the model training starts from whose rows can be had alone (``build`` -> ``rows_of``,
-# called with build's arguments and the sorted ids): a fresh model's, drawn, and a checkpoint's,
-# read by byte ranges. A warm start is built whole, then cut (cluster.parts.create).
-ROW_BUILDS = {init_model: init_rows, load_model: load_rows}
+# The builds of the model training starts from, by rows (``build`` -> ``rows_of``, called with
+# build's arguments and the sorted ids, then what else those rows need): a fresh model's, drawn;
+# a checkpoint's, read by byte ranges; a warm start's (a build of rows alone), read and joined by
+# parts (warm_parts.py). The partitioned layout builds its rows so (cluster.parts.create).
+ROW_BUILDS = {init_model: init_rows, load_model: load_rows, start_rows: start_rows}
 
 
 def write_state(where: str, state: dict, storage_options) -> None:

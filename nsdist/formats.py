@@ -92,6 +92,38 @@ def unescape_word(written: str) -> str:
     return urllib.parse.unquote(written) if written.startswith("%") else written
 
 
+def vocab_lines(data: bytes, escape: str | None, url: str = "", first: int = 1) -> tuple[pa.Array, np.ndarray]:
+    """The words (unescaped as the manifest's ``word_escape`` says; None: as written) and counts
+    of whole vocab.tsv lines (``data``, ``first``: the number of its first line, for errors). A
+    word may hold a tab where runs wrote words as they are: the count follows the last one.
+
+    >>> words, counts = vocab_lines(b"the\\t9\\n%61%09b\\t2\\n50%\\t1\\n", WORD_ESCAPE)
+    >>> words.to_pylist(), counts.tolist()
+    (['the', 'a\\tb', '50%'], [9, 2, 1])
+    """
+    try:
+        text = pa.array([data], pa.large_binary()).cast(pa.large_string())
+    except pa.ArrowInvalid:
+        raise DataError(f"{url!r} is not UTF-8 text: the run is corrupt; publish it again (or load another run)") from None
+    lines = pc.split_pattern(text, "\n").flatten()
+    if len(lines) and not lines[len(lines) - 1].as_py():  # the newline that ends the last line
+        lines = lines.slice(0, len(lines) - 1)
+    fields = pc.extract_regex(lines, r"^(?P<word>.*)\t(?P<count>[0-9]+)$")
+    if fields.null_count:
+        n = int(np.flatnonzero(pc.is_null(fields).to_numpy(zero_copy_only=False))[0])
+        count = lines[n].as_py().rpartition("\t")[2]
+        raise DataError(f"{url!r} line {first + n}: count {count[:40]!r} is not a whole number: the run is corrupt; "
+                        "publish it again (or load another run)")
+    words = fields.field("word")
+    if escape is not None:  # only a word that starts with '%' was escaped
+        escaped = pc.starts_with(words, "%")
+        if pc.any(escaped).as_py():
+            at = pa.array(np.flatnonzero(escaped.to_numpy(zero_copy_only=False)))
+            plain = pa.array([unescape_word(w) for w in words.take(at).to_pylist()], pa.large_string())
+            words = pc.replace_with_mask(words, escaped, plain)
+    return words, pc.cast(fields.field("count"), pa.int64()).to_numpy()
+
+
 def _word2vec_text(words: Sequence[str], vectors: np.ndarray, header: str | None):
     # repr-precision floats ('%.9g') round-trip float32 exactly. One format per row, applied to
     # the whole row at once, so that formatting its numbers stays in C.

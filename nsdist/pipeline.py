@@ -256,27 +256,32 @@ def _check_vocab(summary: dict, t: TrainConfig, seconds: float) -> None:
              summary["raw_tokens"] / max(seconds, 1e-9), extra={"stage": "count", "seconds": seconds, **summary})
 
 
-def _source(client, cfg: JobConfig, run: _Run, counted, vocab_size: int, shards: list) -> tuple[tuple, dict | None]:
-    """How each worker builds the model training starts from: the last checkpoint, a warm start
-    from a published run (new words from their known neighbours in ``shards``, warm.py), or a
-    fresh model; and the warm-start record for the manifest. ``counted``: the job's
-    cluster.Counted."""
-    t, store = cfg.train, cfg.store
+def _source(client, cfg: JobConfig, run: _Run, counted, shards: list, training) -> tuple:
+    """How each worker builds the model training starts from (cluster.Source): the last
+    checkpoint, a warm start from a published run (new words from their known neighbours in
+    ``shards``, warm.py; the partitioned layout's by rows, warm_parts.py), or a fresh model; and
+    the warm-start record for the manifest. ``counted``: the job's cluster.Counted; ``training``:
+    its cluster.Training."""
+    t, store, vocab_size = cfg.train, cfg.store, counted.summary["vocab_size"]
     if run.state:
         log.info("resuming run %s after epoch %d", run.id, run.state["epoch"])
-        return (checkpoint.load_model, (checkpoint.url(run.url, run.state["epoch"] - 1), store)), run.state.get(
-            "warm_start")
-    if run.parent:
+        return cluster.Source(checkpoint.load_model, (checkpoint.url(run.url, run.state["epoch"] - 1), store)), \
+            run.state.get("warm_start")
+    if not run.parent:
+        return cluster.Source(init_model, (vocab_size, t.dim, t.seed)), None
+    if training.parts is not None:
+        source, warm = cluster.by_rows(client, cfg, counted, training.parts, training.rounds, run.parent, run.id)
+    else:
         vocab = counted.vocab  # assembled whole: the warm start joins it with the parent's vocabulary
         warm = {"parent_run": run.parent,
                 **cluster.compute(client, warm_stats, vocab, run.parent, store, key=f"warm-{run.id}")}
         new, warm["cooccur_words"] = None, 0
         if t.warm_new == "cooccur" and warm["new_words"]:
             new, warm["cooccur_words"] = cluster.new_row_sums(client, cfg, shards, vocab, run.parent, run.id)
-        log.info("warm start from %s: %d known, %d new (%d of them from known neighbours), %d dropped words",
-                 run.parent, warm["known_words"], warm["new_words"], warm["cooccur_words"], warm["dropped_words"])
-        return (warm_start_model, (vocab, run.parent, store, t.dim, t.seed, new)), warm
-    return (init_model, (vocab_size, t.dim, t.seed)), None
+        source = cluster.Source(warm_start_model, (vocab, run.parent, store, t.dim, t.seed, new))
+    log.info("warm start from %s: %d known, %d new (%d of them from known neighbours), %d dropped words",
+             run.parent, warm["known_words"], warm["new_words"], warm["cooccur_words"], warm["dropped_words"])
+    return source, warm
 
 
 def train(cfg: JobConfig, client, resume: str | None = None, init_from: str | None = None,
@@ -391,8 +396,9 @@ def _job(cfg: JobConfig, client, run: _Run, files: list, blocks: list, fingerpri
     with timer("encode"), cluster.out_of_memory(client, "encoding", "lower blocksize"):  # stay for all epochs
         shards, words, shard_bytes = cluster.encode_shards(client, cfg, counted, n_shards, t.rounds(n_models), run.id)
     _check_encoded(words, n_shards, timer.seconds["encode"])
-    source, warm = _source(client, cfg, run, counted, counted.summary["vocab_size"], shards)
-    training, rates, placed = _training(client, cfg, run, counted, shards, words, shard_bytes, n_models, source)
+    training, rates, placed = _training(client, cfg, run, counted, shards, words, shard_bytes, n_models)
+    with timer("start"):
+        source, warm = _source(client, cfg, run, counted, shards, training)
     epochs = {m["epoch"]: m for m in state.get("metrics", [])}
     saves = _Checkpoints(cfg, run, {"shards": n_shards, "models": n_models, "layout": placed["layout"],
                                     "row_groups": placed.get("row_groups", 1),
@@ -408,7 +414,7 @@ def _job(cfg: JobConfig, client, run: _Run, files: list, blocks: list, fingerpri
         threads, restarts = trained.threads, trained.restarts
 
     metrics = {"epochs": [epochs[e] for e in sorted(epochs)], "count_seconds": timer.seconds["count"],
-               "encode_seconds": timer.seconds["encode"],
+               "encode_seconds": timer.seconds["encode"], "warm_seconds": timer.seconds["start"] if warm else None,
                "outputs_seconds": written.get("outputs_seconds"), "topk_seconds": written.get("topk_seconds"),
                "total_seconds": time.perf_counter() - t_start, "resumed_after_epoch": state.get("epoch") or None,
                "restarts_after_worker_loss": restarts, "rounds_per_epoch": training.rounds, "rate_multiplier": rates,
@@ -439,7 +445,7 @@ def _check_counted(client, cfg: JobConfig, run: _Run, counted, files: list, seco
 
 
 def _training(client, cfg: JobConfig, run: _Run, counted, shards: list, words: np.ndarray, shard_bytes: int,
-              n_models: int, source: tuple) -> tuple:
+              n_models: int) -> tuple:
     """What training needs on the workers in the job's layout (``train.layout``; a resumed run
     keeps its own): (cluster.Training, the rate multipliers' summary, the layout's record for the
     manifest). A layout that cannot fit the workers' memory limits is refused here, before any
@@ -458,7 +464,7 @@ def _training(client, cfg: JobConfig, run: _Run, counted, shards: list, words: n
         parts = cluster.partition(client, shards, counted.view(), counted.summary["vocab_tokens"], t, n_models,
                                   vocab_size, cluster.workers(client), run.id, words.shape[1], groups)
         held = cluster.gather_alive(client, parts.sizes)
-        _check_partitioned(limits, held, parts.ranges, t.dim, shard_bytes, n_models, source[0] not in checkpoint.ROW_BUILDS)
+        _check_partitioned(limits, held, parts.ranges, t.dim, shard_bytes, n_models)
         rates, tables, sampled = cluster.gather_alive(client, [parts.rates])[0], None, parts.probe
         record = {"layout": "partitioned", "held_rows": held, "row_groups": parts.groups}
         log.info("partitioned layout: each model holds %s of %d rows (in %d group(s) of rounds)",
@@ -508,16 +514,13 @@ def _replicated_bytes(vocab_size: int, dim: int, shard_bytes: int, n_models: int
     return 2 * vocab_size * dim * 4 + shard_bytes // max(n_models, 1)
 
 
-def _check_partitioned(limits: dict, held: list[int], ranges: list, dim: int, shard_bytes: int, n_models: int,
-                       whole: bool) -> None:
+def _check_partitioned(limits: dict, held: list[int], ranges: list, dim: int, shard_bytes: int, n_models: int) -> None:
     """OutOfMemory when a worker's rows (its model's in a group of rounds and its masters, and one
     exchange of rows in transit) and shards would pass its memory limit at training's peaks
-    (layout.worker_peak); ``whole``: the model training starts from is built whole on every
-    worker (a warm start)."""
+    (layout.worker_peak)."""
     known = [v for v in limits.values() if v]
-    extra = ranges[-1][1] if whole else 0  # the whole model, built before it is cut
-    rows = max(h + hi - lo for h, (lo, hi) in zip(held, ranges)) + extra
-    need = max(layout.worker_peak(h + extra, hi - lo, dim, n_models, shard_bytes // max(n_models, 1))
+    rows = max(h + hi - lo for h, (lo, hi) in zip(held, ranges))
+    need = max(layout.worker_peak(h, hi - lo, dim, n_models, shard_bytes // max(n_models, 1))
                for h, (lo, hi) in zip(held, ranges))
     if known and need > min(known):
         raise OutOfMemory(

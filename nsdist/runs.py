@@ -45,7 +45,7 @@ from . import __version__, storage
 from .embeddings import Embeddings
 from .errors import ConfigError, DataError, UnknownWord
 from .formats import (NEIGHBORS, NEIGHBORS_SCHEMA, WORD_ESCAPE, check_format, map_npy, read_npy, read_npy_rows,
-                      read_whole, unescape_word)
+                      read_whole, vocab_lines)
 
 # Manifest version 2: vectors.parquet is a Parquet dataset of parts (one per row block, each
 # listed), and ``outputs`` says how the vectors were written; version 1 (one vectors.parquet file)
@@ -350,21 +350,20 @@ def read_vocab(run: str, storage_options=None, manifest: dict | None = None) -> 
     """A published run's words, in id order, and their counts (``vocab.tsv``, unescaped as the
     manifest's ``word_escape`` says; runs written before it hold their words as they are)."""
     manifest = read_manifest(run, storage_options) if manifest is None else manifest
+    url = storage.join(run, "vocab.tsv")
+    words, counts = vocab_lines(storage.read_bytes(url, storage_options), word_escape(run, manifest),
+                                storage.scrub(url, storage_options))
+    return words.to_pylist(), counts
+
+
+def word_escape(run: str, manifest: dict) -> str | None:
+    """How the run's vocab.tsv escapes its words (formats.escape_word; None: runs written before
+    it hold their words as they are)."""
     escape = manifest.get("word_escape")
     if escape not in (None, WORD_ESCAPE):
         raise DataError(f"run {run!r} escapes its words as {escape!r}, which nsdist {__version__} cannot read; "
                         "upgrade nsdist to read it")
-    words, counts = [], []
-    url = storage.join(run, "vocab.tsv")
-    for n, line in enumerate(storage.lines(url, storage_options), 1):
-        word, _, count = line.rstrip("\n").rpartition("\t")
-        words.append(unescape_word(word) if escape else word)
-        try:
-            counts.append(int(count))
-        except ValueError:
-            raise DataError(f"{storage.scrub(url, storage_options)!r} line {n}: count {count[:40]!r} is not a whole "
-                            "number: the run is corrupt; publish it again (or load another run)") from None
-    return words, np.array(counts, np.int64)
+    return escape
 
 
 def run_info(url: str) -> dict:

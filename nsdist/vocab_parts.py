@@ -144,8 +144,16 @@ def bucket_of(words: pa.Array, n: int) -> np.ndarray:
 
 def split_local(local: Local, n: int) -> list[tuple[pa.Array, np.ndarray]]:
     """``local``'s words and counts in ``n`` buckets (each in ``local``'s order)."""
-    bucket = bucket_of(local.words, n)
-    return [(local.words.take(pa.array(sel)), local.counts[sel]) for sel in _members(bucket, n)]
+    return split(local.words, local.counts, n)
+
+
+def split(words: pa.Array, values: np.ndarray, n: int) -> list[tuple[pa.Array, np.ndarray]]:
+    """``words`` and a value per word in ``n`` buckets by ``bucket_of`` (each in the given order).
+
+    >>> [(w.to_pylist(), v.tolist()) for w, v in split(pa.array(["a", "b", "a"]), np.array([7, 8, 9]), 2)]
+    [(['a', 'a'], [7, 9]), (['b'], [8])]
+    """
+    return [(words.take(pa.array(sel)), values[sel]) for sel in _members(bucket_of(words, n), n)]
 
 
 def _members(bucket: np.ndarray, n: int) -> list[np.ndarray]:

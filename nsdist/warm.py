@@ -17,7 +17,7 @@ the bits depend on the shard count only) and only new rows' sums travel.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numba
 import numpy as np
@@ -27,8 +27,8 @@ import pyarrow.compute as pc
 from . import storage
 from .encode import Shard
 from .errors import DataError
-from .formats import read_npy
-from .model import Model, init_model
+from .formats import read_npy, read_npy_rows
+from .model import Model, init_model, init_rows
 from .runs import read_manifest, read_vocab
 from .vocab import Vocab
 
@@ -49,7 +49,16 @@ def warm_stats(vocab: Vocab, parent: str, store) -> dict:
 
 def _read_parent(parent: str, store, name: str, dim: int) -> np.ndarray:
     files = read_manifest(parent, store)["files"]
-    old = read_npy(storage.join(parent, name), store, (files.get(name) or {}).get("sha256"))
+    return _of_dim(read_npy(storage.join(parent, name), store, (files.get(name) or {}).get("sha256")), dim)
+
+
+def parent_rows(parent: str, store, name: str, rows: np.ndarray, parent_size: int, dim: int) -> np.ndarray:
+    """Rows ``rows`` of the parent's matrix ``name`` (of ``parent_size`` rows), read by byte
+    ranges (formats.read_npy_rows: the manifest's checksum covers only the whole file)."""
+    return _of_dim(read_npy_rows(storage.join(parent, name), rows, store, expect_rows=parent_size), dim)
+
+
+def _of_dim(old: np.ndarray, dim: int) -> np.ndarray:
     if old.shape[1] != dim:
         raise DataError(f"--init-from model has dim {old.shape[1]}, this job dim {dim}; set dim={old.shape[1]}")
     return old
@@ -73,6 +82,21 @@ def warm_start_model(vocab: Vocab, parent: str, store, dim: int, seed: int, new:
     model = warm_model(vocab, parent, store, dim, seed)[0]
     if new is not None:
         init_new_rows(model, new)
+    return model
+
+
+def start_rows(parent: str, store, dim: int, seed: int, vocab_size: int, parent_size: int, ids: np.ndarray,
+               src: np.ndarray, new: NewSums | None) -> Model:
+    """Rows ``ids`` (sorted) of ``warm_start_model``'s model, without the whole model nor the
+    parent's (``parent_size`` rows): ``src``, the parent row of each (-1: a new word); ``new``, the
+    sums of those of its new rows that have known neighbours (warm_parts.py builds both by parts)."""
+    model = init_rows(vocab_size, dim, seed, ids)
+    known = np.flatnonzero(src >= 0)
+    if len(known):
+        for name, target in (("vectors.npy", model.win), ("context.npy", model.wout)):
+            target[known] = parent_rows(parent, store, name, src[known], parent_size, dim)
+    if new is not None:
+        init_new_rows(model, replace(new, rows=np.searchsorted(ids, new.rows)))
     return model
 
 
@@ -112,7 +136,7 @@ def neighbours(vocab: Vocab, parent: str, store, dim: int) -> Neighbours:
     """The parent's vectors in this vocabulary's rows, and the new rows' slots; one parent
     matrix read at a time."""
     known, src, _ = warm_rows(vocab, parent, store)
-    return Neighbours(_slots(known), *[_rows(known, src, _read_parent(parent, store, name, dim))
+    return Neighbours(new_slots(known), *[_rows(known, src, _read_parent(parent, store, name, dim))
                                        for name in ("vectors.npy", "context.npy")])
 
 
@@ -123,10 +147,10 @@ def neighbours_of(known: np.ndarray, src: np.ndarray, old_in: np.ndarray, old_ou
     >>> n.slot.tolist(), n.win.tolist(), n.wout.tolist()
     ([-1, 0, -1], [[0.0, 1.0], [0.0, 0.0], [1.0, 0.0]], [[-0.0, -1.0], [0.0, 0.0], [-1.0, -0.0]])
     """
-    return Neighbours(_slots(known), _rows(known, src, old_in), _rows(known, src, old_out))
+    return Neighbours(new_slots(known), _rows(known, src, old_in), _rows(known, src, old_out))
 
 
-def _slots(known: np.ndarray) -> np.ndarray:
+def new_slots(known: np.ndarray) -> np.ndarray:
     slot = np.full(len(known), -1, np.int32)
     slot[~known] = np.arange(int((~known).sum()), dtype=np.int32)
     return slot

@@ -23,7 +23,9 @@ from nsdist.pipeline import train
 from nsdist.synth import generate
 from nsdist.synth.sessions import retrain_days
 from nsdist.vocab import Vocab
-from nsdist.warm import cooccur_sums, merge_sums, neighbours, warm_start_model
+from nsdist import warm_parts as wp
+from nsdist.formats import WORD_ESCAPE, vocab_lines
+from nsdist.warm import cooccur_sums, merge_sums, neighbours, warm_rows, warm_start_model
 from killjobs import kill, wait_for_checkpoint
 
 # The parent knows a, b, c, d; the new vocabulary drops d and adds x and y.
@@ -88,6 +90,31 @@ def test_a_shard_without_new_words_adds_nothing(parent):
     assert merged.wout.tolist() == [[0.0, 0.0, 1.0]]
 
 
+def test_the_join_by_buckets_equals_the_whole_join(publish_run, tmp_path):
+    """warm_parts.py's join, this vocabulary in 3 ranges of ids and the parent's vocab.tsv in 2
+    blocks of lines over 4 buckets, gives each word the parent row that warm_rows finds with the
+    whole vocabularies, words the parent escaped (a space, a leading %) included."""
+    old = ["the", "new york", "%d", "gone", "50%", "b", "\u00e9t\u00e9"]
+    vocab = Vocab(pa.array(["b", "x", "%d", "the", "new york", "y", "\u00e9t\u00e9", "50%"], pa.large_string()),
+                  np.arange(8, 0, -1))
+    out = str(tmp_path / "p")
+    parent = runs.run_url(out, publish_run(out, old, np.zeros((len(old), 2))))
+    data = open(os.path.join(parent, "vocab.tsv"), "rb").read()
+    cut = data.index(b"\n", len(data) // 2) + 1
+    blocks = [vocab_lines(b, WORD_ESCAPE)[0] for b in (data[:cut], data[cut:])]
+    assert [len(b) for b in blocks] == [3, 4]
+    ranges, n = [(0, 3), (3, 4), (4, 8)], 4
+    ours = [wp.numbered(vocab.words[lo:hi], lo, n) for lo, hi in ranges]
+    theirs = [wp.numbered(b, first, n) for b, first in zip(blocks, (0, 3))]
+    answers = [wp.join_bucket(len(ours), *[o[q] for o in ours], *[t[q] for t in theirs]) for q in range(n)]
+    got = np.concatenate([wp.range_parents(lo, hi, ours[r], *[a[r] for a in answers])
+                          for r, (lo, hi) in enumerate(ranges)])
+    known, src, stats = warm_rows(vocab, parent, None)
+    assert got.tolist() == [old.index(w) if w in old else -1 for w in vocab.words.to_pylist()]
+    assert np.array_equal(got >= 0, known) and np.array_equal(got[known], src)
+    assert stats == {"known_words": 6, "new_words": 2, "dropped_words": 1}
+
+
 def test_warm_new_is_a_checked_config_key():
     assert load_config(None, {}, environ={}).train.warm_new == "cooccur"
     assert load_config(None, {"warm_new": "random"}, environ={}).train.warm_new == "random"
@@ -141,28 +168,41 @@ def test_the_cluster_sums_equal_in_process_sums(client, publish_run, tmp_path):
         np.testing.assert_allclose(total, by_hand[words[r]][0], rtol=1e-9, atol=1e-9)
 
 
-def test_a_warm_job_starts_new_words_from_their_neighbours(client, publish_run, tmp_path):
+@pytest.mark.parametrize("layout", ["replicated", "partitioned", "partitioned/2"])
+def test_a_warm_job_starts_new_words_from_their_neighbours(client, publish_run, tmp_path, layout):
     """Through a whole job: with a learning rate too small to move a float32, the published
-    vectors are the start itself: new words from the mean of their neighbours (as the in-process
-    functions compute it), those without one random; the manifest counts them. warm_new=random:
-    every new word random."""
+    vectors are the start itself, bit for bit the in-process start of the whole model: known words
+    their parent vectors, new words the mean of their neighbours, those without one random; the
+    manifest counts them. In the partitioned layout the start is built by rows (``/2``: a model
+    holds its rows in 2 groups of rounds), the parent's vocab.tsv read in blocks and joined with
+    this vocabulary by parts, a word the parent escaped (%pct) known again. warm_new=random: every
+    new word random."""
     files = generate(str(tmp_path / "corpus.txt"), tokens=30_000, seed=4)
+    with open(files.corpus, "a") as f:
+        f.write("%pct x%y\n" * 3)
+    layout, _, groups = layout.partition("/")
     still = {"dim": 8, "window": 3, "min_count": 2, "epochs": 1, "shards": 2, "alpha": 1e-30, "min_alpha": 0}
+    placed = {**still, "train.layout": layout, "blocksize": 4096, **({"row_groups": int(groups)} if groups else {})}
     cfg = load_config(None, still, environ={}, corpus=(files.corpus,), out=str(tmp_path / "cold"))
     words = train(cfg, client).load().vocab
-    old = [w for w in words if not w.startswith("c00_")]
+    old = [w for w in words if not w.startswith("c00_")] + ["gone", "new york", "%d"]
     vectors = np.random.default_rng(3).standard_normal((len(old), 8)).astype(np.float32)
     parent = runs.run_url(str(tmp_path / "p"), publish_run(str(tmp_path / "p"), old, vectors))
+    assert "%25pct\t" in open(os.path.join(parent, "vocab.tsv")).read()
+    assert os.path.getsize(os.path.join(parent, "vocab.tsv")) > 2 * placed["blocksize"]  # read in blocks
 
     got = {}
     for how in ("cooccur", "random"):
-        cfg = load_config(None, {**still, "warm_new": how}, environ={}, corpus=(files.corpus,),
+        cfg = load_config(None, {**placed, "warm_new": how}, environ={}, corpus=(files.corpus,),
                           out=str(tmp_path / how))
         got[how] = train(cfg, client, init_from=parent)
+        assert got[how].manifest["metrics"]["layout"] == layout
+    assert got["cooccur"].manifest["metrics"].get("row_groups") == (int(groups or 1) if layout != "replicated" else None)
     record = got["cooccur"].manifest["parent"]
     new = [r for r, w in enumerate(words) if w.startswith("c00_")]
-    assert record["new_words"] == len(new) and record["cooccur_words"] == len(new)
-    assert got["random"].manifest["parent"]["cooccur_words"] == 0
+    assert record == {"parent_run": parent, "known_words": len(words) - len(new), "new_words": len(new),
+                      "dropped_words": 3, "cooccur_words": len(new)}
+    assert got["random"].manifest["parent"] == {**record, "cooccur_words": 0}
 
     vocab = Vocab(pa.array(words, pa.large_string()), np.array(got["cooccur"].load().counts))
     known = neighbours(vocab, parent, None, 8)
@@ -170,8 +210,10 @@ def test_a_warm_job_starts_new_words_from_their_neighbours(client, publish_run, 
         *[cooccur_sums(known, 3, *pieces) for pieces in local_shards(client, files.corpus, still)]))
     fresh = init_model(len(words), 8, 1)
     assert np.array_equal(got["cooccur"].load().vectors, expected.win)
+    assert np.array_equal(got["random"].load().vectors, warm_start_model(vocab, parent, None, 8, 1).win)
     assert np.array_equal(got["random"].load().vectors[new], fresh.win[new])
     assert not np.array_equal(expected.win[new], fresh.win[new])
+    assert np.array_equal(expected.win[words.index("%pct")], vectors[old.index("%pct")])
 
 
 def local_shards(client, corpus: str, params: dict) -> list:

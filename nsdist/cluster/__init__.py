@@ -2,8 +2,8 @@
 
 - ``client``: connecting (``--scheduler``, ``DASK_SCHEDULER_ADDRESS`` or a LocalCluster; TLS),
   tree reductions, waiting while watching that workers stay;
-- ``stages``: placing the scan, count, vocabulary and encoding tasks, and a warm start's
-  co-occurrence sums;
+- ``stages``: placing the scan, count, vocabulary and encoding tasks;
+- ``warm``: placing a warm start: the new words' co-occurrence sums, or (partitioned) its rows;
 - ``graph``: a graph job's edges, adjacency and walks, which then take the corpus's path;
 - ``walkers``: the partitioned layout: node ranges, one per worker, and walks in supersteps;
 - ``models``: the one model each worker process holds and trains in place (worker state);
@@ -21,11 +21,12 @@ from .client import (check_readable, close, compute, gather_alive, out_of_memory
 from .models import ModelLost
 from .plugin import ExpectedErrors, WorkerMemory
 from .graph import check_adjacency, plan_layout, read_graph, walk_corpus
-from .stages import Counted, count_vocab, encode_shards, new_row_sums, release_vocab, sample_vocab
-from .training import Training, train_epochs
+from .stages import Counted, count_vocab, encode_shards, release_vocab, sample_vocab
+from .training import Source, Training, train_epochs
+from .warm import by_rows, new_row_sums
 from .partitioned import partition
 
 __all__ = ["check_readable", "close", "out_of_memory", "compute", "connect", "session", "memory_limits", "process_memory", "setup_workers", "submit", "threads", "tree_levels", "tree_reduce",
            "workers", "ModelLost", "ExpectedErrors", "WorkerMemory", "Counted", "count_vocab", "release_vocab", "encode_shards", "new_row_sums",
            "sample_vocab", "check_adjacency", "plan_layout", "read_graph", "walk_corpus", "Training", "train_epochs",
-           "gather_alive", "partition"]
+           "gather_alive", "partition", "Source", "by_rows"]

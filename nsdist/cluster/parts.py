@@ -37,7 +37,7 @@ import numpy as np
 
 from ..checkpoint import ROW_BUILDS
 from ..encode import Shard
-from ..layout import holders, local_model, model_tables
+from ..layout import holders, model_tables
 from ..memory import release_memory
 from ..merge import merge_deltas
 from ..model import Model, Tables
@@ -113,29 +113,25 @@ def _stopped(tag: str, attempt: int) -> bool:
 
 
 def create(tag: str, attempt: int, start: int, indices: list[int], ranges: list[tuple[int, int]], inrange: list,
-           counts: list, build, args: tuple, plan: tuple, *rows) -> int:
-    """Give this worker the models ``indices`` and the masters of their ``ranges``, from
-    ``build(*args)`` (a fresh model or a checkpoint: only the rows needed are drawn or read; a
-    warm start: built whole, then cut), ready to train round ``start`` (an epoch's first).
-    ``inrange``: per range, per group of rounds, every model's held ids in it; ``counts``: per
-    range, the vocabulary's counts of its rows; ``plan``: (TrainConfig, the corpus's words in the
-    vocabulary, rounds per epoch, groups); ``rows``: per model, (its held ids in the first group,
-    their holder counts, their counts). Returns bytes held."""
+           counts: list, build, args: tuple, plan: tuple, more: list | None, *rows) -> int:
+    """Give this worker the models ``indices`` and the masters of their ``ranges``, ready to train
+    round ``start`` (an epoch's first): only the rows each needs, from
+    ``checkpoint.ROW_BUILDS[build](*args, ids, ...)`` (a fresh model's drawn, a checkpoint's or a
+    warm start's read). ``inrange``: per range, per group of rounds, every model's held ids in
+    it; ``counts``: per range, the vocabulary's counts of its rows; ``plan``: (TrainConfig, the
+    corpus's words in the vocabulary, rounds per epoch, groups); ``more``: per model, what its
+    rows and its range's need besides (cluster.training.Source), or None; ``rows``: per model,
+    (its held ids in the first group, their holder counts, their counts). Returns bytes held."""
     release_memory()
-    rows_of = ROW_BUILDS.get(build)  # the model's rows alone, where they can be had so
-    whole = None if rows_of else build(*args)
-
-    def cut(ids: np.ndarray) -> Model:
-        return rows_of(*args, ids) if whole is None else local_model(whole, ids)
-
+    rows_of = ROW_BUILDS[build]
     t, total, rounds, groups = plan
     job = _Job(attempt, {}, {}, t, total, rounds, len(round_groups(rounds, groups)))
-    for m, (lo, hi), ids, c, (held, k_held, c_held) in zip(indices, ranges, inrange, counts, rows):
+    for m, (lo, hi), ids, c, (held, k_held, c_held), (for_held, for_range) in zip(
+            indices, ranges, inrange, counts, rows, more or [((), ())] * len(indices)):
         n = len(held)
-        job.models[m] = _Model(_Held(cut(held), np.zeros(n, np.uint32), np.zeros(n, np.uint32), start), held,
-                               k_held > 1, model_tables(c_held, total, k_held, t))
-        job.masters[m] = _Master(lo, cut(np.arange(lo, hi)), c, [list(group) for group in ids])
-    whole = None  # freed before the job is registered
+        job.models[m] = _Model(_Held(rows_of(*args, held, *for_held), np.zeros(n, np.uint32), np.zeros(n, np.uint32),
+                                     start), held, k_held > 1, model_tables(c_held, total, k_held, t))
+        job.masters[m] = _Master(lo, rows_of(*args, np.arange(lo, hi), *for_range), c, [list(group) for group in ids])
     release_memory()
     with _LOCK:
         _JOBS[(_address(), tag)] = job

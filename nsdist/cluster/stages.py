@@ -1,6 +1,6 @@
 """The stages that run on the cluster before training: scan and count, build the vocabulary,
-encode the shards that stay on the workers; for a warm start, the new words' co-occurrence sums.
-The work itself is in counts.py, vocab.py, encode.py and warm.py; this module places it."""
+encode the shards that stay on the workers. The work itself is in counts.py, vocab.py and
+encode.py; this module places it."""
 
 from __future__ import annotations
 
@@ -23,8 +23,7 @@ from ..plan import block_workers, estimate_vocab, shard_plan
 from ..shard import round_words
 from .. import vocab_parts as vp
 from ..vocab import Vocab
-from ..warm import cooccur_sums, initialised, merge_sums, neighbours
-from .client import gather_alive, tree_reduce
+from .client import gather_alive
 from .client import workers as client_workers
 
 
@@ -291,13 +290,10 @@ def count_vocab(client: Client, cfg: JobConfig, blocks: list[Block], tag: str, s
     return Counted(vocab, sizes, summary, bodies, block_tokens, word_type(blocks), lookups, client=client, tag=tag)
 
 
-class _VocabParts:
-    """The task graph of vocab_parts.py's three exchanges: one bucket and one range per worker,
-    bucket q and range q merged on worker q, each worker's blocks folded where they were scanned.
-
-    The client lets go of each step's futures as soon as the steps that read them are submitted:
-    Dask frees a result once no client holds it and its dependents have run, so a worker holds
-    a step's data only while the next one needs it (all at once, they were most of counting's peak)."""
+class Placer:
+    """A stage's tasks, each on a worker by index (``at``: the workers' ``at % n``-th, which the
+    scheduler may still move; None: anywhere), keyed ``{name}-{tag}``; each returns the memory
+    its temporaries freed (``memory.released``)."""
 
     def __init__(self, client: Client, workers: list[str], tag: str):
         self.client, self.workers, self.tag = client, workers, tag
@@ -307,6 +303,15 @@ class _VocabParts:
         place = ({"workers": [self.workers[at % len(self.workers)]], "allow_other_workers": True}
                  if at is not None and self.workers else {})
         return self.client.submit(released, fn, *args, key=f"{name}-{self.tag}", **place)
+
+
+class _VocabParts(Placer):
+    """The task graph of vocab_parts.py's three exchanges: one bucket and one range per worker,
+    bucket q and range q merged on worker q, each worker's blocks folded where they were scanned.
+
+    The client lets go of each step's futures as soon as the steps that read them are submitted:
+    Dask frees a result once no client holds it and its dependents have run, so a worker holds
+    a step's data only while the next one needs it (all at once, they were most of counting's peak)."""
 
     def build(self, local: list, group: list[int], min_count: int, max_vocab: int | None):
         """Per block the future of its lookup; the vocabulary's futures, their sizes; the summary.
@@ -385,24 +390,3 @@ def encode_shards(client: Client, cfg: JobConfig, counted: Counted, n_shards: in
         nbytes = gather_alive(client, [client.submit(operator.attrgetter("nbytes"), p, key=f"nbytes-{p.key}")
                                 for pieces in shards for p in pieces])
     return shards, np.array(words, dtype=np.int64).reshape(n_shards, rounds), sum(nbytes)
-
-
-def new_row_sums(client: Client, cfg: JobConfig, shards: list, vocab, parent: str, tag: str):
-    """For a warm start from ``parent``: per new word, the sum of the parent's input vectors of
-    the known words it co-occurs with (within ``train.window``) in the encoded ``shards``, and
-    their number (warm.NewSums, a future), and how many new words have such a neighbour.
-
-    Each worker reads the parent's input vectors once; each shard sums where it is held; the
-    shards' sums meet in a tree, in shard order, so the result depends on the shard count only."""
-    t = cfg.train
-    workers = client_workers(client)
-
-    def place(i: int) -> dict:  # as encode_shards deals shards: no worker known yet places it anywhere
-        return {"workers": [workers[i % len(workers)]], "allow_other_workers": True} if workers else {}
-
-    known = [client.submit(neighbours, vocab, parent, cfg.store, t.dim, key=f"warm-neighbours-{tag}-{i}", **place(i))
-             for i in range(max(1, len(workers)))]
-    sums = [client.submit(cooccur_sums, known[s % len(known)], t.window, *pieces, key=f"warm-sums-{tag}-{s}",
-                          **place(s)) for s, pieces in enumerate(shards)]
-    merged = tree_reduce(client, merge_sums, sums, key=f"warm-merge-{tag}")
-    return merged, gather_alive(client, client.submit(initialised, merged, key=f"warm-initialised-{tag}"))

@@ -15,6 +15,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import Callable, NamedTuple
 
 import distributed
 import numpy as np
@@ -37,6 +38,18 @@ MAX_RECOVERIES = 3  # restarts from a saved model after losing workers, per job
 # A lost worker shows as one of these: our own check, Dask giving up on a task, or Dask
 # forgetting a task whose worker died (its future is then cancelled).
 LOST = (ModelLost, KilledWorker, FutureCancelledError)
+
+
+class Source(NamedTuple):
+    """How each worker builds the model training starts from: ``build(*args)``, the whole model
+    (the replicated layout), or its rows alone, ``checkpoint.ROW_BUILDS[build](*args, ids, *more)``
+    (the partitioned layout: a model's first group's rows, and its owner's range). ``models``: per
+    model, the futures of those ``more`` arguments, for its rows and for its range's (a warm start
+    by rows, cluster/warm.py); None: none."""
+
+    build: Callable
+    args: tuple
+    models: list | None = None
 
 
 @dataclass(frozen=True)
@@ -109,14 +122,14 @@ class _Attempt:
 
     peer = models.Peer  # the actor on every worker that the rounds ask for rows
 
-    def __init__(self, client: Client, cfg: JobConfig, run: Training, attempt: int, start: int, source: tuple):
+    def __init__(self, client: Client, cfg: JobConfig, run: Training, attempt: int, start: int, source: Source):
         self.client, self.cfg, self.run, self.attempt = client, cfg, run, attempt
         self.layout = _place_models(client, run)
         self.workers = self.layout.workers
         t = cfg.train
         self.total = t.epochs * int(run.words.sum())
         self.done = start * int(run.words.sum())
-        ready = self._create(*source, start)
+        ready = self._create(source, start)
         # A Peer actor on every worker: the merges and installs ask it for rows (address, key).
         self._actors = [self.submit(self.peer, key=f"peer-{run.tag}-{attempt}-{i}", worker=w, actor=True)
                         for i, w in enumerate(self.workers)]
@@ -127,11 +140,11 @@ class _Attempt:
         self.last_end = time.perf_counter()
         self.bar, self.bar_words, self.last_loss = progress.off(), 0, None  # train_epochs sets the bar
 
-    def _create(self, build, args: tuple, start: int) -> dict:
-        """Per worker, the future of its models, built by ``build(*args)``, ready for epoch ``start``."""
+    def _create(self, source: Source, start: int) -> dict:
+        """Per worker, the future of its models, built by ``source``, ready for epoch ``start``."""
         run = self.run
         return {w: self.submit(models.create, run.tag, self.attempt, start * run.rounds,
-                               [m for m, h in enumerate(self.layout.home) if h == w], build, *args,
+                               [m for m, h in enumerate(self.layout.home) if h == w], source.build, *source.args,
                                key=f"model-{run.tag}-{self.attempt}-{i}", worker=w)
                 for i, w in enumerate(self.workers)}
 
@@ -333,8 +346,8 @@ class train_epochs:  # noqa: N801 - used as a function: ``with train_epochs(...)
     is still on the workers (``final``: a ``Final``, to write the outputs from it). Leaving the
     ``with`` block frees the models, whatever happened.
 
-    ``source``: (build, args): ``build(*args)`` is the model before epoch ``start`` (built on
-    every worker holding a model). ``checkpoint_at(epoch)``: a URL to save the model to after
+    ``source``: the model before epoch ``start`` (``Source``: built on every worker holding a
+    model). ``checkpoint_at(epoch)``: a URL to save the model to after
     ``epoch``, or None.
 
     When a worker is lost, training restarts from the last saved model (or ``source``), at most
@@ -344,7 +357,7 @@ class train_epochs:  # noqa: N801 - used as a function: ``with train_epochs(...)
     ``restarts`` and ``threads`` (per model) are for the manifest.
     """
 
-    def __init__(self, client: Client, cfg: JobConfig, run: Training, source: tuple, start: int = 0,
+    def __init__(self, client: Client, cfg: JobConfig, run: Training, source: Source, start: int = 0,
                  checkpoint_at=None):
         self.client, self.cfg, self.run = client, cfg, run
         self.source, self.start, self.first = source, start, start
@@ -421,5 +434,5 @@ class train_epochs:  # noqa: N801 - used as a function: ``with train_epochs(...)
         self.restarts += 1
         if self.saved:
             epoch, url = self.saved[-1]
-            self.start, self.source = epoch + 1, (checkpoint.load_model, (url, self.cfg.storage_options))
+            self.start, self.source = epoch + 1, Source(checkpoint.load_model, (url, self.cfg.storage_options))
         log.warning("lost a worker (%s: %s); training again from epoch %d", type(e).__name__, e, self.start + 1)

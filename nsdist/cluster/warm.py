@@ -1,0 +1,170 @@
+"""Placing a warm start (warm.py) on the workers: in the replicated layout, the new rows'
+co-occurrence sums, each worker holding the parent's vectors in this vocabulary's rows
+(``new_row_sums``); in the partitioned layout, the start by rows (``by_rows``, warm_parts.py), in
+which no worker holds the parent's vocabulary or matrices, nor this job's whole vocabulary or model.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import replace
+
+import numpy as np
+from distributed import Client
+
+from .. import storage
+from .. import warm_parts as wp
+from ..config import JobConfig
+from ..corpus import Block, plan_blocks
+from ..formats import vocab_lines
+from ..layout import group_pieces
+from ..plan import model_groups, round_groups
+from ..runs import read_manifest, word_escape
+from ..shard import piece_slice
+from ..warm import (Neighbours, NewSums, cooccur_sums, initialised, merge_sums, neighbours, new_slots, parent_rows,
+                    start_rows)
+from .client import gather_alive, tree_reduce
+from .client import workers as client_workers
+from .stages import Placer
+from .training import Source
+
+
+def new_row_sums(client: Client, cfg: JobConfig, shards: list, vocab, parent: str, tag: str):
+    """For a warm start from ``parent``: per new word, the sum of the parent's input vectors of
+    the known words it co-occurs with (within ``train.window``) in the encoded ``shards``, and
+    their number (warm.NewSums, a future), and how many new words have such a neighbour.
+
+    Each worker reads the parent's input vectors once; each shard sums where it is held; the
+    shards' sums meet in a tree, in shard order, so the result depends on the shard count only."""
+    t = cfg.train
+    workers = client_workers(client)
+
+    def place(i: int) -> dict:  # as encode_shards deals shards: no worker known yet places it anywhere
+        return {"workers": [workers[i % len(workers)]], "allow_other_workers": True} if workers else {}
+
+    known = [client.submit(neighbours, vocab, parent, cfg.store, t.dim, key=f"warm-neighbours-{tag}-{i}", **place(i))
+             for i in range(max(1, len(workers)))]
+    sums = [client.submit(cooccur_sums, known[s % len(known)], t.window, *pieces, key=f"warm-sums-{tag}-{s}",
+                          **place(s)) for s, pieces in enumerate(shards)]
+    merged = tree_reduce(client, merge_sums, sums, key=f"warm-merge-{tag}")
+    return merged, gather_alive(client, client.submit(initialised, merged, key=f"warm-initialised-{tag}"))
+
+
+def by_rows(client: Client, cfg: JobConfig, counted, parts, rounds: int, parent: str, tag: str) -> tuple[Source, dict]:
+    """The partitioned layout's warm start from ``parent`` (warm_parts.py): the ``Source`` each
+    worker builds its models' first rows and its range's from (``warm.start_rows``), and the
+    warm-start record (known, new and dropped words, and the new words started from neighbours).
+    ``counted``: the job's cluster.Counted; ``parts``: its partitioned.Parts (``rounds`` per epoch)."""
+    t, p = cfg.train, Placer(client, client_workers(client), f"warm-{tag}")
+    size, src = _parent_rows(p, cfg, counted, parts.ranges, parent)
+    known = sum(gather_alive(client, [p.submit(_known, s, name=f"known-{o}", at=o) for o, s in enumerate(src)]))
+    record = {"parent_run": parent, "known_words": known, "new_words": counted.summary["vocab_size"] - known,
+              "dropped_words": size - known, "cooccur_words": 0}
+    held_src = _HeldSources(p, src, parts)
+    new = first = [None] * len(parts.ranges)
+    if t.warm_new == "cooccur" and record["new_words"]:
+        new, first = _new_sums(p, cfg, parts, rounds, parent, size, held_src)
+        record["cooccur_words"] = sum(gather_alive(client, [p.submit(initialised, s, name=f"cooccur-{o}", at=o)
+                                                            for o, s in enumerate(new)]))
+    more = [((held_src(0, m), first[m]), (src[m], new[m])) for m in range(len(parts.ranges))]
+    return Source(start_rows, (parent, cfg.store, t.dim, t.seed, counted.summary["vocab_size"], size), more), record
+
+
+def _parent_rows(p: Placer, cfg: JobConfig, counted, ranges: list[tuple[int, int]], parent: str) -> tuple[int, list]:
+    """The parent's vocabulary size, and per range of ids the futures of their rows in the
+    parent (-1: new), by a join of the two vocabularies in buckets of words (warm_parts.py)."""
+    url, store = storage.join(parent, "vocab.tsv"), cfg.store
+    escape = word_escape(parent, read_manifest(parent, store))
+    blocks = plan_blocks([url], store, cfg.blocksize)
+    words = [p.submit(_parent_words, b, store, escape, name=f"parent-words-{i}", at=i) for i, b in enumerate(blocks)]
+    sizes = gather_alive(p.client, [p.submit(len, w, name=f"parent-size-{i}", at=i) for i, w in enumerate(words)])
+    firsts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int).tolist()
+    theirs = [p.submit(wp.numbered, w, a, p.n, name=f"parent-split-{i}", at=i)
+              for i, (w, a) in enumerate(zip(words, firsts))]
+    del words
+    ours = [p.submit(_numbered, v, lo, p.n, name=f"split-{o}", at=o)
+            for o, (v, (lo, _)) in enumerate(zip(counted.slices(ranges, f"warm-slice-{p.tag}"), ranges))]
+    joined = [p.submit(wp.join_bucket, len(ours),
+                       *[p.submit(operator.getitem, s, q, name=f"ours-{o}-{q}", at=o) for o, s in enumerate(ours)],
+                       *[p.submit(operator.getitem, s, q, name=f"theirs-{i}-{q}", at=i) for i, s in enumerate(theirs)],
+                       name=f"join-{q}", at=q) for q in range(p.n)]
+    del theirs
+    return sum(sizes), [p.submit(wp.range_parents, lo, hi, ours[o],
+                                 *[p.submit(operator.getitem, j, o, name=f"answer-{q}-{o}", at=q)
+                                   for q, j in enumerate(joined)], name=f"parents-{o}", at=o)
+                        for o, (lo, hi) in enumerate(ranges)]
+
+
+class _HeldSources:
+    """The parent row of each row a model holds in a group of rounds (a future, submitted once):
+    each owner looks up the model's rows in its range (``partitioned.Parts.inrange``)."""
+
+    def __init__(self, p: Placer, src: list, parts):
+        self.p, self.src, self.parts, self.futures = p, src, parts, {}
+
+    def __call__(self, j: int, m: int):
+        if (j, m) not in self.futures:
+            p, ranges = self.p, self.parts.ranges
+            self.futures[j, m] = p.submit(
+                _joined, *[p.submit(_at, self.src[o], lo, self.parts.inrange[o][j][m], name=f"at-{o}-{j}-{m}", at=o)
+                           for o, (lo, _) in enumerate(ranges)], name=f"held-parents-{j}-{m}", at=m)
+        return self.futures[j, m]
+
+
+def _new_sums(p: Placer, cfg: JobConfig, parts, rounds: int, parent: str, size: int, held_src: _HeldSources):
+    """Per range, the sums of its new rows (a future of warm.NewSums, reduced by the range's
+    owner, in model then group order), and per model those of the rows it holds first."""
+    t, ranges = cfg.train, parts.ranges
+    sums = [(m, p.submit(_group_sums, parts.held[j][m], held_src(j, m), parent, cfg.store, size, t.dim, t.window,
+                         rounds, r0, r1, [parts.shards[s] for s in group], name=f"sums-{m}-{j}", at=m))
+            for m, group in enumerate(model_groups(len(parts.shards), len(ranges)))
+            for j, (r0, r1) in enumerate(round_groups(rounds, parts.groups))]
+    new = [p.submit(merge_sums, *[p.submit(wp.sums_in, s, lo, hi, name=f"sums-{k}-in-{o}", at=m)
+                                  for k, (m, s) in enumerate(sums)], name=f"new-{o}", at=o)
+           for o, (lo, hi) in enumerate(ranges)]
+    first = [p.submit(merge_sums, *[p.submit(wp.sums_at, new[o], parts.inrange[o][0][m], name=f"first-{o}-{m}", at=o)
+                                    for o in range(len(ranges))], name=f"first-new-{m}", at=m)
+             for m in range(len(ranges))]
+    return new, first
+
+
+# Task functions: module-level, plain inputs and outputs, never mutating their arguments.
+
+def _parent_words(block: Block, store, escape: str | None):
+    """The words of the parent's vocab.tsv lines that start in ``block``, in order."""
+    data = storage.read_block(block.url, block.offset, block.length, store)
+    return vocab_lines(data, escape, storage.scrub(block.url, store))[0]
+
+
+def _numbered(vocab, lo: int, n: int) -> list:
+    return wp.numbered(vocab.words, lo, n)
+
+
+def _known(src: np.ndarray) -> int:
+    return int(np.count_nonzero(src >= 0))
+
+
+def _at(src: np.ndarray, lo: int, ids: np.ndarray) -> np.ndarray:
+    return src[ids - lo]
+
+
+def _joined(*pieces: np.ndarray) -> np.ndarray:
+    return np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
+
+
+def _group_sums(held: np.ndarray, src: np.ndarray, parent: str, store, size: int, dim: int, window: int, rounds: int,
+                r0: int, r1: int, shards: list) -> NewSums:
+    """The co-occurrence sums (warm.cooccur_sums) of rounds [r0, r1) of a model's ``shards`` (each
+    a list of pieces), over the rows it holds then (``held``, ``src`` their parent rows): only the
+    parent rows of known words beside a new one are read."""
+    pieces = [piece_slice(x, 0, x.sentences, held) for pieces in shards for x in group_pieces(pieces, rounds, r0, r1)]
+    slot = new_slots(src >= 0)
+    near = np.flatnonzero(wp.beside_new(slot, window, *pieces))
+    vectors = []
+    for name in ("vectors.npy", "context.npy"):
+        rows = np.zeros((len(held), dim), np.float32)
+        if len(near):
+            rows[near] = parent_rows(parent, store, name, src[near], size, dim)
+        vectors.append(rows)
+    sums = cooccur_sums(Neighbours(slot, *vectors), window, *pieces)
+    return replace(sums, rows=held[sums.rows].astype(np.int64))

@@ -1,0 +1,123 @@
+"""A warm start built by rows, so that no worker holds the parent's vocabulary, its matrices or
+this job's whole model: the partitioned layout's start from a published run (pure functions;
+``cluster/warm.py`` places them). The rows are ``warm.warm_start_model``'s, bit for bit:
+
+1. **Parent rows by join.** The parent's vocab.tsv is read in blocks of lines
+   (``formats.vocab_lines``); each block's words, numbered by their rows in the parent, and each of
+   this job's id ranges, numbered by their ids, are split by a hash of the word (``numbered``); each
+   bucket joins its two sides (``join_bucket``), and each range gathers its words' parent rows
+   (``range_parents``: -1, a word the parent does not know).
+2. **Co-occurrence sums by group of rounds.** A model's shards, one group of rounds at a time, over
+   the rows the model holds in it, sum per new row the parent's vectors of the known words beside it
+   (``warm.cooccur_sums``): only the parent rows of known words beside a new word are read
+   (``beside_new``). The sums meet by the owners' ranges (``sums_in``, ``warm.merge_sums``), and
+   each model takes those of the rows it holds first (``sums_at``).
+3. **Rows.** Each row of a model's first group and of an owner's range starts as
+   ``warm.start_rows`` says: its parent row, the mean of its known neighbours, or a fresh draw.
+
+The sums of each new row are float64 sums of float32 vectors, added in another order than the
+whole-model start adds them (by model and group, not by shard): the same bits wherever those sums
+are exact, which they are unless the vectors summed differ in scale by more than 2^29.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import vocab_parts as vp
+from .encode import Shard
+from .warm import NewSums
+
+
+def numbered(words: pa.Array, first: int, n: int) -> list[tuple[pa.Array, np.ndarray]]:
+    """Consecutive words numbered from ``first`` (their ids, or rows in the parent), in ``n``
+    buckets (``vocab_parts.split``).
+
+    >>> [(w.to_pylist(), r.tolist()) for w, r in numbered(pa.array(["a", "b", "a2"]), 10, 2)]
+    [(['a', 'a2'], [10, 12]), (['b'], [11])]
+    """
+    return vp.split(words, np.arange(first, first + len(words), dtype=np.int64), n)
+
+
+def join_bucket(mine: int, *pieces: tuple[pa.Array, np.ndarray]) -> list[np.ndarray]:
+    """One bucket's join: per piece of this job's (the first ``mine`` ``pieces``, each words and
+    their ids), each word's row in the parent (-1: none), from the parent's pieces (the rest, each
+    words and their rows).
+
+    >>> join_bucket(1, (pa.array(["b", "x"]), np.array([0, 1])), (pa.array(["a", "b"]), np.array([5, 6])))
+    [array([ 6, -1])]
+    """
+    theirs = pieces[mine:]
+    words = pa.concat_arrays([pc.cast(w, pa.large_string()) for w, _ in theirs]) if theirs else pa.array(
+        [], pa.large_string())
+    rows = np.concatenate([r for _, r in theirs]) if theirs else np.zeros(0, np.int64)
+    out = []
+    for w, _ in pieces[:mine]:
+        at = pc.fill_null(pc.index_in(pc.cast(w, pa.large_string()), value_set=words), -1).to_numpy()
+        out.append(np.where(at >= 0, rows[np.maximum(at, 0)] if len(rows) else -1, -1).astype(np.int64))
+    return out
+
+
+def range_parents(lo: int, hi: int, pieces: list[tuple[pa.Array, np.ndarray]], *answers: np.ndarray) -> np.ndarray:
+    """The parent row of each id in [lo, hi) (-1: a new word), from the range's ``pieces`` (per
+    bucket its words and ids, ``numbered``) and each bucket's answer for them (``join_bucket``).
+
+    >>> range_parents(4, 7, [(pa.array(["x"]), np.array([5])), (pa.array(["a", "b"]), np.array([4, 6]))],
+    ...               np.array([-1]), np.array([0, 2]))
+    array([ 0, -1,  2])
+    """
+    rows = np.full(hi - lo, -1, np.int64)
+    for (_, ids), got in zip(pieces, answers):
+        rows[ids - lo] = got
+    return rows
+
+
+@numba.njit(cache=True, nogil=True)
+def _mark(ids, offsets, slot, window, mark):  # pragma: no cover - compiled
+    for k in range(len(offsets) - 1):
+        lo, hi = offsets[k], offsets[k + 1]
+        for i in range(lo, hi):
+            if slot[ids[i]] < 0:
+                continue
+            a, b = (lo, hi) if window == 0 else (max(lo, i - window), min(hi, i + window + 1))
+            for j in range(a, b):
+                if slot[ids[j]] < 0:
+                    mark[ids[j]] = True
+
+
+def beside_new(slot: np.ndarray, window: int, *pieces: Shard) -> np.ndarray:
+    """Which known rows (``slot`` -1) stand within ``window`` (0: the sentence) of a new row in
+    ``pieces``: the only parent vectors ``warm.cooccur_sums`` reads.
+
+    >>> beside_new(np.array([-1, 0, -1, -1], np.int32), 1, Shard(np.array([0, 1, 2, 3], np.int32), np.array([0, 4]))).tolist()
+    [True, False, True, False]
+    """
+    mark = np.zeros(len(slot), np.bool_)
+    for piece in pieces:
+        _mark(piece.ids, piece.offsets, slot, window, mark)
+    return mark
+
+
+def sums_in(new: NewSums, lo: int, hi: int) -> NewSums:
+    """The sums of rows [lo, hi) (``new.rows`` ascending).
+
+    >>> s = sums_in(NewSums(np.array([2, 5]), np.ones((2, 1)), np.ones((2, 1)), np.array([1, 3])), 3, 9)
+    >>> s.rows.tolist(), s.counts.tolist()
+    ([5], [3])
+    """
+    a, b = np.searchsorted(new.rows, (lo, hi))
+    return NewSums(new.rows[a:b], new.win[a:b], new.wout[a:b], new.counts[a:b])
+
+
+def sums_at(new: NewSums, ids: np.ndarray) -> NewSums:
+    """The sums of the rows among ``ids`` (both ascending).
+
+    >>> sums_at(NewSums(np.array([2, 5]), np.ones((2, 1)), np.ones((2, 1)), np.array([1, 3])), np.array([5, 7])).rows
+    array([5])
+    """
+    keep = np.isin(new.rows, ids, assume_unique=True)
+    return NewSums(new.rows[keep], new.win[keep], new.wout[keep], new.counts[keep])
+
