@@ -366,7 +366,8 @@ HELP = {
                     "per worker falls as workers are added), or auto (replicated where it fits the workers' memory)",
     "train.row_groups": "partitioned layout: a model holds the rows of this many groups of an epoch's rounds one "
                         "group at a time (all rows averaged at each group's end): fewer rows per worker, more "
-                        "traffic; unset: the fewest that fit the workers' memory limits",
+                        "traffic; unset: the fewest that fit the workers' memory limits. The rounds per epoch "
+                        "grow to the groups unless syncs_per_epoch is set",
     "train.warm_new": "--init-from: a new word's vectors start from the means of the published vectors of the "
                       "known words within window of it in the new corpus (cooccur; random without any), or random",
     "graph.directed": "follow edges from src to dst only; false: both ways",

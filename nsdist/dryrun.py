@@ -9,7 +9,7 @@ import numpy as np
 from . import cluster
 from .config import JobConfig
 from .inputs import check_inputs, plan_inputs
-from .layout import choose, expected_rows, group_choices, row_groups, worker_bytes, worker_peak
+from .layout import choose, expected_rows, group_plan, rounds_and_groups, worker_bytes, worker_peak
 from .plan import PEAK
 from .plan import sample_blocks
 from .runs import new_run_id
@@ -50,11 +50,11 @@ def dry_run(cfg: JobConfig, client, resume: str | None = None, init_from: str | 
         weights, picks = _block_weights(blocks, files), sample_blocks(len(blocks))
         fraction = sum(weights[i] for i in picks) / max(sum(weights), 1)
         estimate = cluster.sample_vocab(client, cfg, blocks, picks, fraction, f"dry-{new_run_id()}", n_models,
-                                        group_choices(rounds))
+                                        group_plan(t, n_models))
     if cfg.edges:  # a node's walk positions fall in every shard alike
         visits = np.full(read.n_nodes, estimate["tokens"] / max(read.n_nodes, 1))
         estimate["held_rows"], estimate["head_rows"] = expected_rows(visits, n_models)
-        estimate["group_rows"] = {g: expected_rows(visits, n_models * g)[0] for g in group_choices(rounds)}
+        estimate["group_rows"] = {g: expected_rows(visits, n_models * g)[0] for g in group_plan(t, n_models)}
     model_bytes = 2 * estimate["vocab_size"] * t.dim * 4  # input and output vectors, float32
     shards = {w: [s for s in range(n_shards) if s % len(workers) == i] for i, w in enumerate(workers)}
     # Shards hold every token as an int32 id; a worker holds one model (replicated: every row;
@@ -64,15 +64,16 @@ def dry_run(cfg: JobConfig, client, resume: str | None = None, init_from: str | 
     own = 4 * estimate["tokens"] // max(n_shards, 1)
     masters = -(-estimate["vocab_size"] // n_models)
     # A partitioned model holds its rows for a group of rounds at a time: train.row_groups, else
-    # the fewest groups whose rows fit (layout.row_groups, from the expected rows per group).
+    # the fewest groups whose rows fit (from the expected rows per group), the rounds grown to them.
     known, extra = [v for v in limits.values() if v], max(adjacency, default=0) + own * max(map(len, shards.values()))
-    groups = (min(t.row_groups, rounds) if t.row_groups else 1 if not known else
-              row_groups(estimate["group_rows"], masters, t.dim, n_models, extra, min(known)))
+    parted_rounds, groups = rounds_and_groups(t, n_models, estimate["group_rows"], masters, extra,
+                                              min(known) if known else None)
     held = estimate["group_rows"].get(groups, estimate["held_rows"])
     need = {w: model_bytes + adjacency[i] + own * len(shards[w]) for i, w in enumerate(workers)}
     parted = {w: worker_bytes(held, masters, t.dim, n_models) + adjacency[i] + own * len(shards[w])
               for i, w in enumerate(workers)}
     chosen = choose(t.layout, limits, max(need.values(), default=0), n_models)
+    rounds = parted_rounds if chosen == "partitioned" else rounds
     peaks = ({w: PEAK * need[w] for w in workers} if chosen == "replicated" else
              {w: worker_peak(held, masters, t.dim, n_models, adjacency[i] + own * len(shards[w]))
               for i, w in enumerate(workers)})
@@ -88,4 +89,5 @@ def dry_run(cfg: JobConfig, client, resume: str | None = None, init_from: str | 
             "workers": [{"address": w, "shards": shards[w], "bytes": (need if chosen == "replicated" else parted)[w],
                          "peak": int(peaks[w]), "memory_limit": limits.get(w, 0), "process": process.get(w, 0)}
                         for w in workers],
-            "rounds_per_epoch": rounds, "epochs": t.epochs, "sync_rows": t.sync_rows}
+            "rounds_per_epoch": rounds, "rounds_asked": t.rounds(n_models), "epochs": t.epochs,
+            "sync_rows": t.sync_rows}

@@ -253,6 +253,46 @@ def row_groups(held: dict[int, int], masters: int, dim: int, models: int, shard_
     return max(held)
 
 
+MORE_ROUNDS = 8  # a job's rounds per epoch may grow to this many times train.rounds for its groups
+
+
+def group_plan(t: TrainConfig, models: int) -> list[int]:
+    """The groups of rounds a partitioned job may take (``group_choices``): up to its rounds per
+    epoch, or, where ``syncs_per_epoch`` is not set, up to MORE_ROUNDS times as many (the
+    rounds then grow to the groups chosen, ``rounds_and_groups``).
+
+    >>> group_plan(TrainConfig(), 8)[-3:], group_plan(TrainConfig(syncs_per_epoch=16), 8)[-1]
+    ([32, 64, 128], 16)
+    """
+    rounds = t.rounds(models)
+    return group_choices(rounds * (MORE_ROUNDS if t.syncs_per_epoch is None else 1))
+
+
+def rounds_and_groups(t: TrainConfig, models: int, held: dict[int, int], masters: int, shard_bytes: int,
+                      limit: int | None) -> tuple[int, int]:
+    """A partitioned job's rounds per epoch and groups of rounds: ``train.row_groups``, else the
+    fewest of ``group_plan``'s whose rows (``held``: groups -> rows a model holds in one), masters
+    and shards fit a worker's memory ``limit`` at training's peaks (None: one group). A group is one
+    round or more, so where ``syncs_per_epoch`` is not set the rounds grow to the groups; where it
+    is, the groups are at most its rounds. None fitting: the rounds as they are, and the most
+    groups they allow (the check before training then says what is missing).
+
+    >>> t, held = TrainConfig(), {1: 900_000, 2: 500_000, 4: 300_000, 8: 200_000, 16: 120_000, 32: 60_000}
+    >>> [rounds_and_groups(t, 4, held, 100_000, 0, limit) for limit in (1_100_000_000, 350_000_000, 200_000_000)]
+    [(8, 2), (32, 32), (8, 8)]
+    >>> rounds_and_groups(TrainConfig(row_groups=16), 4, held, 100_000, 0, None)
+    (16, 16)
+    """
+    rounds = t.rounds(models)
+    if t.row_groups or not limit:
+        groups = t.row_groups or 1
+    else:
+        groups = row_groups(held, masters, t.dim, models, shard_bytes, limit)
+        if worker_peak(held[groups], masters, t.dim, models, shard_bytes) > limit:
+            groups = rounds
+    return (rounds, min(groups, rounds)) if t.syncs_per_epoch else (max(rounds, groups), groups)
+
+
 def expected_rows(counts: np.ndarray, models: int, times: np.ndarray | None = None) -> tuple[int, int]:
     """Rows a model is expected to hold, and rows every model holds (the head), when a word's
     ``counts`` occurrences fall in the M models' shards independently and evenly: a word is in

@@ -385,23 +385,25 @@ def _job(cfg: JobConfig, client, run: _Run, files: list, blocks: list, fingerpri
         counted = (cluster.walk_corpus(client, cfg, graph_read, run.id, n_shards) if cfg.edges
                    else cluster.count_vocab(client, cfg, blocks, run.id, n_shards))
     digest = _check_counted(client, cfg, run, counted, files, timer.seconds["count"])
-    # From the counts (the shards' size is exact after encoding): a replicated model that cannot
-    # fit is refused here, before the run is claimed.
+    # From the counts (the shards' size is exact after encoding): the layout (a resumed run keeps
+    # its own), and a replicated model that cannot fit is refused here, before the run is claimed.
     limits, vocab_size = cluster.memory_limits(client), counted.summary["vocab_size"]
-    if state.get("layout", layout.choose(t.layout, limits, _replicated_bytes(
-            vocab_size, t.dim, _shard_bytes(counted.summary), n_models), n_models)) == "replicated":
+    chosen = state.get("layout") or layout.choose(t.layout, limits, _replicated_bytes(
+        vocab_size, t.dim, _shard_bytes(counted.summary), n_models), n_models)
+    if chosen == "replicated":
         _check_memory(limits, vocab_size, t.dim, _shard_bytes(counted.summary), n_models)
+    rounds, groups = _rounds_and_groups(client, cfg, run, counted, limits, n_models, chosen)
     _claim(cfg, run)
 
     with timer("encode"), cluster.out_of_memory(client, "encoding", "lower blocksize"):  # stay for all epochs
-        shards, words, shard_bytes = cluster.encode_shards(client, cfg, counted, n_shards, t.rounds(n_models), run.id)
+        shards, words, shard_bytes = cluster.encode_shards(client, cfg, counted, n_shards, rounds, run.id)
     _check_encoded(words, n_shards, timer.seconds["encode"])
-    training, rates, placed = _training(client, cfg, run, counted, shards, words, shard_bytes, n_models)
+    training, rates, placed = _training(client, cfg, run, counted, shards, words, shard_bytes, n_models, groups)
     with timer("start"):
         source, warm = _source(client, cfg, run, counted, shards, training)
     epochs = {m["epoch"]: m for m in state.get("metrics", [])}
     saves = _Checkpoints(cfg, run, {"shards": n_shards, "models": n_models, "layout": placed["layout"],
-                                    "row_groups": placed.get("row_groups", 1),
+                                    "rounds": rounds, "row_groups": placed.get("row_groups", 1),
                                     "shard_plan": SHARD_PLAN,
                                     "corpus_fingerprint": fingerprint, "vocab_sha256": digest, "warm_start": warm})
     with cluster.train_epochs(client, cfg, training, source, state.get("epoch", 0), saves.url_after) as trained:
@@ -445,22 +447,19 @@ def _check_counted(client, cfg: JobConfig, run: _Run, counted, files: list, seco
 
 
 def _training(client, cfg: JobConfig, run: _Run, counted, shards: list, words: np.ndarray, shard_bytes: int,
-              n_models: int) -> tuple:
-    """What training needs on the workers in the job's layout (``train.layout``; a resumed run
-    keeps its own): (cluster.Training, the rate multipliers' summary, the layout's record for the
-    manifest). A layout that cannot fit the workers' memory limits is refused here, before any
-    model is built."""
+              n_models: int, groups: int | None) -> tuple:
+    """What training needs on the workers in the job's layout (``groups``: None, the replicated
+    layout; else the partitioned one's groups of rounds): (cluster.Training, the rate
+    multipliers' summary, the layout's record for the manifest). A layout that cannot fit the
+    workers' memory limits is refused here, before any model is built."""
     t, vocab_size, limits = cfg.train, counted.summary["vocab_size"], cluster.memory_limits(client)
-    chosen = (run.state or {}).get("layout") or layout.choose(t.layout, limits, _replicated_bytes(
-        vocab_size, t.dim, shard_bytes, n_models), n_models)
     parts = None
-    if chosen == "replicated":
+    if groups is None:
         _check_memory(limits, vocab_size, t.dim, shard_bytes, n_models)
         tables, rates = _tables_on_workers(client, cfg, counted, n_models, run.id)
         record = {"layout": "replicated"}
         sampled = (shards[0], tables)
     else:
-        groups = _row_groups(client, cfg, run, counted, limits, shard_bytes, n_models, words.shape[1])
         parts = cluster.partition(client, shards, counted.view(), counted.summary["vocab_tokens"], t, n_models,
                                   vocab_size, cluster.workers(client), run.id, words.shape[1], groups)
         held = cluster.gather_alive(client, parts.sizes)
@@ -478,20 +477,24 @@ def _training(client, cfg: JobConfig, run: _Run, counted, shards: list, words: n
     return training, rates, record
 
 
-def _row_groups(client, cfg: JobConfig, run: _Run, counted, limits: dict, shard_bytes: int, n_models: int,
-                rounds: int) -> int:
-    """The groups of rounds a partitioned model holds its rows for: a resumed run's own, else
-    ``train.row_groups``, else the fewest whose rows fit the workers' memory limits, from the
-    rows a model is expected to hold in a group (layout.expected_rows over the vocabulary's parts)."""
+def _rounds_and_groups(client, cfg: JobConfig, run: _Run, counted, limits: dict, n_models: int,
+                       chosen: str) -> tuple[int, int | None]:
+    """The rounds per epoch the shards are cut for and, in the partitioned layout, the groups of
+    rounds a model holds its rows for (None: replicated): a resumed run's own, else
+    ``layout.rounds_and_groups`` from the rows a model is expected to hold in a group
+    (layout.expected_rows over the vocabulary's parts) and the shards' bytes from the counts."""
     t, known = cfg.train, [v for v in limits.values() if v]
-    if run.state:
-        return run.state.get("row_groups", 1)
-    if t.row_groups or not known:
-        return min(t.row_groups or 1, rounds)
-    choices = layout.group_choices(rounds)
-    held = cluster.compute(client, _expected_held, counted.view(), n_models, choices, key=f"held-estimate-{run.id}")
+    if run.state:  # a run checkpointed before its rounds were recorded took train.rounds
+        return run.state.get("rounds") or t.rounds(n_models), (
+            None if chosen == "replicated" else run.state.get("row_groups", 1))
+    if chosen == "replicated":
+        return t.rounds(n_models), None
+    choices = layout.group_plan(t, n_models)
+    held = ([0] * len(choices) if t.row_groups or not known else
+            cluster.compute(client, _expected_held, counted.view(), n_models, choices, key=f"held-estimate-{run.id}"))
     masters = -(-counted.summary["vocab_size"] // n_models)
-    return layout.row_groups(dict(zip(choices, held)), masters, t.dim, n_models, shard_bytes // n_models, min(known))
+    return layout.rounds_and_groups(t, n_models, dict(zip(choices, held)), masters,
+                                    _shard_bytes(counted.summary) // n_models, min(known) if known else None)
 
 
 def _expected_held(vocab, models: int, choices: list[int]) -> list[int]:

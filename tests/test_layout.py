@@ -247,3 +247,35 @@ def test_a_model_too_large_for_each_worker_trains_partitioned_and_replicated_is_
     assert metrics["layout"] == "partitioned" and metrics["models"] == 4
     assert max(metrics["held_rows"]) < 0.6 * len(emb)
     assert np.isfinite(emb.vectors).all() and len(emb) > 25_000
+
+
+def test_rounds_grow_to_the_groups_a_model_needs_to_fit(tmp_path, capfd):
+    """Four workers whose limit holds a model's rows of 16 groups of rounds but not of 8, the most
+    that the default rounds (8 for 4 models) allow: the rounds grow to 16, one group each, at
+    --dry-run and in the job (calibrated from the planning functions on this corpus: 47.7 MB at
+    training's peaks with 8 groups, 44.8 MB with 16). With syncs_per_epoch=8 set, the groups stay
+    at 8 and the job is refused before training, leaving no run."""
+    import dask
+    from distributed import LocalCluster
+
+    from nsdist.cli import main
+    from nsdist.runs import load
+
+    corpus, out = _long_tail(tmp_path / "c.txt"), tmp_path / "out"
+    off = {"distributed.worker.memory.target": False, "distributed.worker.memory.spill": False,
+           "distributed.worker.memory.pause": False, "distributed.worker.memory.terminate": False}
+    with dask.config.set(off), LocalCluster(n_workers=4, threads_per_worker=1, memory_limit="46MB",
+                                            dashboard_address=":0", host="127.0.0.1") as lc:
+        base = ["train", "--corpus", corpus, "--out", str(out), "--scheduler", lc.scheduler_address,
+                "--set", "dim=256", "--set", "min_count=1", "--set", "epochs=1", "--set", "train.layout=partitioned"]
+        capfd.readouterr()
+        assert main([*base, "--dry-run"]) == 0
+        plan = capfd.readouterr().out
+        assert "rounds: 16 per epoch (not 8: as many as the groups a model's rows need to fit) x 1 epoch(s)" in plan
+        assert "for each of 16 groups of rounds" in plan and plan.count(": fits") == 4
+        assert main([*base, "--set", "syncs_per_epoch=8"]) == 2
+        assert "in the partitioned layout a worker holds up to" in capfd.readouterr().err
+        assert not list(out.glob("runs/*"))  # refused once the rows are known: the claim removed
+        assert main(base) == 0
+    metrics = load(str(out)).manifest["metrics"]
+    assert metrics["rounds_per_epoch"] == metrics["row_groups"] == 16 and len(metrics["epochs"][0]["merges"]) == 16

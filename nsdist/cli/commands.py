@@ -62,7 +62,9 @@ def _print_plan(plan: dict) -> None:
           f"of rows in transit; {lay['partitioned_bytes'] / 1e6:,.1f} MB with its shards)")
     ends = ("each epoch's end" if lay["chosen"] != "partitioned" or lay["row_groups"] == 1 else
             f"the end of each of an epoch's {lay['row_groups']} groups of rounds")
-    print(f"rounds: {plan['rounds_per_epoch']} per epoch x {plan['epochs']} epoch(s); each averages the "
+    grown = (f" (not {plan['rounds_asked']}: as many as the groups a model's rows need to fit)"
+             if plan["rounds_per_epoch"] != plan["rounds_asked"] else "")
+    print(f"rounds: {plan['rounds_per_epoch']} per epoch{grown} x {plan['epochs']} epoch(s); each averages the "
           f"{plan['sync_rows'] or 'all'} most frequent rows or more, all rows at {ends}")
     print(f"{plan['shards']} shard(s) over {len(plan['workers'])} worker(s):")
     held = "" if not g else ", the adjacency" if g["layout"] == "replicated" else ", its adjacency range"
