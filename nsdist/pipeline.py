@@ -270,7 +270,13 @@ def _source(client, cfg: JobConfig, run: _Run, counted, shards: list, training) 
     if not run.parent:
         return cluster.Source(init_model, (vocab_size, t.dim, t.seed)), None
     if training.parts is not None:
-        source, warm = cluster.by_rows(client, cfg, counted, training.parts, training.rounds, run.parent, run.id)
+        def by_rows(tag: str):
+            return cluster.by_rows(client, cfg, counted, training.parts, training.rounds, run.parent, tag)
+
+        # What the start was read from is let go once the models are built: a worker lost before
+        # the first checkpoint builds it again.
+        source, warm = by_rows(run.id)
+        source = cluster.Once(source, lambda: by_rows(f"{run.id}-again-{new_run_id()}")[0])
     else:
         vocab = counted.vocab  # assembled whole: the warm start joins it with the parent's vocabulary
         warm = {"parent_run": run.parent,

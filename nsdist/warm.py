@@ -86,10 +86,10 @@ def warm_start_model(vocab: Vocab, parent: str, store, dim: int, seed: int, new:
 
 
 def start_rows(parent: str, store, dim: int, seed: int, vocab_size: int, parent_size: int, ids: np.ndarray,
-               src: np.ndarray, new: NewSums | None) -> Model:
+               src: np.ndarray, new: NewRows | None) -> Model:
     """Rows ``ids`` (sorted) of ``warm_start_model``'s model, without the whole model nor the
     parent's (``parent_size`` rows): ``src``, the parent row of each (-1: a new word); ``new``, the
-    sums of those of its new rows that have known neighbours (warm_parts.py builds both by parts)."""
+    start of those of its new rows that have known neighbours (warm_parts.py builds both by parts)."""
     model = init_rows(vocab_size, dim, seed, ids)
     known = np.flatnonzero(src >= 0)
     if len(known):
@@ -211,24 +211,50 @@ def merge_sums(*parts: NewSums) -> NewSums:
     >>> m.rows.tolist(), m.win.tolist(), m.wout.tolist(), m.counts.tolist()
     ([2, 3], [[2.0], [5.0]], [[1.0], [1.5]], [1, 3])
     """
-    unique, at = np.unique(np.concatenate([p.rows for p in parts]), return_inverse=True)
-    sums = []
-    for name in ("win", "wout"):
-        total = np.zeros((len(unique), parts[0].win.shape[1]), np.float64)
-        np.add.at(total, at, np.concatenate([getattr(p, name) for p in parts]))  # in order: deterministic
-        sums.append(total)
+    unique = np.unique(np.concatenate([p.rows for p in parts]))
+    dim = parts[0].win.shape[1]
+    win, wout = np.zeros((len(unique), dim), np.float64), np.zeros((len(unique), dim), np.float64)
     counts = np.zeros(len(unique), np.int64)
-    np.add.at(counts, at, np.concatenate([p.counts for p in parts]))
-    return NewSums(unique, *sums, counts)
+    for p in parts:  # a part holds a row once: each row takes its parts' terms in the order given
+        at = np.searchsorted(unique, p.rows)
+        win[at] += p.win
+        wout[at] += p.wout
+        counts[at] += p.counts
+    return NewSums(unique, win, wout, counts)
 
 
-def init_new_rows(model: Model, new: NewSums) -> None:
+@dataclass(frozen=True)
+class NewRows:
+    """The start of new rows with known neighbours: the means of their neighbours' input and
+    output vectors (``init_new_rows``'s values, row by row)."""
+
+    rows: np.ndarray  # int64 vocabulary rows, ascending
+    win: np.ndarray  # float32 (len(rows), dim)
+    wout: np.ndarray  # float32
+
+    @property
+    def nbytes(self) -> int:
+        return self.rows.nbytes + self.win.nbytes + self.wout.nbytes
+
+
+def means(new: NewSums) -> NewRows:
+    """The means of ``new``'s sums, as ``init_new_rows`` takes them.
+
+    >>> means(NewSums(np.array([4]), np.array([[3.0]]), np.array([[1.0]]), np.array([2]))).win.tolist()
+    [[1.5]]
+    """
+    return NewRows(new.rows, (new.win / new.counts[:, None]).astype(np.float32),
+                   (new.wout / new.counts[:, None]).astype(np.float32))
+
+
+def init_new_rows(model: Model, new: NewSums | NewRows) -> None:
     """Start each row of ``new`` from the means of its known neighbours' input and output
-    vectors, in place."""
-    model.win[new.rows] = (new.win / new.counts[:, None]).astype(np.float32)
-    model.wout[new.rows] = (new.wout / new.counts[:, None]).astype(np.float32)
+    vectors (``new``'s sums, or their ``means``), in place."""
+    start = means(new) if isinstance(new, NewSums) else new
+    model.win[start.rows] = start.win
+    model.wout[start.rows] = start.wout
 
 
-def initialised(new: NewSums) -> int:
+def initialised(new: NewSums | NewRows) -> int:
     """How many new rows start from their neighbours (the manifest's ``cooccur_words``)."""
     return len(new.rows)

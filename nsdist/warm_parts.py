@@ -10,8 +10,10 @@ this job's whole model: the partitioned layout's start from a published run (pur
 2. **Co-occurrence sums by group of rounds.** A model's shards, one group of rounds at a time, over
    the rows the model holds in it, sum per new row the parent's vectors of the known words beside it
    (``warm.cooccur_sums``): only the parent rows of known words beside a new word are read
-   (``beside_new``). The sums meet by the owners' ranges (``sums_in``, ``warm.merge_sums``), and
-   each model takes those of the rows it holds first (``sums_at``).
+   (``beside_new``). The sums meet in bins of ids dealt over the workers (``bins``,
+   ``warm.merge_sums``), become the rows' starts (``warm.means``), and go to the owners' ranges
+   (``rows_in``, ``joined``), where each model takes those of the rows it holds first
+   (``rows_at``).
 3. **Rows.** Each row of a model's first group and of an owner's range starts as
    ``warm.start_rows`` says: its parent row, the mean of its known neighbours, or a fresh draw.
 
@@ -22,6 +24,8 @@ are exact, which they are unless the vectors summed differ in scale by more than
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import numba
 import numpy as np
 import pyarrow as pa
@@ -29,7 +33,7 @@ import pyarrow.compute as pc
 
 from . import vocab_parts as vp
 from .encode import Shard
-from .warm import NewSums
+from .warm import NewRows, NewSums
 
 
 def numbered(words: pa.Array, first: int, n: int) -> list[tuple[pa.Array, np.ndarray]]:
@@ -101,23 +105,51 @@ def beside_new(slot: np.ndarray, window: int, *pieces: Shard) -> np.ndarray:
     return mark
 
 
-def sums_in(new: NewSums, lo: int, hi: int) -> NewSums:
-    """The sums of rows [lo, hi) (``new.rows`` ascending).
+BIN_ROWS = 4096  # the new rows' sums are reduced in bins of this many ids, dealt over the workers
 
-    >>> s = sums_in(NewSums(np.array([2, 5]), np.ones((2, 1)), np.ones((2, 1)), np.array([1, 3])), 3, 9)
-    >>> s.rows.tolist(), s.counts.tolist()
-    ([5], [3])
+
+def bins(new: NewSums, n: int) -> list[NewSums]:
+    """``new`` cut into ``n`` bins: bin b holds the rows r with (r // BIN_ROWS) % n == b. New
+    words are the vocabulary's tail, the last owners' ranges: bins spread their sums over every
+    worker.
+
+    >>> [b.rows.tolist() for b in bins(NewSums(np.array([1, 4097, 8200]), np.ones((3, 1)), np.ones((3, 1)), np.ones(3)), 2)]
+    [[1, 8200], [4097]]
+    """
+    at = (new.rows // BIN_ROWS) % n
+    return [_pick(new, at == b) for b in range(n)]
+
+
+def rows_in(new, lo: int, hi: int):
+    """The rows [lo, hi) of ``new`` (warm.NewSums or NewRows, rows ascending).
+
+    >>> rows_in(NewRows(np.array([2, 5]), np.ones((2, 1)), np.ones((2, 1))), 3, 9).rows.tolist()
+    [5]
     """
     a, b = np.searchsorted(new.rows, (lo, hi))
-    return NewSums(new.rows[a:b], new.win[a:b], new.wout[a:b], new.counts[a:b])
+    return _pick(new, slice(a, b))
 
 
-def sums_at(new: NewSums, ids: np.ndarray) -> NewSums:
-    """The sums of the rows among ``ids`` (both ascending).
+def rows_at(new, ids: np.ndarray):
+    """The rows of ``new`` among ``ids`` (both ascending).
 
-    >>> sums_at(NewSums(np.array([2, 5]), np.ones((2, 1)), np.ones((2, 1)), np.array([1, 3])), np.array([5, 7])).rows
-    array([5])
+    >>> rows_at(NewRows(np.array([2, 5]), np.ones((2, 1)), np.ones((2, 1))), np.array([5, 7])).rows.tolist()
+    [5]
     """
-    keep = np.isin(new.rows, ids, assume_unique=True)
-    return NewSums(new.rows[keep], new.win[keep], new.wout[keep], new.counts[keep])
+    return _pick(new, np.isin(new.rows, ids, assume_unique=True))
 
+
+def joined(*parts: NewRows) -> NewRows:
+    """Parts of disjoint rows as one, rows ascending.
+
+    >>> joined(NewRows(np.array([7]), np.ones((1, 1)), np.ones((1, 1))), NewRows(np.array([2]), np.zeros((1, 1)), np.zeros((1, 1)))).win.tolist()
+    [[0.0], [1.0]]
+    """
+    rows = np.concatenate([p.rows for p in parts])
+    order = np.argsort(rows, kind="stable")
+    return NewRows(rows[order], np.concatenate([p.win for p in parts])[order],
+                   np.concatenate([p.wout for p in parts])[order])
+
+
+def _pick(new, sel):
+    return type(new)(*[getattr(new, f.name)[sel] for f in fields(new)])

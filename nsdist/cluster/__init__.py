@@ -22,11 +22,11 @@ from .models import ModelLost
 from .plugin import ExpectedErrors, WorkerMemory
 from .graph import check_adjacency, plan_layout, read_graph, walk_corpus
 from .stages import Counted, count_vocab, encode_shards, release_vocab, sample_vocab
-from .training import Source, Training, train_epochs
+from .training import Once, Source, Training, train_epochs
 from .warm import by_rows, new_row_sums
 from .partitioned import partition
 
 __all__ = ["check_readable", "close", "out_of_memory", "compute", "connect", "session", "memory_limits", "process_memory", "setup_workers", "submit", "threads", "tree_levels", "tree_reduce",
            "workers", "ModelLost", "ExpectedErrors", "WorkerMemory", "Counted", "count_vocab", "release_vocab", "encode_shards", "new_row_sums",
            "sample_vocab", "check_adjacency", "plan_layout", "read_graph", "walk_corpus", "Training", "train_epochs",
-           "gather_alive", "partition", "Source", "by_rows"]
+           "gather_alive", "partition", "Once", "Source", "by_rows"]

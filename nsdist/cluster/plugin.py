@@ -16,7 +16,7 @@ from ..counts import Scanned
 from ..encode import Shard
 from ..memory import set_malloc_thresholds
 from ..merge import Part
-from ..warm import Neighbours, NewSums
+from ..warm import Neighbours, NewRows, NewSums
 from .models import Merged
 
 
@@ -105,3 +105,4 @@ sizeof.register(Part)(lambda p: p.nbytes if p.ids_in is not None else 0)
 sizeof.register(Merged)(lambda m: m.nbytes if m.ids_in is not None else 0)
 sizeof.register(Neighbours)(lambda n: n.nbytes)
 sizeof.register(NewSums)(lambda n: n.nbytes)
+sizeof.register(NewRows)(lambda n: n.nbytes)

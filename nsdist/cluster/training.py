@@ -52,6 +52,19 @@ class Source(NamedTuple):
     models: list | None = None
 
 
+class Once:
+    """A ``Source`` given away once, then built again: the first attempt takes ``first`` (the
+    client then holds none of its futures, so Dask frees what it read once the models are
+    built), an attempt after a lost worker with no checkpoint saved takes ``again()``."""
+
+    def __init__(self, first: Source, again: Callable[[], Source]):
+        self.first, self.again = first, again
+
+    def __call__(self) -> Source:
+        first, self.first = self.first, None
+        return first if first is not None else self.again()
+
+
 @dataclass(frozen=True)
 class Training:
     """What the training loop needs, fixed for a job: the shards (piece futures, on the
@@ -347,7 +360,7 @@ class train_epochs:  # noqa: N801 - used as a function: ``with train_epochs(...)
     ``with`` block frees the models, whatever happened.
 
     ``source``: the model before epoch ``start`` (``Source``: built on every worker holding a
-    model). ``checkpoint_at(epoch)``: a URL to save the model to after
+    model; or ``Once``, a source given to the first attempt only). ``checkpoint_at(epoch)``: a URL to save the model to after
     ``epoch``, or None.
 
     When a worker is lost, training restarts from the last saved model (or ``source``), at most
@@ -357,7 +370,7 @@ class train_epochs:  # noqa: N801 - used as a function: ``with train_epochs(...)
     ``restarts`` and ``threads`` (per model) are for the manifest.
     """
 
-    def __init__(self, client: Client, cfg: JobConfig, run: Training, source: Source, start: int = 0,
+    def __init__(self, client: Client, cfg: JobConfig, run: Training, source: Source | Once, start: int = 0,
                  checkpoint_at=None):
         self.client, self.cfg, self.run = client, cfg, run
         self.source, self.start, self.first = source, start, start
@@ -405,7 +418,9 @@ class train_epochs:  # noqa: N801 - used as a function: ``with train_epochs(...)
         attempt = _Attempt
         if self.run.parts is not None:
             from .partitioned import _Partitioned as attempt  # it builds on _Attempt
-        self.job = job = attempt(self.client, self.cfg, self.run, self.restarts, self.start, self.source)
+        source = self.source() if callable(self.source) else self.source
+        self.job = job = attempt(self.client, self.cfg, self.run, self.restarts, self.start, source)
+        del source  # the models hold what they were built from
         job.bar, self.bar.done = self.bar, (self.start - self.first) * self.run.rounds
         pending = None
         for epoch in range(self.start, self.cfg.train.epochs):

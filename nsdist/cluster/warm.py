@@ -21,8 +21,8 @@ from ..layout import group_pieces
 from ..plan import model_groups, round_groups
 from ..runs import read_manifest, word_escape
 from ..shard import piece_slice
-from ..warm import (Neighbours, NewSums, cooccur_sums, initialised, merge_sums, neighbours, new_slots, parent_rows,
-                    start_rows)
+from ..warm import (Neighbours, NewSums, cooccur_sums, initialised, means, merge_sums, neighbours, new_slots,
+                    parent_rows, start_rows)
 from .client import gather_alive, tree_reduce
 from .client import workers as client_workers
 from .stages import Placer
@@ -63,9 +63,9 @@ def by_rows(client: Client, cfg: JobConfig, counted, parts, rounds: int, parent:
     held_src = _HeldSources(p, src, parts)
     new = first = [None] * len(parts.ranges)
     if t.warm_new == "cooccur" and record["new_words"]:
-        new, first = _new_sums(p, cfg, parts, rounds, parent, size, held_src)
-        record["cooccur_words"] = sum(gather_alive(client, [p.submit(initialised, s, name=f"cooccur-{o}", at=o)
-                                                            for o, s in enumerate(new)]))
+        new, first, binned = _new_sums(p, cfg, parts, rounds, parent, size, held_src)
+        record["cooccur_words"] = sum(gather_alive(client, [p.submit(initialised, b, name=f"cooccur-{q}", at=q)
+                                                            for q, b in enumerate(binned)]))
     more = [((held_src(0, m), first[m]), (src[m], new[m])) for m in range(len(parts.ranges))]
     return Source(start_rows, (parent, cfg.store, t.dim, t.seed, counted.summary["vocab_size"], size), more), record
 
@@ -112,20 +112,25 @@ class _HeldSources:
 
 
 def _new_sums(p: Placer, cfg: JobConfig, parts, rounds: int, parent: str, size: int, held_src: _HeldSources):
-    """Per range, the sums of its new rows (a future of warm.NewSums, reduced by the range's
-    owner, in model then group order), and per model those of the rows it holds first."""
+    """Per range, the start of its new rows with known neighbours (a future of warm.NewRows), and
+    per model that of the rows it holds first. Each model's groups sum where its shards are,
+    cut in bins of ids (warm_parts.bins); bin q is reduced on worker q in model then group order."""
     t, ranges = cfg.train, parts.ranges
     sums = [(m, p.submit(_group_sums, parts.held[j][m], held_src(j, m), parent, cfg.store, size, t.dim, t.window,
-                         rounds, r0, r1, [parts.shards[s] for s in group], name=f"sums-{m}-{j}", at=m))
+                         rounds, r0, r1, p.n, [parts.shards[s] for s in group], name=f"sums-{m}-{j}", at=m))
             for m, group in enumerate(model_groups(len(parts.shards), len(ranges)))
             for j, (r0, r1) in enumerate(round_groups(rounds, parts.groups))]
-    new = [p.submit(merge_sums, *[p.submit(wp.sums_in, s, lo, hi, name=f"sums-{k}-in-{o}", at=m)
-                                  for k, (m, s) in enumerate(sums)], name=f"new-{o}", at=o)
+    binned = [p.submit(means, p.submit(merge_sums, *[p.submit(operator.getitem, s, q, name=f"sums-{k}-bin-{q}", at=m)
+                                                     for k, (m, s) in enumerate(sums)], name=f"bin-{q}", at=q),
+                       name=f"bin-means-{q}", at=q) for q in range(p.n)]
+    del sums
+    new = [p.submit(wp.joined, *[p.submit(wp.rows_in, b, lo, hi, name=f"bin-{q}-in-{o}", at=q)
+                                 for q, b in enumerate(binned)], name=f"new-{o}", at=o)
            for o, (lo, hi) in enumerate(ranges)]
-    first = [p.submit(merge_sums, *[p.submit(wp.sums_at, new[o], parts.inrange[o][0][m], name=f"first-{o}-{m}", at=o)
-                                    for o in range(len(ranges))], name=f"first-new-{m}", at=m)
+    first = [p.submit(wp.joined, *[p.submit(wp.rows_at, new[o], parts.inrange[o][0][m], name=f"first-{o}-{m}", at=o)
+                                   for o in range(len(ranges))], name=f"first-new-{m}", at=m)
              for m in range(len(ranges))]
-    return new, first
+    return new, first, binned
 
 
 # Task functions: module-level, plain inputs and outputs, never mutating their arguments.
@@ -153,10 +158,10 @@ def _joined(*pieces: np.ndarray) -> np.ndarray:
 
 
 def _group_sums(held: np.ndarray, src: np.ndarray, parent: str, store, size: int, dim: int, window: int, rounds: int,
-                r0: int, r1: int, shards: list) -> NewSums:
+                r0: int, r1: int, n: int, shards: list) -> list[NewSums]:
     """The co-occurrence sums (warm.cooccur_sums) of rounds [r0, r1) of a model's ``shards`` (each
-    a list of pieces), over the rows it holds then (``held``, ``src`` their parent rows): only the
-    parent rows of known words beside a new one are read."""
+    a list of pieces), over the rows it holds then (``held``, ``src`` their parent rows), in
+    ``n`` bins (warm_parts.bins): only the parent rows of known words beside a new one are read."""
     pieces = [piece_slice(x, 0, x.sentences, held) for pieces in shards for x in group_pieces(pieces, rounds, r0, r1)]
     slot = new_slots(src >= 0)
     near = np.flatnonzero(wp.beside_new(slot, window, *pieces))
@@ -167,4 +172,4 @@ def _group_sums(held: np.ndarray, src: np.ndarray, parent: str, store, size: int
             rows[near] = parent_rows(parent, store, name, src[near], size, dim)
         vectors.append(rows)
     sums = cooccur_sums(Neighbours(slot, *vectors), window, *pieces)
-    return replace(sums, rows=held[sums.rows].astype(np.int64))
+    return wp.bins(replace(sums, rows=held[sums.rows].astype(np.int64)), n)
