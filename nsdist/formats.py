@@ -512,17 +512,21 @@ def map_npy(url: str, storage_options=None, sha256: str | None = None) -> np.nda
     return np.memmap(path, dtype=np.float32, mode="r", offset=offset, shape=tuple(shape))
 
 
-def row_runs(rows: np.ndarray, gap: int) -> list[tuple[int, int]]:
-    """Sorted distinct ``rows`` as runs [lo, hi) to read, a run spanning gaps of at most ``gap``
-    rows (one read of a few unwanted rows beats another request).
+RUN_BYTES = 8 * 2**20  # read_npy_rows reads at most this much at once
 
-    >>> row_runs(np.array([0, 1, 2, 5, 9, 10]), 2)
-    [(0, 6), (9, 11)]
+
+def row_runs(rows: np.ndarray, gap: int, most: int | None = None) -> list[tuple[int, int]]:
+    """Sorted distinct ``rows`` as runs [lo, hi) to read, a run spanning gaps of at most ``gap``
+    rows (one read of a few unwanted rows beats another request), and of at most ``most`` rows.
+
+    >>> row_runs(np.array([0, 1, 2, 5, 9, 10]), 2), row_runs(np.array([0, 1, 2, 5, 9, 10]), 2, 4)
+    ([(0, 6), (9, 11)], [(0, 4), (4, 6), (9, 11)])
     """
     if not len(rows):
         return []
     breaks = np.flatnonzero(np.diff(rows) > gap + 1) + 1
-    return [(int(r[0]), int(r[-1]) + 1) for r in np.split(rows, breaks)]
+    runs = [(int(r[0]), int(r[-1]) + 1) for r in np.split(rows, breaks)]
+    return runs if most is None else [(a, min(a + most, hi)) for lo, hi in runs for a in range(lo, hi, most)]
 
 
 def read_npy_rows(url: str, rows: np.ndarray, storage_options=None, expect_rows: int | None = None,
@@ -543,15 +547,19 @@ def read_npy_rows(url: str, rows: np.ndarray, storage_options=None, expect_rows:
         raise DataError(f"{url!r} has {shape[0]} rows; asked for rows up to {int(rows.max())}: the run is corrupt")
     wanted = np.unique(rows)
     row_bytes = shape[1] * dtype.itemsize
-    runs = row_runs(wanted, max(0, gap_bytes // max(row_bytes, 1)))
-    buffers = [np.empty((hi - lo, shape[1]), dtype) for lo, hi in runs]
-    got = storage.read_ranges(url, [(offset + lo * row_bytes, b) for (lo, _), b in zip(runs, buffers)],
-                              storage_options)
-    if got != sum(b.nbytes for b in buffers):
+    runs = row_runs(wanted, max(0, gap_bytes // max(row_bytes, 1)), max(1, RUN_BYTES // max(row_bytes, 1)))
+    out = np.empty((len(wanted), shape[1]), np.float32)
+
+    def fill():  # one run's buffer at a time: its wanted rows are copied out before the next is read
+        for lo, hi in runs:
+            buffer = np.empty((hi - lo, shape[1]), dtype)
+            yield offset + lo * row_bytes, buffer
+            a, b = np.searchsorted(wanted, (lo, hi))
+            out[a:b] = buffer[wanted[a:b] - lo]
+
+    if storage.read_ranges(url, fill(), storage_options) != sum(hi - lo for lo, hi in runs) * row_bytes:
         raise DataError(f"{url!r} ends before its last rows: the file is truncated")
-    spans = np.concatenate(buffers) if buffers else np.empty((0, shape[1]), dtype)
-    have = np.concatenate([np.arange(lo, hi) for lo, hi in runs]) if runs else np.empty(0, np.int64)
-    return spans[np.searchsorted(have, rows)].astype(np.float32, copy=False)
+    return out if len(wanted) == len(rows) and np.array_equal(wanted, rows) else out[np.searchsorted(wanted, rows)]
 
 
 def read_whole(url: str, size: int, storage_options=None) -> pa.Buffer:

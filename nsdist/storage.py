@@ -957,8 +957,9 @@ def local_path(url: str, storage_options: Options = None) -> str | None:
 
 def read_ranges(url: str, ranges, storage_options: Options = None) -> int:
     """Fill each (offset, buffer) of ``ranges`` with the bytes of ``url`` from ``offset`` (ranged
-    reads: on S3 one GET per range, nothing else of the object is read); the bytes read in all
-    (fewer than the buffers hold: the file ends early)."""
+    reads: on S3 one GET per range, nothing else of the object is read), in order: ``ranges`` may
+    be a generator that takes each buffer back once it is filled. The bytes read in all (fewer
+    than the buffers hold: the file ends early)."""
     got = 0
     with open_read(url, storage_options, cache_type="none") as f:
         for offset, buffer in ranges:
