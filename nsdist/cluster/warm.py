@@ -120,9 +120,8 @@ def _new_sums(p: Placer, cfg: JobConfig, parts, rounds: int, parent: str, size: 
                          rounds, r0, r1, p.n, [parts.shards[s] for s in group], name=f"sums-{m}-{j}", at=m))
             for m, group in enumerate(model_groups(len(parts.shards), len(ranges)))
             for j, (r0, r1) in enumerate(round_groups(rounds, parts.groups))]
-    binned = [p.submit(means, p.submit(merge_sums, *[p.submit(operator.getitem, s, q, name=f"sums-{k}-bin-{q}", at=m)
-                                                     for k, (m, s) in enumerate(sums)], name=f"bin-{q}", at=q),
-                       name=f"bin-means-{q}", at=q) for q in range(p.n)]
+    binned = [p.submit(_bin_means, *[p.submit(operator.getitem, s, q, name=f"sums-{k}-bin-{q}", at=m)
+                                     for k, (m, s) in enumerate(sums)], name=f"bin-{q}", at=q) for q in range(p.n)]
     del sums
     new = [p.submit(wp.joined, *[p.submit(wp.rows_in, b, lo, hi, name=f"bin-{q}-in-{o}", at=q)
                                  for q, b in enumerate(binned)], name=f"new-{o}", at=o)
@@ -155,6 +154,12 @@ def _at(src: np.ndarray, lo: int, ids: np.ndarray) -> np.ndarray:
 
 def _joined(*pieces: np.ndarray) -> np.ndarray:
     return np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
+
+
+def _bin_means(*parts: NewSums):
+    """A bin's sums from every model and group, in that order, and their means (float32: the
+    float64 sums are let go in the task)."""
+    return means(merge_sums(*parts))
 
 
 def _group_sums(held: np.ndarray, src: np.ndarray, parent: str, store, size: int, dim: int, window: int, rounds: int,
