@@ -4,6 +4,7 @@ holders follows its rules by hand."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 
 import numpy as np
@@ -209,23 +210,29 @@ def _long_tail(path, types: int = 60_000, seed: int = 3) -> str:
     return str(path)
 
 
+@contextlib.contextmanager
+def _limited(limit: str):
+    """Four single-threaded workers whose memory ``limit`` is a number nsdist plans with: Dask's
+    own memory management is off (the worker processes alone take more than it)."""
+    import dask
+    from distributed import LocalCluster
+
+    off = {"distributed.worker.memory.target": False, "distributed.worker.memory.spill": False,
+           "distributed.worker.memory.pause": False, "distributed.worker.memory.terminate": False}
+    with dask.config.set(off), LocalCluster(n_workers=4, threads_per_worker=1, memory_limit=limit,
+                                            dashboard_address=":0", host="127.0.0.1") as lc:
+        yield lc
+
+
 def test_a_model_too_large_for_each_worker_trains_partitioned_and_replicated_is_refused(tmp_path, capfd):
     """Four workers whose memory limit cannot hold the replicated model: forced replicated, the
     job is refused at --dry-run and before a run is claimed (exit 2); auto plans and trains the
     partitioned layout, each model holding part of the rows."""
-    import dask
-    from distributed import LocalCluster
-
     from nsdist.cli import main
     from nsdist.runs import load
 
     corpus, out = _long_tail(tmp_path / "c.txt"), tmp_path / "out"
-    # The limit is a number nsdist plans with: Dask's own memory management is off (the worker
-    # processes alone take more than it).
-    off = {"distributed.worker.memory.target": False, "distributed.worker.memory.spill": False,
-           "distributed.worker.memory.pause": False, "distributed.worker.memory.terminate": False}
-    with dask.config.set(off), LocalCluster(n_workers=4, threads_per_worker=1, memory_limit="100MB",
-                                            dashboard_address=":0", host="127.0.0.1") as lc:
+    with _limited("100MB") as lc:
         base = ["train", "--corpus", corpus, "--out", str(out), "--scheduler", lc.scheduler_address,
                 "--set", "dim=256", "--set", "min_count=1", "--set", "epochs=1"]
         capfd.readouterr()
@@ -255,17 +262,11 @@ def test_rounds_grow_to_the_groups_a_model_needs_to_fit(tmp_path, capfd):
     --dry-run and in the job (calibrated from the planning functions on this corpus: 47.7 MB at
     training's peaks with 8 groups, 44.8 MB with 16). With syncs_per_epoch=8 set, the groups stay
     at 8 and the job is refused before training, leaving no run."""
-    import dask
-    from distributed import LocalCluster
-
     from nsdist.cli import main
     from nsdist.runs import load
 
     corpus, out = _long_tail(tmp_path / "c.txt"), tmp_path / "out"
-    off = {"distributed.worker.memory.target": False, "distributed.worker.memory.spill": False,
-           "distributed.worker.memory.pause": False, "distributed.worker.memory.terminate": False}
-    with dask.config.set(off), LocalCluster(n_workers=4, threads_per_worker=1, memory_limit="46MB",
-                                            dashboard_address=":0", host="127.0.0.1") as lc:
+    with _limited("46MB") as lc:
         base = ["train", "--corpus", corpus, "--out", str(out), "--scheduler", lc.scheduler_address,
                 "--set", "dim=256", "--set", "min_count=1", "--set", "epochs=1", "--set", "train.layout=partitioned"]
         capfd.readouterr()
