@@ -169,19 +169,51 @@ def run_nsdist(data: Data, kernel: str, cores: int, seed: int) -> dict:
     return {"seconds": seconds, "others": watch.stop(), "words": data.words, "vectors": model.win}
 
 
+def run_job(data: Data, cores: int, seed: int, work: str) -> dict:
+    """nsdist as a job runs by default: a LocalCluster of ``cores`` worker processes x 1 thread,
+    one model each, averaged every round (the job's default rounds), on the sentences written as
+    a text corpus, with a fresh draw of negatives per context word (share_negatives 1, as graph
+    and session jobs run). Seconds: the epochs' training from the manifest (counting, encoding,
+    the cluster's start and publishing left out, as gensim's build_vocab is)."""
+    from distributed import Client, LocalCluster
+
+    from nsdist.config import load_config
+    from nsdist.pipeline import train
+
+    path = os.path.join(work, f"{data.name}.txt")
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            f.writelines(" ".join(s) + "\n" for s in data.lists)
+    hp = data.hp
+    cfg = load_config(None, {"dim": hp["dim"], "window": hp["window"], "negative": hp["negative"],
+                             "ns_exponent": hp["ns_exponent"], "sample": 0, "min_count": hp["min_count"],
+                             "epochs": hp["epochs"], "seed": seed, "share_negatives": 1, "checkpoint_every": 0},
+                      environ={}, corpus=(path,), out=os.path.join(work, f"out-{data.name}-{cores}"))
+    with LocalCluster(n_workers=cores, threads_per_worker=1, processes=True, dashboard_address=":0",
+                      host="127.0.0.1") as cluster, Client(cluster) as client:
+        client.wait_for_workers(cores)
+        watch = CpuWatch()
+        result = train(cfg, client)
+        others = watch.stop()
+    emb = result.load()
+    return {"seconds": sum(e["seconds"] for e in result.metrics["epochs"]), "others": others,
+            "words": list(emb.vocab), "vectors": emb.vectors}
+
+
 def warm_up(data: Data, kernels: list[str]) -> None:
     """numba compilation (or its cache) and gensim's first call, outside the timings."""
     tiny = Data(data.name, data.sentences[:20], {**data.hp, "epochs": 1, "min_count": 1}, data.score)
     run_gensim(tiny, 1, 1)
     for k in kernels:
-        run_nsdist(tiny, k, 1, 1)
+        if k != "job":
+            run_nsdist(tiny, k, 1, 1)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="walks,sessions")
     ap.add_argument("--cores", default="1,2")
-    ap.add_argument("--kernels", default="fresh,batch-share1", help=f"of {', '.join(KERNELS)}")
+    ap.add_argument("--kernels", default="fresh,batch-share1", help=f"of {', '.join(KERNELS)}, job")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--sessions", type=int, default=10_000)
@@ -205,7 +237,9 @@ def main(argv=None) -> int:
             for c in cores:
                 for rep in range(a.repeats):
                     for trainer in ["gensim"] + kernels:
-                        res = run_gensim(data, c, a.seed) if trainer == "gensim" else run_nsdist(data, trainer, c, a.seed)
+                        res = (run_gensim(data, c, a.seed) if trainer == "gensim" else
+                               run_job(data, c, a.seed, work) if trainer == "job" else
+                               run_nsdist(data, trainer, c, a.seed))
                         row = {"data": name, "cores": c, "repeat": rep, "trainer": trainer, "seconds": res["seconds"],
                                "words_per_s": data.tokens * data.hp["epochs"] / res["seconds"], "others": res["others"]}
                         if rep == a.repeats - 1:
