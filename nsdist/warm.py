@@ -52,10 +52,20 @@ def _read_parent(parent: str, store, name: str, dim: int) -> np.ndarray:
     return _of_dim(read_npy(storage.join(parent, name), store, (files.get(name) or {}).get("sha256")), dim)
 
 
-def parent_rows(parent: str, store, name: str, rows: np.ndarray, parent_size: int, dim: int) -> np.ndarray:
-    """Rows ``rows`` of the parent's matrix ``name`` (of ``parent_size`` rows), read by byte
-    ranges (formats.read_npy_rows: the manifest's checksum covers only the whole file)."""
-    return _of_dim(read_npy_rows(storage.join(parent, name), rows, store, expect_rows=parent_size), dim)
+@dataclass(frozen=True)
+class Parent:
+    """A published run that a warm start reads by rows: its URL, the storage options, its
+    vocabulary size and the job's dim."""
+
+    url: str
+    store: object
+    size: int
+    dim: int
+
+    def rows(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Rows ``rows`` of its matrix ``name``, read by byte ranges (formats.read_npy_rows: the
+        manifest's checksum covers only the whole file)."""
+        return _of_dim(read_npy_rows(storage.join(self.url, name), rows, self.store, expect_rows=self.size), self.dim)
 
 
 def _of_dim(old: np.ndarray, dim: int) -> np.ndarray:
@@ -85,16 +95,16 @@ def warm_start_model(vocab: Vocab, parent: str, store, dim: int, seed: int, new:
     return model
 
 
-def start_rows(parent: str, store, dim: int, seed: int, vocab_size: int, parent_size: int, ids: np.ndarray,
-               src: np.ndarray, new: NewRows | None) -> Model:
+def start_rows(parent: Parent, seed: int, vocab_size: int, ids: np.ndarray, src: np.ndarray,
+               new: NewRows | None) -> Model:
     """Rows ``ids`` (sorted) of ``warm_start_model``'s model, without the whole model nor the
-    parent's (``parent_size`` rows): ``src``, the parent row of each (-1: a new word); ``new``, the
-    start of those of its new rows that have known neighbours (warm_parts.py builds both by parts)."""
-    model = init_rows(vocab_size, dim, seed, ids)
+    parent's: ``src``, the parent row of each (-1: a new word); ``new``, the start of those of its
+    new rows that have known neighbours (warm_parts.py builds both by parts)."""
+    model = init_rows(vocab_size, parent.dim, seed, ids)
     known = np.flatnonzero(src >= 0)
     if len(known):
         for name, target in (("vectors.npy", model.win), ("context.npy", model.wout)):
-            target[known] = parent_rows(parent, store, name, src[known], parent_size, dim)
+            target[known] = parent.rows(name, src[known])
     if new is not None:
         init_new_rows(model, replace(new, rows=np.searchsorted(ids, new.rows)))
     return model

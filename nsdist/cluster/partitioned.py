@@ -242,9 +242,9 @@ class _Partitioned(_Attempt):
         plan = (self.cfg.train, p.total, run.rounds, p.groups)
         return {w: self.submit(parts.create, run.tag, self.attempt, start * run.rounds, mine,
                                [p.ranges[m] for m in mine], [p.inrange[m] for m in mine],
-                               [p.counts[m] for m in mine], source.build, source.args, plan,
-                               [source.models[m] for m in mine] if source.models else None,
-                               *[p.rows[m] for m in mine], key=f"model-{run.tag}-{self.attempt}-{i}", worker=w)
+                               [p.counts[m] for m in mine],
+                               source._replace(models=[source.models[m] for m in mine] if source.models else None),
+                               plan, *[p.rows[m] for m in mine], key=f"model-{run.tag}-{self.attempt}-{i}", worker=w)
                 for i, w in enumerate(self.workers) for mine in [[m for m, h in enumerate(lay.home) if h == w]]}
 
     def submit_round(self, epoch: int, r: int):

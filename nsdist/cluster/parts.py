@@ -113,21 +113,21 @@ def _stopped(tag: str, attempt: int) -> bool:
 
 
 def create(tag: str, attempt: int, start: int, indices: list[int], ranges: list[tuple[int, int]], inrange: list,
-           counts: list, build, args: tuple, plan: tuple, more: list | None, *rows) -> int:
+           counts: list, source, plan: tuple, *rows) -> int:
     """Give this worker the models ``indices`` and the masters of their ``ranges``, ready to train
-    round ``start`` (an epoch's first): only the rows each needs, from
-    ``checkpoint.ROW_BUILDS[build](*args, ids, ...)`` (a fresh model's drawn, a checkpoint's or a
-    warm start's read). ``inrange``: per range, per group of rounds, every model's held ids in
-    it; ``counts``: per range, the vocabulary's counts of its rows; ``plan``: (TrainConfig, the
-    corpus's words in the vocabulary, rounds per epoch, groups); ``more``: per model, what its
-    rows and its range's need besides (cluster.training.Source), or None; ``rows``: per model,
-    (its held ids in the first group, their holder counts, their counts). Returns bytes held."""
+    round ``start`` (an epoch's first): only the rows each needs, from ``source``
+    (cluster.training.Source, its ``models`` those of ``indices``: ``checkpoint.ROW_BUILDS[build]``
+    draws a fresh model's rows, reads a checkpoint's or a warm start's). ``inrange``: per range,
+    per group of rounds, every model's held ids in it; ``counts``: per range, the vocabulary's
+    counts of its rows; ``plan``: (TrainConfig, the corpus's words in the vocabulary, rounds per
+    epoch, groups); ``rows``: per model, (its held ids in the first group, their holder counts,
+    their counts). Returns bytes held."""
     release_memory()
-    rows_of = ROW_BUILDS[build]
+    rows_of, args = ROW_BUILDS[source.build], source.args
     t, total, rounds, groups = plan
     job = _Job(attempt, {}, {}, t, total, rounds, len(round_groups(rounds, groups)))
     for m, (lo, hi), ids, c, (held, k_held, c_held), (for_held, for_range) in zip(
-            indices, ranges, inrange, counts, rows, more or [((), ())] * len(indices)):
+            indices, ranges, inrange, counts, rows, source.models or [((), ())] * len(indices)):
         n = len(held)
         job.models[m] = _Model(_Held(rows_of(*args, held, *for_held), np.zeros(n, np.uint32), np.zeros(n, np.uint32),
                                      start), held, k_held > 1, model_tables(c_held, total, k_held, t))

@@ -21,8 +21,8 @@ from ..layout import group_pieces
 from ..plan import model_groups, round_groups
 from ..runs import read_manifest, word_escape
 from ..shard import piece_slice
-from ..warm import (Neighbours, NewSums, cooccur_sums, initialised, means, merge_sums, neighbours, new_slots,
-                    parent_rows, start_rows)
+from ..warm import (Neighbours, NewSums, Parent, cooccur_sums, initialised, means, merge_sums, neighbours,
+                    new_slots, start_rows)
 from .client import gather_alive, tree_reduce
 from .client import workers as client_workers
 from .stages import Placer
@@ -62,12 +62,13 @@ def by_rows(client: Client, cfg: JobConfig, counted, parts, rounds: int, parent:
               "dropped_words": size - known, "cooccur_words": 0}
     held_src = _HeldSources(p, src, parts)
     new = first = [None] * len(parts.ranges)
+    published = Parent(parent, cfg.store, size, t.dim)
     if t.warm_new == "cooccur" and record["new_words"]:
-        new, first, binned = _new_sums(p, cfg, parts, rounds, parent, size, held_src)
+        new, first, binned = _new_sums(p, cfg, parts, rounds, published, held_src)
         record["cooccur_words"] = sum(gather_alive(client, [p.submit(initialised, b, name=f"cooccur-{q}", at=q)
                                                             for q, b in enumerate(binned)]))
     more = [((held_src(0, m), first[m]), (src[m], new[m])) for m in range(len(parts.ranges))]
-    return Source(start_rows, (parent, cfg.store, t.dim, t.seed, counted.summary["vocab_size"], size), more), record
+    return Source(start_rows, (published, t.seed, counted.summary["vocab_size"]), more), record
 
 
 def _parent_rows(p: Placer, cfg: JobConfig, counted, ranges: list[tuple[int, int]], parent: str) -> tuple[int, list]:
@@ -111,13 +112,13 @@ class _HeldSources:
         return self.futures[j, m]
 
 
-def _new_sums(p: Placer, cfg: JobConfig, parts, rounds: int, parent: str, size: int, held_src: _HeldSources):
+def _new_sums(p: Placer, cfg: JobConfig, parts, rounds: int, parent: Parent, held_src: _HeldSources):
     """Per range, the start of its new rows with known neighbours (a future of warm.NewRows), and
     per model that of the rows it holds first. Each model's groups sum where its shards are,
     cut in bins of ids (warm_parts.bins); bin q is reduced on worker q in model then group order."""
     t, ranges = cfg.train, parts.ranges
-    sums = [(m, p.submit(_group_sums, parts.held[j][m], held_src(j, m), parent, cfg.store, size, t.dim, t.window,
-                         rounds, r0, r1, p.n, [parts.shards[s] for s in group], name=f"sums-{m}-{j}", at=m))
+    sums = [(m, p.submit(_group_sums, parts.held[j][m], held_src(j, m), parent, t.window, (rounds, r0, r1), p.n,
+                         [parts.shards[s] for s in group], name=f"sums-{m}-{j}", at=m))
             for m, group in enumerate(model_groups(len(parts.shards), len(ranges)))
             for j, (r0, r1) in enumerate(round_groups(rounds, parts.groups))]
     binned = [p.submit(_bin_means, *[p.submit(operator.getitem, s, q, name=f"sums-{k}-bin-{q}", at=m)
@@ -162,19 +163,20 @@ def _bin_means(*parts: NewSums):
     return means(merge_sums(*parts))
 
 
-def _group_sums(held: np.ndarray, src: np.ndarray, parent: str, store, size: int, dim: int, window: int, rounds: int,
-                r0: int, r1: int, n: int, shards: list) -> list[NewSums]:
-    """The co-occurrence sums (warm.cooccur_sums) of rounds [r0, r1) of a model's ``shards`` (each
-    a list of pieces), over the rows it holds then (``held``, ``src`` their parent rows), in
-    ``n`` bins (warm_parts.bins): only the parent rows of known words beside a new one are read."""
-    pieces = [piece_slice(x, 0, x.sentences, held) for pieces in shards for x in group_pieces(pieces, rounds, r0, r1)]
+def _group_sums(held: np.ndarray, src: np.ndarray, parent: Parent, window: int, span: tuple[int, int, int], n: int,
+                shards: list) -> list[NewSums]:
+    """The co-occurrence sums (warm.cooccur_sums) of rounds [r0, r1) of an epoch's ``rounds``
+    (``span``) of a model's ``shards`` (each a list of pieces), over the rows it holds then
+    (``held``, ``src`` their parent rows), in ``n`` bins (warm_parts.bins): only the parent rows
+    of known words beside a new one are read."""
+    pieces = [piece_slice(x, 0, x.sentences, held) for pieces in shards for x in group_pieces(pieces, *span)]
     slot = new_slots(src >= 0)
     near = np.flatnonzero(wp.beside_new(slot, window, *pieces))
     vectors = []
     for name in ("vectors.npy", "context.npy"):
-        rows = np.zeros((len(held), dim), np.float32)
+        rows = np.zeros((len(held), parent.dim), np.float32)
         if len(near):
-            rows[near] = parent_rows(parent, store, name, src[near], size, dim)
+            rows[near] = parent.rows(name, src[near])
         vectors.append(rows)
     sums = cooccur_sums(Neighbours(slot, *vectors), window, *pieces)
     return wp.bins(replace(sums, rows=held[sums.rows].astype(np.int64)), n)
