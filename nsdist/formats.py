@@ -550,14 +550,14 @@ def read_npy_rows(url: str, rows: np.ndarray, storage_options=None, expect_rows:
     runs = row_runs(wanted, max(0, gap_bytes // max(row_bytes, 1)), max(1, RUN_BYTES // max(row_bytes, 1)))
     out = np.empty((len(wanted), shape[1]), np.float32)
 
-    def fill():  # one run's buffer at a time: its wanted rows are copied out before the next is read
-        for lo, hi in runs:
-            buffer = np.empty((hi - lo, shape[1]), dtype)
-            yield offset + lo * row_bytes, buffer
+    def take(i: int, data: bytes) -> None:  # a run's wanted rows, copied out as it arrives
+        lo, hi = runs[i]
+        if len(data) == (hi - lo) * row_bytes:
             a, b = np.searchsorted(wanted, (lo, hi))
-            out[a:b] = buffer[wanted[a:b] - lo]
+            out[a:b] = np.frombuffer(data, dtype).reshape(hi - lo, shape[1])[wanted[a:b] - lo]
 
-    if storage.read_ranges(url, fill(), storage_options) != sum(hi - lo for lo, hi in runs) * row_bytes:
+    spans = [(offset + lo * row_bytes, (hi - lo) * row_bytes) for lo, hi in runs]
+    if storage.read_ranges(url, spans, take, storage_options) != sum(n for _, n in spans):
         raise DataError(f"{url!r} ends before its last rows: the file is truncated")
     return out if len(wanted) == len(rows) and np.array_equal(wanted, rows) else out[np.searchsorted(wanted, rows)]
 

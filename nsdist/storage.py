@@ -955,14 +955,56 @@ def local_path(url: str, storage_options: Options = None) -> str | None:
     return path if is_local(fs) else None
 
 
-def read_ranges(url: str, ranges, storage_options: Options = None) -> int:
-    """Fill each (offset, buffer) of ``ranges`` with the bytes of ``url`` from ``offset`` (ranged
-    reads: on S3 one GET per range, nothing else of the object is read), in order: ``ranges`` may
-    be a generator that takes each buffer back once it is filled. The bytes read in all (fewer
-    than the buffers hold: the file ends early)."""
-    got = 0
-    with open_read(url, storage_options, cache_type="none") as f:
-        for offset, buffer in ranges:
-            f.seek(offset)
-            got += readinto_exact(f, buffer)
+RANGES_AT_ONCE, RANGE_BYTES_AT_ONCE = 32, 64 * 2**20  # object storage: ranged GETs in flight at once, and their bytes
+
+
+def read_ranges(url: str, spans, each, storage_options: Options = None) -> int:
+    """Read each (offset, nbytes) of ``spans`` from ``url`` and hand its bytes to ``each(i,
+    data)``, in order: ranged reads, nothing else of the file is read. On object storage (one GET
+    per span) up to RANGES_AT_ONCE spans, RANGE_BYTES_AT_ONCE bytes, are fetched at once
+    (``fs.cat_ranges``, concurrent in s3fs); a local file is read span by span. The bytes read in
+    all (fewer than asked: the file ends early)."""
+    spans, got = list(spans), 0
+    with _storage_call(f"read_ranges {url}", storage_options):
+        fs, path = filesystem(url, storage_options)
+        if is_local(fs):
+            with fs.open(path, "rb") as f:
+                for i, (offset, n) in enumerate(spans):
+                    f.seek(offset)
+                    data = f.read(n)
+                    got += len(data)
+                    each(i, data)
+            return got
+        end = _size(fs, path)  # a span past the end reads short, as from a file, not a failed GET
+        for batch in _batches(spans):
+            ask = [i for i in batch if spans[i][0] < end]
+            datas = dict(zip(ask, _cat_ranges(fs, path, [spans[i][0] for i in ask],
+                                              [min(end, spans[i][0] + spans[i][1]) for i in ask]) if ask else []))
+            for i in batch:
+                data = datas.get(i, b"")
+                got += len(data)
+                each(i, data)
     return got
+
+
+@retry
+def _cat_ranges(fs, path: str, starts: list[int], ends: list[int]) -> list[bytes]:
+    return fs.cat_ranges([path] * len(starts), starts, ends, on_error="raise")
+
+
+def _batches(spans: list) -> list[list[int]]:
+    """The spans' indices in consecutive batches of at most RANGES_AT_ONCE spans and, beyond
+    one span, RANGE_BYTES_AT_ONCE bytes.
+
+    >>> _batches([(0, 2**25)] * 5), [len(b) for b in _batches([(0, 1)] * 33)]
+    ([[0, 1], [2, 3], [4]], [32, 1])
+    """
+    out, n = [], 0
+    for i, (_, size) in enumerate(spans):
+        if out and len(out[-1]) < RANGES_AT_ONCE and n + size <= RANGE_BYTES_AT_ONCE:
+            out[-1].append(i)
+            n += size
+        else:
+            out.append([i])
+            n = size
+    return out
