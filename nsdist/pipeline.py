@@ -269,25 +269,30 @@ def _source(client, cfg: JobConfig, run: _Run, counted, shards: list, training) 
             run.state.get("warm_start")
     if not run.parent:
         return cluster.Source(init_model, (vocab_size, t.dim, t.seed)), None
-    if training.parts is not None:
-        def by_rows(tag: str):
-            return cluster.by_rows(client, cfg, counted, training.parts, training.rounds, run.parent, tag)
 
-        # What the start was read from is let go once the models are built: a worker lost before
-        # the first checkpoint builds it again.
-        source, warm = by_rows(run.id)
-        source = cluster.Once(source, lambda: by_rows(f"{run.id}-again-{new_run_id()}")[0])
-    else:
-        vocab = counted.vocab  # assembled whole: the warm start joins it with the parent's vocabulary
-        warm = {"parent_run": run.parent,
-                **cluster.compute(client, warm_stats, vocab, run.parent, store, key=f"warm-{run.id}")}
-        new, warm["cooccur_words"] = None, 0
-        if t.warm_new == "cooccur" and warm["new_words"]:
-            new, warm["cooccur_words"] = cluster.new_row_sums(client, cfg, shards, vocab, run.parent, run.id)
-        source = cluster.Source(warm_start_model, (vocab, run.parent, store, t.dim, t.seed, new))
+    def warm_start(tag: str) -> tuple:
+        if training.parts is not None:  # by rows: no worker holds the parent's matrices
+            return cluster.by_rows(client, cfg, counted, training.parts, training.rounds, run.parent, tag)
+        return _whole_start(client, cfg, counted, shards, run.parent, tag)
+
+    # What the start was read from is let go once the models are built: a worker lost before the
+    # first checkpoint builds it again.
+    source, warm = warm_start(run.id)
+    source = cluster.Once(source, lambda: warm_start(f"{run.id}-again-{new_run_id()}")[0])
     log.info("warm start from %s: %d known, %d new (%d of them from known neighbours), %d dropped words",
              run.parent, warm["known_words"], warm["new_words"], warm["cooccur_words"], warm["dropped_words"])
     return source, warm
+
+
+def _whole_start(client, cfg: JobConfig, counted, shards: list, parent: str, tag: str) -> tuple:
+    """The replicated layout's warm start: the whole model on every worker (warm.warm_start_model,
+    its new rows' sums from ``shards``: cluster.new_row_sums), and the warm-start record."""
+    t, vocab = cfg.train, counted.vocab  # assembled whole: the warm start joins it with the parent's vocabulary
+    warm = {"parent_run": parent, **cluster.compute(client, warm_stats, vocab, parent, cfg.store, key=f"warm-{tag}")}
+    new, warm["cooccur_words"] = None, 0
+    if t.warm_new == "cooccur" and warm["new_words"]:
+        new, warm["cooccur_words"] = cluster.new_row_sums(client, cfg, shards, vocab, parent, tag)
+    return cluster.Source(warm_start_model, (vocab, parent, cfg.store, t.dim, t.seed, new)), warm
 
 
 def train(cfg: JobConfig, client, resume: str | None = None, init_from: str | None = None,

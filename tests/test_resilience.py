@@ -34,10 +34,11 @@ def test_killing_a_worker_mid_training_gives_identical_vectors(client, tmp_path,
     assert killed.manifest["metrics"]["layout"] == reference.manifest["metrics"]["layout"] == layout
 
 
-def test_killing_a_worker_in_a_warm_partitioned_job_builds_its_start_again(client, publish_run, tmp_path, caplog):
-    """A warm start by rows (the partitioned layout) is let go once the models are built: a
-    worker killed before any checkpoint, the job builds the start again (from the parent, under
-    new keys) and trains to the vectors of a job that lost nothing."""
+@pytest.mark.parametrize("layout", ["replicated", "partitioned"])
+def test_killing_a_worker_in_a_warm_job_builds_its_start_again(client, publish_run, tmp_path, caplog, layout):
+    """A warm start (whole, or by rows in the partitioned layout) is let go once the models are
+    built: a worker killed before any checkpoint, the job builds the start again (from the
+    parent, under new keys) and trains to the vectors of a job that lost nothing."""
     files = generate(str(tmp_path / "corpus.txt"), tokens=300_000, seed=6)
     cold = load_config(None, {**TRAIN, "epochs": 1}, environ={}, corpus=(files.corpus,), out=str(tmp_path / "cold"))
     words = load(train(cold, client).run_url).vocab
@@ -45,8 +46,8 @@ def test_killing_a_worker_in_a_warm_partitioned_job_builds_its_start_again(clien
     vectors = np.random.default_rng(3).standard_normal((len(old), TRAIN["dim"])).astype(np.float32) / 24
     parent = run_url(str(tmp_path / "p"), publish_run(str(tmp_path / "p"), old, vectors))
     with caplog.at_level(logging.WARNING, logger="nsdist"):
-        killed, reference = _killed_and_reference(client, tmp_path, files.corpus,
-                                                  {**TRAIN, "train.layout": "partitioned", "train.row_groups": 2}, parent)
+        killed, reference = _killed_and_reference(client, tmp_path, files.corpus, {
+            **TRAIN, "train.layout": layout, **({"train.row_groups": 2} if layout == "partitioned" else {})}, parent)
     assert "training again from epoch 1" in caplog.text  # no checkpoint yet: from the start, built again
     record = killed.manifest["parent"]
     assert record == reference.manifest["parent"] and record["cooccur_words"] > 0 and record["known_words"] == len(old)
