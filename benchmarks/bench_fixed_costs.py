@@ -59,7 +59,6 @@ def _child(spec: dict) -> int:
     import logging
 
     import nsdist.cli
-    import nsdist.cluster.client
 
     record = {"import": time.perf_counter() - t0, "started": started, "phases": {}, "counts": {}, "logs": [],
               "tasks": {}, "missing": []}
@@ -92,39 +91,56 @@ def _child(spec: dict) -> int:
             record["tasks"] = {"error": repr(e)}
         record["probe_seconds"] = time.perf_counter() - t
 
-    import nsdist.cluster as cl
-    import nsdist.evaluate as ev
-    import nsdist.inputs as inputs
-    import nsdist.pipeline as pl
-    import nsdist.runs as runs
-    import nsdist.synth as synth
-    from nsdist.cluster import training
+    def instrument():
+        """Import the job's modules and wrap their functions: at the command's start, or, where
+        the command starts its workers' fork server before it imports the library
+        (nsdist/forkserver.py), just after that, so that the server keeps its head start."""
+        t = time.perf_counter()
+        import nsdist.cluster as cl
+        import nsdist.cluster.client as cc
+        import nsdist.evaluate as ev
+        import nsdist.inputs as inputs
+        import nsdist.pipeline as pl
+        import nsdist.runs as runs
+        import nsdist.synth as synth
+        from nsdist.cluster import training
 
-    cc = nsdist.cluster.client
-    wrap(synth, "generate", "synthetic corpus")
-    wrap(inputs, "check_inputs", "check inputs")
-    wrap(cc, "LocalCluster", "cluster start: LocalCluster")
-    wrap(cc, "Client", "cluster start: client")
-    wrap(cc, "connect", "cluster start")
-    wrap(cl, "setup_workers", "worker set-up")
-    wrap(cl, "check_readable", "workers read the input")
-    wrap(cl, "read_graph", "graph: edges read")
-    wrap(cl, "walk_corpus", "graph: walks + counting")
-    wrap(cl, "count_vocab", "counting + vocabulary")
-    wrap(pl, "_check_counted", "vocabulary digest")
-    wrap(cl, "encode_shards", "encoding")
-    wrap(pl, "_source", "training set-up")
-    wrap(pl, "_training", "training set-up")
-    wrap(pl._Checkpoints, "saved", "checkpoint state files (client)")
-    wrap(training._Attempt, "stop", "models freed")
-    wrap(pl, "_finish", "outputs + top-k")
-    wrap(pl, "_write_outputs", "outputs")
-    wrap(pl, "_write_report", "report.html")
-    wrap(pl, "publish", "manifest + LATEST")
-    wrap(pl, "_publish", "publish (report, manifest, LATEST, checkpoints removed)")
-    wrap(cc, "close", "cluster shutdown", before=tasks_before_close)
-    wrap(runs, "load", "demo: load the run")
-    wrap(ev, "evaluate_files", "demo: evaluation")
+        record["import"] += time.perf_counter() - t
+        wrap(synth, "generate", "synthetic corpus")
+        wrap(inputs, "check_inputs", "check inputs")
+        wrap(cc, "LocalCluster", "cluster start: LocalCluster")
+        wrap(cc, "Client", "cluster start: client")
+        wrap(cc, "connect", "cluster start")
+        wrap(cl, "setup_workers", "worker set-up")
+        wrap(cl, "check_readable", "workers read the input")
+        wrap(cl, "read_graph", "graph: edges read")
+        wrap(cl, "walk_corpus", "graph: walks + counting")
+        wrap(cl, "count_vocab", "counting + vocabulary")
+        wrap(pl, "_check_counted", "vocabulary digest")
+        wrap(cl, "encode_shards", "encoding")
+        wrap(pl, "_source", "training set-up")
+        wrap(pl, "_training", "training set-up")
+        wrap(pl._Checkpoints, "saved", "checkpoint state files (client)")
+        wrap(training._Attempt, "stop", "models freed")
+        wrap(pl, "_finish", "outputs + top-k")
+        wrap(pl, "_write_outputs", "outputs")
+        wrap(pl, "_write_report", "report.html")
+        wrap(pl, "publish", "manifest + LATEST")
+        wrap(pl, "_publish", "publish (report, manifest, LATEST, checkpoints removed)")
+        wrap(cc, "close", "cluster shutdown", before=tasks_before_close)
+        wrap(runs, "load", "demo: load the run")
+        wrap(ev, "evaluate_files", "demo: evaluation")
+
+    commands = sys.modules.get("nsdist.cli.commands")
+    first = getattr(commands, "_local_workers_first", None)
+    if first is not None and spec["argv"][0] in ("train", "demo"):
+        def local_workers_first(cfg):
+            first(cfg)
+            instrument()
+
+        commands._local_workers_first = local_workers_first
+    else:
+        instrument()
 
     class Marks(logging.Filter):
         def filter(self, rec):

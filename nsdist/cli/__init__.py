@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 
-from .. import progress
+from .. import forkserver, progress
 from ..errors import STOP, Interrupted, NsdistError
 from .commands import COMMANDS
 from .logs import VERBOSE, quiet_dask, setup_logging
@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(argv)
     finally:
+        forkserver.stop()  # its workers' environment is this call's: another call starts its own
         sys.unraisablehook = hook
         for sig, handler in zip(signals, previous):  # main() from Python leaves the caller's handlers
             signal.signal(sig, handler)

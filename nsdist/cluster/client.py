@@ -10,10 +10,12 @@ import signal
 import threading
 import time
 
+import dask
 import distributed
 from distributed import Client, KilledWorker, LocalCluster
 from distributed.security import Security
 
+from .. import forkserver
 from ..config import ClusterConfig
 from ..errors import STOP, ConfigError, OutOfMemory, TransientError
 from .models import ModelLost
@@ -65,7 +67,10 @@ def connect(cfg: ClusterConfig) -> tuple[Client, LocalCluster | None]:
             workers = cfg.workers or max(1, (os.cpu_count() or 1) // cfg.threads_per_worker)
             log.info("starting a local cluster of %d worker process(es) x %d thread(s)%s", workers,
                      cfg.threads_per_worker, " over TLS" if sec else "")
-            with _workers_ignore_sigint():
+            # Forked from the server the command started (forkserver.py); a worker the nanny
+            # restarts later is spawned as Dask does.
+            method = "forkserver" if forkserver.running() else dask.config.get("distributed.worker.multiprocessing-method")
+            with _workers_ignore_sigint(), dask.config.set({"distributed.worker.multiprocessing-method": method}):
                 cluster = LocalCluster(
                     n_workers=workers, threads_per_worker=cfg.threads_per_worker, processes=True,
                     dashboard_address=":0", host="127.0.0.1", security=sec, protocol="tls://" if sec else None,

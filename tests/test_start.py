@@ -1,0 +1,79 @@
+"""The start of a job: the ``nsdist`` command's local workers are forked from a server that has
+imported nsdist (forkserver.py), started with the environment a spawned worker gets; the server
+goes with the command, and a call of ``main`` in a process ends its own."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+
+from nsdist import forkserver
+from nsdist.cli import main
+from nsdist.synth import generate
+
+
+def _server(p: psutil.Process) -> psutil.Process | None:
+    for child in p.children():
+        try:
+            line = " ".join(child.cmdline())
+        except psutil.Error:
+            continue
+        if "multiprocessing.forkserver" in line and forkserver.PRELOAD in line:
+            return child
+    return None
+
+
+def test_the_commands_local_workers_are_forked_from_its_server(tmp_path):
+    files = generate(str(tmp_path / "corpus.txt"), tokens=300_000, seed=2)
+    env = {k: v for k, v in os.environ.items() if k not in forkserver.WORKER_ENV}
+    job = subprocess.Popen([sys.executable, "-m", "nsdist", "train", "--corpus", files.corpus, "--out",
+                            str(tmp_path / "out"), "--workers", "2", "--set", "epochs=3", "--set", "dim=16"],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    parent, seen = psutil.Process(job.pid), {}
+    while job.poll() is None and len(seen) < 2:
+        server = _server(parent)
+        for worker in server.children() if server else []:
+            try:
+                seen[worker.pid] = (server.pid, worker.environ())
+            except psutil.Error:
+                pass
+        time.sleep(0.02)
+    out, err = job.communicate(timeout=300)
+    assert job.returncode == 0, err[-2000:]
+    assert out.strip().startswith(str(tmp_path / "out")), out
+    assert len(seen) == 2, "the job's workers were not forked from its server"
+    for pid, (server, environ) in seen.items():
+        assert {k: environ.get(k) for k in forkserver.WORKER_ENV} == forkserver.WORKER_ENV
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert not psutil.pid_exists(server) or psutil.Process(server).status() == psutil.STATUS_ZOMBIE
+
+
+def test_main_called_in_a_process_ends_its_server(tmp_path):
+    files = generate(str(tmp_path / "corpus.txt"), tokens=100_000, seed=2)
+    seen, done = [], threading.Event()
+
+    def watch():
+        while not done.is_set() and not seen:
+            server = _server(psutil.Process())
+            if server is not None:
+                seen.append(server.pid)
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        assert main(["train", "--corpus", files.corpus, "--out", str(tmp_path / "out"), "--workers", "1",
+                     "--set", "epochs=2", "--set", "dim=8"]) == 0
+    finally:
+        done.set()
+        watcher.join()
+    assert seen and not forkserver.running()
+    deadline = time.time() + 10
+    while _server(psutil.Process()) is not None:
+        assert time.time() < deadline, "the fork server outlived main()"
+        time.sleep(0.05)
