@@ -14,11 +14,14 @@ process.
 from __future__ import annotations
 
 import atexit
+import logging
 import multiprocessing
 import os
 import signal
 import threading
 from multiprocessing import forkserver
+
+log = logging.getLogger("nsdist")
 
 PRELOAD = "nsdist.cluster.preload"
 
@@ -44,6 +47,9 @@ def start() -> None:
     os.environ.update(WORKER_ENV)
     try:
         forkserver.ensure_running()
+    except OSError as e:  # no process or socket to be had: the workers are spawned as Dask does
+        log.debug("no fork server for the local workers (%s): they are spawned", e)
+        return
     finally:
         os.environ.clear()
         os.environ.update(saved)

@@ -4,6 +4,7 @@ goes with the command, and a call of ``main`` in a process ends its own."""
 
 from __future__ import annotations
 
+import multiprocessing.forkserver
 import os
 import subprocess
 import sys
@@ -77,3 +78,19 @@ def test_main_called_in_a_process_ends_its_server(tmp_path):
     while _server(psutil.Process()) is not None:
         assert time.time() < deadline, "the fork server outlived main()"
         time.sleep(0.05)
+
+
+def test_without_a_fork_server_the_workers_are_spawned(tmp_path, monkeypatch):
+    """A fork server that cannot start (no process or socket to be had) costs the job nothing
+    but its head start."""
+    calls = []
+
+    def refused():
+        calls.append(1)
+        raise OSError("no more processes")
+
+    monkeypatch.setattr(multiprocessing.forkserver, "ensure_running", refused)
+    files = generate(str(tmp_path / "corpus.txt"), tokens=20_000, seed=2)
+    assert main(["train", "--corpus", files.corpus, "--out", str(tmp_path / "out"), "--workers", "1",
+                 "--set", "epochs=1", "--set", "dim=8"]) == 0
+    assert calls == [1] and not forkserver.running() and (tmp_path / "out" / "LATEST").exists()

@@ -3,7 +3,8 @@ every worker forked from it has it: Dask's worker, nsdist's task modules, and nu
 which a first kernel call initialises (one that is cached: a fresh install's workers compile the
 kernels themselves, and the job says so, compiled.fresh). Then all of it is frozen
 (``gc.freeze``): the garbage collector of the server, at its exit, and of each worker forked from
-it leaves those objects alone (module state, which lives as long as the process)."""
+it leaves those objects alone (module state, which lives as long as the process). Only the fork
+server imports this module (the test suite's doctest collection leaves it out)."""
 
 import gc
 
