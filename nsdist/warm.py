@@ -95,18 +95,17 @@ def warm_start_model(vocab: Vocab, parent: str, store, dim: int, seed: int, new:
     return model
 
 
-def start_rows(parent: Parent, seed: int, vocab_size: int, ids: np.ndarray, src: np.ndarray,
-               new: NewRows | None) -> Model:
+def start_rows(parent: Parent, seed: int, vocab_size: int, ids: np.ndarray, src: np.ndarray, *new: NewRows) -> Model:
     """Rows ``ids`` (sorted) of ``warm_start_model``'s model, without the whole model nor the
-    parent's: ``src``, the parent row of each (-1: a new word); ``new``, the start of those of its
-    new rows that have known neighbours (warm_parts.py builds both by parts)."""
+    parent's: ``src``, the parent row of each (-1: a new word); ``new``, in parts, the start of
+    those of its new rows that have known neighbours (warm_parts.py builds both by parts)."""
     model = init_rows(vocab_size, parent.dim, seed, ids)
     known = np.flatnonzero(src >= 0)
     if len(known):
         for name, target in (("vectors.npy", model.win), ("context.npy", model.wout)):
             target[known] = parent.rows(name, src[known])
-    if new is not None:
-        init_new_rows(model, replace(new, rows=np.searchsorted(ids, new.rows)))
+    for part in new:
+        init_new_rows(model, replace(part, rows=np.searchsorted(ids, part.rows)))
     return model
 
 

@@ -10,10 +10,10 @@ this job's whole model: the partitioned layout's start from a published run (pur
 2. **Co-occurrence sums by group of rounds.** A model's shards, one group of rounds at a time, over
    the rows the model holds in it, sum per new row the parent's vectors of the known words beside it
    (``warm.cooccur_sums``): only the parent rows of known words beside a new word are read
-   (``beside_new``). The sums meet in bins of ids dealt over the workers (``bins``,
-   ``warm.merge_sums``), become the rows' starts (``warm.means``), and go to the owners' ranges
-   (``rows_in``, ``joined``), where each model takes those of the rows it holds first
-   (``rows_at``).
+   (``beside_new``). The sums meet in bins of ids dealt over the workers, each worker reducing
+   its bins one after another (``bins``, ``bins_per_worker``, ``warm.merge_sums``); they become
+   the rows' starts (``warm.means``), which each worker hands, from all its bins, to each owner's
+   range (``rows_in``) and to each model for the rows it holds first (``rows_at``; ``joined``).
 3. **Rows.** Each row of a model's first group and of an owner's range starts as
    ``warm.start_rows`` says: its parent row, the mean of its known neighbours, or a fresh draw.
 
@@ -105,18 +105,30 @@ def beside_new(slot: np.ndarray, window: int, *pieces: Shard) -> np.ndarray:
     return mark
 
 
-BIN_ROWS = 4096  # the new rows' sums are reduced in bins of this many ids, dealt over the workers
+BIN_ROWS = 4096  # the new rows' sums are reduced in bins of blocks of this many ids, dealt over the workers
+BIN_BYTES = 64 * 2**20  # about the most of the new rows' float64 sums one bin holds
 
 
-def bins(new: NewSums, n: int) -> list[NewSums]:
-    """``new`` cut into ``n`` bins: bin b holds the rows r with (r // BIN_ROWS) % n == b. New
+def bins_per_worker(new_words: int, workers: int, dim: int) -> int:
+    """How many bins each worker reduces, one after another, so that a bin's sums (two float64
+    vectors and a count per new row) take about ``BIN_BYTES``: all the bins at once were the
+    warm start's peak where a third of the rows are new.
+
+    >>> bins_per_worker(3_393_561, 8, 32), bins_per_worker(1_000, 8, 32)
+    (4, 1)
+    """
+    return max(1, -(-new_words * (16 * dim + 16) // (workers * BIN_BYTES)))
+
+
+def bins(new: NewSums, n: int, block: int = BIN_ROWS) -> list[NewSums]:
+    """``new`` cut into ``n`` bins: bin b holds the rows r with (r // block) % n == b. New
     words are the vocabulary's tail, the last owners' ranges: bins spread their sums over every
     worker.
 
     >>> [b.rows.tolist() for b in bins(NewSums(np.array([1, 4097, 8200]), np.ones((3, 1)), np.ones((3, 1)), np.ones(3)), 2)]
     [[1, 8200], [4097]]
     """
-    at = (new.rows // BIN_ROWS) % n
+    at = (new.rows // block) % n
     return [_pick(new, at == b) for b in range(n)]
 
 

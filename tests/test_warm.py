@@ -169,18 +169,22 @@ def test_the_cluster_sums_equal_in_process_sums(client, publish_run, tmp_path):
 
 
 @pytest.mark.parametrize("layout", ["replicated", "partitioned", "partitioned/2"])
-def test_a_warm_job_starts_new_words_from_their_neighbours(client, publish_run, tmp_path, layout):
+def test_a_warm_job_starts_new_words_from_their_neighbours(client, publish_run, tmp_path, layout, monkeypatch):
     """Through a whole job: with a learning rate too small to move a float32, the published
     vectors are the start itself, bit for bit the in-process start of the whole model: known words
     their parent vectors, new words the mean of their neighbours, those without one random; the
     manifest counts them. In the partitioned layout the start is built by rows (``/2``: a model
-    holds its rows in 2 groups of rounds), the parent's vocab.tsv read in blocks and joined with
+    holds its rows in 2 groups of rounds, and each worker reduces the new rows' sums in several
+    bins, one after another, bins of 16 ids), the parent's vocab.tsv read in blocks and joined with
     this vocabulary by parts, a word the parent escaped (%pct) known again. warm_new=random: every
     new word random."""
     files = generate(str(tmp_path / "corpus.txt"), tokens=30_000, seed=4)
     with open(files.corpus, "a") as f:
         f.write("%pct x%y\n" * 3)
     layout, _, groups = layout.partition("/")
+    if groups:  # the bins' count and blocks are the client's to choose
+        monkeypatch.setattr(wp, "BIN_BYTES", 2**8)
+        monkeypatch.setattr(wp, "BIN_ROWS", 16)
     still = {"dim": 8, "window": 3, "min_count": 2, "epochs": 1, "shards": 2, "alpha": 1e-30, "min_alpha": 0}
     placed = {**still, "train.layout": layout, "blocksize": 4096, **({"row_groups": int(groups)} if groups else {})}
     cfg = load_config(None, still, environ={}, corpus=(files.corpus,), out=str(tmp_path / "cold"))
@@ -200,6 +204,8 @@ def test_a_warm_job_starts_new_words_from_their_neighbours(client, publish_run, 
     assert got["cooccur"].manifest["metrics"].get("row_groups") == (int(groups or 1) if layout != "replicated" else None)
     record = got["cooccur"].manifest["parent"]
     new = [r for r, w in enumerate(words) if w.startswith("c00_")]
+    if groups:
+        assert wp.bins_per_worker(len(new), 2, 8) >= 4 and min(new) // 16 < max(new) // 16 - 4
     assert record == {"parent_run": parent, "known_words": len(words) - len(new), "new_words": len(new),
                       "dropped_words": 3, "cooccur_words": len(new)}
     assert got["random"].manifest["parent"] == {**record, "cooccur_words": 0}

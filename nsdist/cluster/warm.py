@@ -21,7 +21,7 @@ from ..layout import group_pieces
 from ..plan import model_groups, round_groups
 from ..runs import read_manifest, word_escape
 from ..shard import piece_slice
-from ..warm import (Neighbours, NewSums, Parent, cooccur_sums, initialised, means, merge_sums, neighbours,
+from ..warm import (Neighbours, NewRows, NewSums, Parent, cooccur_sums, initialised, means, merge_sums, neighbours,
                     new_slots, start_rows)
 from .client import gather_alive, tree_reduce
 from .client import workers as client_workers
@@ -61,13 +61,13 @@ def by_rows(client: Client, cfg: JobConfig, counted, parts, rounds: int, parent:
     record = {"parent_run": parent, "known_words": known, "new_words": counted.summary["vocab_size"] - known,
               "dropped_words": size - known, "cooccur_words": 0}
     held_src = _HeldSources(p, src, parts)
-    new = first = [None] * len(parts.ranges)
+    new = first = [[]] * len(parts.ranges)
     published = Parent(parent, cfg.store, size, t.dim)
     if t.warm_new == "cooccur" and record["new_words"]:
-        new, first, binned = _new_sums(p, cfg, parts, rounds, published, held_src)
+        new, first, binned = _new_sums(p, cfg, parts, rounds, published, held_src, record["new_words"])
         record["cooccur_words"] = sum(gather_alive(client, [p.submit(initialised, b, name=f"cooccur-{q}", at=q)
                                                             for q, b in enumerate(binned)]))
-    more = [((held_src(0, m), first[m]), (src[m], new[m])) for m in range(len(parts.ranges))]
+    more = [((held_src(0, m), *first[m]), (src[m], *new[m])) for m in range(len(parts.ranges))]
     return Source(start_rows, (published, t.seed, counted.summary["vocab_size"]), more), record
 
 
@@ -112,23 +112,31 @@ class _HeldSources:
         return self.futures[j, m]
 
 
-def _new_sums(p: Placer, cfg: JobConfig, parts, rounds: int, parent: Parent, held_src: _HeldSources):
-    """Per range, the start of its new rows with known neighbours (a future of warm.NewRows), and
-    per model that of the rows it holds first. Each model's groups sum where its shards are,
-    cut in bins of ids (warm_parts.bins); bin q is reduced on worker q in model then group order."""
-    t, ranges = cfg.train, parts.ranges
-    sums = [(m, p.submit(_group_sums, parts.held[j][m], held_src(j, m), parent, t.window, (rounds, r0, r1), p.n,
+def _new_sums(p: Placer, cfg: JobConfig, parts, rounds: int, parent: Parent, held_src: _HeldSources, new_words: int):
+    """Per range, the start of its new rows with known neighbours, and per model that of the rows
+    it holds first: a list of futures of warm.NewRows each, one per worker; and the bins' futures.
+    Each model's groups sum where its shards are, cut in bins of ids (warm_parts.bins); each
+    worker reduces its bins (b % workers) one after another, in model then group order: a bin's
+    task is not given to its worker before the one before it is done, so the worker fetches one
+    bin's sums at a time (all at once, they were the start's peak)."""
+    t, ranges, n = cfg.train, parts.ranges, p.n
+    count = n * wp.bins_per_worker(new_words, n, t.dim)
+    sums = [(m, p.submit(_group_sums, parts.held[j][m], held_src(j, m), parent, t.window, (rounds, r0, r1),
+                         (count, wp.BIN_ROWS),
                          [parts.shards[s] for s in group], name=f"sums-{m}-{j}", at=m))
             for m, group in enumerate(model_groups(len(parts.shards), len(ranges)))
             for j, (r0, r1) in enumerate(round_groups(rounds, parts.groups))]
-    binned = [p.submit(_bin_means, *[p.submit(operator.getitem, s, q, name=f"sums-{k}-bin-{q}", at=m)
-                                     for k, (m, s) in enumerate(sums)], name=f"bin-{q}", at=q) for q in range(p.n)]
+    binned, last = [], [None] * n
+    for b in range(count):
+        last[b % n] = p.submit(_bin_means, last[b % n],
+                               *[p.submit(operator.getitem, s, b, name=f"sums-{k}-bin-{b}", at=m)
+                                 for k, (m, s) in enumerate(sums)], name=f"bin-{b}", at=b)
+        binned.append(last[b % n])
     del sums
-    new = [p.submit(wp.joined, *[p.submit(wp.rows_in, b, lo, hi, name=f"bin-{q}-in-{o}", at=q)
-                                 for q, b in enumerate(binned)], name=f"new-{o}", at=o)
+    mine = [binned[q::n] for q in range(n)]
+    new = [[p.submit(_rows_in, lo, hi, *bs, name=f"bins-{q}-in-{o}", at=q) for q, bs in enumerate(mine)]
            for o, (lo, hi) in enumerate(ranges)]
-    first = [p.submit(wp.joined, *[p.submit(wp.rows_at, new[o], parts.inrange[o][0][m], name=f"first-{o}-{m}", at=o)
-                                   for o in range(len(ranges))], name=f"first-new-{m}", at=m)
+    first = [[p.submit(_rows_at, parts.held[0][m], *bs, name=f"bins-{q}-first-{m}", at=q) for q, bs in enumerate(mine)]
              for m in range(len(ranges))]
     return new, first, binned
 
@@ -157,18 +165,26 @@ def _joined(*pieces: np.ndarray) -> np.ndarray:
     return np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
 
 
-def _bin_means(*parts: NewSums):
+def _bin_means(after, *parts: NewSums):
     """A bin's sums from every model and group, in that order, and their means (float32: the
-    float64 sums are let go in the task)."""
+    float64 sums are let go in the task). ``after``: the worker's bin before it (unused)."""
     return means(merge_sums(*parts))
 
 
-def _group_sums(held: np.ndarray, src: np.ndarray, parent: Parent, window: int, span: tuple[int, int, int], n: int,
-                shards: list) -> list[NewSums]:
+def _rows_in(lo: int, hi: int, *bins: NewRows) -> NewRows:
+    return wp.joined(*[wp.rows_in(b, lo, hi) for b in bins])
+
+
+def _rows_at(ids: np.ndarray, *bins: NewRows) -> NewRows:
+    return wp.joined(*[wp.rows_at(b, ids) for b in bins])
+
+
+def _group_sums(held: np.ndarray, src: np.ndarray, parent: Parent, window: int, span: tuple[int, int, int],
+                binned: tuple[int, int], shards: list) -> list[NewSums]:
     """The co-occurrence sums (warm.cooccur_sums) of rounds [r0, r1) of an epoch's ``rounds``
     (``span``) of a model's ``shards`` (each a list of pieces), over the rows it holds then
-    (``held``, ``src`` their parent rows), in ``n`` bins (warm_parts.bins): only the parent rows
-    of known words beside a new one are read."""
+    (``held``, ``src`` their parent rows), in bins (``binned``: their number and block of ids,
+    warm_parts.bins): only the parent rows of known words beside a new one are read."""
     pieces = [piece_slice(x, 0, x.sentences, held) for pieces in shards for x in group_pieces(pieces, *span)]
     slot = new_slots(src >= 0)
     near = np.flatnonzero(wp.beside_new(slot, window, *pieces))
@@ -179,4 +195,4 @@ def _group_sums(held: np.ndarray, src: np.ndarray, parent: Parent, window: int, 
             rows[near] = parent.rows(name, src[near])
         vectors.append(rows)
     sums = cooccur_sums(Neighbours(slot, *vectors), window, *pieces)
-    return wp.bins(replace(sums, rows=held[sums.rows].astype(np.int64)), n)
+    return wp.bins(replace(sums, rows=held[sums.rows].astype(np.int64)), *binned)
