@@ -17,7 +17,7 @@ the bits depend on the shard count only) and only new rows' sums travel.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -95,17 +95,16 @@ def warm_start_model(vocab: Vocab, parent: str, store, dim: int, seed: int, new:
     return model
 
 
-def start_rows(parent: Parent, seed: int, vocab_size: int, ids: np.ndarray, src: np.ndarray, *new: NewRows) -> Model:
+def start_rows(parent: Parent, seed: int, vocab_size: int, ids: np.ndarray, src: np.ndarray) -> Model:
     """Rows ``ids`` (sorted) of ``warm_start_model``'s model, without the whole model nor the
-    parent's: ``src``, the parent row of each (-1: a new word); ``new``, in parts, the start of
-    those of its new rows that have known neighbours (warm_parts.py builds both by parts)."""
+    parent's, but for its new rows with known neighbours: ``src``, the parent row of each (-1: a
+    new word). The partitioned layout sets those new rows afterwards, a part at a time
+    (``init_new_rows`` in ``cluster.parts.start_new``; warm_parts.py builds both by parts)."""
     model = init_rows(vocab_size, parent.dim, seed, ids)
     known = np.flatnonzero(src >= 0)
     if len(known):
         for name, target in (("vectors.npy", model.win), ("context.npy", model.wout)):
             target[known] = parent.rows(name, src[known])
-    for part in new:
-        init_new_rows(model, replace(part, rows=np.searchsorted(ids, part.rows)))
     return model
 
 

@@ -14,8 +14,9 @@ this job's whole model: the partitioned layout's start from a published run (pur
    its bins one after another (``bins``, ``bins_per_worker``, ``warm.merge_sums``); they become
    the rows' starts (``warm.means``), which each worker hands, from all its bins, to each owner's
    range (``rows_in``) and to each model for the rows it holds first (``rows_at``; ``joined``).
-3. **Rows.** Each row of a model's first group and of an owner's range starts as
-   ``warm.start_rows`` says: its parent row, the mean of its known neighbours, or a fresh draw.
+3. **Rows.** Each row of a model's first group and of an owner's range starts as its parent
+   row or a fresh draw (``warm.start_rows``); then the new rows with known neighbours take the
+   means of those neighbours, a part at a time (``cluster.parts.start_new``).
 
 The sums of each new row are float64 sums of float32 vectors, added in another order than the
 whole-model start adds them (by model and group, not by shard): the same bits wherever those sums

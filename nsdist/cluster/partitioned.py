@@ -238,14 +238,25 @@ class _Partitioned(_Attempt):
     peer = parts.Peer
 
     def _create(self, source, start: int) -> dict:
+        """Per worker, the future of its models and masters ready to train (``parts.create``, then
+        the source's ``later`` rows one part at a time: each task waits for the one before, so the
+        worker fetches one part at a time)."""
         run, lay, p = self.run, self.layout, self.run.parts
         plan = (self.cfg.train, p.total, run.rounds, p.groups)
-        return {w: self.submit(parts.create, run.tag, self.attempt, start * run.rounds, mine,
-                               [p.ranges[m] for m in mine], [p.inrange[m] for m in mine],
-                               [p.counts[m] for m in mine],
-                               source._replace(models=[source.models[m] for m in mine] if source.models else None),
-                               plan, *[p.rows[m] for m in mine], key=f"model-{run.tag}-{self.attempt}-{i}", worker=w)
-                for i, w in enumerate(self.workers) for mine in [[m for m, h in enumerate(lay.home) if h == w]]}
+        ready = {}
+        for i, w in enumerate(self.workers):
+            mine = [m for m, h in enumerate(lay.home) if h == w]
+            own = source._replace(models=[source.models[m] for m in mine] if source.models else None, later=None)
+            ready[w] = self.submit(parts.create, run.tag, self.attempt, start * run.rounds, mine,
+                                   [p.ranges[m] for m in mine], [p.inrange[m] for m in mine],
+                                   [p.counts[m] for m in mine], own, plan, *[p.rows[m] for m in mine],
+                                   key=f"model-{run.tag}-{self.attempt}-{i}", worker=w)
+            for m in mine if source.later else []:
+                for which, pieces in zip(("model", "range"), source.later[m]):
+                    for k, piece in enumerate(pieces):
+                        ready[w] = self.submit(parts.start_new, run.tag, self.attempt, m, which, piece, ready[w],
+                                               key=f"start-new-{run.tag}-{self.attempt}-{m}-{which}-{k}", worker=w)
+        return ready
 
     def submit_round(self, epoch: int, r: int):
         """Train every model, merge the synchronised prefix into the masters of its owners,

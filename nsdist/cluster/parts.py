@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -43,6 +43,7 @@ from ..merge import merge_deltas
 from ..model import Model, Tables
 from ..plan import group_of, round_groups
 from ..shard import RoundSpec
+from ..warm import NewRows, init_new_rows
 from .models import ModelLost, _address, _ask, _Held, _train_shards
 
 _LOCK = threading.Lock()
@@ -137,6 +138,24 @@ def create(tag: str, attempt: int, start: int, indices: list[int], ranges: list[
         _JOBS[(_address(), tag)] = job
         _DROPPED.discard((_address(), tag, attempt))
     return sum(m.state.model.nbytes for m in job.models.values()) + sum(m.rows.nbytes for m in job.masters.values())
+
+
+def start_new(tag: str, attempt: int, index: int, which: str, new: NewRows, *after) -> int | None:
+    """Set the rows of ``new`` (warm.NewRows, a warm start's new rows from their known
+    neighbours) in model ``index``'s first rows (``which`` "model") or in its worker's range
+    ("range"), in place: they arrive a part at a time after ``create`` (cluster/warm.py), never
+    all at once beside the rows they go into. Returns how many rows were set."""
+    if _stopped(tag, attempt):
+        return None
+    job = _job(tag, attempt)
+    if which == "model":
+        model = _model(tag, attempt, index)
+        target, at = model.state.model, np.searchsorted(model.held, new.rows)
+    else:
+        master = job.masters[index]
+        target, at = master.rows, new.rows - master.lo
+    init_new_rows(target, replace(new, rows=at))
+    return len(new.rows)
 
 
 def drop(tag: str, dask_worker=None) -> int:

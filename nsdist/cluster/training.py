@@ -45,11 +45,14 @@ class Source(NamedTuple):
     (the replicated layout), or its rows alone, ``checkpoint.ROW_BUILDS[build](*args, ids, *more)``
     (the partitioned layout: a model's first group's rows, and its owner's range). ``models``: per
     model, the futures of those ``more`` arguments, for its rows and for its range's (a warm start
-    by rows, cluster/warm.py); None: none."""
+    by rows, cluster/warm.py); None: none. ``later``: per model, futures of rows set after the
+    build a part at a time (``parts.start_new``: a warm start's new rows), for its rows and for
+    its range's; None: none."""
 
     build: Callable
     args: tuple
     models: list | None = None
+    later: list | None = None
 
 
 class Once:

@@ -67,8 +67,9 @@ def by_rows(client: Client, cfg: JobConfig, counted, parts, rounds: int, parent:
         new, first, binned = _new_sums(p, cfg, parts, rounds, published, held_src, record["new_words"])
         record["cooccur_words"] = sum(gather_alive(client, [p.submit(initialised, b, name=f"cooccur-{q}", at=q)
                                                             for q, b in enumerate(binned)]))
-    more = [((held_src(0, m), *first[m]), (src[m], *new[m])) for m in range(len(parts.ranges))]
-    return Source(start_rows, (published, t.seed, counted.summary["vocab_size"]), more), record
+    more = [((held_src(0, m),), (src[m],)) for m in range(len(parts.ranges))]
+    return Source(start_rows, (published, t.seed, counted.summary["vocab_size"]), more,
+                  [(first[m], new[m]) for m in range(len(parts.ranges))]), record
 
 
 def _parent_rows(p: Placer, cfg: JobConfig, counted, ranges: list[tuple[int, int]], parent: str) -> tuple[int, list]:
