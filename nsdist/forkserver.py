@@ -2,13 +2,13 @@
 
 A spawned worker starts a fresh interpreter, imports Dask, nsdist, numba and pyarrow, and
 initialises numba's compiler at its first kernel: about a second of CPU per worker, on the cores
-the job is about to train on. The ``nsdist`` command starts a fork server first thing (``start``),
-before it imports the library itself: the server imports all that once (``cluster.preload``),
-on one core while the command imports on another, and the local cluster's workers are forks of it
-(Dask's ``multiprocessing-method: forkserver``), ready at once. The server lives as long as the
-command (``stop`` at exit). A local cluster started from Python (``nsdist.train`` without a
-client) spawns its workers as Dask does: a fork server would outlive the job in the caller's
-process.
+the job is about to train on. The ``nsdist`` command starts a fork server (``start``) as soon as
+its config says the job will start a local cluster, before it imports the library itself: the
+server imports all that once (``cluster.preload``), on one core while the command imports on
+another, and the local cluster's workers are forks of it (Dask's ``multiprocessing-method:
+forkserver``), ready at once. The server lives as long as the command (``stop``). A local
+cluster started from Python (``nsdist.train`` without a client) spawns its workers as Dask
+does: a fork server would outlive the job in the caller's process.
 """
 
 from __future__ import annotations
