@@ -107,7 +107,7 @@ def beside_new(slot: np.ndarray, window: int, *pieces: Shard) -> np.ndarray:
 
 
 BIN_ROWS = 4096  # the new rows' sums are reduced in bins of blocks of this many ids, dealt over the workers
-BIN_BYTES = 64 * 2**20  # about the most of the new rows' float64 sums one bin holds
+BIN_BYTES = 128 * 2**20  # about the most of the new rows' float64 sums one bin holds (benchmarks/README.md)
 
 
 def bins_per_worker(new_words: int, workers: int, dim: int) -> int:
@@ -116,7 +116,7 @@ def bins_per_worker(new_words: int, workers: int, dim: int) -> int:
     warm start's peak where a third of the rows are new.
 
     >>> bins_per_worker(3_393_561, 8, 32), bins_per_worker(1_000, 8, 32)
-    (4, 1)
+    (2, 1)
     """
     return max(1, -(-new_words * (16 * dim + 16) // (workers * BIN_BYTES)))
 
