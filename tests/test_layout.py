@@ -143,17 +143,22 @@ def test_models_that_share_no_shards_hold_their_rows_once():
     assert layout.holders(held, 4).tolist() == [2, 1, 1, 1]
 
 
-@pytest.mark.parametrize("chunk_rows, groups", [(None, 1), (37, 1), (None, 2), (37, 4)])
+@pytest.mark.parametrize("chunk_rows, groups, barriers", [(None, 1, False), (37, 1, False), (None, 2, False),
+                                                         (37, 4, True)])
 def test_the_distributed_partitioned_layout_equals_the_reference(client, tmp_path, round_tasks, monkeypatch,
-                                                                   chunk_rows, groups):
+                                                                   chunk_rows, groups, barriers):
     """Two single-threaded workers train a long-tail corpus in the partitioned layout: each model
     holds only its shards' rows, and the vectors, output vectors and bytes moved per round equal
     reference.train_partitioned on the same shards. A round is a few tasks per worker: M trains,
-    a merge per owner, an install per worker, the round's end, and barriers where both merge.
+    a merge per owner, an install per worker and the round's end; ``barriers``: with a barrier
+    task between the steps where both merge (as past ``training.DIRECT_WORKERS`` workers).
     ``chunk_rows``: merges and installs go through each range 37 rows at a time (the client
     plans the chunks), with the same bits and bytes. ``groups``: a model holds the rows of 1/groups
     of an epoch's rounds at a time, taking the next group's from the masters, every row merged
     at a group's end. No stage assembles the whole vocabulary."""
+    if barriers:
+        from nsdist.cluster import training
+        monkeypatch.setattr(training, "DIRECT_WORKERS", 1)
     if chunk_rows:
         monkeypatch.setattr(layout, "EXCHANGE_BYTES", 1)
         monkeypatch.setattr(layout, "CHUNK_ROWS", chunk_rows)
@@ -197,8 +202,9 @@ def test_the_distributed_partitioned_layout_equals_the_reference(client, tmp_pat
     rounds = len(owners) // 2
     ends = {r1 - 1 for _, r1 in round_groups(rounds, groups)}
     assert owners == [2 if r in ends else 1 for r in range(rounds)] * 2  # the tiers: the first owner's range
-    # 2 trains + 1 merge + 2 installs + the end; a group's last round: + 1 merge + 2 barriers.
-    assert [len(keys) for keys in round_tasks] == [6 if n == 1 else 9 for n in owners]
+    # 2 trains + 1 merge + 2 installs + the end; a group's last round: + 1 merge (+ 2 barriers).
+    assert [len(keys) for keys in round_tasks] == [6 if n == 1 else 9 if barriers else 7 for n in owners]
+    assert any(k.startswith("trained-") for keys in round_tasks for k in keys) == barriers
 
 
 def _long_tail(path, types: int = 60_000, seed: int = 3) -> str:

@@ -238,11 +238,17 @@ def test_models_equal_an_in_process_reference(client, write, tmp_path):
     assert moved[0] < moved[1] < moved[2]  # 8 rows, 16 rows, every row
 
 
-def test_many_workers_long_tail_small_scale(tmp_path, round_tasks):
+@pytest.mark.parametrize("direct", [True, False])
+def test_many_workers_long_tail_small_scale(tmp_path, round_tasks, monkeypatch, direct):
     """A small version of benchmarks/bench_scale.py: 4 single-threaded workers (4 models), a
     long-tail vocabulary, the rows merged in 3 blocks by 3 owners: the same bits and bytes as
-    the in-process loop, and a round is a few tasks per worker: 4 trains, a barrier, 3 merges,
-    a barrier, 4 installs and the round's end."""
+    the in-process loop, and a round is a few tasks per worker: 4 trains, 3 merges, 4 installs
+    and the round's end, each step waiting for the previous one's tasks (``direct``) or, as past
+    ``training.DIRECT_WORKERS`` workers, a barrier between the trains and the merges and
+    another before the installs."""
+    from nsdist.cluster import training
+
+    monkeypatch.setattr(training, "DIRECT_WORKERS", 8 if direct else 2)
     rng = np.random.default_rng(7)
     p = 1 / np.arange(1, 5001)
     ids = rng.choice(5000, size=60_000, p=p / p.sum())
@@ -254,5 +260,5 @@ def test_many_workers_long_tail_small_scale(tmp_path, round_tasks):
         four.wait_for_workers(4)
         prefixes, moved = check_against_reference(cfg, four, 4, 4, "zipf")
     assert len(prefixes) >= 3 and max(prefixes) > 2000  # tiers, and a long tail at the end
-    assert round_tasks and all(len(keys) == 14 for keys in round_tasks)
+    assert round_tasks and all(len(keys) == (12 if direct else 14) for keys in round_tasks)
     assert moved[0] < moved[-1]

@@ -16,7 +16,6 @@ of rows at a time (``_Rows``): no worker holds it whole.
 from __future__ import annotations
 
 import contextlib
-import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -262,7 +261,7 @@ class _Partitioned(_Attempt):
         """Train every model, merge the synchronised prefix into the masters of its owners,
         install the merged rows in their holders; the round's end (a future of its record,
         ``models.ended``). Rows cross through the ``parts.Peer`` actors, as in the replicated
-        layout's rounds: one barrier between the steps where several workers merge."""
+        layout's rounds, each step waiting for the previous one (``_Attempt.step``)."""
         run, t, lay, p = self.run, self.cfg.train, self.layout, self.run.parts
         key, g = f"{run.tag}-{self.attempt}-{epoch}-{r}", epoch * run.rounds + r
         end = self.done + int(run.words[:, r].sum())
@@ -280,21 +279,16 @@ class _Partitioned(_Attempt):
         homes = [self.peers[index[h]] for h in lay.home]  # where each model and its range's masters live
         mine = {w: [x for x in owners if lay.home[x[0]] == w] for w in self.workers}
         merging = [w for w in self.workers if mine[w]]
-        step = trained if len(merging) == 1 else [self.submit(models.barrier, *trained, key=f"trained-{key}",
-                                                              worker=self.workers[0])]
+        step = self.step(trained, len(merging), f"trained-{key}")
         merges = [self.submit(parts.merge, run.tag, self.attempt, g, mine[w], last, t.merge, homes, *step,
                               key=f"merge-{key}-{index[w]}", worker=w) for w in merging]
-        step = merges if len(merges) == 1 else [self.submit(models.barrier, *merges, key=f"merged-{key}",
-                                                            worker=self.workers[0])]
+        step = self.step(merges, len(self.workers), f"merged-{key}")
         # At a group's end (when there are several) each model takes the next group's rows.
         following = p.held[(group_of(r, run.rounds, p.groups) + 1) % p.groups] if last and p.groups > 1 else None
         installs = [self.submit(parts.install, run.tag, self.attempt, g, owners, last, homes,
                                 None if following is None else {m: following[m] for m, h in enumerate(lay.home) if h == w},
                                 *step, key=f"install-{key}-{i}", worker=w) for i, w in enumerate(self.workers)]
-        done = self.submit(models.ended, trained, merges, installs, key=f"round-{key}", worker=self.workers[0])
-        self.bar.follow([done], functools.partial(self._round_ended, epoch, int(run.words[:, r].sum())))
-        self.after = [[done] for _ in lay.groups]
-        return done, n, len(owners)
+        return self.end_round(epoch, r, key, trained, merges, installs) + (n, len(owners))
 
     def _masters(self, g: int, label: str) -> tuple[tuple, object]:
         """Where tasks read the owners' masters before round ``g`` (``_Fetch``), and a future

@@ -35,6 +35,10 @@ from .models import ModelLost
 log = logging.getLogger("nsdist")
 
 MAX_RECOVERIES = 3  # restarts from a saved model after losing workers, per job
+# Up to this many workers, a round's tasks wait for the previous step's tasks themselves (at most
+# W^2 = 64 dependencies a step); past it, for one barrier task, as W^2 grows the scheduler's work
+# per round. A barrier costs a round one more hop through the scheduler (a few ms on 2 cores).
+DIRECT_WORKERS = 8
 # A lost worker shows as one of these: our own check, Dask giving up on a task, or Dask
 # forgetting a task whose worker died (its future is then cancelled).
 LOST = (ModelLost, KilledWorker, FutureCancelledError)
@@ -165,7 +169,7 @@ class _Attempt:
                 for i, w in enumerate(self.workers)}
 
     def _round_ended(self, epoch: int, words: int, future) -> None:
-        """A round's barrier finished (the bar's thread): the bar's words/s and last loss."""
+        """A round's end finished (the bar's thread): the bar's words/s and last loss."""
         self.bar_words += words
         rate = self.bar_words / max(time.perf_counter() - self.bar.started, 1e-9)
         loss = f"  loss {self.last_loss:.4f}" if self.last_loss is not None else ""
@@ -193,32 +197,42 @@ class _Attempt:
                                run.tables, [specs[s] for s in group], lay.threads[m], *self.after[m],
                                key=f"train-{key}-{m}", worker=lay.home[m])
                    for m, group in enumerate(lay.groups)]
-        # Rows cross between workers through the Peer actors. Where several workers merge, a
-        # barrier stands between the steps instead of every task depending on each of the
-        # previous step's: a round is a few tasks per worker. One owner (the frequent tiers)
-        # waits for the trains itself, and the installs wait for it.
+        # Rows cross between workers through the Peer actors; each step waits for the previous one
+        # (``step``): an owner's merge for every train, an install for every merge.
         w = len(self.workers)
         owned = [[(b, lo, hi) for b, (lo, hi) in enumerate(ranges) if b % w == i] for i in range(w)]
-        step = trained if len(ranges) == 1 else [self.submit(models.barrier, *trained, key=f"trained-{key}",
-                                                             worker=self.workers[0])]
         index = {h: i for i, h in enumerate(self.workers)}
         homes = [self.peers[index[h]] for h in lay.home]  # where each model's rows are asked for
+        step = self.step(trained, sum(map(bool, owned)), f"trained-{key}")
         merges = [self.submit(models.merge, run.tag, self.attempt, g, blocks, len(ranges), t.merge, homes, *step,
                               key=f"merge-{key}-{i}", worker=self.workers[i])
                   for i, blocks in enumerate(owned) if blocks]
         installs = []
         if w > 1:
-            step = merges if len(merges) == 1 else [self.submit(models.barrier, *merges, key=f"merged-{key}",
-                                                                worker=self.workers[0])]
+            step = self.step(merges, w, f"merged-{key}")
             installs = [self.submit(models.install, run.tag, self.attempt, g,
                                     [(b, lo, hi, b % w) for b, (lo, hi) in enumerate(ranges) if b % w != i],
                                     len(ranges), self.peers, *step, key=f"install-{key}-{i}", worker=x)
                         for i, x in enumerate(self.workers)]
-        # The next round waits for every install (they read the owners' models).
+        return self.end_round(epoch, r, key, trained, merges, installs) + (rows, len(ranges))
+
+    def step(self, futures: list, tasks: int, key: str) -> list:
+        """What the ``tasks`` tasks of a round's next step wait for: ``futures`` themselves, or
+        where several tasks would each wait for several futures past ``DIRECT_WORKERS`` workers,
+        one barrier task that waits for them (keyed ``key``)."""
+        if len(futures) <= 1 or tasks <= 1 or len(self.workers) <= DIRECT_WORKERS:
+            return futures
+        return [self.submit(models.barrier, *futures, key=key, worker=self.workers[0])]
+
+    def end_round(self, epoch: int, r: int, key: str, trained: list, merges: list, installs: list) -> tuple:
+        """The round's end (a future of its record, ``models.ended``), which the bar follows; the
+        next round's trains wait for every install (they read the owners' models) or, with one
+        worker, its merges."""
         done = self.submit(models.ended, trained, merges, installs, key=f"round-{key}", worker=self.workers[0])
-        self.bar.follow([done], functools.partial(self._round_ended, epoch, int(run.words[:, r].sum())))
-        self.after = [[done] for _ in lay.groups]
-        return done, rows, len(ranges)
+        self.bar.follow([done], functools.partial(self._round_ended, epoch, int(self.run.words[:, r].sum())))
+        after = [done] if len(self.workers) > DIRECT_WORKERS else installs or merges
+        self.after = [list(after) for _ in self.layout.groups]
+        return (done,)
 
     def submit_epoch(self, epoch: int, checkpoint_url: str | None):
         rounds = [self.submit_round(epoch, r) for r in range(self.run.rounds)]
