@@ -35,7 +35,6 @@ from numbers import Integral, Real
 import numpy as np
 
 from .errors import ConfigError, DataError, UnknownWord
-from .nearest import row_norms, top_k
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +273,8 @@ class Embeddings:
     def norms(self) -> np.ndarray:
         """L2 norm of every vector (zero rows count as 1, so they score 0), computed once."""
         if self._norms is None:
+            from .nearest import row_norms  # imported where used: see _ranked
+
             self._norms = row_norms(self.vectors)
         return self._norms
 
@@ -323,6 +324,10 @@ class Embeddings:
     def _ranked(self, scores: np.ndarray, start: int, exclude: list[int], topn: int) -> list[tuple[str, float]]:
         """The ``topn`` best (word, score) of ``scores`` (rows ``start``...), best first, ties by
         row, without the rows in ``exclude``; overwrites ``scores``."""
+        # Imported here, not with the module: the command's parser reads this module's names
+        # (SCORINGS) before a job's fork server starts, and numba's import would delay it.
+        from .nearest import top_k
+
         scores[[r - start for r in exclude if start <= r < start + len(scores)]] = -np.inf
         rows, best = top_k(scores[None], topn)
         return [(self.vocab[start + i], float(s)) for i, s in zip(rows[0], best[0]) if s > -np.inf]

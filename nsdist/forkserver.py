@@ -2,8 +2,9 @@
 
 A spawned worker starts a fresh interpreter, imports Dask, nsdist, numba and pyarrow, and
 initialises numba's compiler at its first kernel: about a second of CPU per worker, on the cores
-the job is about to train on. The ``nsdist`` command starts a fork server (``start``) as soon as
-its config says the job will start a local cluster, before it imports the library itself: the
+the job is about to train on. The ``nsdist`` command starts a fork server (``start``) first
+thing when its command line says the job will start a local cluster (and stops it if its config
+then names a scheduler), before it parses its arguments and imports the library itself: the
 server imports all that once (``cluster.preload``), on one core while the command imports on
 another, and the local cluster's workers are forks of it (Dask's ``multiprocessing-method:
 forkserver``), ready at once. The server lives as long as the command (``stop``). A local
@@ -31,7 +32,7 @@ PRELOAD = "nsdist.cluster.preload"
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
               "MALLOC_TRIM_THRESHOLD_": "65536", "PYTHONHASHSEED": "6640"}
 
-_STARTED: list[bool] = []
+_STARTED: list[bool] = []  # [True]: started; [False]: it could not start, not tried again until stop()
 
 
 def start() -> None:
@@ -49,6 +50,7 @@ def start() -> None:
         forkserver.ensure_running()
     except OSError as e:  # no process or socket to be had: the workers are spawned as Dask does
         log.debug("no fork server for the local workers (%s): they are spawned", e)
+        _STARTED.append(False)
         return
     finally:
         os.environ.clear()
@@ -61,15 +63,16 @@ def start() -> None:
 
 def running() -> bool:
     """Whether ``start`` started the fork server that this process's local cluster forks from."""
-    return bool(_STARTED)
+    return _STARTED == [True]
 
 
 def stop() -> None:
     """End the fork server (the workers forked from it are the cluster's to stop); it would end
     anyway when this process does, a moment later."""
-    if not _STARTED:
-        return
+    started = running()
     _STARTED.clear()
+    if not started:
+        return
     stop_server = getattr(forkserver._forkserver, "_stop", None)  # no public way to end it before exit
     if stop_server is not None:
         stop_server()

@@ -15,6 +15,8 @@ import psutil
 
 from nsdist import forkserver
 from nsdist.cli import main
+from nsdist.cli.commands import _local_workers_first
+from nsdist.config import load_config
 from nsdist.synth import generate
 
 
@@ -94,3 +96,37 @@ def test_without_a_fork_server_the_workers_are_spawned(tmp_path, monkeypatch):
     assert main(["train", "--corpus", files.corpus, "--out", str(tmp_path / "out"), "--workers", "1",
                  "--set", "epochs=1", "--set", "dim=8"]) == 0
     assert calls == [1] and not forkserver.running() and (tmp_path / "out" / "LATEST").exists()
+
+
+def test_the_command_starts_its_server_before_it_imports_the_library(tmp_path):
+    """The server starts before the command parses its arguments: the parser imports neither
+    Dask nor numba (the server's imports are what the local cluster's start waits for)."""
+    script = ("import sys\n"
+              "from nsdist import cli, forkserver\n"
+              "def start():\n"
+              "    print(sorted(m for m in ('distributed', 'numba', 'pyarrow') if m in sys.modules))\n"
+              "    raise SystemExit(0)\n"
+              "forkserver.start = start\n"
+              "cli.main(['-v', 'train', '--corpus', 'c.txt', '--out', 'out'])\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", (done.stdout, done.stderr[-2000:])
+    script = script.replace("'train'", "'evaluate'")  # a command that starts no cluster: no server
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert "[" not in done.stdout, done.stdout
+
+
+def test_a_config_that_names_a_scheduler_stops_the_server(tmp_path):
+    """The command line named no scheduler, so the server started; the config file does."""
+    cfg = load_config(None, {"cluster.scheduler": "tcp://127.0.0.1:8786"}, environ={}, corpus=("c.txt",),
+                      out=str(tmp_path / "out"))
+    forkserver.start()
+    try:
+        assert forkserver.running() and _server(psutil.Process()) is not None
+        _local_workers_first(cfg)
+        assert not forkserver.running()
+        deadline = time.time() + 10
+        while _server(psutil.Process()) is not None:
+            assert time.time() < deadline, "the fork server outlived the config that named a scheduler"
+            time.sleep(0.05)
+    finally:
+        forkserver.stop()

@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:
         parser().print_help()
         return 2
+    _local_workers_early(argv)
     in_main_thread = threading.current_thread() is threading.main_thread()
     signals = (signal.SIGINT, signal.SIGTERM)
     previous = [signal.signal(s, _on_signal) for s in signals] if in_main_thread else []
@@ -73,6 +74,33 @@ def main(argv: list[str] | None = None) -> int:
         VERBOSE.clear()
         progress.enable(False)
         STOP.clear()
+
+
+def _local_workers_early(argv: list[str]) -> None:
+    """A ``train`` or ``demo`` run that names no scheduler (``--scheduler``, DASK_SCHEDULER_ADDRESS)
+    will start a local cluster: its workers' fork server starts first thing, before this process
+    parses its arguments and imports the library (forkserver.py: the server's imports, about
+    1.3 s of CPU, are what the cluster's start waits for). Once the config is read, a job whose
+    config file names a scheduler stops it again (commands._local_workers_first)."""
+    named = os.environ.get("DASK_SCHEDULER_ADDRESS") or any(a.startswith("--scheduler") for a in argv)
+    if _command(argv) in ("train", "demo") and not named and not {"-h", "--help"} & set(argv):
+        forkserver.start()
+
+
+def _command(argv: list[str]) -> str | None:
+    """The command word of ``argv``: its first word that is neither an option nor the value of
+    the one global option that takes one (``--log-format json``).
+
+    >>> _command(["--log-format", "json", "-v", "train", "--corpus", "c.txt"]), _command(["--version"])
+    ('train', None)
+    """
+    value = False
+    for a in argv:
+        if value or a == "--log-format":
+            value = not value
+        elif not a.startswith("-"):
+            return a
+    return None
 
 
 def _run(argv: list[str]) -> int:

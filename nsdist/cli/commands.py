@@ -33,11 +33,15 @@ def cmd_train(args) -> int:
 
 
 def _local_workers_first(cfg) -> None:
-    """A job that will start a local cluster starts its workers' fork server now, before this
-    process imports the library (forkserver.py): both import at once, on two cores."""
-    if not (cfg.cluster.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")):
-        from .. import forkserver
+    """A job that will start a local cluster has its workers' fork server (started from the
+    command line, cli._local_workers_early, or now), before this process imports the library
+    (forkserver.py): both import at once, on two cores. One whose config names a scheduler has
+    none."""
+    from .. import forkserver
 
+    if cfg.cluster.scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS"):
+        forkserver.stop()
+    else:
         forkserver.start()
 
 
