@@ -94,19 +94,25 @@ def _child(spec: dict) -> int:
     def instrument():
         """Import the job's modules and wrap their functions: at the command's start, or, where
         the command starts its workers' fork server before it imports the library
-        (nsdist/forkserver.py), just after that, so that the server keeps its head start."""
+        (nsdist/forkserver.py), just after that, so that the server keeps its head start. Only
+        the modules the command imports itself before its cluster starts: the demo's corpus and
+        evaluation modules are wrapped for the demo alone (evaluation imports scikit-learn,
+        which would compete with the server's imports in a train command that never does)."""
         t = time.perf_counter()
         import nsdist.cluster as cl
         import nsdist.cluster.client as cc
-        import nsdist.evaluate as ev
         import nsdist.inputs as inputs
         import nsdist.pipeline as pl
         import nsdist.runs as runs
-        import nsdist.synth as synth
         from nsdist.cluster import training
 
+        if spec["argv"][0] == "demo":
+            import nsdist.evaluate as ev
+            import nsdist.synth as synth
+
+            wrap(synth, "generate", "synthetic corpus")
+            wrap(ev, "evaluate_files", "demo: evaluation")
         record["import"] += time.perf_counter() - t
-        wrap(synth, "generate", "synthetic corpus")
         wrap(inputs, "check_inputs", "check inputs")
         wrap(cc, "LocalCluster", "cluster start: LocalCluster")
         wrap(cc, "Client", "cluster start: client")
@@ -129,7 +135,6 @@ def _child(spec: dict) -> int:
         wrap(pl, "_publish", "publish (report, manifest, LATEST, checkpoints removed)")
         wrap(cc, "close", "cluster shutdown", before=tasks_before_close)
         wrap(runs, "load", "demo: load the run")
-        wrap(ev, "evaluate_files", "demo: evaluation")
 
     commands = sys.modules.get("nsdist.cli.commands")
     first = getattr(commands, "_local_workers_first", None)
