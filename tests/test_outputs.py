@@ -47,13 +47,23 @@ def rewrite_json(url, **changes):
 
 def test_vectors_txt_writes_each_number_as_repr_precision_text(tmp_path):
     """Every number of vectors.txt is ``f"{x:.9g}"`` of its float32, whatever the value
-    (signed zero, subnormals, the largest float32, 9 significant digits), after the escaped word."""
+    (signed zero, subnormals, the largest float32, 9 significant digits, powers of ten and their
+    neighbours, any bit pattern), after the escaped word: the compiled formatting
+    (nsdist/floattext.py) and, for the rows it leaves (a number at a rounding tie), Python's."""
+    from nsdist import floattext
+
     special = np.array([[-0.0, 0.0, 1.4e-45, -1.1754944e-38, 3.4028235e38, 123456789.0, 0.1, -1.0]], np.float32)
-    v = np.concatenate([special, vectors(n=3, dim=8, seed=3)])
-    words = pa.array(["%d", "new york", "50%", "x"])
-    formats.write_run_files(str(tmp_path), words, np.arange(4, 0, -1), v, v, word2vec_max_bytes=2**30)
+    tens = np.float32(10) ** np.arange(-44, 39, dtype=np.float32)
+    near = np.concatenate([tens, np.nextafter(tens, np.float32(np.inf)), np.nextafter(tens, np.float32(0))])
+    bits = np.random.default_rng(5).integers(0, 2**32, 8_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    bits = bits[np.isfinite(bits)]
+    more = np.concatenate([near, -near, bits])
+    v = np.concatenate([special, vectors(n=3, dim=8, seed=3), more[:len(more) // 8 * 8].reshape(-1, 8)])
+    assert 0 < len(floattext.text_rows(v)[2]) < len(v) / 2  # both ways are exercised
+    words = pa.array(["%d", "new york", "50%", "x"] + [f"w{i}" for i in range(len(v) - 4)])
+    formats.write_run_files(str(tmp_path), words, np.arange(len(v), 0, -1), v, v, word2vec_max_bytes=2**30)
     lines = (tmp_path / "vectors.txt").read_text(encoding="utf-8").splitlines()
-    expected = ["4 8"] + [formats.escape_word(w) + " " + " ".join(f"{x:.9g}" for x in row)
+    expected = [f"{len(v)} 8"] + [formats.escape_word(w) + " " + " ".join(f"{x:.9g}" for x in row)
                           for w, row in zip(words.to_pylist(), v.tolist())]
     assert lines == expected
     assert lines[1].split()[1:3] == ["-0", "0"] and lines[1].split()[5] == "3.40282347e+38"
