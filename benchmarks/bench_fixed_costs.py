@@ -8,6 +8,7 @@ Run by hand (never by the test suite), from the repository root:
 
     python benchmarks/bench_fixed_costs.py                          # this tree, 3 runs of each demo
     python benchmarks/bench_fixed_costs.py --before /tmp/main-copy  # against another tree, interleaved
+    python benchmarks/bench_fixed_costs.py --before /tmp/main-copy --plain  # the commands untimed
 
 With ``--before TREE`` (a copy of another commit's sources, e.g. ``git archive main | tar -x -C
 TREE``) every run of that tree is followed by a run of this one (``PYTHONPATH`` alternates), and the
@@ -28,6 +29,11 @@ Every command runs as ``python -m nsdist``, in a process of its own, started by 
 - the process's wall time from this script (start to exit, so interpreter start and exit count),
   and the CPU seconds of its processes (the command's, its scheduler's and its workers', which it
   waits for): less sensitive than wall time to what else runs on the machine.
+
+The timers cost little, but the child imports the job's modules to wrap them, and where those
+imports compete with the workers' fork server (forkserver.py) they shift time between phases:
+``--plain`` runs the commands as they are and reports their wall time, the epochs' seconds from
+their manifests, and the difference, the fixed seconds.
 
 ``others``: the CPU share other processes took while a command ran (the machine's busy CPU
 seconds minus the command's own process tree, over wall x cores): above 0.05 the run's timings
@@ -336,10 +342,20 @@ def report(kind: str, results: dict[str, list[dict]], synth: dict[str, list[dict
     return "\n".join(lines)
 
 
+def _with_epochs(rec: dict, out: str) -> dict:
+    """``rec`` with the epochs' seconds its run's manifest reports (a plain command's record)."""
+    import glob
+
+    (path,) = glob.glob(os.path.join(out, "runs", "*", "manifest.json"))
+    with open(path) as f:
+        rec["epochs"] = sum(e["seconds"] for e in json.load(f)["metrics"]["epochs"])
+    return rec
+
+
 def text_demo(tree: str, work: str, timed: bool = True) -> dict:
     d = tempfile.mkdtemp(dir=work)
     try:
-        return run_command(tree, ["demo", "--dir", d], work, timed)
+        return _with_epochs(run_command(tree, ["demo", "--dir", d], work, timed), os.path.join(d, "out"))
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -351,7 +367,7 @@ def graph_demo(tree: str, work: str, timed: bool = True) -> tuple[dict, dict]:
         job = run_command(tree, ["train", "--edges", os.path.join(d, "graph", "edges.parquet"), "--out",
                                  os.path.join(d, "out"), "--config", os.path.join(ROOT, "jobs", "graph.yaml")],
                           work, timed)
-        return synth, job
+        return synth, _with_epochs(job, os.path.join(d, "out"))
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -363,6 +379,9 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each demo per tree")
     p.add_argument("--demos", default="text,graph", help="which demos: text, graph or both")
     p.add_argument("--json", help="write every run's record here")
+    p.add_argument("--plain", action="store_true",
+                   help="run the commands as they are, without this script's timers: only their wall time and "
+                        "the epochs' seconds their manifests report (the fixed seconds with nothing added)")
     args = p.parse_args(argv)
     if args.child:
         return _child(json.loads(args.child))
@@ -379,9 +398,9 @@ def main(argv=None) -> int:
             for d in demos:
                 for t in trees:
                     if d == "text":
-                        results[d][t].append(text_demo(t, work))
+                        results[d][t].append(text_demo(t, work, timed=not args.plain))
                     else:
-                        s, job = graph_demo(t, work)
+                        s, job = graph_demo(t, work, timed=not args.plain)
                         synths[t].append(s)
                         results[d][t].append(job)
                     r = results[d][t][-1]
@@ -394,8 +413,21 @@ def main(argv=None) -> int:
             json.dump({"results": results, "synth": synths}, f)
     print(f"cores {os.cpu_count()}; before: {trees[0] if len(trees) == 2 else '-'}; after: {trees[-1]}")
     for d in demos:
-        print(report(d, results[d], synths if d == "graph" else None))
+        print(plain_report(d, results[d]) if args.plain else report(d, results[d], synths if d == "graph" else None))
     return 0
+
+
+def plain_report(kind: str, results: dict[str, list[dict]]) -> str:
+    """The plain commands' medians per tree: wall, the epochs' seconds, and the rest (fixed)."""
+    lines = [f"## {kind} demo, plain commands: median of {min(map(len, results.values()))} run(s) per tree (seconds)",
+             "", "| tree | wall | epochs | fixed (wall - epochs) | fixed per run | others (max) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for tree, recs in results.items():
+        fixed = [r["wall"] - r["epochs"] for r in recs]
+        lines.append(f"| {tree} | {statistics.median(r['wall'] for r in recs):.2f} | "
+                     f"{statistics.median(r['epochs'] for r in recs):.2f} | {statistics.median(fixed):.2f} | "
+                     f"{', '.join(f'{x:.2f}' for x in fixed)} | {max(r['others'] for r in recs):.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
