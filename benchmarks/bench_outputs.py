@@ -76,6 +76,31 @@ def one_writer(source: str, url: str, vocab, model) -> dict:
     return module.write_run_files(url, vocab.words, vocab.counts, model.win, model.wout, None, "string")
 
 
+def _compiled() -> None:
+    """numba initialised and the text formatter loaded, as in a job's workers after training."""
+    import numpy as np
+
+    from nsdist import floattext
+
+    floattext.text_rows(np.zeros((1, 1), np.float32))
+
+
+class _Parts:
+    """A whole vocabulary as the job's vocabulary parts (``cluster.VocabParts``' view) read: one part."""
+
+    def __init__(self, vocab):
+        self.words, self.counts = vocab.words, vocab.counts
+
+    def blocks(self):
+        yield self
+
+
+def _rows_of(vocab, lo: int, hi: int):
+    from nsdist.vocab import Vocab
+
+    return Vocab(vocab.words[lo:hi], vocab.counts[lo:hi])
+
+
 def publish_by_blocks(client, ready: dict, workers: list, tag: str, vocab, url: str, words: int, dim: int) -> dict:
     from nsdist import pipeline
     from nsdist.cluster import models
@@ -86,9 +111,12 @@ def publish_by_blocks(client, ready: dict, workers: list, tag: str, vocab, url: 
                              allow_other_workers=False)
 
     plan = plan_outputs(url, words, dim, len(workers), 2**40)
-    started = save(pipeline._start_outputs, (plan, vocab, 0.025, None), workers[0], f"start-{url}").result()
+    parts = client.submit(_Parts, vocab, key=f"parts-{url}")
+    started = save(pipeline._start_outputs, (plan, parts, 0.025, None), workers[0], f"start-{url}").result()
     plan = started["plan"]
-    blocks = client.gather([save(pipeline._write_block, (plan, vocab, None, b), workers[b % len(workers)],
+    # Each block's writer gets its rows' words, as the job's (cluster.Counted.slices) do.
+    pieces = [client.submit(_rows_of, vocab, lo, hi, key=f"words-{url}-{b}") for b, (lo, hi) in enumerate(plan.blocks)]
+    blocks = client.gather([save(pipeline._write_block, (plan, None, (b, pieces[b])), workers[b % len(workers)],
                                  f"block-{url}-{b}") for b in range(len(plan.blocks))])
     records = {name: [b["parts"][name] for b in blocks] for name in plan.assembled}
     done = client.gather([save(pipeline._complete_output, (plan, None, records, name), workers[i % len(workers)],
@@ -156,6 +184,7 @@ def main() -> None:
                           host="127.0.0.1", memory_limit=0) as lc, Client(lc) as client:
             client.wait_for_workers(args.workers)
             cluster.setup_workers(client)
+            client.run(_compiled)  # a job's workers have run kernels before they publish
             workers = sorted(client.scheduler_info()["workers"])
             tag = f"bench-outputs-{os.getpid()}"
             ready = {w: client.submit(models.create, tag, 0, 0, [i], model, args.words, args.dim, args.seed,
