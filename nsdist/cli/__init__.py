@@ -57,7 +57,6 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:
         parser().print_help()
         return 2
-    _local_workers_early(argv)
     in_main_thread = threading.current_thread() is threading.main_thread()
     signals = (signal.SIGINT, signal.SIGTERM)
     previous = [signal.signal(s, _on_signal) for s in signals] if in_main_thread else []
@@ -105,6 +104,7 @@ def _command(argv: list[str]) -> str | None:
 
 def _run(argv: list[str]) -> int:
     try:
+        _local_workers_early(argv)
         args = parser().parse_args(argv)
         setup_logging(args.log_format, args.verbose)
         if args.verbose:
