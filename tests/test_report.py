@@ -60,6 +60,26 @@ def _page(epochs: int = 3, storage_options=None) -> str:
     return report.render(manifest, sample)
 
 
+def test_the_sample_asks_for_its_words_once_in_id_order():
+    """A vocabulary held in parts (``cluster.VocabParts``' view) is asked for the sampled words
+    once, in id order: each part is then read once, not once per switch between parts."""
+    class Parts:
+        asked = []
+
+        def __len__(self):
+            return 100
+
+        def __getitem__(self, ids):
+            self.asked.append(np.asarray(ids).tolist())
+            return np.array([f"w{i}" for i in np.atleast_1d(ids)])
+
+    words, rng = Parts(), np.random.default_rng(2)
+    sample = report.sample(words, np.arange(1000, 900, -1), rng.standard_normal((100, 4)).astype(np.float32))
+    (asked,) = words.asked
+    seen = {n["word"] for q in sample["neighbours"] for n in [q] + [{"word": w} for w, _ in q["nearest"]]}
+    assert asked == sorted(set(asked)) and seen == {f"w{i}" for i in asked} and len(asked) > len(sample["neighbours"])
+
+
 def _svgs(page: str) -> list[str]:
     return re.findall(r"<svg\b.*?</svg>", page, flags=re.DOTALL)
 
