@@ -127,7 +127,7 @@ def vocab_lines(data: bytes, escape: str | None, url: str = "", first: int = 1) 
 
 def _word2vec_text(words: Sequence[str], vectors: np.ndarray, header: str | None):
     # repr-precision floats ('%.9g') round-trip float32 exactly; floattext writes them as printf
-    # does, compiled (Python's own formatting, a float at a time, is 5-8x slower). The few rows
+    # does, compiled (Python's own formatting, a float at a time, was about 4x slower in all). The few rows
     # it leaves (a number at a rounding tie) are formatted here, one format per row.
     row_format = " ".join(["%.9g"] * vectors.shape[1])
 
