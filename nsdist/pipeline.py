@@ -40,8 +40,8 @@ from .errors import ConfigError, DataError, Interrupted, OutOfMemory
 from .memory import release_memory
 from .merge import rate_summary, shard_rates
 from .model import Model, check_finite, init_model, make_tables
-from .formats import (OutputPlan, abort_outputs, complete_output, neighbors_part, neighbors_table, plan_outputs,
-                      start_outputs, write_block, write_file, write_neighbors, write_vocab)
+from .formats import (OutputPlan, abort_outputs, assembly_groups, complete_output, neighbors_part, neighbors_table,
+                      plan_outputs, start_outputs, write_block, write_file, write_neighbors, write_vocab)
 from .runs import claim_run, new_run_id, publish, resolve_run, run_url
 from .plan import PEAK, SHARD_PLAN, topk_blocks
 from .nearest import block_topk
@@ -89,9 +89,10 @@ def _write_block(plan: OutputPlan, store, item: tuple[int, Vocab], model: Model)
     return write_block(plan, block, words.words, words.counts, model.win[lo:hi], model.wout[lo:hi], store)
 
 
-def _complete_output(plan: OutputPlan, store, records: dict, name: str, model: Model) -> dict:
-    """A file written by blocks, assembled from their parts and hashed (one task per file)."""
-    return complete_output(plan, name, records[name], store)
+def _complete_outputs(plan: OutputPlan, store, records: dict, names: tuple[str, ...], model: Model) -> dict:
+    """Files written by blocks, each assembled from its parts and hashed (``names``: one task's
+    share, formats.assembly_groups)."""
+    return {k: v for name in names for k, v in complete_output(plan, name, records[name], store).items()}
 
 
 def _write_outputs(client, cfg: JobConfig, run: _Run, counted, final) -> dict:
@@ -108,7 +109,8 @@ def _write_outputs(client, cfg: JobConfig, run: _Run, counted, final) -> dict:
         words = counted.slices(plan.blocks, key=f"words-{run.id}")
         blocks = final.each(_write_block, (plan, store), list(enumerate(words)), "outputs")
         records = {name: [b["parts"][name] for b in blocks] for name in plan.assembled}
-        done = final.each(_complete_output, (plan, store, records), list(plan.assembled), "assemble")
+        done = final.each(_complete_outputs, (plan, store, records), assembly_groups(plan.assembled, len(final.workers)),
+                          "assemble")
     except BaseException:
         abort_outputs(plan, store)  # the parts written so far (S3 keeps, and bills, an open upload's)
         raise

@@ -26,6 +26,7 @@ import os
 import posixpath
 import re
 import secrets
+import shutil
 import time
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 
@@ -911,9 +912,12 @@ def write_part(url: str, token: str, part: int, slots: int, fill, storage_option
 def complete_parts(url: str, token: str, records: list[dict], storage_options: Options = None) -> dict:
     """Assemble a file from its parts' records (``write_part``), in part order; its
     ``{size, sha256}`` (on S3 the store joins the parts and the object is then read once to hash
-    it; elsewhere the parts are copied into the file and hashed on the way)."""
+    it; on a local disk the first part becomes the file and the others are appended to it;
+    elsewhere the parts are copied into the file and hashed on the way)."""
     records = sorted(records, key=lambda r: r["part"])
     fs, path = filesystem(url, storage_options)
+    if is_local(fs) and records:
+        return _move_parts(path, _parts_dir(path, token), records)
     if _is_s3(fs):
         bucket, key, _ = fs.split_path(path)
         parts = [{"PartNumber": n, "ETag": etag} for r in records for n, etag in r["etags"]]
@@ -932,6 +936,31 @@ def complete_parts(url: str, token: str, records: list[dict], storage_options: O
                     out.write(memoryview(buf)[:n])
                     total += n
     fs.rm(folder, recursive=True)
+    return {"size": total, "sha256": digest.hexdigest()}
+
+
+def _move_parts(path: str, folder: str, records: list[dict]) -> dict:
+    """A local file assembled from its parts: the first part becomes the file (a rename) and the
+    others are appended, so only 1 - 1/parts of the bytes are written again (new page-cache pages:
+    a copy of every part took 150-300 ms for a 16 MB vectors.txt on the development VM). Each part
+    is read once to hash the file. A task run again after a lost worker finds the first part
+    moved already and cuts the file back to it."""
+    digest, first = hashlib.sha256(), posixpath.join(folder, f"{records[0]['part']:05d}")
+    with _storage_call(f"complete_parts {path}", None):
+        if os.path.exists(first):
+            os.replace(first, path)
+        os.truncate(path, records[0]["size"])
+        buf = bytearray(min(CHUNK, max(r["size"] for r in records)) or 1)
+        with open(path, "r+b") as out:
+            while n := readinto_exact(out, buf):
+                digest.update(memoryview(buf)[:n])
+            for r in records[1:]:
+                with open(posixpath.join(folder, f"{r['part']:05d}"), "rb") as f:
+                    while n := readinto_exact(f, buf):
+                        digest.update(memoryview(buf)[:n])
+                        out.write(memoryview(buf)[:n])
+            total = out.tell()
+        shutil.rmtree(folder)
     return {"size": total, "sha256": digest.hexdigest()}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import threading
 import tracemalloc
 
@@ -210,6 +211,27 @@ def test_a_file_written_in_parts_locally_is_assembled_and_its_parts_removed(tmp_
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
     token = storage.start_parts(str(tmp_path / "g.bin"), None)
     storage.write_part(str(tmp_path / "g.bin"), token, 0, 1, lambda w: w.write(b"x"), None)
+    storage.abort_parts(str(tmp_path / "g.bin"), token, None)
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_a_local_file_assembled_again_after_a_lost_worker_is_whole(tmp_path):
+    """The first part is moved into place, then the others appended: an assembly killed midway
+    leaves the file with its first part and some of the rest, and the task run again must give
+    the same file."""
+    url, chunks = str(tmp_path / "f.bin"), [b"a" * 1000, b"b" * 10, b"c" * 3]
+    token = storage.start_parts(url, None)
+    records = [storage.write_part(url, token, i, 1, lambda w, c=c: w.write(c), None) for i, c in enumerate(chunks)]
+    folder = tmp_path / f".f.bin.parts-{token}"
+    os.replace(folder / "00000", tmp_path / "f.bin")
+    with open(tmp_path / "f.bin", "ab") as f:
+        f.write(b"b" * 4)  # the killed task's part of its append
+    whole = b"".join(chunks)
+    assert storage.complete_parts(url, token, records, None) == {"size": len(whole),
+                                                                 "sha256": hashlib.sha256(whole).hexdigest()}
+    assert (tmp_path / "f.bin").read_bytes() == whole
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+    token = storage.start_parts(str(tmp_path / "g.bin"), None)
     storage.abort_parts(str(tmp_path / "g.bin"), token, None)
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
 

@@ -4,6 +4,7 @@ lookup maps its words to those ids; on the cluster as in process."""
 from __future__ import annotations
 
 import collections
+import pickle
 
 import numpy as np
 import pyarrow as pa
@@ -105,3 +106,27 @@ def test_the_cluster_builds_the_same_vocabulary_and_shards(client, tmp_path):
     got = np.concatenate([p.ids for pieces in client.gather(shards) for p in pieces])
     scans = [scan(iter_tokens(b)) for b in blocks]
     assert np.array_equal(got, encode_scanned([(s, 0, None) for s in scans], vocab.words).ids)
+
+
+def _read_twice(view) -> tuple:
+    """In a task: each part read twice, with words and counts picked in between."""
+    seen = []
+    for i in range(len(view.starts) - 1):
+        first = view.part(i)
+        words, counts = view.words[[view.starts[i]]], view.counts[[view.starts[i]]]
+        seen.append((view.part(i) is first, words.tolist(), counts.tolist()))
+    held = pickle.loads(pickle.dumps(view))._held  # what a task would send on: never a part
+    return seen, held
+
+
+def test_a_task_reads_a_vocabulary_part_once_for_its_words_and_counts(client, tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("a a a b b c\nd d e\n" * 50, encoding="utf-8")
+    cfg = load_config(None, {"min_count": 1}, environ={}, corpus=(str(path),), out="unused", blocksize=64)
+    counted = count_vocab(client, cfg, plan_blocks(cfg.corpus, blocksize=cfg.blocksize), "twice")
+    view = counted.view()
+    assert len(view.starts) - 1 == len(counted.sizes) > 1
+    seen, held = client.submit(_read_twice, view, pure=False).result()
+    vocab = counted.vocab.result()
+    assert seen == [(True, [vocab.words[s].as_py()], [int(vocab.counts[s])]) for s in view.starts[:-1]]
+    assert held == [-1, None]
