@@ -66,27 +66,27 @@ def _rate_summary(*tables) -> dict:
     return rate_summary(np.concatenate([t.rate for t in tables]))
 
 
-def _start_outputs(plan: OutputPlan, vocab, alpha: float, store, model: Model) -> dict:
-    """Open the run's files written by blocks, write vocab.tsv, and take the report's sample of
-    the model (a few hundred numbers and words: the client never holds the vectors). ``vocab``:
-    the vocabulary's parts (cluster.VocabParts), read one at a time."""
-    check_finite(model, alpha)
+def _vocab_and_sample(url: str, vocab, store, model: Model) -> dict:
+    """Write vocab.tsv and take the report's sample of the model (a few hundred numbers and
+    words: the client never holds the vectors). ``vocab``: the vocabulary's parts
+    (cluster.VocabParts), read one at a time."""
     release_memory()
-    plan = start_outputs(plan, store)
-    return {"plan": plan, "files": write_vocab(plan.url, vocab.blocks(), store),
-            "sample": report.sample(vocab.words, vocab.counts, model.win)}
+    return {"files": write_vocab(url, vocab.blocks(), store), "sample": report.sample(vocab.words, vocab.counts,
+                                                                                        model.win)}
 
 
 def _digest(vocab) -> str:
     return checkpoint.vocab_digest(vocab.blocks())
 
 
-def _write_block(plan: OutputPlan, store, item: tuple[int, Vocab], model: Model) -> dict:
+def _write_block(plan: OutputPlan, store, alpha: float, item: tuple[int, Vocab], model: Model) -> dict:
     """One row block of the outputs (``item``: the block and its words), written from the rows of
-    that block of this worker's model."""
+    that block of this worker's model, once they are known to be finite."""
     block, words = item
     lo, hi = plan.blocks[block]
-    return write_block(plan, block, words.words, words.counts, model.win[lo:hi], model.wout[lo:hi], store)
+    rows = Model(model.win[lo:hi], model.wout[lo:hi])
+    check_finite(rows, alpha)
+    return write_block(plan, block, words.words, words.counts, rows.win, rows.wout, store)
 
 
 def _complete_outputs(plan: OutputPlan, store, records: dict, names: tuple[str, ...], model: Model) -> dict:
@@ -97,20 +97,21 @@ def _complete_outputs(plan: OutputPlan, store, records: dict, names: tuple[str, 
 
 def _write_outputs(client, cfg: JobConfig, run: _Run, counted, final) -> dict:
     """The run's data files ({name: {size, sha256}}) from the final model on the workers: vocab.tsv
-    and the report's sample from the first worker, the vectors by row blocks dealt over the
-    workers (formats.write_block), then each file written by blocks assembled by one task."""
+    and the report's sample from the first worker beside the vectors by row blocks dealt over the
+    workers (formats.write_block; each block's rows checked finite first), then the files
+    written by blocks assembled by a task per share of them."""
     t0, store = time.perf_counter(), cfg.store
-    plan = plan_outputs(run.url, counted.summary["vocab_size"], cfg.train.dim, len(final.workers),
-                        cfg.word2vec_max_bytes, counted.word_type)
-    started = final.write(_start_outputs, (plan, counted.view(), cfg.train.alpha, store))
-    plan = started["plan"]
+    plan = start_outputs(plan_outputs(run.url, counted.summary["vocab_size"], cfg.train.dim, len(final.workers),
+                                      cfg.word2vec_max_bytes, counted.word_type), store)
     try:
+        started = final.write(_vocab_and_sample, (plan.url, counted.view(), store))
         # Each writer receives its block's words only, read from the vocabulary's parts.
         words = counted.slices(plan.blocks, key=f"words-{run.id}")
-        blocks = final.each(_write_block, (plan, store), list(enumerate(words)), "outputs")
+        blocks = final.each(_write_block, (plan, store, cfg.train.alpha), list(enumerate(words)), "outputs")
         records = {name: [b["parts"][name] for b in blocks] for name in plan.assembled}
         done = final.each(_complete_outputs, (plan, store, records), assembly_groups(plan.assembled, len(final.workers)),
                           "assemble")
+        started = final.result(started)
     except BaseException:
         abort_outputs(plan, store)  # the parts written so far (S3 keeps, and bills, an open upload's)
         raise

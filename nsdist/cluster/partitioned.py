@@ -331,8 +331,8 @@ class _Partitioned(_Attempt):
                  for i, w in enumerate(self.workers)]
         self.after = [a + freed for a in self.after]
         where, ready = self._masters(self.cfg.train.epochs * self.run.rounds, "final")
-        return self.gather(self.submit(_apply, write, args, where, self.run.parts.ranges, self.cfg.train.dim, ready,
-                                       key=f"write-{self.run.tag}-{self.attempt}", worker=self.workers[0]))
+        return self.submit(_apply, write, args, where, self.run.parts.ranges, self.cfg.train.dim, ready,
+                           key=f"write-{self.run.tag}-{self.attempt}", worker=self.workers[0])
 
     def deal(self, task, args: tuple, items: list, label: str, whole: bool = False) -> list:
         """``task(*args, item, unit)`` (``whole``: ``task(*args, item, model)``) for each item,

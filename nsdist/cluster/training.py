@@ -306,11 +306,10 @@ class _Attempt:
         self._actors = []  # released: Dask frees the Peer actors
 
     def finish(self, write, args: tuple):
-        """``write(*args, model)`` on the final model, by the first worker."""
+        """The future of ``write(*args, model)`` on the final model, by the first worker."""
         run = self.run
-        return self.gather(self.submit(models.save, run.tag, self.attempt, self.cfg.train.epochs * run.rounds, write,
-                                       args, *self.after[0], key=f"write-{run.tag}-{self.attempt}",
-                                       worker=self.workers[0]))
+        return self.submit(models.save, run.tag, self.attempt, self.cfg.train.epochs * run.rounds, write, args,
+                           *self.after[0], key=f"write-{run.tag}-{self.attempt}", worker=self.workers[0])
 
     def deal(self, task, args: tuple, items: list, label: str, whole: bool = False) -> list:
         """``task(*args, item, unit)`` for each item on the final model's unit rows (``whole``:
@@ -343,8 +342,14 @@ class Final:
         return list(self._job.workers)
 
     def write(self, write, args: tuple):
-        """``write(*args, model)`` on the final model, by the first worker; its result."""
+        """The future of ``write(*args, model)`` on the final model, by the first worker: it runs
+        beside the tasks submitted after it (``result`` waits for it)."""
         return self._job.finish(write, args)
+
+    def result(self, future):
+        """The result of a future of ``write``, waited for as the job's own tasks are (a worker
+        lost meanwhile fails the wait)."""
+        return self._job.gather(future)
 
     def deal(self, task, args: tuple, items: list, label: str) -> list:
         """``task(*args, item, unit)`` for each item, dealt over the workers, on their copy of the
