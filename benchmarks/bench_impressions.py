@@ -6,6 +6,7 @@ Run by hand (never by the test suite):
 
     python benchmarks/bench_impressions.py                          # the planted clickstream, ~10 min on 2 cores
     python benchmarks/bench_impressions.py --behaviors behaviors.tsv  # an impression log you have (MIND's form)
+    python benchmarks/bench_impressions.py --mean seed1.json seed2.json seed3.json  # runs' --json files: the means
 
 The data, either:
 
@@ -104,6 +105,17 @@ def gensim_run(train_path: str, epochs: int | None, seed: int):
     return nsdist.Embeddings(list(wv.index_to_key), counts, wv.vectors, context=model.syn1neg)
 
 
+def print_mean(files: list[Path]) -> None:
+    """A Markdown table of the mean of each figure over several runs' --json files, each run's value in
+    brackets (in the files' order)."""
+    runs = [json.loads(f.read_text()) for f in files]
+    print("| ranking | AUC | MRR | nDCG@5 | nDCG@10 |\n| --- | --- | --- | --- | --- |")
+    for name in runs[0]:
+        cells = [f"{np.mean(v):.3f} ({', '.join(f'{x:.3f}' for x in v)})"
+                 for v in ([run[name][k] for run in runs] for k in ("auc", "mrr", "ndcg@5", "ndcg@10"))]
+        print(f"| {name} | {' | '.join(cells)} |")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--behaviors", help="an impression log (MIND's behaviors.tsv, or any impressions file)")
@@ -115,7 +127,10 @@ def main(argv=None) -> None:
     ap.add_argument("--last", type=int, help="rank for the last N items of each history (default: all)")
     ap.add_argument("--no-gensim", action="store_true")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--mean", type=Path, nargs="+", metavar="JSON", help="print the mean of these --json files; no run")
     args = ap.parse_args(argv)
+    if args.mean:
+        return print_mean(args.mean)
 
     from nsdist.evaluate import evaluate_impressions
 
