@@ -69,8 +69,9 @@ def _rate_summary(*tables) -> dict:
 def _vocab_and_sample(url: str, vocab, store, model: Model) -> dict:
     """Write vocab.tsv and take the report's sample of the model (a few hundred numbers and
     words: the client never holds the vectors). ``vocab``: the vocabulary's parts
-    (cluster.VocabParts), read one at a time."""
+    (cluster.VocabParts), read one at a time, each once for both."""
     release_memory()
+    vocab = vocab.cached()
     return {"files": write_vocab(url, vocab.blocks(), store), "sample": report.sample(vocab.words, vocab.counts,
                                                                                         model.win)}
 

@@ -93,11 +93,11 @@ def release_vocab(client: Client, tag: str) -> None:
 
 class _Picks:
     """One column of the vocabulary (words or counts) by ids, the part that holds each id read
-    when asked (``VocabParts.part`` keeps the last one read: ``report.sample`` picks a few
-    hundred, mostly in order, from both columns)."""
+    when asked and kept for the next (``report.sample`` picks a few hundred, mostly in order; the
+    columns of one ``VocabParts.cached`` copy share the part they read)."""
 
     def __init__(self, parts: VocabParts, column: str):
-        self.parts, self.column = parts, column
+        self.parts, self.column = parts if parts._held is not None else parts.cached(), column
 
     def __len__(self) -> int:
         return len(self.parts)
@@ -138,33 +138,40 @@ class VocabParts:
 
     name: str
     starts: list
-    # The last part read, kept for the next read of the same part (a task that writes vocab.tsv
-    # and then picks the report's words and counts reads a one-part vocabulary once, not three
-    # times: 14-20 ms a read on 2 local workers). Read in tasks only, never sent.
-    _held: list = field(default_factory=lambda: [-1, None], compare=False, repr=False)
+    # In a copy made by ``cached``, the last part read, kept for the next read of the same part.
+    # Never in the object a task was given: Dask keeps a task's arguments on its worker while
+    # the task's result is held, and they would hold the part as long.
+    _held: list | None = field(default=None, init=False, compare=False, repr=False)
 
     def __len__(self) -> int:
         return self.starts[-1]
 
-    def __getstate__(self):
-        return {"name": self.name, "starts": self.starts}
+    def __reduce__(self):
+        return VocabParts, (self.name, self.starts)  # a copy never carries a part it read
 
-    def __setstate__(self, state):
-        object.__setattr__(self, "name", state["name"])
-        object.__setattr__(self, "starts", state["starts"])
-        object.__setattr__(self, "_held", [-1, None])
+    def cached(self) -> VocabParts:
+        """A copy that keeps the last part it read for the next read of the same part, for a
+        task that reads the vocabulary more than once (vocab.tsv, then the report's words and
+        counts: a one-part vocabulary read once, not three times, 14-20 ms a read on 2 local
+        workers). It holds that part as long as the task holds it."""
+        copy = VocabParts(self.name, self.starts)
+        object.__setattr__(copy, "_held", [-1, None])
+        return copy
 
     def part(self, i: int) -> Vocab:
-        if self._held[0] == i:
-            return self._held[1]
+        held = self._held
+        if held is not None and held[0] == i:
+            return held[1]
         from distributed import worker_client
 
-        self._held[:] = [-1, None]  # freed before the next part arrives
+        if held is not None:
+            held[:] = [-1, None]  # freed before the next part arrives
         # The task leaves its worker's thread pool while it waits (worker_client secedes): a
         # part lost with a worker is computed again, which needs a thread this task would hold.
         with worker_client() as client:
             part = client.gather(client.get_dataset(self.name)[i])
-        self._held[:] = [i, part]
+        if held is not None:
+            held[:] = [i, part]
         return part
 
     def blocks(self):
