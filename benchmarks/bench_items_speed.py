@@ -170,14 +170,14 @@ def run_nsdist(data: Data, kernel: str, cores: int, seed: int) -> dict:
 
 
 def run_job(data: Data, cores: int, seed: int, work: str) -> dict:
-    """nsdist as a job runs by default: a LocalCluster of ``cores`` worker processes x 1 thread,
+    """nsdist as a job runs by default: the LocalCluster it starts (``cluster.connect``: ``cores``
+    worker processes x 1 thread, spawned, as ``nsdist.train`` from Python starts them),
     one model each, averaged every round (the job's default rounds), on the sentences written as
     a text corpus, with a fresh draw of negatives per context word (share_negatives 1, as graph
     and session jobs run). Seconds: the epochs' training from the manifest (counting, encoding,
     the cluster's start and publishing left out, as gensim's build_vocab is)."""
-    from distributed import Client, LocalCluster
-
-    from nsdist.config import load_config
+    from nsdist.cluster import close, connect
+    from nsdist.config import ClusterConfig, load_config
     from nsdist.pipeline import train
 
     path = os.path.join(work, f"{data.name}.txt")
@@ -189,12 +189,13 @@ def run_job(data: Data, cores: int, seed: int, work: str) -> dict:
                              "ns_exponent": hp["ns_exponent"], "sample": 0, "min_count": hp["min_count"],
                              "epochs": hp["epochs"], "seed": seed, "share_negatives": 1, "checkpoint_every": 0},
                       environ={}, corpus=(path,), out=os.path.join(work, f"out-{data.name}-{cores}"))
-    with LocalCluster(n_workers=cores, threads_per_worker=1, processes=True, dashboard_address=":0",
-                      host="127.0.0.1") as cluster, Client(cluster) as client:
-        client.wait_for_workers(cores)
+    client, cluster = connect(ClusterConfig(workers=cores, threads_per_worker=1, wait_for_workers=cores))
+    try:
         watch = CpuWatch()
         result = train(cfg, client)
         others = watch.stop()
+    finally:
+        close(client, cluster)
     emb = result.load()
     return {"seconds": sum(e["seconds"] for e in result.metrics["epochs"]), "others": others,
             "words": list(emb.vocab), "vectors": emb.vectors}

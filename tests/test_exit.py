@@ -1,6 +1,7 @@
 """The end of a job: the workers of the local cluster nsdist started, and the ``nsdist`` command's
 own process, exit without the garbage collector's passes over what they imported (``gc.freeze``
-just before); a cluster nsdist did not start is left as it was."""
+just before); a cluster nsdist did not start is left as it was. And what that local cluster runs
+in the background meanwhile."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import subprocess
 import sys
 
+import dask
 from distributed import Client, LocalCluster, WorkerPlugin
 
 from nsdist.cli import main
@@ -77,3 +79,29 @@ def test_main_called_in_a_process_leaves_its_collections_alone(tmp_path):
     before = gc.get_freeze_count()
     assert main(["synth", str(tmp_path / "corpus.txt"), "--tokens", "1000"]) == 0
     assert gc.get_freeze_count() == before
+
+
+def _background(dask_worker=None, dask_scheduler=None) -> tuple:
+    """A process's periodic background work: whether it samples its threads' stacks, and the
+    intervals (ms) of its event-loop tick and its system monitor."""
+    pcs = (dask_worker or dask_scheduler).periodic_callbacks
+    return "profile" in pcs, pcs["tick"].callback_time, pcs["monitor"].callback_time
+
+
+def test_the_local_cluster_does_less_in_the_background_unless_the_user_asked(monkeypatch):
+    """No stack sampling, a tick a second and system metrics every 2 s on the workers and the
+    scheduler nsdist starts; a value the user's Dask config sets is kept (in a DASK_* variable,
+    even Dask's default)."""
+    client, cluster = connect(ClusterConfig(workers=1))
+    try:
+        assert list(client.run(_background).values()) == [(False, 1000, 2000)]
+        assert client.run_on_scheduler(_background)[1:] == (1000, 2000)
+    finally:
+        close(client, cluster)
+    monkeypatch.setenv("DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED", "True")
+    with dask.config.set({"distributed.admin.tick.interval": "50ms"}):
+        client, cluster = connect(ClusterConfig(workers=1))
+    try:
+        assert list(client.run(_background).values()) == [(True, 50, 2000)]
+    finally:
+        close(client, cluster)
