@@ -105,3 +105,15 @@ def test_the_local_cluster_does_less_in_the_background_unless_the_user_asked(mon
         assert list(client.run(_background).values()) == [(True, 50, 2000)]
     finally:
         close(client, cluster)
+
+
+def test_a_served_dashboard_keeps_dask_s_background_work(tmp_path, monkeypatch):
+    """With bokeh installed Dask serves its dashboard, whose profile and system pages show that
+    work: the local cluster keeps Dask's settings."""
+    from nsdist.cluster.client import QUIET, _quiet_background
+
+    assert _quiet_background() == QUIET
+    (tmp_path / "bokeh").mkdir()
+    (tmp_path / "bokeh" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert _quiet_background() == {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib.util
 import logging
 import os
 import signal
@@ -50,20 +51,24 @@ def _security(cfg: ClusterConfig, address: str | None) -> Security | None:
     return Security(require_encryption=True, **files)
 
 
-# A local cluster's background work where the user's Dask config leaves Dask's defaults: every
-# worker's statistical profiler samples its threads' stacks every 10 ms (for the dashboard's
-# profile page, which needs bokeh), and every process measures its event loop's lag every 20 ms
-# and its system metrics every 0.5 s. On 2 cores that took 3.0-3.3% of a core per idle worker and
-# 5.2% in the client's process (scheduler, nannies), 0.6-0.7% and 1.6% with these; a sessions job
-# of 2 workers trained about 3% faster (8 alternating pairs; benchmarks/README.md). The memory
-# monitor keeps its interval: it is what stops a worker over its limit.
+# A local cluster's background work where no dashboard is served and the user's Dask config
+# leaves Dask's defaults: every worker's statistical profiler samples its threads' stacks every
+# 10 ms (for the dashboard's profile page), and every process measures its event loop's lag every
+# 20 ms and its system metrics every 0.5 s (the dashboard's system page). On 2 cores that took
+# 3.0-3.3% of a core per idle worker and 5.2% in the client's process (scheduler, nannies),
+# 0.6-0.7% and 1.6% with these; a sessions job of 2 workers trained about 3% faster (8
+# alternating pairs; benchmarks/README.md). The memory monitor keeps its interval: it is what
+# stops a worker over its limit.
 QUIET = {"distributed.worker.profile.enabled": False, "distributed.admin.tick.interval": "1s",
          "distributed.admin.system-monitor.interval": "2s"}
 
 
 def _quiet_background() -> dict:
     """QUIET, less the keys the user set: in Dask's config files or DASK_* variables, or to
-    another value than Dask's default."""
+    another value than Dask's default; nothing where Dask serves a dashboard (bokeh installed:
+    ``nsdist[dashboard]``), whose pages show that work."""
+    if importlib.util.find_spec("bokeh") is not None:
+        return {}
     defaults, users = dask.config.merge(*dask.config.defaults), dask.config.collect()
     unset = object()
     return {k: v for k, v in QUIET.items()
