@@ -25,9 +25,10 @@ Rows, for each data set and core count C, one after the other and never overlapp
 - ``nsdist <kernel>``: the compiled kernel called as a worker with C threads calls it: one model
   shared by C threads (Hogwild), each training its own contiguous part of the sentences, the
   learning rate falling linearly over all epochs, vocabulary sorted by count as nsdist sorts it.
-  Kernels: ``fresh`` (sgns.train_fresh: what graph and session jobs run, a fresh draw of
-  negatives per context word), ``batch-share1`` (sgns.train_batch with share 1: the same updates
-  and draws, the layout those jobs ran before), ``batch-share0`` (one draw per window, the text
+  Kernels: ``fresh`` (sgns.fresh_kernel for the data's width: what graph and session jobs run, a fresh draw of
+  negatives per context word), ``batch-share1`` (sgns.train_batch with share 1: the same draws,
+  and the same updates except where a context's draws repeat a target; the layout those jobs ran
+  before), ``batch-share0`` (one draw per window, the text
   layout: faster, lower quality on these data).
 
 Columns: ``words/s`` = tokens x epochs / seconds (wall clock of the training call); ``x gensim``
@@ -60,7 +61,9 @@ from nsdist import sgns  # noqa: E402
 from nsdist.model import init_model, make_tables  # noqa: E402
 from nsdist.rng import task_state  # noqa: E402
 
-KERNELS = {"fresh": (sgns.train_fresh, 1), "batch-share1": (sgns.train_batch, 1), "batch-share0": (sgns.train_batch, 0)}
+# name: (the kernel for a model width, share)
+KERNELS = {"fresh": (sgns.fresh_kernel, 1), "batch-share1": (lambda dim: sgns.train_batch, 1),
+           "batch-share0": (lambda dim: sgns.train_batch, 0)}
 WALKS = {"dim": 128, "window": 10, "negative": 5, "ns_exponent": 0.75, "min_count": 1, "epochs": 1}
 SESSIONS = {"dim": 64, "window": 50, "negative": 5, "ns_exponent": 0.5, "min_count": 2}
 
@@ -145,8 +148,9 @@ def run_gensim(data: Data, cores: int, seed: int) -> dict:
 def run_nsdist(data: Data, kernel: str, cores: int, seed: int) -> dict:
     """One model, ``cores`` threads (as one worker of that many threads), each epoch's sentences
     cut into ``cores`` contiguous parts; alpha falls from 0.025 to 0.0001 over all epochs."""
-    fn, share = KERNELS[kernel]
+    for_width, share = KERNELS[kernel]
     hp = data.hp
+    fn = for_width(hp["dim"])
     model = init_model(len(data.counts), hp["dim"], seed)
     tables = make_tables(data.counts, 0.0, hp["ns_exponent"])
     rate = np.ones(len(data.counts), np.float32)

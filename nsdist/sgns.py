@@ -13,6 +13,8 @@ token and the GIL is released, so several tasks can train in threads of one work
 
 from __future__ import annotations
 
+import functools
+
 import numba
 import numpy as np
 
@@ -384,70 +386,22 @@ def _fresh_targets(center, noise_prob, noise_alias, negative, shown, m0, m1, exp
     return nt, state
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True)
-def train_fresh(
-    win, wout, ids, offsets, s_begin, s_end, keep, noise_prob, noise_alias,
-    window, negative, alpha_start, alpha_end, state, n_in, n_out, rate, done0=0, total=0, share=1,
-    neg_ids=None, neg_offsets=None, explicit=0, explicit_weight=1.0,
-):  # pragma: no cover - compiled
-    """Train sentences [s_begin, s_end) with a fresh draw of negatives for every context word.
-
-    The updates of train_batch with ``share`` 1 (the default of long windows, sessions and graph
-    walks, whose quality needs fresh negatives), and the same random draws: for each context
-    word in a center's window, in order, its targets are the center and ``negative`` new noise
-    words (plus ``explicit`` shown items, as in train_batch); its input row and the targets'
-    output rows are updated from the rows as they were before this context's step.
-
-    Only the arithmetic is laid out for speed: no snapshot copies of the rows, each target's
-    output row read three times (dot product, gradient, update) straight from the model, three
-    rows per pass over the dimension, and at most three rows written per pass so that LLVM's
-    runtime alias checks stay within its limit and every pass is vectorised. Float sums are
-    taken in another order than train_batch's, so vectors agree to rounding, not bit for bit.
-    ``share`` is accepted for the common signature and ignored.
-    """
-    dim = win.shape[1]
-    total = max(total if total > 0 else offsets[s_end] - offsets[s_begin], 1)
-    sent = np.empty(_longest(offsets, s_begin, s_end), np.int32)
-    most = negative + 1 + explicit
-    tgt = np.empty(most, np.int64)
-    lab = np.empty(most, np.float32)
-    wt = np.ones(most, np.float32)
-    g = np.empty(most, np.float32)
-    grad = np.empty(dim, np.float32)
-    shown = np.zeros(0, np.int32) if neg_ids is None else neg_ids
-    loss = 0.0
-    pairs = 0
-    done = done0
-    for s in range(s_begin, s_end):
-        alpha = np.float32(alpha_start + (alpha_end - alpha_start) * (done / total))
-        n, state = subsample(ids, offsets[s], offsets[s + 1], keep, state, sent)
-        done += offsets[s + 1] - offsets[s]
-        m0 = m1 = 0
-        if neg_offsets is not None and explicit > 0:
-            m0, m1 = neg_offsets[s], neg_offsets[s + 1]
-        for i in range(n):
-            center = sent[i]
-            span = n
-            if window > 0:
-                u, state = next_random(state)
-                span = window - np.int64(u * window)
-            for j in range(max(0, i - span), min(n, i + span + 1)):
-                if j == i:
-                    continue
-                nt, state = _fresh_targets(center, noise_prob, noise_alias, negative, shown, m0, m1, explicit,
-                                           explicit_weight, state, tgt, lab, wt)
-                loss += _context_step(win, wout, sent[j], tgt, lab, wt, nt, alpha, rate, g, grad, n_in, n_out)
-                pairs += 1
-    return loss, pairs, done - done0, state
+# train_fresh is compiled once more for each model width in this range, with the width a
+# constant: LLVM then unrolls the passes over a row and drops their trip-count and overlap
+# checks, which at dim 64 cost as much as the arithmetic (benchmarks/README.md, "The fresh
+# kernel's passes"). Narrower and wider models run the kernel that reads the width from the model.
+FIXED_DIMS = (32, 1024)
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True, inline="always")
-def _context_step(win, wout, c, tgt, lab, wt, nt, alpha, rate, g, grad, n_in, n_out):  # pragma: no cover - compiled
-    """Input row win[c] against output rows wout[tgt[:nt]]: scores, then the input row's
-    gradient from the output rows, then the output rows' updates from the input row, then the
-    input row's update; the loss. Rows are indexed in place (a row view would cost a reference
-    count increment and decrement per row)."""
-    dim = win.shape[1]
+def _context_step(win, wout, c, tgt, lab, wt, nt, alpha, rate, g, grad, n_in, n_out, dim):  # pragma: no cover
+    """Input row win[c] against output rows wout[tgt[:nt]]: the scores, all from the rows as
+    they are before the step; the gradients; then, target by target, the input row's
+    gradient takes the target's output row and that row takes its update (read once for
+    both; a target drawn twice in one step is read again after its first update, as in
+    word2vec's loop over targets); then the input row's update; the loss. Rows are indexed
+    in place (a row view would cost a reference count increment and decrement per row). ``dim``:
+    the rows' width, a constant where the caller's is."""
     t = 0
     while t + 3 <= nt:  # scores, three rows per pass over win[c]
         r0, r1, r2 = tgt[t], tgt[t + 1], tgt[t + 2]
@@ -475,36 +429,29 @@ def _context_step(win, wout, c, tgt, lab, wt, nt, alpha, rate, g, grad, n_in, n_
         gt, pair_loss = gradient(g[t], lab[t], alpha)
         g[t] = gt * wt[t]
         loss += pair_loss * wt[t]
-    for k in range(dim):  # grad = sum_t g[t] * wout[tgt[t]], before those rows move
+    for k in range(dim):
         grad[k] = 0.0
     t = 0
-    while t + 3 <= nt:
-        r0, r1, r2 = tgt[t], tgt[t + 1], tgt[t + 2]
-        g0, g1, g2 = g[t], g[t + 1], g[t + 2]
-        for k in range(dim):
-            grad[k] += g0 * wout[r0, k] + g1 * wout[r1, k] + g2 * wout[r2, k]
-        t += 3
+    while t + 2 <= nt:  # grad += g[t] * wout[tgt[t]]; wout[tgt[t]] += rate * g[t] * win[c]
+        r0, r1 = tgt[t], tgt[t + 1]
+        g0, g1 = g[t], g[t + 1]
+        q0, q1 = g0 * rate[r0], g1 * rate[r1]
+        for k in range(dim):  # two rows and grad written per pass: LLVM's overlap checks stay in bounds
+            xk = win[c, k]
+            y0 = wout[r0, k]
+            wout[r0, k] = y0 + q0 * xk
+            y1 = wout[r1, k]
+            wout[r1, k] = y1 + q1 * xk
+            grad[k] += g0 * y0 + g1 * y1
+        t += 2
     while t < nt:
         r0 = tgt[t]
         g0 = g[t]
+        q0 = g0 * rate[r0]
         for k in range(dim):
-            grad[k] += g0 * wout[r0, k]
-        t += 1
-    t = 0
-    while t + 3 <= nt:  # wout[tgt[t]] += rate * g[t] * win[c]; a repeated target gets both steps
-        r0, r1, r2 = tgt[t], tgt[t + 1], tgt[t + 2]
-        q0, q1, q2 = g[t] * rate[r0], g[t + 1] * rate[r1], g[t + 2] * rate[r2]
-        for k in range(dim):
-            xk = win[c, k]
-            wout[r0, k] += q0 * xk
-            wout[r1, k] += q1 * xk
-            wout[r2, k] += q2 * xk
-        t += 3
-    while t < nt:
-        r0 = tgt[t]
-        q0 = g[t] * rate[r0]
-        for k in range(dim):
-            wout[r0, k] += q0 * win[c, k]
+            y0 = wout[r0, k]
+            wout[r0, k] = y0 + q0 * win[c, k]
+            grad[k] += g0 * y0
         t += 1
     for t in range(nt):
         n_out[tgt[t]] += 1
@@ -513,3 +460,85 @@ def _context_step(win, wout, c, tgt, lab, wt, nt, alpha, rate, g, grad, n_in, n_
         win[c, k] += m * grad[k]
     n_in[c] += 1
     return loss
+
+
+def _fresh_kernel(DIM):
+    """train_fresh for rows of ``DIM`` floats (0: any, the model's). DIM is its only closure
+    variable: numba keys a closure's disk cache by the pickled bytes of its variables, and a
+    compiled function among them pickles differently in every process, which would compile the
+    kernel again in every worker."""
+
+    @numba.njit(cache=True, nogil=True, fastmath=True)
+    def train_fresh(
+        win, wout, ids, offsets, s_begin, s_end, keep, noise_prob, noise_alias,
+        window, negative, alpha_start, alpha_end, state, n_in, n_out, rate, done0=0, total=0, share=1,
+        neg_ids=None, neg_offsets=None, explicit=0, explicit_weight=1.0,
+    ):  # pragma: no cover - compiled
+        """Train sentences [s_begin, s_end) with a fresh draw of negatives for every context word.
+
+        train_batch's draws with ``share`` 1 (the default of long windows, sessions and graph
+        walks, whose quality needs fresh negatives): for each context word in a center's
+        window, in order, its targets are the center and ``negative`` new noise words (plus
+        ``explicit`` shown items, as in train_batch), scored from the rows as they are before
+        this context's step. The updates are train_batch's too, except where one context's
+        draws repeat a target: here its second gradient reads the row its first update moved
+        (word2vec's order), there both read the row as it was.
+
+        Laid out for speed: no snapshot copies of the rows, each target's output row read twice
+        (score; then gradient and update in one pass), at most three rows per pass over the
+        dimension (every pass vectorised), and the width a constant where fresh_kernel gives
+        one. Same signature and returns as train_pairs; ``share`` is accepted and ignored.
+        """
+        if DIM > 0 and win.shape[1] != DIM:
+            raise ValueError("train_fresh compiled for another width")
+        dim = DIM if DIM > 0 else win.shape[1]
+        total = max(total if total > 0 else offsets[s_end] - offsets[s_begin], 1)
+        sent = np.empty(_longest(offsets, s_begin, s_end), np.int32)
+        most = negative + 1 + explicit
+        tgt = np.empty(most, np.int64)
+        lab = np.empty(most, np.float32)
+        wt = np.ones(most, np.float32)
+        g = np.empty(most, np.float32)
+        grad = np.empty(dim, np.float32)
+        shown = np.zeros(0, np.int32) if neg_ids is None else neg_ids
+        loss = 0.0
+        pairs = 0
+        done = done0
+        for s in range(s_begin, s_end):
+            alpha = np.float32(alpha_start + (alpha_end - alpha_start) * (done / total))
+            n, state = subsample(ids, offsets[s], offsets[s + 1], keep, state, sent)
+            done += offsets[s + 1] - offsets[s]
+            m0 = m1 = 0
+            if neg_offsets is not None and explicit > 0:
+                m0, m1 = neg_offsets[s], neg_offsets[s + 1]
+            for i in range(n):
+                center = sent[i]
+                span = n
+                if window > 0:
+                    u, state = next_random(state)
+                    span = window - np.int64(u * window)
+                for j in range(max(0, i - span), min(n, i + span + 1)):
+                    if j == i:
+                        continue
+                    nt, state = _fresh_targets(center, noise_prob, noise_alias, negative, shown, m0, m1, explicit,
+                                               explicit_weight, state, tgt, lab, wt)
+                    loss += _context_step(win, wout, sent[j], tgt, lab, wt, nt, alpha, rate, g, grad, n_in, n_out,
+                                          dim)
+                    pairs += 1
+        return loss, pairs, done - done0, state
+
+    return train_fresh
+
+
+train_fresh = _fresh_kernel(0)
+
+
+@functools.cache
+def fresh_kernel(dim: int):
+    """train_fresh for models ``dim`` floats wide: compiled for that width where FIXED_DIMS holds
+    it (each width compiled and cached on disk on first use), else the any-width kernel.
+
+    >>> fresh_kernel(16) is train_fresh, fresh_kernel(64) is fresh_kernel(64), fresh_kernel(64) is train_fresh
+    (True, True, False)
+    """
+    return _fresh_kernel(dim) if FIXED_DIMS[0] <= dim <= FIXED_DIMS[1] else train_fresh

@@ -14,7 +14,7 @@ import numpy as np
 from .encode import Shard
 from .model import Model, Tables
 from .rng import task_state
-from .sgns import train_batch, train_fresh, train_pairs
+from .sgns import fresh_kernel, train_batch, train_fresh, train_pairs
 
 KERNELS = {"pair": train_pairs, "batch": train_batch}
 
@@ -45,16 +45,18 @@ def round_spec(t, epoch: int, r: int, rounds: int, shard: int, alpha_start: floa
                      t.share(walks=walks), t.explicit_negatives, t.explicit_weight)
 
 
-def kernel(spec: RoundSpec):
-    """The compiled kernel of a round: the batch kernel with a fresh draw of negatives per
-    context word (``share`` 1: long windows, sessions, graph walks) is sgns.train_fresh, the same
-    updates and draws laid out for that case; otherwise ``spec.kernel``'s.
+def kernel(spec: RoundSpec, dim: int = 0):
+    """The compiled kernel of a round on a model ``dim`` floats wide (0: any): the batch kernel
+    with a fresh draw of negatives per context word (``share`` 1: long windows, sessions, graph
+    walks) is sgns.train_fresh, its draws laid out for that case (compiled for the width,
+    sgns.fresh_kernel); otherwise ``spec.kernel``'s.
 
-    >>> kernel(RoundSpec(0, 0, 1, 0, 0.025, 0.0, 10, 5, 1, "batch", 1)).__name__
-    'train_fresh'
+    >>> spec = RoundSpec(0, 0, 1, 0, 0.025, 0.0, 10, 5, 1, "batch", 1)
+    >>> kernel(spec).__name__, kernel(spec, 64) is fresh_kernel(64)
+    ('train_fresh', True)
     """
     if spec.kernel == "batch" and spec.share == 1:
-        return train_fresh
+        return fresh_kernel(dim) if dim else train_fresh
     return KERNELS[spec.kernel]
 
 
@@ -145,7 +147,7 @@ def train_round(model: Model, pieces: Sequence[Shard], tables: Tables, spec: Rou
             continue
         if held is not None:
             p, begin, end = piece_slice(p, begin, end, held), 0, end - begin
-        piece_loss, piece_pairs, piece_words, state = kernel(spec)(
+        piece_loss, piece_pairs, piece_words, state = kernel(spec, win.shape[1])(
             win, wout, p.ids, p.offsets, begin, end,
             tables.keep, tables.noise_prob, tables.noise_alias,
             spec.window, spec.negative, spec.alpha_start, spec.alpha_end, state, n_in, n_out, rate,

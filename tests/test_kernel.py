@@ -10,7 +10,8 @@ import pytest
 from nsdist.encode import Shard
 from nsdist.noise import noise_table
 from nsdist.model import Model, init_model
-from nsdist.sgns import SIGMOID_TABLE, SOFTPLUS_TABLE, TABLE_STEPS, subsample, train_batch, train_fresh, train_pairs
+from nsdist.sgns import (FIXED_DIMS, SIGMOID_TABLE, SOFTPLUS_TABLE, TABLE_STEPS, fresh_kernel, subsample,
+                         train_batch, train_fresh, train_pairs)
 from nsdist.shard import RoundSpec, round_slice, round_slices, round_words, train_round
 
 
@@ -389,62 +390,95 @@ def _lcg(state):
     return (state >> 11) / 2.0**53, state
 
 
-def reference_fresh(win, wout, sentence, window, prob, alias, negative, alpha, rate, state):
-    """train_fresh in float64 numpy, drawing the same random numbers: for each center, the
-    window shrinks to span in [1, window]; each context word in order draws ``negative`` noise
-    words (one equal to the center is dropped) and takes one step from the rows as they are:
-    scores f = wout[T] @ win[c], g = (labels - sigmoid(f)) * alpha, win[c] += rate[c] * g @ wout[T],
-    wout[T] += rate[T] * g x win[c] (a repeated target gets each of its steps). Returns the loss,
-    the update counts and the state."""
+def reference_fresh(win, wout, ids, offsets, keep, prob, alias, window, negative, alpha0, alpha1, rate, state,
+                    shown=None, shown_offsets=None, explicit=0, explicit_weight=1.0):
+    """train_fresh in float64 numpy, drawing the same random numbers, over every sentence of
+    (ids, offsets): the rate falls from alpha0 towards alpha1 by words done, per sentence; a
+    word is dropped when a draw is not below its keep probability (below 1); for each center
+    the window shrinks to span in [1, window] (0: the whole sentence); each context word in order
+    draws ``negative`` noise words, then up to ``explicit`` of the sentence's shown items (weight
+    ``explicit_weight``; drawn uniformly when there are more), one equal to the center dropped.
+    A context's step: scores f = wout[T] @ win[c] from the rows before it,
+    g = (labels - sigmoid(f)) * alpha * weights; then target by target the input gradient takes
+    the target's row as it is, and the row takes rate * g * win[c] (so a target drawn twice
+    sees its first update the second time); then win[c] += rate[c] * gradient. Returns the
+    loss, the update counts and the state."""
     loss, n_in, n_out = 0.0, np.zeros(len(win), int), np.zeros(len(wout), int)
-    for i, center in enumerate(sentence):
-        u, state = _lcg(state)
-        span = window - int(u * window)
-        for j in range(max(0, i - span), min(len(sentence), i + span + 1)):
-            if j == i:
-                continue
-            targets = [center]
-            for _ in range(negative):
+    total, done = max(int(offsets[-1] - offsets[0]), 1), 0
+    for s in range(len(offsets) - 1):
+        alpha = float(np.float32(alpha0 + (alpha1 - alpha0) * (done / total)))
+        sentence = []
+        for w in ids[offsets[s]:offsets[s + 1]]:
+            if keep[w] < 1.0:
                 u, state = _lcg(state)
-                x = u * len(prob)
-                w = int(x) if x - int(x) < prob[int(x)] else int(alias[int(x)])
-                if w != center:
-                    targets.append(w)
-            c, labels = sentence[j], np.array([1.0] + [0.0] * (len(targets) - 1))
-            x, ys = win[c].copy(), wout[targets].copy()
-            f = ys @ x
-            g = (labels - np.array([sigmoid(v) for v in f])) * alpha
-            loss += softplus(-f[0]) + sum(softplus(v) for v in f[1:])
-            np.add.at(wout, targets, (g * rate[targets])[:, None] * x)
-            win[c] += rate[c] * (g @ ys)
-            n_in[c] += 1
-            np.add.at(n_out, targets, 1)
+                if u >= keep[w]:
+                    continue
+            sentence.append(int(w))
+        done += int(offsets[s + 1] - offsets[s])
+        m0, m1 = (shown_offsets[s], shown_offsets[s + 1]) if explicit else (0, 0)
+        for i, center in enumerate(sentence):
+            span = len(sentence)
+            if window > 0:
+                u, state = _lcg(state)
+                span = window - int(u * window)
+            for j in range(max(0, i - span), min(len(sentence), i + span + 1)):
+                if j == i:
+                    continue
+                targets = [(center, 1.0, 1.0)]
+                for _ in range(negative):
+                    u, state = _lcg(state)
+                    x = u * len(prob)
+                    w = int(x) if x - int(x) < prob[int(x)] else int(alias[int(x)])
+                    if w != center:
+                        targets.append((w, 0.0, 1.0))
+                m = m1 - m0
+                for e in range(min(m, explicit)):
+                    k = e
+                    if m > explicit:
+                        u, state = _lcg(state)
+                        k = int(u * m)
+                    if shown[m0 + k] != center:
+                        targets.append((int(shown[m0 + k]), 0.0, explicit_weight))
+                c, x = sentence[j], win[sentence[j]].copy()
+                f = [wout[t] @ x for t, _, _ in targets]
+                grad = np.zeros_like(x)
+                for (t, label, weight), ft in zip(targets, f):
+                    g = (label - sigmoid(ft)) * alpha * weight
+                    loss += weight * (softplus(-ft) if label > 0 else softplus(ft))
+                    grad += g * wout[t]
+                    wout[t] += rate[t] * g * x
+                    n_out[t] += 1
+                win[c] += rate[c] * grad
+                n_in[c] += 1
     return loss, n_in, n_out, state
 
 
+@pytest.mark.parametrize("dim", [16, 32])
 @pytest.mark.parametrize("repeat", [False, True])
-def test_fresh_kernel_equals_float64_reference(repeat):
+def test_fresh_kernel_equals_float64_reference(repeat, dim):
     """A window of real random draws (shrunk windows, an alias table), against the float64
     reference; ``repeat``: a noise table that always yields one word, so all of a context's
-    negatives are the same row and its updates must add up."""
+    negatives are the same row and each of its gradients reads the row its earlier ones moved.
+    dim 32 runs the kernel compiled for that width (fresh_kernel), 16 the any-width one."""
     rng = np.random.default_rng(4)
-    V, dim, negative, window, alpha = 9, 16, 4, 3, 0.05
-    win = rng.normal(0, 0.5, (V, dim)).astype(np.float32)
-    wout = rng.normal(0, 0.5, (V, dim)).astype(np.float32)
+    V, negative, window, alpha = 9, 4, 3, 0.05
+    win = rng.normal(0, 0.5, (V, dim)).astype(np.float32) * np.float32(np.sqrt(16 / dim))
+    wout = rng.normal(0, 0.5, (V, dim)).astype(np.float32) * np.float32(np.sqrt(16 / dim))
     if repeat:
         prob, alias = np.zeros(V, np.float32), np.full(V, 8, np.int32)
     else:
         prob, alias = noise_table(np.arange(V, 0, -1))
     rate = rng.uniform(0.5, 2.0, V).astype(np.float32)
-    sentence = [0, 1, 2, 1, 0, 3, 4, 8, 5, 6, 7, 2]
+    sentence = np.array([0, 1, 2, 1, 0, 3, 4, 8, 5, 6, 7, 2], np.int32)
+    offsets, keep = np.array([0, len(sentence)], np.int64), np.ones(V, np.float32)
     ref_in, ref_out = win.astype(np.float64), wout.astype(np.float64)
-    ref_loss, ref_nin, ref_nout, ref_state = reference_fresh(ref_in, ref_out, sentence, window, prob, alias,
-                                                             negative, alpha, rate, 12345)
+    ref_loss, ref_nin, ref_nout, ref_state = reference_fresh(ref_in, ref_out, sentence, offsets, keep, prob, alias,
+                                                             window, negative, alpha, alpha, rate, 12345)
     n_in, n_out = np.zeros(V, np.uint32), np.zeros(V, np.uint32)
-    loss, pairs, words, state = train_fresh(win, wout, np.array(sentence, np.int32),
-                                            np.array([0, len(sentence)], np.int64), 0, 1, np.ones(V, np.float32),
-                                            prob, alias, window, negative, alpha, alpha, np.uint64(12345), n_in,
-                                            n_out, rate)
+    kernel = fresh_kernel(dim)
+    assert (kernel is train_fresh) == (dim < FIXED_DIMS[0])
+    loss, pairs, words, state = kernel(win, wout, sentence, offsets, 0, 1, keep, prob, alias, window, negative,
+                                       alpha, alpha, np.uint64(12345), n_in, n_out, rate)
     np.testing.assert_allclose(win, ref_in, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(wout, ref_out, rtol=1e-5, atol=1e-6)
     assert loss == pytest.approx(ref_loss, rel=1e-5)
@@ -453,11 +487,12 @@ def test_fresh_kernel_equals_float64_reference(repeat):
     assert pairs == n_in.sum() and words == len(sentence) and int(state) == ref_state
 
 
-def test_fresh_kernel_is_the_batch_kernel_with_share_1():
-    """The same draws and the same updates as train_batch with a fresh draw per context word
-    (share 1), on shards with subsampling, shrinking windows and explicit negatives: vectors
-    equal to float32 rounding, counts, pairs and the final random state exactly."""
-    V, dim = 30, 12
+@pytest.mark.parametrize("dim", [12, 32])
+def test_fresh_kernel_draws_as_the_batch_kernel_with_share_1(dim):
+    """On shards with subsampling, shrinking windows, a falling rate and explicit negatives:
+    train_fresh equals the float64 reference, and draws what train_batch draws with a fresh
+    draw per context word (share 1): the same update counts, pairs and final random state."""
+    V = 30
     shard = tiny_shard(n_sent=30, V=V, seed=3)
     neg_ids = np.random.default_rng(1).integers(0, V, 3 * shard.sentences).astype(np.int32)
     neg_offsets = np.arange(0, 3 * shard.sentences + 1, 3, dtype=np.int64)
@@ -469,16 +504,21 @@ def test_fresh_kernel_is_the_batch_kernel_with_share_1():
     wout0 = rng.normal(0, 0.3, (V, dim)).astype(np.float32)
     for window, explicit in ((4, 0), (0, 2)):
         out = []
-        for kernel in (train_batch, train_fresh):
+        for kernel in (train_batch, fresh_kernel(dim)):
             win, wout, n_in, n_out = win0.copy(), wout0.copy(), np.zeros(V, np.uint32), np.zeros(V, np.uint32)
             res = kernel(win, wout, shard.ids, shard.offsets, 0, shard.sentences, keep, prob, alias, window, 3,
                          0.05, 0.01, np.uint64(99), n_in, n_out, rate, 0, 0, 1, neg_ids, neg_offsets, explicit, 0.5)
             out.append((win, wout, n_in, n_out, res))
-        (w1, o1, i1, c1, r1), (w2, o2, i2, c2, r2) = out
-        np.testing.assert_allclose(w2, w1, rtol=1e-4, atol=1e-6)
-        np.testing.assert_allclose(o2, o1, rtol=1e-4, atol=1e-6)
-        assert np.array_equal(i1, i2) and np.array_equal(c1, c2)
-        assert r2[1:] == r1[1:] and r2[0] == pytest.approx(r1[0], rel=1e-5)
+        (_, _, i1, c1, r1), (w2, o2, i2, c2, r2) = out
+        assert np.array_equal(i1, i2) and np.array_equal(c1, c2) and r2[1:] == r1[1:]
+        ref_in, ref_out = win0.astype(np.float64), wout0.astype(np.float64)
+        ref_loss, ref_nin, ref_nout, ref_state = reference_fresh(
+            ref_in, ref_out, shard.ids, shard.offsets, keep, prob, alias, window, 3, 0.05, 0.01, rate, 99,
+            neg_ids, neg_offsets, explicit, 0.5)
+        np.testing.assert_allclose(w2, ref_in, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(o2, ref_out, rtol=1e-4, atol=1e-5)
+        assert r2[0] == pytest.approx(ref_loss, rel=1e-5) and int(r2[3]) == ref_state
+        assert i2.tolist() == ref_nin.tolist() and c2.tolist() == ref_nout.tolist()
 
 
 def test_fresh_kernel_is_deterministic_and_chosen_for_share_1():
