@@ -173,13 +173,14 @@ def run_nsdist(data: Data, kernel: str, cores: int, seed: int) -> dict:
     return {"seconds": seconds, "others": watch.stop(), "words": data.words, "vectors": model.win}
 
 
-def run_job(data: Data, cores: int, seed: int, work: str) -> dict:
+def run_job(data: Data, cores: int, seed: int, work: str, sets: dict | None = None) -> dict:
     """nsdist as a job runs by default: the LocalCluster it starts (``cluster.connect``: ``cores``
     worker processes x 1 thread, spawned, as ``nsdist.train`` from Python starts them),
     one model each, averaged every round (the job's default rounds), on the sentences written as
     a text corpus, with a fresh draw of negatives per context word (share_negatives 1, as graph
     and session jobs run). Seconds: the epochs' training from the manifest (counting, encoding,
-    the cluster's start and publishing left out, as gensim's build_vocab is)."""
+    the cluster's start and publishing left out, as gensim's build_vocab is). ``sets``: more
+    configuration keys, as ``nsdist train --set`` gives them (``--set`` here)."""
     from nsdist.cluster import close, connect
     from nsdist.config import ClusterConfig, load_config
     from nsdist.pipeline import train
@@ -191,7 +192,8 @@ def run_job(data: Data, cores: int, seed: int, work: str) -> dict:
     hp = data.hp
     cfg = load_config(None, {"dim": hp["dim"], "window": hp["window"], "negative": hp["negative"],
                              "ns_exponent": hp["ns_exponent"], "sample": 0, "min_count": hp["min_count"],
-                             "epochs": hp["epochs"], "seed": seed, "share_negatives": 1, "checkpoint_every": 0},
+                             "epochs": hp["epochs"], "seed": seed, "share_negatives": 1, "checkpoint_every": 0,
+                             **(sets or {})},
                       environ={}, corpus=(path,), out=os.path.join(work, f"out-{data.name}-{cores}"))
     client, cluster = connect(ClusterConfig(workers=cores, threads_per_worker=1, wait_for_workers=cores))
     try:
@@ -235,7 +237,10 @@ def main(argv=None) -> int:
     ap.add_argument("--items", type=int, default=5_000)
     ap.add_argument("--session-epochs", type=int, default=5)
     ap.add_argument("--json", metavar="FILE")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a configuration key for the job trainer, as nsdist train --set takes it")
     a = ap.parse_args(argv)
+    sets = dict(kv.split("=", 1) for kv in a.set)
     kernels = a.kernels.split(",")
     cores = [int(c) for c in a.cores.split(",")]
     rows = []
@@ -253,7 +258,7 @@ def main(argv=None) -> int:
                 for rep in range(a.repeats):
                     for trainer in ["gensim"] + kernels:
                         res = (run_gensim(data, c, a.seed) if trainer == "gensim" else
-                               run_job(data, c, a.seed, work) if trainer == "job" else
+                               run_job(data, c, a.seed, work, sets) if trainer == "job" else
                                run_nsdist(data, trainer, c, a.seed))
                         row = {"data": name, "cores": c, "repeat": rep, "trainer": trainer, "seconds": res["seconds"],
                                "words_per_s": data.tokens * data.hp["epochs"] / res["seconds"], "others": res["others"]}
