@@ -926,17 +926,24 @@ def complete_parts(url: str, token: str, records: list[dict], storage_options: O
                        MultipartUpload={"Parts": parts})
         fs.invalidate_cache(path)
         return {"size": size(url, storage_options), "sha256": sha256(url, storage_options)}
-    digest, total, folder = hashlib.sha256(), 0, _parts_dir(path, token)
+    digest, folder = hashlib.sha256(), _parts_dir(path, token)
     with _storage_call(f"complete_parts {url}", storage_options), fs.open(path, "wb") as out:
-        buf = bytearray(CHUNK)
-        for r in records:
-            with fs.open(posixpath.join(folder, f"{r['part']:05d}"), "rb") as f:
-                while n := readinto_exact(f, buf):
-                    digest.update(memoryview(buf)[:n])
-                    out.write(memoryview(buf)[:n])
-                    total += n
+        total = _append_parts(fs.open, folder, records, out, digest, bytearray(CHUNK))
     fs.rm(folder, recursive=True)
     return {"size": total, "sha256": digest.hexdigest()}
+
+
+def _append_parts(open_file, folder: str, records: list[dict], out, digest, buf: bytearray) -> int:
+    """Append the parts of ``records`` from ``folder`` to ``out`` in order, each read once into
+    ``buf`` and hashed on the way (``open_file``: the store's ``open``); the bytes appended."""
+    total = 0
+    for r in records:
+        with open_file(posixpath.join(folder, f"{r['part']:05d}"), "rb") as f:
+            while n := readinto_exact(f, buf):
+                digest.update(memoryview(buf)[:n])
+                out.write(memoryview(buf)[:n])
+                total += n
+    return total
 
 
 def _move_parts(path: str, folder: str, records: list[dict]) -> dict:
@@ -954,11 +961,7 @@ def _move_parts(path: str, folder: str, records: list[dict]) -> dict:
         with open(path, "r+b") as out:
             while n := readinto_exact(out, buf):
                 digest.update(memoryview(buf)[:n])
-            for r in records[1:]:
-                with open(posixpath.join(folder, f"{r['part']:05d}"), "rb") as f:
-                    while n := readinto_exact(f, buf):
-                        digest.update(memoryview(buf)[:n])
-                        out.write(memoryview(buf)[:n])
+            _append_parts(open, folder, records[1:], out, digest, buf)
             total = out.tell()
         shutil.rmtree(folder)
     return {"size": total, "sha256": digest.hexdigest()}

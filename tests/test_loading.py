@@ -215,6 +215,25 @@ def test_a_file_written_in_parts_locally_is_assembled_and_its_parts_removed(tmp_
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
 
 
+def test_a_file_written_in_parts_on_another_store_is_copied_together():
+    """A store that is neither a local disk nor S3 (fsspec's in-memory one): the parts are
+    copied into the file in part order, hashed on the way, and removed; an abandoned file
+    leaves nothing."""
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    url, chunks = "memory://nsdist-parts/run/f.bin", [b"a" * 1000, b"", b"b" * 3, b"c" * 70_000]
+    whole = b"".join(chunks)
+    assert _parts(url, None, chunks) == {"size": len(whole), "sha256": hashlib.sha256(whole).hexdigest()}
+    assert storage.read_bytes(url, None) == whole
+    assert [p.rsplit("/", 1)[-1] for p in memory.ls("/nsdist-parts/run", detail=False)] == ["f.bin"]
+    token = storage.start_parts("memory://nsdist-parts/run/g.bin", None)
+    storage.write_part("memory://nsdist-parts/run/g.bin", token, 0, 1, lambda w: w.write(b"x"), None)
+    storage.abort_parts("memory://nsdist-parts/run/g.bin", token, None)
+    assert [p.rsplit("/", 1)[-1] for p in memory.ls("/nsdist-parts/run", detail=False)] == ["f.bin"]
+    memory.rm("/nsdist-parts", recursive=True)
+
+
 def test_a_local_file_assembled_again_after_a_lost_worker_is_whole(tmp_path):
     """The first part is moved into place, then the others appended: an assembly killed midway
     leaves the file with its first part and some of the rest, and the task run again must give
