@@ -62,10 +62,11 @@ class Parent:
     size: int
     dim: int
 
-    def rows(self, name: str, rows: np.ndarray) -> np.ndarray:
-        """Rows ``rows`` of its matrix ``name``, read by byte ranges (formats.read_npy_rows: the
-        manifest's checksum covers only the whole file)."""
-        return _of_dim(read_npy_rows(storage.join(self.url, name), rows, self.store, expect_rows=self.size), self.dim)
+    def rows_into(self, name: str, rows: np.ndarray, target: np.ndarray, at: np.ndarray) -> None:
+        """Rows ``rows`` of its matrix ``name`` written into ``target[at]`` as they are read by
+        byte ranges (formats.read_npy_rows: no array of those rows alone is made; the manifest's
+        checksum covers only the whole file)."""
+        read_npy_rows(storage.join(self.url, name), rows, self.store, expect_rows=self.size, into=(target, at))
 
 
 def _of_dim(old: np.ndarray, dim: int) -> np.ndarray:
@@ -104,7 +105,7 @@ def start_rows(parent: Parent, seed: int, vocab_size: int, ids: np.ndarray, src:
     known = np.flatnonzero(src >= 0)
     if len(known):
         for name, target in (("vectors.npy", model.win), ("context.npy", model.wout)):
-            target[known] = parent.rows(name, src[known])
+            parent.rows_into(name, src[known], target, known)
     return model
 
 

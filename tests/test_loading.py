@@ -267,6 +267,12 @@ def test_rows_read_by_byte_ranges_equal_the_whole_file(where):
         assert np.array_equal(formats.read_npy_rows(url, rows, so, gap_bytes=gap, expect_rows=5000), v[rows])
     scattered = np.arange(4999, 0, -50)
     assert np.array_equal(formats.read_npy_rows(url, scattered, so, gap_bytes=0), v[scattered])
+    # Into another array's rows as they arrive: the rows land where asked, the others untouched.
+    target, at = np.full((20, 7), -1.0, np.float32), np.array([19, 2, 3, 4, 5, 6, 7, 0])
+    assert formats.read_npy_rows(url, rows, so, gap_bytes=0, into=(target, at)) is target
+    assert np.array_equal(target[at], v[rows]) and (np.delete(target, at, axis=0) == -1).all()
+    with pytest.raises(DataError, match="has rows of 7 values, not 3: the run is corrupt"):
+        formats.read_npy_rows(url, rows, so, into=(np.zeros((20, 3), np.float32), at))
     with pytest.raises(DataError, match="has 5000 rows for 4 words"):
         formats.read_npy_rows(url, rows, so, expect_rows=4)
     short = storage.join(out, "short.npy")

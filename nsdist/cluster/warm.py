@@ -193,7 +193,7 @@ def _group_sums(held: np.ndarray, src: np.ndarray, parent: Parent, window: int, 
     for name in ("vectors.npy", "context.npy"):
         rows = np.zeros((len(held), parent.dim), np.float32)
         if len(near):
-            rows[near] = parent.rows(name, src[near])
+            parent.rows_into(name, src[near], rows, near)
         vectors.append(rows)
     sums = cooccur_sums(Neighbours(slot, *vectors), window, *pieces)
     return wp.bins(replace(sums, rows=held[sums.rows].astype(np.int64)), *binned)
