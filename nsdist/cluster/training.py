@@ -51,12 +51,15 @@ class Source(NamedTuple):
     model, the futures of those ``more`` arguments, for its rows and for its range's (a warm start
     by rows, cluster/warm.py); None: none. ``later``: per model, futures of rows set after the
     build a part at a time (``parts.start_new``: a warm start's new rows), for its rows and for
-    its range's; None: none."""
+    its range's; None: none. ``after``: futures the partitioned build waits for (a warm start's:
+    every worker's new rows cut into parts, so that no worker builds its models beside the bins
+    the parts were cut from)."""
 
     build: Callable
     args: tuple
     models: list | None = None
     later: list | None = None
+    after: list | None = None
 
 
 class Once:

@@ -7,6 +7,7 @@ which no worker holds the parent's vocabulary or matrices, nor this job's whole 
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -50,11 +51,14 @@ def new_row_sums(client: Client, cfg: JobConfig, shards: list, vocab, parent: st
     return merged, gather_alive(client, client.submit(initialised, merged, key=f"warm-initialised-{tag}"))
 
 
-def by_rows(client: Client, cfg: JobConfig, counted, parts, rounds: int, parent: str, tag: str) -> tuple[Source, dict]:
+def by_rows(client: Client, cfg: JobConfig, counted, parts, rounds: int, parent: str, tag: str,
+            fits: Callable[[int], None]) -> tuple[Source, dict]:
     """The partitioned layout's warm start from ``parent`` (warm_parts.py): the ``Source`` each
     worker builds its models' first rows and its range's from (``warm.start_rows``), and the
     warm-start record (known, new and dropped words, and the new words started from neighbours).
-    ``counted``: the job's cluster.Counted; ``parts``: its partitioned.Parts (``rounds`` per epoch)."""
+    ``counted``: the job's cluster.Counted; ``parts``: its partitioned.Parts (``rounds`` per epoch);
+    ``fits(new)`` raises where a start with ``new`` new rows from known neighbours would not fit
+    the workers' memory, before those rows are summed."""
     t, p = cfg.train, Placer(client, client_workers(client), f"warm-{tag}")
     size, src = _parent_rows(p, cfg, counted, parts.ranges, parent)
     known = sum(gather_alive(client, [p.submit(_known, s, name=f"known-{o}", at=o) for o, s in enumerate(src)]))
@@ -62,14 +66,15 @@ def by_rows(client: Client, cfg: JobConfig, counted, parts, rounds: int, parent:
               "dropped_words": size - known, "cooccur_words": 0}
     held_src = _HeldSources(p, src, parts)
     new = first = [[]] * len(parts.ranges)
-    published = Parent(parent, cfg.store, size, t.dim)
+    published, cut = Parent(parent, cfg.store, size, t.dim), None
     if t.warm_new == "cooccur" and record["new_words"]:
-        new, first, binned = _new_sums(p, cfg, parts, rounds, published, held_src, record["new_words"])
+        fits(record["new_words"])
+        new, first, binned, cut = _new_sums(p, cfg, parts, rounds, published, held_src, record["new_words"])
         record["cooccur_words"] = sum(gather_alive(client, [p.submit(initialised, b, name=f"cooccur-{q}", at=q)
                                                             for q, b in enumerate(binned)]))
     more = [((held_src(0, m),), (src[m],)) for m in range(len(parts.ranges))]
     return Source(start_rows, (published, t.seed, counted.summary["vocab_size"]), more,
-                  [(first[m], new[m]) for m in range(len(parts.ranges))]), record
+                  [(first[m], new[m]) for m in range(len(parts.ranges))], cut), record
 
 
 def _parent_rows(p: Placer, cfg: JobConfig, counted, ranges: list[tuple[int, int]], parent: str) -> tuple[int, list]:
@@ -115,7 +120,8 @@ class _HeldSources:
 
 def _new_sums(p: Placer, cfg: JobConfig, parts, rounds: int, parent: Parent, held_src: _HeldSources, new_words: int):
     """Per range, the start of its new rows with known neighbours, and per model that of the rows
-    it holds first: a list of futures of warm.NewRows each, one per worker; and the bins' futures.
+    it holds first: a list of futures of warm.NewRows each, one per worker; the bins' futures; and
+    per worker a future that is done once its bins are cut into those parts (``Source.after``).
     Each model's groups sum where its shards are, cut in bins of ids (warm_parts.bins); each
     worker reduces its bins (b % workers) one after another, in model then group order: a bin's
     task is not given to its worker before the one before it is done, so the worker fetches one
@@ -134,12 +140,15 @@ def _new_sums(p: Placer, cfg: JobConfig, parts, rounds: int, parent: Parent, hel
                                  for k, (m, s) in enumerate(sums)], name=f"bin-{b}", at=b)
         binned.append(last[b % n])
     del sums
-    mine = [binned[q::n] for q in range(n)]
-    new = [[p.submit(_rows_in, lo, hi, *bs, name=f"bins-{q}-in-{o}", at=q) for q, bs in enumerate(mine)]
-           for o, (lo, hi) in enumerate(ranges)]
-    first = [[p.submit(_rows_at, parts.held[0][m], *bs, name=f"bins-{q}-first-{m}", at=q) for q, bs in enumerate(mine)]
-             for m in range(len(ranges))]
-    return new, first, binned
+    # One task per worker cuts all its parts, so that its bins are let go as soon as they are cut;
+    # the models are built after every worker's cut (Source.after): a worker that built its models
+    # first held its bins, their parts and its new masters at once.
+    cut = [p.submit(_cut, ranges, *parts.held[0], *binned[q::n], name=f"bins-{q}-cut", at=q) for q in range(n)]
+    new = [[p.submit(operator.getitem, c, o, name=f"bins-{q}-in-{o}", at=q) for q, c in enumerate(cut)]
+           for o in range(len(ranges))]
+    first = [[p.submit(operator.getitem, c, len(ranges) + m, name=f"bins-{q}-first-{m}", at=q)
+              for q, c in enumerate(cut)] for m in range(len(ranges))]
+    return new, first, binned, [p.submit(len, c, name=f"bins-{q}-cut-done", at=q) for q, c in enumerate(cut)]
 
 
 # Task functions: module-level, plain inputs and outputs, never mutating their arguments.
@@ -172,12 +181,12 @@ def _bin_means(after, *parts: NewSums):
     return means(merge_sums(*parts))
 
 
-def _rows_in(lo: int, hi: int, *bins: NewRows) -> NewRows:
-    return wp.joined(*[wp.rows_in(b, lo, hi) for b in bins])
-
-
-def _rows_at(ids: np.ndarray, *bins: NewRows) -> NewRows:
-    return wp.joined(*[wp.rows_at(b, ids) for b in bins])
+def _cut(ranges: list[tuple[int, int]], *args) -> list[NewRows]:
+    """A worker's bins (the last of ``args``, after each model's ids held in the first group)
+    cut into each owner's range's new rows, then each model's first rows' new rows."""
+    firsts, bins = args[:len(ranges)], args[len(ranges):]
+    return ([wp.joined(*[wp.rows_in(b, lo, hi) for b in bins]) for lo, hi in ranges] +
+            [wp.joined(*[wp.rows_at(b, ids) for b in bins]) for ids in firsts])
 
 
 def _group_sums(held: np.ndarray, src: np.ndarray, parent: Parent, window: int, span: tuple[int, int, int],
