@@ -6,13 +6,14 @@ import collections
 
 import numpy as np
 
-from . import cluster
+from . import cluster, storage
 from .config import JobConfig
 from .inputs import check_inputs, plan_inputs
 from .layout import choose, expected_rows, group_plan, rounds_and_groups, worker_bytes, worker_peak
 from .plan import PEAK
 from .plan import sample_blocks
-from .runs import new_run_id
+from .runs import new_run_id, read_manifest, resolve_run
+from .warm_parts import start_peak
 
 
 def _block_weights(blocks: list, files: list[tuple[str, int]]) -> list[float]:
@@ -20,6 +21,14 @@ def _block_weights(blocks: list, files: list[tuple[str, int]]) -> list[float]:
     its file's size over its file's blocks)."""
     size, per_file = dict(files), collections.Counter(b.url for b in blocks)
     return [b.length if b.length is not None else size[b.url] / per_file[b.url] for b in blocks]
+
+
+def _warm_start(init_from: str, cfg: JobConfig, vocab_size: int) -> dict:
+    """A partitioned warm start's new words, estimated as this vocabulary's size less the
+    parent's (more where the parent knows words this corpus drops): what its memory grows with."""
+    store = cfg.store
+    parent = read_manifest(resolve_run(storage.absolute(init_from), store), store)["corpus"]["vocab_size"]
+    return {"parent_vocab_size": parent, "new_words": max(0, vocab_size - parent)}
 
 
 def dry_run(cfg: JobConfig, client, resume: str | None = None, init_from: str | None = None,
@@ -77,13 +86,20 @@ def dry_run(cfg: JobConfig, client, resume: str | None = None, init_from: str | 
     peaks = ({w: PEAK * need[w] for w in workers} if chosen == "replicated" else
              {w: worker_peak(held, masters, t.dim, n_models, adjacency[i] + own * len(shards[w]))
               for i, w in enumerate(workers)})
+    warm = None
+    if init_from and chosen == "partitioned" and t.warm_new == "cooccur":
+        warm = _warm_start(init_from, cfg, estimate["vocab_size"])
+        start = {w: start_peak(warm["new_words"], held, masters, t.dim, n_models, adjacency[i] + own * len(shards[w]),
+                               groups) for i, w in enumerate(workers)}
+        warm["peak"] = max(start.values(), default=0)
+        peaks = {w: max(peaks[w], start[w]) for w in workers}
     return {"corpus": {"files": len(files), "bytes": sum(s for _, s in files), "blocks": len(blocks)},
             "layout": {"chosen": chosen, "asked": t.layout, "held_rows": estimate["held_rows"],
                        "head_rows": estimate["head_rows"], "rows_per_worker": held + masters, "row_groups": groups,
                        "group_rows": held,
                        "replicated_bytes": max(need.values(), default=0),
                        "partitioned_bytes": max(parted.values(), default=0)},
-            "graph": graph_plan,
+            "graph": graph_plan, "warm_start": warm,
             "sample": {"blocks": len(picks), "fraction": fraction, **estimate},
             "shards": n_shards, "models": n_models, "dim": t.dim, "model_bytes": model_bytes,
             "workers": [{"address": w, "shards": shards[w], "bytes": (need if chosen == "replicated" else parted)[w],

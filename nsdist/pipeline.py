@@ -48,6 +48,7 @@ from .nearest import block_topk
 from .vocab import Vocab
 from .inputs import check_inputs, corpus_fingerprint, flag, plan_inputs, some, what
 from .warm import warm_start_model, warm_stats
+from .warm_parts import start_peak
 
 log = logging.getLogger("nsdist")
 
@@ -276,7 +277,8 @@ def _source(client, cfg: JobConfig, run: _Run, counted, shards: list, training) 
 
     def warm_start(tag: str) -> tuple:
         if training.parts is not None:  # by rows: no worker holds the parent's matrices
-            return cluster.by_rows(client, cfg, counted, training.parts, training.rounds, run.parent, tag)
+            fits = functools.partial(_check_start, client, cfg, counted, training.parts)
+            return cluster.by_rows(client, cfg, counted, training.parts, training.rounds, run.parent, tag, fits)
         return _whole_start(client, cfg, counted, shards, run.parent, tag)
 
     # What the start was read from is let go once the models are built: a worker lost before the
@@ -532,20 +534,33 @@ def _replicated_bytes(vocab_size: int, dim: int, shard_bytes: int, n_models: int
     return 2 * vocab_size * dim * 4 + shard_bytes // max(n_models, 1)
 
 
-def _check_partitioned(limits: dict, held: list[int], ranges: list, dim: int, shard_bytes: int, n_models: int) -> None:
+def _check_partitioned(limits: dict, held: list[int], ranges: list, dim: int, shard_bytes: int, n_models: int,
+                       new: int = 0, groups: int = 1) -> None:
     """OutOfMemory when a worker's rows (its model's in a group of rounds and its masters, and one
     exchange of rows in transit) and shards would pass its memory limit at training's peaks
-    (layout.worker_peak)."""
+    (layout.worker_peak), or, with ``new`` new rows from known neighbours, at a warm start's
+    (warm_parts.start_peak; ``groups``: of rounds)."""
     known = [v for v in limits.values() if v]
     rows = max(h + hi - lo for h, (lo, hi) in zip(held, ranges))
-    need = max(layout.worker_peak(h, hi - lo, dim, n_models, shard_bytes // max(n_models, 1))
-               for h, (lo, hi) in zip(held, ranges))
-    if known and need > min(known):
+    per = shard_bytes // max(n_models, 1)
+    need = max(layout.worker_peak(h, hi - lo, dim, n_models, per) for h, (lo, hi) in zip(held, ranges))
+    start = max(start_peak(new, h, hi - lo, dim, n_models, per, groups) for h, (lo, hi) in zip(held, ranges)) if new else 0
+    if known and max(need, start) > min(known):
+        when, fix = ("while training", "") if need >= start else (
+            f"while its warm start's {new:,} new words are built", ", or start new words at random "
+            "(train.warm_new=random)")
         raise OutOfMemory(
             f"in the partitioned layout a worker holds up to {rows:,} rows x dim {dim} x 2 float32 and its shards: up "
-            f"to {need / 1e6:,.1f} MB while training, more than the workers' memory limit of "
-            f"{min(known) / 1e6:,.1f} MB; add workers or give them more memory, or train a smaller model (a lower dim, "
-            "a higher min_count, or max_vocab)")
+            f"to {max(need, start) / 1e6:,.1f} MB {when}, more than the workers' memory limit of "
+            f"{min(known) / 1e6:,.1f} MB; add workers or give them more memory{fix}, or train a smaller model (a lower "
+            "dim, a higher min_count, or max_vocab)")
+
+
+def _check_start(client, cfg: JobConfig, counted, parts, new: int) -> None:
+    """``_check_partitioned`` for a warm start with ``new`` new rows from known neighbours, before
+    any of it is built (``parts``: the job's partitioned.Parts)."""
+    _check_partitioned(cluster.memory_limits(client), cluster.gather_alive(client, parts.sizes), parts.ranges,
+                       cfg.train.dim, _shard_bytes(counted.summary), len(parts.ranges), new, parts.groups)
 
 
 def _check_memory(limits: dict, vocab_size: int, dim: int, shard_bytes: int, n_models: int) -> None:

@@ -286,3 +286,37 @@ def test_rounds_grow_to_the_groups_a_model_needs_to_fit(tmp_path, capfd):
         assert main(base) == 0
     metrics = load(str(out)).manifest["metrics"]
     assert metrics["rounds_per_epoch"] == metrics["row_groups"] == 16 and len(metrics["epochs"][0]["merges"]) == 16
+
+
+def test_a_warm_start_that_would_not_fit_is_refused_before_its_rows_are_summed(tmp_path, capfd):
+    """A partitioned warm start holds its new rows' sums and means beside the shards
+    (warm_parts.start_peak): a job with 10,549 new words (the corpus's second half over its first)
+    whose training fits four workers of 87 MB but whose start does not (calibrated from the
+    planning functions on this corpus: 80.9 MB at training's peaks, 93.1 MB while the start is
+    built) is refused by --dry-run and by the job, before the start's sums, leaving no run; with
+    new words started at random the dry run fits."""
+    from nsdist.cli import main
+
+    corpus = _long_tail(tmp_path / "c.txt")
+    lines = (tmp_path / "c.txt").read_text().splitlines(keepends=True)
+    (tmp_path / "first.txt").write_text("".join(lines[:len(lines) // 2]))
+    parent, out = tmp_path / "parent", tmp_path / "out"
+    sets = ["--set", "dim=256", "--set", "min_count=1", "--set", "epochs=1", "--set", "train.layout=partitioned"]
+    with _limited("87MB") as lc:
+        where = ["--scheduler", lc.scheduler_address]
+        assert main(["train", "--corpus", str(tmp_path / "first.txt"), "--out", str(parent), *where, *sets]) == 0
+        base = ["train", "--corpus", corpus, "--out", str(out), "--init-from", str(parent), *where, *sets]
+        capfd.readouterr()
+        assert main([*base, "--dry-run"]) == 2
+        text = capfd.readouterr()
+        assert "warm start: about 10,549 new words (this vocabulary less the parent's 16,501;" in text.out
+        assert text.out.count("up to 93.1 MB at peaks, of 0.1 GB: DOES NOT FIT") == 4
+        assert "a worker needs up to 93.1 MB while its warm start is built" in text.err
+        assert "start new words at random (train.warm_new=random)" in text.err
+        assert main([*base, "--dry-run", "--set", "train.warm_new=random"]) == 0
+        assert "warm start:" not in capfd.readouterr().out
+        assert main(base) == 2
+        err = capfd.readouterr().err
+        assert "MB while its warm start's 10,549 new words are built, more than the workers' memory limit" in err
+        assert "train.warm_new=random" in err and "Traceback" not in err
+        assert not list(out.glob("runs/*"))  # refused before the start: nothing to resume, the claim removed

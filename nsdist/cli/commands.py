@@ -81,6 +81,11 @@ def _print_plan(plan: dict) -> None:
              if plan["rounds_per_epoch"] != plan["rounds_asked"] else "")
     print(f"rounds: {plan['rounds_per_epoch']} per epoch{grown} x {plan['epochs']} epoch(s); each averages the "
           f"{plan['sync_rows'] or 'all'} most frequent rows or more, all rows at {ends}")
+    warm = plan.get("warm_start")
+    if warm:
+        print(f"warm start: about {warm['new_words']:,} new words (this vocabulary less the parent's "
+              f"{warm['parent_vocab_size']:,}; more where the corpus drops the parent's words) start from their known "
+              f"neighbours: up to {warm['peak'] / 1e6:,.1f} MB on a worker while they are built")
     print(f"{plan['shards']} shard(s) over {len(plan['workers'])} worker(s):")
     held = "" if not g else ", the adjacency" if g["layout"] == "replicated" else ", its adjacency range"
     for w in plan["workers"]:
@@ -95,8 +100,11 @@ def _print_plan(plan: dict) -> None:
     if limits and worst > min(limits):
         fix = ("add workers, give them more memory" if lay["chosen"] == "partitioned" else
                "set train.layout=auto or partitioned, give the workers more memory")
+        when = "at training's peaks"
+        if warm and warm["peak"] >= worst:
+            when, fix = "while its warm start is built", fix + ", start new words at random (train.warm_new=random)"
         raise OutOfMemory(f"the job does not fit in the {lay['chosen']} layout: a worker needs up to "
-                          f"{worst / 1e6:,.1f} MB at training's peaks, more than the workers' memory limit of "
+                          f"{worst / 1e6:,.1f} MB {when}, more than the workers' memory limit of "
                           f"{min(limits) / 1e6:,.1f} MB; {fix}, or train a smaller model (a lower dim, a higher "
                           "min_count, or max_vocab)")
 
