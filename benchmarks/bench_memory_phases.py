@@ -1,6 +1,7 @@
 """Where each worker's memory peaks: RSS sampled every 20 ms with the tasks running at the time.
 
     python benchmarks/bench_memory_phases.py /tmp/nsdist-text15.txt --workers 8 --epochs 2
+    python benchmarks/bench_memory_phases.py child.txt --workers 8 --epochs 1 --init-from parent/out ...
 
 Trains the corpus once to warm the workers up (1 epoch, 1 MiB blocks), frees what it can, then
 samples every worker's RSS while the measured run trains, and prints per worker its peak growth
@@ -58,6 +59,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", default="/tmp/nsdist-memory-phases")
     ap.add_argument("--warm", metavar="CORPUS", help="warm the workers up on this corpus (default: the measured one)")
     ap.add_argument("--edges", action="store_true", help="the corpus (and --warm) are edge lists: a graph job")
+    ap.add_argument("--init-from", metavar="OUT", help="warm-start the measured run from this published model "
+                    "(nsdist train --init-from): the start's tasks are kinds of their own (sums, bin, bins, ...)")
     ap.add_argument("--memory-limit", help="each worker's memory limit, which the job plans with (its walk waves, "
                     "layouts); Dask's own memory management is off, so that nothing is spilled or killed")
     a = ap.parse_args(argv)
@@ -87,7 +90,7 @@ def main(argv=None) -> int:
         t0 = time.time()
         cfg = load_config(None, {"epochs": a.epochs, **parse_set(a.set)}, environ={}, out=f"{a.workdir}/run",
                           **{source: (a.corpus,)})
-        result = train(cfg, client)
+        result = train(cfg, client, init_from=a.init_from)
         samples = client.run(_samples)
     c = result.manifest["corpus"]
     yard = 2 * c["vocab_size"] * cfg.train.dim * 4 + c["shard_bytes"] / a.workers
