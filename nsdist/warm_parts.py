@@ -129,20 +129,20 @@ def start_peak(new: int, held: int, masters: int, dim: int, models: int, shard_b
     its two phases, counted as training's is, ``PEAK`` times what comes and goes.
 
     * Summing: the model's co-occurrence sums of its new rows in every group (float64; new words
-      are rare, so about new / models of them), and, coming and going, one bin's pieces and their
-      sum, a group's parent vectors and each group's parent rows; the shards.
+      are rare, so about new / models of them), and, coming and going, one bin's pieces, their
+      sum and its float32 means, a group's parent vectors and each group's parent rows; the shards.
     * Building: the masters and the first group's rows, as in training, and the new rows' means
       the worker's bins hold (float32), which go to their owners and models a part at a time.
 
     >>> start_peak(3_393_561, 294_000, 1_298_677, 32, 8, 55_000_000, 16) // 10**6  # benchmarks/README.md
-    952
+    1064
     >>> start_peak(0, 294_000, 1_298_677, 32, 8, 55_000_000, 16) // 10**6
     476
     """
     per = -(-new // max(models, 1))
     sums = per * (16 * dim + 16)  # two float64 vectors, a row id and a count per new row
     binned = -(-sums // bins_per_worker(new, models, dim))
-    summing = shard_bytes + sums + int(PEAK * (2 * binned + held * (8 * dim + 8 * groups)))
+    summing = shard_bytes + sums + int(PEAK * (2.5 * binned + held * (8 * dim + 8 * groups)))
     building = 2 * (masters + held) * dim * 4 + shard_bytes + int(PEAK * (held * 24 + per * (8 * dim + 8)))
     return max(summing, building)
 

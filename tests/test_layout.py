@@ -292,7 +292,7 @@ def test_a_warm_start_that_would_not_fit_is_refused_before_its_rows_are_summed(t
     """A partitioned warm start holds its new rows' sums and means beside the shards
     (warm_parts.start_peak): a job with 10,549 new words (the corpus's second half over its first)
     whose training fits four workers of 87 MB but whose start does not (calibrated from the
-    planning functions on this corpus: 80.9 MB at training's peaks, 93.1 MB while the start is
+    planning functions on this corpus: 80.9 MB at training's peaks, 103.9 MB while the start is
     built) is refused by --dry-run and by the job, before the start's sums, leaving no run; with
     new words started at random the dry run fits."""
     from nsdist.cli import main
@@ -310,8 +310,8 @@ def test_a_warm_start_that_would_not_fit_is_refused_before_its_rows_are_summed(t
         assert main([*base, "--dry-run"]) == 2
         text = capfd.readouterr()
         assert "warm start: about 10,549 new words (this vocabulary less the parent's 16,501;" in text.out
-        assert text.out.count("up to 93.1 MB at peaks, of 0.1 GB: DOES NOT FIT") == 4
-        assert "a worker needs up to 93.1 MB while its warm start is built" in text.err
+        assert text.out.count("up to 103.9 MB at peaks, of 0.1 GB: DOES NOT FIT") == 4
+        assert "a worker needs up to 103.9 MB while its warm start is built" in text.err
         assert "start new words at random (train.warm_new=random)" in text.err
         assert main([*base, "--dry-run", "--set", "train.warm_new=random"]) == 0
         assert "warm start:" not in capfd.readouterr().out
