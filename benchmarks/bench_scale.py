@@ -99,7 +99,7 @@ def main(argv=None) -> int:
         if a.dry_run:
             from nsdist.dryrun import dry_run
 
-            print(json.dumps(dry_run(cfg, client), indent=1, default=str))
+            print(json.dumps(dry_run(cfg, client, init_from=a.init_from), indent=1, default=str))
             return 0
         warm = os.path.join(workdir, "warm.txt")
         write_zipf_corpus(warm, 1000, 40_000, 1.0, 2)
