@@ -544,7 +544,8 @@ def _check_partitioned(limits: dict, held: list[int], ranges: list, dim: int, sh
     rows = max(h + hi - lo for h, (lo, hi) in zip(held, ranges))
     per = shard_bytes // max(n_models, 1)
     need = max(layout.worker_peak(h, hi - lo, dim, n_models, per) for h, (lo, hi) in zip(held, ranges))
-    start = max(start_peak(new, h, hi - lo, dim, n_models, per, groups) for h, (lo, hi) in zip(held, ranges)) if new else 0
+    start = max((start_peak(new, h, hi - lo, dim, n_models, per, groups) for h, (lo, hi) in zip(held, ranges)),
+                default=0) if new else 0
     if known and max(need, start) > min(known):
         when, fix = ("while training", "") if need >= start else (
             f"while its warm start's {new:,} new words are built", ", or start new words at random "
